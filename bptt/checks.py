@@ -1,0 +1,27 @@
+"""Ready-made gradient-check problems: a layer or model plus seeded inputs, for ``bptt gradcheck``.
+
+Each builder returns ``(target, inputs)`` for :func:`bptt.gradcheck.gradcheck`. Every parameter is
+non-zero (biases included), because a zero bias can hide a bias bug.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import MLP, Dense
+
+MODELS = ["dense", "mlp"]
+
+
+def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch: int = 3,
+                  input_size: int = 5, hidden: int = 8, layers: int = 1, seq_len: int = 4,
+                  bidirectional: bool = False):
+    """Build a float64 target and its inputs for the named model."""
+    rng = np.random.default_rng(seed)
+    if model == "dense":
+        target = Dense(input_size, hidden, activation, dtype=np.float64, rng=rng)
+        return target, {"x": rng.standard_normal((batch, input_size))}
+    if model == "mlp":
+        sizes = [input_size] + [hidden] * max(layers, 1) + [3]
+        target = MLP(sizes, activation, dtype=np.float64, rng=rng)
+        return target, {"x": rng.standard_normal((batch, input_size))}
+    raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")

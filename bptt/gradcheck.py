@@ -1,0 +1,150 @@
+"""Finite-difference gradient checking: the proof that each hand-written gradient is right.
+
+Method (as in CS231n and ``torch.autograd.gradcheck``):
+
+1. Run the target forward on the inputs; draw a random upstream gradient g_k ~ N(0, 1) for every
+   output k, so that the checked scalar is L = Σ_k ⟨out_k, g_k⟩ and every output counts.
+2. Run backward(g) once: the analytic gradients ∂L/∂θ for every parameter and ∂L/∂x for every
+   differentiable input.
+3. For each checked entry θ_j, the central difference n_j = (L(θ_j + ε) − L(θ_j − ε)) / 2ε.
+   A small tensor (≤ ``max_checks`` entries) is checked entry by entry; a large one at a seeded
+   random sample of ``max_checks`` entries.
+4. Report per tensor: the maximum absolute error |a − n|, the maximum relative error
+   |a − n| / max(|a| + |n|, tiny), the entries checked, and pass/fail.
+
+Threshold (documented default): a tensor passes when its maximum relative error is ≤ ``rtol`` =
+1e-5, with ε = 1e-5 and tiny = 1e-6. In float64, central differences carry a truncation error of
+order ε² and a rounding error of order 1e-16·|L|/ε; in practice correct kernels measure 1e-10 to
+1e-7 relative. A wrong gradient (a missing term, a wrong sign, a transposed index) gives errors of
+order 1e-2 or more, so the threshold sits far from both.
+
+Everything runs in float64. Float32 is refused: its rounding error (≈1e-7 relative) divided by ε
+swamps the difference being measured, which is why ``torch.autograd.gradcheck`` warns about it.
+
+The interface a target implements (every bptt layer, loss and model does):
+
+- ``parameters()`` / ``gradients()``: dicts of live arrays with the same keys;
+- ``zero_grad()``;
+- ``check_forward(**inputs)`` -> tuple of float output arrays;
+- ``check_backward(*douts)`` -> dict {input name: ∂L/∂input} for the inputs to check. Inputs
+  not in that dict (token ids, targets) are held fixed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EPS = 1e-5
+RTOL = 1e-5
+TINY = 1e-6
+MAX_CHECKS = 100
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str           # "param" or "input"
+    shape: tuple
+    checked: int
+    max_abs: float
+    max_rel: float
+    passed: bool
+
+
+@dataclass
+class Report:
+    rows: list = field(default_factory=list)
+    rtol: float = RTOL
+    eps: float = EPS
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.passed for r in self.rows)
+
+    def failures(self):
+        return [r for r in self.rows if not r.passed]
+
+    def table(self) -> str:
+        head = ("tensor", "kind", "shape", "checked", "max abs err", "max rel err", "result")
+        body = [(r.name, r.kind, "x".join(map(str, r.shape)) or "scalar", str(r.checked),
+                 f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", "pass" if r.passed else "FAIL") for r in self.rows]
+        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+        line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
+        n_fail = len(self.failures())
+        out.append(f"{len(self.rows) - n_fail}/{len(self.rows)} tensors pass "
+                   f"(threshold: max rel err <= {self.rtol:g}, eps = {self.eps:g}, float64)")
+        return "\n".join(out)
+
+    def __str__(self):
+        return self.table()
+
+
+def _require_float64(what, name, a):
+    if a.dtype != np.float64:
+        raise ValueError(f"gradcheck needs float64, but {what} {name!r} is {a.dtype}: finite differences "
+                         "in float32 are dominated by rounding error; build the layer with dtype=np.float64")
+
+
+def _loss(target, inputs, gouts) -> float:
+    outs = target.check_forward(**inputs)
+    return math.fsum(float(np.dot(o.ravel(), g.ravel())) for o, g in zip(outs, gouts))
+
+
+def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rtol, tiny, max_checks):
+    flat = arr.reshape(-1)          # a view: perturbing it perturbs the live array
+    an = analytic.reshape(-1)
+    n = flat.size
+    idx = np.arange(n) if n <= max_checks else np.sort(rng.choice(n, size=max_checks, replace=False))
+    max_abs = max_rel = 0.0
+    for j in idx:
+        old = flat[j]
+        flat[j] = old + eps
+        lp = _loss(target, inputs, gouts)
+        flat[j] = old - eps
+        lm = _loss(target, inputs, gouts)
+        flat[j] = old
+        num = (lp - lm) / (2 * eps)
+        a = float(an[j])
+        err = abs(a - num)
+        rel = err / max(abs(a) + abs(num), tiny)
+        max_abs = max(max_abs, err)
+        max_rel = max(max_rel, rel)
+    if not (math.isfinite(max_abs) and math.isfinite(max_rel)):
+        max_rel = max_abs = float("inf")
+    return Row(name, kind, tuple(arr.shape), len(idx), max_abs, max_rel, max_rel <= rtol)
+
+
+def gradcheck(target, inputs: dict, *, seed: int = 0, eps: float = EPS, rtol: float = RTOL,
+              tiny: float = TINY, max_checks: int = MAX_CHECKS) -> Report:
+    """Check every parameter gradient and input gradient of ``target`` by central differences.
+
+    ``inputs`` maps the names of ``check_forward``'s arguments to arrays; they are copied, so the
+    caller's arrays are never modified. Returns a :class:`Report` (``report.passed``,
+    ``print(report)``).
+    """
+    inputs = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
+    for name, p in target.parameters().items():
+        _require_float64("parameter", name, p)
+    for name, v in inputs.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            _require_float64("input", name, v)
+    rng = np.random.default_rng(seed)
+    outs = target.check_forward(**inputs)
+    gouts = [rng.standard_normal(np.shape(o)) for o in outs]
+    target.zero_grad()
+    target.check_forward(**inputs)
+    dins = target.check_backward(*gouts)
+    analytic = {k: g.copy() for k, g in target.gradients().items()}
+    report = Report(rtol=rtol, eps=eps)
+    for name, p in target.parameters().items():
+        report.rows.append(_check_tensor(name, "param", p, analytic[name], target, inputs, gouts,
+                                         rng, eps, rtol, tiny, max_checks))
+    for name, d in dins.items():
+        if name not in inputs:
+            raise ValueError(f"check_backward returned a gradient for {name!r}, which is not an input")
+        report.rows.append(_check_tensor(name, "input", inputs[name], np.asarray(d), target, inputs,
+                                         gouts, rng, eps, rtol, tiny, max_checks))
+    return report

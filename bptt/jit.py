@@ -1,0 +1,133 @@
+"""The one place that holds bptt's Numba settings.
+
+Every kernel in :mod:`bptt.kernels` is compiled through :func:`kernel` (entry points called from
+Python) or :func:`inline` (scalar helpers called from other kernels). Nothing else in the package
+calls ``numba.njit`` directly.
+
+Settings
+--------
+threads
+    ``BPTT_THREADS`` in the environment, or the CLI's global ``--threads``, or
+    :func:`set_threads`. ``1`` runs the *serial* build of every kernel (``prange`` is plain
+    ``range``); more than one runs the ``parallel=True`` build on that many threads. The default is
+    every core Numba sees.
+fastmath
+    ``{'contract', 'reassoc', 'nsz'}``: fused multiply-add, re-association (so that LLVM may
+    vectorise a dot product) and ignoring the sign of zero. ``nnan`` and ``ninf`` are left out on
+    purpose, so that ``np.isnan`` and ``np.isfinite`` keep working and a diverging loss is caught;
+    ``afn`` and ``arcp`` are left out so that ``exp``/``tanh``/``erf`` and divisions stay exactly
+    rounded, which the float64 parity tests with PyTorch (relative error <= 1e-10) rely on.
+cache
+    Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
+    start of a process skips compilation. ``BPTT_CACHE=0`` turns it off.
+
+Determinism
+-----------
+Results are bitwise identical at any thread count because every ``prange`` runs over independent
+outputs (rows, output units, batch entries): each output element is computed by exactly one
+iteration, with a fixed inner summation order. No reduction is ever split across threads.
+``NUMBA_DISABLE_JIT=1`` runs the very same code as plain Python, for debugging.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import types
+
+import numba
+from numba import prange  # re-exported: kernels import prange from here
+
+__all__ = ["kernel", "inline", "prange", "set_threads", "get_threads", "max_threads",
+           "FASTMATH", "CACHE"]
+
+FASTMATH = {"contract", "reassoc", "nsz"}
+CACHE = os.environ.get("BPTT_CACHE", "1") not in ("0", "false", "no", "")
+
+
+def max_threads() -> int:
+    """The most threads Numba can use in this process (``NUMBA_NUM_THREADS``, by default all cores)."""
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def _parse_threads(value) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"threads must be a whole number between 1 and {max_threads()}, got {value!r}")
+    if not 1 <= n <= max_threads():
+        raise ValueError(f"threads must be between 1 and {max_threads()} (the cores Numba sees), got {n}")
+    return n
+
+
+_threads = max_threads()
+
+
+def set_threads(n) -> int:
+    """Use ``n`` threads from now on; 1 selects the serial build of every kernel."""
+    global _threads
+    n = _parse_threads(n)
+    _threads = n
+    if n > 1:
+        numba.set_num_threads(n)
+    return n
+
+
+def get_threads() -> int:
+    """The number of threads kernels currently run on (1 = serial build)."""
+    return _threads
+
+
+def _init_from_env() -> None:
+    env = os.environ.get("BPTT_THREADS")
+    if env:
+        try:
+            set_threads(env)
+        except ValueError as e:
+            raise ValueError(f"BPTT_THREADS: {e}") from None
+
+
+def _renamed(fn, suffix: str):
+    """A copy of ``fn`` under another qualname, so its on-disk cache file is its own.
+
+    Numba's cache index does not key on compile flags, so the serial and the parallel build of
+    one function must not share a cache file.
+    """
+    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
+                           fn.__closure__)
+    g.__qualname__ = fn.__qualname__ + suffix
+    g.__module__ = fn.__module__
+    g.__doc__ = fn.__doc__
+    g.__kwdefaults__ = fn.__kwdefaults__
+    return g
+
+
+def kernel(fn=None, *, parallel: bool = True):
+    """Compile ``fn`` as a kernel: a serial build and, if ``parallel``, a ``prange`` build.
+
+    Both builds come from the one Python function. The returned callable picks the build from the
+    current thread count; ``.serial`` and ``.parallel`` expose them for tests and benchmarks.
+    Builds are compiled lazily, on first call with a given signature.
+    """
+    if fn is None:
+        return functools.partial(kernel, parallel=parallel)
+    serial = numba.njit(_renamed(fn, "__serial"), cache=CACHE, fastmath=FASTMATH, nogil=True)
+    par = numba.njit(fn, cache=CACHE, fastmath=FASTMATH, parallel=True, nogil=True) if parallel else serial
+
+    @functools.wraps(fn)
+    def dispatch(*args):
+        if _threads > 1:
+            return par(*args)
+        return serial(*args)
+
+    dispatch.serial = serial
+    dispatch.parallel = par
+    dispatch.py_func = fn
+    return dispatch
+
+
+def inline(fn):
+    """Compile a scalar helper that other kernels call (``x -> f(x)``); inlined into its callers."""
+    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, inline="always")
+
+
+_init_from_env()

@@ -1,0 +1,8 @@
+"""Layer 2: objects that own parameters, gradients and caches, and check their inputs."""
+from .base import Layer
+from .dense import Dense, MLP
+from .losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, bce_with_logits, mse_loss,
+                     softmax_cross_entropy)
+
+__all__ = ["Layer", "Dense", "MLP", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
+           "mse_loss", "softmax_cross_entropy", "bce_with_logits"]

@@ -1,0 +1,129 @@
+"""Layer 2 base: objects that own parameters, gradients and caches, and check their inputs.
+
+A layer keeps its parameters in ``self.params`` and gradients in ``self.grads`` (dicts with the
+same keys, torch's names), reachable as attributes too (``layer.weight``). ``backward`` adds into
+``grads``; ``zero_grad`` resets them. Every array a kernel sees has been checked here first, so a
+Numba typing error never reaches a user.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def as_dtype(dtype) -> np.dtype:
+    """np.float32 / np.float64 from a dtype or its name; ValueError otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_array(name: str, a, shape, dtype, *, what: str = "") -> np.ndarray:
+    """Return ``a`` as a C-contiguous array of ``dtype`` with the given shape, or raise ValueError.
+
+    ``shape`` is a tuple whose entries are ints, or strings naming a free dimension (``'B'``).
+    The dtype must match exactly: silently casting float64 to float32 would hide a user's mistake.
+    """
+    expected = _fmt_shape(shape)
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array of shape {expected} and dtype {np.dtype(dtype)}, "
+                         f"got {type(a).__name__}")
+    if a.ndim != len(shape):
+        raise ValueError(f"{name} must have shape {expected}{what}, got {_fmt_shape(a.shape)} "
+                         f"({a.ndim} dimensions instead of {len(shape)})")
+    for got, want in zip(a.shape, shape):
+        if isinstance(want, (int, np.integer)) and got != want:
+            raise ValueError(f"{name} must have shape {expected}{what}, got {_fmt_shape(a.shape)}")
+    if a.dtype != np.dtype(dtype):
+        raise ValueError(f"{name} must have dtype {np.dtype(dtype)} (the layer's dtype), got {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def check_ids(name: str, ids, shape, high: int) -> np.ndarray:
+    """Integer token ids in [0, high) with the given shape, as C-contiguous int64."""
+    expected = _fmt_shape(shape)
+    if not isinstance(ids, np.ndarray):
+        raise ValueError(f"{name} must be a numpy integer array of shape {expected}, got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.ndim != len(shape):
+        raise ValueError(f"{name} must have shape {expected}, got {_fmt_shape(ids.shape)}")
+    for got, want in zip(ids.shape, shape):
+        if isinstance(want, (int, np.integer)) and got != want:
+            raise ValueError(f"{name} must have shape {expected}, got {_fmt_shape(ids.shape)}")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= high:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} must be in the range [0, {high}), found {bad}")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def uniform(rng: np.random.Generator, shape, bound: float, dtype) -> np.ndarray:
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Layer:
+    """Base class: named parameters and gradients, ``zero_grad``, and gradcheck hooks."""
+
+    def __init__(self, dtype=np.float64):
+        self.dtype = as_dtype(dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    # -- parameters -------------------------------------------------------------------------
+    def add_param(self, name: str, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        self.params[name] = value
+        self.grads[name] = np.zeros_like(value)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: expose parameters as attributes (layer.weight).
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Live parameter arrays by name (perturbing one in place changes the layer)."""
+        return self.params
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """Accumulated gradients by name, with the keys of :meth:`parameters`."""
+        return self.grads
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters by name; ValueError on a missing name or wrong shape."""
+        for name, p in self.params.items():
+            if name not in state:
+                raise ValueError(f"missing parameter {name!r}")
+            v = np.asarray(state[name])
+            if v.shape != p.shape:
+                raise ValueError(f"parameter {name!r} must have shape {_fmt_shape(p.shape)}, got {_fmt_shape(v.shape)}")
+            p[...] = v
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    # -- gradcheck interface ----------------------------------------------------------------
+    # gradcheck calls check_forward(**inputs) -> tuple of float outputs, then
+    # check_backward(*douts) -> {input name: gradient}. The defaults suit a layer whose forward
+    # takes one array ``x`` and returns one array.
+    def check_forward(self, x):
+        return (self.forward(x),)
+
+    def check_backward(self, dout):
+        return {"x": self.backward(dout)}

@@ -1,0 +1,150 @@
+"""Dense layers and the multi-layer perceptron built from them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernels.activations import activation_backward, activation_code, activation_forward, IDENTITY
+from ..kernels.dense import dense_backward_input, dense_backward_params, dense_forward
+from .base import Layer, as_dtype, check_array, uniform
+
+INITS = ("torch", "xavier", "he")
+
+
+def init_linear(rng: np.random.Generator, out_features: int, in_features: int, init: str, dtype):
+    """Weights (O, I) and bias (O,) for a linear map.
+
+    - ``torch`` (default), as ``torch.nn.Linear.reset_parameters``: kaiming_uniform with a=√5,
+      which is W ~ U(-1/√I, 1/√I), and b ~ U(-1/√I, 1/√I).
+    - ``xavier`` (Glorot uniform): W ~ U(-√(6/(I+O)), √(6/(I+O))), b = 0.
+    - ``he`` (Kaiming normal, for ReLU): W ~ N(0, 2/I), b = 0.
+    """
+    if init == "torch":
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        W = uniform(rng, (out_features, in_features), bound, dtype)
+        b = uniform(rng, (out_features,), bound, dtype)
+    elif init == "xavier":
+        bound = math.sqrt(6.0 / (in_features + out_features))
+        W = uniform(rng, (out_features, in_features), bound, dtype)
+        b = np.zeros(out_features, dtype)
+    elif init == "he":
+        W = (rng.standard_normal((out_features, in_features)) * math.sqrt(2.0 / in_features)).astype(dtype)
+        b = np.zeros(out_features, dtype)
+    else:
+        raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    return W, b
+
+
+def _rng(seed, rng):
+    if rng is not None:
+        return rng
+    return np.random.default_rng(seed)
+
+
+def _positive(name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class Dense(Layer):
+    """y = act(x·Wᵀ + b), as ``torch.nn.Linear`` followed by an activation.
+
+    Parameters ``weight`` (O, I) and ``bias`` (O,). ``x`` may be (N, I) or (B, T, I): every leading
+    dimension is treated as a row. See :func:`init_linear` for the initialisations.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "identity", *,
+                 bias: bool = True, init: str = "torch", dtype=np.float64, seed=None, rng=None):
+        super().__init__(dtype)
+        self.in_features = _positive("in_features", in_features)
+        self.out_features = _positive("out_features", out_features)
+        self.activation = activation
+        self.code = activation_code(activation)
+        W, b = init_linear(_rng(seed, rng), self.out_features, self.in_features, init, self.dtype)
+        self.add_param("weight", W)
+        self.add_param("bias", b)
+        self.has_bias = bias
+        if not bias:
+            self.params["bias"].fill(0)
+        self._cache = None
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, dtype={self.dtype.name})"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(x, np.ndarray) and x.ndim == 3:
+            B, T = x.shape[:2]
+            x2 = check_array("x", x, ("B", "T", self.in_features), self.dtype).reshape(B * T, self.in_features)
+            lead = (B, T)
+        else:
+            x2 = check_array("x", x, ("N", self.in_features), self.dtype)
+            lead = (x2.shape[0],)
+        N = x2.shape[0]
+        q = np.empty((N, self.out_features), self.dtype)
+        dense_forward(q, x2, self.params["weight"], self.params["bias"])
+        if self.code == IDENTITY:
+            y = q
+        else:
+            y = np.empty_like(q)
+            activation_forward(y, q, self.code)
+        self._cache = (x2, q, y, lead)
+        return y.reshape(lead + (self.out_features,))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Given ∂L/∂y, accumulate ∂L/∂weight and ∂L/∂bias and return ∂L/∂x."""
+        if self._cache is None:
+            raise RuntimeError("Dense.backward called before forward")
+        x2, q, y, lead = self._cache
+        dy = check_array("dout", dout, lead + (self.out_features,), self.dtype).reshape(q.shape)
+        if self.code == IDENTITY:
+            dq = dy
+        else:
+            dq = np.zeros_like(q)
+            activation_backward(dq, dy, q, y, self.code)
+        db = self.grads["bias"] if self.has_bias else np.zeros_like(self.grads["bias"])
+        dense_backward_params(self.grads["weight"], db, dq, x2)
+        dx = np.zeros_like(x2)
+        dense_backward_input(dx, dq, self.params["weight"])
+        return dx.reshape(lead + (self.in_features,))
+
+
+class MLP(Layer):
+    """A feed-forward network: Dense layers of ``sizes`` = [I, H1, ..., O].
+
+    Hidden layers use ``activation``; the last uses ``out_activation`` (identity by default, so the
+    output is logits or a regression value). Parameters are named ``layers.{k}.weight`` and
+    ``layers.{k}.bias``, as in a ``torch.nn.Sequential`` of Linear layers numbered by position.
+    """
+
+    def __init__(self, sizes, activation: str = "relu", *, out_activation: str = "identity",
+                 init: str = "torch", dtype=np.float64, seed=None, rng=None):
+        super().__init__(dtype)
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
+        rng = _rng(seed, rng)
+        self.sizes = sizes
+        self.activation = activation
+        self.layers = []
+        for k in range(len(sizes) - 1):
+            act = activation if k < len(sizes) - 2 else out_activation
+            layer = Dense(sizes[k], sizes[k + 1], act, init=init, dtype=self.dtype, rng=rng)
+            self.layers.append(layer)
+            for name in ("weight", "bias"):
+                self.params[f"layers.{k}.{name}"] = layer.params[name]
+                self.grads[f"layers.{k}.{name}"] = layer.grads[name]
+
+    def __repr__(self):
+        return f"MLP({self.sizes}, activation={self.activation!r}, dtype={self.dtype.name})"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
