@@ -1,0 +1,221 @@
+"""Dense layers, activations and losses: finite-difference checks, references, bad input."""
+import math
+
+import numpy as np
+import pytest
+
+from bptt import MLP, Dense, gradcheck
+from bptt.kernels.activations import ACTIVATIONS
+from bptt.layers import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from bptt.layers.losses import bce_with_logits, mse_loss, softmax_cross_entropy
+
+ACTS = list(ACTIVATIONS)
+
+
+def _np_act(name, q):
+    """Reference activations written with numpy/math, independently of the kernels."""
+    erf = np.vectorize(math.erf)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))
+    return {
+        "identity": lambda: q,
+        "relu": lambda: np.maximum(q, 0),
+        "tanh": lambda: np.tanh(q),
+        "sigmoid": lambda: sig(q),
+        "gelu": lambda: 0.5 * q * (1 + erf(q / math.sqrt(2))),
+        "gelu_tanh": lambda: 0.5 * q * (1 + np.tanh(math.sqrt(2 / math.pi) * (q + 0.044715 * q ** 3))),
+        "gelu_sigmoid": lambda: q * sig(1.702 * q),
+    }[name]()
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_dense_gradcheck_every_activation(act, rng):
+    layer = Dense(6, 5, act, seed=3)
+    report = gradcheck(layer, {"x": rng.standard_normal((4, 6))})
+    assert report.passed, report.table()
+    assert {r.name for r in report.rows} == {"weight", "bias", "x"}
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_dense_forward_matches_numpy_reference(act, rng):
+    layer = Dense(7, 3, act, seed=0)
+    x = rng.standard_normal((5, 7)) * 2
+    q = x @ layer.weight.T + layer.bias
+    np.testing.assert_allclose(layer.forward(x), _np_act(act, q), rtol=1e-12, atol=1e-14)
+
+
+def test_mlp_gradcheck_and_3d_input(rng):
+    mlp = MLP([4, 8, 8, 3], "gelu", seed=1)
+    report = gradcheck(mlp, {"x": rng.standard_normal((2, 3, 4))})
+    assert report.passed, report.table()
+    assert len(report.rows) == 7
+
+
+def test_large_tensor_is_sampled(rng):
+    layer = Dense(40, 30, "tanh", seed=0)
+    report = gradcheck(layer, {"x": rng.standard_normal((2, 40))}, max_checks=50)
+    w = next(r for r in report.rows if r.name == "weight")
+    assert w.checked == 50 and report.passed
+    b = next(r for r in report.rows if r.name == "bias")
+    assert b.checked == 30
+
+
+@pytest.mark.parametrize("loss,target", [
+    (MSELoss(), lambda r: r.standard_normal((5, 3))),
+    (BCEWithLogitsLoss(), lambda r: r.random((5, 3))),
+    (CrossEntropyLoss(), lambda r: r.integers(0, 3, size=5)),
+    (CrossEntropyLoss(ignore_index=1), lambda r: np.array([0, 1, 2, 1, 0])),
+    (CrossEntropyLoss(mask=np.array([1, 0, 1, 1, 0])), lambda r: r.integers(0, 3, size=5)),
+])
+def test_losses_gradcheck(loss, target, rng):
+    report = gradcheck(loss, {"x": rng.standard_normal((5, 3)) * 3, "target": target(rng)})
+    assert report.passed, report.table()
+
+
+def test_cross_entropy_reference_and_stability(rng):
+    z = rng.standard_normal((6, 4)) * 5
+    t = rng.integers(0, 4, 6)
+    ref = np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(6), t])
+    loss, d = softmax_cross_entropy(z, t)
+    assert abs(loss - ref) < 1e-12
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    p[np.arange(6), t] -= 1
+    np.testing.assert_allclose(d, p / 6, atol=1e-15)
+    # Huge logits neither overflow nor produce NaN.
+    big, dbig = softmax_cross_entropy(np.array([[1000.0, 0.0], [-1000.0, 1000.0]]), np.array([0, 0]))
+    assert np.isfinite(big) and np.all(np.isfinite(dbig))
+    assert abs(big - 1000.0) < 1e-9
+    # Mask and ignore_index leave rows out of the mean.
+    loss_m, dm = softmax_cross_entropy(z, t, mask=np.array([1, 1, 1, 0, 0, 0]))
+    loss_3, _ = softmax_cross_entropy(z[:3], t[:3])
+    assert abs(loss_m - loss_3) < 1e-12 and np.all(dm[3:] == 0)
+
+
+def test_bce_and_mse_reference(rng):
+    z = rng.standard_normal((4, 2)) * 4
+    y = rng.random((4, 2))
+    s = 1 / (1 + np.exp(-z))
+    ref = -np.mean(y * np.log(s) + (1 - y) * np.log(1 - s))
+    assert abs(bce_with_logits(z, y)[0] - ref) < 1e-12
+    assert np.isfinite(bce_with_logits(np.array([[800.0, -800.0]]), np.array([[0.0, 1.0]]))[0])
+    assert abs(mse_loss(z, y)[0] - np.mean((z - y) ** 2)) < 1e-14
+
+
+def test_checker_catches_a_wrong_gradient(rng, monkeypatch):
+    """A deliberately broken backward (bias gradient scaled by 1.1) must fail the check."""
+    layer = Dense(4, 3, "tanh", seed=0)
+    original = Dense.backward
+
+    def broken(self, dout):
+        before = self.grads["bias"].copy()
+        dx = original(self, dout)
+        self.grads["bias"][...] = before + 1.1 * (self.grads["bias"] - before)
+        return dx
+
+    monkeypatch.setattr(Dense, "backward", broken)
+    report = gradcheck(layer, {"x": rng.standard_normal((3, 4))})
+    assert not report.passed
+    assert [r.name for r in report.failures()] == ["bias"]
+    assert "FAIL" in report.table()
+
+
+def test_checker_catches_a_wrong_activation_derivative(rng, monkeypatch):
+    """GELU's derivative swapped for the tanh-approximated form's must fail: numpy-ml's bug."""
+    layer = Dense(4, 3, "gelu", seed=0)
+    from bptt.kernels import activations as A
+    from bptt.layers import dense as D
+
+    def wrong(dq, dy, q, y, code):
+        A.activation_backward(dq, dy, q, y, A.GELU_TANH)
+
+    monkeypatch.setattr(D, "activation_backward", wrong)
+    report = gradcheck(layer, {"x": rng.standard_normal((3, 4)) * 2})
+    assert not report.passed
+
+
+def test_gradcheck_refuses_float32(rng):
+    layer = Dense(3, 2, dtype=np.float32)
+    with pytest.raises(ValueError, match="float64"):
+        gradcheck(layer, {"x": rng.standard_normal((2, 3)).astype(np.float32)})
+
+
+def test_float32_layers(rng):
+    layer = Dense(5, 4, "gelu", dtype=np.float32, seed=0)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    y = layer.forward(x)
+    assert y.dtype == np.float32
+    dx = layer.backward(np.ones_like(y))
+    assert dx.dtype == np.float32 and layer.grads["weight"].dtype == np.float32
+    ref = Dense(5, 4, "gelu", dtype=np.float64, seed=0)
+    np.testing.assert_allclose(y, ref.forward(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+def test_zero_grad_and_accumulation(rng):
+    layer = Dense(3, 2, "tanh", seed=0)
+    x = rng.standard_normal((4, 3))
+    layer.forward(x)
+    layer.backward(np.ones((4, 2)))
+    g1 = layer.grads["weight"].copy()
+    layer.forward(x)
+    layer.backward(np.ones((4, 2)))
+    np.testing.assert_allclose(layer.grads["weight"], 2 * g1, rtol=1e-15)
+    layer.zero_grad()
+    assert not layer.grads["weight"].any() and not layer.grads["bias"].any()
+
+
+def test_initialisations_are_seeded_and_bounded():
+    a, b = Dense(100, 50, seed=7), Dense(100, 50, seed=7)
+    assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    assert np.abs(a.weight).max() <= 0.1 and np.abs(a.bias).max() <= 0.1  # 1/√I
+    assert a.weight.std() > 0.05  # uniform on ±0.1 has std 0.0577
+    x = Dense(100, 50, init="xavier", seed=0)
+    assert np.abs(x.weight).max() <= math.sqrt(6 / 150) and not x.bias.any()
+    h = Dense(100, 50, init="he", seed=0)
+    assert abs(h.weight.std() - math.sqrt(2 / 100)) < 0.01
+    assert not np.array_equal(Dense(100, 50, seed=8).weight, a.weight)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda l: l.forward(np.zeros((2, 4))), r"x must have shape \(N, 3\)"),
+    (lambda l: l.forward(np.zeros(3)), r"1 dimensions instead of 2"),
+    (lambda l: l.forward(np.zeros((2, 3), np.float32)), "dtype float64"),
+    (lambda l: l.forward([[1.0, 2.0, 3.0]]), "numpy array"),
+    (lambda l: l.forward(np.zeros((2, 3), np.int64)), "dtype float64"),
+])
+def test_bad_input_raises_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(Dense(3, 2))
+
+
+def test_bad_constructor_and_loss_arguments():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        Dense(3, 2, "swish")
+    with pytest.raises(ValueError, match="in_features"):
+        Dense(0, 2)
+    with pytest.raises(ValueError, match="dtype"):
+        Dense(3, 2, dtype=np.int32)
+    with pytest.raises(ValueError, match="init"):
+        Dense(3, 2, init="orthogonal")
+    with pytest.raises(ValueError, match=r"range \[0, 3\)"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="targets must have shape"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="target must have shape"):
+        mse_loss(np.zeros((2, 3)), np.zeros((3, 2)))
+    layer = Dense(3, 2)
+    layer.forward(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"dout must have shape \(4, 2\)"):
+        layer.backward(np.zeros((2, 2)))
+
+
+def test_serial_and_parallel_are_bitwise_equal(threads, rng):
+    x = rng.standard_normal((33, 17))
+    results = []
+    for n in (1, 2):
+        threads(n)
+        mlp = MLP([17, 31, 9], "gelu_tanh", seed=5)
+        y = mlp.forward(x)
+        dx = mlp.backward(np.cos(y))
+        loss, d = softmax_cross_entropy(y, np.arange(33) % 9)
+        results.append([y, dx, d, np.array([loss])] + [g.copy() for g in mlp.grads.values()])
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
