@@ -9,6 +9,7 @@ Layers of the code, each importing only from those below it:
 from .jit import get_threads, set_threads
 from .layers import (BCEWithLogitsLoss, CrossEntropyLoss, Dense, MLP, MSELoss, bce_with_logits,
                      mse_loss, softmax_cross_entropy)
+from .layers import GRU, LSTM, RNN, Embedding
 from .gradcheck import gradcheck
 
 __version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""GRU cell over a whole sequence, gate order r, z, n and torch's formula for n.
+
+Shapes: T time steps, B batch, H hidden units, G = 3 gates, D directions (1 or 2).
+Layout, direction (``reverse``) and output columns (``off``) are as in :mod:`bptt.kernels.rnn`.
+
+    [x_r, x_z, x_n] = W_ih·x_t + b_ih           [m_r, m_z, m_n] = W_hh·h_prev + b_hh
+    r = σ(x_r + m_r)    z = σ(x_z + m_z)    n = tanh(x_n + r ⊙ m_n)
+    h_t = (1 - z) ⊙ n + z ⊙ h_prev
+
+Because r multiplies m_n = W_hn·h_prev + b_hn, the pre-activation gradients differ on the two
+sides for the n block, so backward keeps both: dgx = ∂L/∂[x_r, x_z, x_n] for W_ih, b_ih and dx,
+and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z blocks).
+"""
+import math
+
+from ..jit import kernel, prange
+from .activations import sigmoid
+
+
+@kernel
+def gru_forward(y, gates, mn, h0, W_hh, b_hh, off, reverse):
+    """Forward over the sequence, keeping r, z, n and m_n of every step for backward.
+
+    y : (T, B, D·H) output; writes y[t, :, off:off+H] = h_t.
+    gates : (T, B, 3H) in: the input projection W_ih·x_t + b_ih; out: [r, z, n] of every step.
+    mn : (T, B, H) out: m_n = W_hn·h_prev + b_hn of every step.
+    h0 : (B, H) initial state.  W_hh : (3H, H).  b_hh : (3H,).
+    off : int column offset of this direction in y.  reverse : bool.
+    """
+    T, B, G3 = gates.shape
+    H = G3 // 3
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        if s == 0:
+            hp = h0
+            hoff = 0
+        else:
+            hp = y[t + 1] if reverse else y[t - 1]
+            hoff = off
+        for b in prange(B):
+            for o in range(H):
+                mr = b_hh[o]
+                mz = b_hh[H + o]
+                m = b_hh[2 * H + o]
+                for j in range(H):
+                    hj = hp[b, hoff + j]
+                    mr += W_hh[o, j] * hj
+                    mz += W_hh[H + o, j] * hj
+                    m += W_hh[2 * H + o, j] * hj
+                r = sigmoid(gates[t, b, o] + mr)
+                z = sigmoid(gates[t, b, H + o] + mz)
+                n = math.tanh(gates[t, b, 2 * H + o] + r * m)
+                gates[t, b, o] = r
+                gates[t, b, H + o] = z
+                gates[t, b, 2 * H + o] = n
+                mn[t, b, o] = m
+                y[t, b, off + o] = (1.0 - z) * n + z * hp[b, hoff + o]
+
+
+@kernel
+def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, reverse):
+    """Backward sweep through time (BPTT), from the last processed step to the first.
+
+    With dh the gradient carried from the later step (dh_n at the start):
+        dh_t = dy_t + dh
+        da_n = dh_t ⊙ (1 - z) ⊙ (1 - n²)                  (∂L/∂(x_n + r ⊙ m_n))
+        dx_n = da_n        dm_n = da_n ⊙ r
+        dx_r = dm_r = da_n ⊙ m_n ⊙ r(1 - r)
+        dx_z = dm_z = dh_t ⊙ (h_prev - n) ⊙ z(1 - z)
+        dh   = dh_t ⊙ z + dm·W_hh                         (carried to the earlier step)
+    and at the end dh0 += dh.
+
+    dgx : (T, B, 3H) written: ∂L/∂[x_r, x_z, x_n] for every step.
+    dgh : (T, B, 3H) written: ∂L/∂[m_r, m_z, m_n] for every step.
+    dh0 : (B, H) accumulated.  dh : (B, H) workspace (the carried gradient).
+    dy : (T, B, D·H) ∂L/∂y; this direction reads columns off:off+H.  dh_n : (B, H).
+    gates, mn, y : from :func:`gru_forward`.  h0 : (B, H).  W_hh : (3H, H).
+    off, reverse : as in :func:`gru_forward`.
+    """
+    T, B, G3 = gates.shape
+    H = G3 // 3
+    for b in prange(B):
+        for o in range(H):
+            dh[b, o] = dh_n[b, o]
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if reverse else s
+        if s == 0:
+            hp = h0
+            hoff = 0
+        else:
+            hp = y[t + 1] if reverse else y[t - 1]
+            hoff = off
+        for b in prange(B):
+            for o in range(H):
+                r = gates[t, b, o]
+                z = gates[t, b, H + o]
+                n = gates[t, b, 2 * H + o]
+                dht = dy[t, b, off + o] + dh[b, o]
+                dan = dht * (1.0 - z) * (1.0 - n * n)
+                dar = dan * mn[t, b, o] * r * (1.0 - r)
+                daz = dht * (hp[b, hoff + o] - n) * z * (1.0 - z)
+                dgx[t, b, o] = dar
+                dgx[t, b, H + o] = daz
+                dgx[t, b, 2 * H + o] = dan
+                dgh[t, b, o] = dar
+                dgh[t, b, H + o] = daz
+                dgh[t, b, 2 * H + o] = dan * r
+                dh[b, o] = dht * z     # the direct path h_prev -> h_t
+            for j in range(H):
+                acc = dh[b, j]
+                for u in range(G3):
+                    acc += dgh[t, b, u] * W_hh[u, j]
+                dh[b, j] = acc
+    for b in prange(B):
+        for o in range(H):
+            dh0[b, o] += dh[b, o]

@@ -1,0 +1,65 @@
+"""Token embedding, as ``torch.nn.Embedding``: a lookup table whose gradient is a scatter-add."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.embedding import embedding_backward, embedding_forward
+from .base import Layer, check_array, check_ids
+
+
+def _positive(name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class Embedding(Layer):
+    """out[..., :] = weight[ids[...]], weight (V, D) ~ N(0, 1) as in torch.
+
+    ``forward(ids)``: integer ids of shape (B, T) or (N,), each in [0, V); returns (B, T, D) or
+    (N, D). ``backward(dout)`` adds dout into the rows of ``grads['weight']`` that were looked up
+    (a repeated id gets the sum) and returns None: ids are not differentiable.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=np.float64, seed=None, rng=None):
+        super().__init__(dtype)
+        self.num_embeddings = _positive("num_embeddings", num_embeddings)
+        self.embedding_dim = _positive("embedding_dim", embedding_dim)
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        self.add_param("weight", rng.standard_normal((self.num_embeddings, self.embedding_dim)))
+        self._ids = None
+
+    def __repr__(self):
+        return f"Embedding({self.num_embeddings}, {self.embedding_dim}, dtype={self.dtype.name})"
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        if isinstance(ids, np.ndarray) and ids.ndim not in (1, 2):
+            raise ValueError(f"ids must have shape (B, T) or (N,), got {ids.shape} ({ids.ndim} dimensions)")
+        shape = ("N",) if isinstance(ids, np.ndarray) and ids.ndim == 1 else ("B", "T")
+        ids = check_ids("ids", ids, shape, self.num_embeddings)
+        flat = ids.reshape(-1)
+        out = np.empty((flat.shape[0], self.embedding_dim), self.dtype)
+        embedding_forward(out, flat, self.params["weight"])
+        self._ids = ids
+        return out.reshape(ids.shape + (self.embedding_dim,))
+
+    def __call__(self, ids):
+        return self.forward(ids)
+
+    def backward(self, dout: np.ndarray) -> None:
+        """grads['weight'][v] += Σ over positions holding id v of dout at that position."""
+        if self._ids is None:
+            raise RuntimeError("Embedding.backward called before forward")
+        dout = check_array("dout", dout, self._ids.shape + (self.embedding_dim,), self.dtype,
+                           what=" (the shape of the output)")
+        embedding_backward(self.grads["weight"], dout.reshape(-1, self.embedding_dim),
+                           self._ids.reshape(-1))
+        return None
+
+    # gradcheck interface: ids are held fixed; only the weight is checked.
+    def check_forward(self, ids):
+        return (self.forward(ids),)
+
+    def check_backward(self, dout):
+        self.backward(dout)
+        return {}

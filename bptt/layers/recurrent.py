@@ -1,0 +1,390 @@
+"""Recurrent layers ``RNN``, ``LSTM`` and ``GRU``: stacked, bidirectional, batch-first.
+
+They mirror ``torch.nn.RNN/LSTM/GRU(..., batch_first=True)``: the same parameter names, shapes and
+order (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, then the
+``_reverse`` ones), the same gate order, the same state layout (L·D, B, H) with index
+``layer·D + direction``.
+
+How a call runs (see :mod:`bptt.kernels.rnn` for the kernels' conventions):
+
+- ``x`` (B, T, I) is copied once into a time-major workspace (T, B, I).
+- Per layer and direction: the input projection of all T steps in one ``dense_forward`` over
+  T·B rows, then the cell's forward kernel, which runs the recurrence (touching only W_hh) and
+  writes the states straight into the layer's output (T, B, D·H) at the direction's columns.
+  That output is the next layer's input.
+- Backward walks the layers top-down. Per direction: the cell's BPTT sweep writes the gate
+  pre-activation gradients of every step, then ``dW_ih``/``b_ih``, ``dW_hh``/``b_hh`` and
+  ``dx`` are each one pass over all T·B rows. Both directions add into the same ``dx``.
+
+Workspaces are owned by the layer and reallocated only when (B, T) changes; nothing is allocated
+inside a time loop. The returned ``out``, ``h_n`` and ``dx`` are fresh arrays, so the caller may
+keep them (and feed ``h_n`` back as ``h0``) across calls.
+
+Truncated BPTT: run a long sequence chunk by chunk, each chunk ``forward(x_k, h0=h_n_prev)`` then
+``backward(...)``. The state is carried forward; the gradient stops at the chunk boundary,
+because ``h_n_prev`` is a plain array (``layer.dh0`` holds the gradient that *would* cross the
+boundary, and is simply not used). ``backward`` must follow the ``forward`` it belongs to: a
+second ``forward`` reuses the workspaces.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernels.dense import dense_backward_input, dense_backward_params, dense_forward
+from ..kernels.gru import gru_backward, gru_forward
+from ..kernels.lstm import lstm_backward, lstm_forward
+from ..kernels.rnn import recurrent_backward_params, rnn_backward, rnn_forward
+from ..kernels.activations import ACTIVATIONS
+from .base import Layer, check_array, uniform
+
+RNN_ACTIVATIONS = ("tanh", "relu", "identity")
+
+
+def _rng(seed, rng):
+    return rng if rng is not None else np.random.default_rng(seed)
+
+
+def _positive(name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class _Workspace:
+    """Every buffer one (B, T) needs, allocated once."""
+
+
+class _Recurrent(Layer):
+    """Shared machinery: parameters, workspaces, stacking and directions. Subclasses set
+    ``GATES`` and implement ``_cell_forward`` / ``_cell_backward`` for one layer and direction."""
+
+    GATES = 1
+    MODE = "RNN"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, *, dtype=np.float64, seed=None, rng=None):
+        super().__init__(dtype)
+        self.input_size = _positive("input_size", input_size)
+        self.hidden_size = _positive("hidden_size", hidden_size)
+        self.num_layers = _positive("num_layers", num_layers)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise ValueError(f"bidirectional must be True or False, got {bidirectional!r}")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        rng = _rng(seed, rng)
+        H, GH, D = self.hidden_size, self.GATES * self.hidden_size, self.num_directions
+        bound = 1.0 / math.sqrt(H)  # torch: every parameter ~ U(-1/√H, 1/√H)
+        for l in range(self.num_layers):
+            F = self.input_size if l == 0 else D * H
+            for d in range(D):
+                sfx = self._suffix(l, d)
+                self.add_param("weight_ih" + sfx, uniform(rng, (GH, F), bound, self.dtype))
+                self.add_param("weight_hh" + sfx, uniform(rng, (GH, H), bound, self.dtype))
+                self.add_param("bias_ih" + sfx, uniform(rng, (GH,), bound, self.dtype))
+                self.add_param("bias_hh" + sfx, uniform(rng, (GH,), bound, self.dtype))
+        self._ws = None
+        self._ready = False  # a forward has filled the workspaces
+        self.dh0 = None
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _suffix(l: int, d: int) -> str:
+        return f"_l{l}" + ("_reverse" if d else "")
+
+    def _names(self, l, d):
+        sfx = self._suffix(l, d)
+        return ("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx, "bias_hh" + sfx)
+
+    def _extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}{self._extra_repr()}, dtype={self.dtype.name})")
+
+    @property
+    def state_shape(self):
+        """The shape of h0 / h_n (and c0 / c_n) for the batch of the last forward: (L·D, B, H)."""
+        B = self._ws.B if self._ws is not None else "B"
+        return (self.num_layers * self.num_directions, B, self.hidden_size)
+
+    def _check_x(self, x):
+        x = check_array("x", x, ("B", "T", self.input_size), self.dtype,
+                        what=" (batch, time, input_size)")
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"x must have at least one sequence and one time step, got shape {x.shape}")
+        return x
+
+    def _check_state(self, name, a, B):
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        return check_array(name, a, shape, self.dtype, what=" (num_layers·num_directions, batch, hidden_size)")
+
+    def _workspace(self, B: int, T: int) -> _Workspace:
+        ws = self._ws
+        if ws is not None and ws.B == B and ws.T == T:
+            return ws
+        H, D, L, GH, dt = self.hidden_size, self.num_directions, self.num_layers, self.GATES * self.hidden_size, self.dtype
+        ws = _Workspace()
+        ws.B, ws.T = B, T
+        ws.xt = np.empty((T, B, self.input_size), dt)                  # x, time-major
+        ws.dxt = np.empty((T, B, self.input_size), dt)
+        ws.y = [np.empty((T, B, D * H), dt) for _ in range(L)]         # each layer's output
+        ws.dy = [np.empty((T, B, D * H), dt) for _ in range(L)]
+        ws.gates = [np.empty((T, B, GH), dt) for _ in range(L * D)]    # per layer·direction
+        ws.h0 = np.empty((L * D, B, H), dt)
+        ws.dg = np.empty((T, B, GH), dt)                               # shared by every backward
+        ws.dh = np.empty((B, H), dt)
+        self._alloc_extra(ws)
+        self._ws = ws
+        self._ready = False
+        return ws
+
+    def _alloc_extra(self, ws):
+        pass
+
+    # -- public API (RNN and GRU; the LSTM overrides it for its (h, c) state) -------------------
+    def forward(self, x, h0=None):
+        """(out, h_n) from x (B, T, I) and h0 (L·D, B, H) (zeros if None)."""
+        x = self._check_x(x)
+        ws = self._workspace(x.shape[0], x.shape[1])
+        self._load_state(ws.h0, "h0", h0, ws.B)
+        return self._run_forward(x)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def backward(self, dout=None, dh_n=None):
+        """dx (B, T, I) from ∂L/∂out (B, T, D·H) and ∂L/∂h_n (L·D, B, H) (zeros if None).
+        Accumulates every parameter gradient; leaves ∂L/∂h0 in ``self.dh0``."""
+        dx, (self.dh0,) = self._run_backward(dout, [("dh_n", dh_n)])
+        return dx
+
+    # gradcheck interface: inputs x and, if given, h0; outputs out and h_n.
+    def check_forward(self, x, h0=None):
+        self._check_h0 = h0 is not None
+        out, h_n = self.forward(x, h0)
+        return out, h_n
+
+    def check_backward(self, dout, dh_n):
+        dx = self.backward(dout, dh_n)
+        return {"x": dx, "h0": self.dh0} if self._check_h0 else {"x": dx}
+
+    # -- the stack --------------------------------------------------------------------------
+    def _run_forward(self, x):
+        B, T, _ = x.shape
+        ws = self._ws
+        np.copyto(ws.xt, x.transpose(1, 0, 2))
+        for l in range(self.num_layers):
+            xin = ws.xt if l == 0 else ws.y[l - 1]
+            for d in range(self.num_directions):
+                W_ih, W_hh, b_ih, b_hh = (self.params[n] for n in self._names(l, d))
+                k = l * self.num_directions + d
+                g = ws.gates[k]
+                dense_forward(g.reshape(T * B, -1), xin.reshape(T * B, -1), W_ih, b_ih)
+                self._cell_forward(ws, l, d, k, W_hh, b_hh)
+        self._ready = True
+        out = np.ascontiguousarray(ws.y[-1].transpose(1, 0, 2))
+        return out, self._final(ws.y, ws.T)
+
+    def _final(self, seq, T):
+        """h_n (or c_n) from per-layer sequences (T, B, D·H): the last processed step of each
+        direction, i.e. t = T-1 forward and t = 0 in reverse."""
+        H, D = self.hidden_size, self.num_directions
+        B = seq[0].shape[1]
+        out = np.empty((self.num_layers * D, B, H), self.dtype)
+        for l in range(self.num_layers):
+            for d in range(D):
+                out[l * D + d] = seq[l][T - 1 if d == 0 else 0, :, d * H:(d + 1) * H]
+        return out
+
+    def _run_backward(self, dout, dstates):
+        """dstates: list of (name, array or None) for the final-state gradients. Returns dx and
+        the list of initial-state gradients (fresh arrays)."""
+        if not self._ready:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        ws = self._ws
+        B, T, H, D, L = ws.B, ws.T, self.hidden_size, self.num_directions, self.num_layers
+        top = ws.dy[L - 1]
+        if dout is None:
+            top.fill(0)
+        else:
+            dout = check_array("dout", dout, (B, T, D * H), self.dtype, what=" (the shape of out)")
+            np.copyto(top, dout.transpose(1, 0, 2))
+        dfinal = []
+        for name, a in dstates:
+            if a is None:
+                dfinal.append(np.zeros((L * D, B, H), self.dtype))
+            else:
+                dfinal.append(self._check_state(name, a, B))
+        dinit = [np.zeros((L * D, B, H), self.dtype) for _ in dstates]
+        for l in range(L - 1, -1, -1):
+            xin = ws.xt if l == 0 else ws.y[l - 1]
+            dxin = ws.dxt if l == 0 else ws.dy[l - 1]
+            dxin.fill(0)
+            x2 = xin.reshape(T * B, -1)
+            dx2 = dxin.reshape(T * B, -1)
+            for d in range(D):
+                W_ih, W_hh, b_ih, b_hh = (self.params[n] for n in self._names(l, d))
+                dW_ih, dW_hh, db_ih, db_hh = (self.grads[n] for n in self._names(l, d))
+                k = l * D + d
+                dgh = self._cell_backward(ws, l, d, k, W_hh, [a[k] for a in dfinal], [a[k] for a in dinit])
+                dg2 = ws.dg.reshape(T * B, -1)
+                dense_backward_params(dW_ih, db_ih, dg2, x2)
+                recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
+                dense_backward_input(dx2, dg2, W_ih)
+        return np.ascontiguousarray(ws.dxt.transpose(1, 0, 2)), dinit
+
+    def _load_state(self, dst, name, a, B):
+        if a is None:
+            dst.fill(0)
+        else:
+            np.copyto(dst, self._check_state(name, a, B))
+
+
+class RNN(_Recurrent):
+    """Elman RNN, as ``torch.nn.RNN(batch_first=True)``:
+
+        h_t = f(W_ih·x_t + b_ih + W_hh·h_{t-1} + b_hh)
+
+    with f = ``activation``: ``'tanh'`` (default), ``'relu'`` or ``'identity'``. With identity the
+    cell is the plain linear recurrence h_t = W0·[x_t; h_{t-1}] + b, W0 = [W_ih | W_hh],
+    b = b_ih + b_hh.
+
+    ``forward(x, h0=None) -> (out, h_n)``: x (B, T, I); h0 (L·D, B, H), zeros if None;
+    out (B, T, D·H); h_n (L·D, B, H).
+    ``backward(dout, dh_n=None) -> dx`` (B, T, I); accumulates every parameter gradient and leaves
+    ∂L/∂h0 in ``self.dh0``. ``dout=None`` means zeros.
+    """
+
+    GATES = 1
+    MODE = "RNN"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, activation: str = "tanh", *, dtype=np.float64,
+                 seed=None, rng=None):
+        if activation not in RNN_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(RNN_ACTIVATIONS)}; got {activation!r}")
+        self.activation = activation
+        self.code = ACTIVATIONS[activation]
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dtype=dtype, seed=seed, rng=rng)
+
+    def _extra_repr(self):
+        return f", activation={self.activation!r}"
+
+    def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
+        rnn_forward(ws.y[l], ws.gates[k], ws.h0[k], W_hh, b_hh, d * self.hidden_size, d == 1, self.code)
+
+    def _cell_backward(self, ws, l, d, k, W_hh, dfinal, dinit):
+        (dh_n,), (dh0,) = dfinal, dinit
+        rnn_backward(ws.dg, dh0, ws.dh, ws.dy[l], dh_n, ws.gates[k], ws.y[l], W_hh,
+                     d * self.hidden_size, d == 1, self.code)
+        return ws.dg
+
+
+class GRU(_Recurrent):
+    """GRU, as ``torch.nn.GRU(batch_first=True)``, gate order r, z, n:
+
+        r = σ(W_ir·x + b_ir + W_hr·h + b_hr)     z = σ(W_iz·x + b_iz + W_hz·h + b_hz)
+        n = tanh(W_in·x + b_in + r ⊙ (W_hn·h + b_hn))
+        h' = (1 - z) ⊙ n + z ⊙ h
+
+    The API is :class:`RNN`'s, without ``activation``.
+    """
+
+    GATES = 3
+    MODE = "GRU"
+
+    def _alloc_extra(self, ws):
+        L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
+        ws.mn = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]
+        ws.dgh = np.empty((T, B, 3 * H), self.dtype)
+
+    def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
+        gru_forward(ws.y[l], ws.gates[k], ws.mn[k], ws.h0[k], W_hh, b_hh, d * self.hidden_size, d == 1)
+
+    def _cell_backward(self, ws, l, d, k, W_hh, dfinal, dinit):
+        (dh_n,), (dh0,) = dfinal, dinit
+        gru_backward(ws.dg, ws.dgh, dh0, ws.dh, ws.dy[l], dh_n, ws.gates[k], ws.mn[k], ws.y[l],
+                     ws.h0[k], W_hh, d * self.hidden_size, d == 1)
+        return ws.dgh
+
+
+
+class LSTM(_Recurrent):
+    """LSTM, as ``torch.nn.LSTM(batch_first=True)``, gate order i, f, g, o:
+
+        i = σ(·)  f = σ(·)  g = tanh(·)  o = σ(·)    of  W_ih·x + b_ih + W_hh·h + b_hh
+        c' = f ⊙ c + i ⊙ g       h' = o ⊙ tanh(c')
+
+    ``forward(x, state=None) -> (out, (h_n, c_n))`` with ``state = (h0, c0)`` (either may be None
+    for zeros), each (L·D, B, H). ``backward(dout, dh_n=None, dc_n=None) -> dx``; afterwards
+    ``self.dh0`` and ``self.dc0`` hold ∂L/∂h0 and ∂L/∂c0.
+    """
+
+    GATES = 4
+    MODE = "LSTM"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dc0 = None
+
+    def _alloc_extra(self, ws):
+        L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
+        ws.c0 = np.empty((L * D, B, H), self.dtype)
+        ws.c = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]   # c_t per layer·direction
+        ws.tc = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]  # tanh(c_t)
+        ws.dc = np.empty((B, H), self.dtype)
+
+    def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
+        lstm_forward(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
+                     d * self.hidden_size, d == 1)
+
+    def _cell_backward(self, ws, l, d, k, W_hh, dfinal, dinit):
+        (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
+        lstm_backward(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
+                      ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1)
+        return ws.dg
+
+    def _final_c(self):
+        ws, H, D = self._ws, self.hidden_size, self.num_directions
+        c_n = np.empty((self.num_layers * D, ws.B, H), self.dtype)
+        for l in range(self.num_layers):
+            for d in range(D):
+                c_n[l * D + d] = ws.c[l * D + d][ws.T - 1 if d == 0 else 0]
+        return c_n
+
+    def forward(self, x, state=None):
+        x = self._check_x(x)
+        if state is None:
+            h0 = c0 = None
+        elif isinstance(state, (tuple, list)) and len(state) == 2:
+            h0, c0 = state
+        else:
+            raise ValueError("state must be None or a pair (h0, c0) of arrays of shape "
+                             "(num_layers·num_directions, batch, hidden_size)")
+        ws = self._workspace(x.shape[0], x.shape[1])
+        self._load_state(ws.h0, "h0", h0, ws.B)
+        self._load_state(ws.c0, "c0", c0, ws.B)
+        out, h_n = self._run_forward(x)
+        return out, (h_n, self._final_c())
+
+    def backward(self, dout=None, dh_n=None, dc_n=None):
+        dx, (self.dh0, self.dc0) = self._run_backward(dout, [("dh_n", dh_n), ("dc_n", dc_n)])
+        return dx
+
+    # gradcheck interface
+    def check_forward(self, x, h0=None, c0=None):
+        self._check_state_given = (h0 is not None, c0 is not None)
+        out, (h_n, c_n) = self.forward(x, (h0, c0))
+        return out, h_n, c_n
+
+    def check_backward(self, dout, dh_n, dc_n):
+        dx = self.backward(dout, dh_n, dc_n)
+        g = {"x": dx}
+        if self._check_state_given[0]:
+            g["h0"] = self.dh0
+        if self._check_state_given[1]:
+            g["c0"] = self.dc0
+        return g
