@@ -33,34 +33,45 @@ def main(threads):
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["dense", "mlp"]), default="mlp", show_default=True,
-              help="What to check.")
+@click.option("--model", type=click.Choice(["dense", "mlp", "rnn", "lstm", "gru"]), default="mlp",
+              show_default=True, help="What to check: a Dense layer, an MLP, or a recurrent layer.")
 @click.option("--activation", default="tanh", show_default=True,
-              help="identity, relu, tanh, sigmoid, gelu (exact), gelu_tanh or gelu_sigmoid.")
+              help="identity, relu, tanh, sigmoid, gelu (exact), gelu_tanh or gelu_sigmoid; "
+                   "for rnn: tanh, relu or identity; ignored by lstm and gru.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Finite differences need float64; float32 is up-cast, with a note.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, inputs and the sample.")
 @click.option("--batch", type=click.IntRange(min=1), default=3, show_default=True, help="Batch size B.")
-@click.option("--hidden", type=click.IntRange(min=1), default=8, show_default=True, help="Hidden/output units.")
-@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True, help="Hidden layers (mlp).")
+@click.option("--hidden", type=click.IntRange(min=1), default=8, show_default=True, help="Hidden/output units H.")
+@click.option("--layers", type=click.IntRange(min=1), default=None,
+              help="Hidden layers (mlp) or stacked layers (rnn/lstm/gru). [default: 2 for mlp, 1 for rnn/lstm/gru]")
+@click.option("--bidirectional", is_flag=True, default=False,
+              help="rnn/lstm/gru: run each layer in both directions. [default: off]")
+@click.option("--seq-len", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Time steps T of the input sequence (rnn/lstm/gru).")
 @click.option("--max-checks", type=click.IntRange(min=1), default=100, show_default=True,
               help="Entries checked per tensor; larger tensors are sampled.")
-def gradcheck(model, activation, dtype, seed, batch, hidden, layers, max_checks):
+def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks):
     """Check hand-written gradients against central finite differences.
 
-    Prints one row per parameter and input: entries checked, the maximum absolute and relative
-    error, and pass/fail. Exits with status 1 if any row fails.
+    Prints one row per parameter and input (for rnn/lstm/gru: every weight and bias, x, h0 and,
+    for lstm, c0, with non-zero random initial states): entries checked, the maximum absolute and
+    relative error, and pass/fail. Exits with status 1 if any row fails.
     """
     from bptt.checks import build_problem
     from bptt.gradcheck import gradcheck as run_check
     if dtype == "float32":
         click.echo("note: gradcheck runs in float64 (float32 rounding swamps finite differences); up-casting.")
+    if layers is None:
+        layers = 2 if model == "mlp" else 1
     try:
         target, inputs = build_problem(model, activation=activation, seed=seed, batch=batch,
-                                       hidden=hidden, layers=layers)
+                                       hidden=hidden, layers=layers, seq_len=seq_len,
+                                       bidirectional=bidirectional)
     except ValueError as e:
         _fail(str(e), 2)
-    click.echo(f"gradcheck {target!r}, seed {seed}")
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in inputs.items())
+    click.echo(f"gradcheck {target!r}, seed {seed}; inputs {shapes}")
     report = run_check(target, inputs, seed=seed, max_checks=max_checks)
     click.echo(report.table())
     if not report.passed:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import MLP, Dense
+from .layers import GRU, LSTM, MLP, RNN, Dense
 
-MODELS = ["dense", "mlp"]
+MODELS = ["dense", "mlp", "rnn", "lstm", "gru"]
+RECURRENT = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
 def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch: int = 3,
@@ -24,4 +25,16 @@ def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch:
         sizes = [input_size] + [hidden] * max(layers, 1) + [3]
         target = MLP(sizes, activation, dtype=np.float64, rng=rng)
         return target, {"x": rng.standard_normal((batch, input_size))}
+    if model in RECURRENT:
+        # x (B, T, I) plus non-zero initial states, so dh0 (and dc0) are checked too.
+        if model == "rnn":
+            target = RNN(input_size, hidden, layers, bidirectional, activation, dtype=np.float64, rng=rng)
+        else:
+            target = RECURRENT[model](input_size, hidden, layers, bidirectional, dtype=np.float64, rng=rng)
+        state = (layers * (2 if bidirectional else 1), batch, hidden)
+        inputs = {"x": rng.standard_normal((batch, seq_len, input_size)),
+                  "h0": rng.standard_normal(state)}
+        if model == "lstm":
+            inputs["c0"] = rng.standard_normal(state)
+        return target, inputs
     raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
