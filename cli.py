@@ -78,5 +78,326 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------------------------
+# language models: train, sample, eval, embed, search, plot
+# ---------------------------------------------------------------------------------------------
+
+class _Progress:
+    """A one-line progress bar on stderr: step, loss, tokens per second and the ETA."""
+
+    def __init__(self, total_steps, start_step, minutes):
+        self.total = total_steps if total_steps < 10 ** 11 else None
+        self.start_step = start_step
+        self.minutes = minutes
+        self.tty = sys.stderr.isatty()
+        self.t0 = None
+        self.last_print = 0.0
+        self.loss_avg = None
+
+    def _eta(self, step, elapsed):
+        done = step - self.start_step
+        left = []
+        if self.total and done > 0:
+            left.append(elapsed / done * (self.total - step))
+        if self.minutes:
+            left.append(max(0.0, 60 * self.minutes - elapsed))
+        if not left:
+            return "?"
+        s = int(min(left))
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+    def step(self, info):
+        import time
+        now = time.perf_counter()
+        self.loss_avg = info["loss"] if self.loss_avg is None else 0.95 * self.loss_avg + 0.05 * info["loss"]
+        if self.tty and now - self.last_print < 0.2 and info["step"] != self.total:
+            return
+        if not self.tty and now - self.last_print < 30:
+            return
+        self.last_print = now
+        step, el = info["step"], info["elapsed"]
+        if self.total:
+            frac = min(1.0, step / self.total)
+            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            pos = f"step {step}/{self.total} [{bar}] {100 * frac:3.0f}%"
+        else:
+            pos = f"step {step}"
+        line = (f"{pos}  loss {self.loss_avg:.4f}  {info['tokens_per_sec'] / 1000:.1f}k tok/s  "
+                f"ETA {self._eta(step, el)}")
+        if self.tty:
+            click.echo("\r" + line + "\x1b[K", nl=False, err=True)
+        else:
+            click.echo(line, err=True)
+
+    def message(self, text):
+        if self.tty:
+            click.echo("\r\x1b[K", nl=False, err=True)
+        click.echo(text)
+
+
+def _set_threads(threads):
+    if threads is not None:
+        from bptt import jit
+        try:
+            jit.set_threads(threads)
+        except ValueError as e:
+            _fail(str(e), 2)
+
+
+def _user_errors():
+    """The exception types that mean bad input: shown as one line, exit code 1."""
+    from bptt.checkpoint import CheckpointError
+    from bptt.data import DataError
+    from bptt.train import TrainingError
+    return (DataError, CheckpointError, TrainingError, ValueError, OSError)
+
+
+@main.command()
+@click.argument("text_files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True,
+              help="Recurrent cell.")
+@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="Hidden units H.")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Stacked layers.")
+@click.option("--embed-dim", type=click.IntRange(min=1), default=64, show_default=True, help="Token embedding size.")
+@click.option("--tokenizer", type=click.Choice(["char", "word"]), default="char", show_default=True,
+              help="Characters (UTF-8 code points) or words (capped vocabulary with <unk>).")
+@click.option("--max-vocab", type=click.IntRange(min=2), default=10000, show_default=True,
+              help="Vocabulary cap for --tokenizer word.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Truncated-BPTT length T: the gradient stops at chunk boundaries, the state is carried.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Parallel streams B.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimisation steps to train up to (a total, also on --resume). [default: 1000 "
+                   "unless --epochs or --minutes is given]")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Train for this many passes over the training text instead.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop (and save) after this much wall-clock time.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop", "adagrad"]),
+              default="adam", show_default=True, help="Optimiser (sgd and rmsprop use --momentum).")
+@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.9,
+              show_default=True, help="Momentum for sgd and rmsprop.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Weight decay. [default: 0, or 0.01 for adamw]")
+@click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
+              show_default=True, help="Learning-rate schedule.")
+@click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Linear warm-up steps (cosine schedule).")
+@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the global gradient norm to this (0 turns it off).")
+@click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Also clip every gradient entry to [-v, v].")
+@click.option("--val-every", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Steps between validations (each also writes a checkpoint).")
+@click.option("--val-tokens", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="At most this many validation tokens per validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and sampling.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for the kernels (as the global --threads). [default: all cores]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/lm", show_default=True,
+              help="Run folder: checkpoint.bptt and metrics.jsonl go here.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq_len, batch_size,
+          steps, epochs, minutes, lr, optimizer, momentum, weight_decay, schedule, warmup, clip,
+          clip_value, val_every, val_tokens, seed, dtype, threads, out_dir, resume):
+    """Train a language model on TEXT_FILES (UTF-8), or on the built-in corpus if none are given.
+
+    The built-in corpus is English text that ships with Python: the docstrings of the standard
+    library's modules (about 600 KB). The text is split 90/10 into training and validation parts.
+    Progress shows the loss, tokens per second and the ETA; validation reports nats per token,
+    bits per character (or per word) and perplexity against the unigram baseline. Ctrl-C saves a
+    checkpoint and exits; --resume continues bit-for-bit.
+    """
+    from bptt.data import load_corpus
+    from bptt.train import Trainer, TrainConfig
+    _set_threads(threads)
+    try:
+        if resume:
+            text = load_corpus(list(text_files)) if text_files else None
+            trainer = Trainer.resume(out_dir, steps=steps, epochs=epochs, minutes=minutes, text=text)
+            click.echo(f"resuming {out_dir} at step {trainer.step}")
+        else:
+            if steps is None and epochs is None and minutes is None:
+                steps = 1000
+            config = TrainConfig(cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim,
+                                 tokenizer=tokenizer, max_vocab=max_vocab, seq_len=seq_len,
+                                 batch_size=batch_size, steps=steps, epochs=epochs, minutes=minutes,
+                                 lr=lr, optimizer=optimizer, momentum=momentum,
+                                 weight_decay=weight_decay, clip=clip or None, clip_value=clip_value,
+                                 schedule=schedule, warmup=warmup, val_every=val_every,
+                                 val_tokens=val_tokens, seed=seed, dtype=dtype,
+                                 sources=[str(p) for p in text_files])
+            text = load_corpus(list(text_files))
+            trainer = Trainer.fresh(config, out_dir, text)
+        c = trainer.config
+        what = ", ".join(c.sources) if c.sources else "the built-in corpus"
+        click.echo(f"training a {c.layers}-layer {c.cell.upper()} (H={c.hidden}, "
+                   f"{trainer.model.num_parameters():,} parameters, {c.dtype}) on {what}: "
+                   f"{trainer.train_ids.size:,} training and {trainer.val_ids.size:,} validation "
+                   f"tokens, vocabulary {trainer.tokenizer.vocab_size}")
+        click.echo(f"unigram baseline: {trainer.unigram:.4f} nats/token")
+        progress = _Progress(trainer.total_steps, trainer.step, c.minutes)
+
+        def on_event(kind, info):
+            if kind == "step":
+                progress.step(info)
+            elif kind == "val":
+                progress.message(f"step {info['step']}: val loss {info['val_loss']:.4f} nats/token, "
+                                 f"{info['val_bits']:.3f} {info['unit']}, perplexity {info['val_ppl']:.2f} "
+                                 f"(unigram baseline {info['unigram']:.4f})")
+
+        summary = trainer.run(on_event)
+    except KeyboardInterrupt:
+        _fail("interrupted twice: stopped without saving; the last checkpoint is kept")
+    except _user_errors() as e:
+        _fail(str(e))
+    if summary["reason"] == "interrupted":
+        click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
+                   f"continue with --resume --out {out_dir}")
+    val = summary["val"]["val_loss"] if summary["val"] else float("nan")
+    click.echo(f"final: step {summary['step']}, validation loss {val:.4f} nats/token vs unigram "
+               f"baseline {summary['unigram']:.4f}; checkpoint {summary['checkpoint']}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.8, show_default=True,
+              help="Divides the logits: lower is more conservative.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample only from the k likeliest tokens.")
+@click.option("--prime", default="", help="Text to start from (its symbols must be in the vocabulary).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same text.")
+def sample(checkpoint, length, temperature, top_k, prime, seed):
+    """Generate text from a trained CHECKPOINT (a file, or a run folder), streamed as it comes."""
+    from bptt.generate import sample as run_sample
+    from bptt.train import load_model
+    try:
+        model, tok, _ = load_model(checkpoint)
+        gen = run_sample(model, tok, length=length, temperature=temperature, top_k=top_k,
+                         prime=prime, seed=seed)
+        click.echo(prime, nl=False)
+        for piece in gen:
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        click.echo()
+    except _user_errors() as e:
+        _fail(str(e))
+
+
+@main.command(name="eval")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("text_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--seq-len", type=click.IntRange(min=1), default=None, help="[default: the training --seq-len]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the training --batch-size]")
+def eval_(checkpoint, text_files, seq_len, batch_size):
+    """Print the loss, perplexity and bits per character of CHECKPOINT on TEXT_FILES."""
+    from bptt.data import read_text_files
+    from bptt.train import evaluate, load_model, metrics_summary
+    try:
+        model, tok, ckpt = load_model(checkpoint)
+        ids = tok.encode(read_text_files(list(text_files)))
+        T = seq_len or ckpt["config"]["seq_len"]
+        B = batch_size or ckpt["config"]["batch_size"]
+        if ids.size < 2:
+            raise ValueError("the text has fewer than 2 tokens: nothing to predict")
+        nats = evaluate(model, ids, batch_size=B, seq_len=min(T, ids.size - 1))
+    except _user_errors() as e:
+        _fail(str(e))
+    m = metrics_summary(nats, tok.kind)
+    click.echo(f"tokens: {ids.size:,}")
+    click.echo(f"loss: {m['nats']:.4f} nats/token")
+    click.echo(f"perplexity: {m['ppl']:.3f}")
+    click.echo(f"{'bits per character' if tok.kind == 'char' else 'bits per word'}: {m['bits']:.4f}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--per", type=click.Choice(["line", "file"]), default="line", show_default=True,
+              help="Embed each non-empty line, or each whole file.")
+@click.option("--pool", type=click.Choice(["last", "mean"]), default="last", show_default=True,
+              help="The final hidden state, or the mean over all steps.")
+@click.option("--normalize/--no-normalize", default=True, show_default=True, help="Scale to unit L2 norm.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="vectors.npy", show_default=True,
+              help="vectors.npy (with texts in vectors.npy.json beside it) or vectors.jsonl.")
+def embed(checkpoint, inputs, per, pool, normalize, out_path):
+    """Embed text with CHECKPOINT: each line (or file) of INPUTS becomes the model's hidden state."""
+    from bptt.data import read_text_files
+    from bptt.generate import embed_texts, save_vectors
+    from bptt.train import load_model
+    try:
+        model, tok, _ = load_model(checkpoint)
+        if per == "file":
+            texts = [read_text_files([p]) for p in inputs]
+        else:
+            texts = [line for line in read_text_files(list(inputs)).splitlines() if line.strip()]
+        if not texts:
+            raise ValueError("nothing to embed: the input has no non-empty lines")
+        vecs = embed_texts(model, tok, texts, pool=pool, normalize=normalize)
+        save_vectors(out_path, vecs, texts, checkpoint=checkpoint, pool=pool, normalize=normalize)
+    except _user_errors() as e:
+        _fail(str(e))
+    click.echo(f"wrote {len(texts)} vectors of size {vecs.shape[1]} to {out_path}")
+
+
+@main.command()
+@click.argument("source", type=click.Path())
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours to show.")
+@click.option("--in", "in_files", multiple=True, type=click.Path(dir_okay=False),
+              help="With a checkpoint as SOURCE: text files whose lines are searched "
+                   "[default: paragraphs of the built-in corpus].")
+@click.option("--pool", type=click.Choice(["last", "mean"]), default=None,
+              help="[default: as the vectors were made, or last]")
+def search(source, query, k, in_files, pool):
+    """Print the top-k neighbours of QUERY by cosine similarity, with scores and text.
+
+    SOURCE is a vectors file written by `bptt embed` (the query is embedded with the checkpoint
+    recorded in it), or a checkpoint, in which case the lines of --in are embedded first.
+    """
+    from bptt.generate import cosine_top_k, embed_texts, load_vectors, search_corpus
+    from bptt.train import load_model
+    try:
+        if source.endswith((".npy", ".jsonl")):
+            vecs, texts, meta = load_vectors(source)
+            model, tok, _ = load_model(meta["checkpoint"])
+            pool = pool or meta.get("pool", "last")
+        else:
+            model, tok, _ = load_model(source)
+            pool = pool or "last"
+            texts = search_corpus(list(in_files))
+            vecs = embed_texts(model, tok, texts, pool=pool)
+        q = embed_texts(model, tok, [query], pool=pool)[0]
+        idx, sims = cosine_top_k(vecs, q, min(k, len(texts)))
+    except _user_errors() as e:
+        _fail(str(e))
+    for rank, (i, s) in enumerate(zip(idx, sims), 1):
+        text = texts[i].replace("\n", " ")
+        click.echo(f"{rank:>3}  {s:+.4f}  {text[:100]}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="[default: RUN/loss.png]")
+def plot(run, out_path):
+    """Plot the training and validation loss curves of RUN (a run folder) to a PNG.
+
+    Needs matplotlib: pip install "bptt[plot]".
+    """
+    from bptt.plotting import plot_run
+    try:
+        path = plot_run(run, out_path)
+    except ImportError:
+        _fail('bptt plot needs matplotlib: pip install "bptt[plot]"')
+    except _user_errors() as e:
+        _fail(str(e))
+    click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,175 @@
+"""Layer 3: sampling text from a language model, embedding text with it, and vector search.
+
+The embedding of a text is the recurrent network's hidden state after reading it: the top
+layer's h_T (``pool='last'``) or the mean of h_1..h_T (``pool='mean'``), optionally scaled to unit
+L2 norm. Search ranks stored vectors by cosine similarity with the query's embedding.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .model import LanguageModel
+
+
+def _softmax_sample(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int:
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.size:
+        cut = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= cut, z, -np.inf)
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    return int(rng.choice(p.size, p=p))
+
+
+def sample(model: LanguageModel, tokenizer, *, length: int = 500, temperature: float = 1.0,
+           top_k: int | None = None, prime: str = "", seed: int = 0):
+    """Generate ``length`` tokens after ``prime``, yielding each token's text as it is made.
+
+    Deterministic for a given seed. ``prime`` must use only the vocabulary (ValueError listing the
+    unknown symbols otherwise). ``temperature`` > 0 divides the logits; ``top_k`` keeps only the k
+    most likely tokens.
+    """
+    if not (isinstance(length, int) and length >= 0):
+        raise ValueError(f"length must be a non-negative integer, got {length!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k!r}")
+    rng = np.random.default_rng(seed)
+    ids = tokenizer.encode(prime, strict=True) if prime else np.zeros(0, np.int64)
+    state = None
+    if ids.size:
+        logits, state = model.forward(ids.reshape(1, -1), state)
+        last = logits[0, -1]
+    else:
+        # No prime: start from the zero state with a newline-like token if there is one.
+        start = tokenizer.encode("\n")
+        logits, state = model.forward(start.reshape(1, -1)[:, :1], state)
+        last = logits[0, -1]
+    nxt = np.zeros((1, 1), np.int64)
+    made: list[int] = []
+    text_so_far = ""
+    for _ in range(length):
+        tok = _softmax_sample(last, temperature, top_k, rng)
+        if tokenizer.kind == "char":
+            yield tokenizer.decode([tok])
+        else:  # words: decode the whole tail so the spacing between words comes out right
+            made.append(tok)
+            text = tokenizer.decode(made)
+            yield text[len(text_so_far):]
+            text_so_far = text
+        nxt[0, 0] = tok
+        logits, state = model.forward(nxt, state)
+        last = logits[0, -1]
+
+
+def embed_texts(model: LanguageModel, tokenizer, texts, *, pool: str = "last", normalize: bool = True) -> np.ndarray:
+    """One embedding per text: (N, H) float32. Unseen symbols map to the tokenizer's <unk>."""
+    if pool not in ("last", "mean"):
+        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+    H = model.config.hidden
+    out = np.zeros((len(texts), H), np.float32)
+    for i, text in enumerate(texts):
+        ids = tokenizer.encode(text)
+        if ids.size == 0:
+            continue  # an empty text embeds as the zero vector
+        hs, _ = model.hidden_states(ids.reshape(1, -1))
+        v = hs[0, -1] if pool == "last" else hs[0].mean(axis=0)
+        out[i] = v
+    if normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = np.where(norms > 0, out / np.where(norms > 0, norms, 1), out).astype(np.float32)
+    return out
+
+
+def cosine_top_k(vectors: np.ndarray, query: np.ndarray, k: int):
+    """Indices and cosine similarities of the k rows of ``vectors`` most similar to ``query``,
+    best first (ties broken by index, so the order is deterministic)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    v = vectors.astype(np.float64)
+    q = query.astype(np.float64)
+    vn = np.linalg.norm(v, axis=1)
+    qn = np.linalg.norm(q)
+    sims = (v @ q) / np.maximum(vn * qn, 1e-30)
+    order = np.lexsort((np.arange(len(sims)), -sims))[:k]
+    return order, sims[order]
+
+
+VECTORS_FORMAT = "bptt-vectors"
+
+
+def save_vectors(path, vectors: np.ndarray, texts, *, checkpoint, pool: str, normalize: bool) -> None:
+    """Write embeddings with their texts and the checkpoint that made them.
+
+    ``.npy``: the (N, H) float32 array, plus ``<path>.json`` holding the texts and metadata.
+    ``.jsonl``: a header line ``{"format", "checkpoint", "pool", "normalize"}``, then one
+    ``{"text", "vector"}`` object per line.
+    """
+    path = str(path)
+    meta = {"format": VECTORS_FORMAT, "version": 1, "checkpoint": os.path.abspath(str(checkpoint)),
+            "pool": pool, "normalize": bool(normalize), "dim": int(vectors.shape[1])}
+    if path.endswith(".npy"):
+        np.save(path, vectors.astype(np.float32), allow_pickle=False)
+        with open(path + ".json", "w", encoding="utf-8") as f:
+            json.dump({**meta, "texts": list(texts)}, f, ensure_ascii=False)
+    elif path.endswith(".jsonl"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta) + "\n")
+            for t, v in zip(texts, vectors):
+                f.write(json.dumps({"text": t, "vector": [float(x) for x in v]}, ensure_ascii=False) + "\n")
+    else:
+        raise ValueError(f"--out must end in .npy or .jsonl, got {path!r}")
+
+
+def load_vectors(path):
+    """(vectors (N, H) float32, texts, metadata) from a file written by :func:`save_vectors`."""
+    path = str(path)
+    bad = f"{path}: not a vectors file written by `bptt embed`"
+    try:
+        if path.endswith(".npy"):
+            if not os.path.exists(path + ".json"):
+                raise ValueError(f"{path}: its texts file {path}.json is missing")
+            vecs = np.load(path, allow_pickle=False)
+            with open(path + ".json", encoding="utf-8") as f:
+                meta = json.load(f)
+            texts = meta.pop("texts")
+        else:
+            with open(path, encoding="utf-8") as f:
+                meta = json.loads(f.readline())
+                rows = [json.loads(line) for line in f if line.strip()]
+            texts = [r["text"] for r in rows]
+            vecs = np.array([r["vector"] for r in rows], np.float32)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(bad) from None
+    if not isinstance(meta, dict) or meta.get("format") != VECTORS_FORMAT:
+        raise ValueError(bad)
+    if vecs.ndim != 2 or len(texts) != vecs.shape[0] or vecs.shape[0] == 0:
+        raise ValueError(f"{path}: vectors and texts do not match or are empty")
+    return vecs.astype(np.float32), texts, meta
+
+
+SEARCH_PARAGRAPHS = 300
+SEARCH_CHARS = 200
+
+
+def search_corpus(paths=None):
+    """Texts to search when none were embedded beforehand: the non-empty lines of ``paths``, or
+    the first 300 paragraphs of the built-in corpus, each cut to 200 characters."""
+    from .data import builtin_corpus, read_text_files
+    if paths:
+        texts = [line for line in read_text_files(paths).splitlines() if line.strip()]
+    else:
+        paras = [" ".join(p.split()) for p in builtin_corpus().split("\n\n")]
+        texts = [p[:SEARCH_CHARS] for p in paras if len(p) > 20][:SEARCH_PARAGRAPHS]
+    if not texts:
+        raise ValueError("nothing to search: the text has no non-empty lines")
+    return texts

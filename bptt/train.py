@@ -1,0 +1,385 @@
+"""Layer 3: training a language model with truncated BPTT, with exact resume.
+
+One step: take the next chunk (B streams × T tokens) from the :class:`~bptt.data.StreamBatcher`,
+run forward and full BPTT over the chunk from the hidden state carried from the previous chunk,
+clip the gradients, let the optimiser update the weights, and carry the final hidden state
+(detached) into the next chunk. At the start of each epoch the carried state is reset to zero.
+
+Everything a step depends on is in the checkpoint: weights, optimiser state, the carried hidden
+state, the batcher's position, the step count and the RNG state. So N steps, then a resume to 2N,
+gives bitwise the same weights as 2N steps without a break (with a schedule whose shape does not
+depend on the total, i.e. constant or step; a cosine schedule is exact when resumed with the same
+``steps``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import StreamBatcher, fit_tokenizer, load_corpus, split_train_val, tokenizer_from_dict
+from .model import CELLS, LanguageModel, LMConfig
+from .optim import clip_grad_norm, clip_grad_value, make_optimizer, make_schedule
+
+CHECKPOINT_NAME = "checkpoint.bptt"
+METRICS_NAME = "metrics.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must see (a NaN loss, a bad resume)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run. Saved in the checkpoint."""
+    cell: str = "lstm"
+    hidden: int = 256
+    layers: int = 1
+    embed_dim: int = 64
+    tokenizer: str = "char"
+    max_vocab: int = 10000
+    seq_len: int = 64
+    batch_size: int = 32
+    steps: int | None = 1000
+    epochs: float | None = None
+    minutes: float | None = None
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    clip: float | None = 1.0
+    clip_value: float | None = None
+    schedule: str = "constant"
+    warmup: int = 0
+    val_every: int = 200
+    val_fraction: float = 0.1
+    val_tokens: int = 100_000
+    save_every: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    sources: list = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def validate(self):
+        def pos(name, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise ValueError(f"{name} must be positive, got {v!r}")
+        for name in ("hidden", "layers", "embed_dim", "seq_len", "batch_size", "lr", "val_every",
+                     "max_vocab", "val_tokens"):
+            pos(name)
+        for name in ("steps", "epochs", "minutes", "clip", "clip_value", "save_every"):
+            pos(name, allow_none=True)
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
+        if self.tokenizer not in ("char", "word"):
+            raise ValueError(f"tokenizer must be char or word; got {self.tokenizer!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.steps is None and self.epochs is None and self.minutes is None:
+            raise ValueError("give a length for the run: steps, epochs or minutes")
+
+
+def unigram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of the validation tokens under the training set's unigram
+    distribution, with add-one smoothing: the loss of a model that ignores context."""
+    counts = np.bincount(train_ids, minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[val_ids].mean())
+
+
+def metrics_summary(nats: float, tokenizer_kind: str) -> dict:
+    """Loss in nats per token, bits per token (= bits per character for a char model), perplexity."""
+    return {"nats": nats, "bits": nats / math.log(2), "ppl": math.exp(min(nats, 700.0)),
+            "unit": "bpc" if tokenizer_kind == "char" else "bits/word"}
+
+
+def evaluate(model: LanguageModel, ids: np.ndarray, *, batch_size: int, seq_len: int,
+             max_tokens: int | None = None) -> float:
+    """Mean cross-entropy (nats/token) of ``model`` over ``ids``, read as B streams with the hidden
+    state carried across chunks, exactly as in training. At most ``max_tokens`` are used."""
+    if max_tokens is not None and ids.size > max_tokens + 1:
+        ids = ids[:max_tokens + 1]
+    B = max(1, min(batch_size, (ids.size - 1) // seq_len))
+    T = min(seq_len, ids.size - 1)
+    batcher = StreamBatcher(ids, B, T)
+    state = None
+    total = 0.0
+    count = 0
+    for batch in batcher.iter_epoch():
+        loss, n, state = model.loss(batch.x, batch.y, state)
+        total += loss * n
+        count += n
+    return total / count
+
+
+def corpus_fingerprint(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+class Trainer:
+    """Builds (or resumes) a run in ``out_dir`` and trains it.
+
+    Use :meth:`fresh` or :meth:`resume` to make one, then :meth:`run`. ``run`` takes a callback
+    ``on_event(kind, info)`` (kinds: ``"step"``, ``"val"``, ``"save"``) for progress display.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir, text: str | None = None, checkpoint: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.config = config
+        config.validate()
+        if checkpoint is None:
+            self.tokenizer = fit_tokenizer(config.tokenizer, text, max_vocab=config.max_vocab)
+        else:
+            self.tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
+        ids = self.tokenizer.encode(text)
+        self.fingerprint = corpus_fingerprint(ids)
+        self.train_ids, self.val_ids = split_train_val(ids, config.val_fraction,
+                                                       min_tokens=config.seq_len + 1)
+        self.batcher = StreamBatcher(self.train_ids, config.batch_size, config.seq_len)
+        self.model_config = LMConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
+                                     hidden=config.hidden, layers=config.layers,
+                                     embed_dim=config.embed_dim, dtype=config.dtype, seed=config.seed)
+        self.model = LanguageModel(self.model_config)
+        kw = {}
+        if config.weight_decay is not None and config.optimizer in ("sgd", "adam", "adamw"):
+            kw["weight_decay"] = config.weight_decay
+        if config.optimizer in ("sgd", "rmsprop"):
+            kw["momentum"] = config.momentum
+        self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), config.lr, **kw)
+        self.total_steps = self._total_steps()
+        self.schedule = make_schedule(config.schedule, config.lr, self.total_steps, warmup=config.warmup)
+        self.rng = np.random.default_rng(config.seed)
+        self.step = 0
+        self.state = None
+        self.unigram = unigram_baseline(self.train_ids, self.val_ids, self.tokenizer.vocab_size)
+        self.best_val = None
+        self.last_val = None
+        self._stop = False
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def fresh(cls, config: TrainConfig, out_dir, text: str):
+        out = Path(out_dir)
+        if (out / CHECKPOINT_NAME).exists():
+            raise TrainingError(f"{out} already holds a checkpoint; pass --resume to continue it, "
+                                f"or choose another --out folder")
+        return cls(config, out, text)
+
+    @classmethod
+    def resume(cls, out_dir, *, steps=None, epochs=None, minutes=None, text: str | None = None):
+        out = Path(out_dir)
+        path = out / CHECKPOINT_NAME
+        ckpt = load_checkpoint(path)
+        if ckpt.get("kind") != "lm":
+            raise CheckpointError(f"{path}: not a language-model training checkpoint")
+        config = TrainConfig.from_dict(ckpt["config"])
+        if steps is not None or epochs is not None:
+            config.steps, config.epochs = steps, epochs
+        config.minutes = minutes
+        if text is None:
+            text = load_corpus(config.sources or None)
+        return cls(config, out, text, checkpoint=ckpt)
+
+    def _total_steps(self) -> int:
+        c = self.config
+        n = []
+        if c.steps is not None:
+            n.append(int(c.steps))
+        if c.epochs is not None:
+            n.append(max(1, int(math.ceil(c.epochs * self.batcher.num_chunks))))
+        return min(n) if n else 10 ** 12
+
+    def _restore(self, ckpt: dict) -> None:
+        if ckpt["data"]["fingerprint"] != self.fingerprint:
+            raise TrainingError("the text differs from the one this run was trained on; resume with "
+                                "the same files (or none, for the built-in corpus)")
+        self.model.load_state(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optim"])
+        self.batcher.load_state_dict(ckpt["batcher"])
+        self.state = self.model.state_from_arrays(ckpt.get("carry") or {})
+        self.rng.bit_generator.state = ckpt["rng"]
+        self.step = int(ckpt["step"])
+        self.best_val = ckpt["metrics"].get("best_val")
+        self.last_val = ckpt["metrics"].get("val")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def payload(self) -> dict:
+        return {
+            "kind": "lm",
+            "config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optim": self.optimizer.state_dict(),
+            "carry": {k: v.copy() for k, v in self.model.state_arrays(self.state).items()},
+            "batcher": self.batcher.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "data": {"fingerprint": self.fingerprint, "train_tokens": int(self.train_ids.size),
+                     "val_tokens": int(self.val_ids.size)},
+            "metrics": {"val": self.last_val, "best_val": self.best_val, "unigram": self.unigram},
+        }
+
+    def save(self) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / CHECKPOINT_NAME
+        save_checkpoint(path, self.payload())
+        return path
+
+    def _log(self, record: dict) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """On resume, drop metric lines written after the checkpoint (a crash between saves)."""
+        path = self.out_dir / METRICS_NAME
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue
+        path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+
+    # -- training -------------------------------------------------------------------------------
+    def validate_now(self) -> float:
+        c = self.config
+        return evaluate(self.model, self.val_ids, batch_size=c.batch_size, seq_len=c.seq_len,
+                        max_tokens=c.val_tokens)
+
+    def train_step(self) -> dict:
+        """One optimisation step on the next chunk. Raises TrainingError on a non-finite loss,
+        before any weight changes."""
+        c = self.config
+        batch = next(self.batcher)
+        state = None if batch.reset else self.state
+        self.model.zero_grad()
+        loss, new_state = self.model.loss_and_grad(batch.x, batch.y, state)
+        grads = self.model.gradients()
+        norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
+            sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise TrainingError(f"the loss became {'non-finite' if not math.isfinite(loss) else 'finite but the gradient non-finite'} "
+                                f"({loss}) at step {self.step + 1}")
+        if c.clip_value:
+            clip_grad_value(grads, c.clip_value)
+        self.optimizer.lr = self.schedule(self.step)
+        self.optimizer.step(grads)
+        self.state = new_state
+        self.step += 1
+        return {"step": self.step, "loss": loss, "grad_norm": norm, "lr": self.optimizer.lr,
+                "epoch": batch.epoch}
+
+    def run(self, on_event=None) -> dict:
+        """Train until the step/epoch/time budget is spent, or Ctrl-C. Saves a checkpoint at each
+        validation, at the end and on interrupt. Returns a summary dict."""
+        c = self.config
+        on_event = on_event or (lambda kind, info: None)
+        self._trim_metrics()
+        self._stop = False
+
+        def _sigint(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt  # a second Ctrl-C: leave at once
+            self.request_stop()
+
+        try:
+            old_handler = signal.signal(signal.SIGINT, _sigint)
+        except ValueError:  # not the main thread
+            old_handler = None
+        start = time.perf_counter()
+        tokens = c.batch_size * c.seq_len
+        reason = "done"
+        first_step = self.step
+        try:
+            while self.step < self.total_steps:
+                if self._stop:
+                    reason = "interrupted"
+                    break
+                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
+                    reason = "time"
+                    break
+                t0 = time.perf_counter()
+                try:
+                    info = self.train_step()
+                except TrainingError as e:
+                    good = self.out_dir / CHECKPOINT_NAME
+                    kept = (f"the last good checkpoint is kept at {good}" if good.exists()
+                            else "no checkpoint had been written yet")
+                    raise TrainingError(f"{e}; stopping: {kept}. Try a lower --lr or a --clip") from None
+                dt = time.perf_counter() - t0
+                info["tokens_per_sec"] = tokens / dt if dt > 0 else float("inf")
+                info["elapsed"] = time.perf_counter() - start
+                self._log({k: info[k] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed")})
+                on_event("step", info)
+                if self.step % c.val_every == 0 or self.step == self.total_steps:
+                    self._validate_and_save(on_event)
+                elif c.save_every and self.step % c.save_every == 0:
+                    on_event("save", {"path": str(self.save()), "step": self.step})
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if self.step > first_step and (self.last_val is None or self.last_val.get("step") != self.step):
+            self._validate_and_save(on_event)
+        elif not (self.out_dir / CHECKPOINT_NAME).exists():
+            on_event("save", {"path": str(self.save()), "step": self.step})
+        return {"reason": reason, "step": self.step, "val": self.last_val, "unigram": self.unigram,
+                "elapsed": time.perf_counter() - start, "checkpoint": str(self.out_dir / CHECKPOINT_NAME)}
+
+    def request_stop(self) -> None:
+        """Finish the current step, then validate, save and return (what Ctrl-C does)."""
+        self._stop = True
+
+    def _validate_and_save(self, on_event) -> None:
+        val = self.validate_now()
+        rec = {"step": self.step, "val_loss": val, **{f"val_{k}": v for k, v in
+                                                      metrics_summary(val, self.tokenizer.kind).items() if k != "unit"}}
+        self.last_val = rec
+        if self.best_val is None or val < self.best_val:
+            self.best_val = val
+        self._log(rec)
+        path = self.save()
+        on_event("val", {**rec, "unigram": self.unigram, "unit": metrics_summary(val, self.tokenizer.kind)["unit"],
+                         "path": str(path)})
+
+
+def load_model(path):
+    """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "lm":
+        raise CheckpointError(f"{path}: not a language-model checkpoint")
+    try:
+        model = LanguageModel(LMConfig.from_dict(ckpt["model_config"]))
+        model.load_state(ckpt["model"])
+        tok = tokenizer_from_dict(ckpt["tokenizer"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: checkpoint content is inconsistent ({e})") from None
+    return model, tok, ckpt
