@@ -185,7 +185,11 @@ def _user_errors():
 @click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
               show_default=True, help="Learning-rate schedule.")
 @click.option("--warmup", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Linear warm-up steps (cosine schedule).")
+              help="Linear warm-up steps.")
+@click.option("--lr-step-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Steps between decays, for --schedule step.")
+@click.option("--lr-gamma", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="Decay factor, for --schedule step.")
 @click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Clip the global gradient norm to this (0 turns it off).")
 @click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -202,7 +206,8 @@ def _user_errors():
               help="Run folder: checkpoint.bptt and metrics.jsonl go here.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq_len, batch_size,
-          steps, epochs, minutes, lr, optimizer, momentum, weight_decay, schedule, warmup, clip,
+          steps, epochs, minutes, lr, optimizer, momentum, weight_decay, schedule, warmup,
+          lr_step_size, lr_gamma, clip,
           clip_value, val_every, val_tokens, seed, dtype, threads, out_dir, resume):
     """Train a language model on TEXT_FILES (UTF-8), or on the built-in corpus if none are given.
 
@@ -228,7 +233,8 @@ def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq
                                  batch_size=batch_size, steps=steps, epochs=epochs, minutes=minutes,
                                  lr=lr, optimizer=optimizer, momentum=momentum,
                                  weight_decay=weight_decay, clip=clip or None, clip_value=clip_value,
-                                 schedule=schedule, warmup=warmup, val_every=val_every,
+                                 schedule=schedule, warmup=warmup, lr_step_size=lr_step_size,
+                                 lr_gamma=lr_gamma, val_every=val_every,
                                  val_tokens=val_tokens, seed=seed, dtype=dtype,
                                  sources=[str(p) for p in text_files])
             text = load_corpus(list(text_files))

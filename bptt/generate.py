@@ -41,8 +41,12 @@ def sample(model: LanguageModel, tokenizer, *, length: int = 500, temperature: f
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k!r}")
-    rng = np.random.default_rng(seed)
     ids = tokenizer.encode(prime, strict=True) if prime else np.zeros(0, np.int64)
+    # Checked above, before the first token: a bad prime fails at the call, not mid-stream.
+    return _generate(model, tokenizer, ids, length, temperature, top_k, np.random.default_rng(seed))
+
+
+def _generate(model, tokenizer, ids, length, temperature, top_k, rng):
     state = None
     if ids.size:
         logits, state = model.forward(ids.reshape(1, -1), state)

@@ -59,6 +59,8 @@ class TrainConfig:
     clip_value: float | None = None
     schedule: str = "constant"
     warmup: int = 0
+    lr_step_size: int = 1000
+    lr_gamma: float = 0.5
     val_every: int = 200
     val_fraction: float = 0.1
     val_tokens: int = 100_000
@@ -166,7 +168,8 @@ class Trainer:
             kw["momentum"] = config.momentum
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), config.lr, **kw)
         self.total_steps = self._total_steps()
-        self.schedule = make_schedule(config.schedule, config.lr, self.total_steps, warmup=config.warmup)
+        self.schedule = make_schedule(config.schedule, config.lr, self.total_steps, warmup=config.warmup,
+                                      step_size=config.lr_step_size, gamma=config.lr_gamma)
         self.rng = np.random.default_rng(config.seed)
         self.step = 0
         self.state = None

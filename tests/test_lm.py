@@ -1,0 +1,327 @@
+"""The language model, the trainer, and the train/sample/eval/embed/search/plot commands."""
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bptt import jit
+from bptt.checkpoint import load_checkpoint
+from bptt.generate import cosine_top_k, embed_texts, sample
+from bptt.gradcheck import gradcheck
+from bptt.model import LanguageModel, LMConfig
+from bptt.train import CHECKPOINT_NAME, Trainer, TrainConfig, TrainingError, load_model
+from cli import main
+
+WORDS = "the cat sat on a mat and the dog ran to the park while birds sang in trees".split()
+TINY = dict(hidden=16, embed_dim=8, batch_size=4, seq_len=8, val_every=5, val_tokens=500, lr=0.01)
+TINY_ARGS = ["--hidden", "16", "--embed-dim", "8", "--batch-size", "4", "--seq-len", "8",
+             "--val-every", "5", "--val-tokens", "500", "--lr", "0.01"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = jit.get_threads()
+    yield
+    jit.set_threads(before)
+
+
+@pytest.fixture(scope="module")
+def text():
+    rng = np.random.default_rng(0)
+    return "\n".join(" ".join(rng.choice(WORDS, 8)) for _ in range(120)) + "\n"
+
+
+@pytest.fixture
+def corpus(tmp_path, text):
+    p = tmp_path / "tiny.txt"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(r, code=1):
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    err = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(err) == 1, r.output
+    return err[0]
+
+
+def params_of(path):
+    return load_checkpoint(path)["model"]
+
+
+# -- the model --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_language_model_gradcheck(cell):
+    """Every parameter of the whole model (embedding, 2 layers, head) and h0/c0, in float64."""
+    model = LanguageModel(LMConfig(vocab_size=7, cell=cell, hidden=5, layers=2, embed_dim=4,
+                                   dtype="float64", seed=1))
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.integers(0, 7, (2, 4)), "y": rng.integers(0, 7, (2, 4)),
+              "h0": rng.standard_normal((2, 2, 5)) * 0.5}
+    if cell == "lstm":
+        inputs["c0"] = rng.standard_normal((2, 2, 5)) * 0.5
+    report = gradcheck(model, inputs, max_checks=30)
+    assert report.passed, report.table()
+    assert {r.name for r in report.rows} >= {"embedding.weight", "head.weight", "rnn.weight_hh_l1", "h0"}
+
+
+def test_model_rejects_bad_ids():
+    model = LanguageModel(LMConfig(vocab_size=5, hidden=4, embed_dim=3))
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        model.forward(np.array([[1, 7]]))
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def test_train_cli_learns_and_writes_run(corpus, tmp_path):
+    out = tmp_path / "run"
+    r = run("train", corpus, *TINY_ARGS, "--steps", 40, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "unigram baseline" in r.output and "val loss" in r.output and "bpc" in r.output
+    ckpt = load_checkpoint(out / CHECKPOINT_NAME)
+    assert ckpt["step"] == 40
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [l for l in lines if "loss" in l]
+    val = [l for l in lines if "val_loss" in l]
+    assert len(train) == 40 and [v["step"] for v in val] == [5, 10, 15, 20, 25, 30, 35, 40]
+    # It learns: the last validation loss is well below the first and below the unigram baseline.
+    assert val[-1]["val_loss"] < val[0]["val_loss"] - 0.3
+    assert val[-1]["val_loss"] < ckpt["metrics"]["unigram"]
+
+
+def test_refuses_to_overwrite_a_run(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run("train", corpus, *TINY_ARGS, "--steps", 5, "--out", out).exit_code == 0
+    before = (out / CHECKPOINT_NAME).read_bytes()
+    r = run("train", corpus, *TINY_ARGS, "--steps", 5, "--out", out)
+    assert "--resume" in one_line_error(r)
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+
+
+@pytest.mark.parametrize("cell,optimizer,schedule", [("lstm", "adam", "constant"), ("gru", "sgd", "step"),
+                                                     ("rnn", "rmsprop", "constant")])
+def test_resume_is_bitwise_exact(corpus, tmp_path, cell, optimizer, schedule):
+    """N steps then a resume to 2N gives bitwise the weights of 2N steps without a break."""
+    args = [*TINY_ARGS, "--cell", cell, "--optimizer", optimizer, "--schedule", schedule, "--lr-step-size", 4]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run("train", corpus, *args, "--steps", 14, "--out", a).exit_code == 0
+    r = run("train", corpus, *args, "--steps", 7, "--out", b)
+    assert r.exit_code == 0, r.output
+    mid = params_of(b / CHECKPOINT_NAME)
+    r = run("train", corpus, "--steps", 14, "--out", b, "--resume")
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    pa, pb = params_of(a / CHECKPOINT_NAME), params_of(b / CHECKPOINT_NAME)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert np.array_equal(pa[k], pb[k]), k
+    assert any(not np.array_equal(mid[k], pb[k]) for k in pb)  # the resume really trained
+    oa, ob = load_checkpoint(a / CHECKPOINT_NAME)["optim"], load_checkpoint(b / CHECKPOINT_NAME)["optim"]
+    assert json.dumps(oa, default=lambda x: x.tolist()) == json.dumps(ob, default=lambda x: x.tolist())
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(text, tmp_path):
+    straight = Trainer.fresh(TrainConfig(steps=12, **TINY), tmp_path / "s", text)
+    straight.run()
+
+    t = Trainer.fresh(TrainConfig(steps=12, **TINY), tmp_path / "i", text)
+
+    def on_event(kind, info):
+        if kind == "step" and info["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, caught by the trainer
+
+    summary = t.run(on_event)
+    assert summary["reason"] == "interrupted" and summary["step"] == 3
+    assert load_checkpoint(tmp_path / "i" / CHECKPOINT_NAME)["step"] == 3
+    Trainer.resume(tmp_path / "i", text=text).run()
+    a, b = params_of(tmp_path / "s" / CHECKPOINT_NAME), params_of(tmp_path / "i" / CHECKPOINT_NAME)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_and_keeps_the_good_checkpoint(text, tmp_path, monkeypatch):
+    t = Trainer.fresh(TrainConfig(steps=30, **TINY), tmp_path / "r", text)
+    original = t.model.loss_and_grad
+
+    def poisoned(x, y, state=None):
+        loss, st = original(x, y, state)
+        if t.step >= 7:  # the 8th step diverges
+            t.model.grads["head.bias"][0] = np.nan
+            return float("nan"), st
+        return loss, st
+
+    monkeypatch.setattr(t.model, "loss_and_grad", poisoned)
+    path = tmp_path / "r" / CHECKPOINT_NAME
+    with pytest.raises(TrainingError, match="step 8.*last good checkpoint"):
+        t.run()
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 5
+    assert all(np.all(np.isfinite(v)) for v in ckpt["model"].values())
+
+
+def test_train_nan_via_cli_is_one_line(corpus, tmp_path):
+    r = run("train", corpus, *TINY_ARGS, "--steps", 20, "--lr", "1e30", "--clip", "0",
+            "--optimizer", "sgd", "--momentum", "0", "--out", tmp_path / "r")
+    if r.exit_code == 0:
+        pytest.skip("this seed did not diverge")  # pragma: no cover
+    line = one_line_error(r)
+    assert "non-finite" in line or "nan" in line.lower()
+
+
+def test_builtin_corpus_is_the_default(tmp_path):
+    r = run("train", "--steps", 2, "--hidden", 8, "--embed-dim", 4, "--batch-size", 2, "--seq-len", 8,
+            "--val-tokens", 200, "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert "built-in corpus" in r.output
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["data"]["train_tokens"] > 400_000
+
+
+def test_word_tokenizer_and_epochs(corpus, tmp_path):
+    r = run("train", corpus, *TINY_ARGS, "--tokenizer", "word", "--epochs", "1", "--out", tmp_path / "w")
+    assert r.exit_code == 0, r.output
+    assert "perplexity" in r.output
+    model, tok, ckpt = load_model(tmp_path / "w")
+    assert tok.kind == "word" and ckpt["step"] >= 1
+    r = run("sample", tmp_path / "w", "--length", 10, "--prime", "the cat")
+    assert r.exit_code == 0 and r.output.startswith("the cat")
+
+
+# -- sampling, evaluation, embedding, search ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, text):
+    d = tmp_path_factory.mktemp("trained")
+    (d / "tiny.txt").write_text(text, encoding="utf-8")
+    Trainer.fresh(TrainConfig(steps=30, **TINY), d / "run", text).run()
+    return d
+
+
+def test_sample_is_deterministic_and_streams(trained):
+    a = run("sample", trained / "run", "--length", 60, "--seed", 3)
+    b = run("sample", trained / "run" / CHECKPOINT_NAME, "--length", 60, "--seed", 3)
+    c = run("sample", trained / "run", "--length", 60, "--seed", 4)
+    assert a.exit_code == 0 and a.output == b.output and a.output != c.output
+    assert len(a.output.rstrip("\n")) == 60
+    p = run("sample", trained / "run", "--length", 20, "--prime", "the dog", "--top-k", 3, "--temperature", 0.5)
+    assert p.exit_code == 0 and p.output.startswith("the dog")
+
+
+def test_sample_bad_prime_and_options(trained):
+    line = one_line_error(run("sample", trained / "run", "--prime", "zebra€"))
+    assert "€" in line or "z" in line
+    assert run("sample", trained / "run", "--temperature", 0).exit_code == 2
+    assert run("sample", trained / "run", "--top-k", 0).exit_code == 2
+
+
+def test_eval_prints_loss_perplexity_bpc(trained):
+    r = run("eval", trained / "run", trained / "tiny.txt")
+    assert r.exit_code == 0, r.output
+    loss = float(r.output.split("loss: ")[1].split()[0])
+    ppl = float(r.output.split("perplexity: ")[1].split()[0])
+    bpc = float(r.output.split("bits per character: ")[1].split()[0])
+    assert abs(np.exp(loss) - ppl) < 1e-2 * ppl and abs(loss / np.log(2) - bpc) < 1e-3
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".jsonl"])
+def test_embed_and_search(trained, tmp_path, suffix):
+    out = tmp_path / f"vectors{suffix}"
+    r = run("embed", trained / "run", trained / "tiny.txt", "--out", out, "--pool", "mean")
+    assert r.exit_code == 0, r.output
+    r = run("search", out, "the cat sat on a mat", "-k", 3)
+    assert r.exit_code == 0, r.output
+    rows = r.output.strip().splitlines()
+    assert len(rows) == 3
+    scores = [float(row.split()[1]) for row in rows]
+    assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)
+
+
+def test_search_finds_the_line_itself(trained):
+    model, tok, _ = load_model(trained / "run")
+    lines = (trained / "tiny.txt").read_text().splitlines()[:40]
+    vecs = embed_texts(model, tok, lines, pool="mean")
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+    q = embed_texts(model, tok, [lines[17]], pool="mean")[0]
+    idx, sims = cosine_top_k(vecs, q, 1)
+    assert abs(sims[0] - 1) < 1e-5 and lines[idx[0]] == lines[17]
+
+
+def test_search_with_a_checkpoint_and_file(trained):
+    r = run("search", trained / "run", "the dog ran", "--in", trained / "tiny.txt", "-k", 2)
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 2
+
+
+def test_python_api_sample(trained):
+    model, tok, _ = load_model(trained / "run")
+    a = "".join(sample(model, tok, length=30, seed=1, prime="the"))
+    assert a == "".join(sample(model, tok, length=30, seed=1, prime="the")) and len(a) == 30
+
+
+def test_plot(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    r = run("plot", trained / "run", "--out", tmp_path / "loss.png")
+    assert r.exit_code == 0 and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+# -- bad input: one line, exit 1 (2 for usage), nothing overwritten -------------------------
+
+def test_bad_text_files(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "bin.dat"
+    binary.write_bytes(b"abc\x00\x01\x02")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    short = tmp_path / "short.txt"
+    short.write_text("just a few characters here\n" * 3)
+    out = tmp_path / "r"
+    assert "no such file" in one_line_error(run("train", tmp_path / "missing.txt", "--out", out)).lower()
+    assert "empty" in one_line_error(run("train", empty, "--out", out))
+    assert "binary" in one_line_error(run("train", binary, "--out", out))
+    assert "UTF-8" in one_line_error(run("train", latin, "--out", out))
+    assert "tokens" in one_line_error(run("train", short, "--seq-len", 64, "--out", out))
+    assert not (out / CHECKPOINT_NAME).exists()
+
+
+def test_bad_checkpoints_never_overwrite(trained, tmp_path, corpus):
+    good = tmp_path / "good"
+    assert run("train", corpus, *TINY_ARGS, "--steps", 5, "--out", good).exit_code == 0
+    data = (good / CHECKPOINT_NAME).read_bytes()
+    garbage = tmp_path / "garbage.bptt"
+    garbage.write_bytes(b"this is not a checkpoint at all" * 10)
+    truncated = tmp_path / "trunc" / CHECKPOINT_NAME
+    truncated.parent.mkdir()
+    truncated.write_bytes(data[: len(data) // 2])
+    for path in (garbage, truncated):
+        one_line_error(run("sample", path))
+        one_line_error(run("eval", path, corpus))
+    one_line_error(run("sample", tmp_path / "nowhere.bptt"))
+    before = truncated.read_bytes()
+    one_line_error(run("train", corpus, "--out", truncated.parent, "--resume", "--steps", 10))
+    assert truncated.read_bytes() == before
+    # Resuming with other text is refused, and the good checkpoint is untouched.
+    other = tmp_path / "other.txt"
+    other.write_text("a completely different text " * 50)
+    assert "differs" in one_line_error(run("train", other, "--out", good, "--resume", "--steps", 10))
+    assert (good / CHECKPOINT_NAME).read_bytes() == data
+
+
+def test_options_out_of_range_are_usage_errors(corpus, tmp_path):
+    for args in (["--hidden", "0"], ["--lr", "-1"], ["--batch-size", "0"], ["--steps", "0"],
+                 ["--cell", "transformer"], ["--threads", "0"], ["--momentum", "1.5"]):
+        r = run("train", corpus, *args, "--out", tmp_path / "x")
+        assert r.exit_code == 2, (args, r.output)
+        assert "Traceback" not in r.output
+
+
+def test_bad_vectors_file(tmp_path):
+    bad = tmp_path / "v.jsonl"
+    bad.write_text("not json\n")
+    assert "vectors file" in one_line_error(run("search", bad, "q"))
