@@ -8,9 +8,9 @@ Layout, direction (``reverse``) and output columns (``off``) are as in :mod:`bpt
     c_t = f ⊙ c_prev + i ⊙ g
     h_t = o ⊙ tanh(c_t)
 
-Weight gradients and dx are one pass each after the sweep, from the stored dA (T, B, 4H):
-``dense_backward_params`` / ``dense_backward_input`` for the input side and
-:func:`bptt.kernels.rnn.recurrent_backward_params` for W_hh.
+Weight gradients and dx are one pass each after the sweep, from the stored da (T, B, 4H), with the
+kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
+``recurrent_backward_params`` and ``input_backward``.
 """
 import math
 

@@ -7,8 +7,15 @@ Layout is time-major: a sequence is (T, B, ·), so one time step is a contiguous
 
 The caller computes the input projection W_ih·x_t + b_ih for *every* t in one pass before the
 recurrence (``dense_forward`` on the (T·B, I) rows), so the time loop touches only W_hh. Backward
-keeps dq_t for every step, so that dW_ih, dW_hh, the biases and dx are each one big pass after the
-sweep (``dense_backward_params``, ``dense_backward_input``, :func:`recurrent_backward_params`).
+keeps dq_t for every step, so that dW_ih, dW_hh, the biases and dx are each one big pass over all
+N = T·B rows after the sweep (:func:`input_backward_params`, :func:`recurrent_backward_params`,
+:func:`input_backward`). These three are shared by every cell.
+
+Why not ``dense_backward_params`` / ``dense_backward_input`` for the input side: those add each
+product straight into the output array, and Numba optimises such loops differently in a freshly
+compiled parallel build and in one loaded from the on-disk cache (FMA contraction), so their bits
+can differ between thread counts. Here every sum runs in a register in a fixed order and is added
+to the output once, which keeps serial and parallel builds bitwise equal.
 
 Direction. Every recurrent kernel takes ``reverse``: False runs t = 0, 1, ..., T-1; True runs
 t = T-1, ..., 0 (the backward half of a bidirectional layer). Arrays are always indexed by the true
@@ -90,6 +97,49 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
 
 
 @kernel
+def input_backward_params(dW_ih, db_ih, dg, x):
+    """Input-side weight gradients in one pass over all N = T·B rows, for every cell:
+
+        dW_ih[u, i] += Σ_n dg[n, u] · x[n, i]      db_ih[u] += Σ_n dg[n, u]
+
+    dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
+    dg : (N, G·H) gate pre-activation gradients of every step, rows n = t·B + b.
+    x : (N, I) the layer's input, rows as in dg.
+    Parallel over the rows u; each sum runs over n in order, in a register.
+    """
+    N, GH = dg.shape
+    I = x.shape[1]
+    for u in prange(GH):
+        sb = 0.0
+        for n in range(N):
+            sb += dg[n, u]
+        db_ih[u] += sb
+        for i in range(I):
+            acc = 0.0
+            for n in range(N):
+                acc += dg[n, u] * x[n, i]
+            dW_ih[u, i] += acc
+
+
+@kernel
+def input_backward(dx, dg, W_ih):
+    """dx[n, i] += Σ_u dg[n, u] · W_ih[u, i]   (∂L/∂x_t = dg_t·W_ih for every step at once).
+
+    dx : (N, I) accumulated (both directions of a layer add into it).
+    dg : (N, G·H) gate pre-activation gradients, rows n = t·B + b.  W_ih : (G·H, I).
+    Parallel over the rows n.
+    """
+    N, GH = dg.shape
+    I = W_ih.shape[1]
+    for n in prange(N):
+        for i in range(I):
+            acc = 0.0
+            for u in range(GH):
+                acc += dg[n, u] * W_ih[u, i]
+            dx[n, i] += acc
+
+
+@kernel
 def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """Recurrent weight gradients in one pass over all steps, for every cell:
 
@@ -102,23 +152,25 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
           for the GRU's n gate the r ⊙ factor is already applied).
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
-    Parallel over the rows u, so each has one writer and a fixed summation order (t, then b).
+    Parallel over the rows u; each sum runs over (t, b) in order, in a register.
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
     for u in prange(GH):
         sb = 0.0
         for t in range(T):
-            first = t == T - 1 if reverse else t == 0
-            if first:
-                hp = h0
-                hoff = 0
-            else:
-                hp = y[t + 1] if reverse else y[t - 1]
-                hoff = off
             for b in range(B):
-                g = dgh[t, b, u]
-                sb += g
-                for j in range(H):
-                    dW_hh[u, j] += g * hp[b, hoff + j]
+                sb += dgh[t, b, u]
         db_hh[u] += sb
+        for j in range(H):
+            acc = 0.0
+            for t in range(T):
+                first = t == T - 1 if reverse else t == 0
+                if first:
+                    for b in range(B):
+                        acc += dgh[t, b, u] * h0[b, j]
+                else:
+                    tp = t + 1 if reverse else t - 1
+                    for b in range(B):
+                        acc += dgh[t, b, u] * y[tp, b, off + j]
+            dW_hh[u, j] += acc

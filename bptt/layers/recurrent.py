@@ -14,7 +14,8 @@ How a call runs (see :mod:`bptt.kernels.rnn` for the kernels' conventions):
   That output is the next layer's input.
 - Backward walks the layers top-down. Per direction: the cell's BPTT sweep writes the gate
   pre-activation gradients of every step, then ``dW_ih``/``b_ih``, ``dW_hh``/``b_hh`` and
-  ``dx`` are each one pass over all T·B rows. Both directions add into the same ``dx``.
+  ``dx`` are each one pass over all T·B rows (``input_backward_params``,
+  ``recurrent_backward_params``, ``input_backward``). Both directions add into the same ``dx``.
 
 Workspaces are owned by the layer and reallocated only when (B, T) changes; nothing is allocated
 inside a time loop. The returned ``out``, ``h_n`` and ``dx`` are fresh arrays, so the caller may
@@ -32,10 +33,11 @@ import math
 
 import numpy as np
 
-from ..kernels.dense import dense_backward_input, dense_backward_params, dense_forward
+from ..kernels.dense import dense_forward
 from ..kernels.gru import gru_backward, gru_forward
 from ..kernels.lstm import lstm_backward, lstm_forward
-from ..kernels.rnn import recurrent_backward_params, rnn_backward, rnn_forward
+from ..kernels.rnn import (input_backward, input_backward_params, recurrent_backward_params,
+                           rnn_backward, rnn_forward)
 from ..kernels.activations import ACTIVATIONS
 from .base import Layer, check_array, uniform
 
@@ -231,9 +233,9 @@ class _Recurrent(Layer):
                 k = l * D + d
                 dgh = self._cell_backward(ws, l, d, k, W_hh, [a[k] for a in dfinal], [a[k] for a in dinit])
                 dg2 = ws.dg.reshape(T * B, -1)
-                dense_backward_params(dW_ih, db_ih, dg2, x2)
+                input_backward_params(dW_ih, db_ih, dg2, x2)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
-                dense_backward_input(dx2, dg2, W_ih)
+                input_backward(dx2, dg2, W_ih)
         return np.ascontiguousarray(ws.dxt.transpose(1, 0, 2)), dinit
 
     def _load_state(self, dst, name, a, B):

@@ -1,0 +1,426 @@
+"""RNN, LSTM and GRU layers: finite-difference checks (single, stacked, bidirectional, truncated
+BPTT), a naive NumPy reference, determinism across thread counts, workspaces and bad input.
+
+Sizes are tiny on purpose: the point is the math, and CI compiles every kernel cold.
+"""
+import numpy as np
+import pytest
+
+import bptt.layers.recurrent as recurrent_mod
+from bptt import GRU, LSTM, RNN, gradcheck, jit
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+B, T, I, H = 2, 3, 3, 4
+
+
+def make(cell, layers=1, bidirectional=False, seed=0, **kw):
+    return CELLS[cell](I, H, layers, bidirectional, seed=seed, **kw)
+
+
+def make_inputs(layer, rng, batch=B, steps=T):
+    S = (layer.num_layers * layer.num_directions, batch, layer.hidden_size)
+    inputs = {"x": rng.standard_normal((batch, steps, layer.input_size)), "h0": rng.standard_normal(S)}
+    if isinstance(layer, LSTM):
+        inputs["c0"] = rng.standard_normal(S)
+    return inputs
+
+
+def run(layer, inputs, douts):
+    """forward + backward; returns every output, input gradient and parameter gradient."""
+    layer.zero_grad()
+    if isinstance(layer, LSTM):
+        out, (h_n, c_n) = layer.forward(inputs["x"], (inputs["h0"], inputs["c0"]))
+        dx = layer.backward(*douts)
+        res = {"out": out, "h_n": h_n, "c_n": c_n, "dx": dx, "dh0": layer.dh0, "dc0": layer.dc0}
+    else:
+        out, h_n = layer.forward(inputs["x"], inputs["h0"])
+        dx = layer.backward(*douts[:2])
+        res = {"out": out, "h_n": h_n, "dx": dx, "dh0": layer.dh0}
+    res.update({"grad " + k: g.copy() for k, g in layer.grads.items()})
+    return res
+
+
+def random_douts(layer, inputs, rng):
+    Bx, Tx = inputs["x"].shape[:2]
+    S = inputs["h0"].shape
+    return (rng.standard_normal((Bx, Tx, layer.num_directions * layer.hidden_size)),
+            rng.standard_normal(S), rng.standard_normal(S))
+
+
+# -- finite differences ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, False), (1, True), (2, True)])
+def test_gradcheck_cells_stacked_bidirectional(cell, layers, bidirectional, rng):
+    layer = make(cell, layers, bidirectional, seed=10 + layers + 2 * bidirectional)
+    assert all(np.all(p != 0) for p in layer.params.values())  # non-zero biases too
+    report = gradcheck(layer, make_inputs(layer, rng))
+    assert report.passed, report.table()
+    names = {r.name for r in report.rows}
+    assert set(layer.params) <= names and {"x", "h0"} <= names
+    assert ("c0" in names) == (cell == "lstm")
+    assert len(layer.params) == 4 * layers * (2 if bidirectional else 1)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "identity"])
+def test_gradcheck_rnn_activations(activation, rng):
+    layer = RNN(I, H, 2, True, activation, seed=5)
+    report = gradcheck(layer, make_inputs(layer, rng, steps=4))
+    assert report.passed, report.table()
+
+
+def test_gradcheck_without_initial_state_and_single_step(rng):
+    # h0 omitted (zeros, not checked); T = 1 and B = 1 edge cases.
+    for cell in CELLS:
+        layer = make(cell, 2, True, seed=7)
+        report = gradcheck(layer, {"x": rng.standard_normal((1, 1, I))})
+        assert report.passed, report.table()
+        assert {r.name for r in report.rows if r.kind == "input"} == {"x"}
+
+
+def test_gradcheck_catches_broken_gradients(rng, monkeypatch):
+    layer = make("lstm", 1, True, seed=1)
+    inputs = make_inputs(layer, rng)
+    assert gradcheck(layer, inputs).passed
+
+    # 1. One gate's pre-activation gradient off by 1%: every tensor downstream of it fails.
+    real = recurrent_mod.lstm_backward
+
+    def scaled_forget_gate(da, *args):
+        real(da, *args)
+        da[:, :, H:2 * H] *= 1.01
+
+    monkeypatch.setattr(recurrent_mod, "lstm_backward", scaled_forget_gate)
+    report = gradcheck(layer, inputs)
+    assert not report.passed
+    failed = {r.name for r in report.failures()}
+    assert {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "x"} <= failed
+    monkeypatch.undo()
+
+    # 2. A dropped bias term: exactly the recurrent biases fail, nothing else.
+    real_params = recurrent_mod.recurrent_backward_params
+
+    def no_bias(dW_hh, db_hh, *args):
+        real_params(dW_hh, np.zeros_like(db_hh), *args)
+
+    monkeypatch.setattr(recurrent_mod, "recurrent_backward_params", no_bias)
+    report = gradcheck(layer, inputs)
+    assert {r.name for r in report.failures()} == {"bias_hh_l0", "bias_hh_l0_reverse"}
+    monkeypatch.undo()
+    assert gradcheck(layer, inputs).passed
+
+
+# -- truncated BPTT -------------------------------------------------------------------------------
+
+class TwoChunks:
+    """A sequence split in two chunks; chunk 2 starts from chunk 1's final state.
+
+    Objective: L = ⟨out1, g1⟩ + ⟨s1, gs1⟩ + ⟨out2, g2⟩ + ⟨s2, gs2⟩, with s the final state(s).
+
+    ``truncated=True``: the carried state is detached, i.e. a constant of the objective: the value
+    chunk 1 produced at the unperturbed weights (held fixed while gradcheck perturbs). Its analytic
+    gradient is exactly what a truncated-BPTT loop computes: chunk 2's dh0 is dropped.
+    ``truncated=False``: the carry is live, and chunk 2's dh0 (dc0) flows into chunk 1.
+    """
+
+    def __init__(self, layer, inputs, truncated):
+        self.layer, self.truncated = layer, truncated
+        self.lstm = isinstance(layer, LSTM)
+        self.carry = self._chunk(inputs["x1"], self._state0(inputs))[1]  # detached: computed once
+
+    def _state0(self, inputs):
+        return (inputs["h0"], inputs["c0"]) if self.lstm else (inputs["h0"],)
+
+    def _chunk(self, x, state):
+        if self.lstm:
+            out, (h, c) = self.layer.forward(x, state)
+            return out, (h, c)
+        out, h = self.layer.forward(x, state[0])
+        return out, (h,)
+
+    def _back(self, dout, dstate):
+        dx = self.layer.backward(dout, *dstate)
+        return dx, ((self.layer.dh0, self.layer.dc0) if self.lstm else (self.layer.dh0,))
+
+    def parameters(self):
+        return self.layer.parameters()
+
+    def gradients(self):
+        return self.layer.gradients()
+
+    def zero_grad(self):
+        self.layer.zero_grad()
+
+    def check_forward(self, x1, x2, h0, c0=None):
+        self.inputs = dict(x1=x1, x2=x2, h0=h0, c0=c0)
+        out1, s1 = self._chunk(x1, self._state0(self.inputs))
+        out2, s2 = self._chunk(x2, self.carry if self.truncated else s1)
+        return (out1, *s1, out2, *s2)
+
+    def check_backward(self, *g):
+        k = 2 if self.lstm else 1
+        g1, gs1, g2, gs2 = g[0], g[1:1 + k], g[1 + k], g[2 + k:]
+        # The layer holds chunk 2's forward: backward it, then redo chunk 1 and backward it.
+        dx2, dcarry = self._back(g2, gs2)
+        self._chunk(self.inputs["x1"], self._state0(self.inputs))
+        ds1 = gs1 if self.truncated else tuple(a + b for a, b in zip(gs1, dcarry))
+        dx1, dstate0 = self._back(g1, ds1)
+        d = {"x1": dx1, "x2": dx2, "h0": dstate0[0]}
+        if self.lstm:
+            d["c0"] = dstate0[1]
+        return d
+
+
+def tbptt_inputs(layer, rng):
+    base = make_inputs(layer, rng)
+    inputs = {"x1": base["x"], "x2": rng.standard_normal(base["x"].shape), "h0": base["h0"]}
+    if "c0" in base:
+        inputs["c0"] = base["c0"]
+    return inputs
+
+
+@pytest.mark.parametrize("cell,layers", [("rnn", 1), ("lstm", 2), ("gru", 1)])
+def test_truncated_bptt_across_two_chunks(cell, layers, rng):
+    layer = make(cell, layers, seed=11)
+    inputs = tbptt_inputs(layer, rng)
+
+    # The analytic gradient equals the finite difference of the *truncated* objective ...
+    trunc = TwoChunks(layer, inputs, truncated=True)
+    report = gradcheck(trunc, inputs, seed=3)
+    assert report.passed, report.table()
+    g_trunc = {k: v.copy() for k, v in layer.grads.items()}
+
+    # ... and full BPTT over the same two chunks is checked the same way ...
+    full = TwoChunks(layer, inputs, truncated=False)
+    report = gradcheck(full, inputs, seed=3)
+    assert report.passed, report.table()
+    g_full = {k: v.copy() for k, v in layer.grads.items()}
+
+    # ... and the two differ: chunk 2's loss does not reach chunk 1 when truncated.
+    diff = max(np.abs(g_trunc[k] - g_full[k]).max() / np.abs(g_full[k]).max() for k in g_full)
+    assert diff > 1e-2
+
+    # Full BPTT over two chunks is BPTT over the concatenated sequence (with no upstream gradient
+    # on chunk 1's final state, which a single pass does not expose for lower layers or c).
+    rng2 = np.random.default_rng(0)
+    g = [rng2.standard_normal(o.shape) for o in full.check_forward(**inputs)]
+    k = 2 if full.lstm else 1
+    for a in g[1:1 + k]:
+        a.fill(0)
+    full.zero_grad()
+    full.check_forward(**inputs)
+    d_two = full.check_backward(*g)
+    g_two = {n: v.copy() for n, v in layer.grads.items()}
+    x = np.concatenate([inputs["x1"], inputs["x2"]], axis=1)
+    layer.zero_grad()
+    layer.forward(x, (inputs["h0"], inputs["c0"]) if full.lstm else inputs["h0"])
+    dx = layer.backward(np.concatenate([g[0], g[1 + k]], axis=1), *g[2 + k:])
+    np.testing.assert_allclose(dx, np.concatenate([d_two["x1"], d_two["x2"]], axis=1), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(layer.dh0, d_two["h0"], rtol=1e-10, atol=1e-13)
+    for n in layer.grads:
+        np.testing.assert_allclose(layer.grads[n], g_two[n], rtol=1e-10, atol=1e-13)
+
+
+def test_truncated_bptt_loop_matches_the_checked_gradient(rng):
+    """A real TBPTT loop (forward, backward, carry h_n) gives the gradient verified above."""
+    layer = make("gru", 2, seed=4)
+    inputs = tbptt_inputs(layer, rng)
+    trunc = TwoChunks(layer, inputs, truncated=True)
+    outs = trunc.check_forward(**inputs)
+    g = [rng.standard_normal(o.shape) for o in outs]
+    trunc.zero_grad()
+    trunc.check_forward(**inputs)
+    trunc.check_backward(*g)
+    expected = {k: v.copy() for k, v in layer.grads.items()}
+
+    layer.zero_grad()
+    h = inputs["h0"]
+    for x, (dout, dh_n) in zip((inputs["x1"], inputs["x2"]), ((g[0], g[1]), (g[2], g[3]))):
+        out, h = layer.forward(x, h)     # carried forward ...
+        layer.backward(dout, dh_n)       # ... but layer.dh0 is dropped at the boundary
+    for k in expected:  # equal up to the order the two chunks were added in
+        np.testing.assert_allclose(layer.grads[k], expected[k], rtol=1e-12, atol=1e-15)
+
+
+# -- a naive NumPy reference, independent of the kernels --------------------------------------------
+
+def _sig(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def reference_forward(layer, x, h0, c0=None):
+    """Stacked, bidirectional forward written with NumPy matrix products, one step at a time."""
+    L, D, Hh = layer.num_layers, layer.num_directions, layer.hidden_size
+    f = {"tanh": np.tanh, "relu": lambda q: np.maximum(q, 0), "identity": lambda q: q}
+    inp = x
+    h_n, c_n = [], []
+    for l in range(L):
+        outs = []
+        for d in range(D):
+            sfx = f"_l{l}" + ("_reverse" if d else "")
+            W_ih, W_hh = layer.params["weight_ih" + sfx], layer.params["weight_hh" + sfx]
+            b_ih, b_hh = layer.params["bias_ih" + sfx], layer.params["bias_hh" + sfx]
+            h = h0[l * D + d]
+            c = c0[l * D + d] if c0 is not None else None
+            ys = np.zeros(x.shape[:2] + (Hh,))
+            for t in (range(x.shape[1]) if d == 0 else reversed(range(x.shape[1]))):
+                a, m = inp[:, t] @ W_ih.T + b_ih, h @ W_hh.T + b_hh
+                if isinstance(layer, RNN):
+                    h = f[layer.activation](a + m)
+                elif isinstance(layer, LSTM):
+                    i, fg, g, o = np.split(a + m, 4, axis=1)
+                    c = _sig(fg) * c + _sig(i) * np.tanh(g)
+                    h = _sig(o) * np.tanh(c)
+                else:
+                    ar, az, an = np.split(a, 3, axis=1)
+                    mr, mz, mn = np.split(m, 3, axis=1)
+                    r, z = _sig(ar + mr), _sig(az + mz)
+                    n = np.tanh(an + r * mn)
+                    h = (1 - z) * n + z * h
+                ys[:, t] = h
+            outs.append(ys)
+            h_n.append(h)
+            c_n.append(c)
+        inp = np.concatenate(outs, axis=2)
+    return inp, np.stack(h_n), (np.stack(c_n) if c0 is not None else None)
+
+
+@pytest.mark.parametrize("cell,kw", [("rnn", {"activation": "tanh"}), ("rnn", {"activation": "relu"}),
+                                     ("rnn", {"activation": "identity"}), ("lstm", {}), ("gru", {})])
+def test_forward_matches_numpy_reference(cell, kw, rng):
+    layer = make(cell, 2, True, seed=2, **kw)
+    inputs = make_inputs(layer, rng, batch=3, steps=5)
+    ref_out, ref_h, ref_c = reference_forward(layer, inputs["x"], inputs["h0"], inputs.get("c0"))
+    if cell == "lstm":
+        out, (h_n, c_n) = layer(inputs["x"], (inputs["h0"], inputs["c0"]))
+        np.testing.assert_allclose(c_n, ref_c, rtol=1e-12, atol=1e-14)
+    else:
+        out, h_n = layer(inputs["x"], inputs["h0"])
+    assert out.shape == (3, 5, 2 * H) and h_n.shape == (4, 3, H)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h_n, ref_h, rtol=1e-12, atol=1e-14)
+
+
+def test_parameters_match_torch_names_order_and_init():
+    layer = LSTM(3, 5, 2, True, seed=0)
+    expected = []
+    for l, F in ((0, 3), (1, 10)):
+        for sfx in ("", "_reverse"):
+            expected += [(f"weight_ih_l{l}{sfx}", (20, F)), (f"weight_hh_l{l}{sfx}", (20, 5)),
+                         (f"bias_ih_l{l}{sfx}", (20,)), (f"bias_hh_l{l}{sfx}", (20,))]
+    assert [(k, v.shape) for k, v in layer.params.items()] == expected
+    allp = np.concatenate([p.ravel() for p in layer.params.values()])
+    assert np.abs(allp).max() <= 1 / np.sqrt(5) and np.abs(allp).max() > 0.9 / np.sqrt(5)
+    np.testing.assert_array_equal(LSTM(3, 5, 2, True, seed=0).weight_hh_l1, layer.weight_hh_l1)
+    assert not np.array_equal(LSTM(3, 5, 2, True, seed=1).weight_hh_l1, layer.weight_hh_l1)
+    assert layer.weight_ih_l0 is layer.params["weight_ih_l0"]
+
+
+# -- determinism, workspaces, dtypes ----------------------------------------------------------------
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_serial_and_parallel_builds_are_bitwise_equal(cell, threads):
+    rng = np.random.default_rng(0)
+    layer = CELLS[cell](3, 6, 2, True, seed=0)
+    inputs = make_inputs(layer, rng, batch=5, steps=4)
+    douts = random_douts(layer, inputs, rng)
+    threads(1)
+    serial = run(layer, inputs, douts)
+    threads(2)
+    parallel = run(layer, inputs, douts)
+    assert serial.keys() == parallel.keys()
+    for k in serial:
+        assert np.array_equal(serial[k], parallel[k]), k
+
+
+def test_workspaces_reused_for_same_shape_and_results_independent_of_history(rng):
+    layer = make("lstm", 2, True, seed=3)
+    a = make_inputs(layer, rng, batch=2, steps=3)
+    b = make_inputs(layer, rng, batch=4, steps=5)
+    douts_a = random_douts(layer, a, rng)
+    first = run(layer, a, douts_a)
+    ws = layer._ws
+    run(layer, a, douts_a)
+    assert layer._ws is ws                      # same (B, T): no reallocation
+    run(layer, b, random_douts(layer, b, rng))
+    assert layer._ws is not ws                  # new (B, T): new workspaces
+    again = run(layer, a, douts_a)
+    for k in first:                             # ... and nothing leaks from one shape to another
+        np.testing.assert_array_equal(first[k], again[k])
+    # Returned arrays belong to the caller: a later call does not overwrite them.
+    out1, (h1, _) = layer.forward(a["x"], (a["h0"], a["c0"]))
+    keep = out1.copy(), h1.copy()
+    layer.forward(a["x"] * 2, (h1, a["c0"]))    # h_n fed back as h0 (truncated BPTT)
+    np.testing.assert_array_equal(out1, keep[0])
+    np.testing.assert_array_equal(h1, keep[1])
+
+
+def test_accumulates_and_dout_none_means_zeros(rng):
+    layer = make("gru", 1, True, seed=1)
+    inp = make_inputs(layer, rng)
+    out, h_n = layer.forward(inp["x"], inp["h0"])
+    dh_n = rng.standard_normal(h_n.shape)
+    dx1 = layer.backward(None, dh_n)
+    g1 = {k: v.copy() for k, v in layer.grads.items()}
+    dx2 = layer.backward(np.zeros_like(out), dh_n)
+    np.testing.assert_array_equal(dx1, dx2)
+    for k, v in layer.grads.items():          # backward adds: twice the same gradient
+        np.testing.assert_allclose(v, 2 * g1[k], rtol=1e-12, atol=1e-15)
+    layer.zero_grad()
+    assert all(not v.any() for v in layer.grads.values())
+
+
+def test_float32_layers_run_in_float32(rng):
+    layer = LSTM(3, 4, 1, True, dtype=np.float32, seed=0)
+    x = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    out, (h, c) = layer(x)
+    dx = layer.backward(np.ones_like(out))
+    assert out.dtype == h.dtype == c.dtype == dx.dtype == layer.dh0.dtype == np.float32
+    assert all(g.dtype == np.float32 and g.any() for g in layer.grads.values())
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_bad_input_raises_value_error_with_expected_shape(cell):
+    layer = make(cell, 2, True)
+    x = np.zeros((2, 3, I))
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, 3\).*got \(2, 3\)"):
+        layer.forward(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, 3\).*got \(2, 3, 5\)"):
+        layer.forward(np.zeros((2, 3, 5)))
+    with pytest.raises(ValueError, match=r"x must have dtype float64.*got float32"):
+        layer.forward(x.astype(np.float32))
+    with pytest.raises(ValueError, match="at least one"):
+        layer.forward(np.zeros((2, 0, I)))
+    with pytest.raises(ValueError, match="must be a numpy array"):
+        layer.forward([[[0.0] * I]])
+    bad_h0 = np.zeros((2, 2, H))              # needs (L·D, B, H) = (4, 2, 4)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(4, 2, 4\).*got \(2, 2, 4\)"):
+        layer.forward(x, (bad_h0, None) if cell == "lstm" else bad_h0)
+    if cell == "lstm":
+        with pytest.raises(ValueError, match=r"c0 must have shape \(4, 2, 4\)"):
+            layer.forward(x, (None, np.zeros((4, 3, H))))
+        with pytest.raises(ValueError, match=r"state must be None or a pair"):
+            layer.forward(x, np.zeros((4, 2, H)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        make(cell).backward(np.zeros((2, 3, H)))
+    layer.forward(x)
+    with pytest.raises(ValueError, match=r"dout must have shape \(2, 3, 8\)"):
+        layer.backward(np.zeros((2, 3, H)))
+    with pytest.raises(ValueError, match=r"dh_n must have shape \(4, 2, 4\)"):
+        layer.backward(None, np.zeros((4, 1, H)))
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+        RNN(3, 0)
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        GRU(3, 4, num_layers=1.5)
+    with pytest.raises(ValueError, match="activation must be one of tanh, relu, identity"):
+        RNN(3, 4, activation="sigmoid")
+    with pytest.raises(ValueError, match="bidirectional must be True or False"):
+        LSTM(3, 4, 1, "yes")
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        LSTM(3, 4, dtype=np.int32)
