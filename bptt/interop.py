@@ -98,6 +98,8 @@ def to_torch(layer):
     """A torch module with ``layer``'s configuration and a copy of its weights (batch_first=True)."""
     torch = _torch()
     nn = torch.nn
+    if not isinstance(layer, (Dense, Embedding, RNN, LSTM, GRU)):
+        raise ValueError(f"to_torch supports Dense, Embedding, RNN, LSTM and GRU; got {type(layer).__name__}")
     dtype = _torch_dtype(layer)
     if isinstance(layer, Dense):
         if layer.activation != "identity":
@@ -116,8 +118,6 @@ def to_torch(layer):
             if layer.activation not in ("tanh", "relu"):
                 raise ValueError(f"to_torch: torch.nn.RNN supports tanh and relu only; this RNN uses {layer.activation!r}")
             module = nn.RNN(*args, nonlinearity=layer.activation, **kw)
-    else:
-        raise ValueError(f"to_torch supports Dense, Embedding, RNN, LSTM and GRU; got {type(layer).__name__}")
     params = dict(module.named_parameters())
     with torch.no_grad():
         for name, p in params.items():
