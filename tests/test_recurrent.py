@@ -424,3 +424,38 @@ def test_bad_constructor_arguments():
         LSTM(3, 4, 1, "yes")
     with pytest.raises(ValueError, match="dtype must be float32 or float64"):
         LSTM(3, 4, dtype=np.int32)
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["--model", "lstm", "--layers", "2", "--bidirectional"],
+    ["--model", "rnn", "--activation", "relu", "--seq-len", "3", "--hidden", "5", "--batch", "2"],
+    ["--model", "gru", "--bidirectional", "--layers", "1"],
+])
+def test_cli_gradcheck_recurrent_every_row_passes(args):
+    from click.testing import CliRunner
+    from cli import main
+    before = jit.get_threads()
+    try:
+        r = CliRunner().invoke(main, ["gradcheck", *args])
+    finally:
+        jit.set_threads(before)
+    assert r.exit_code == 0, r.output
+    assert "FAIL" not in r.output and "tensors pass" in r.output
+    assert "weight_hh_l0" in r.output and "h0" in r.output
+    if "lstm" in args:
+        assert "weight_ih_l1_reverse" in r.output and "c0" in r.output and "19/19 tensors pass" in r.output
+
+
+def test_cli_gradcheck_help_and_bad_recurrent_options():
+    from click.testing import CliRunner
+    from cli import main
+    r = CliRunner().invoke(main, ["gradcheck", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--layers", "--bidirectional", "--seq-len", "rnn", "lstm", "gru"):
+        assert opt in r.output
+    r = CliRunner().invoke(main, ["gradcheck", "--model", "rnn", "--activation", "sigmoid"])
+    assert r.exit_code == 2 and "activation must be one of tanh, relu, identity" in r.output
+    r = CliRunner().invoke(main, ["gradcheck", "--model", "gru", "--seq-len", "0"])
+    assert r.exit_code == 2
