@@ -26,7 +26,7 @@ def test_identity_rnn_is_one_weight_over_x_and_h_prev():
     np.testing.assert_allclose(h_n[0], h, rtol=1e-12, atol=1e-14)
 
 
-def train_delay_task(seed, steps=250, lr=0.1, H=8, T=12, B=32):
+def train_delay_task(seed, steps=150, lr=0.1, H=8, T=12, B=32):
     """Learn y_t = x_{t-1}. Returns the loss of every step."""
     rng = np.random.default_rng(seed)
     rnn = RNN(1, H, activation="identity", seed=seed)
@@ -54,7 +54,7 @@ def test_simple_rnn_learns_to_remember_the_previous_input():
         assert np.all(np.isfinite(losses))
         first, last = losses[:10].mean(), losses[-10:].mean()
         # A memoryless model can do no better than predicting 0 (loss ≈ (T-1)/T ≈ 0.92).
-        assert last < 0.5 * first and last < 0.1, (seed, first, last)
+        assert last < 0.1 * first and last < 0.05, (seed, first, last)
 
 
 def test_docs_example_runs():

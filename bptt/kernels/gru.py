@@ -29,15 +29,11 @@ def gru_forward(y, gates, mn, h0, W_hh, b_hh, off, reverse):
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        if s == 0:
-            hp = h0
-            hoff = 0
-        else:
-            hp = y[t + 1] if reverse else y[t - 1]
-            hoff = off
-        for b in prange(B):
+    for b in prange(B):  # sequences are independent: one parallel region, the time loop inside
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1]   # h_prev, at columns hoff:hoff+H
+            hoff = 0 if s == 0 else off
             for o in range(H):
                 mr = b_hh[o]
                 mz = b_hh[H + o]
@@ -82,15 +78,10 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     for b in prange(B):
         for o in range(H):
             dh[b, o] = dh_n[b, o]
-    for s in range(T - 1, -1, -1):
-        t = T - 1 - s if reverse else s
-        if s == 0:
-            hp = h0
-            hoff = 0
-        else:
-            hp = y[t + 1] if reverse else y[t - 1]
-            hoff = off
-        for b in prange(B):
+        for s in range(T - 1, -1, -1):
+            t = T - 1 - s if reverse else s
+            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1]
+            hoff = 0 if s == 0 else off
             for o in range(H):
                 r = gates[t, b, o]
                 z = gates[t, b, H + o]
@@ -111,6 +102,5 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
                 for u in range(G3):
                     acc += dgh[t, b, u] * W_hh[u, j]
                 dh[b, j] = acc
-    for b in prange(B):
         for o in range(H):
             dh0[b, o] += dh[b, o]

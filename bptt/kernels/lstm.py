@@ -31,18 +31,13 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        if s == 0:
-            hp = h0
-            cp = c0
-            hoff = 0
-        else:
+    for b in prange(B):  # sequences are independent: one parallel region, the time loop inside
+        for s in range(T):
+            t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
-            hp = y[tp]
-            cp = c[tp]
-            hoff = off
-        for b in prange(B):
+            hp = h0 if s == 0 else y[tp]     # h_prev, at columns hoff:hoff+H
+            hoff = 0 if s == 0 else off
+            cp = c0 if s == 0 else c[tp]     # c_prev
             # a = projection + b_hh + W_hh·h_prev for all 4H units, then the nonlinearities.
             for u in range(G4):
                 acc = gates[t, b, u] + b_hh[u]
@@ -90,13 +85,9 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
         for o in range(H):
             dh[b, o] = dh_n[b, o]
             dc[b, o] = dc_n[b, o]
-    for s in range(T - 1, -1, -1):
-        t = T - 1 - s if reverse else s
-        if s == 0:
-            cp = c0
-        else:
-            cp = c[t + 1] if reverse else c[t - 1]
-        for b in prange(B):
+        for s in range(T - 1, -1, -1):
+            t = T - 1 - s if reverse else s
+            cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
             for o in range(H):
                 ig = gates[t, b, o]
                 fg = gates[t, b, H + o]
@@ -115,7 +106,6 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
                 for u in range(G4):
                     acc += da[t, b, u] * W_hh[u, j]
                 dh[b, j] = acc
-    for b in prange(B):
         for o in range(H):
             dh0[b, o] += dh[b, o]
             dc0[b, o] += dc[b, o]

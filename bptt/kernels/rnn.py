@@ -41,15 +41,12 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        if s == 0:
-            hp = h0
-            hoff = 0
-        else:
-            hp = y[t + 1] if reverse else y[t - 1]
-            hoff = off
-        for b in prange(B):
+    for b in prange(B):  # sequences are independent: one parallel region, the time loop inside
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            # h_prev: h0 at the first processed step, else the previous step's columns of y
+            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1]
+            hoff = 0 if s == 0 else off
             for o in range(H):
                 acc = q[t, b, o] + b_hh[o]
                 for j in range(H):
@@ -80,9 +77,8 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     for b in prange(B):
         for o in range(H):
             dh[b, o] = dh_n[b, o]
-    for s in range(T - 1, -1, -1):
-        t = T - 1 - s if reverse else s
-        for b in prange(B):
+        for s in range(T - 1, -1, -1):
+            t = T - 1 - s if reverse else s
             for o in range(H):
                 g = dy[t, b, off + o] + dh[b, o]
                 dq[t, b, o] = g * dact(q[t, b, o], y[t, b, off + o], code)
@@ -91,7 +87,6 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
                 for o in range(H):
                     acc += dq[t, b, o] * W_hh[o, j]
                 dh[b, j] = acc
-    for b in prange(B):
         for o in range(H):
             dh0[b, o] += dh[b, o]
 
