@@ -1,4 +1,4 @@
-"""Elman RNN cell over a whole sequence, and the recurrent-weight gradient every cell shares.
+"""Elman RNN cell over a whole sequence, and the weight-gradient passes every cell shares.
 
 Shapes: T time steps, B batch, H hidden units, D directions (1 or 2), G gates (1 here).
 Layout is time-major: a sequence is (T, B, ·), so one time step is a contiguous (B, ·) block.
@@ -25,6 +25,11 @@ processing order: h_{t-1} forward, h_{t+1} in reverse; the first processed step 
 Output columns. The hidden states go straight into the layer's output y (T, B, D·H): this
 direction owns the columns ``off:off+H`` (0 forward, H reverse), so a bidirectional layer's
 output is assembled without a copy and the next layer reads it as its input.
+
+Parallelism. The cell kernels run ``prange`` over the batch rows b with the time loop inside:
+sequences are independent, so a whole forward or backward sweep is one parallel region (not one
+per step), and each row's state is written by one thread. The weight-gradient passes run over
+the output units u, the dx pass over the rows n. No sum is split across threads.
 """
 from ..jit import kernel, prange
 from .activations import act, dact
