@@ -405,5 +405,99 @@ def plot(run, out_path):
     click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.option("--cells", default="rnn,gru,lstm", show_default=True,
+              help="Comma-separated cells to benchmark: rnn, gru, lstm.")
+@click.option("--shapes", default=None,
+              help="Comma-separated named shapes (B,T,I,H): teach (1,25,65,100), char (50,50,65,128), "
+                   "fastrnns (64,100,512,512), deepbench (32,25,1024,1024); 'none' for only --shape. "
+                   "[default: all four]")
+@click.option("--shape", "extra_shapes", multiple=True, metavar="B,T,I,H",
+              help="Add a shape (repeatable). [default: none]")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="At least this many timed steps per framework; the median is reported.")
+@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Time each framework for at least this many seconds per row "
+                   "(0: exactly --repeat steps).")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Untimed steps per framework before timing, and at least 0.2 s of them unless "
+                   "--min-time is 0.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for both bptt and torch. [default: the global --threads, BPTT_THREADS, or all cores]")
+@click.option("--peak", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GFLOPS",
+              help="float32 FMA peak in GFLOP/s for the %peak column. [default: measured, ~0.3 s]")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Also write the full report as JSON here. [default: none]")
+@click.option("--quick", is_flag=True, help="Only the teach and char shapes (for tests). [default: off]")
+@click.option("--no-extras", is_flag=True,
+              help="Skip the char-LM step, the MLP step and the compile-time report. [default: off]")
+@click.option("--in-process", is_flag=True,
+              help="Time both frameworks in this process instead of one worker process each "
+                   "(their OpenMP thread pools then compete; for diagnosis). [default: off]")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and inputs.")
+def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, json_path, quick,
+          no_extras, in_process, seed):
+    """Time one training step of bptt's RNN/GRU/LSTM against torch.nn, on identical weights.
+
+    A step is zero_grad, forward, then full BPTT backward (dx, dh0 and every weight gradient),
+    float32, both frameworks in this process on the same thread count. Each row first checks that
+    out, dx, dh0 and every gradient agree (relative error <= 1e-3), then times both, after warm-up.
+    Columns: median ms of each, torch/bptt (above 1: bptt is faster), GFLOP/s of each counting
+    3*2*T*B*G*H*(I+H) per step, bptt's share of the FMA peak, and bptt's peak memory (parameters,
+    gradients and the step's allocations). Extras: a char-LM step and an MLP step against torch,
+    and the compile time (cold cache) and warm start time (from the cache).
+
+    Exits with status 1 if a correctness check fails; missed speed targets are only reported
+    (per row in the JSON under "targets", and "all_targets_met"). Needs torch: pip install 'bptt[bench]'.
+    """
+    from bptt import benchmark as bm
+    try:
+        bm.require_torch()
+        cell_list = bm.parse_list(cells, bm.CELLS, "--cells")
+        if not cell_list:
+            raise ValueError("--cells must name at least one cell")
+        if quick and shapes is not None:
+            raise ValueError("--quick and --shapes cannot be combined (--quick means --shapes teach,char)")
+        names = bm.QUICK_SHAPES if quick else bm.parse_list(shapes, tuple(bm.SHAPES), "--shapes")
+        shape_list = [(n, bm.SHAPES[n]) for n in names]
+        shape_list += [("custom", bm.parse_shape(s)) for s in extra_shapes]
+        if not shape_list:
+            raise ValueError("no shapes to run: give --shapes or --shape")
+        config = bm.BenchConfig(cells=cell_list, shapes=shape_list, threads=threads, repeat=repeat,
+                                warmup=warmup, min_time=min_time, peak=peak, extras=not no_extras,
+                                in_process=in_process, seed=seed)
+    except bm.BenchError as e:
+        _fail(str(e))
+    except ValueError as e:
+        _fail(str(e), 2)
+    tty = sys.stderr.isatty()
+
+    def on_event(kind, payload):
+        if kind == "header":
+            click.echo(bm.format_header(payload))
+        elif kind == "start" and tty:
+            click.echo(f"\r  running {payload} ...\x1b[K", nl=False, err=True)
+        elif kind in ("row", "extra"):
+            if tty:
+                click.echo("\r\x1b[K", nl=False, err=True)
+            if kind == "extra" and payload["name"] == "char_lm":
+                click.echo()
+            click.echo(bm.format_row(payload) if kind == "row" else bm.format_extra(payload))
+
+    try:
+        report = bm.run(config, on_event)
+    except (bm.BenchError, ValueError) as e:
+        _fail(str(e))
+    click.echo(bm.format_summary(report))
+    if json_path:
+        try:
+            bm.write_json(report, json_path)
+        except OSError as e:
+            _fail(f"cannot write {json_path}: {e}")
+        click.echo(f"wrote {json_path}")
+    if not report["all_correct"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
