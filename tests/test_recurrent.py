@@ -468,3 +468,13 @@ def test_cli_gradcheck_help_and_bad_recurrent_options():
     assert r.exit_code == 2 and "activation must be one of tanh, relu, identity" in r.output
     r = CliRunner().invoke(main, ["gradcheck", "--model", "gru", "--seq-len", "0"])
     assert r.exit_code == 2
+
+
+def test_failed_forward_leaves_no_stale_state_for_backward():
+    layer = make("lstm")
+    x = np.zeros((2, 3, I))
+    layer.forward(x)
+    with pytest.raises(ValueError, match="c0 must have shape"):
+        layer.forward(x, (np.ones((1, 2, H)), np.ones((1, 5, H))))
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.zeros((2, 3, H)))

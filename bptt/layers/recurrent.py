@@ -63,7 +63,6 @@ class _Recurrent(Layer):
     ``GATES`` and implement ``_cell_forward`` / ``_cell_backward`` for one layer and direction."""
 
     GATES = 1
-    MODE = "RNN"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, *, dtype=np.float64, seed=None, rng=None):
@@ -151,6 +150,7 @@ class _Recurrent(Layer):
         """(out, h_n) from x (B, T, I) and h0 (L·D, B, H) (zeros if None)."""
         x = self._check_x(x)
         ws = self._workspace(x.shape[0], x.shape[1])
+        self._ready = False  # the workspaces no longer hold a complete forward
         self._load_state(ws.h0, "h0", h0, ws.B)
         return self._run_forward(x)
 
@@ -261,7 +261,6 @@ class RNN(_Recurrent):
     """
 
     GATES = 1
-    MODE = "RNN"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, activation: str = "tanh", *, dtype=np.float64,
@@ -296,7 +295,6 @@ class GRU(_Recurrent):
     """
 
     GATES = 3
-    MODE = "GRU"
 
     def _alloc_extra(self, ws):
         L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
@@ -326,7 +324,6 @@ class LSTM(_Recurrent):
     """
 
     GATES = 4
-    MODE = "LSTM"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -367,6 +364,7 @@ class LSTM(_Recurrent):
             raise ValueError("state must be None or a pair (h0, c0) of arrays of shape "
                              "(num_layers·num_directions, batch, hidden_size)")
         ws = self._workspace(x.shape[0], x.shape[1])
+        self._ready = False  # the workspaces no longer hold a complete forward
         self._load_state(ws.h0, "h0", h0, ws.B)
         self._load_state(ws.c0, "c0", c0, ws.B)
         out, h_n = self._run_forward(x)
