@@ -5,8 +5,8 @@
     python bench/bench_vs_torch.py --help
 
 The options are defined once, by the `bptt bench` command in cli.py; the measurements live in
-:mod:`bptt.benchmark` (``run``, ``bench_cell``, ``bench_char_lm``, ``bench_mlp``,
-``compile_times``, ``measure_peak``), re-exported here for use from Python.
+:mod:`bptt.benchmark` (``run``, ``bench_cell``, ``bench_extra``, ``check_job``,
+``compile_times``, ``measure_peak``, ``write_json``), re-exported here for use from Python.
 """
 import os
 import sys
@@ -17,8 +17,8 @@ except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
     import cli
 
-from bptt.benchmark import (BenchConfig, bench_cell, bench_char_lm, bench_mlp, compile_times,  # noqa: F401
-                            measure_peak, run)
+from bptt.benchmark import (BenchConfig, bench_cell, bench_extra, check_job, compile_times,  # noqa: F401
+                            measure_peak, run, write_json)
 
 
 def main(argv=None):

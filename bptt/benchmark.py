@@ -81,6 +81,10 @@ TARGETS = {
 CHAR_LM = {"V": 65, "E": 64, "H": 256, "B": 50, "T": 50}
 MLP_SPEC = {"sizes": [784, 512, 512, 10], "B": 128}
 
+ENV_VARS = ("BPTT_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS",
+            "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OMP_PROC_BIND")
+NOISY = 1.5  # a timing whose upper quartile exceeds its lower one by this factor is flagged
+
 TORCH_MISSING = "bptt bench needs torch: pip install 'bptt[bench]'"
 
 
@@ -202,7 +206,18 @@ def machine_info(threads: int) -> dict:
         "threads": threads, "bptt_build": "serial" if threads == 1 else "parallel",
         "python": platform.python_version(), "bptt": __version__, "numpy": np.__version__,
         "numba": numba.__version__,
+        # settings that change how the thread pools behave, passed on to the workers as they are
+        "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "load_avg_1min": _load(),
     }
+
+
+def _load():
+    """The 1-minute load average: other work on the machine distorts every timing."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - not on Unix
+        return None
 
 
 def measure_peak(seconds: float = 0.5) -> float:
@@ -650,8 +665,9 @@ def _record(kind, spec, check, timed, peak) -> dict:
     flops = job_flops(kind, spec)
     bg = flops / bt["median_ms"] / 1e6
     tg = flops / tt["median_ms"] / 1e6
+    noisy = any(t["q3_ms"] > NOISY * t["q1_ms"] for t in (bt, tt))
     return {"flops": flops, "bptt": bt, "torch": tt, "bptt_ms": bt["median_ms"], "torch_ms": tt["median_ms"],
-            "ratio": tt["median_ms"] / bt["median_ms"], "bptt_gflops": bg, "torch_gflops": tg,
+            "ratio": tt["median_ms"] / bt["median_ms"], "noisy": noisy, "bptt_gflops": bg, "torch_gflops": tg,
             "bptt_pct_peak": 100.0 * bg / peak if peak else None,
             "torch_pct_peak": 100.0 * tg / peak if peak else None, "check": check}
 
@@ -782,6 +798,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
             for cell in cfg.cells:
                 emit("start", f"{cell} {name}")
                 row = bench_cell(timers, cell, name, shape, cfg, peak)
+                row["load_avg_1min"] = _load()
                 report["rows"].append(row)
                 emit("row", row)
         if cfg.extras:
@@ -792,6 +809,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
                 emit("extra", rec)
         checks = [r["check"]["passed"] for r in report["rows"]]
         checks += [e["check"]["passed"] for e in report["extras"].values() if "check" in e]
+        report["machine"]["load_avg_1min_end"] = _load()
         report["all_correct"] = all(checks)
         report["all_targets_met"] = all(r["all_targets_met"] for r in report["rows"])
         return report
@@ -809,7 +827,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
 
 # (header, width, right-aligned); every row is printed as soon as it is measured.
 _COLUMNS = [("cell", 4, False), ("shape (B,T,I,H)", 26, False), ("bptt ms", 9, True),
-            ("torch ms", 9, True), ("torch/bptt", 10, True), ("bptt GF/s", 9, True),
+            ("torch ms", 9, True), ("torch/bptt ", 11, True), ("bptt GF/s", 9, True),
             ("torch GF/s", 10, True), ("%peak", 6, True), ("mem MB", 7, True), ("n", 5, True),
             ("check", 10, False), ("targets", 0, False)]
 
@@ -841,7 +859,8 @@ def format_row(row) -> str:
     targets = "met" if not missed else "missed " + ",".join(missed)
     pct = "-" if row["bptt_pct_peak"] is None else f"{row['bptt_pct_peak']:.1f}"
     mem = row["memory"].get("peak_mb")
-    return _line([row["cell"], shape, _ms(row["bptt_ms"]), _ms(row["torch_ms"]), f"{row['ratio']:.2f}",
+    ratio = f"{row['ratio']:.2f}" + ("*" if row["noisy"] else " ")
+    return _line([row["cell"], shape, _ms(row["bptt_ms"]), _ms(row["torch_ms"]), ratio,
                   f"{row['bptt_gflops']:.1f}", f"{row['torch_gflops']:.1f}", pct,
                   "-" if mem is None else f"{mem:.1f}", str(min(row["bptt"]["n"], row["torch"]["n"])),
                   _check_text(row["check"]), targets])
@@ -854,11 +873,14 @@ def format_header(report) -> str:
         f"cpu: {m['cpu']} ({m['llvm_cpu']}, {m['simd']}), {m['cores']} cores; threads: {m['threads']} "
         f"(bptt {m['bptt_build']} build, numba threading layer {m['numba_threading_layer']}; "
         f"torch {m['torch_threads']})",
-        f"bptt {m['bptt']}, numpy {m['numpy']}, numba {m['numba']}, torch {m['torch']}, python {m['python']}",
+        f"bptt {m['bptt']}, numpy {m['numpy']}, numba {m['numba']}, torch {m['torch']}, python {m['python']}; "
+        f"load average {m['load_avg_1min']}"
+        + (" (the machine is busy: timings will be distorted)" if (m["load_avg_1min"] or 0) > 0.5 * m["cores"] else ""),
         f"float32 FMA peak: {report['peak_gflops']:.1f} GFLOP/s ({report['peak_source']}); "
         f"FLOPs per step = 3*2*T*B*G*H*(I+H)",
         f"step = zero_grad + forward + full BPTT backward (dx, dh0, all weight gradients), float32; "
-        f"median of n steps, timed {m['timing']}",
+        f"median of n steps, timed {m['timing']}"
+        + (f"; env {' '.join(f'{k}={v}' for k, v in m['env'].items())}" if m["env"] else ""),
         f"command: {report['command']}",
         "",
         table_header(),
@@ -870,7 +892,8 @@ def format_extra(rec) -> str:
         return (f"compile: {rec['what']} ({rec['build']} build): cold cache {rec['cold_s']:.2f} s, "
                 f"warm cache {rec['warm_s']:.2f} s (import bptt {rec['import_s']:.2f} s)")
     text = (f"{rec['name']}: {rec['what']}: bptt {_ms(rec['bptt_ms'])} ms, torch {_ms(rec['torch_ms'])} ms, "
-            f"torch/bptt {rec['ratio']:.2f}, {rec['bptt_gflops']:.1f} vs {rec['torch_gflops']:.1f} GFLOP/s")
+            f"torch/bptt {rec['ratio']:.2f}{'*' if rec['noisy'] else ''}, "
+            f"{rec['bptt_gflops']:.1f} vs {rec['torch_gflops']:.1f} GFLOP/s")
     if "bptt_tokens_per_s" in rec:
         text += f", {rec['bptt_tokens_per_s'] / 1e3:.1f}k vs {rec['torch_tokens_per_s'] / 1e3:.1f}k tok/s"
     return text + f"; check {_check_text(rec['check'])}"
@@ -883,6 +906,9 @@ def format_summary(report) -> str:
     failed += [f"{e['name']} ({e['check']['worst']})" for e in report["extras"].values()
                if "check" in e and not e["check"]["passed"]]
     text = f"targets met on {met}/{len(rows)} rows; all_targets_met: {str(report['all_targets_met']).lower()}"
+    if any(r["noisy"] for r in rows):
+        text = (f"* noisy: the upper quartile of a timing is over {NOISY:g}x its lower quartile "
+                f"(quartiles in the JSON)\n" + text)
     if failed:
         text += f"\nCORRECTNESS CHECK FAILED (relative error > {TOLERANCE:g}): {', '.join(failed)}"
     return text
