@@ -209,7 +209,23 @@ def machine_info(threads: int) -> dict:
         # settings that change how the thread pools behave, passed on to the workers as they are
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
         "load_avg_1min": _load(),
+        "git": _git_commit(),
     }
+
+
+def _git_commit():
+    """The checkout's commit (with '+dirty' if it has changes), or None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _load():
@@ -873,7 +889,7 @@ def format_header(report) -> str:
         f"cpu: {m['cpu']} ({m['llvm_cpu']}, {m['simd']}), {m['cores']} cores; threads: {m['threads']} "
         f"(bptt {m['bptt_build']} build, numba threading layer {m['numba_threading_layer']}; "
         f"torch {m['torch_threads']})",
-        f"bptt {m['bptt']}, numpy {m['numpy']}, numba {m['numba']}, torch {m['torch']}, python {m['python']}; "
+        f"bptt {m['bptt']} (git {m['git']}), numpy {m['numpy']}, numba {m['numba']}, torch {m['torch']}, python {m['python']}; "
         f"load average {m['load_avg_1min']}"
         + (" (the machine is busy: timings will be distorted)" if (m["load_avg_1min"] or 0) > 0.5 * m["cores"] else ""),
         f"float32 FMA peak: {report['peak_gflops']:.1f} GFLOP/s ({report['peak_source']}); "
