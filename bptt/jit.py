@@ -12,11 +12,15 @@ threads
     ``range``); more than one runs the ``parallel=True`` build on that many threads. The default is
     every core Numba sees.
 fastmath
-    ``{'contract', 'reassoc', 'nsz'}``: fused multiply-add, re-association (so that LLVM may
-    vectorise a dot product) and ignoring the sign of zero. ``nnan`` and ``ninf`` are left out on
-    purpose, so that ``np.isnan`` and ``np.isfinite`` keep working and a diverging loss is caught;
-    ``afn`` and ``arcp`` are left out so that ``exp``/``tanh``/``erf`` and divisions stay exactly
-    rounded, which the float64 parity tests with PyTorch (relative error <= 1e-10) rely on.
+    Off: strict IEEE arithmetic, chosen after measuring. With ``reassoc`` (re-association, which
+    lets LLVM vectorise a dot product) the serial and the ``prange`` builds of one kernel sum in
+    different orders and disagree in the last bits for most shapes; with ``contract`` (fused
+    multiply-add) the build loaded from the on-disk cache disagrees with a fresh compile of the
+    same function for some shapes (cf. numba#10617: cached parallel code is optimised
+    differently). Either would break bit-for-bit determinism across thread counts and across
+    runs. Without them every correct compilation gives the same bits, so kernels get their speed
+    from vectorising across independent outputs instead of inside reductions. ``nnan``/``ninf``
+    would in any case stay off, so that NaN and infinity checks keep working.
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
     start of a process skips compilation. ``BPTT_CACHE=0`` turns it off.
@@ -40,7 +44,7 @@ from numba import prange  # re-exported: kernels import prange from here
 __all__ = ["kernel", "inline", "prange", "set_threads", "get_threads", "max_threads",
            "FASTMATH", "CACHE"]
 
-FASTMATH = {"contract", "reassoc", "nsz"}
+FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 CACHE = os.environ.get("BPTT_CACHE", "1") not in ("0", "false", "no", "")
 
 
