@@ -13,44 +13,52 @@ and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z
 """
 import math
 
+import numpy as np
+
 from ..jit import kernel, prange
 from .activations import sigmoid
+from .dense import COLS, ROWS, acc_tile, row_chunk
 
 
 @kernel
-def gru_forward(y, gates, mn, h0, W_hh, b_hh, off, reverse):
+def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     """Forward over the sequence, keeping r, z, n and m_n of every step for backward.
 
     y : (T, B, D·H) output; writes y[t, :, off:off+H] = h_t.
     gates : (T, B, 3H) in: the input projection W_ih·x_t + b_ih; out: [r, z, n] of every step.
     mn : (T, B, H) out: m_n = W_hn·h_prev + b_hn of every step.
+    m : (B, 3H) workspace: m = W_hh·h_prev + b_hh of the current step.
     h0 : (B, H) initial state.  W_hh : (3H, H).  b_hh : (3H,).
     off : int column offset of this direction in y.  reverse : bool.
+    Blocked and parallel as described in :mod:`bptt.kernels.rnn`.
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    for b in prange(B):  # sequences are independent: one parallel region, the time loop inside
+    WT = np.ascontiguousarray(W_hh.T)     # (H, 3H): row j holds W_hh[:, j], contiguous in u
+    rc = row_chunk(B)
+    for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
+        r0 = ch * rc
+        r1 = min(B, r0 + rc)
         for s in range(T):
             t = T - 1 - s if reverse else s
-            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1]   # h_prev, at columns hoff:hoff+H
-            hoff = 0 if s == 0 else off
-            for o in range(H):
-                mr = b_hh[o]
-                mz = b_hh[H + o]
-                m = b_hh[2 * H + o]
-                for j in range(H):
-                    hj = hp[b, hoff + j]
-                    mr += W_hh[o, j] * hj
-                    mz += W_hh[H + o, j] * hj
-                    m += W_hh[2 * H + o, j] * hj
-                r = sigmoid(gates[t, b, o] + mr)
-                z = sigmoid(gates[t, b, H + o] + mz)
-                n = math.tanh(gates[t, b, 2 * H + o] + r * m)
-                gates[t, b, o] = r
-                gates[t, b, H + o] = z
-                gates[t, b, 2 * H + o] = n
-                mn[t, b, o] = m
-                y[t, b, off + o] = (1.0 - z) * n + z * hp[b, hoff + o]
+            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
+            for b in range(r0, r1):
+                for u in range(G3):
+                    m[b, u] = b_hh[u]
+            for k0 in range(0, G3, COLS):
+                for n0 in range(r0, r1, ROWS):
+                    acc_tile(m, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G3, k0 + COLS), 0, 0, H)
+            for b in range(r0, r1):
+                for o in range(H):
+                    r = sigmoid(gates[t, b, o] + m[b, o])
+                    z = sigmoid(gates[t, b, H + o] + m[b, H + o])
+                    mm = m[b, 2 * H + o]
+                    n = math.tanh(gates[t, b, 2 * H + o] + r * mm)
+                    gates[t, b, o] = r
+                    gates[t, b, H + o] = z
+                    gates[t, b, 2 * H + o] = n
+                    mn[t, b, o] = mm
+                    y[t, b, off + o] = (1.0 - z) * n + z * hp[b, o]
 
 
 @kernel
@@ -75,32 +83,35 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    for b in prange(B):
-        for o in range(H):
-            dh[b, o] = dh_n[b, o]
+    rc = row_chunk(B)
+    for ch in prange((B + rc - 1) // rc):
+        r0 = ch * rc
+        r1 = min(B, r0 + rc)
+        for b in range(r0, r1):
+            for o in range(H):
+                dh[b, o] = dh_n[b, o]
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
-            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1]
-            hoff = 0 if s == 0 else off
+            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
+            for b in range(r0, r1):
+                for o in range(H):
+                    r = gates[t, b, o]
+                    z = gates[t, b, H + o]
+                    n = gates[t, b, 2 * H + o]
+                    dht = dy[t, b, off + o] + dh[b, o]
+                    dan = dht * (1.0 - z) * (1.0 - n * n)
+                    dar = dan * mn[t, b, o] * r * (1.0 - r)
+                    daz = dht * (hp[b, o] - n) * z * (1.0 - z)
+                    dgx[t, b, o] = dar
+                    dgx[t, b, H + o] = daz
+                    dgx[t, b, 2 * H + o] = dan
+                    dgh[t, b, o] = dar
+                    dgh[t, b, H + o] = daz
+                    dgh[t, b, 2 * H + o] = dan * r
+                    dh[b, o] = dht * z     # the direct path h_prev -> h_t
+            for k0 in range(0, H, COLS):
+                for n0 in range(r0, r1, ROWS):
+                    acc_tile(dh, dgh[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G3)
+        for b in range(r0, r1):
             for o in range(H):
-                r = gates[t, b, o]
-                z = gates[t, b, H + o]
-                n = gates[t, b, 2 * H + o]
-                dht = dy[t, b, off + o] + dh[b, o]
-                dan = dht * (1.0 - z) * (1.0 - n * n)
-                dar = dan * mn[t, b, o] * r * (1.0 - r)
-                daz = dht * (hp[b, hoff + o] - n) * z * (1.0 - z)
-                dgx[t, b, o] = dar
-                dgx[t, b, H + o] = daz
-                dgx[t, b, 2 * H + o] = dan
-                dgh[t, b, o] = dar
-                dgh[t, b, H + o] = daz
-                dgh[t, b, 2 * H + o] = dan * r
-                dh[b, o] = dht * z     # the direct path h_prev -> h_t
-            for j in range(H):
-                acc = dh[b, j]
-                for u in range(G3):
-                    acc += dgh[t, b, u] * W_hh[u, j]
-                dh[b, j] = acc
-        for o in range(H):
-            dh0[b, o] += dh[b, o]
+                dh0[b, o] += dh[b, o]

@@ -10,12 +10,16 @@ Layout, direction (``reverse``) and output columns (``off``) are as in :mod:`bpt
 
 Weight gradients and dx are one pass each after the sweep, from the stored da (T, B, 4H), with the
 kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
-``recurrent_backward_params`` and ``input_backward``.
+``recurrent_backward_params`` and ``input_backward``. Products are blocked and parallel as
+described there.
 """
 import math
 
+import numpy as np
+
 from ..jit import kernel, prange
 from .activations import sigmoid
+from .dense import COLS, ROWS, acc_tile, row_chunk
 
 
 @kernel
@@ -31,33 +35,39 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    for b in prange(B):  # sequences are independent: one parallel region, the time loop inside
+    WT = np.ascontiguousarray(W_hh.T)     # (H, 4H): row j holds W_hh[:, j], contiguous in u
+    rc = row_chunk(B)
+    for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
+        r0 = ch * rc
+        r1 = min(B, r0 + rc)
         for s in range(T):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
-            hp = h0 if s == 0 else y[tp]     # h_prev, at columns hoff:hoff+H
-            hoff = 0 if s == 0 else off
-            cp = c0 if s == 0 else c[tp]     # c_prev
-            # a = projection + b_hh + W_hh·h_prev for all 4H units, then the nonlinearities.
-            for u in range(G4):
-                acc = gates[t, b, u] + b_hh[u]
-                for j in range(H):
-                    acc += W_hh[u, j] * hp[b, hoff + j]
-                gates[t, b, u] = acc
-            for o in range(H):
-                ig = sigmoid(gates[t, b, o])
-                fg = sigmoid(gates[t, b, H + o])
-                gg = math.tanh(gates[t, b, 2 * H + o])
-                og = sigmoid(gates[t, b, 3 * H + o])
-                gates[t, b, o] = ig
-                gates[t, b, H + o] = fg
-                gates[t, b, 2 * H + o] = gg
-                gates[t, b, 3 * H + o] = og
-                ct = fg * cp[b, o] + ig * gg
-                c[t, b, o] = ct
-                th = math.tanh(ct)
-                tc[t, b, o] = th
-                y[t, b, off + o] = og * th
+            hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
+            cp = c0 if s == 0 else c[tp]                    # c_prev
+            a = gates[t]
+            # a = projection + b_hh + h_prev·W_hhᵀ for all 4H units (tiles of the chunk's rows)
+            for b in range(r0, r1):
+                for u in range(G4):
+                    a[b, u] += b_hh[u]
+            for k0 in range(0, G4, COLS):
+                for n0 in range(r0, r1, ROWS):
+                    acc_tile(a, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G4, k0 + COLS), 0, 0, H)
+            for b in range(r0, r1):
+                for o in range(H):
+                    ig = sigmoid(a[b, o])
+                    fg = sigmoid(a[b, H + o])
+                    gg = math.tanh(a[b, 2 * H + o])
+                    og = sigmoid(a[b, 3 * H + o])
+                    a[b, o] = ig
+                    a[b, H + o] = fg
+                    a[b, 2 * H + o] = gg
+                    a[b, 3 * H + o] = og
+                    ct = fg * cp[b, o] + ig * gg
+                    c[t, b, o] = ct
+                    th = math.tanh(ct)
+                    tc[t, b, o] = th
+                    y[t, b, off + o] = og * th
 
 
 @kernel
@@ -81,31 +91,36 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    for b in prange(B):
-        for o in range(H):
-            dh[b, o] = dh_n[b, o]
-            dc[b, o] = dc_n[b, o]
+    rc = row_chunk(B)
+    for ch in prange((B + rc - 1) // rc):
+        r0 = ch * rc
+        r1 = min(B, r0 + rc)
+        for b in range(r0, r1):
+            for o in range(H):
+                dh[b, o] = dh_n[b, o]
+                dc[b, o] = dc_n[b, o]
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
+            for b in range(r0, r1):
+                for o in range(H):
+                    ig = gates[t, b, o]
+                    fg = gates[t, b, H + o]
+                    gg = gates[t, b, 2 * H + o]
+                    og = gates[t, b, 3 * H + o]
+                    th = tc[t, b, o]
+                    dht = dy[t, b, off + o] + dh[b, o]
+                    dct = dc[b, o] + dht * og * (1.0 - th * th)
+                    da[t, b, o] = dct * gg * ig * (1.0 - ig)
+                    da[t, b, H + o] = dct * cp[b, o] * fg * (1.0 - fg)
+                    da[t, b, 2 * H + o] = dct * ig * (1.0 - gg * gg)
+                    da[t, b, 3 * H + o] = dht * th * og * (1.0 - og)
+                    dc[b, o] = dct * fg
+                    dh[b, o] = 0.0
+            for k0 in range(0, H, COLS):
+                for n0 in range(r0, r1, ROWS):
+                    acc_tile(dh, da[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G4)
+        for b in range(r0, r1):
             for o in range(H):
-                ig = gates[t, b, o]
-                fg = gates[t, b, H + o]
-                gg = gates[t, b, 2 * H + o]
-                og = gates[t, b, 3 * H + o]
-                th = tc[t, b, o]
-                dht = dy[t, b, off + o] + dh[b, o]
-                dct = dc[b, o] + dht * og * (1.0 - th * th)
-                da[t, b, o] = dct * gg * ig * (1.0 - ig)
-                da[t, b, H + o] = dct * cp[b, o] * fg * (1.0 - fg)
-                da[t, b, 2 * H + o] = dct * ig * (1.0 - gg * gg)
-                da[t, b, 3 * H + o] = dht * th * og * (1.0 - og)
-                dc[b, o] = dct * fg
-            for j in range(H):
-                acc = 0.0
-                for u in range(G4):
-                    acc += da[t, b, u] * W_hh[u, j]
-                dh[b, j] = acc
-        for o in range(H):
-            dh0[b, o] += dh[b, o]
-            dc0[b, o] += dc[b, o]
+                dh0[b, o] += dh[b, o]
+                dc0[b, o] += dc[b, o]

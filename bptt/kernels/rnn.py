@@ -11,11 +11,9 @@ keeps dq_t for every step, so that dW_ih, dW_hh, the biases and dx are each one 
 N = T·B rows after the sweep (:func:`input_backward_params`, :func:`recurrent_backward_params`,
 :func:`input_backward`). These three are shared by every cell.
 
-Why not ``dense_backward_params`` / ``dense_backward_input`` for the input side: those add each
-product straight into the output array, and Numba optimises such loops differently in a freshly
-compiled parallel build and in one loaded from the on-disk cache (FMA contraction), so their bits
-can differ between thread counts. Here every sum runs in a register in a fixed order and is added
-to the output once, which keeps serial and parallel builds bitwise equal.
+Every product is blocked with :func:`bptt.kernels.dense.acc_tile` (see :mod:`bptt.kernels.dense`):
+the recurrent product of a step, h_prev·W_hhᵀ, reads a transposed copy of W_hh (H, G·H) made once
+per call, and backward's da·W_hh reads W_hh itself; both vectorise across output units.
 
 Direction. Every recurrent kernel takes ``reverse``: False runs t = 0, 1, ..., T-1; True runs
 t = T-1, ..., 0 (the backward half of a bidirectional layer). Arrays are always indexed by the true
@@ -26,13 +24,18 @@ Output columns. The hidden states go straight into the layer's output y (T, B, D
 direction owns the columns ``off:off+H`` (0 forward, H reverse), so a bidirectional layer's
 output is assembled without a copy and the next layer reads it as its input.
 
-Parallelism. The cell kernels run ``prange`` over the batch rows b with the time loop inside:
-sequences are independent, so a whole forward or backward sweep is one parallel region (not one
-per step), and each row's state is written by one thread. The weight-gradient passes run over
-the output units u, the dx pass over the rows n. No sum is split across threads.
+Parallelism. The cell kernels run ``prange`` over chunks of at most ``ROWS`` batch rows
+(:func:`bptt.kernels.dense.row_chunk`) with the time loop inside: sequences are independent, so
+a whole forward or backward sweep is one parallel region (not one per step), each row's state is
+written by one thread, and a chunk's rows share each panel of W_hh they load. The weight-gradient
+and dx passes run over tiles of their outputs. No sum is split across threads, and every output
+sums in the same order for any chunking, so all builds give the same bits.
 """
+import numpy as np
+
 from ..jit import kernel, prange
 from .activations import act, dact
+from .dense import COLS, ROWS, acc_tile, row_chunk, n_tiles
 
 
 @kernel
@@ -46,18 +49,25 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    for b in prange(B):  # sequences are independent: one parallel region, the time loop inside
+    WT = np.ascontiguousarray(W_hh.T)     # (H, H): row j holds W_hh[:, j], contiguous in o
+    rc = row_chunk(B)
+    for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
+        r0 = ch * rc
+        r1 = min(B, r0 + rc)
         for s in range(T):
             t = T - 1 - s if reverse else s
             # h_prev: h0 at the first processed step, else the previous step's columns of y
-            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1]
-            hoff = 0 if s == 0 else off
-            for o in range(H):
-                acc = q[t, b, o] + b_hh[o]
-                for j in range(H):
-                    acc += W_hh[o, j] * hp[b, hoff + j]
-                q[t, b, o] = acc
-                y[t, b, off + o] = act(acc, code)
+            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
+            qt = q[t]
+            for b in range(r0, r1):
+                for o in range(H):
+                    qt[b, o] += b_hh[o]
+            for c0 in range(0, H, COLS):
+                for n0 in range(r0, r1, ROWS):
+                    acc_tile(qt, hp, WT, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
+            for b in range(r0, r1):
+                for o in range(H):
+                    y[t, b, off + o] = act(qt[b, o], code)
 
 
 @kernel
@@ -79,21 +89,26 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
     T, B, H = q.shape
-    for b in prange(B):
-        for o in range(H):
-            dh[b, o] = dh_n[b, o]
+    rc = row_chunk(B)
+    for ch in prange((B + rc - 1) // rc):
+        r0 = ch * rc
+        r1 = min(B, r0 + rc)
+        for b in range(r0, r1):
+            for o in range(H):
+                dh[b, o] = dh_n[b, o]
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
-            for o in range(H):
-                g = dy[t, b, off + o] + dh[b, o]
-                dq[t, b, o] = g * dact(q[t, b, o], y[t, b, off + o], code)
-            for j in range(H):
-                acc = 0.0
+            for b in range(r0, r1):
                 for o in range(H):
-                    acc += dq[t, b, o] * W_hh[o, j]
-                dh[b, j] = acc
-        for o in range(H):
-            dh0[b, o] += dh[b, o]
+                    g = dy[t, b, off + o] + dh[b, o]
+                    dq[t, b, o] = g * dact(q[t, b, o], y[t, b, off + o], code)
+                    dh[b, o] = 0.0
+            for c0 in range(0, H, COLS):
+                for n0 in range(r0, r1, ROWS):
+                    acc_tile(dh, dq[t], W_hh, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
+        for b in range(r0, r1):
+            for o in range(H):
+                dh0[b, o] += dh[b, o]
 
 
 @kernel
@@ -105,7 +120,7 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
     dg : (N, G·H) gate pre-activation gradients of every step, rows n = t·B + b.
     x : (N, I) the layer's input, rows as in dg.
-    Parallel over the rows u; each sum runs over n in order, in a register.
+    Parallel over tiles of dW_ih (:func:`acc_tile` with A = dgᵀ); each sum runs over n in order.
     """
     N, GH = dg.shape
     I = x.shape[1]
@@ -114,11 +129,12 @@ def input_backward_params(dW_ih, db_ih, dg, x):
         for n in range(N):
             sb += dg[n, u]
         db_ih[u] += sb
-        for i in range(I):
-            acc = 0.0
-            for n in range(N):
-                acc += dg[n, u] * x[n, i]
-            dW_ih[u, i] += acc
+    dgT = dg.T
+    nt, per_row = n_tiles(GH, I)
+    for tile in prange(nt):
+        n0 = (tile // per_row) * ROWS
+        c0 = (tile % per_row) * COLS
+        acc_tile(dW_ih, dgT, x, n0, min(GH, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, N)
 
 
 @kernel
@@ -127,16 +143,15 @@ def input_backward(dx, dg, W_ih):
 
     dx : (N, I) accumulated (both directions of a layer add into it).
     dg : (N, G·H) gate pre-activation gradients, rows n = t·B + b.  W_ih : (G·H, I).
-    Parallel over the rows n.
+    Parallel over tiles of dx (:func:`acc_tile`).
     """
     N, GH = dg.shape
     I = W_ih.shape[1]
-    for n in prange(N):
-        for i in range(I):
-            acc = 0.0
-            for u in range(GH):
-                acc += dg[n, u] * W_ih[u, i]
-            dx[n, i] += acc
+    nt, per_row = n_tiles(N, I)
+    for tile in prange(nt):
+        n0 = (tile // per_row) * ROWS
+        c0 = (tile % per_row) * COLS
+        acc_tile(dx, dg, W_ih, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, GH)
 
 
 @kernel
@@ -152,7 +167,8 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
           for the GRU's n gate the r ⊙ factor is already applied).
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
-    Parallel over the rows u; each sum runs over (t, b) in order, in a register.
+    Parallel over tiles of dW_hh (:func:`acc_tile` with A = dgh_tᵀ, per step); each sum runs over
+    (t, b) in order.
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
@@ -162,15 +178,15 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
             for b in range(B):
                 sb += dgh[t, b, u]
         db_hh[u] += sb
-        for j in range(H):
-            acc = 0.0
-            for t in range(T):
-                first = t == T - 1 if reverse else t == 0
-                if first:
-                    for b in range(B):
-                        acc += dgh[t, b, u] * h0[b, j]
-                else:
-                    tp = t + 1 if reverse else t - 1
-                    for b in range(B):
-                        acc += dgh[t, b, u] * y[tp, b, off + j]
-            dW_hh[u, j] += acc
+    nt, per_row = n_tiles(GH, H)
+    for tile in prange(nt):
+        n0 = (tile // per_row) * ROWS
+        c0 = (tile % per_row) * COLS
+        n1 = min(GH, n0 + ROWS)
+        c1 = min(H, c0 + COLS)
+        for t in range(T):
+            first = t == T - 1 if reverse else t == 0
+            if first:
+                acc_tile(dW_hh, dgh[t].T, h0, n0, n1, c0, c1, 0, 0, B)
+            else:
+                acc_tile(dW_hh, dgh[t].T, y[t + 1 if reverse else t - 1], n0, n1, c0, c1, off, 0, B)

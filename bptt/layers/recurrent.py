@@ -299,10 +299,11 @@ class GRU(_Recurrent):
     def _alloc_extra(self, ws):
         L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
         ws.mn = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]
+        ws.m = np.empty((B, 3 * H), self.dtype)   # W_hh·h_prev + b_hh of the current step
         ws.dgh = np.empty((T, B, 3 * H), self.dtype)
 
     def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
-        gru_forward(ws.y[l], ws.gates[k], ws.mn[k], ws.h0[k], W_hh, b_hh, d * self.hidden_size, d == 1)
+        gru_forward(ws.y[l], ws.gates[k], ws.mn[k], ws.m, ws.h0[k], W_hh, b_hh, d * self.hidden_size, d == 1)
 
     def _cell_backward(self, ws, l, d, k, W_hh, dfinal, dinit):
         (dh_n,), (dh0,) = dfinal, dinit

@@ -1,0 +1,145 @@
+"""The blocked kernels in bptt.kernels against the straightforward ones in reference_kernels.py.
+
+Shapes are odd on purpose: B and N around ROWS, H and I around COLS, so that every tile and row
+chunk remainder runs. Both directions (``reverse``) and a non-zero column offset are covered.
+"""
+import numpy as np
+import pytest
+
+import reference_kernels as ref
+from bptt import jit
+from bptt.kernels import dense, gru, lstm, rnn
+from bptt.kernels.activations import ACTIVATIONS
+from bptt.kernels.dense import COLS, ROWS
+
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+# (B, T, I, H): one tiny, one with B > ROWS and G·H > COLS, neither a multiple of the block
+SHAPES = [(1, 3, 5, 7), (ROWS + 3, 4, COLS + 5, 37)]
+
+
+def close(a, b, dtype, what):
+    scale = max(np.abs(b).max(), 1e-30)
+    err = np.abs(a.astype(np.float64) - b).max() / scale
+    assert err <= TOL[dtype], f"{what}: relative error {err:.2e}"
+
+
+@pytest.fixture(params=[1, 2], ids=["serial", "parallel"])
+def nthreads(request):
+    old = jit.get_threads()
+    jit.set_threads(min(request.param, jit.max_threads()))
+    yield
+    jit.set_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("N,I,O", [(1, 1, 1), (ROWS + 1, COLS + 3, 7), (5, 9, COLS + 2)])
+def test_dense_kernels(N, I, O, dtype, nthreads):
+    rng = np.random.default_rng(N + I + O)
+    x, W, b, dy = (rng.standard_normal(s).astype(dtype) for s in [(N, I), (O, I), (O,), (N, O)])
+    y, y0 = np.empty((N, O), dtype), np.empty((N, O), dtype)
+    dense.dense_forward(y, x, W, b)
+    ref.dense_forward(y0, x, W, b)
+    close(y, y0, dtype, "y")
+    dx, dx0 = (np.full((N, I), 0.5, dtype) for _ in range(2))
+    dense.dense_backward_input(dx, dy, W)
+    ref.dense_backward_input(dx0, dy, W)
+    close(dx, dx0, dtype, "dx")
+    dW, dW0 = (np.full((O, I), 0.5, dtype) for _ in range(2))
+    db, db0 = (np.full(O, 0.5, dtype) for _ in range(2))
+    dense.dense_backward_params(dW, db, dy, x)
+    ref.dense_backward_params(dW0, db0, dy, x)
+    close(dW, dW0, dtype, "dW")
+    close(db, db0, dtype, "db")
+
+
+def _common(rng, B, T, I, H, G, dtype):
+    D = 2
+    r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)
+    return dict(y=r(T, B, D * H), g=r(T, B, G * H), h0=r(B, H), c0=r(B, H), W_hh=r(G * H, H),
+                b_hh=r(G * H), dy=r(T, B, D * H), dh_n=r(B, H), dc_n=r(B, H), x=r(T * B, I),
+                W_ih=r(G * H, I))
+
+
+def _shared_backward(a, dg, dgh, y, d, H, dtype):
+    """dW_ih, db_ih, dW_hh, db_hh, dx from both implementations."""
+    T, B, GH = dg.shape
+    I = a["x"].shape[1]
+    outs = []
+    for mod in (rnn, ref):
+        dW_ih, dW_hh = np.full((GH, I), 0.25, dtype), np.full((GH, H), 0.25, dtype)
+        db_ih, db_hh = np.full(GH, 0.25, dtype), np.full(GH, 0.25, dtype)
+        dx = np.full((T * B, I), 0.25, dtype)
+        mod.input_backward_params(dW_ih, db_ih, dg.reshape(T * B, GH), a["x"])
+        mod.recurrent_backward_params(dW_hh, db_hh, dgh, y, a["h0"], d * H, d == 1)
+        mod.input_backward(dx, dg.reshape(T * B, GH), a["W_ih"])
+        outs.append((dW_ih, db_ih, dW_hh, db_hh, dx))
+    for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh", "dx"), *outs):
+        close(u, v, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_rnn_kernels(shape, d, dtype, nthreads):
+    B, T, I, H = shape
+    rng = np.random.default_rng(B * T + d)
+    a = _common(rng, B, T, I, H, 1, dtype)
+    code = ACTIVATIONS["tanh"]
+    res = []
+    for mod in (rnn, ref):
+        y, q = a["y"].copy(), a["g"].copy()
+        mod.rnn_forward(y, q, a["h0"], a["W_hh"], a["b_hh"], d * H, d == 1, code)
+        dq, dh0, dh = np.empty_like(q), np.full((B, H), 0.5, dtype), np.empty((B, H), dtype)
+        mod.rnn_backward(dq, dh0, dh, a["dy"], a["dh_n"], q, y, a["W_hh"], d * H, d == 1, code)
+        res.append((y, q, dq, dh0))
+    for name, u, v in zip(("y", "q", "dq", "dh0"), *res):
+        close(u, v, dtype, name)
+    _shared_backward(a, res[1][2], res[1][2], res[1][0], d, H, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_lstm_kernels(shape, d, dtype, nthreads):
+    B, T, I, H = shape
+    rng = np.random.default_rng(B * T + d + 1)
+    a = _common(rng, B, T, I, H, 4, dtype)
+    res = []
+    for mod in (lstm, ref):
+        y, g = a["y"].copy(), a["g"].copy()
+        c, tc = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
+        mod.lstm_forward(y, g, c, tc, a["h0"], a["c0"], a["W_hh"], a["b_hh"], d * H, d == 1)
+        da = np.empty_like(g)
+        dh0, dc0 = np.full((B, H), 0.5, dtype), np.full((B, H), 0.5, dtype)
+        dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        mod.lstm_backward(da, dh0, dc0, dh, dc, a["dy"], a["dh_n"], a["dc_n"], g, c, tc, a["c0"],
+                          a["W_hh"], d * H, d == 1)
+        res.append((y, g, c, tc, da, dh0, dc0))
+    for name, u, v in zip(("y", "gates", "c", "tc", "da", "dh0", "dc0"), *res):
+        close(u, v, dtype, name)
+    _shared_backward(a, res[1][4], res[1][4], res[1][0], d, H, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_gru_kernels(shape, d, dtype, nthreads):
+    B, T, I, H = shape
+    rng = np.random.default_rng(B * T + d + 2)
+    a = _common(rng, B, T, I, H, 3, dtype)
+    res = []
+    for mod in (gru, ref):
+        y, g, mn = a["y"].copy(), a["g"].copy(), np.empty((T, B, H), dtype)
+        if mod is gru:
+            mod.gru_forward(y, g, mn, np.empty((B, 3 * H), dtype), a["h0"], a["W_hh"], a["b_hh"],
+                            d * H, d == 1)
+        else:
+            mod.gru_forward(y, g, mn, a["h0"], a["W_hh"], a["b_hh"], d * H, d == 1)
+        dgx, dgh = np.empty_like(g), np.empty_like(g)
+        dh0, dh = np.full((B, H), 0.5, dtype), np.empty((B, H), dtype)
+        mod.gru_backward(dgx, dgh, dh0, dh, a["dy"], a["dh_n"], g, mn, y, a["h0"], a["W_hh"],
+                         d * H, d == 1)
+        res.append((y, g, mn, dgx, dgh, dh0))
+    for name, u, v in zip(("y", "gates", "mn", "dgx", "dgh", "dh0"), *res):
+        close(u, v, dtype, name)
+    _shared_backward(a, res[1][3], res[1][4], res[1][0], d, H, dtype)
