@@ -419,9 +419,9 @@ def plot(run, out_path):
 @click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Time each framework for at least this many seconds per row "
                    "(0: exactly --repeat steps).")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Untimed steps per framework before timing, and at least 0.2 s of them unless "
-                   "--min-time is 0.")
+@click.option("--warmup", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Untimed steps per framework before timing (the first loads the kernels; bptt's "
+                   "memory is measured on one), and at least 0.2 s of them unless --min-time is 0.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for both bptt and torch. [default: the global --threads, BPTT_THREADS, or all cores]")
 @click.option("--peak", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GFLOPS",
@@ -440,8 +440,9 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     """Time one training step of bptt's RNN/GRU/LSTM against torch.nn, on identical weights.
 
     A step is zero_grad, forward, then full BPTT backward (dx, dh0 and every weight gradient),
-    float32, both frameworks in this process on the same thread count. Each row first checks that
-    out, dx, dh0 and every gradient agree (relative error <= 1e-3), then times both, after warm-up.
+    float32, on the same thread count. Each row first checks that out, dx, dh0 and every gradient
+    agree (relative error <= 1e-3), then times each framework after warm-up, in its own worker
+    process (two OpenMP thread pools in one process slow each other down).
     Columns: median ms of each, torch/bptt (above 1: bptt is faster), GFLOP/s of each counting
     3*2*T*B*G*H*(I+H) per step, bptt's share of the FMA peak, and bptt's peak memory (parameters,
     gradients and the step's allocations). Extras: a char-LM step and an MLP step against torch,
@@ -450,6 +451,7 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     Exits with status 1 if a correctness check fails; missed speed targets are only reported
     (per row in the JSON under "targets", and "all_targets_met"). Needs torch: pip install 'bptt[bench]'.
     """
+    import os
     from bptt import benchmark as bm
     try:
         bm.require_torch()
@@ -463,6 +465,11 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
         shape_list += [("custom", bm.parse_shape(s)) for s in extra_shapes]
         if not shape_list:
             raise ValueError("no shapes to run: give --shapes or --shape")
+        from bptt import jit
+        if threads is not None and threads > jit.max_threads():
+            raise ValueError(f"--threads must be at most {jit.max_threads()} (the cores Numba sees), got {threads}")
+        if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
+            raise ValueError(f"--json: the folder of {json_path} does not exist")
         config = bm.BenchConfig(cells=cell_list, shapes=shape_list, threads=threads, repeat=repeat,
                                 warmup=warmup, min_time=min_time, peak=peak, extras=not no_extras,
                                 in_process=in_process, seed=seed)

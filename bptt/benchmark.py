@@ -477,8 +477,9 @@ def check_job(kind: str, spec: dict, data: dict) -> dict:
 
 def time_steps(step, repeat: int, warmup: int, min_time: float) -> list:
     """Seconds of each timed call of ``step``: after ``warmup`` untimed calls (and at least 0.2 s
-    of them when ``min_time`` > 0, to wake every core), at least ``repeat`` calls and until
-    ``min_time`` seconds have passed. The garbage collector is off while timing."""
+    of them when ``min_time`` > 0: idle cores, virtual ones especially, are slow to start), at
+    least ``repeat`` calls and until ``min_time`` seconds have passed. The garbage collector is
+    off while timing."""
     start = time.perf_counter()
     n = 0
     while n < warmup or (min_time > 0 and time.perf_counter() - start < 0.2):
@@ -526,9 +527,13 @@ def run_job(framework: str, job: dict) -> dict:
             data = {k: z[k] for k in z.files}
     build = build_bptt if framework == "bptt" else build_torch
     step, _ = build(job["kind"], job["spec"], data)
-    out = {"times": time_steps(step, job["repeat"], job["warmup"], job["min_time"])}
+    step()  # warm-up 1: the first call also loads (or compiles) the kernels
+    warmups = 1
+    out = {}
     if job.get("memory") and framework == "bptt" and job["kind"] == "cell":
-        out["memory"] = _bptt_memory(job["spec"], data)
+        out["memory"] = _bptt_memory(job["spec"], data)  # also a warm-up step, on a fresh layer
+        warmups += 1
+    out["times"] = time_steps(step, job["repeat"], max(job["warmup"] - warmups, 0), job["min_time"])
     return out
 
 
@@ -558,6 +563,13 @@ def _summary(times) -> dict:
 # worker processes
 # ---------------------------------------------------------------------------------------------
 
+def _child_env(**extra) -> dict:
+    """This environment for a child process, with this bptt importable even when not installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""), **extra)
+
+
 class _Worker:
     """A child process that times jobs for one framework: JSON lines in and out.
 
@@ -568,7 +580,7 @@ class _Worker:
         self.framework = framework
         self.log_path = os.path.join(tmpdir, f"{framework}-worker.log")
         self.log = open(self.log_path, "w")
-        env = dict(os.environ, BPTT_THREADS=str(threads))
+        env = _child_env(BPTT_THREADS=str(threads))
         if framework == "torch":
             env["OMP_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen([sys.executable, "-m", "bptt.benchmark", "worker", framework, str(threads)],
@@ -753,7 +765,7 @@ def compile_times(threads: int, timeout: float = 1800.0) -> dict:
     touched. Each run is a fresh process; the times are measured inside it."""
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bptt-bench-cache-") as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, BPTT_CACHE="1", BPTT_THREADS=str(threads))
+        env = _child_env(NUMBA_CACHE_DIR=cache, BPTT_CACHE="1", BPTT_THREADS=str(threads))
         for kind in ("cold", "warm"):
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,

@@ -108,6 +108,8 @@ def test_extras_agree_with_torch(kind):
     (["--shapes", "teach,huge"], "--shapes must be"),
     (["--quick", "--shapes", "char"], "cannot be combined"),
     (["--shapes", "none"], "no shapes to run"),
+    (["--threads", "999"], "--threads must be at most"),
+    (["--json", "/nonexistent-dir/x.json"], "does not exist"),
 ])
 def test_bad_options_are_one_line_errors(args, message):
     r = run(*args)
