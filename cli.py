@@ -425,7 +425,8 @@ def plot(run, out_path):
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for both bptt and torch. [default: the global --threads, BPTT_THREADS, or all cores]")
 @click.option("--peak", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GFLOPS",
-              help="float32 FMA peak in GFLOP/s for the %peak column. [default: measured, ~0.3 s]")
+              help="float32 FMA peak in GFLOP/s for the %peak column; the measured one is still "
+                   "reported. [default: measured, about 1 s]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Also write the full report as JSON here. [default: none]")
 @click.option("--quick", is_flag=True, help="Only the teach and char shapes (for tests). [default: off]")

@@ -42,6 +42,7 @@ def test_quick_rnn_writes_a_complete_report(tmp_path):
         assert key in m
     assert m["threads"] == m["torch_threads"]
     assert report["peak_source"] == "measured" and report["peak_gflops"] > 0
+    assert report["peak_1_thread_gflops"] > 0 and m["core_scaling"] > 0
     assert report["command"].startswith("bptt bench --cells rnn --shapes teach,char")
     assert [(row["cell"], row["shape"]) for row in report["rows"]] == [("rnn", "teach"), ("rnn", "char")]
     for row in report["rows"]:
