@@ -5,7 +5,7 @@ Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·
 
 Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · Bm[k, c] with Bm
 row-contiguous in c, and computed by :func:`acc_tile` one tile of ``ROWS`` rows × ``COLS``
-columns at a time: for each k in order, for each row (four rows at a time), the contiguous slice
+columns at a time: for each k in order, for each row (two rows at a time), the contiguous slice
 C[n, c0:c1] gets A[n, k] · Bm[k, c0:c1]. The innermost loop runs over *independent* outputs, so LLVM vectorises
 it (broadcast a scalar, multiply a vector, add into a vector of C) without re-associating any
 sum: every output still sums over k in increasing order, so the result is the same for any
@@ -26,37 +26,31 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 
     C and Bm must be C-contiguous (their rows are sliced); A may be any view (read by element).
-    Four rows at a time share each loaded vector of Bm; the sum over k runs in increasing order
-    for every output.
+    Two rows at a time share each loaded vector of Bm (with more, LLVM's runtime alias checks
+    between the rows exceed its limit and the loop stays scalar); the sum over k runs in
+    increasing order for every output.
     """
     m = c1 - c0
     n = n0
-    while n + 4 <= n1:
+    while n + 2 <= n1:
         C0 = C[n, c0:c1]
         C1 = C[n + 1, c0:c1]
-        C2 = C[n + 2, c0:c1]
-        C3 = C[n + 3, c0:c1]
         for k in range(k0, k1):
             b = Bm[k, boff + c0:boff + c1]
             a0 = A[n, k]
             a1 = A[n + 1, k]
-            a2 = A[n + 2, k]
-            a3 = A[n + 3, k]
             for c in range(m):   # independent outputs: vectorised
                 bc = b[c]
                 C0[c] += a0 * bc
                 C1[c] += a1 * bc
-                C2[c] += a2 * bc
-                C3[c] += a3 * bc
-        n += 4
-    while n < n1:                # the last rows, one at a time
+        n += 2
+    if n < n1:                   # an odd last row
         Cn = C[n, c0:c1]
         for k in range(k0, k1):
             b = Bm[k, boff + c0:boff + c1]
             a = A[n, k]
             for c in range(m):
                 Cn[c] += a * b[c]
-        n += 1
 
 
 @inline
