@@ -13,9 +13,13 @@ Method (as in CS231n and ``torch.autograd.gradcheck``):
    |a − n| / max(|a| + |n|, tiny), the entries checked, and pass/fail.
 
 Threshold (documented default): a tensor passes when its maximum relative error is ≤ ``rtol`` =
-1e-5, with ε = 1e-5 and tiny = 1e-6. In float64, central differences carry a truncation error of
-order ε² and a rounding error of order 1e-16·|L|/ε; in practice correct kernels measure 1e-10 to
-1e-7 relative. A wrong gradient (a missing term, a wrong sign, a transposed index) gives errors of
+1e-5, with ε = 1e-5 and tiny = 1e-4. In float64, central differences carry a truncation error of
+order ε²·|f'''| and a rounding error of order 1e-16·|L|/ε: about 1e-10 absolute for bptt's
+targets, whose gradients are of order 1 (L contracts the outputs with N(0, 1) weights). In
+practice correct kernels measure 1e-10 to 1e-7 relative. The floor ``tiny`` keeps that absolute
+noise from reading as a failure on entries whose true gradient is nearly zero: an entry with
+|a| + |n| below 1e-4 is judged by its absolute error (≤ 1e-9 passes). With tiny = 1e-6 a correct
+GRU measured 1.03e-5 on an input entry of size 1e-5 (absolute error 1.9e-10). A wrong gradient (a missing term, a wrong sign, a transposed index) gives errors of
 order 1e-2 or more, so the threshold sits far from both.
 
 Everything runs in float64. Float32 is refused: its rounding error (≈1e-7 relative) divided by ε
@@ -38,7 +42,7 @@ import numpy as np
 
 EPS = 1e-5
 RTOL = 1e-5
-TINY = 1e-6
+TINY = 1e-4
 MAX_CHECKS = 100
 
 
