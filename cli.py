@@ -1,6 +1,7 @@
 """The ``bptt`` command line. It parses options and prints; all the math lives in the package."""
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -11,6 +12,19 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def _fail(msg: str, code: int = 1):
     click.echo(f"Error: {msg}", err=True)
     sys.exit(code)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf, which click's FloatRange lets through."""
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = 0.0  # not a number at all: FloatRange says so
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 @click.group(context_settings=CONTEXT)
@@ -24,7 +38,10 @@ def main(threads):
     Every forward and backward pass is an explicit Numba loop, checked by finite differences and
     against PyTorch. Run `bptt COMMAND --help` for a command's options.
     """
-    from bptt import jit
+    try:
+        from bptt import jit  # reads BPTT_THREADS on import
+    except ValueError as e:
+        _fail(str(e), 2)
     if threads is not None:
         try:
             jit.set_threads(threads)
@@ -170,17 +187,17 @@ def _user_errors():
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimisation steps to train up to (a total, also on --resume). [default: 1000 "
                    "unless --epochs or --minutes is given]")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Train for this many passes over the training text instead.")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--minutes", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Stop (and save) after this much wall-clock time.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=2e-3, show_default=True,
               help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop", "adagrad"]),
               default="adam", show_default=True, help="Optimiser (sgd and rmsprop use --momentum).")
-@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.9,
+@click.option("--momentum", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.9,
               show_default=True, help="Momentum for sgd and rmsprop.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=None,
               help="Weight decay. [default: 0, or 0.01 for adamw]")
 @click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
               show_default=True, help="Learning-rate schedule.")
@@ -188,18 +205,19 @@ def _user_errors():
               help="Linear warm-up steps.")
 @click.option("--lr-step-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Steps between decays, for --schedule step.")
-@click.option("--lr-gamma", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+@click.option("--lr-gamma", type=FiniteFloatRange(min=0, min_open=True), default=0.5, show_default=True,
               help="Decay factor, for --schedule step.")
-@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Clip the global gradient norm to this (0 turns it off).")
-@click.option("--clip-value", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--clip-value", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Also clip every gradient entry to [-v, v].")
 @click.option("--val-every", type=click.IntRange(min=1), default=200, show_default=True,
               help="Steps between validations (each also writes a checkpoint).")
 @click.option("--val-tokens", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="At most this many validation tokens per validation.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and sampling.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Floating-point type of the weights and the arithmetic.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for the kernels (as the global --threads). [default: all cores]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/lm", show_default=True,
@@ -272,7 +290,7 @@ def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.8, show_default=True,
+@click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True), default=0.8, show_default=True,
               help="Divides the logits: lower is more conservative.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample only from the k likeliest tokens.")
 @click.option("--prime", default="", help="Text to start from (its symbols must be in the vocabulary).")
@@ -297,8 +315,10 @@ def sample(checkpoint, length, temperature, top_k, prime, seed):
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("text_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--seq-len", type=click.IntRange(min=1), default=None, help="[default: the training --seq-len]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the training --batch-size]")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None,
+              help="Chunk length T; the hidden state is carried across chunks. [default: the training --seq-len]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Parallel streams B the text is read as. [default: the training --batch-size]")
 def eval_(checkpoint, text_files, seq_len, batch_size):
     """Print the loss, perplexity and bits per character of CHECKPOINT on TEXT_FILES."""
     from bptt.data import read_text_files
@@ -416,7 +436,7 @@ def plot(run, out_path):
               help="Add a shape (repeatable). [default: none]")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="At least this many timed steps per framework; the median is reported.")
-@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--min-time", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Time each framework for at least this many seconds per row "
                    "(0: exactly --repeat steps).")
 @click.option("--warmup", type=click.IntRange(min=1), default=1, show_default=True,
@@ -424,7 +444,7 @@ def plot(run, out_path):
                    "memory is measured on one), and at least 0.2 s of them unless --min-time is 0.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for both bptt and torch. [default: the global --threads, BPTT_THREADS, or all cores]")
-@click.option("--peak", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GFLOPS",
+@click.option("--peak", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="GFLOPS",
               help="float32 FMA peak in GFLOP/s for the %peak column; the measured one is still "
                    "reported. [default: measured, about 1 s]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",

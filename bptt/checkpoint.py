@@ -203,12 +203,27 @@ def save_checkpoint(path, payload: dict) -> None:
 # reading
 # ---------------------------------------------------------------------------------------------
 
-def load_checkpoint(path) -> dict:
+def _check_required(path: str, payload: dict, required) -> None:
+    for key in required:
+        node, seen = payload, []
+        for part in key.split("."):
+            if not isinstance(node, dict):
+                raise CheckpointError(f"{path}: checkpoint entry {'.'.join(seen)!r} should be a dict, "
+                                      f"not {type(node).__name__}")
+            if part not in node:
+                raise CheckpointError(f"{path}: checkpoint lacks the entry {key!r} (incomplete or "
+                                      "not written by this kind of run)")
+            node = node[part]
+            seen.append(part)
+
+
+def load_checkpoint(path, required=()) -> dict:
     """The payload saved by :func:`save_checkpoint`, with arrays bit-for-bit as they were saved.
 
     Raises :class:`CheckpointError` (a ValueError) with a one-line message naming the file if it
     is missing, is not a bptt checkpoint, is truncated or corrupt (zip structure, CRC-32 or SHA-256
-    checksum), or has a ``format_version`` other than the one this bptt reads.
+    checksum), has a ``format_version`` other than the one this bptt reads, or lacks one of the
+    ``required`` entries: keys of the payload, with dots for nested dicts (``"config.seq_len"``).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -261,9 +276,13 @@ def load_checkpoint(path) -> dict:
                 except (ValueError, EOFError, OSError) as e:
                     raise corrupt(f"bad array {name}: {e}") from None
             try:
-                return _decode(header["payload"], arrays)
+                payload = _decode(header["payload"], arrays)
             except (KeyError, TypeError, IndexError) as e:
                 raise corrupt(f"bad payload reference {e}") from None
+            if not isinstance(payload, dict):
+                raise corrupt(f"the payload is a {type(payload).__name__}, not a dict")
+            _check_required(path, payload, required)
+            return payload
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, struct.error, KeyError,

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import UNK_ID
 from .model import LanguageModel
 
 
 def _softmax_sample(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int:
     z = logits.astype(np.float64) / temperature
+    if z.size > 1:
+        z[UNK_ID] = -np.inf  # <unk> stands for any unseen symbol: it has no text to write
     if top_k is not None and top_k < z.size:
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
@@ -33,7 +36,7 @@ def sample(model: LanguageModel, tokenizer, *, length: int = 500, temperature: f
 
     Deterministic for a given seed. ``prime`` must use only the vocabulary (ValueError listing the
     unknown symbols otherwise). ``temperature`` > 0 divides the logits; ``top_k`` keeps only the k
-    most likely tokens.
+    most likely tokens. ``<unk>`` is never sampled, unless it is the whole vocabulary.
     """
     if not (isinstance(length, int) and length >= 0):
         raise ValueError(f"length must be a non-negative integer, got {length!r}")

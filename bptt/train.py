@@ -31,6 +31,9 @@ from .optim import clip_grad_norm, clip_grad_value, make_optimizer, make_schedul
 
 CHECKPOINT_NAME = "checkpoint.bptt"
 METRICS_NAME = "metrics.jsonl"
+# What a language-model checkpoint must hold to be loaded for use, and to resume training.
+MODEL_KEYS = ("config.seq_len", "config.batch_size", "model_config", "model", "tokenizer")
+RESUME_KEYS = MODEL_KEYS + ("step", "optim", "batcher", "rng", "data.fingerprint", "metrics")
 
 
 class TrainingError(RuntimeError):
@@ -81,15 +84,15 @@ class TrainConfig:
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ValueError(f"{name} must be positive, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise ValueError(f"{name} must be positive and finite, got {v!r}")
         for name in ("hidden", "layers", "embed_dim", "seq_len", "batch_size", "lr", "val_every",
                      "max_vocab", "val_tokens"):
             pos(name)
         for name in ("steps", "epochs", "minutes", "clip", "clip_value", "save_every"):
             pos(name, allow_none=True)
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be >= 0 and finite, got {self.weight_decay}")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         if self.tokenizer not in ("char", "word"):
@@ -131,6 +134,15 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, batch_size: int, seq_len:
         total += loss * n
         count += n
     return total / count
+
+
+def load_lm_checkpoint(path, required=MODEL_KEYS) -> dict:
+    """A language-model checkpoint's payload. CheckpointError (one line) if the file is bad, is
+    not a language-model checkpoint, or lacks one of the ``required`` entries."""
+    ckpt = load_checkpoint(path, required=required)
+    if ckpt.get("kind") != "lm":
+        raise CheckpointError(f"{path}: not a language-model checkpoint")
+    return ckpt
 
 
 def corpus_fingerprint(ids: np.ndarray) -> str:
@@ -192,10 +204,7 @@ class Trainer:
     @classmethod
     def resume(cls, out_dir, *, steps=None, epochs=None, minutes=None, text: str | None = None):
         out = Path(out_dir)
-        path = out / CHECKPOINT_NAME
-        ckpt = load_checkpoint(path)
-        if ckpt.get("kind") != "lm":
-            raise CheckpointError(f"{path}: not a language-model training checkpoint")
+        ckpt = load_lm_checkpoint(out / CHECKPOINT_NAME, required=RESUME_KEYS)
         config = TrainConfig.from_dict(ckpt["config"])
         if steps is not None or epochs is not None:
             config.steps, config.epochs = steps, epochs
@@ -217,14 +226,18 @@ class Trainer:
         if ckpt["data"]["fingerprint"] != self.fingerprint:
             raise TrainingError("the text differs from the one this run was trained on; resume with "
                                 "the same files (or none, for the built-in corpus)")
-        self.model.load_state(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optim"])
-        self.batcher.load_state_dict(ckpt["batcher"])
-        self.state = self.model.state_from_arrays(ckpt.get("carry") or {})
-        self.rng.bit_generator.state = ckpt["rng"]
-        self.step = int(ckpt["step"])
-        self.best_val = ckpt["metrics"].get("best_val")
-        self.last_val = ckpt["metrics"].get("val")
+        try:
+            self.model.load_state(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optim"])
+            self.batcher.load_state_dict(ckpt["batcher"])
+            self.state = self.model.state_from_arrays(ckpt.get("carry") or {})
+            self.rng.bit_generator.state = ckpt["rng"]
+            self.step = int(ckpt["step"])
+            self.best_val = ckpt["metrics"].get("best_val")
+            self.last_val = ckpt["metrics"].get("val")
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
+                                  f"inconsistent ({e})") from None
 
     # -- checkpoints ----------------------------------------------------------------------------
     def payload(self) -> dict:
@@ -245,6 +258,12 @@ class Trainer:
         }
 
     def save(self) -> Path:
+        """Write the checkpoint; TrainingError, and the previous checkpoint kept, if any weight is
+        not finite."""
+        bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
+        if bad:
+            more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+            raise self._diverged(f"the weights became non-finite ({', '.join(bad[:2])}{more}) at step {self.step}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CHECKPOINT_NAME
         save_checkpoint(path, self.payload())
@@ -276,8 +295,8 @@ class Trainer:
                         max_tokens=c.val_tokens)
 
     def train_step(self) -> dict:
-        """One optimisation step on the next chunk. Raises TrainingError on a non-finite loss,
-        before any weight changes."""
+        """One optimisation step on the next chunk. Raises TrainingError on a non-finite loss or
+        gradient, before any weight changes."""
         c = self.config
         batch = next(self.batcher)
         state = None if batch.reset else self.state
@@ -287,12 +306,13 @@ class Trainer:
         norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
             sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise TrainingError(f"the loss became {'non-finite' if not math.isfinite(loss) else 'finite but the gradient non-finite'} "
-                                f"({loss}) at step {self.step + 1}")
+            raise self._diverged(f"the loss became {'non-finite' if not math.isfinite(loss) else 'finite but the gradient non-finite'} "
+                                 f"({loss}) at step {self.step + 1}")
         if c.clip_value:
             clip_grad_value(grads, c.clip_value)
         self.optimizer.lr = self.schedule(self.step)
-        self.optimizer.step(grads)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged update is caught before saving
+            self.optimizer.step(grads)
         self.state = new_state
         self.step += 1
         return {"step": self.step, "loss": loss, "grad_norm": norm, "lr": self.optimizer.lr,
@@ -328,13 +348,7 @@ class Trainer:
                     reason = "time"
                     break
                 t0 = time.perf_counter()
-                try:
-                    info = self.train_step()
-                except TrainingError as e:
-                    good = self.out_dir / CHECKPOINT_NAME
-                    kept = (f"the last good checkpoint is kept at {good}" if good.exists()
-                            else "no checkpoint had been written yet")
-                    raise TrainingError(f"{e}; stopping: {kept}. Try a lower --lr or a --clip") from None
+                info = self.train_step()
                 dt = time.perf_counter() - t0
                 info["tokens_per_sec"] = tokens / dt if dt > 0 else float("inf")
                 info["elapsed"] = time.perf_counter() - start
@@ -358,8 +372,16 @@ class Trainer:
         """Finish the current step, then validate, save and return (what Ctrl-C does)."""
         self._stop = True
 
+    def _diverged(self, what: str) -> TrainingError:
+        good = self.out_dir / CHECKPOINT_NAME
+        kept = (f"the last good checkpoint is kept at {good}" if good.exists()
+                else "no checkpoint had been written yet")
+        return TrainingError(f"{what}; stopping: {kept}. Try a lower --lr or a --clip")
+
     def _validate_and_save(self, on_event) -> None:
         val = self.validate_now()
+        if not math.isfinite(val):
+            raise self._diverged(f"the validation loss became non-finite ({val}) at step {self.step}")
         rec = {"step": self.step, "val_loss": val, **{f"val_{k}": v for k, v in
                                                       metrics_summary(val, self.tokenizer.kind).items() if k != "unit"}}
         self.last_val = rec
@@ -376,9 +398,7 @@ def load_model(path):
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "lm":
-        raise CheckpointError(f"{path}: not a language-model checkpoint")
+    ckpt = load_lm_checkpoint(path)
     try:
         model = LanguageModel(LMConfig.from_dict(ckpt["model_config"]))
         model.load_state(ckpt["model"])

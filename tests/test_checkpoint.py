@@ -279,3 +279,15 @@ def test_pickled_array_is_never_loaded(tmp_path):
         return data
     rewrite(p, pickled)
     assert "bad array arrays/0.npy" in load_error(p)
+
+
+def test_required_entries(tmp_path):
+    path = tmp_path / "c.bptt"
+    save_checkpoint(path, payload())
+    assert load_checkpoint(path, required=("config.hidden", "model", "step"))["step"] == 1234
+    with pytest.raises(CheckpointError, match=r"c\.bptt: checkpoint lacks the entry 'optim'"):
+        load_checkpoint(path, required=("model", "optim"))
+    with pytest.raises(CheckpointError, match="lacks the entry 'config.seq_len'"):
+        load_checkpoint(path, required=("config.seq_len",))
+    with pytest.raises(CheckpointError, match="entry 'step' should be a dict, not int"):
+        load_checkpoint(path, required=("step.count",))

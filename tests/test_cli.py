@@ -45,3 +45,25 @@ def test_gradcheck_bad_options_are_one_line_errors():
     assert r.exit_code == 2
     r = run("--threads", "0", "gradcheck")
     assert r.exit_code == 2
+
+
+def test_bad_BPTT_THREADS_is_a_one_line_usage_error():
+    """bptt.jit reads BPTT_THREADS when first imported, so this needs a fresh process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    cli = Path(__file__).resolve().parent.parent / "cli.py"
+    env = {**os.environ, "BPTT_THREADS": str(jit.max_threads() + 1)}
+    for args in (["gradcheck", "--model", "dense"], ["train", "--help"]):
+        r = subprocess.run([sys.executable, str(cli), *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "BPTT_THREADS" in r.stderr
+
+
+def test_every_option_has_help():
+    import click
+    for name, cmd in main.commands.items():
+        options = [p for p in cmd.params if isinstance(p, click.Option)]
+        assert [p.name for p in options if not p.help] == [], name

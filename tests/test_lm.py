@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from bptt import jit
-from bptt.checkpoint import load_checkpoint
+from bptt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bptt.data import UNK_TEXT, CharTokenizer, load_corpus
 from bptt.generate import cosine_top_k, embed_texts, sample
 from bptt.gradcheck import gradcheck
 from bptt.model import LanguageModel, LMConfig
@@ -129,6 +130,32 @@ def test_resume_is_bitwise_exact(corpus, tmp_path, cell, optimizer, schedule):
     assert json.dumps(oa, default=lambda x: x.tolist()) == json.dumps(ob, default=lambda x: x.tolist())
 
 
+def test_resume_is_bitwise_exact_with_cosine_and_the_same_steps(corpus, tmp_path):
+    """A cosine schedule's shape depends on --steps: stopped at 7 of 14, then resumed with
+    --steps 14, it gives bitwise the weights of 14 steps without a break."""
+    args = [*TINY_ARGS, "--schedule", "cosine", "--warmup", 2]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run("train", corpus, *args, "--steps", 14, "--out", a).exit_code == 0
+    config = TrainConfig(steps=14, schedule="cosine", warmup=2, sources=[str(corpus)], **TINY)
+    t = Trainer.fresh(config, b, load_corpus([str(corpus)]))
+
+    def on_event(kind, info):
+        if kind == "step" and info["step"] == 7:
+            t.request_stop()
+
+    assert t.run(on_event)["step"] == 7
+    mid = params_of(b / CHECKPOINT_NAME)
+    r = run("train", corpus, "--steps", 14, "--out", b, "--resume")
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    pa, pb = params_of(a / CHECKPOINT_NAME), params_of(b / CHECKPOINT_NAME)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert np.array_equal(pa[k], pb[k]), k
+    assert any(not np.array_equal(mid[k], pb[k]) for k in pb)  # the resume really trained
+    oa, ob = load_checkpoint(a / CHECKPOINT_NAME)["optim"], load_checkpoint(b / CHECKPOINT_NAME)["optim"]
+    assert json.dumps(oa, default=lambda x: x.tolist()) == json.dumps(ob, default=lambda x: x.tolist())
+
+
 def test_ctrl_c_saves_and_resume_continues_exactly(text, tmp_path):
     straight = Trainer.fresh(TrainConfig(steps=12, **TINY), tmp_path / "s", text)
     straight.run()
@@ -174,6 +201,41 @@ def test_train_nan_via_cli_is_one_line(corpus, tmp_path):
         pytest.skip("this seed did not diverge")  # pragma: no cover
     line = one_line_error(r)
     assert "non-finite" in line or "nan" in line.lower()
+
+
+def test_non_finite_validation_never_overwrites_the_good_checkpoint(text, tmp_path):
+    """The loss of step 3 is finite (it is computed before the update), but a huge learning rate
+    makes the weights, and so the validation loss, non-finite: nothing is saved."""
+    t = Trainer.fresh(TrainConfig(steps=10, **{**TINY, "val_every": 1}), tmp_path / "r", text)
+    t.schedule = lambda step: 1e38 if step >= 2 else TINY["lr"]
+    path = tmp_path / "r" / CHECKPOINT_NAME
+    good = {}
+
+    def on_event(kind, info):
+        if kind == "val":
+            good[info["step"]] = path.read_bytes()
+
+    with pytest.raises(TrainingError, match="non-finite.*step 3.*last good checkpoint"):
+        t.run(on_event)
+    assert sorted(good) == [1, 2]
+    assert path.read_bytes() == good[2]
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 2 and np.isfinite(ckpt["metrics"]["val"]["val_loss"])
+    # save() itself refuses non-finite weights, whatever path reaches it.
+    t.model.load_state(ckpt["model"])
+    t.model.parameters()["head.weight"][0, 0] = np.inf
+    with pytest.raises(TrainingError, match="weights became non-finite \\(head.weight\\)"):
+        t.save()
+    assert path.read_bytes() == good[2]
+
+
+def test_huge_lr_via_cli_saves_nothing(corpus, tmp_path):
+    out = tmp_path / "r"
+    r = run("train", corpus, "--hidden", 16, "--embed-dim", 8, "--batch-size", 4, "--seq-len", 8,
+            "--steps", 5, "--val-every", 1, "--lr", "1e38", "--out", out)
+    line = one_line_error(r)
+    assert "non-finite" in line and "no checkpoint had been written yet" in line
+    assert not (out / CHECKPOINT_NAME).exists()
 
 
 def test_builtin_corpus_is_the_default(tmp_path):
@@ -258,6 +320,20 @@ def test_search_with_a_checkpoint_and_file(trained):
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 2
 
 
+def test_sample_never_emits_unk():
+    tok = CharTokenizer.fit("ab\n")
+    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, hidden=4, embed_dim=3))
+    model.parameters()["head.bias"][0] = 50.0  # <unk> would win almost every draw
+    out = "".join(sample(model, tok, length=50, seed=0))
+    assert len(out) == 50 and set(out) <= set("ab\n")
+    out = "".join(sample(model, tok, length=20, seed=0, top_k=1))
+    assert len(out) == 20 and UNK_TEXT not in out
+    # ... unless it is the whole vocabulary.
+    only = CharTokenizer([])
+    model = LanguageModel(LMConfig(vocab_size=1, hidden=4, embed_dim=3))
+    assert "".join(sample(model, only, length=3)) == UNK_TEXT * 3
+
+
 def test_python_api_sample(trained):
     model, tok, _ = load_model(trained / "run")
     a = "".join(sample(model, tok, length=30, seed=1, prime="the"))
@@ -311,6 +387,41 @@ def test_bad_checkpoints_never_overwrite(trained, tmp_path, corpus):
     other.write_text("a completely different text " * 50)
     assert "differs" in one_line_error(run("train", other, "--out", good, "--resume", "--steps", 10))
     assert (good / CHECKPOINT_NAME).read_bytes() == data
+
+
+@pytest.mark.parametrize("drop", ["config", "model", "tokenizer", "optim", "rng", "data"])
+def test_checkpoint_without_an_entry_is_one_line(corpus, tmp_path, drop):
+    """A checkpoint with a valid checksum but a missing entry: a one-line error, nothing written."""
+    out = tmp_path / "r"
+    assert run("train", corpus, *TINY_ARGS, "--steps", 5, "--out", out).exit_code == 0
+    path = out / CHECKPOINT_NAME
+    payload = load_checkpoint(path)
+    del payload[drop]
+    save_checkpoint(path, payload)
+    before = path.read_bytes()
+    line = one_line_error(run("train", corpus, "--out", out, "--resume", "--steps", 10))
+    assert "lacks the entry" in line and drop in line
+    assert path.read_bytes() == before
+    if drop in ("config", "model", "tokenizer"):
+        assert drop in one_line_error(run("eval", out, corpus))
+        assert drop in one_line_error(run("sample", out))
+        with pytest.raises(CheckpointError, match="lacks the entry"):
+            load_model(out)
+    else:  # not needed to use the model
+        assert run("eval", out, corpus).exit_code == 0
+
+
+def test_non_finite_option_values_are_usage_errors(corpus, tmp_path):
+    for opt in ("--epochs", "--minutes", "--lr", "--momentum", "--weight-decay", "--clip", "--lr-gamma"):
+        for value in ("nan", "inf", "-inf", "1e400"):
+            r = run("train", corpus, opt, value, "--out", tmp_path / "x")
+            line = one_line_error(r, code=2)
+            assert opt in line and "finite" in line, (opt, value, line)
+    line = one_line_error(run("sample", tmp_path / "x", "--temperature", "nan"), code=2)
+    assert "--temperature" in line
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="epochs must be positive and finite"):
+        TrainConfig(epochs=float("inf")).validate()
 
 
 def test_options_out_of_range_are_usage_errors(corpus, tmp_path):
