@@ -12,7 +12,8 @@ threads
     ``range``); more than one runs the ``parallel=True`` build on that many threads. The default is
     every core Numba sees.
 fastmath
-    Off: strict IEEE arithmetic, chosen after measuring. With ``reassoc`` (re-association, which
+    Off: strict IEEE arithmetic, chosen after measuring. Fused multiply-adds are written out
+    instead, with :func:`fma` (below), wherever a product is accumulated. With ``reassoc`` (re-association, which
     lets LLVM vectorise a dot product) the serial and the ``prange`` builds of one kernel sum in
     different orders and disagree in the last bits for most shapes; with ``contract`` (fused
     multiply-add) the build loaded from the on-disk cache disagrees with a fresh compile of the
@@ -21,6 +22,18 @@ fastmath
     runs. Without them every correct compilation gives the same bits, so kernels get their speed
     from vectorising across independent outputs instead of inside reductions. ``nnan``/``ninf``
     would in any case stay off, so that NaN and infinity checks keep working.
+fma
+    ``fma(a, b, c)`` is a·b + c rounded once: LLVM's ``llvm.fma`` intrinsic, one ``vfmadd``
+    instruction, scalar or vectorised. Unlike fastmath's ``contract``, which lets the optimiser
+    decide where to fuse (and it decided differently in cached and fresh builds), an explicit
+    ``fma`` is fused in every build, serial or parallel, vectorised or not, so it keeps results
+    bitwise equal while doubling the arithmetic per instruction.
+SLP vectorisation
+    On (``numba.config.SLP_VECTORIZE``, off in Numba by default, unless ``NUMBA_SLP_VECTORIZE``
+    is set in the environment). The register-blocked micro-kernels of
+    :mod:`bptt.kernels.micro` keep their accumulators in scalar variables, which LLVM's SLP
+    vectoriser packs into SIMD registers. It changes speed only: every accumulation is an
+    ``fma`` chain in a fixed order, so the bits are the same with it on or off.
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
     start of a process skips compilation. ``BPTT_CACHE=0`` turns it off.
@@ -40,12 +53,48 @@ import types
 
 import numba
 from numba import prange  # re-exported: kernels import prange from here
+from numba.core import types as _types
+from numba.extending import intrinsic as _intrinsic
 
-__all__ = ["kernel", "inline", "prange", "set_threads", "get_threads", "max_threads",
-           "FASTMATH", "CACHE"]
+__all__ = ["kernel", "inline", "helper", "fma", "float32_from_bits", "prange", "set_threads", "get_threads",
+           "max_threads", "FASTMATH", "CACHE"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 CACHE = os.environ.get("BPTT_CACHE", "1") not in ("0", "false", "no", "")
+if "NUMBA_SLP_VECTORIZE" not in os.environ:
+    numba.config.SLP_VECTORIZE = 1   # see the module docstring; read at each compilation
+
+
+if numba.config.DISABLE_JIT:
+    def fma(a, b, c):
+        """a·b + c (plain Python under NUMBA_DISABLE_JIT=1: two roundings, for debugging only)."""
+        return a * b + c
+else:
+    @_intrinsic
+    def fma(typingctx, a, b, c):
+        """a·b + c with a single rounding (``llvm.fma``), for float32 or float64 operands of one type."""
+        if not (isinstance(a, _types.Float) and a == b == c):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+        return a(a, b, c), codegen
+
+if numba.config.DISABLE_JIT:
+    def float32_from_bits(i):
+        """The float32 whose IEEE bit pattern is the int32 ``i``."""
+        import numpy as np
+        return np.array(i, np.int32).view(np.float32)[()]
+else:
+    @_intrinsic
+    def float32_from_bits(typingctx, i):
+        """The float32 whose IEEE bit pattern is the int32 ``i`` (a bitcast, vectorisable)."""
+        if i != _types.int32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(_types.float32))
+        return _types.float32(_types.int32), codegen
 
 
 def max_threads() -> int:
@@ -127,6 +176,11 @@ def kernel(fn=None, *, parallel: bool = True):
     dispatch.parallel = par
     dispatch.py_func = fn
     return dispatch
+
+
+def helper(fn):
+    """Compile an array helper that kernels call (the micro-kernels); LLVM inlines it or not."""
+    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True)
 
 
 def inline(fn):

@@ -4,53 +4,89 @@ every kernel shares.
 Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·T).
 
 Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · Bm[k, c] with Bm
-row-contiguous in c, and computed by :func:`acc_tile` one tile of ``ROWS`` rows × ``COLS``
-columns at a time: for each k in order, for each row (two rows at a time), the contiguous slice
-C[n, c0:c1] gets A[n, k] · Bm[k, c0:c1]. The innermost loop runs over *independent* outputs, so LLVM vectorises
-it (broadcast a scalar, multiply a vector, add into a vector of C) without re-associating any
-sum: every output still sums over k in increasing order, so the result is the same for any
-tiling and any thread count. The tile of C stays in L1 and the panel Bm[:, c0:c1] in L2 while
-the rows of the tile reuse it.
+row-contiguous in c, and computed by :func:`acc_tile` on one tile of at most ``ROWS`` rows ×
+``COLS`` columns: k in blocks of ``KC`` (so that the panel Bm[k-block, tile columns] stays in L2
+while the tile's rows reuse it), and inside a block, register-blocked micro-kernels
+(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 4 × 16, then single rows, then single
+elements for what is left. Every path computes each output the same way,
+
+    s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
+
+one fused multiply-add chain in a fixed order (:func:`acc_scalar` is the plain version), so the
+result is the same bits for any tiling, any thread count and any build, vectorised or not.
 """
 import numpy as np
 
-from ..jit import inline, kernel, prange
+from ..jit import fma, inline, kernel, prange
+from .micro import micro_1x16, micro_1x64, micro_4x16, micro_4x64
 
 ROWS = 32    # rows of C per tile
-COLS = 256   # columns of C per tile (a panel of Bm, K × COLS, is reused by the tile's rows)
+COLS = 256   # columns of C per tile (a panel of Bm, KC × COLS, is reused by the tile's rows)
+KC = 256     # k per block inside a tile
 CHUNK = 16   # at most this many batch rows per parallel chunk of a recurrent sweep
+
+
+@inline
+def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c], one element at a time (the tails)."""
+    for n in range(n0, n1):
+        for c in range(c0, c1):
+            s = C[n, c]
+            for k in range(k0, k1):
+                s = fma(A[n, k], Bm[k, boff + c], s)
+            C[n, c] = s
 
 
 @inline
 def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 
-    C and Bm must be C-contiguous (their rows are sliced); A may be any view (read by element).
-    Two rows at a time share each loaded vector of Bm (with more, LLVM's runtime alias checks
-    between the rows exceed its limit and the loop stays scalar); the sum over k runs in
-    increasing order for every output.
+    C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
+    element). Micro-kernels of 4×64, 4×16, 1×64 and 1×16 cover the tile, :func:`acc_scalar` the
+    rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
     """
-    m = c1 - c0
-    n = n0
-    while n + 2 <= n1:
-        C0 = C[n, c0:c1]
-        C1 = C[n + 1, c0:c1]
-        for k in range(k0, k1):
-            b = Bm[k, boff + c0:boff + c1]
-            a0 = A[n, k]
-            a1 = A[n + 1, k]
-            for c in range(m):   # independent outputs: vectorised
-                bc = b[c]
-                C0[c] += a0 * bc
-                C1[c] += a1 * bc
-        n += 2
-    if n < n1:                   # an odd last row
-        Cn = C[n, c0:c1]
-        for k in range(k0, k1):
-            b = Bm[k, boff + c0:boff + c1]
-            a = A[n, k]
-            for c in range(m):
-                Cn[c] += a * b[c]
+    for kb in range(k0, k1, KC):
+        ke = min(k1, kb + KC)
+        n = n0
+        while n < n1:
+            if n + 4 <= n1:
+                c = c0
+                while c + 64 <= c1:
+                    micro_4x64(C, A, Bm, n, c, boff, kb, ke)
+                    c += 64
+                while c + 16 <= c1:
+                    micro_4x16(C, A, Bm, n, c, boff, kb, ke)
+                    c += 16
+                acc_scalar(C, A, Bm, n, n + 4, c, c1, boff, kb, ke)
+                n += 4
+            else:
+                c = c0
+                while c + 64 <= c1:
+                    micro_1x64(C, A, Bm, n, c, boff, kb, ke)
+                    c += 64
+                while c + 16 <= c1:
+                    micro_1x16(C, A, Bm, n, c, boff, kb, ke)
+                    c += 16
+                acc_scalar(C, A, Bm, n, n + 1, c, c1, boff, kb, ke)
+                n += 1
+
+
+@inline
+def add_column_sums(db, g):
+    """db[u] += Σ_n g[n, u] for the bias gradients: each sum in float64 from 0, over n in order.
+
+    db : (U,) accumulated.  g : (N, U) with contiguous rows. Serial: g is read row by row and the
+    U independent sums advance together (vectorised), which is memory-bound and fast; a column
+    at a time would stride through g.
+    """
+    N, U = g.shape
+    s = np.zeros(U, np.float64)
+    for n in range(N):
+        gn = g[n]
+        for u in range(U):
+            s[u] += gn[u]
+    for u in range(U):
+        db[u] += s[u]
 
 
 @inline
@@ -118,11 +154,7 @@ def dense_backward_params(dW, db, dy, x):
     N, O = dy.shape
     I = x.shape[1]
     dyT = dy.T
-    for o in prange(O):
-        s = 0.0
-        for n in range(N):
-            s += dy[n, o]
-        db[o] += s
+    add_column_sums(db, dy)
     nt, per_row = n_tiles(O, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS

@@ -11,12 +11,10 @@ Because r multiplies m_n = W_hn·h_prev + b_hn, the pre-activation gradients dif
 sides for the n block, so backward keeps both: dgx = ∂L/∂[x_r, x_z, x_n] for W_ih, b_ih and dx,
 and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z blocks).
 """
-import math
-
 import numpy as np
 
 from ..jit import kernel, prange
-from .activations import sigmoid
+from .activations import sigmoid, tanh
 from .dense import COLS, ROWS, acc_tile, row_chunk
 
 
@@ -53,7 +51,7 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
                     r = sigmoid(gates[t, b, o] + m[b, o])
                     z = sigmoid(gates[t, b, H + o] + m[b, H + o])
                     mm = m[b, 2 * H + o]
-                    n = math.tanh(gates[t, b, 2 * H + o] + r * mm)
+                    n = tanh(gates[t, b, 2 * H + o] + r * mm)
                     gates[t, b, o] = r
                     gates[t, b, H + o] = z
                     gates[t, b, 2 * H + o] = n

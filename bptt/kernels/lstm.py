@@ -13,12 +13,10 @@ kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
 ``recurrent_backward_params`` and ``input_backward``. Products are blocked and parallel as
 described there.
 """
-import math
-
 import numpy as np
 
 from ..jit import kernel, prange
-from .activations import sigmoid
+from .activations import sigmoid, tanh
 from .dense import COLS, ROWS, acc_tile, row_chunk
 
 
@@ -57,7 +55,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
                 for o in range(H):
                     ig = sigmoid(a[b, o])
                     fg = sigmoid(a[b, H + o])
-                    gg = math.tanh(a[b, 2 * H + o])
+                    gg = tanh(a[b, 2 * H + o])
                     og = sigmoid(a[b, 3 * H + o])
                     a[b, o] = ig
                     a[b, H + o] = fg
@@ -65,7 +63,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
                     a[b, 3 * H + o] = og
                     ct = fg * cp[b, o] + ig * gg
                     c[t, b, o] = ct
-                    th = math.tanh(ct)
+                    th = tanh(ct)
                     tc[t, b, o] = th
                     y[t, b, off + o] = og * th
 

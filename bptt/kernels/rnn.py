@@ -35,7 +35,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act, dact
-from .dense import COLS, ROWS, acc_tile, row_chunk, n_tiles
+from .dense import COLS, ROWS, acc_tile, add_column_sums, row_chunk, n_tiles
 
 
 @kernel
@@ -124,11 +124,7 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     """
     N, GH = dg.shape
     I = x.shape[1]
-    for u in prange(GH):
-        sb = 0.0
-        for n in range(N):
-            sb += dg[n, u]
-        db_ih[u] += sb
+    add_column_sums(db_ih, dg)
     dgT = dg.T
     nt, per_row = n_tiles(GH, I)
     for tile in prange(nt):
@@ -172,12 +168,7 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
-    for u in prange(GH):
-        sb = 0.0
-        for t in range(T):
-            for b in range(B):
-                sb += dgh[t, b, u]
-        db_hh[u] += sb
+    add_column_sums(db_hh, dgh.reshape((T * B, GH)))
     nt, per_row = n_tiles(GH, H)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
