@@ -56,7 +56,7 @@ from numba import prange  # re-exported: kernels import prange from here
 from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
-__all__ = ["kernel", "inline", "helper", "fma", "float32_from_bits", "prange", "set_threads", "get_threads",
+__all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange", "set_threads", "get_threads",
            "max_threads", "FASTMATH", "CACHE"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
@@ -179,8 +179,23 @@ def kernel(fn=None, *, parallel: bool = True):
 
 
 def helper(fn):
-    """Compile an array helper that kernels call (the micro-kernels); LLVM inlines it or not."""
+    """Compile an array helper that kernels call; LLVM inlines it or not."""
     return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True)
+
+
+def external(fn, signature, symbol: str):
+    """Compile ``fn`` once, as a C function of ``signature``, and register it as ``symbol``.
+
+    Kernels call it by that name (see :func:`bptt.kernels.dense.call_micro`) instead of linking
+    its code: Numba links a callee's code into every caller and optimises it again there, which
+    for the large unrolled micro-kernels cost about 3 s per kernel, per dtype and per build.
+    Compiled (or loaded from the cache) when this is called, i.e. when :mod:`bptt.kernels.dense`
+    is imported, so the symbol exists before any kernel that calls it is compiled or loaded.
+    """
+    import llvmlite.binding as ll
+    compiled = numba.cfunc(signature, cache=CACHE, fastmath=FASTMATH, nopython=True)(fn)
+    ll.add_symbol(symbol, compiled.address)
+    return compiled
 
 
 def inline(fn):

@@ -15,10 +15,14 @@ elements for what is left. Every path computes each output the same way,
 one fused multiply-add chain in a fixed order (:func:`acc_scalar` is the plain version), so the
 result is the same bits for any tiling, any thread count and any build, vectorised or not.
 """
+import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
-from ..jit import fma, inline, kernel, prange
-from .micro import micro_1x16, micro_1x64, micro_4x16, micro_4x64
+from ..jit import external, fma, helper, inline, kernel, prange
+from . import micro
 
 ROWS = 32    # rows of C per tile
 COLS = 256   # columns of C per tile (a panel of Bm, KC × COLS, is reused by the tile's rows)
@@ -26,7 +30,7 @@ KC = 256     # k per block inside a tile
 CHUNK = 16   # at most this many batch rows per parallel chunk of a recurrent sweep
 
 
-@inline
+@helper
 def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c], one element at a time (the tails)."""
     for n in range(n0, n1):
@@ -37,7 +41,78 @@ def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
             C[n, c] = s
 
 
-@inline
+# -- the micro-kernels, compiled once per dtype and called by name ------------------------------
+
+def _symbol(R, W, dtype) -> str:
+    return f"bptt_micro_{R}x{W}_{dtype}"
+
+
+def _compile_micro():
+    for R, W in micro.SIZES:
+        fn = getattr(micro, f"micro_{R}x{W}")
+        for dt in (types.float32, types.float64):
+            p = types.CPointer(dt)
+            sig = types.void(p, types.int64, p, types.int64, types.int64, p, types.int64,
+                             types.int64, types.int64)
+            external(fn, sig, _symbol(R, W, dt))
+
+
+def _micro_caller(R, W):
+    """call(C, A, Bm, n0, c0, boff, k0, k1): C[n0:n0+R, c0:c0+W] += A[n0:n0+R, k0:k1] ·
+    Bm[k0:k1, boff+c0:boff+c0+W], by calling the compiled ``micro_RxW`` for the arrays' dtype
+    with pointers to the blocks' first elements and the arrays' strides."""
+    @intrinsic
+    def call(typingctx, C, A, Bm, n0, c0, boff, k0, k1):
+        arrays = (C, A, Bm)
+        if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in arrays):
+            return None
+        if C.dtype not in (types.float32, types.float64):
+            return None
+        name = _symbol(R, W, C.dtype)
+        sig = types.void(C, A, Bm, n0, c0, boff, k0, k1)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
+            n0_, c0_, boff_, k0_, k1_ = (i64(v, ty) for v, ty in zip(args[3:], tys[3:]))
+            zero = context.get_constant(types.int64, 0)
+            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
+
+            def block(ty, val, i, j):
+                ary = context.make_array(ty)(context, builder, val)
+                shape = cgutils.unpack_tuple(builder, ary.shape, 2)
+                strides = cgutils.unpack_tuple(builder, ary.strides, 2)
+                ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout,
+                                                [i, j], wraparound=False)
+                return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
+
+            pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
+            pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
+            pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
+            i64t = ir.IntType(64)
+            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type, i64t, i64t, i64t])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, k0_, k1_])
+            return context.get_dummy_value()
+        return sig, codegen
+    return call
+
+
+if numba.config.DISABLE_JIT:   # plain Python: every block element by element
+    def _micro_caller(R, W):  # noqa: F811
+        def call(C, A, Bm, n0, c0, boff, k0, k1):
+            acc_scalar(C, A, Bm, n0, n0 + R, c0, c0 + W, boff, k0, k1)
+        return call
+else:
+    _compile_micro()
+
+micro_4x64 = _micro_caller(4, 64)
+micro_4x16 = _micro_caller(4, 16)
+micro_1x64 = _micro_caller(1, 64)
+micro_1x16 = _micro_caller(1, 16)
+
+
+@helper
 def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 

@@ -163,21 +163,35 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
           for the GRU's n gate the r ⊙ factor is already applied).
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
-    Parallel over tiles of dW_hh (:func:`acc_tile` with A = dgh_tᵀ, per step); each sum runs over
-    (t, b) in order.
+
+    The states read by the steps after the first are consecutive in y: y[0:T-1] forward (step t
+    reads y[t-1]), y[1:T] in reverse (step t reads y[t+1]). So the sum is two products with
+    A = dgᵀ: one over the first step's B rows against h0, one over the other (T-1)·B rows against
+    that block of y, taken in increasing t (the h0 step first forward, last in reverse). Parallel
+    over tiles of dW_hh (:func:`acc_tile`); each entry sums over (t, b) in that fixed order.
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
+    DH = y.shape[2]
     add_column_sums(db_hh, dgh.reshape((T * B, GH)))
+    M = (T - 1) * B
+    if reverse:
+        g_first = dgh[T - 1].T                          # (G·H, B): the step that read h0
+        g_rest = dgh[0:T - 1].reshape((M, GH)).T        # steps t = 0..T-2, which read y[t+1]
+        h_rest = y[1:T].reshape((M, DH))
+    else:
+        g_first = dgh[0].T
+        g_rest = dgh[1:T].reshape((M, GH)).T            # steps t = 1..T-1, which read y[t-1]
+        h_rest = y[0:T - 1].reshape((M, DH))
     nt, per_row = n_tiles(GH, H)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
         n1 = min(GH, n0 + ROWS)
         c1 = min(H, c0 + COLS)
-        for t in range(T):
-            first = t == T - 1 if reverse else t == 0
-            if first:
-                acc_tile(dW_hh, dgh[t].T, h0, n0, n1, c0, c1, 0, 0, B)
-            else:
-                acc_tile(dW_hh, dgh[t].T, y[t + 1 if reverse else t - 1], n0, n1, c0, c1, off, 0, B)
+        if reverse:
+            acc_tile(dW_hh, g_rest, h_rest, n0, n1, c0, c1, off, 0, M)
+            acc_tile(dW_hh, g_first, h0, n0, n1, c0, c1, 0, 0, B)
+        else:
+            acc_tile(dW_hh, g_first, h0, n0, n1, c0, c1, 0, 0, B)
+            acc_tile(dW_hh, g_rest, h_rest, n0, n1, c0, c1, off, 0, M)

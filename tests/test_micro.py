@@ -1,0 +1,43 @@
+"""The generated micro-kernels: up to date with their generator, and equal to the plain loop."""
+import os
+
+import numpy as np
+import pytest
+
+from bptt.kernels import dense, microgen
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_micro_py_is_what_the_generator_writes():
+    path = os.path.join(HERE, "..", "bptt", "kernels", "micro.py")
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == microgen.source(), "run: python -m bptt.kernels.microgen > bptt/kernels/micro.py"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11)])
+def test_acc_tile_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
+    """Every micro-kernel, tail and k-block computes s = fma(a, b, s) over k in order: bitwise
+    the result of the element-by-element loop, for strided A views too."""
+    from bptt.jit import kernel
+
+    @kernel(parallel=False)
+    def tile(C, A, Bm, boff):
+        dense.acc_tile(C, A, Bm, 0, C.shape[0], 0, C.shape[1], boff, 0, A.shape[1])
+
+    @kernel(parallel=False)
+    def scalar(C, A, Bm, boff):
+        dense.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], boff, 0, A.shape[1])
+
+    rng = np.random.default_rng(N * 1000 + K)
+    A = rng.standard_normal((K, N)).astype(dtype).T       # a strided (transposed) view
+    Bm = rng.standard_normal((K, M + boff)).astype(dtype)
+    C0 = rng.standard_normal((N, M)).astype(dtype)
+    C1, C2 = C0.copy(), C0.copy()
+    tile(C1, A, Bm, boff)
+    scalar(C2, A, Bm, boff)
+    assert np.array_equal(C1, C2)
+    ref = C0.astype(np.float64) + A.astype(np.float64) @ Bm[:, boff:].astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    assert np.max(np.abs(C1 - ref)) <= tol * max(1.0, np.max(np.abs(ref)))
