@@ -41,6 +41,22 @@ def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
             C[n, c] = s
 
 
+@inline
+def transposed(W):
+    """A C-contiguous copy of Wᵀ, copied in 16 × 16 blocks (a plain ``W.T`` copy strides through
+    memory one element per cache line, about 4× slower for a 4096 × 1024 weight)."""
+    O, I = W.shape
+    out = np.empty((I, O), W.dtype)
+    for i0 in range(0, I, 16):
+        i1 = min(I, i0 + 16)
+        for o0 in range(0, O, 16):
+            o1 = min(O, o0 + 16)
+            for i in range(i0, i1):
+                for o in range(o0, o1):
+                    out[i, o] = W[o, i]
+    return out
+
+
 @helper
 def acc_rows(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """The same sums as :func:`acc_scalar` for a few columns (the tail of a tile): row by row,
@@ -203,7 +219,7 @@ def dense_forward(y, x, W, b):
     """
     N, I = x.shape
     O = W.shape[0]
-    WT = np.ascontiguousarray(W.T)
+    WT = transposed(W)
     nt, per_row = n_tiles(N, O)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunk
+from .dense import COLS, ROWS, acc_tile, row_chunk, transposed
 
 
 @kernel
@@ -32,7 +32,7 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    WT = np.ascontiguousarray(W_hh.T)     # (H, 3H): row j holds W_hh[:, j], contiguous in u
+    WT = transposed(W_hh)     # (H, 3H): row j holds W_hh[:, j], contiguous in u
     rc = row_chunk(B)
     for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
         r0 = ch * rc

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunk
+from .dense import COLS, ROWS, acc_tile, row_chunk, transposed
 
 
 @kernel
@@ -33,7 +33,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    WT = np.ascontiguousarray(W_hh.T)     # (H, 4H): row j holds W_hh[:, j], contiguous in u
+    WT = transposed(W_hh)     # (H, 4H): row j holds W_hh[:, j], contiguous in u
     rc = row_chunk(B)
     for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
         r0 = ch * rc

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act, dact
-from .dense import COLS, ROWS, acc_tile, add_column_sums, row_chunk, n_tiles
+from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunk, transposed
 
 
 @kernel
@@ -49,7 +49,7 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    WT = np.ascontiguousarray(W_hh.T)     # (H, H): row j holds W_hh[:, j], contiguous in o
+    WT = transposed(W_hh)     # (H, H): row j holds W_hh[:, j], contiguous in o
     rc = row_chunk(B)
     for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
         r0 = ch * rc
