@@ -36,7 +36,9 @@ SLP vectorisation
     ``fma`` chain in a fixed order, so the bits are the same with it on or off.
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
-    start of a process skips compilation. ``BPTT_CACHE=0`` turns it off.
+    start of a process skips compilation. ``BPTT_CACHE=0`` turns it off. Cache entries are named
+    with a hash of the kernel sources (:func:`_sources_hash`), so editing any kernel file
+    recompiles every kernel that might inline it.
 
 Determinism
 -----------
@@ -154,6 +156,31 @@ def _renamed(fn, suffix: str):
     return g
 
 
+def _sources_hash() -> str:
+    """A short hash of this module and every kernel source file.
+
+    Numba's cache checks only the timestamp of the file that defines a function, not of the
+    helpers compiled into it: after an edit to :mod:`bptt.kernels.dense`, the cached RNN kernels
+    would still hold the old ``acc_tile``. Every kernel's cache name carries this hash, so an edit
+    to any kernel source compiles everything afresh (old cache files are left unused).
+    """
+    import hashlib
+    here = os.path.dirname(os.path.abspath(__file__))
+    kdir = os.path.join(here, "kernels")
+    h = hashlib.sha1()
+    try:
+        for path in [os.path.join(here, "jit.py")] + sorted(
+                os.path.join(kdir, f) for f in os.listdir(kdir) if f.endswith(".py")):
+            with open(path, "rb") as f:
+                h.update(f.read())
+    except OSError:
+        return "0"
+    return h.hexdigest()[:10]
+
+
+_HASH = _sources_hash()
+
+
 def kernel(fn=None, *, parallel: bool = True):
     """Compile ``fn`` as a kernel: a serial build and, if ``parallel``, a ``prange`` build.
 
@@ -163,8 +190,9 @@ def kernel(fn=None, *, parallel: bool = True):
     """
     if fn is None:
         return functools.partial(kernel, parallel=parallel)
-    serial = numba.njit(_renamed(fn, "__serial"), cache=CACHE, fastmath=FASTMATH, nogil=True)
-    par = numba.njit(fn, cache=CACHE, fastmath=FASTMATH, parallel=True, nogil=True) if parallel else serial
+    serial = numba.njit(_renamed(fn, f"__serial_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True)
+    par = (numba.njit(_renamed(fn, f"__parallel_{_HASH}"), cache=CACHE, fastmath=FASTMATH, parallel=True,
+                      nogil=True) if parallel else serial)
 
     @functools.wraps(fn)
     def dispatch(*args):

@@ -185,6 +185,25 @@ def dact(q, y, code):
     return s + _GELU_SIGMOID_C * q * s * (1.0 - s)
 
 
+@inline
+def act_row(y, q, code):
+    """y[o] = f(q[o]) along a row: one loop per activation, so that the common ones vectorise
+    (a test of ``code`` inside the loop would keep it scalar)."""
+    n = q.shape[0]
+    if code == TANH:
+        for o in range(n):
+            y[o] = tanh(q[o])
+    elif code == IDENTITY:
+        for o in range(n):
+            y[o] = q[o]
+    elif code == SIGMOID:
+        for o in range(n):
+            y[o] = sigmoid(q[o])
+    else:
+        for o in range(n):
+            y[o] = act(q[o], code)
+
+
 @kernel
 def activation_forward(y, q, code):
     """y = f(q), elementwise.
@@ -193,8 +212,7 @@ def activation_forward(y, q, code):
     """
     N, O = q.shape
     for n in prange(N):
-        for o in range(O):
-            y[n, o] = act(q[n, o], code)
+        act_row(y[n], q[n], code)
 
 
 @kernel

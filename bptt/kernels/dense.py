@@ -7,8 +7,8 @@ Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · 
 row-contiguous in c, and computed by :func:`acc_tile` on one tile of at most ``ROWS`` rows ×
 ``COLS`` columns: k in blocks of ``KC`` (so that the panel Bm[k-block, tile columns] stays in L2
 while the tile's rows reuse it), and inside a block, register-blocked micro-kernels
-(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 4 × 16, then single rows, then
-:func:`acc_rows` for the last columns. Every path computes each output the same way,
+(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 16, 8, 4, 2 and 1 columns for the
+tile's last columns, and the same for single rows. Every path computes each output the same way,
 
     s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
 
@@ -55,20 +55,6 @@ def transposed(W):
                 for o in range(o0, o1):
                     out[i, o] = W[o, i]
     return out
-
-
-@helper
-def acc_rows(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
-    """The same sums as :func:`acc_scalar` for a few columns (the tail of a tile): row by row,
-    each k updates the row's c1 - c0 outputs together (independent, so vectorised), with the
-    partial sums kept in C (in L1) between k."""
-    for n in range(n0, n1):
-        Cn = C[n, c0:c1]
-        for k in range(k0, k1):
-            a = A[n, k]
-            b = Bm[k, boff + c0:boff + c1]
-            for c in range(c1 - c0):
-                Cn[c] = fma(a, b[c], Cn[c])
 
 
 # -- the micro-kernels, compiled once per dtype and called by name ------------------------------
@@ -138,8 +124,16 @@ else:
 
 micro_4x64 = _micro_caller(4, 64)
 micro_4x16 = _micro_caller(4, 16)
+micro_4x8 = _micro_caller(4, 8)
+micro_4x4 = _micro_caller(4, 4)
+micro_4x2 = _micro_caller(4, 2)
+micro_4x1 = _micro_caller(4, 1)
 micro_1x64 = _micro_caller(1, 64)
 micro_1x16 = _micro_caller(1, 16)
+micro_1x8 = _micro_caller(1, 8)
+micro_1x4 = _micro_caller(1, 4)
+micro_1x2 = _micro_caller(1, 2)
+micro_1x1 = _micro_caller(1, 1)
 
 
 @helper
@@ -147,8 +141,8 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 
     C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
-    element). Micro-kernels of 4×64, 4×16, 1×64 and 1×16 cover the tile, :func:`acc_rows` the
-    rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
+    element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile, then 16, 8, 4, 2 and 1
+    columns the rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
     """
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
@@ -162,7 +156,17 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
                 while c + 16 <= c1:
                     micro_4x16(C, A, Bm, n, c, boff, kb, ke)
                     c += 16
-                acc_rows(C, A, Bm, n, n + 4, c, c1, boff, kb, ke)
+                if c + 8 <= c1:
+                    micro_4x8(C, A, Bm, n, c, boff, kb, ke)
+                    c += 8
+                if c + 4 <= c1:
+                    micro_4x4(C, A, Bm, n, c, boff, kb, ke)
+                    c += 4
+                if c + 2 <= c1:
+                    micro_4x2(C, A, Bm, n, c, boff, kb, ke)
+                    c += 2
+                if c < c1:
+                    micro_4x1(C, A, Bm, n, c, boff, kb, ke)
                 n += 4
             else:
                 c = c0
@@ -172,7 +176,17 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
                 while c + 16 <= c1:
                     micro_1x16(C, A, Bm, n, c, boff, kb, ke)
                     c += 16
-                acc_rows(C, A, Bm, n, n + 1, c, c1, boff, kb, ke)
+                if c + 8 <= c1:
+                    micro_1x8(C, A, Bm, n, c, boff, kb, ke)
+                    c += 8
+                if c + 4 <= c1:
+                    micro_1x4(C, A, Bm, n, c, boff, kb, ke)
+                    c += 4
+                if c + 2 <= c1:
+                    micro_1x2(C, A, Bm, n, c, boff, kb, ke)
+                    c += 2
+                if c < c1:
+                    micro_1x1(C, A, Bm, n, c, boff, kb, ke)
                 n += 1
 
 

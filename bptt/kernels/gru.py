@@ -46,17 +46,21 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
             for k0 in range(0, G3, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(m, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G3, k0 + COLS), 0, 0, H)
+            # the gates and the new state, one simple loop per quantity so that each vectorises
             for b in range(r0, r1):
+                gb = gates[t, b]
+                mb = m[b]
+                mnb = mn[t, b]
+                yb = y[t, b, off:off + H]
+                for u in range(2 * H):                  # r, z
+                    gb[u] = sigmoid(gb[u] + mb[u])
                 for o in range(H):
-                    r = sigmoid(gates[t, b, o] + m[b, o])
-                    z = sigmoid(gates[t, b, H + o] + m[b, H + o])
-                    mm = m[b, 2 * H + o]
-                    n = tanh(gates[t, b, 2 * H + o] + r * mm)
-                    gates[t, b, o] = r
-                    gates[t, b, H + o] = z
-                    gates[t, b, 2 * H + o] = n
-                    mn[t, b, o] = mm
-                    y[t, b, off + o] = (1.0 - z) * n + z * hp[b, o]
+                    mnb[o] = mb[2 * H + o]
+                for o in range(H):                      # n = tanh(x_n + r ⊙ m_n)
+                    gb[2 * H + o] = tanh(gb[2 * H + o] + gb[o] * mnb[o])
+                for o in range(H):                      # h_t = (1 - z) ⊙ n + z ⊙ h_prev
+                    z = gb[H + o]
+                    yb[o] = (1.0 - z) * gb[2 * H + o] + z * hp[b, o]
 
 
 @kernel

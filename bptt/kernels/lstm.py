@@ -51,21 +51,25 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
             for k0 in range(0, G4, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(a, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G4, k0 + COLS), 0, 0, H)
+            # the gates and the cell, one simple loop per quantity so that each vectorises
             for b in range(r0, r1):
+                ab = a[b]
+                for u in range(2 * H):                  # i, f
+                    ab[u] = sigmoid(ab[u])
+                for u in range(2 * H, 3 * H):           # g
+                    ab[u] = tanh(ab[u])
+                for u in range(3 * H, G4):              # o
+                    ab[u] = sigmoid(ab[u])
+                cpb = cp[b]
+                cb = c[t, b]
+                tcb = tc[t, b]
+                yb = y[t, b, off:off + H]
+                for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
+                    cb[o] = ab[H + o] * cpb[o] + ab[o] * ab[2 * H + o]
                 for o in range(H):
-                    ig = sigmoid(a[b, o])
-                    fg = sigmoid(a[b, H + o])
-                    gg = tanh(a[b, 2 * H + o])
-                    og = sigmoid(a[b, 3 * H + o])
-                    a[b, o] = ig
-                    a[b, H + o] = fg
-                    a[b, 2 * H + o] = gg
-                    a[b, 3 * H + o] = og
-                    ct = fg * cp[b, o] + ig * gg
-                    c[t, b, o] = ct
-                    th = tanh(ct)
-                    tc[t, b, o] = th
-                    y[t, b, off + o] = og * th
+                    tcb[o] = tanh(cb[o])
+                for o in range(H):                      # h_t = o ⊙ tanh(c_t)
+                    yb[o] = ab[3 * H + o] * tcb[o]
 
 
 @kernel

@@ -13,7 +13,7 @@ the scalar variables s<r>_<w> for the whole k loop (see :mod:`bptt.kernels.micro
 """
 from ..jit import fma
 
-SIZES = ((4, 64), (4, 16), (1, 64), (1, 16))
+SIZES = ((4, 64), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 
 
 def micro_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -194,6 +194,89 @@ def micro_4x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c3 + 8] = s3_8; pC[c3 + 9] = s3_9; pC[c3 + 10] = s3_10; pC[c3 + 11] = s3_11; pC[c3 + 12] = s3_12; pC[c3 + 13] = s3_13; pC[c3 + 14] = s3_14; pC[c3 + 15] = s3_15
 
 
+def micro_4x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:4, 0:8] += A[0:4, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
+        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4); s1_4 = fma(a1, b, s1_4); s2_4 = fma(a2, b, s2_4); s3_4 = fma(a3, b, s3_4)
+        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5); s1_5 = fma(a1, b, s1_5); s2_5 = fma(a2, b, s2_5); s3_5 = fma(a3, b, s3_5)
+        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6); s1_6 = fma(a1, b, s1_6); s2_6 = fma(a2, b, s2_6); s3_6 = fma(a3, b, s3_6)
+        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7); s1_7 = fma(a1, b, s1_7); s2_7 = fma(a2, b, s2_7); s3_7 = fma(a3, b, s3_7)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
+
+
+def micro_4x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:4, 0:4] += A[0:4, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3
+
+
+def micro_4x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:4, 0:2] += A[0:4, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1
+
+
+def micro_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:4, 0:1] += A[0:4, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0
+    s0_0 = pC[c0 + 0]
+    s1_0 = pC[c1 + 0]
+    s2_0 = pC[c2 + 0]
+    s3_0 = pC[c3 + 0]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
+    pC[c0 + 0] = s0_0
+    pC[c1 + 0] = s1_0
+    pC[c2 + 0] = s2_0
+    pC[c3 + 0] = s3_0
+
+
 def micro_1x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     """C[0:1, 0:64] += A[0:1, k0:k1] · B[k0:k1, 0:64], by pointers and strides."""
     c0 = 0 * ldc
@@ -310,3 +393,62 @@ def micro_1x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+
+
+def micro_1x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:8] += A[0:1, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc
+    a0_ = 0 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
+        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
+        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
+        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
+        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+
+
+def micro_1x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:4] += A[0:1, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
+    c0 = 0 * ldc
+    a0_ = 0 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
+
+
+def micro_1x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:2] += A[0:1, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
+    c0 = 0 * ldc
+    a0_ = 0 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
+
+
+def micro_1x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:1] += A[0:1, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
+    c0 = 0 * ldc
+    a0_ = 0 * sa0
+    s0_0 = pC[c0 + 0]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+    pC[c0 + 0] = s0_0

@@ -34,7 +34,7 @@ sums in the same order for any chunking, so all builds give the same bits.
 import numpy as np
 
 from ..jit import kernel, prange
-from .activations import act, dact
+from .activations import act_row, dact
 from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunk, transposed
 
 
@@ -66,8 +66,7 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(qt, hp, WT, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
             for b in range(r0, r1):
-                for o in range(H):
-                    y[t, b, off + o] = act(qt[b, o], code)
+                act_row(y[t, b, off:off + H], qt[b], code)
 
 
 @kernel
