@@ -58,7 +58,7 @@ from numba import prange  # re-exported: kernels import prange from here
 from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
-__all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange", "set_threads", "get_threads",
+__all__ = ["kernel", "serial_when", "SERIAL_WORK", "inline", "helper", "external", "fma", "float32_from_bits", "prange", "set_threads", "get_threads",
            "max_threads", "FASTMATH", "CACHE"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
@@ -196,7 +196,7 @@ def kernel(fn=None, *, parallel: bool = True):
 
     @functools.wraps(fn)
     def dispatch(*args):
-        if _threads > 1:
+        if _threads > 1 and not _serial_scope:
             return par(*args)
         return serial(*args)
 
@@ -204,6 +204,32 @@ def kernel(fn=None, *, parallel: bool = True):
     dispatch.parallel = par
     dispatch.py_func = fn
     return dispatch
+
+
+# Below this many multiply-adds, a layer's call runs the serial builds even with threads to spare:
+# starting a parallel region costs microseconds, more than it saves on such small work, and
+# with one sequence (B = 1) the recurrent sweep has nothing to share anyway. The builds give the
+# same bits, so this changes speed only.
+SERIAL_WORK = 1 << 22
+_serial_scope = 0
+
+
+class serial_when:
+    """``with serial_when(cond):`` runs every kernel called inside on its serial build if
+    ``cond`` is true (layers pass ``work < SERIAL_WORK``)."""
+    __slots__ = ("on",)
+
+    def __init__(self, cond):
+        self.on = bool(cond)
+
+    def __enter__(self):
+        global _serial_scope
+        _serial_scope += self.on
+
+    def __exit__(self, *exc):
+        global _serial_scope
+        _serial_scope -= self.on
+        return False
 
 
 def helper(fn):

@@ -33,17 +33,16 @@ def check_array(name: str, a, shape, dtype, *, what: str = "") -> np.ndarray:
     ``shape`` is a tuple whose entries are ints, or strings naming a free dimension (``'B'``).
     The dtype must match exactly: silently casting float64 to float32 would hide a user's mistake.
     """
-    expected = _fmt_shape(shape)
     if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array of shape {expected} and dtype {np.dtype(dtype)}, "
-                         f"got {type(a).__name__}")
+        raise ValueError(f"{name} must be a numpy array of shape {_fmt_shape(shape)} and dtype "
+                         f"{np.dtype(dtype)}, got {type(a).__name__}")
     if a.ndim != len(shape):
-        raise ValueError(f"{name} must have shape {expected}{what}, got {_fmt_shape(a.shape)} "
+        raise ValueError(f"{name} must have shape {_fmt_shape(shape)}{what}, got {_fmt_shape(a.shape)} "
                          f"({a.ndim} dimensions instead of {len(shape)})")
     for got, want in zip(a.shape, shape):
-        if isinstance(want, (int, np.integer)) and got != want:
-            raise ValueError(f"{name} must have shape {expected}{what}, got {_fmt_shape(a.shape)}")
-    if a.dtype != np.dtype(dtype):
+        if got != want and isinstance(want, (int, np.integer)):
+            raise ValueError(f"{name} must have shape {_fmt_shape(shape)}{what}, got {_fmt_shape(a.shape)}")
+    if a.dtype != dtype:
         raise ValueError(f"{name} must have dtype {np.dtype(dtype)} (the layer's dtype), got {a.dtype}")
     return np.ascontiguousarray(a)
 

@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from ..jit import SERIAL_WORK, serial_when
 from ..kernels.dense import dense_forward
 from ..kernels.gru import gru_backward, gru_forward
 from ..kernels.lstm import lstm_backward, lstm_forward
@@ -174,7 +175,16 @@ class _Recurrent(Layer):
         return {"x": dx, "h0": self.dh0} if self._check_h0 else {"x": dx}
 
     # -- the stack --------------------------------------------------------------------------
+    def _work(self, B, T):
+        """Multiply-adds of one layer's forward: T·B·G·H·(I + H) (the first layer's I)."""
+        GH = self.GATES * self.hidden_size
+        return T * B * GH * (self.input_size + self.hidden_size) * self.num_layers * self.num_directions
+
     def _run_forward(self, x):
+        with serial_when(self._work(x.shape[0], x.shape[1]) < SERIAL_WORK):
+            return self._run_forward_kernels(x)
+
+    def _run_forward_kernels(self, x):
         B, T, _ = x.shape
         ws = self._ws
         np.copyto(ws.xt, x.transpose(1, 0, 2))
@@ -206,6 +216,10 @@ class _Recurrent(Layer):
         the list of initial-state gradients (fresh arrays)."""
         if not self._ready:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        with serial_when(self._work(self._ws.B, self._ws.T) < SERIAL_WORK):
+            return self._run_backward_kernels(dout, dstates)
+
+    def _run_backward_kernels(self, dout, dstates):
         ws = self._ws
         B, T, H, D, L = ws.B, ws.T, self.hidden_size, self.num_directions, self.num_layers
         top = ws.dy[L - 1]
