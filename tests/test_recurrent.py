@@ -478,3 +478,15 @@ def test_failed_forward_leaves_no_stale_state_for_backward():
         layer.forward(x, (np.ones((1, 2, H)), np.ones((1, 5, H))))
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(np.zeros((2, 3, H)))
+
+
+def test_lstm_takes_its_state_as_h0_too(rng):
+    """forward(x, h0=...) as for the RNN and GRU; for the LSTM the state is the pair (h0, c0)."""
+    lstm = LSTM(3, 4, seed=0)
+    x = rng.standard_normal((2, 5, 3))
+    h0, c0 = rng.standard_normal((1, 2, 4)), rng.standard_normal((1, 2, 4))
+    out_a, (h_a, c_a) = lstm.forward(x, (h0, c0))
+    out_b, (h_b, c_b) = lstm.forward(x, h0=(h0, c0))
+    assert np.array_equal(out_a, out_b) and np.array_equal(h_a, h_b) and np.array_equal(c_a, c_b)
+    with pytest.raises(ValueError, match="once"):
+        lstm.forward(x, (h0, c0), h0=(h0, c0))

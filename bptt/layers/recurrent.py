@@ -369,7 +369,13 @@ class LSTM(_Recurrent):
                 c_n[l * D + d] = ws.c[l * D + d][ws.T - 1 if d == 0 else 0]
         return c_n
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, *, h0=None):
+        """(out, (h_n, c_n)) from x (B, T, I) and the initial state (h0, c0), each (L·D, B, H)
+        (zeros if None). The state may be passed as ``h0=(h0, c0)`` too, as in the RNN and GRU."""
+        if h0 is not None:
+            if state is not None:
+                raise ValueError("give the initial state once: as state or as h0, not both")
+            state = h0
         x = self._check_x(x)
         if state is None:
             h0 = c0 = None
