@@ -15,7 +15,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunk, transposed
+from .dense import COLS, ROWS, acc_tile, row_chunk, transpose_band
 
 
 @kernel
@@ -32,7 +32,9 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    WT = transposed(W_hh)     # (H, 3H): row j holds W_hh[:, j], contiguous in u
+    WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, 3H)
+    for band in prange((W_hh.shape[1] + 15) // 16):
+        transpose_band(WT, W_hh, band * 16)
     rc = row_chunk(B)
     for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
         r0 = ch * rc

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunk, transposed
+from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunk, transpose_band
 
 
 @kernel
@@ -49,7 +49,9 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    WT = transposed(W_hh)     # (H, H): row j holds W_hh[:, j], contiguous in o
+    WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, H)
+    for band in prange((W_hh.shape[1] + 15) // 16):
+        transpose_band(WT, W_hh, band * 16)
     rc = row_chunk(B)
     for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
         r0 = ch * rc
