@@ -7,7 +7,7 @@ Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · 
 row-contiguous in c, and computed by :func:`acc_tile` on one tile of at most ``ROWS`` rows ×
 ``COLS`` columns: k in blocks of ``KC`` (so that the panel Bm[k-block, tile columns] stays in L2
 while the tile's rows reuse it), and inside a block, register-blocked micro-kernels
-(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 16, 8, 4, 2 and 1 columns for the
+(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 32, 16, 8, 4, 2 and 1 columns for the
 tile's last columns, and the same for single rows. Every path computes each output the same way,
 
     s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
@@ -121,12 +121,14 @@ else:
     _compile_micro()
 
 micro_4x64 = _micro_caller(4, 64)
+micro_4x32 = _micro_caller(4, 32)
 micro_4x16 = _micro_caller(4, 16)
 micro_4x8 = _micro_caller(4, 8)
 micro_4x4 = _micro_caller(4, 4)
 micro_4x2 = _micro_caller(4, 2)
 micro_4x1 = _micro_caller(4, 1)
 micro_1x64 = _micro_caller(1, 64)
+micro_1x32 = _micro_caller(1, 32)
 micro_1x16 = _micro_caller(1, 16)
 micro_1x8 = _micro_caller(1, 8)
 micro_1x4 = _micro_caller(1, 4)
@@ -139,8 +141,8 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 
     C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
-    element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile, then 16, 8, 4, 2 and 1
-    columns the rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
+    element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile, then 32, 16, 8, 4, 2 and
+    1 columns the rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
     """
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
@@ -151,7 +153,10 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
                 while c + 64 <= c1:
                     micro_4x64(C, A, Bm, n, c, boff, kb, ke)
                     c += 64
-                while c + 16 <= c1:
+                if c + 32 <= c1:
+                    micro_4x32(C, A, Bm, n, c, boff, kb, ke)
+                    c += 32
+                if c + 16 <= c1:
                     micro_4x16(C, A, Bm, n, c, boff, kb, ke)
                     c += 16
                 if c + 8 <= c1:
@@ -171,7 +176,10 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
                 while c + 64 <= c1:
                     micro_1x64(C, A, Bm, n, c, boff, kb, ke)
                     c += 64
-                while c + 16 <= c1:
+                if c + 32 <= c1:
+                    micro_1x32(C, A, Bm, n, c, boff, kb, ke)
+                    c += 32
+                if c + 16 <= c1:
                     micro_1x16(C, A, Bm, n, c, boff, kb, ke)
                     c += 16
                 if c + 8 <= c1:

@@ -13,7 +13,7 @@ the scalar variables s<r>_<w> for the whole k loop (see :mod:`bptt.kernels.micro
 """
 from ..jit import fma
 
-SIZES = ((4, 64), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+SIZES = ((4, 64), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 
 
 def micro_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -151,6 +151,79 @@ def micro_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c3 + 40] = s3_40; pC[c3 + 41] = s3_41; pC[c3 + 42] = s3_42; pC[c3 + 43] = s3_43; pC[c3 + 44] = s3_44; pC[c3 + 45] = s3_45; pC[c3 + 46] = s3_46; pC[c3 + 47] = s3_47
     pC[c3 + 48] = s3_48; pC[c3 + 49] = s3_49; pC[c3 + 50] = s3_50; pC[c3 + 51] = s3_51; pC[c3 + 52] = s3_52; pC[c3 + 53] = s3_53; pC[c3 + 54] = s3_54; pC[c3 + 55] = s3_55
     pC[c3 + 56] = s3_56; pC[c3 + 57] = s3_57; pC[c3 + 58] = s3_58; pC[c3 + 59] = s3_59; pC[c3 + 60] = s3_60; pC[c3 + 61] = s3_61; pC[c3 + 62] = s3_62; pC[c3 + 63] = s3_63
+
+
+def micro_4x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:4, 0:32] += A[0:4, k0:k1] · B[k0:k1, 0:32], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
+    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]; s1_12 = pC[c1 + 12]; s1_13 = pC[c1 + 13]; s1_14 = pC[c1 + 14]; s1_15 = pC[c1 + 15]
+    s1_16 = pC[c1 + 16]; s1_17 = pC[c1 + 17]; s1_18 = pC[c1 + 18]; s1_19 = pC[c1 + 19]; s1_20 = pC[c1 + 20]; s1_21 = pC[c1 + 21]; s1_22 = pC[c1 + 22]; s1_23 = pC[c1 + 23]
+    s1_24 = pC[c1 + 24]; s1_25 = pC[c1 + 25]; s1_26 = pC[c1 + 26]; s1_27 = pC[c1 + 27]; s1_28 = pC[c1 + 28]; s1_29 = pC[c1 + 29]; s1_30 = pC[c1 + 30]; s1_31 = pC[c1 + 31]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]; s2_12 = pC[c2 + 12]; s2_13 = pC[c2 + 13]; s2_14 = pC[c2 + 14]; s2_15 = pC[c2 + 15]
+    s2_16 = pC[c2 + 16]; s2_17 = pC[c2 + 17]; s2_18 = pC[c2 + 18]; s2_19 = pC[c2 + 19]; s2_20 = pC[c2 + 20]; s2_21 = pC[c2 + 21]; s2_22 = pC[c2 + 22]; s2_23 = pC[c2 + 23]
+    s2_24 = pC[c2 + 24]; s2_25 = pC[c2 + 25]; s2_26 = pC[c2 + 26]; s2_27 = pC[c2 + 27]; s2_28 = pC[c2 + 28]; s2_29 = pC[c2 + 29]; s2_30 = pC[c2 + 30]; s2_31 = pC[c2 + 31]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
+    s3_8 = pC[c3 + 8]; s3_9 = pC[c3 + 9]; s3_10 = pC[c3 + 10]; s3_11 = pC[c3 + 11]; s3_12 = pC[c3 + 12]; s3_13 = pC[c3 + 13]; s3_14 = pC[c3 + 14]; s3_15 = pC[c3 + 15]
+    s3_16 = pC[c3 + 16]; s3_17 = pC[c3 + 17]; s3_18 = pC[c3 + 18]; s3_19 = pC[c3 + 19]; s3_20 = pC[c3 + 20]; s3_21 = pC[c3 + 21]; s3_22 = pC[c3 + 22]; s3_23 = pC[c3 + 23]
+    s3_24 = pC[c3 + 24]; s3_25 = pC[c3 + 25]; s3_26 = pC[c3 + 26]; s3_27 = pC[c3 + 27]; s3_28 = pC[c3 + 28]; s3_29 = pC[c3 + 29]; s3_30 = pC[c3 + 30]; s3_31 = pC[c3 + 31]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
+        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4); s1_4 = fma(a1, b, s1_4); s2_4 = fma(a2, b, s2_4); s3_4 = fma(a3, b, s3_4)
+        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5); s1_5 = fma(a1, b, s1_5); s2_5 = fma(a2, b, s2_5); s3_5 = fma(a3, b, s3_5)
+        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6); s1_6 = fma(a1, b, s1_6); s2_6 = fma(a2, b, s2_6); s3_6 = fma(a3, b, s3_6)
+        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7); s1_7 = fma(a1, b, s1_7); s2_7 = fma(a2, b, s2_7); s3_7 = fma(a3, b, s3_7)
+        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8); s1_8 = fma(a1, b, s1_8); s2_8 = fma(a2, b, s2_8); s3_8 = fma(a3, b, s3_8)
+        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9); s1_9 = fma(a1, b, s1_9); s2_9 = fma(a2, b, s2_9); s3_9 = fma(a3, b, s3_9)
+        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10); s1_10 = fma(a1, b, s1_10); s2_10 = fma(a2, b, s2_10); s3_10 = fma(a3, b, s3_10)
+        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11); s1_11 = fma(a1, b, s1_11); s2_11 = fma(a2, b, s2_11); s3_11 = fma(a3, b, s3_11)
+        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12); s1_12 = fma(a1, b, s1_12); s2_12 = fma(a2, b, s2_12); s3_12 = fma(a3, b, s3_12)
+        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13); s1_13 = fma(a1, b, s1_13); s2_13 = fma(a2, b, s2_13); s3_13 = fma(a3, b, s3_13)
+        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14); s1_14 = fma(a1, b, s1_14); s2_14 = fma(a2, b, s2_14); s3_14 = fma(a3, b, s3_14)
+        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15); s1_15 = fma(a1, b, s1_15); s2_15 = fma(a2, b, s2_15); s3_15 = fma(a3, b, s3_15)
+        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16); s1_16 = fma(a1, b, s1_16); s2_16 = fma(a2, b, s2_16); s3_16 = fma(a3, b, s3_16)
+        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17); s1_17 = fma(a1, b, s1_17); s2_17 = fma(a2, b, s2_17); s3_17 = fma(a3, b, s3_17)
+        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18); s1_18 = fma(a1, b, s1_18); s2_18 = fma(a2, b, s2_18); s3_18 = fma(a3, b, s3_18)
+        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19); s1_19 = fma(a1, b, s1_19); s2_19 = fma(a2, b, s2_19); s3_19 = fma(a3, b, s3_19)
+        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20); s1_20 = fma(a1, b, s1_20); s2_20 = fma(a2, b, s2_20); s3_20 = fma(a3, b, s3_20)
+        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21); s1_21 = fma(a1, b, s1_21); s2_21 = fma(a2, b, s2_21); s3_21 = fma(a3, b, s3_21)
+        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22); s1_22 = fma(a1, b, s1_22); s2_22 = fma(a2, b, s2_22); s3_22 = fma(a3, b, s3_22)
+        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23); s1_23 = fma(a1, b, s1_23); s2_23 = fma(a2, b, s2_23); s3_23 = fma(a3, b, s3_23)
+        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24); s1_24 = fma(a1, b, s1_24); s2_24 = fma(a2, b, s2_24); s3_24 = fma(a3, b, s3_24)
+        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25); s1_25 = fma(a1, b, s1_25); s2_25 = fma(a2, b, s2_25); s3_25 = fma(a3, b, s3_25)
+        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26); s1_26 = fma(a1, b, s1_26); s2_26 = fma(a2, b, s2_26); s3_26 = fma(a3, b, s3_26)
+        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27); s1_27 = fma(a1, b, s1_27); s2_27 = fma(a2, b, s2_27); s3_27 = fma(a3, b, s3_27)
+        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28); s1_28 = fma(a1, b, s1_28); s2_28 = fma(a2, b, s2_28); s3_28 = fma(a3, b, s3_28)
+        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29); s1_29 = fma(a1, b, s1_29); s2_29 = fma(a2, b, s2_29); s3_29 = fma(a3, b, s3_29)
+        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30); s1_30 = fma(a1, b, s1_30); s2_30 = fma(a2, b, s2_30); s3_30 = fma(a3, b, s3_30)
+        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31); s1_31 = fma(a1, b, s1_31); s2_31 = fma(a2, b, s2_31); s3_31 = fma(a3, b, s3_31)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
+    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11; pC[c1 + 12] = s1_12; pC[c1 + 13] = s1_13; pC[c1 + 14] = s1_14; pC[c1 + 15] = s1_15
+    pC[c1 + 16] = s1_16; pC[c1 + 17] = s1_17; pC[c1 + 18] = s1_18; pC[c1 + 19] = s1_19; pC[c1 + 20] = s1_20; pC[c1 + 21] = s1_21; pC[c1 + 22] = s1_22; pC[c1 + 23] = s1_23
+    pC[c1 + 24] = s1_24; pC[c1 + 25] = s1_25; pC[c1 + 26] = s1_26; pC[c1 + 27] = s1_27; pC[c1 + 28] = s1_28; pC[c1 + 29] = s1_29; pC[c1 + 30] = s1_30; pC[c1 + 31] = s1_31
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11; pC[c2 + 12] = s2_12; pC[c2 + 13] = s2_13; pC[c2 + 14] = s2_14; pC[c2 + 15] = s2_15
+    pC[c2 + 16] = s2_16; pC[c2 + 17] = s2_17; pC[c2 + 18] = s2_18; pC[c2 + 19] = s2_19; pC[c2 + 20] = s2_20; pC[c2 + 21] = s2_21; pC[c2 + 22] = s2_22; pC[c2 + 23] = s2_23
+    pC[c2 + 24] = s2_24; pC[c2 + 25] = s2_25; pC[c2 + 26] = s2_26; pC[c2 + 27] = s2_27; pC[c2 + 28] = s2_28; pC[c2 + 29] = s2_29; pC[c2 + 30] = s2_30; pC[c2 + 31] = s2_31
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
+    pC[c3 + 8] = s3_8; pC[c3 + 9] = s3_9; pC[c3 + 10] = s3_10; pC[c3 + 11] = s3_11; pC[c3 + 12] = s3_12; pC[c3 + 13] = s3_13; pC[c3 + 14] = s3_14; pC[c3 + 15] = s3_15
+    pC[c3 + 16] = s3_16; pC[c3 + 17] = s3_17; pC[c3 + 18] = s3_18; pC[c3 + 19] = s3_19; pC[c3 + 20] = s3_20; pC[c3 + 21] = s3_21; pC[c3 + 22] = s3_22; pC[c3 + 23] = s3_23
+    pC[c3 + 24] = s3_24; pC[c3 + 25] = s3_25; pC[c3 + 26] = s3_26; pC[c3 + 27] = s3_27; pC[c3 + 28] = s3_28; pC[c3 + 29] = s3_29; pC[c3 + 30] = s3_30; pC[c3 + 31] = s3_31
 
 
 def micro_4x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -364,6 +437,55 @@ def micro_1x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c0 + 40] = s0_40; pC[c0 + 41] = s0_41; pC[c0 + 42] = s0_42; pC[c0 + 43] = s0_43; pC[c0 + 44] = s0_44; pC[c0 + 45] = s0_45; pC[c0 + 46] = s0_46; pC[c0 + 47] = s0_47
     pC[c0 + 48] = s0_48; pC[c0 + 49] = s0_49; pC[c0 + 50] = s0_50; pC[c0 + 51] = s0_51; pC[c0 + 52] = s0_52; pC[c0 + 53] = s0_53; pC[c0 + 54] = s0_54; pC[c0 + 55] = s0_55
     pC[c0 + 56] = s0_56; pC[c0 + 57] = s0_57; pC[c0 + 58] = s0_58; pC[c0 + 59] = s0_59; pC[c0 + 60] = s0_60; pC[c0 + 61] = s0_61; pC[c0 + 62] = s0_62; pC[c0 + 63] = s0_63
+
+
+def micro_1x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:32] += A[0:1, k0:k1] · B[k0:k1, 0:32], by pointers and strides."""
+    c0 = 0 * ldc
+    a0_ = 0 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
+    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
+        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
+        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
+        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
+        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
+        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8)
+        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9)
+        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10)
+        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11)
+        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12)
+        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13)
+        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14)
+        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
+        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16)
+        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17)
+        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18)
+        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19)
+        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20)
+        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21)
+        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22)
+        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23)
+        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24)
+        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25)
+        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26)
+        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27)
+        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28)
+        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29)
+        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30)
+        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
+    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
 
 
 def micro_1x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
