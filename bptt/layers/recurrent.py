@@ -96,8 +96,16 @@ class _Recurrent(Layer):
         return f"_l{l}" + ("_reverse" if d else "")
 
     def _names(self, l, d):
+        try:
+            return self._name_cache[l, d]
+        except AttributeError:
+            self._name_cache = {}
+        except KeyError:
+            pass
         sfx = self._suffix(l, d)
-        return ("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx, "bias_hh" + sfx)
+        names = ("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx, "bias_hh" + sfx)
+        self._name_cache[l, d] = names
+        return names
 
     def _extra_repr(self) -> str:
         return ""
@@ -138,6 +146,14 @@ class _Recurrent(Layer):
         ws.h0 = np.empty((L * D, B, H), dt)
         ws.dg = np.empty((T, B, GH), dt)                               # shared by every backward
         ws.dh = np.empty((B, H), dt)
+        ws.zeros = np.zeros((L * D, B, H), dt)                         # a final-state gradient of None
+        # the same arrays as (T·B, ·) matrices, for the kernels that treat every step at once
+        ws.xt2 = ws.xt.reshape(T * B, -1)
+        ws.dxt2 = ws.dxt.reshape(T * B, -1)
+        ws.y2 = [a.reshape(T * B, -1) for a in ws.y]
+        ws.dy2 = [a.reshape(T * B, -1) for a in ws.dy]
+        ws.gates2 = [a.reshape(T * B, -1) for a in ws.gates]
+        ws.dg2 = ws.dg.reshape(T * B, -1)
         self._alloc_extra(ws)
         self._ws = ws
         self._ready = False
@@ -188,13 +204,13 @@ class _Recurrent(Layer):
         B, T, _ = x.shape
         ws = self._ws
         np.copyto(ws.xt, x.transpose(1, 0, 2))
+        params = self.params
         for l in range(self.num_layers):
-            xin = ws.xt if l == 0 else ws.y[l - 1]
+            xin2 = ws.xt2 if l == 0 else ws.y2[l - 1]
             for d in range(self.num_directions):
-                W_ih, W_hh, b_ih, b_hh = (self.params[n] for n in self._names(l, d))
+                W_ih, W_hh, b_ih, b_hh = (params[n] for n in self._names(l, d))
                 k = l * self.num_directions + d
-                g = ws.gates[k]
-                dense_forward(g.reshape(T * B, -1), xin.reshape(T * B, -1), W_ih, b_ih)
+                dense_forward(ws.gates2[k], xin2, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
         out = np.ascontiguousarray(ws.y[-1].transpose(1, 0, 2))
@@ -228,25 +244,20 @@ class _Recurrent(Layer):
         else:
             dout = check_array("dout", dout, (B, T, D * H), self.dtype, what=" (the shape of out)")
             np.copyto(top, dout.transpose(1, 0, 2))
-        dfinal = []
-        for name, a in dstates:
-            if a is None:
-                dfinal.append(np.zeros((L * D, B, H), self.dtype))
-            else:
-                dfinal.append(self._check_state(name, a, B))
+        # kernels only read the final-state gradients: None shares one array of zeros
+        dfinal = [ws.zeros if a is None else self._check_state(name, a, B) for name, a in dstates]
         dinit = [np.zeros((L * D, B, H), self.dtype) for _ in dstates]
+        params, grads, dg2 = self.params, self.grads, ws.dg2
         for l in range(L - 1, -1, -1):
-            xin = ws.xt if l == 0 else ws.y[l - 1]
-            dxin = ws.dxt if l == 0 else ws.dy[l - 1]
-            dxin.fill(0)
-            x2 = xin.reshape(T * B, -1)
-            dx2 = dxin.reshape(T * B, -1)
+            x2 = ws.xt2 if l == 0 else ws.y2[l - 1]
+            dx2 = ws.dxt2 if l == 0 else ws.dy2[l - 1]
+            dx2.fill(0)
             for d in range(D):
-                W_ih, W_hh, b_ih, b_hh = (self.params[n] for n in self._names(l, d))
-                dW_ih, dW_hh, db_ih, db_hh = (self.grads[n] for n in self._names(l, d))
+                names = self._names(l, d)
+                W_ih, W_hh = params[names[0]], params[names[1]]
+                dW_ih, dW_hh, db_ih, db_hh = (grads[n] for n in names)
                 k = l * D + d
                 dgh = self._cell_backward(ws, l, d, k, W_hh, [a[k] for a in dfinal], [a[k] for a in dinit])
-                dg2 = ws.dg.reshape(T * B, -1)
                 input_backward_params(dW_ih, db_ih, dg2, x2)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dx2, dg2, W_ih)
