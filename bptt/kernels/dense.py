@@ -50,9 +50,11 @@ def transpose_band(out, W, i0):
     i1 = min(I, i0 + 16)
     for o0 in range(0, O, 16):
         o1 = min(O, o0 + 16)
-        for i in range(i0, i1):
-            for o in range(o0, o1):
-                out[i, o] = W[o, i]
+        blk = W[o0:o1, i0:i1]           # block views: the index arithmetic stays out of the loop
+        out_blk = out[i0:i1, o0:o1]
+        for i in range(i1 - i0):
+            for o in range(o1 - o0):
+                out_blk[i, o] = blk[o, i]
 
 
 # -- the micro-kernels, compiled once per dtype and called by name ------------------------------
