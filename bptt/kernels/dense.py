@@ -21,13 +21,13 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from ..jit import external, fma, helper, inline, kernel, prange
+from ..jit import external, fma, helper, inline, kernel, max_threads, prange
 from . import micro
 
 ROWS = 32    # rows of C per tile
 COLS = 256   # columns of C per tile (a panel of Bm, KC × COLS, is reused by the tile's rows)
 KC = 256     # k per block inside a tile
-CHUNK = 16   # at most this many batch rows per parallel chunk of a recurrent sweep
+CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core
 
 
 @helper
@@ -219,10 +219,11 @@ def add_column_sums(db, g):
 @inline
 def row_chunk(B):
     """Rows per chunk when a recurrent sweep splits its B independent sequences into parallel
-    chunks: the fewest chunks of at most CHUNK rows, of even size. Results never depend on it
-    (every row's sums run in a fixed order whatever the chunking)."""
-    nch = (B + CHUNK - 1) // CHUNK
-    return (B + nch - 1) // nch
+    chunks: one chunk per core, rounded up to whole blocks of 4 rows (the micro-kernels'
+    height), so that each thread streams W_hh through its cache once per step for as many rows
+    as it can. Results never depend on it: every row's sums run in the same order in any chunk."""
+    rc = (B + CHUNKS - 1) // CHUNKS
+    return (rc + 3) // 4 * 4
 
 
 @inline

@@ -24,7 +24,7 @@ Output columns. The hidden states go straight into the layer's output y (T, B, D
 direction owns the columns ``off:off+H`` (0 forward, H reverse), so a bidirectional layer's
 output is assembled without a copy and the next layer reads it as its input.
 
-Parallelism. The cell kernels run ``prange`` over chunks of at most ``CHUNK`` batch rows
+Parallelism. The cell kernels run ``prange`` over chunks of batch rows, one per core
 (:func:`bptt.kernels.dense.row_chunk`) with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
 written by one thread, and a chunk's rows share each panel of W_hh they load. The weight-gradient
