@@ -22,6 +22,11 @@ fastmath
     runs. Without them every correct compilation gives the same bits, so kernels get their speed
     from vectorising across independent outputs instead of inside reductions. ``nnan``/``ninf``
     would in any case stay off, so that NaN and infinity checks keep working.
+error model
+    NumPy's: a division by zero gives ±inf or NaN, as IEEE says, instead of Python's
+    ZeroDivisionError. The check Python's model puts before every division kept loops with a
+    division (σ, tanh) from being vectorised: 3.1 ns per σ instead of 0.4 in the serial build
+    (the ``prange`` bodies already used NumPy's model).
 fma
     ``fma(a, b, c)`` is a·b + c rounded once: LLVM's ``llvm.fma`` intrinsic, one ``vfmadd``
     instruction, scalar or vectorised. Unlike fastmath's ``contract``, which lets the optimiser
@@ -62,6 +67,7 @@ __all__ = ["kernel", "serial_when", "SERIAL_WORK", "inline", "helper", "external
            "max_threads", "FASTMATH", "CACHE"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
+ERROR_MODEL = "numpy"  # x / 0 is inf or NaN (IEEE), not a ZeroDivisionError check in every loop
 CACHE = os.environ.get("BPTT_CACHE", "1") not in ("0", "false", "no", "")
 if "NUMBA_SLP_VECTORIZE" not in os.environ:
     numba.config.SLP_VECTORIZE = 1   # see the module docstring; read at each compilation
@@ -190,9 +196,10 @@ def kernel(fn=None, *, parallel: bool = True):
     """
     if fn is None:
         return functools.partial(kernel, parallel=parallel)
-    serial = numba.njit(_renamed(fn, f"__serial_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True)
+    serial = numba.njit(_renamed(fn, f"__serial_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
+                        error_model=ERROR_MODEL)
     par = (numba.njit(_renamed(fn, f"__parallel_{_HASH}"), cache=CACHE, fastmath=FASTMATH, parallel=True,
-                      nogil=True) if parallel else serial)
+                      error_model=ERROR_MODEL,                      nogil=True) if parallel else serial)
 
     @functools.wraps(fn)
     def dispatch(*args):
@@ -234,7 +241,7 @@ class serial_when:
 
 def helper(fn):
     """Compile an array helper that kernels call; LLVM inlines it or not."""
-    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True)
+    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True, error_model=ERROR_MODEL)
 
 
 def external(fn, signature, symbol: str):
@@ -247,14 +254,15 @@ def external(fn, signature, symbol: str):
     is imported, so the symbol exists before any kernel that calls it is compiled or loaded.
     """
     import llvmlite.binding as ll
-    compiled = numba.cfunc(signature, cache=CACHE, fastmath=FASTMATH, nopython=True)(fn)
+    compiled = numba.cfunc(signature, cache=CACHE, fastmath=FASTMATH, nopython=True,
+                           error_model=ERROR_MODEL)(fn)
     ll.add_symbol(symbol, compiled.address)
     return compiled
 
 
 def inline(fn):
     """Compile a scalar helper that other kernels call (``x -> f(x)``); inlined into its callers."""
-    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, inline="always")
+    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 
 
 _init_from_env()
