@@ -217,13 +217,14 @@ def add_column_sums(db, g):
 
 
 @inline
-def row_chunk(B):
-    """Rows per chunk when a recurrent sweep splits its B independent sequences into parallel
-    chunks: one chunk per core, rounded up to whole blocks of 4 rows (the micro-kernels'
-    height), so that each thread streams W_hh through its cache once per step for as many rows
-    as it can. Results never depend on it: every row's sums run in the same order in any chunk."""
-    rc = (B + CHUNKS - 1) // CHUNKS
-    return (rc + 3) // 4 * 4
+def row_chunks(B):
+    """(chunks, rows per chunk) when a recurrent sweep splits its B independent sequences into
+    parallel chunks: one chunk per core (at most), in whole blocks of 4 rows (the micro-kernels'
+    height), the last chunk taking what is left; so each thread streams W_hh through its cache
+    once per step for all its rows. Results never depend on it: every row's sums run in the same
+    order in any chunk."""
+    rc = max(4, (B + CHUNKS - 1) // CHUNKS // 4 * 4)
+    return min(CHUNKS, (B + rc - 1) // rc), rc
 
 
 @inline

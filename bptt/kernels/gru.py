@@ -15,7 +15,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunk, transpose_band
+from .dense import COLS, ROWS, acc_tile, row_chunks, transpose_band
 
 
 @kernel
@@ -35,10 +35,10 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, 3H)
     for band in prange((W_hh.shape[1] + 15) // 16):
         transpose_band(WT, W_hh, band * 16)
-    rc = row_chunk(B)
-    for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
+    nch, rc = row_chunks(B)
+    for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
-        r1 = min(B, r0 + rc)
+        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for s in range(T):
             t = T - 1 - s if reverse else s
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
@@ -87,10 +87,10 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    rc = row_chunk(B)
-    for ch in prange((B + rc - 1) // rc):
+    nch, rc = row_chunks(B)
+    for ch in prange(nch):
         r0 = ch * rc
-        r1 = min(B, r0 + rc)
+        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for b in range(r0, r1):
             for o in range(H):
                 dh[b, o] = dh_n[b, o]

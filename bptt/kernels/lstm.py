@@ -17,7 +17,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunk, transpose_band
+from .dense import COLS, ROWS, acc_tile, row_chunks, transpose_band
 
 
 @kernel
@@ -36,10 +36,10 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, 4H)
     for band in prange((W_hh.shape[1] + 15) // 16):
         transpose_band(WT, W_hh, band * 16)
-    rc = row_chunk(B)
-    for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
+    nch, rc = row_chunks(B)
+    for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
-        r1 = min(B, r0 + rc)
+        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for s in range(T):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
@@ -95,10 +95,10 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    rc = row_chunk(B)
-    for ch in prange((B + rc - 1) // rc):
+    nch, rc = row_chunks(B)
+    for ch in prange(nch):
         r0 = ch * rc
-        r1 = min(B, r0 + rc)
+        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for b in range(r0, r1):
             for o in range(H):
                 dh[b, o] = dh_n[b, o]

@@ -25,7 +25,7 @@ direction owns the columns ``off:off+H`` (0 forward, H reverse), so a bidirectio
 output is assembled without a copy and the next layer reads it as its input.
 
 Parallelism. The cell kernels run ``prange`` over chunks of batch rows, one per core
-(:func:`bptt.kernels.dense.row_chunk`) with the time loop inside: sequences are independent, so
+(:func:`bptt.kernels.dense.row_chunks`) with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
 written by one thread, and a chunk's rows share each panel of W_hh they load. The weight-gradient
 and dx passes run over tiles of their outputs. No sum is split across threads, and every output
@@ -35,7 +35,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunk, transpose_band
+from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunks, transpose_band
 
 
 @kernel
@@ -52,10 +52,10 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, H)
     for band in prange((W_hh.shape[1] + 15) // 16):
         transpose_band(WT, W_hh, band * 16)
-    rc = row_chunk(B)
-    for ch in prange((B + rc - 1) // rc):  # sequences are independent: one region, time inside
+    nch, rc = row_chunks(B)
+    for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
-        r1 = min(B, r0 + rc)
+        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for s in range(T):
             t = T - 1 - s if reverse else s
             # h_prev: h0 at the first processed step, else the previous step's columns of y
@@ -90,10 +90,10 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
     T, B, H = q.shape
-    rc = row_chunk(B)
-    for ch in prange((B + rc - 1) // rc):
+    nch, rc = row_chunks(B)
+    for ch in prange(nch):
         r0 = ch * rc
-        r1 = min(B, r0 + rc)
+        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for b in range(r0, r1):
             for o in range(H):
                 dh[b, o] = dh_n[b, o]
