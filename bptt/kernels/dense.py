@@ -252,9 +252,11 @@ def dense_forward(y, x, W, b):
         c0 = (tile % per_row) * COLS
         n1 = min(N, n0 + ROWS)
         c1 = min(O, c0 + COLS)
-        for n in range(n0, n1):
-            for o in range(c0, c1):
-                y[n, o] = b[o]
+        bt = b[c0:c1]
+        for n in range(n0, n1):          # row views: 2-D indexing in the loop would not vectorise
+            yn = y[n, c0:c1]
+            for o in range(c1 - c0):
+                yn[o] = bt[o]
         acc_tile(y, x, WT, n0, n1, c0, c1, 0, 0, I)
 
 

@@ -43,8 +43,7 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
             t = T - 1 - s if reverse else s
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
             for b in range(r0, r1):
-                for u in range(G3):
-                    m[b, u] = b_hh[u]
+                m[b, :] = b_hh
             for k0 in range(0, G3, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(m, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G3, k0 + COLS), 0, 0, H)
@@ -92,27 +91,33 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
         r0 = ch * rc
         r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for b in range(r0, r1):
-            for o in range(H):
-                dh[b, o] = dh_n[b, o]
+            dh[b, :] = dh_n[b, :]
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
-            for b in range(r0, r1):
+            for b in range(r0, r1):       # row views, so that the loop vectorises
+                gb = gates[t, b]
+                dgxb = dgx[t, b]
+                dghb = dgh[t, b]
+                mnb = mn[t, b]
+                dyb = dy[t, b, off:off + H]
+                hpb = hp[b]
+                dhb = dh[b]
                 for o in range(H):
-                    r = gates[t, b, o]
-                    z = gates[t, b, H + o]
-                    n = gates[t, b, 2 * H + o]
-                    dht = dy[t, b, off + o] + dh[b, o]
+                    r = gb[o]
+                    z = gb[H + o]
+                    n = gb[2 * H + o]
+                    dht = dyb[o] + dhb[o]
                     dan = dht * (1.0 - z) * (1.0 - n * n)
-                    dar = dan * mn[t, b, o] * r * (1.0 - r)
-                    daz = dht * (hp[b, o] - n) * z * (1.0 - z)
-                    dgx[t, b, o] = dar
-                    dgx[t, b, H + o] = daz
-                    dgx[t, b, 2 * H + o] = dan
-                    dgh[t, b, o] = dar
-                    dgh[t, b, H + o] = daz
-                    dgh[t, b, 2 * H + o] = dan * r
-                    dh[b, o] = dht * z     # the direct path h_prev -> h_t
+                    dar = dan * mnb[o] * r * (1.0 - r)
+                    daz = dht * (hpb[o] - n) * z * (1.0 - z)
+                    dgxb[o] = dar
+                    dgxb[H + o] = daz
+                    dgxb[2 * H + o] = dan
+                    dghb[o] = dar
+                    dghb[H + o] = daz
+                    dghb[2 * H + o] = dan * r
+                    dhb[o] = dht * z     # the direct path h_prev -> h_t
             for k0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(dh, dgh[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G3)

@@ -47,9 +47,10 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
             cp = c0 if s == 0 else c[tp]                    # c_prev
             a = gates[t]
             # a = projection + b_hh + h_prev·W_hhᵀ for all 4H units (tiles of the chunk's rows)
-            for b in range(r0, r1):
+            for b in range(r0, r1):       # row views, so that the loops vectorise
+                ab = a[b]
                 for u in range(G4):
-                    a[b, u] += b_hh[u]
+                    ab[u] += b_hh[u]
             for k0 in range(0, G4, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(a, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G4, k0 + COLS), 0, 0, H)
@@ -100,27 +101,34 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
         r0 = ch * rc
         r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for b in range(r0, r1):
-            for o in range(H):
-                dh[b, o] = dh_n[b, o]
-                dc[b, o] = dc_n[b, o]
+            dh[b, :] = dh_n[b, :]
+            dc[b, :] = dc_n[b, :]
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-            for b in range(r0, r1):
+            for b in range(r0, r1):       # row views, so that the loop vectorises
+                gb = gates[t, b]
+                dab = da[t, b]
+                tcb = tc[t, b]
+                dyb = dy[t, b, off:off + H]
+                cpb = cp[b]
+                dhb = dh[b]
+                dcb = dc[b]
                 for o in range(H):
-                    ig = gates[t, b, o]
-                    fg = gates[t, b, H + o]
-                    gg = gates[t, b, 2 * H + o]
-                    og = gates[t, b, 3 * H + o]
-                    th = tc[t, b, o]
-                    dht = dy[t, b, off + o] + dh[b, o]
-                    dct = dc[b, o] + dht * og * (1.0 - th * th)
-                    da[t, b, o] = dct * gg * ig * (1.0 - ig)
-                    da[t, b, H + o] = dct * cp[b, o] * fg * (1.0 - fg)
-                    da[t, b, 2 * H + o] = dct * ig * (1.0 - gg * gg)
-                    da[t, b, 3 * H + o] = dht * th * og * (1.0 - og)
-                    dc[b, o] = dct * fg
-                    dh[b, o] = 0.0
+                    ig = gb[o]
+                    fg = gb[H + o]
+                    gg = gb[2 * H + o]
+                    og = gb[3 * H + o]
+                    th = tcb[o]
+                    dht = dyb[o] + dhb[o]
+                    dct = dcb[o] + dht * og * (1.0 - th * th)
+                    dab[o] = dct * gg * ig * (1.0 - ig)
+                    dab[H + o] = dct * cpb[o] * fg * (1.0 - fg)
+                    dab[2 * H + o] = dct * ig * (1.0 - gg * gg)
+                    dab[3 * H + o] = dht * th * og * (1.0 - og)
+                    dcb[o] = dct * fg
+                    dhb[o] = 0.0
+
             for k0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(dh, da[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G4)

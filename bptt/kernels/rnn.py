@@ -61,9 +61,10 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
             # h_prev: h0 at the first processed step, else the previous step's columns of y
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
             qt = q[t]
-            for b in range(r0, r1):
+            for b in range(r0, r1):       # row views, so that the loops vectorise
+                qb = qt[b]
                 for o in range(H):
-                    qt[b, o] += b_hh[o]
+                    qb[o] += b_hh[o]
             for c0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(qt, hp, WT, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
@@ -95,15 +96,18 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
         r0 = ch * rc
         r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
         for b in range(r0, r1):
-            for o in range(H):
-                dh[b, o] = dh_n[b, o]
+            dh[b, :] = dh_n[b, :]
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
-            for b in range(r0, r1):
+            for b in range(r0, r1):       # row views, so that the loop vectorises
+                dyb = dy[t, b, off:off + H]
+                yb = y[t, b, off:off + H]
+                qb = q[t, b]
+                dqb = dq[t, b]
+                dhb = dh[b]
                 for o in range(H):
-                    g = dy[t, b, off + o] + dh[b, o]
-                    dq[t, b, o] = g * dact(q[t, b, o], y[t, b, off + o], code)
-                    dh[b, o] = 0.0
+                    dqb[o] = (dyb[o] + dhb[o]) * dact(qb[o], yb[o], code)
+                    dhb[o] = 0.0
             for c0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(dh, dq[t], W_hh, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
