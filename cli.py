@@ -221,7 +221,8 @@ def _user_errors():
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for the kernels (as the global --threads). [default: all cores]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/lm", show_default=True,
-              help="Run folder: checkpoint.bptt and metrics.jsonl go here.")
+              help="Run folder: checkpoint.bptt (the latest), best.bptt (the lowest validation loss) "
+                   "and metrics.jsonl go here.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq_len, batch_size,
           steps, epochs, minutes, lr, optimizer, momentum, weight_decay, schedule, warmup,
@@ -285,6 +286,9 @@ def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq
     val = summary["val"]["val_loss"] if summary["val"] else float("nan")
     click.echo(f"final: step {summary['step']}, validation loss {val:.4f} nats/token vs unigram "
                f"baseline {summary['unigram']:.4f}; checkpoint {summary['checkpoint']}")
+    if summary.get("best_step") is not None and summary["best_step"] != summary["step"]:
+        click.echo(f"best: step {summary['best_step']}, validation loss {summary['best_val']:.4f} "
+                   f"nats/token; checkpoint {summary['best_checkpoint']}")
 
 
 @main.command()

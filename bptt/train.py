@@ -31,6 +31,7 @@ from .optim import clip_grad_norm, clip_grad_value, make_optimizer, make_schedul
 
 CHECKPOINT_NAME = "checkpoint.bptt"
 METRICS_NAME = "metrics.jsonl"
+BEST_NAME = "best.bptt"   # the checkpoint of the lowest validation loss so far
 # What a language-model checkpoint must hold to be loaded for use, and to resume training.
 MODEL_KEYS = ("config.seq_len", "config.batch_size", "model_config", "model", "tokenizer")
 RESUME_KEYS = MODEL_KEYS + ("step", "optim", "batcher", "rng", "data.fingerprint", "metrics")
@@ -187,6 +188,7 @@ class Trainer:
         self.state = None
         self.unigram = unigram_baseline(self.train_ids, self.val_ids, self.tokenizer.vocab_size)
         self.best_val = None
+        self.best_step = None
         self.last_val = None
         self._stop = False
         if checkpoint is not None:
@@ -234,6 +236,7 @@ class Trainer:
             self.rng.bit_generator.state = ckpt["rng"]
             self.step = int(ckpt["step"])
             self.best_val = ckpt["metrics"].get("best_val")
+            self.best_step = ckpt["metrics"].get("best_step")
             self.last_val = ckpt["metrics"].get("val")
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
@@ -254,7 +257,8 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "data": {"fingerprint": self.fingerprint, "train_tokens": int(self.train_ids.size),
                      "val_tokens": int(self.val_ids.size)},
-            "metrics": {"val": self.last_val, "best_val": self.best_val, "unigram": self.unigram},
+            "metrics": {"val": self.last_val, "best_val": self.best_val, "best_step": self.best_step,
+                        "unigram": self.unigram},
         }
 
     def save(self) -> Path:
@@ -366,7 +370,9 @@ class Trainer:
         elif not (self.out_dir / CHECKPOINT_NAME).exists():
             on_event("save", {"path": str(self.save()), "step": self.step})
         return {"reason": reason, "step": self.step, "val": self.last_val, "unigram": self.unigram,
-                "elapsed": time.perf_counter() - start, "checkpoint": str(self.out_dir / CHECKPOINT_NAME)}
+                "elapsed": time.perf_counter() - start, "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
+                "best_val": self.best_val, "best_step": self.best_step,
+                "best_checkpoint": str(self.out_dir / BEST_NAME)}
 
     def request_stop(self) -> None:
         """Finish the current step, then validate, save and return (what Ctrl-C does)."""
@@ -385,10 +391,13 @@ class Trainer:
         rec = {"step": self.step, "val_loss": val, **{f"val_{k}": v for k, v in
                                                       metrics_summary(val, self.tokenizer.kind).items() if k != "unit"}}
         self.last_val = rec
-        if self.best_val is None or val < self.best_val:
-            self.best_val = val
+        improved = self.best_val is None or val < self.best_val
+        if improved:
+            self.best_val, self.best_step = val, self.step
         self._log(rec)
         path = self.save()
+        if improved:   # a long run overfits: keep the weights of the best validation loss too
+            save_checkpoint(self.out_dir / BEST_NAME, self.payload())
         on_event("val", {**rec, "unigram": self.unigram, "unit": metrics_summary(val, self.tokenizer.kind)["unit"],
                          "path": str(path)})
 

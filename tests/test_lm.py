@@ -14,7 +14,7 @@ from bptt.data import UNK_TEXT, CharTokenizer, load_corpus
 from bptt.generate import cosine_top_k, embed_texts, sample
 from bptt.gradcheck import gradcheck
 from bptt.model import LanguageModel, LMConfig
-from bptt.train import CHECKPOINT_NAME, Trainer, TrainConfig, TrainingError, load_model
+from bptt.train import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainConfig, TrainingError, load_model
 from cli import main
 
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang in trees".split()
@@ -99,6 +99,22 @@ def test_train_cli_learns_and_writes_run(corpus, tmp_path):
     assert val[-1]["val_loss"] < val[0]["val_loss"] - 0.3
     assert val[-1]["val_loss"] < ckpt["metrics"]["unigram"]
 
+
+def test_best_checkpoint_holds_the_lowest_validation_loss(corpus, tmp_path):
+    """best.bptt is written whenever the validation loss improves: its step is the argmin of the
+    validation losses in metrics.jsonl, and the final report names it when it is not the last."""
+    out = tmp_path / "run"
+    r = run("train", corpus, *TINY_ARGS, "--lr", "0.2", "--steps", 60, "--out", out)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [l for l in lines if "val_loss" in l]
+    best = min(val, key=lambda v: v["val_loss"])
+    ckpt = load_checkpoint(out / BEST_NAME)
+    assert ckpt["step"] == best["step"]
+    assert ckpt["metrics"]["best_val"] == best["val_loss"] and ckpt["metrics"]["best_step"] == best["step"]
+    if best["step"] != 60:
+        assert f"best: step {best['step']}" in r.output
+    assert run("sample", out / BEST_NAME, "--length", 20).exit_code == 0
 
 def test_refuses_to_overwrite_a_run(corpus, tmp_path):
     out = tmp_path / "run"
