@@ -27,12 +27,15 @@ from . import micro
 ROWS = 32    # rows of C per tile
 COLS = 256   # columns of C per tile (a panel of Bm, KC × COLS, is reused by the tile's rows)
 KC = 256     # k per block inside a tile
-CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core
+CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
+                         # in the compiled kernels: only speed depends on it, never the bits)
 
 
 @helper
 def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c], one element at a time (the tails)."""
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c], one element at a time: the plain
+    form of :func:`acc_tile` (the tests compare the tiles with it bitwise; under
+    ``NUMBA_DISABLE_JIT=1`` it stands in for the micro-kernels)."""
     for n in range(n0, n1):
         for c in range(c0, c1):
             s = C[n, c]
