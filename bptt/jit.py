@@ -13,8 +13,8 @@ threads
     every core Numba sees.
 fastmath
     Off: strict IEEE arithmetic, chosen after measuring. Fused multiply-adds are written out
-    instead, with :func:`fma` (below), wherever a product is accumulated. With ``reassoc`` (re-association, which
-    lets LLVM vectorise a dot product) the serial and the ``prange`` builds of one kernel sum in
+    instead, with :func:`fma` (below), wherever a product is accumulated. With ``reassoc``
+    (re-association, which lets LLVM vectorise a dot product) the serial and the ``prange`` builds of one kernel sum in
     different orders and disagree in the last bits for most shapes; with ``contract`` (fused
     multiply-add) the build loaded from the on-disk cache disagrees with a fresh compile of the
     same function for some shapes (cf. numba#10617: cached parallel code is optimised
@@ -63,8 +63,9 @@ from numba import prange  # re-exported: kernels import prange from here
 from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
-__all__ = ["kernel", "serial_when", "SERIAL_WORK", "inline", "helper", "external", "fma", "float32_from_bits", "prange", "set_threads", "get_threads",
-           "max_threads", "FASTMATH", "CACHE"]
+__all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
+           "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
+           "CACHE"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 ERROR_MODEL = "numpy"  # x / 0 is inf or NaN (IEEE), not a ZeroDivisionError check in every loop
@@ -73,10 +74,15 @@ if "NUMBA_SLP_VECTORIZE" not in os.environ:
     numba.config.SLP_VECTORIZE = 1   # see the module docstring; read at each compilation
 
 
-if numba.config.DISABLE_JIT:
+if numba.config.DISABLE_JIT:   # plain Python stand-ins, for debugging
     def fma(a, b, c):
         """a·b + c (plain Python under NUMBA_DISABLE_JIT=1: two roundings, for debugging only)."""
         return a * b + c
+
+    def float32_from_bits(i):
+        """The float32 whose IEEE bit pattern is the int32 ``i``."""
+        import numpy as np
+        return np.array(i, np.int32).view(np.float32)[()]
 else:
     @_intrinsic
     def fma(typingctx, a, b, c):
@@ -88,12 +94,6 @@ else:
             return builder.fma(*args)
         return a(a, b, c), codegen
 
-if numba.config.DISABLE_JIT:
-    def float32_from_bits(i):
-        """The float32 whose IEEE bit pattern is the int32 ``i``."""
-        import numpy as np
-        return np.array(i, np.int32).view(np.float32)[()]
-else:
     @_intrinsic
     def float32_from_bits(typingctx, i):
         """The float32 whose IEEE bit pattern is the int32 ``i`` (a bitcast, vectorisable)."""
@@ -199,7 +199,7 @@ def kernel(fn=None, *, parallel: bool = True):
     serial = numba.njit(_renamed(fn, f"__serial_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
                         error_model=ERROR_MODEL)
     par = (numba.njit(_renamed(fn, f"__parallel_{_HASH}"), cache=CACHE, fastmath=FASTMATH, parallel=True,
-                      error_model=ERROR_MODEL,                      nogil=True) if parallel else serial)
+                      error_model=ERROR_MODEL, nogil=True) if parallel else serial)
 
     @functools.wraps(fn)
     def dispatch(*args):
@@ -247,9 +247,9 @@ def helper(fn):
 def external(fn, signature, symbol: str):
     """Compile ``fn`` once, as a C function of ``signature``, and register it as ``symbol``.
 
-    Kernels call it by that name (see :func:`bptt.kernels.dense.call_micro`) instead of linking
-    its code: Numba links a callee's code into every caller and optimises it again there, which
-    for the large unrolled micro-kernels cost about 3 s per kernel, per dtype and per build.
+    Kernels call it by that name (see ``_micro_caller`` in :mod:`bptt.kernels.dense`) instead of
+    linking its code: Numba links a callee's code into every caller and optimises it again there,
+    which for the large unrolled micro-kernels cost about 3 s per kernel, per dtype and per build.
     Compiled (or loaded from the cache) when this is called, i.e. when :mod:`bptt.kernels.dense`
     is imported, so the symbol exists before any kernel that calls it is compiled or loaded.
     """

@@ -109,7 +109,8 @@ def _micro_caller(R, W):
             pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
             pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
             i64t = ir.IntType(64)
-            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type, i64t, i64t, i64t])
+            fnty = ir.FunctionType(ir.VoidType(),
+                                   [pC.type, i64t, pA.type, i64t, i64t, pB.type, i64t, i64t, i64t])
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
             builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, k0_, k1_])
             return context.get_dummy_value()

@@ -128,7 +128,6 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
                     dab[3 * H + o] = dht * th * og * (1.0 - og)
                     dcb[o] = dct * fg
                     dhb[o] = 0.0
-
             for k0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
                     acc_tile(dh, da[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G4)
