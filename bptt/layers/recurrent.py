@@ -29,6 +29,7 @@ second ``forward`` reuses the workspaces.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -81,11 +82,8 @@ class _Recurrent(Layer):
         for l in range(self.num_layers):
             F = self.input_size if l == 0 else D * H
             for d in range(D):
-                sfx = self._suffix(l, d)
-                self.add_param("weight_ih" + sfx, uniform(rng, (GH, F), bound, self.dtype))
-                self.add_param("weight_hh" + sfx, uniform(rng, (GH, H), bound, self.dtype))
-                self.add_param("bias_ih" + sfx, uniform(rng, (GH,), bound, self.dtype))
-                self.add_param("bias_hh" + sfx, uniform(rng, (GH,), bound, self.dtype))
+                for name, shape in zip(self._names(l, d), ((GH, F), (GH, H), (GH,), (GH,))):
+                    self.add_param(name, uniform(rng, shape, bound, self.dtype))
         self._ws = None
         self._ready = False  # a forward has filled the workspaces
         self.dh0 = None
@@ -95,17 +93,12 @@ class _Recurrent(Layer):
     def _suffix(l: int, d: int) -> str:
         return f"_l{l}" + ("_reverse" if d else "")
 
-    def _names(self, l, d):
-        try:
-            return self._name_cache[l, d]
-        except AttributeError:
-            self._name_cache = {}
-        except KeyError:
-            pass
-        sfx = self._suffix(l, d)
-        names = ("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx, "bias_hh" + sfx)
-        self._name_cache[l, d] = names
-        return names
+    @staticmethod
+    @functools.lru_cache(maxsize=None)   # called for every layer on every step: build each once
+    def _names(l: int, d: int) -> tuple:
+        """torch's names of layer l, direction d: weight_ih, weight_hh, bias_ih, bias_hh."""
+        sfx = _Recurrent._suffix(l, d)
+        return ("weight_ih" + sfx, "weight_hh" + sfx, "bias_ih" + sfx, "bias_hh" + sfx)
 
     def _extra_repr(self) -> str:
         return ""
@@ -192,7 +185,8 @@ class _Recurrent(Layer):
 
     # -- the stack --------------------------------------------------------------------------
     def _work(self, B, T):
-        """Multiply-adds of one layer's forward: T·B·G·H·(I + H) (the first layer's I)."""
+        """Multiply-adds of the whole stack's gate products in a forward, T·B·G·H·(I + H) per
+        layer and direction (with the first layer's I for every layer: a size test, not a count)."""
         GH = self.GATES * self.hidden_size
         return T * B * GH * (self.input_size + self.hidden_size) * self.num_layers * self.num_directions
 
