@@ -125,6 +125,22 @@ def test_refuses_to_overwrite_a_run(corpus, tmp_path):
     assert (out / CHECKPOINT_NAME).read_bytes() == before
 
 
+def assert_resume_matches(corpus, straight, stopped, steps):
+    """Resume the run in ``stopped`` to ``steps`` through the CLI: its weights and optimiser state
+    must be bitwise those of ``straight``, which ran ``steps`` without a break."""
+    mid = params_of(stopped / CHECKPOINT_NAME)
+    r = run("train", corpus, "--steps", steps, "--out", stopped, "--resume")
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    pa, pb = params_of(straight / CHECKPOINT_NAME), params_of(stopped / CHECKPOINT_NAME)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert np.array_equal(pa[k], pb[k]), k
+    assert any(not np.array_equal(mid[k], pb[k]) for k in pb)  # the resume really trained
+    oa = load_checkpoint(straight / CHECKPOINT_NAME)["optim"]
+    ob = load_checkpoint(stopped / CHECKPOINT_NAME)["optim"]
+    assert json.dumps(oa, default=lambda x: x.tolist()) == json.dumps(ob, default=lambda x: x.tolist())
+
+
 @pytest.mark.parametrize("cell,optimizer,schedule", [("lstm", "adam", "constant"), ("gru", "sgd", "step"),
                                                      ("rnn", "rmsprop", "constant")])
 def test_resume_is_bitwise_exact(corpus, tmp_path, cell, optimizer, schedule):
@@ -134,16 +150,7 @@ def test_resume_is_bitwise_exact(corpus, tmp_path, cell, optimizer, schedule):
     assert run("train", corpus, *args, "--steps", 14, "--out", a).exit_code == 0
     r = run("train", corpus, *args, "--steps", 7, "--out", b)
     assert r.exit_code == 0, r.output
-    mid = params_of(b / CHECKPOINT_NAME)
-    r = run("train", corpus, "--steps", 14, "--out", b, "--resume")
-    assert r.exit_code == 0 and "resuming" in r.output, r.output
-    pa, pb = params_of(a / CHECKPOINT_NAME), params_of(b / CHECKPOINT_NAME)
-    assert pa.keys() == pb.keys()
-    for k in pa:
-        assert np.array_equal(pa[k], pb[k]), k
-    assert any(not np.array_equal(mid[k], pb[k]) for k in pb)  # the resume really trained
-    oa, ob = load_checkpoint(a / CHECKPOINT_NAME)["optim"], load_checkpoint(b / CHECKPOINT_NAME)["optim"]
-    assert json.dumps(oa, default=lambda x: x.tolist()) == json.dumps(ob, default=lambda x: x.tolist())
+    assert_resume_matches(corpus, straight=a, stopped=b, steps=14)
 
 
 def test_resume_is_bitwise_exact_with_cosine_and_the_same_steps(corpus, tmp_path):
@@ -160,16 +167,7 @@ def test_resume_is_bitwise_exact_with_cosine_and_the_same_steps(corpus, tmp_path
             t.request_stop()
 
     assert t.run(on_event)["step"] == 7
-    mid = params_of(b / CHECKPOINT_NAME)
-    r = run("train", corpus, "--steps", 14, "--out", b, "--resume")
-    assert r.exit_code == 0 and "resuming" in r.output, r.output
-    pa, pb = params_of(a / CHECKPOINT_NAME), params_of(b / CHECKPOINT_NAME)
-    assert pa.keys() == pb.keys()
-    for k in pa:
-        assert np.array_equal(pa[k], pb[k]), k
-    assert any(not np.array_equal(mid[k], pb[k]) for k in pb)  # the resume really trained
-    oa, ob = load_checkpoint(a / CHECKPOINT_NAME)["optim"], load_checkpoint(b / CHECKPOINT_NAME)["optim"]
-    assert json.dumps(oa, default=lambda x: x.tolist()) == json.dumps(ob, default=lambda x: x.tolist())
+    assert_resume_matches(corpus, straight=a, stopped=b, steps=14)
 
 
 def test_ctrl_c_saves_and_resume_continues_exactly(text, tmp_path):
