@@ -167,7 +167,7 @@ def _sources_hash() -> str:
 
     Numba's cache checks only the timestamp of the file that defines a function, not of the
     helpers compiled into it: after an edit to :mod:`bptt.kernels.dense`, the cached RNN kernels
-    would still hold the old ``acc_tile``. Every kernel's cache name carries this hash, so an edit
+    would still hold the old ``acc_panels``. Every kernel's cache name carries this hash, so an edit
     to any kernel source compiles everything afresh (old cache files are left unused).
     """
     import hashlib

@@ -17,14 +17,27 @@ def test_micro_py_is_what_the_generator_writes():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11)])
-def test_acc_tile_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
+def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
     """Every micro-kernel, tail and k-block computes s = fma(a, b, s) over k in order: bitwise
-    the result of the element-by-element loop, for strided A views too."""
+    the result of the element-by-element loop, for strided A views too, with Bm packed from an
+    offset of its columns (pack_panel) or from a transposed matrix (pack_panel_T)."""
     from bptt.jit import kernel
 
     @kernel(parallel=False)
     def tile(C, A, Bm, boff):
-        dense.acc_tile(C, A, Bm, 0, C.shape[0], 0, C.shape[1], boff, 0, A.shape[1])
+        M = C.shape[1]
+        P = np.empty((dense.n_panels(M), Bm.shape[0], dense.PANEL), Bm.dtype)
+        for p in range(dense.n_panels(M)):
+            dense.pack_panel(P, Bm, p, boff, M)
+        dense.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
+
+    @kernel(parallel=False)
+    def tile_T(C, A, W):
+        M = C.shape[1]
+        P = np.empty((dense.n_panels(M), W.shape[1], dense.PANEL), W.dtype)
+        for p in range(dense.n_panels(M)):
+            dense.pack_panel_T(P, W, p)
+        dense.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
 
     @kernel(parallel=False)
     def scalar(C, A, Bm, boff):
@@ -38,6 +51,9 @@ def test_acc_tile_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, bo
     tile(C1, A, Bm, boff)
     scalar(C2, A, Bm, boff)
     assert np.array_equal(C1, C2)
+    C3 = C0.copy()
+    tile_T(C3, A, np.ascontiguousarray(Bm[:, boff:].T))
+    assert np.array_equal(C3, C2)
     ref = C0.astype(np.float64) + A.astype(np.float64) @ Bm[:, boff:].astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     assert np.max(np.abs(C1 - ref)) <= tol * max(1.0, np.max(np.abs(ref)))

@@ -86,7 +86,7 @@ def exp32(x):
     p = fma(p, r, _EXP_C[2])
     p = fma(p, r, _EXP_C[1])
     p = fma(p, r, _EXP_C[0])
-    return p * float32_from_bits(np.int32((np.int64(k) + 127) << 23))   # p · 2^k
+    return p * float32_from_bits(np.int32((np.int32(k) + 127) << 23))   # p · 2^k
 
 
 @inline

@@ -3,12 +3,14 @@ every kernel shares.
 
 Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·T).
 
-Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · Bm[k, c] with Bm
-row-contiguous in c, and computed by :func:`acc_tile` on one tile of at most ``ROWS`` rows ×
-``COLS`` columns: k in blocks of ``KC`` (so that the panel Bm[k-block, tile columns] stays in L2
-while the tile's rows reuse it), and inside a block, register-blocked micro-kernels
-(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 32, 16, 8, 4, 2 and 1 columns for the
-tile's last columns, and the same for single rows. Every path computes each output the same way,
+Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · Bm[k, c], with Bm
+first copied into *panels* of ``PANEL`` = 64 columns (:func:`pack_panel`, or
+:func:`pack_panel_T` for a Bm = Wᵀ), each panel one contiguous (K, 64) block, and computed by
+:func:`acc_panels` on one tile of at most ``ROWS`` rows × ``COLS`` columns: k in blocks of ``KC``
+(so that the tile's panel rows stay in L2 while its rows reuse them), and inside a block,
+register-blocked micro-kernels (:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 32, 16, 8,
+4, 2 and 1 columns for the tile's last columns, and the same for single rows. Every path computes
+each output the same way,
 
     s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
 
@@ -34,7 +36,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 @helper
 def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c], one element at a time: the plain
-    form of :func:`acc_tile` (the tests compare the tiles with it bitwise; under
+    form of :func:`acc_panels` (the tests compare the tiles with it bitwise; under
     ``NUMBA_DISABLE_JIT=1`` it stands in for the micro-kernels)."""
     for n in range(n0, n1):
         for c in range(c0, c1):
@@ -42,22 +44,6 @@ def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
             for k in range(k0, k1):
                 s = fma(A[n, k], Bm[k, boff + c], s)
             C[n, c] = s
-
-
-@inline
-def transpose_band(out, W, i0):
-    """out[i, o] = W[o, i] for the 16 rows i0 ≤ i < i0 + 16 of out (all o), copied in 16 × 16
-    blocks: a plain ``W.T`` copy strides through memory one element per cache line, about 3×
-    slower for a 4096 × 1024 weight. Kernels run the bands in a ``prange`` (independent outputs)."""
-    O, I = W.shape
-    i1 = min(I, i0 + 16)
-    for o0 in range(0, O, 16):
-        o1 = min(O, o0 + 16)
-        blk = W[o0:o1, i0:i1]           # block views: the index arithmetic stays out of the loop
-        out_blk = out[i0:i1, o0:o1]
-        for i in range(i1 - i0):
-            for o in range(o1 - o0):
-                out_blk[i, o] = blk[o, i]
 
 
 # -- the micro-kernels, compiled once per dtype and called by name ------------------------------
@@ -142,14 +128,65 @@ micro_1x2 = _micro_caller(1, 2)
 micro_1x1 = _micro_caller(1, 1)
 
 
-@helper
-def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
+# -- packed panels ------------------------------------------------------------------------------
+#
+# A micro-kernel reads its 64 columns of Bm once per k: from a row-major Bm that is one cache line
+# group per row, a whole row (often pages) apart, so the hardware fetches (and translates) a new
+# page at every k. Copying Bm once per call into *panels* of PANEL columns, each panel a contiguous
+# (K, PANEL) block, makes those reads one sequential stream: about 20% faster on large products
+# (measured 176 → 215 GFLOP/s for 768×1024 · 1024×4096 on 2 threads). The copy is O(K·M), against
+# O(N·K·M) for the product. Packing moves numbers only, so the bits of every result are unchanged.
 
-    C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
-    element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile, then 32, 16, 8, 4, 2 and
-    1 columns the rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
-    """
+PANEL = 64   # columns per panel: the micro-kernels' widest block
+
+
+@inline
+def n_panels(M):
+    """Panels of ``PANEL`` columns covering M columns (the last one may be partly used)."""
+    return (M + PANEL - 1) // PANEL
+
+
+@inline
+def pack_panel_T(P, W, p):
+    """P[p, k, w] = W[p·PANEL + w, k]: panel p of Wᵀ, for W (O, I) and P (n_panels(O), I, PANEL).
+
+    Copied in blocks of 16 k, so that the panel rows being written stay in L1. Columns of the last
+    panel past O are left as they are (never read)."""
+    O, I = W.shape
+    o0 = p * PANEL
+    wn = min(PANEL, O - o0)
+    Pp = P[p]
+    for kb in range(0, I, 16):
+        ke = min(I, kb + 16)
+        for w in range(wn):
+            Wr = W[o0 + w]
+            for k in range(kb, ke):
+                Pp[k, w] = Wr[k]
+
+
+@inline
+def pack_panel(P, Bm, p, boff, M):
+    """P[p, k, w] = Bm[k, boff + p·PANEL + w] (w < PANEL, p·PANEL + w < M): panel p of the M
+    columns of Bm (K, ·) from column boff, for P (n_panels(M), K, PANEL)."""
+    c0 = boff + p * PANEL
+    wn = min(PANEL, M - p * PANEL)
+    Pp = P[p]
+    for k in range(Bm.shape[0]):
+        src = Bm[k, c0:c0 + wn]
+        dst = Pp[k]
+        for w in range(wn):
+            dst[w] = src[w]
+
+
+@helper
+def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c]   for n0 ≤ n < n1, c0 ≤ c < c1, with Bm given
+    as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL] (see above).
+
+    c0 must be a multiple of ``PANEL``; C must have contiguous rows (its rows are sliced); A may
+    be any view (read by element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile,
+    then 32, 16, 8, 4, 2 and 1 columns the rest; every output is one fma chain over k in
+    increasing order, in k-blocks of ``KC``."""
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         n = n0
@@ -157,48 +194,54 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
             if n + 4 <= n1:
                 c = c0
                 while c + 64 <= c1:
-                    micro_4x64(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x64(C, A, P[c // PANEL], n, c, -c, kb, ke)
                     c += 64
-                if c + 32 <= c1:
-                    micro_4x32(C, A, Bm, n, c, boff, kb, ke)
-                    c += 32
-                if c + 16 <= c1:
-                    micro_4x16(C, A, Bm, n, c, boff, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_4x8(C, A, Bm, n, c, boff, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_4x4(C, A, Bm, n, c, boff, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_4x2(C, A, Bm, n, c, boff, kb, ke)
-                    c += 2
                 if c < c1:
-                    micro_4x1(C, A, Bm, n, c, boff, kb, ke)
+                    Pp = P[c // PANEL]
+                    base = -(c // PANEL) * PANEL
+                    if c + 32 <= c1:
+                        micro_4x32(C, A, Pp, n, c, base, kb, ke)
+                        c += 32
+                    if c + 16 <= c1:
+                        micro_4x16(C, A, Pp, n, c, base, kb, ke)
+                        c += 16
+                    if c + 8 <= c1:
+                        micro_4x8(C, A, Pp, n, c, base, kb, ke)
+                        c += 8
+                    if c + 4 <= c1:
+                        micro_4x4(C, A, Pp, n, c, base, kb, ke)
+                        c += 4
+                    if c + 2 <= c1:
+                        micro_4x2(C, A, Pp, n, c, base, kb, ke)
+                        c += 2
+                    if c < c1:
+                        micro_4x1(C, A, Pp, n, c, base, kb, ke)
                 n += 4
             else:
                 c = c0
                 while c + 64 <= c1:
-                    micro_1x64(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x64(C, A, P[c // PANEL], n, c, -c, kb, ke)
                     c += 64
-                if c + 32 <= c1:
-                    micro_1x32(C, A, Bm, n, c, boff, kb, ke)
-                    c += 32
-                if c + 16 <= c1:
-                    micro_1x16(C, A, Bm, n, c, boff, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_1x8(C, A, Bm, n, c, boff, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_1x4(C, A, Bm, n, c, boff, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_1x2(C, A, Bm, n, c, boff, kb, ke)
-                    c += 2
                 if c < c1:
-                    micro_1x1(C, A, Bm, n, c, boff, kb, ke)
+                    Pp = P[c // PANEL]
+                    base = -(c // PANEL) * PANEL
+                    if c + 32 <= c1:
+                        micro_1x32(C, A, Pp, n, c, base, kb, ke)
+                        c += 32
+                    if c + 16 <= c1:
+                        micro_1x16(C, A, Pp, n, c, base, kb, ke)
+                        c += 16
+                    if c + 8 <= c1:
+                        micro_1x8(C, A, Pp, n, c, base, kb, ke)
+                        c += 8
+                    if c + 4 <= c1:
+                        micro_1x4(C, A, Pp, n, c, base, kb, ke)
+                        c += 4
+                    if c + 2 <= c1:
+                        micro_1x2(C, A, Pp, n, c, base, kb, ke)
+                        c += 2
+                    if c < c1:
+                        micro_1x1(C, A, Pp, n, c, base, kb, ke)
                 n += 1
 
 
@@ -243,13 +286,14 @@ def dense_forward(y, x, W, b):
     """y[n, o] = b[o] + Σ_i x[n, i] W[o, i].
 
     y : (N, O) output, x : (N, I), W : (O, I), b : (O,).
-    Blocked with :func:`acc_tile` on Wᵀ (I, O), transposed once per call; parallel over tiles.
+    Blocked with :func:`acc_panels` on Wᵀ (I, O), packed into panels once per call; parallel over
+    tiles.
     """
     N, I = x.shape
     O = W.shape[0]
-    WT = np.empty((I, O), W.dtype)
-    for band in prange((I + 15) // 16):
-        transpose_band(WT, W, band * 16)
+    P = np.empty((n_panels(O), I, PANEL), W.dtype)   # Wᵀ in panels
+    for p in prange(n_panels(O)):
+        pack_panel_T(P, W, p)
     nt, per_row = n_tiles(N, O)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -261,23 +305,26 @@ def dense_forward(y, x, W, b):
             yn = y[n, c0:c1]
             for o in range(c1 - c0):
                 yn[o] = bt[o]
-        acc_tile(y, x, WT, n0, n1, c0, c1, 0, 0, I)
+        acc_panels(y, x, P, n0, n1, c0, c1, 0, I)
 
 
 @kernel
 def dense_backward_input(dx, dy, W):
     """dx[n, i] += Σ_o dy[n, o] W[o, i]   (∂L/∂x = dy·W).
 
-    dx : (N, I) accumulated, dy : (N, O), W : (O, I). Blocked with :func:`acc_tile`; parallel
+    dx : (N, I) accumulated, dy : (N, O), W : (O, I). Blocked with :func:`acc_panels` on W in panels; parallel
     over tiles of dx.
     """
     N, O = dy.shape
     I = W.shape[1]
+    P = np.empty((n_panels(I), O, PANEL), W.dtype)   # W in panels
+    for p in prange(n_panels(I)):
+        pack_panel(P, W, p, 0, I)
     nt, per_row = n_tiles(N, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_tile(dx, dy, W, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, O)
+        acc_panels(dx, dy, P, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, O)
 
 
 @kernel
@@ -285,15 +332,18 @@ def dense_backward_params(dW, db, dy, x):
     """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
 
     dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
-    Blocked with :func:`acc_tile` (A = dyᵀ); parallel over tiles of dW, so each dW entry has one
+    Blocked with :func:`acc_panels` (A = dyᵀ, x in panels); parallel over tiles of dW, so each dW entry has one
     writer and a fixed summation order.
     """
     N, O = dy.shape
     I = x.shape[1]
     dyT = dy.T
     add_column_sums(db, dy)
+    P = np.empty((n_panels(I), N, PANEL), x.dtype)   # x in panels
+    for p in prange(n_panels(I)):
+        pack_panel(P, x, p, 0, I)
     nt, per_row = n_tiles(O, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_tile(dW, dyT, x, n0, min(O, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, N)
+        acc_panels(dW, dyT, P, n0, min(O, n0 + ROWS), c0, min(I, c0 + COLS), 0, N)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunks, transpose_band
+from .dense import COLS, PANEL, ROWS, acc_panels, n_panels, pack_panel, pack_panel_T, row_chunks
 
 
 @kernel
@@ -32,9 +32,10 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     """
     T, B, G3 = gates.shape
     H = G3 // 3
-    WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, 3H)
-    for band in prange((W_hh.shape[1] + 15) // 16):
-        transpose_band(WT, W_hh, band * 16)
+    one = gates.dtype.type(1.0)
+    P = np.empty((n_panels(W_hh.shape[0]), W_hh.shape[1], PANEL), W_hh.dtype)   # W_hhᵀ H, 3H, in panels
+    for p in prange(n_panels(W_hh.shape[0])):
+        pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
@@ -46,22 +47,26 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
                 m[b, :] = b_hh
             for k0 in range(0, G3, COLS):
                 for n0 in range(r0, r1, ROWS):
-                    acc_tile(m, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G3, k0 + COLS), 0, 0, H)
-            # the gates and the new state, one simple loop per quantity so that each vectorises
+                    acc_panels(m, hp, P, n0, min(r1, n0 + ROWS), k0, min(G3, k0 + COLS), 0, H)
+            # the gates and the new state, one simple loop per quantity so that each vectorises;
+            # each loop runs from 0 over a view (see lstm_forward), in the arrays' dtype
             for b in range(r0, r1):
                 gb = gates[t, b]
+                gr, gz, gn = gb[0:H], gb[H:2 * H], gb[2 * H:G3]
                 mb = m[b]
+                mbn = mb[2 * H:G3]
                 mnb = mn[t, b]
+                hpb = hp[b]
                 yb = y[t, b, off:off + H]
                 for u in range(2 * H):                  # r, z
                     gb[u] = sigmoid(gb[u] + mb[u])
                 for o in range(H):
-                    mnb[o] = mb[2 * H + o]
+                    mnb[o] = mbn[o]
                 for o in range(H):                      # n = tanh(x_n + r ⊙ m_n)
-                    gb[2 * H + o] = tanh(gb[2 * H + o] + gb[o] * mnb[o])
+                    gn[o] = tanh(gn[o] + gr[o] * mnb[o])
                 for o in range(H):                      # h_t = (1 - z) ⊙ n + z ⊙ h_prev
-                    z = gb[H + o]
-                    yb[o] = (1.0 - z) * gb[2 * H + o] + z * hp[b, o]
+                    z = gz[o]
+                    yb[o] = (one - z) * gn[o] + z * hpb[o]
 
 
 @kernel
@@ -86,6 +91,10 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     """
     T, B, G3 = gates.shape
     H = G3 // 3
+    one = gates.dtype.type(1.0)
+    P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
+    for p in prange(n_panels(H)):
+        pack_panel(P, W_hh, p, 0, H)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc
@@ -97,30 +106,33 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
             for b in range(r0, r1):       # row views, so that the loop vectorises
                 gb = gates[t, b]
+                gr, gz, gn = gb[0:H], gb[H:2 * H], gb[2 * H:G3]
                 dgxb = dgx[t, b]
+                dxr, dxz, dxn = dgxb[0:H], dgxb[H:2 * H], dgxb[2 * H:G3]
                 dghb = dgh[t, b]
+                dmr, dmz, dmn = dghb[0:H], dghb[H:2 * H], dghb[2 * H:G3]
                 mnb = mn[t, b]
                 dyb = dy[t, b, off:off + H]
                 hpb = hp[b]
                 dhb = dh[b]
-                for o in range(H):
-                    r = gb[o]
-                    z = gb[H + o]
-                    n = gb[2 * H + o]
+                for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
+                    r = gr[o]
+                    z = gz[o]
+                    n = gn[o]
                     dht = dyb[o] + dhb[o]
-                    dan = dht * (1.0 - z) * (1.0 - n * n)
-                    dar = dan * mnb[o] * r * (1.0 - r)
-                    daz = dht * (hpb[o] - n) * z * (1.0 - z)
-                    dgxb[o] = dar
-                    dgxb[H + o] = daz
-                    dgxb[2 * H + o] = dan
-                    dghb[o] = dar
-                    dghb[H + o] = daz
-                    dghb[2 * H + o] = dan * r
+                    dan = dht * (one - z) * (one - n * n)
+                    dar = dan * mnb[o] * r * (one - r)
+                    daz = dht * (hpb[o] - n) * z * (one - z)
+                    dxr[o] = dar
+                    dxz[o] = daz
+                    dxn[o] = dan
+                    dmr[o] = dar
+                    dmz[o] = daz
+                    dmn[o] = dan * r
                     dhb[o] = dht * z     # the direct path h_prev -> h_t
             for k0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
-                    acc_tile(dh, dgh[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G3)
+                    acc_panels(dh, dgh[t], P, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, G3)
         for b in range(r0, r1):
             for o in range(H):
                 dh0[b, o] += dh[b, o]

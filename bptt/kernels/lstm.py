@@ -17,7 +17,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_tile, row_chunks, transpose_band
+from .dense import COLS, PANEL, ROWS, acc_panels, n_panels, pack_panel, pack_panel_T, row_chunks
 
 
 @kernel
@@ -33,9 +33,9 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, 4H)
-    for band in prange((W_hh.shape[1] + 15) // 16):
-        transpose_band(WT, W_hh, band * 16)
+    P = np.empty((n_panels(W_hh.shape[0]), W_hh.shape[1], PANEL), W_hh.dtype)   # W_hhᵀ H, 4H, in panels
+    for p in prange(n_panels(W_hh.shape[0])):
+        pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
@@ -53,26 +53,32 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
                     ab[u] += b_hh[u]
             for k0 in range(0, G4, COLS):
                 for n0 in range(r0, r1, ROWS):
-                    acc_tile(a, hp, WT, n0, min(r1, n0 + ROWS), k0, min(G4, k0 + COLS), 0, 0, H)
-            # the gates and the cell, one simple loop per quantity so that each vectorises
+                    acc_panels(a, hp, P, n0, min(r1, n0 + ROWS), k0, min(G4, k0 + COLS), 0, H)
+            # the gates and the cell, one simple loop per quantity so that each vectorises. Each
+            # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
+            # keeps the negative-index check in the loop, which then stays scalar (3-5x slower)
             for b in range(r0, r1):
                 ab = a[b]
+                ai = ab[0:H]
+                af = ab[H:2 * H]
+                ag = ab[2 * H:3 * H]
+                ao = ab[3 * H:G4]
                 for u in range(2 * H):                  # i, f
                     ab[u] = sigmoid(ab[u])
-                for u in range(2 * H, 3 * H):           # g
-                    ab[u] = tanh(ab[u])
-                for u in range(3 * H, G4):              # o
-                    ab[u] = sigmoid(ab[u])
+                for o in range(H):                      # g
+                    ag[o] = tanh(ag[o])
+                for o in range(H):                      # o
+                    ao[o] = sigmoid(ao[o])
                 cpb = cp[b]
                 cb = c[t, b]
                 tcb = tc[t, b]
                 yb = y[t, b, off:off + H]
                 for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
-                    cb[o] = ab[H + o] * cpb[o] + ab[o] * ab[2 * H + o]
+                    cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
                 for o in range(H):
                     tcb[o] = tanh(cb[o])
                 for o in range(H):                      # h_t = o ⊙ tanh(c_t)
-                    yb[o] = ab[3 * H + o] * tcb[o]
+                    yb[o] = ao[o] * tcb[o]
 
 
 @kernel
@@ -96,6 +102,10 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     """
     T, B, G4 = gates.shape
     H = G4 // 4
+    one = gates.dtype.type(1.0)
+    P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
+    for p in prange(n_panels(H)):
+        pack_panel(P, W_hh, p, 0, H)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc
@@ -106,31 +116,33 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-            for b in range(r0, r1):       # row views, so that the loop vectorises
+            for b in range(r0, r1):       # row views from 0, so that the loop vectorises
                 gb = gates[t, b]
                 dab = da[t, b]
+                gi, gf, gg, go = gb[0:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:G4]
+                dai, daf, dag, dao = dab[0:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:G4]
                 tcb = tc[t, b]
                 dyb = dy[t, b, off:off + H]
                 cpb = cp[b]
                 dhb = dh[b]
                 dcb = dc[b]
-                for o in range(H):
-                    ig = gb[o]
-                    fg = gb[H + o]
-                    gg = gb[2 * H + o]
-                    og = gb[3 * H + o]
+                for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
+                    ig = gi[o]
+                    fg = gf[o]
+                    ggo = gg[o]
+                    og = go[o]
                     th = tcb[o]
                     dht = dyb[o] + dhb[o]
-                    dct = dcb[o] + dht * og * (1.0 - th * th)
-                    dab[o] = dct * gg * ig * (1.0 - ig)
-                    dab[H + o] = dct * cpb[o] * fg * (1.0 - fg)
-                    dab[2 * H + o] = dct * ig * (1.0 - gg * gg)
-                    dab[3 * H + o] = dht * th * og * (1.0 - og)
+                    dct = dcb[o] + dht * og * (one - th * th)
+                    dai[o] = dct * ggo * ig * (one - ig)
+                    daf[o] = dct * cpb[o] * fg * (one - fg)
+                    dag[o] = dct * ig * (one - ggo * ggo)
+                    dao[o] = dht * th * og * (one - og)
                     dcb[o] = dct * fg
                     dhb[o] = 0.0
             for k0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
-                    acc_tile(dh, da[t], W_hh, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, 0, G4)
+                    acc_panels(dh, da[t], P, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, G4)
         for b in range(r0, r1):
             for o in range(H):
                 dh0[b, o] += dh[b, o]

@@ -11,9 +11,10 @@ keeps dq_t for every step, so that dW_ih, dW_hh, the biases and dx are each one 
 N = T·B rows after the sweep (:func:`input_backward_params`, :func:`recurrent_backward_params`,
 :func:`input_backward`). These three are shared by every cell.
 
-Every product is blocked with :func:`bptt.kernels.dense.acc_tile` (see :mod:`bptt.kernels.dense`):
-the recurrent product of a step, h_prev·W_hhᵀ, reads a transposed copy of W_hh (H, G·H) made once
-per call, and backward's da·W_hh reads W_hh itself; both vectorise across output units.
+Every product is blocked with :func:`bptt.kernels.dense.acc_panels` (see :mod:`bptt.kernels.dense`)
+on its right-hand matrix copied once per call into panels of 64 columns: the recurrent product of
+a step, h_prev·W_hhᵀ, reads W_hhᵀ (H, G·H) in panels, and backward's da·W_hh reads W_hh in panels;
+both vectorise across output units.
 
 Direction. Every recurrent kernel takes ``reverse``: False runs t = 0, 1, ..., T-1; True runs
 t = T-1, ..., 0 (the backward half of a bidirectional layer). Arrays are always indexed by the true
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunks, transpose_band
+from .dense import COLS, PANEL, ROWS, acc_panels, add_column_sums, n_panels, pack_panel, pack_panel_T, n_tiles, row_chunks
 
 
 @kernel
@@ -49,9 +50,9 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    WT = np.empty((W_hh.shape[1], W_hh.shape[0]), W_hh.dtype)   # W_hhᵀ (H, H)
-    for band in prange((W_hh.shape[1] + 15) // 16):
-        transpose_band(WT, W_hh, band * 16)
+    P = np.empty((n_panels(W_hh.shape[0]), W_hh.shape[1], PANEL), W_hh.dtype)   # W_hhᵀ H, H, in panels
+    for p in prange(n_panels(W_hh.shape[0])):
+        pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
@@ -67,7 +68,7 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
                     qb[o] += b_hh[o]
             for c0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
-                    acc_tile(qt, hp, WT, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
+                    acc_panels(qt, hp, P, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, H)
             for b in range(r0, r1):
                 act_row(y[t, b, off:off + H], qt[b], code)
 
@@ -91,6 +92,9 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
     T, B, H = q.shape
+    P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
+    for p in prange(n_panels(H)):
+        pack_panel(P, W_hh, p, 0, H)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc
@@ -110,7 +114,7 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
                     dhb[o] = 0.0
             for c0 in range(0, H, COLS):
                 for n0 in range(r0, r1, ROWS):
-                    acc_tile(dh, dq[t], W_hh, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, H)
+                    acc_panels(dh, dq[t], P, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, H)
         for b in range(r0, r1):
             for o in range(H):
                 dh0[b, o] += dh[b, o]
@@ -125,17 +129,20 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
     dg : (N, G·H) gate pre-activation gradients of every step, rows n = t·B + b.
     x : (N, I) the layer's input, rows as in dg.
-    Parallel over tiles of dW_ih (:func:`acc_tile` with A = dgᵀ); each sum runs over n in order.
+    Parallel over tiles of dW_ih (:func:`acc_panels` with A = dgᵀ, x in panels); each sum runs over n in order.
     """
     N, GH = dg.shape
     I = x.shape[1]
     add_column_sums(db_ih, dg)
     dgT = dg.T
+    P = np.empty((n_panels(I), N, PANEL), x.dtype)   # x in panels
+    for p in prange(n_panels(I)):
+        pack_panel(P, x, p, 0, I)
     nt, per_row = n_tiles(GH, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_tile(dW_ih, dgT, x, n0, min(GH, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, N)
+        acc_panels(dW_ih, dgT, P, n0, min(GH, n0 + ROWS), c0, min(I, c0 + COLS), 0, N)
 
 
 @kernel
@@ -144,15 +151,18 @@ def input_backward(dx, dg, W_ih):
 
     dx : (N, I) accumulated (both directions of a layer add into it).
     dg : (N, G·H) gate pre-activation gradients, rows n = t·B + b.  W_ih : (G·H, I).
-    Parallel over tiles of dx (:func:`acc_tile`).
+    Parallel over tiles of dx (:func:`acc_panels`, W_ih in panels).
     """
     N, GH = dg.shape
     I = W_ih.shape[1]
+    P = np.empty((n_panels(I), GH, PANEL), W_ih.dtype)   # W_ih in panels
+    for p in prange(n_panels(I)):
+        pack_panel(P, W_ih, p, 0, I)
     nt, per_row = n_tiles(N, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_tile(dx, dg, W_ih, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, GH)
+        acc_panels(dx, dg, P, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, GH)
 
 
 @kernel
@@ -173,7 +183,7 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     reads y[t-1]), y[1:T] in reverse (step t reads y[t+1]). So the sum is two products with
     A = dgᵀ: one over the first step's B rows against h0, one over the other (T-1)·B rows against
     that block of y, taken in increasing t (the h0 step first forward, last in reverse). Parallel
-    over tiles of dW_hh (:func:`acc_tile`); each entry sums over (t, b) in that fixed order.
+    over tiles of dW_hh (:func:`acc_panels`, the states in panels); each entry sums over (t, b) in that fixed order.
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
@@ -188,6 +198,11 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         g_first = dgh[0].T
         g_rest = dgh[1:T].reshape((M, GH)).T            # steps t = 1..T-1, which read y[t-1]
         h_rest = y[0:T - 1].reshape((M, DH))
+    P0 = np.empty((n_panels(H), B, PANEL), h0.dtype)     # h0 in panels
+    P1 = np.empty((n_panels(H), M, PANEL), h0.dtype)     # this direction's columns of h_rest
+    for p in prange(n_panels(H)):
+        pack_panel(P0, h0, p, 0, H)
+        pack_panel(P1, h_rest, p, off, H)
     nt, per_row = n_tiles(GH, H)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -195,8 +210,8 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         n1 = min(GH, n0 + ROWS)
         c1 = min(H, c0 + COLS)
         if reverse:
-            acc_tile(dW_hh, g_rest, h_rest, n0, n1, c0, c1, off, 0, M)
-            acc_tile(dW_hh, g_first, h0, n0, n1, c0, c1, 0, 0, B)
+            acc_panels(dW_hh, g_rest, P1, n0, n1, c0, c1, 0, M)
+            acc_panels(dW_hh, g_first, P0, n0, n1, c0, c1, 0, B)
         else:
-            acc_tile(dW_hh, g_first, h0, n0, n1, c0, c1, 0, 0, B)
-            acc_tile(dW_hh, g_rest, h_rest, n0, n1, c0, c1, off, 0, M)
+            acc_panels(dW_hh, g_first, P0, n0, n1, c0, c1, 0, B)
+            acc_panels(dW_hh, g_rest, P1, n0, n1, c0, c1, 0, M)
