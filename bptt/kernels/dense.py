@@ -6,11 +6,11 @@ Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·
 Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · Bm[k, c], with Bm
 first copied into *panels* of ``PANEL`` = 64 columns (:func:`pack_panel`, or
 :func:`pack_panel_T` for a Bm = Wᵀ), each panel one contiguous (K, 64) block, and computed by
-:func:`acc_panels` on one tile of at most ``ROWS`` rows × ``COLS`` columns: k in blocks of ``KC``
-(so that the tile's panel rows stay in L2 while its rows reuse them), and inside a block,
-register-blocked micro-kernels (:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 32, 16, 8,
-4, 2 and 1 columns for the tile's last columns, and the same for single rows. Every path computes
-each output the same way,
+:func:`acc_panels` on one tile of at most ``ROWS`` rows × ``COLS`` columns, panel by panel with
+:func:`acc_tile`: k in blocks of ``KC`` (so that the panel's block of rows stays in cache while
+the tile's rows reuse it), and inside a block, register-blocked micro-kernels
+(:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 32, 16, 8, 4, 2 and 1 columns for the
+last columns, and the same for single rows. Every path computes each output the same way,
 
     s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
 
@@ -247,14 +247,13 @@ def pack_panel(P, Bm, p, boff, M):
 
 
 @helper
-def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c]   for n0 ≤ n < n1, c0 ≤ c < c1, with Bm given
-    as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL] (see above).
+def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 
-    c0 must be a multiple of ``PANEL``; C must have contiguous rows (its rows are sliced); A may
-    be any view (read by element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile,
-    then 32, 16, 8, 4, 2 and 1 columns the rest; every output is one fma chain over k in
-    increasing order, in k-blocks of ``KC``."""
+    C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
+    element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile, then 32, 16, 8, 4, 2 and
+    1 columns the rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
+    """
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         n = n0
@@ -262,55 +261,58 @@ def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
             if n + 4 <= n1:
                 c = c0
                 while c + 64 <= c1:
-                    micro_4x64(C, A, P[c // PANEL], n, c, -c, kb, ke)
+                    micro_4x64(C, A, Bm, n, c, boff, kb, ke)
                     c += 64
+                if c + 32 <= c1:
+                    micro_4x32(C, A, Bm, n, c, boff, kb, ke)
+                    c += 32
+                if c + 16 <= c1:
+                    micro_4x16(C, A, Bm, n, c, boff, kb, ke)
+                    c += 16
+                if c + 8 <= c1:
+                    micro_4x8(C, A, Bm, n, c, boff, kb, ke)
+                    c += 8
+                if c + 4 <= c1:
+                    micro_4x4(C, A, Bm, n, c, boff, kb, ke)
+                    c += 4
+                if c + 2 <= c1:
+                    micro_4x2(C, A, Bm, n, c, boff, kb, ke)
+                    c += 2
                 if c < c1:
-                    Pp = P[c // PANEL]
-                    base = -(c // PANEL) * PANEL
-                    if c + 32 <= c1:
-                        micro_4x32(C, A, Pp, n, c, base, kb, ke)
-                        c += 32
-                    if c + 16 <= c1:
-                        micro_4x16(C, A, Pp, n, c, base, kb, ke)
-                        c += 16
-                    if c + 8 <= c1:
-                        micro_4x8(C, A, Pp, n, c, base, kb, ke)
-                        c += 8
-                    if c + 4 <= c1:
-                        micro_4x4(C, A, Pp, n, c, base, kb, ke)
-                        c += 4
-                    if c + 2 <= c1:
-                        micro_4x2(C, A, Pp, n, c, base, kb, ke)
-                        c += 2
-                    if c < c1:
-                        micro_4x1(C, A, Pp, n, c, base, kb, ke)
+                    micro_4x1(C, A, Bm, n, c, boff, kb, ke)
                 n += 4
             else:
                 c = c0
                 while c + 64 <= c1:
-                    micro_1x64(C, A, P[c // PANEL], n, c, -c, kb, ke)
+                    micro_1x64(C, A, Bm, n, c, boff, kb, ke)
                     c += 64
+                if c + 32 <= c1:
+                    micro_1x32(C, A, Bm, n, c, boff, kb, ke)
+                    c += 32
+                if c + 16 <= c1:
+                    micro_1x16(C, A, Bm, n, c, boff, kb, ke)
+                    c += 16
+                if c + 8 <= c1:
+                    micro_1x8(C, A, Bm, n, c, boff, kb, ke)
+                    c += 8
+                if c + 4 <= c1:
+                    micro_1x4(C, A, Bm, n, c, boff, kb, ke)
+                    c += 4
+                if c + 2 <= c1:
+                    micro_1x2(C, A, Bm, n, c, boff, kb, ke)
+                    c += 2
                 if c < c1:
-                    Pp = P[c // PANEL]
-                    base = -(c // PANEL) * PANEL
-                    if c + 32 <= c1:
-                        micro_1x32(C, A, Pp, n, c, base, kb, ke)
-                        c += 32
-                    if c + 16 <= c1:
-                        micro_1x16(C, A, Pp, n, c, base, kb, ke)
-                        c += 16
-                    if c + 8 <= c1:
-                        micro_1x8(C, A, Pp, n, c, base, kb, ke)
-                        c += 8
-                    if c + 4 <= c1:
-                        micro_1x4(C, A, Pp, n, c, base, kb, ke)
-                        c += 4
-                    if c + 2 <= c1:
-                        micro_1x2(C, A, Pp, n, c, base, kb, ke)
-                        c += 2
-                    if c < c1:
-                        micro_1x1(C, A, Pp, n, c, base, kb, ke)
+                    micro_1x1(C, A, Bm, n, c, boff, kb, ke)
                 n += 1
+
+
+@helper
+def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
+    """:func:`acc_tile` with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL]
+    (see above), panel by panel; c0 must be a multiple of ``PANEL``. Each panel's k-blocks run in
+    increasing order, so every output is the same fma chain as in :func:`acc_tile`."""
+    for p in range(c0 // PANEL, (c1 + PANEL - 1) // PANEL):
+        acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1)
 
 
 @inline
