@@ -169,34 +169,31 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
 
-    The states read by the steps after the first are consecutive in y: y[0:T-1] forward (step t
-    reads y[t-1]), y[1:T] in reverse (step t reads y[t+1]). So the sum is two products with
-    A = dgᵀ: one over the first step's B rows against h0, one over the other (T-1)·B rows against
-    that block of y, taken in increasing t (the h0 step first forward, last in reverse). Parallel
-    over tiles of dW_hh (:func:`acc_tile`); each entry sums over (t, b) in that fixed order.
+    The sum is one product with A = dgᵀ (G·H, T·B) and a copy hp (T·B, H) of the states the
+    steps read, hp[t] = h_prev_t: so dW_hh is read and written once, and every entry sums over
+    (t, b) in increasing t (the h0 step first forward, last in reverse). Parallel over tiles of
+    dW_hh (:func:`acc_tile`).
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
-    DH = y.shape[2]
-    add_column_sums(db_hh, dgh.reshape((T * B, GH)))
-    M = (T - 1) * B
-    if reverse:
-        g_first = dgh[T - 1].T                          # (G·H, B): the step that read h0
-        g_rest = dgh[0:T - 1].reshape((M, GH)).T        # steps t = 0..T-2, which read y[t+1]
-        h_rest = y[1:T].reshape((M, DH))
-    else:
-        g_first = dgh[0].T
-        g_rest = dgh[1:T].reshape((M, GH)).T            # steps t = 1..T-1, which read y[t-1]
-        h_rest = y[0:T - 1].reshape((M, DH))
+    N = T * B
+    g2 = dgh.reshape((N, GH))
+    add_column_sums(db_hh, g2)
+    hp = np.empty((T, B, H), h0.dtype)
+    for t in prange(T):
+        if t == (T - 1 if reverse else 0):
+            src = h0
+        else:
+            src = y[t + 1 if reverse else t - 1, :, off:off + H]
+        for b in range(B):
+            hpb = hp[t, b]
+            sb = src[b]
+            for j in range(H):
+                hpb[j] = sb[j]
+    h2 = hp.reshape((N, H))
+    gT = g2.T
     nt, per_row = n_tiles(GH, H)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        n1 = min(GH, n0 + ROWS)
-        c1 = min(H, c0 + COLS)
-        if reverse:
-            acc_tile(dW_hh, g_rest, h_rest, n0, n1, c0, c1, off, 0, M)
-            acc_tile(dW_hh, g_first, h0, n0, n1, c0, c1, 0, 0, B)
-        else:
-            acc_tile(dW_hh, g_first, h0, n0, n1, c0, c1, 0, 0, B)
-            acc_tile(dW_hh, g_rest, h_rest, n0, n1, c0, c1, off, 0, M)
+        acc_tile(dW_hh, gT, h2, n0, min(GH, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, N)
