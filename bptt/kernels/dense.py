@@ -304,6 +304,31 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
                 n += 1
 
 
+@helper
+def acc_narrow(C, AT, Bm, c0, r0, r1, K):
+    """C[r, c] += Σ_{k < K} AT[k, r] · Bm[k, c]   for r0 ≤ r < r1 and the last columns
+    c0 ≤ c < C.shape[1] (fewer than 16): :func:`acc_tile`'s sums with A = ATᵀ, computed transposed.
+
+    A weight gradient's last I mod 16 columns would take 4-row micro-kernels 8, 4, 2 or 1 wide,
+    only 4 short latency-bound chains per call. Transposed, Cᵀ[c, r] += Σ_k Bm[k, c] · AT[k, r]
+    runs its vector chains along r instead, reading AT's contiguous rows. Each output is the same
+    fma chain over k in order (a·b = b·a exactly), so the bits are acc_tile's.
+    AT : (K, ·) with contiguous rows.  Bm : (K, C.shape[1]).  C : contiguous rows.
+    """
+    W = C.shape[1] - c0
+    R = r1 - r0
+    CT = np.empty((W, R), C.dtype)
+    for c in range(W):
+        CTc = CT[c]
+        for r in range(R):
+            CTc[r] = C[r0 + r, c0 + c]
+    acc_tile(CT, Bm[:, c0:].T, AT, 0, W, 0, R, r0, 0, K)
+    for r in range(R):
+        Cr = C[r0 + r]
+        for c in range(W):
+            Cr[c0 + c] = CT[c, r]
+
+
 @inline
 def add_column_sums(db, g):
     """db[u] += Σ_n g[n, u] for the bias gradients: each sum in float64 from 0, over n in order.

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import COLS, ROWS, acc_tile, add_column_sums, n_tiles, row_chunks, transpose_band
+from .dense import COLS, ROWS, acc_narrow, acc_tile, add_column_sums, n_tiles, row_chunks, transpose_band
 
 
 @kernel
@@ -125,17 +125,22 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
     dg : (N, G·H) gate pre-activation gradients of every step, rows n = t·B + b.
     x : (N, I) the layer's input, rows as in dg.
-    Parallel over tiles of dW_ih (:func:`acc_tile` with A = dgᵀ); each sum runs over n in order.
+    Parallel over tiles of dW_ih (:func:`acc_tile` with A = dgᵀ; the last I mod 16 columns with
+    :func:`acc_narrow`); each sum runs over n in order.
     """
     N, GH = dg.shape
     I = x.shape[1]
     add_column_sums(db_ih, dg)
     dgT = dg.T
-    nt, per_row = n_tiles(GH, I)
+    I16 = I - I % 16
+    nt, per_row = n_tiles(GH, I16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_tile(dW_ih, dgT, x, n0, min(GH, n0 + ROWS), c0, min(I, c0 + COLS), 0, 0, N)
+        acc_tile(dW_ih, dgT, x, n0, min(GH, n0 + ROWS), c0, min(I16, c0 + COLS), 0, 0, N)
+    if I16 < I:
+        for tile in prange((GH + COLS - 1) // COLS):
+            acc_narrow(dW_ih, dg, x, I16, tile * COLS, min(GH, tile * COLS + COLS), N)
 
 
 @kernel
@@ -172,7 +177,7 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     The sum is one product with A = dgᵀ (G·H, T·B) and a copy hp (T·B, H) of the states the
     steps read, hp[t] = h_prev_t: so dW_hh is read and written once, and every entry sums over
     (t, b) in increasing t (the h0 step first forward, last in reverse). Parallel over tiles of
-    dW_hh (:func:`acc_tile`).
+    dW_hh (:func:`acc_tile`; the last H mod 16 columns with :func:`acc_narrow`).
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
@@ -192,8 +197,12 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
                 hpb[j] = sb[j]
     h2 = hp.reshape((N, H))
     gT = g2.T
-    nt, per_row = n_tiles(GH, H)
+    H16 = H - H % 16
+    nt, per_row = n_tiles(GH, H16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_tile(dW_hh, gT, h2, n0, min(GH, n0 + ROWS), c0, min(H, c0 + COLS), 0, 0, N)
+        acc_tile(dW_hh, gT, h2, n0, min(GH, n0 + ROWS), c0, min(H16, c0 + COLS), 0, 0, N)
+    if H16 < H:
+        for tile in prange((GH + COLS - 1) // COLS):
+            acc_narrow(dW_hh, g2, h2, H16, tile * COLS, min(GH, tile * COLS + COLS), N)
