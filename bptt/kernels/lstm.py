@@ -57,22 +57,26 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
             # the gates and the cell, one simple loop per quantity so that each vectorises
             for b in range(r0, r1):
                 ab = a[b]
+                # one view per gate, indexed from 0: loops over range(2H, 3H), or reading
+                # ab[H + o], were not vectorised (LLVM could not rule out a negative index)
+                ai, af, ag, ao = ab[:H], ab[H:2 * H], ab[2 * H:3 * H], ab[3 * H:]
+                aif = ab[:2 * H]
                 for u in range(2 * H):                  # i, f
-                    ab[u] = sigmoid(ab[u])
-                for u in range(2 * H, 3 * H):           # g
-                    ab[u] = tanh(ab[u])
-                for u in range(3 * H, G4):              # o
-                    ab[u] = sigmoid(ab[u])
+                    aif[u] = sigmoid(aif[u])
+                for o in range(H):                      # g
+                    ag[o] = tanh(ag[o])
+                for o in range(H):                      # o
+                    ao[o] = sigmoid(ao[o])
                 cpb = cp[b]
                 cb = c[t, b]
                 tcb = tc[t, b]
                 yb = y[t, b, off:off + H]
                 for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
-                    cb[o] = ab[H + o] * cpb[o] + ab[o] * ab[2 * H + o]
+                    cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
                 for o in range(H):
                     tcb[o] = tanh(cb[o])
                 for o in range(H):                      # h_t = o ⊙ tanh(c_t)
-                    yb[o] = ab[3 * H + o] * tcb[o]
+                    yb[o] = ao[o] * tcb[o]
 
 
 @kernel
@@ -106,26 +110,28 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-            for b in range(r0, r1):       # row views, so that the loop vectorises
+            for b in range(r0, r1):       # row views, one per gate, so that the loop vectorises
                 gb = gates[t, b]
                 dab = da[t, b]
+                gi, gf, gg_, go = gb[:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:]
+                dai, daf, dag, dao = dab[:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:]
                 tcb = tc[t, b]
                 dyb = dy[t, b, off:off + H]
                 cpb = cp[b]
                 dhb = dh[b]
                 dcb = dc[b]
                 for o in range(H):
-                    ig = gb[o]
-                    fg = gb[H + o]
-                    gg = gb[2 * H + o]
-                    og = gb[3 * H + o]
+                    ig = gi[o]
+                    fg = gf[o]
+                    gg = gg_[o]
+                    og = go[o]
                     th = tcb[o]
                     dht = dyb[o] + dhb[o]
                     dct = dcb[o] + dht * og * (1.0 - th * th)
-                    dab[o] = dct * gg * ig * (1.0 - ig)
-                    dab[H + o] = dct * cpb[o] * fg * (1.0 - fg)
-                    dab[2 * H + o] = dct * ig * (1.0 - gg * gg)
-                    dab[3 * H + o] = dht * th * og * (1.0 - og)
+                    dai[o] = dct * gg * ig * (1.0 - ig)
+                    daf[o] = dct * cpb[o] * fg * (1.0 - fg)
+                    dag[o] = dct * ig * (1.0 - gg * gg)
+                    dao[o] = dht * th * og * (1.0 - og)
                     dcb[o] = dct * fg
                     dhb[o] = 0.0
             for k0 in range(0, H, COLS):
