@@ -207,7 +207,7 @@ class _Recurrent(Layer):
                 dense_forward(ws.gates2[k], xin2, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
-        out = np.ascontiguousarray(ws.y[-1].transpose(1, 0, 2))
+        out = ws.y[-1].transpose(1, 0, 2).copy()   # a copy even for B = 1, where the view is contiguous
         return out, self._final(ws.y, ws.T)
 
     def _final(self, seq, T):
@@ -257,7 +257,7 @@ class _Recurrent(Layer):
                 input_backward_params(dW_ih, db_ih, dg2, x2)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dx2, dg2, W_ih)
-        return np.ascontiguousarray(ws.dxt.transpose(1, 0, 2)), dinit
+        return ws.dxt.transpose(1, 0, 2).copy(), dinit
 
     def _load_state(self, dst, name, a, B):
         if a is None:
