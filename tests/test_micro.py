@@ -16,7 +16,8 @@ def test_micro_py_is_what_the_generator_writes():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11)])
+@pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11),
+                                       (1, 9, 100, 0), (2, 3, 65, 1), (1, 300, 400, 2), (1, 5, 129, 0)])
 def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
     """Every micro-kernel, tail and k-block computes s = fma(a, b, s) over k in order: bitwise
     the result of the element-by-element loop, for strided A views too, with Bm packed from an
@@ -28,7 +29,7 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
         M = C.shape[1]
         P = np.empty((dense.n_panels(M), Bm.shape[0], dense.PANEL), Bm.dtype)
         for p in range(dense.n_panels(M)):
-            dense.pack_panel(P, Bm, p, boff, M)
+            dense.pack_panel(P, Bm, p, boff, M, 0)
         dense.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
 
     @kernel(parallel=False)
@@ -57,3 +58,31 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     ref = C0.astype(np.float64) + A.astype(np.float64) @ Bm[:, boff:].astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     assert np.max(np.abs(C1 - ref)) <= tol * max(1.0, np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R,K,W,r0", [(5, 7, 1, 0), (40, 300, 4, 3), (300, 33, 15, 17)])
+def test_acc_narrow_gives_the_bits_of_the_scalar_fma_chain(dtype, R, K, W, r0):
+    """The transposed narrow-column product (weight gradients' last columns) is the same fma
+    chains: C[r, c0 + c] += Σ_k AT[k, r] · Bw[k, c], bitwise the element-by-element loop."""
+    from bptt.jit import kernel
+
+    @kernel(parallel=False)
+    def narrow(C, AT, Bw, c0, r0, r1):
+        dense.acc_narrow(C, AT, Bw, c0, r0, r1)
+
+    @kernel(parallel=False)
+    def scalar(C, A, Bm, c0, r0, r1):
+        dense.acc_scalar(C, A, Bm, r0, r1, c0, C.shape[1], -c0, 0, A.shape[1])
+
+    rng = np.random.default_rng(R * 7 + K)
+    AT = rng.standard_normal((K, r0 + R + 2)).astype(dtype)
+    B = rng.standard_normal((K, W + 3)).astype(dtype)
+    Bw = B[:, 3:]                                          # a strided view of W columns
+    c0 = 5
+    C0 = rng.standard_normal((r0 + R + 2, c0 + W)).astype(dtype)
+    C1, C2 = C0.copy(), C0.copy()
+    narrow(C1, AT, Bw, c0, r0, r0 + R)
+    scalar(C2, AT.T, np.ascontiguousarray(Bw), c0, r0, r0 + R)
+    assert np.array_equal(C1, C2)
+    assert np.array_equal(C1[:, :c0], C0[:, :c0]) and np.array_equal(C1[:r0], C0[:r0])

@@ -490,3 +490,20 @@ def test_lstm_takes_its_state_as_h0_too(rng):
     assert np.array_equal(out_a, out_b) and np.array_equal(h_a, h_b) and np.array_equal(c_a, c_b)
     with pytest.raises(ValueError, match="once"):
         lstm.forward(x, (h0, c0), h0=(h0, c0))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("batch", [1, 2])
+def test_returned_arrays_are_fresh_even_for_one_sequence(cell, batch):
+    """out, h_n and dx do not share memory with the workspaces, so a later call cannot change
+    them (with B = 1 the time-major workspace viewed batch-first is already contiguous)."""
+    layer = make(cell)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, T, I))
+    out, state = layer.forward(x)
+    dx = layer.backward(rng.standard_normal(out.shape))
+    kept = [a.copy() for a in (out, dx)]
+    out2, _ = layer.forward(2 * x)
+    layer.backward(rng.standard_normal(out.shape))
+    assert np.array_equal(out, kept[0]) and np.array_equal(dx, kept[1])
+    assert not np.array_equal(out, out2)

@@ -4,13 +4,16 @@ every kernel shares.
 Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·T).
 
 Blocking. Every matrix product in bptt is written as C[n, c] += Σ_k A[n, k] · Bm[k, c], with Bm
-first copied into *panels* of ``PANEL`` = 64 columns (:func:`pack_panel`, or
-:func:`pack_panel_T` for a Bm = Wᵀ), each panel one contiguous (K, 64) block, and computed by
+first copied into *panels* of ``PANEL`` = 128 columns (:func:`pack_panel`, or
+:func:`pack_panel_T` for a Bm = Wᵀ), each panel one contiguous (K, 128) block, and computed by
 :func:`acc_panels` on one tile of at most ``ROWS`` rows × ``COLS`` columns, panel by panel with
 :func:`acc_tile`: k in blocks of ``KC`` (so that the panel's block of rows stays in cache while
 the tile's rows reuse it), and inside a block, register-blocked micro-kernels
 (:mod:`bptt.kernels.micro`) of 4 rows × 64 columns, then 32, 16, 8, 4, 2 and 1 columns for the
-last columns, and the same for single rows. Every path computes each output the same way,
+last columns, and the same for single rows, except that a single row takes its columns 128 at a
+time (``micro_1x64x2``: two 64-wide blocks in one k loop, 8 vector chains in flight instead of
+4) and 65 to 127 of them in one call of two overlapping blocks. Every path computes each output
+the same way,
 
     s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
 
@@ -108,18 +111,57 @@ else:
 
 # -- the micro-kernels, compiled once per dtype and called by name ------------------------------
 
-def _symbol(R, W, dtype) -> str:
-    return f"bptt_micro_{R}x{W}_{dtype}"
+def _symbol(R, W, dtype, pair=False) -> str:
+    return f"bptt_micro_{R}x{W}{'x2' if pair else ''}_{dtype}"
 
 
 def _compile_micro():
-    for R, W in micro.SIZES:
-        fn = getattr(micro, f"micro_{R}x{W}")
-        for dt in (types.float32, types.float64):
-            p = types.CPointer(dt)
-            sig = types.void(p, types.int64, p, types.int64, types.int64, p, types.int64,
-                             types.int64, types.int64)
-            external(fn, sig, _symbol(R, W, dt))
+    for pair, sizes in ((False, micro.SIZES), (True, micro.PAIRS)):
+        for R, W in sizes:
+            fn = getattr(micro, f"micro_{R}x{W}{'x2' if pair else ''}")
+            for dt in (types.float32, types.float64):
+                p = types.CPointer(dt)
+                args = [p, types.int64, p, types.int64, types.int64, p, types.int64, types.int64,
+                        types.int64] + [types.int64] * pair
+                external(fn, types.void(*args), _symbol(R, W, dt, pair))
+
+
+def _micro_codegen(R, W, pair, dtype):
+    """Code that calls the compiled micro-kernel: pointers to the blocks' first elements and the
+    arrays' strides in elements (then ``d`` for a pair)."""
+    name = _symbol(R, W, dtype, pair)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
+        ints = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
+        n0_, c0_, boff_, k0_, k1_ = ints[:5]
+        zero = context.get_constant(types.int64, 0)
+        size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(dtype)))
+
+        def block(ty, val, i, j):
+            ary = context.make_array(ty)(context, builder, val)
+            shape = cgutils.unpack_tuple(builder, ary.shape, 2)
+            strides = cgutils.unpack_tuple(builder, ary.strides, 2)
+            ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout,
+                                            [i, j], wraparound=False)
+            return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
+
+        pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
+        pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
+        pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
+        i64t = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type, i64t, i64t,
+                                               i64t] + [i64t] * pair)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, k0_, k1_] + ints[5:])
+        return context.get_dummy_value()
+    return codegen
+
+
+def _typed(C, A, Bm):
+    return (all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in (C, A, Bm))
+            and C.dtype in (types.float32, types.float64))
 
 
 def _micro_caller(R, W):
@@ -128,39 +170,20 @@ def _micro_caller(R, W):
     with pointers to the blocks' first elements and the arrays' strides."""
     @intrinsic
     def call(typingctx, C, A, Bm, n0, c0, boff, k0, k1):
-        arrays = (C, A, Bm)
-        if not all(isinstance(a, types.Array) and a.ndim == 2 and a.dtype == C.dtype for a in arrays):
+        if not _typed(C, A, Bm):
             return None
-        if C.dtype not in (types.float32, types.float64):
+        return types.void(C, A, Bm, n0, c0, boff, k0, k1), _micro_codegen(R, W, False, C.dtype)
+    return call
+
+
+def _pair_caller(R, W):
+    """call(C, A, Bm, n0, c0, boff, k0, k1, d): as :func:`_micro_caller`'s, for the R × W blocks
+    at columns c0 and c0 + d (0 ≤ d ≤ W) at once, with ``micro_RxWx2``."""
+    @intrinsic
+    def call(typingctx, C, A, Bm, n0, c0, boff, k0, k1, d):
+        if not _typed(C, A, Bm):
             return None
-        name = _symbol(R, W, C.dtype)
-        sig = types.void(C, A, Bm, n0, c0, boff, k0, k1)
-
-        def codegen(context, builder, signature, args):
-            tys = signature.args
-            i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
-            n0_, c0_, boff_, k0_, k1_ = (i64(v, ty) for v, ty in zip(args[3:], tys[3:]))
-            zero = context.get_constant(types.int64, 0)
-            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
-
-            def block(ty, val, i, j):
-                ary = context.make_array(ty)(context, builder, val)
-                shape = cgutils.unpack_tuple(builder, ary.shape, 2)
-                strides = cgutils.unpack_tuple(builder, ary.strides, 2)
-                ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout,
-                                                [i, j], wraparound=False)
-                return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
-
-            pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
-            pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
-            pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
-            i64t = ir.IntType(64)
-            fnty = ir.FunctionType(ir.VoidType(),
-                                   [pC.type, i64t, pA.type, i64t, i64t, pB.type, i64t, i64t, i64t])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-            builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, k0_, k1_])
-            return context.get_dummy_value()
-        return sig, codegen
+        return types.void(C, A, Bm, n0, c0, boff, k0, k1, d), _micro_codegen(R, W, True, C.dtype)
     return call
 
 
@@ -168,6 +191,11 @@ if numba.config.DISABLE_JIT:   # plain Python: every block element by element
     def _micro_caller(R, W):  # noqa: F811
         def call(C, A, Bm, n0, c0, boff, k0, k1):
             acc_scalar(C, A, Bm, n0, n0 + R, c0, c0 + W, boff, k0, k1)
+        return call
+
+    def _pair_caller(R, W):  # noqa: F811
+        def call(C, A, Bm, n0, c0, boff, k0, k1, d):
+            acc_scalar(C, A, Bm, n0, n0 + R, c0, c0 + d + W, boff, k0, k1)
         return call
 else:
     _compile_micro()
@@ -186,6 +214,7 @@ micro_1x8 = _micro_caller(1, 8)
 micro_1x4 = _micro_caller(1, 4)
 micro_1x2 = _micro_caller(1, 2)
 micro_1x1 = _micro_caller(1, 1)
+micro_1x64x2 = _pair_caller(1, 64)
 
 
 # -- packed panels ------------------------------------------------------------------------------
@@ -193,11 +222,12 @@ micro_1x1 = _micro_caller(1, 1)
 # A micro-kernel reads its 64 columns of Bm once per k: from a row-major Bm that is one cache line
 # group per row, a whole row (often pages) apart, so the hardware fetches (and translates) a new
 # page at every k. Copying Bm once per call into *panels* of PANEL columns, each panel a contiguous
-# (K, PANEL) block, makes those reads one sequential stream: about 20% faster on large products
+# (K, PANEL) block, makes those reads short strides through one block: about 20% faster on large products
 # (measured 176 → 215 GFLOP/s for 768×1024 · 1024×4096 on 2 threads). The copy is O(K·M), against
 # O(N·K·M) for the product. Packing moves numbers only, so the bits of every result are unchanged.
 
-PANEL = 64   # columns per panel: the micro-kernels' widest block
+PANEL = 128   # columns per panel: two of the micro-kernels' widest block (a single row runs
+              # both at once, micro_1x64x2)
 
 
 @inline
@@ -233,15 +263,15 @@ def pack_panel_T(P, W, p):
 
 
 @inline
-def pack_panel(P, Bm, p, boff, M):
-    """P[p, k, w] = Bm[k, boff + p·PANEL + w] (w < PANEL, p·PANEL + w < M): panel p of the M
-    columns of Bm (K, ·) from column boff, for P (n_panels(M), K, PANEL)."""
+def pack_panel(P, Bm, p, boff, M, r0):
+    """P[p, r0 + k, w] = Bm[k, boff + p·PANEL + w] (w < PANEL, p·PANEL + w < M): rows r0... of
+    panel p of the M columns of Bm (K, ·) from column boff, for P (n_panels(M), ·, PANEL)."""
     c0 = boff + p * PANEL
     wn = min(PANEL, M - p * PANEL)
     Pp = P[p]
     for k in range(Bm.shape[0]):
         src = Bm[k, c0:c0 + wn]
-        dst = Pp[k]
+        dst = Pp[r0 + k]
         for w in range(wn):
             dst[w] = src[w]
 
@@ -251,8 +281,10 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
 
     C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
-    element). Micro-kernels of 4 rows (or 1) × 64 columns cover the tile, then 32, 16, 8, 4, 2 and
-    1 columns the rest; every output is one fma chain over k in increasing order, in k-blocks of ``KC``.
+    element). Micro-kernels of 4 rows × 64 columns cover the tile, then 32, 16, 8, 4, 2 and 1
+    columns the rest; a single row runs pairs of 64-wide blocks (overlapping for 65 to 127 columns
+    left), then the same tails. Every output is one fma chain over k in increasing order, in
+    k-blocks of ``KC``.
     """
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
@@ -283,7 +315,13 @@ def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
                 n += 4
             else:
                 c = c0
-                while c + 64 <= c1:
+                while c + 128 <= c1:          # pairs: 8 vector chains in flight instead of 4
+                    micro_1x64x2(C, A, Bm, n, c, boff, kb, ke, 64)
+                    c += 128
+                if c + 64 < c1:               # 65 to 127 columns left: one overlapping pair
+                    micro_1x64x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - 64)
+                    c = c1
+                if c + 64 <= c1:
                     micro_1x64(C, A, Bm, n, c, boff, kb, ke)
                     c += 64
                 if c + 32 <= c1:
@@ -313,6 +351,31 @@ def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
     increasing order, so every output is the same fma chain as in :func:`acc_tile`."""
     for p in range(c0 // PANEL, (c1 + PANEL - 1) // PANEL):
         acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1)
+
+
+@helper
+def acc_narrow(C, AT, Bw, c0, r0, r1):
+    """C[r, c0 + c] += Σ_k AT[k, r] · Bw[k, c]   for r0 ≤ r < r1 and the few (< 16) columns c of
+    Bw (K, W): :func:`acc_tile`'s sums with A = ATᵀ, computed transposed.
+
+    A weight gradient's last I mod 16 columns would take 4-row micro-kernels 8, 4, 2 or 1 wide,
+    only 4 short latency-bound chains per call. Transposed, Cᵀ[c, r] += Σ_k Bw[k, c] · AT[k, r]
+    runs its vector chains along r instead, reading AT's contiguous rows. Each output is the same
+    fma chain over k in order (a·b = b·a exactly), so the bits are acc_tile's.
+    AT : (K, ·) with contiguous rows.  Bw : (K, W), any view.  C : contiguous rows.
+    """
+    W = Bw.shape[1]
+    R = r1 - r0
+    CT = np.empty((W, R), C.dtype)
+    for c in range(W):
+        CTc = CT[c]
+        for r in range(R):
+            CTc[r] = C[r0 + r, c0 + c]
+    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0])
+    for r in range(R):
+        Cr = C[r0 + r]
+        for c in range(W):
+            Cr[c0 + c] = CT[c, r]
 
 
 @inline
@@ -391,7 +454,7 @@ def dense_backward_input(dx, dy, W):
     I = W.shape[1]
     P = np.empty((n_panels(I), O, PANEL), W.dtype)   # W in panels
     for p in prange(n_panels(I)):
-        pack_panel(P, W, p, 0, I)
+        pack_panel(P, W, p, 0, I, 0)
     nt, per_row = n_tiles(N, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -413,7 +476,7 @@ def dense_backward_params(dW, db, dy, x):
     add_column_sums(db, dy)
     P = np.empty((n_panels(I), N, PANEL), x.dtype)   # x in panels
     for p in prange(n_panels(I)):
-        pack_panel(P, x, p, 0, I)
+        pack_panel(P, x, p, 0, I, 0)
     nt, per_row = n_tiles(O, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS

@@ -94,7 +94,7 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     one = gates.dtype.type(1.0)
     P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
     for p in prange(n_panels(H)):
-        pack_panel(P, W_hh, p, 0, H)
+        pack_panel(P, W_hh, p, 0, H, 0)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc

@@ -105,7 +105,7 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     one = gates.dtype.type(1.0)
     P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
     for p in prange(n_panels(H)):
-        pack_panel(P, W_hh, p, 0, H)
+        pack_panel(P, W_hh, p, 0, H, 0)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc

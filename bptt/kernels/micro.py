@@ -10,10 +10,15 @@ arguments are pointers to the block's first element and strides in elements: C[r
 pC[r·ldc + w], A[r, k] is pA[r·sa0 + k·sa1], B[k, w] is pB[k·ldb + w]. The partial sums live in
 the scalar variables s<r>_<w> for the whole k loop (see :mod:`bptt.kernels.microgen`).
 :mod:`bptt.kernels.dense` compiles each once per dtype and calls it from every kernel.
+
+``micro_RxWx2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d)`` does the same for two R × W blocks,
+at columns 0 and d (0 ≤ d ≤ W), in one loop over k. Where they overlap (d < W), the two blocks
+compute the same outputs from the same C, A and B in the same order, so both store the same bits.
 """
 from ..jit import fma
 
 SIZES = ((4, 64), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+PAIRS = ((1, 64),)
 
 
 def micro_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -574,3 +579,173 @@ def micro_1x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         a0 = pA[a0_ + ka]
         b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
     pC[c0 + 0] = s0_0
+
+
+def micro_1x64x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
+    """C[0:1, 0:64] and C[0:1, d:d+64] += A[0:1, k0:k1] · B[k0:k1, same columns]."""
+    c0 = 0 * ldc
+    e0 = 0 * ldc + d
+    a0_ = 0 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
+    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
+    s0_32 = pC[c0 + 32]; s0_33 = pC[c0 + 33]; s0_34 = pC[c0 + 34]; s0_35 = pC[c0 + 35]; s0_36 = pC[c0 + 36]; s0_37 = pC[c0 + 37]; s0_38 = pC[c0 + 38]; s0_39 = pC[c0 + 39]
+    s0_40 = pC[c0 + 40]; s0_41 = pC[c0 + 41]; s0_42 = pC[c0 + 42]; s0_43 = pC[c0 + 43]; s0_44 = pC[c0 + 44]; s0_45 = pC[c0 + 45]; s0_46 = pC[c0 + 46]; s0_47 = pC[c0 + 47]
+    s0_48 = pC[c0 + 48]; s0_49 = pC[c0 + 49]; s0_50 = pC[c0 + 50]; s0_51 = pC[c0 + 51]; s0_52 = pC[c0 + 52]; s0_53 = pC[c0 + 53]; s0_54 = pC[c0 + 54]; s0_55 = pC[c0 + 55]
+    s0_56 = pC[c0 + 56]; s0_57 = pC[c0 + 57]; s0_58 = pC[c0 + 58]; s0_59 = pC[c0 + 59]; s0_60 = pC[c0 + 60]; s0_61 = pC[c0 + 61]; s0_62 = pC[c0 + 62]; s0_63 = pC[c0 + 63]
+    t0_0 = pC[e0 + 0]; t0_1 = pC[e0 + 1]; t0_2 = pC[e0 + 2]; t0_3 = pC[e0 + 3]; t0_4 = pC[e0 + 4]; t0_5 = pC[e0 + 5]; t0_6 = pC[e0 + 6]; t0_7 = pC[e0 + 7]
+    t0_8 = pC[e0 + 8]; t0_9 = pC[e0 + 9]; t0_10 = pC[e0 + 10]; t0_11 = pC[e0 + 11]; t0_12 = pC[e0 + 12]; t0_13 = pC[e0 + 13]; t0_14 = pC[e0 + 14]; t0_15 = pC[e0 + 15]
+    t0_16 = pC[e0 + 16]; t0_17 = pC[e0 + 17]; t0_18 = pC[e0 + 18]; t0_19 = pC[e0 + 19]; t0_20 = pC[e0 + 20]; t0_21 = pC[e0 + 21]; t0_22 = pC[e0 + 22]; t0_23 = pC[e0 + 23]
+    t0_24 = pC[e0 + 24]; t0_25 = pC[e0 + 25]; t0_26 = pC[e0 + 26]; t0_27 = pC[e0 + 27]; t0_28 = pC[e0 + 28]; t0_29 = pC[e0 + 29]; t0_30 = pC[e0 + 30]; t0_31 = pC[e0 + 31]
+    t0_32 = pC[e0 + 32]; t0_33 = pC[e0 + 33]; t0_34 = pC[e0 + 34]; t0_35 = pC[e0 + 35]; t0_36 = pC[e0 + 36]; t0_37 = pC[e0 + 37]; t0_38 = pC[e0 + 38]; t0_39 = pC[e0 + 39]
+    t0_40 = pC[e0 + 40]; t0_41 = pC[e0 + 41]; t0_42 = pC[e0 + 42]; t0_43 = pC[e0 + 43]; t0_44 = pC[e0 + 44]; t0_45 = pC[e0 + 45]; t0_46 = pC[e0 + 46]; t0_47 = pC[e0 + 47]
+    t0_48 = pC[e0 + 48]; t0_49 = pC[e0 + 49]; t0_50 = pC[e0 + 50]; t0_51 = pC[e0 + 51]; t0_52 = pC[e0 + 52]; t0_53 = pC[e0 + 53]; t0_54 = pC[e0 + 54]; t0_55 = pC[e0 + 55]
+    t0_56 = pC[e0 + 56]; t0_57 = pC[e0 + 57]; t0_58 = pC[e0 + 58]; t0_59 = pC[e0 + 59]; t0_60 = pC[e0 + 60]; t0_61 = pC[e0 + 61]; t0_62 = pC[e0 + 62]; t0_63 = pC[e0 + 63]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb; kd = kb + d
+        a0 = pA[a0_ + ka]
+        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
+        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
+        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
+        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
+        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
+        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
+        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
+        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8)
+        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9)
+        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10)
+        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11)
+        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12)
+        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13)
+        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14)
+        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
+        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16)
+        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17)
+        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18)
+        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19)
+        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20)
+        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21)
+        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22)
+        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23)
+        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24)
+        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25)
+        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26)
+        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27)
+        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28)
+        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29)
+        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30)
+        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31)
+        b = pB[kb + 32]; s0_32 = fma(a0, b, s0_32)
+        b = pB[kb + 33]; s0_33 = fma(a0, b, s0_33)
+        b = pB[kb + 34]; s0_34 = fma(a0, b, s0_34)
+        b = pB[kb + 35]; s0_35 = fma(a0, b, s0_35)
+        b = pB[kb + 36]; s0_36 = fma(a0, b, s0_36)
+        b = pB[kb + 37]; s0_37 = fma(a0, b, s0_37)
+        b = pB[kb + 38]; s0_38 = fma(a0, b, s0_38)
+        b = pB[kb + 39]; s0_39 = fma(a0, b, s0_39)
+        b = pB[kb + 40]; s0_40 = fma(a0, b, s0_40)
+        b = pB[kb + 41]; s0_41 = fma(a0, b, s0_41)
+        b = pB[kb + 42]; s0_42 = fma(a0, b, s0_42)
+        b = pB[kb + 43]; s0_43 = fma(a0, b, s0_43)
+        b = pB[kb + 44]; s0_44 = fma(a0, b, s0_44)
+        b = pB[kb + 45]; s0_45 = fma(a0, b, s0_45)
+        b = pB[kb + 46]; s0_46 = fma(a0, b, s0_46)
+        b = pB[kb + 47]; s0_47 = fma(a0, b, s0_47)
+        b = pB[kb + 48]; s0_48 = fma(a0, b, s0_48)
+        b = pB[kb + 49]; s0_49 = fma(a0, b, s0_49)
+        b = pB[kb + 50]; s0_50 = fma(a0, b, s0_50)
+        b = pB[kb + 51]; s0_51 = fma(a0, b, s0_51)
+        b = pB[kb + 52]; s0_52 = fma(a0, b, s0_52)
+        b = pB[kb + 53]; s0_53 = fma(a0, b, s0_53)
+        b = pB[kb + 54]; s0_54 = fma(a0, b, s0_54)
+        b = pB[kb + 55]; s0_55 = fma(a0, b, s0_55)
+        b = pB[kb + 56]; s0_56 = fma(a0, b, s0_56)
+        b = pB[kb + 57]; s0_57 = fma(a0, b, s0_57)
+        b = pB[kb + 58]; s0_58 = fma(a0, b, s0_58)
+        b = pB[kb + 59]; s0_59 = fma(a0, b, s0_59)
+        b = pB[kb + 60]; s0_60 = fma(a0, b, s0_60)
+        b = pB[kb + 61]; s0_61 = fma(a0, b, s0_61)
+        b = pB[kb + 62]; s0_62 = fma(a0, b, s0_62)
+        b = pB[kb + 63]; s0_63 = fma(a0, b, s0_63)
+        b = pB[kd + 0]; t0_0 = fma(a0, b, t0_0)
+        b = pB[kd + 1]; t0_1 = fma(a0, b, t0_1)
+        b = pB[kd + 2]; t0_2 = fma(a0, b, t0_2)
+        b = pB[kd + 3]; t0_3 = fma(a0, b, t0_3)
+        b = pB[kd + 4]; t0_4 = fma(a0, b, t0_4)
+        b = pB[kd + 5]; t0_5 = fma(a0, b, t0_5)
+        b = pB[kd + 6]; t0_6 = fma(a0, b, t0_6)
+        b = pB[kd + 7]; t0_7 = fma(a0, b, t0_7)
+        b = pB[kd + 8]; t0_8 = fma(a0, b, t0_8)
+        b = pB[kd + 9]; t0_9 = fma(a0, b, t0_9)
+        b = pB[kd + 10]; t0_10 = fma(a0, b, t0_10)
+        b = pB[kd + 11]; t0_11 = fma(a0, b, t0_11)
+        b = pB[kd + 12]; t0_12 = fma(a0, b, t0_12)
+        b = pB[kd + 13]; t0_13 = fma(a0, b, t0_13)
+        b = pB[kd + 14]; t0_14 = fma(a0, b, t0_14)
+        b = pB[kd + 15]; t0_15 = fma(a0, b, t0_15)
+        b = pB[kd + 16]; t0_16 = fma(a0, b, t0_16)
+        b = pB[kd + 17]; t0_17 = fma(a0, b, t0_17)
+        b = pB[kd + 18]; t0_18 = fma(a0, b, t0_18)
+        b = pB[kd + 19]; t0_19 = fma(a0, b, t0_19)
+        b = pB[kd + 20]; t0_20 = fma(a0, b, t0_20)
+        b = pB[kd + 21]; t0_21 = fma(a0, b, t0_21)
+        b = pB[kd + 22]; t0_22 = fma(a0, b, t0_22)
+        b = pB[kd + 23]; t0_23 = fma(a0, b, t0_23)
+        b = pB[kd + 24]; t0_24 = fma(a0, b, t0_24)
+        b = pB[kd + 25]; t0_25 = fma(a0, b, t0_25)
+        b = pB[kd + 26]; t0_26 = fma(a0, b, t0_26)
+        b = pB[kd + 27]; t0_27 = fma(a0, b, t0_27)
+        b = pB[kd + 28]; t0_28 = fma(a0, b, t0_28)
+        b = pB[kd + 29]; t0_29 = fma(a0, b, t0_29)
+        b = pB[kd + 30]; t0_30 = fma(a0, b, t0_30)
+        b = pB[kd + 31]; t0_31 = fma(a0, b, t0_31)
+        b = pB[kd + 32]; t0_32 = fma(a0, b, t0_32)
+        b = pB[kd + 33]; t0_33 = fma(a0, b, t0_33)
+        b = pB[kd + 34]; t0_34 = fma(a0, b, t0_34)
+        b = pB[kd + 35]; t0_35 = fma(a0, b, t0_35)
+        b = pB[kd + 36]; t0_36 = fma(a0, b, t0_36)
+        b = pB[kd + 37]; t0_37 = fma(a0, b, t0_37)
+        b = pB[kd + 38]; t0_38 = fma(a0, b, t0_38)
+        b = pB[kd + 39]; t0_39 = fma(a0, b, t0_39)
+        b = pB[kd + 40]; t0_40 = fma(a0, b, t0_40)
+        b = pB[kd + 41]; t0_41 = fma(a0, b, t0_41)
+        b = pB[kd + 42]; t0_42 = fma(a0, b, t0_42)
+        b = pB[kd + 43]; t0_43 = fma(a0, b, t0_43)
+        b = pB[kd + 44]; t0_44 = fma(a0, b, t0_44)
+        b = pB[kd + 45]; t0_45 = fma(a0, b, t0_45)
+        b = pB[kd + 46]; t0_46 = fma(a0, b, t0_46)
+        b = pB[kd + 47]; t0_47 = fma(a0, b, t0_47)
+        b = pB[kd + 48]; t0_48 = fma(a0, b, t0_48)
+        b = pB[kd + 49]; t0_49 = fma(a0, b, t0_49)
+        b = pB[kd + 50]; t0_50 = fma(a0, b, t0_50)
+        b = pB[kd + 51]; t0_51 = fma(a0, b, t0_51)
+        b = pB[kd + 52]; t0_52 = fma(a0, b, t0_52)
+        b = pB[kd + 53]; t0_53 = fma(a0, b, t0_53)
+        b = pB[kd + 54]; t0_54 = fma(a0, b, t0_54)
+        b = pB[kd + 55]; t0_55 = fma(a0, b, t0_55)
+        b = pB[kd + 56]; t0_56 = fma(a0, b, t0_56)
+        b = pB[kd + 57]; t0_57 = fma(a0, b, t0_57)
+        b = pB[kd + 58]; t0_58 = fma(a0, b, t0_58)
+        b = pB[kd + 59]; t0_59 = fma(a0, b, t0_59)
+        b = pB[kd + 60]; t0_60 = fma(a0, b, t0_60)
+        b = pB[kd + 61]; t0_61 = fma(a0, b, t0_61)
+        b = pB[kd + 62]; t0_62 = fma(a0, b, t0_62)
+        b = pB[kd + 63]; t0_63 = fma(a0, b, t0_63)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
+    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
+    pC[c0 + 32] = s0_32; pC[c0 + 33] = s0_33; pC[c0 + 34] = s0_34; pC[c0 + 35] = s0_35; pC[c0 + 36] = s0_36; pC[c0 + 37] = s0_37; pC[c0 + 38] = s0_38; pC[c0 + 39] = s0_39
+    pC[c0 + 40] = s0_40; pC[c0 + 41] = s0_41; pC[c0 + 42] = s0_42; pC[c0 + 43] = s0_43; pC[c0 + 44] = s0_44; pC[c0 + 45] = s0_45; pC[c0 + 46] = s0_46; pC[c0 + 47] = s0_47
+    pC[c0 + 48] = s0_48; pC[c0 + 49] = s0_49; pC[c0 + 50] = s0_50; pC[c0 + 51] = s0_51; pC[c0 + 52] = s0_52; pC[c0 + 53] = s0_53; pC[c0 + 54] = s0_54; pC[c0 + 55] = s0_55
+    pC[c0 + 56] = s0_56; pC[c0 + 57] = s0_57; pC[c0 + 58] = s0_58; pC[c0 + 59] = s0_59; pC[c0 + 60] = s0_60; pC[c0 + 61] = s0_61; pC[c0 + 62] = s0_62; pC[c0 + 63] = s0_63
+    pC[e0 + 0] = t0_0; pC[e0 + 1] = t0_1; pC[e0 + 2] = t0_2; pC[e0 + 3] = t0_3; pC[e0 + 4] = t0_4; pC[e0 + 5] = t0_5; pC[e0 + 6] = t0_6; pC[e0 + 7] = t0_7
+    pC[e0 + 8] = t0_8; pC[e0 + 9] = t0_9; pC[e0 + 10] = t0_10; pC[e0 + 11] = t0_11; pC[e0 + 12] = t0_12; pC[e0 + 13] = t0_13; pC[e0 + 14] = t0_14; pC[e0 + 15] = t0_15
+    pC[e0 + 16] = t0_16; pC[e0 + 17] = t0_17; pC[e0 + 18] = t0_18; pC[e0 + 19] = t0_19; pC[e0 + 20] = t0_20; pC[e0 + 21] = t0_21; pC[e0 + 22] = t0_22; pC[e0 + 23] = t0_23
+    pC[e0 + 24] = t0_24; pC[e0 + 25] = t0_25; pC[e0 + 26] = t0_26; pC[e0 + 27] = t0_27; pC[e0 + 28] = t0_28; pC[e0 + 29] = t0_29; pC[e0 + 30] = t0_30; pC[e0 + 31] = t0_31
+    pC[e0 + 32] = t0_32; pC[e0 + 33] = t0_33; pC[e0 + 34] = t0_34; pC[e0 + 35] = t0_35; pC[e0 + 36] = t0_36; pC[e0 + 37] = t0_37; pC[e0 + 38] = t0_38; pC[e0 + 39] = t0_39
+    pC[e0 + 40] = t0_40; pC[e0 + 41] = t0_41; pC[e0 + 42] = t0_42; pC[e0 + 43] = t0_43; pC[e0 + 44] = t0_44; pC[e0 + 45] = t0_45; pC[e0 + 46] = t0_46; pC[e0 + 47] = t0_47
+    pC[e0 + 48] = t0_48; pC[e0 + 49] = t0_49; pC[e0 + 50] = t0_50; pC[e0 + 51] = t0_51; pC[e0 + 52] = t0_52; pC[e0 + 53] = t0_53; pC[e0 + 54] = t0_54; pC[e0 + 55] = t0_55
+    pC[e0 + 56] = t0_56; pC[e0 + 57] = t0_57; pC[e0 + 58] = t0_58; pC[e0 + 59] = t0_59; pC[e0 + 60] = t0_60; pC[e0 + 61] = t0_61; pC[e0 + 62] = t0_62; pC[e0 + 63] = t0_63

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import COLS, PANEL, ROWS, acc_panels, add_column_sums, n_panels, pack_panel, pack_panel_T, n_tiles, row_chunks
+from .dense import COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, n_panels, pack_panel, pack_panel_T, n_tiles, row_chunks
 
 
 @kernel
@@ -94,7 +94,7 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     T, B, H = q.shape
     P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
     for p in prange(n_panels(H)):
-        pack_panel(P, W_hh, p, 0, H)
+        pack_panel(P, W_hh, p, 0, H, 0)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc
@@ -129,20 +129,25 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
     dg : (N, G·H) gate pre-activation gradients of every step, rows n = t·B + b.
     x : (N, I) the layer's input, rows as in dg.
-    Parallel over tiles of dW_ih (:func:`acc_panels` with A = dgᵀ, x in panels); each sum runs over n in order.
+    Parallel over tiles of dW_ih (:func:`acc_panels` with A = dgᵀ, x in panels; the last I mod 16
+    columns with :func:`acc_narrow`); each sum runs over n in order.
     """
     N, GH = dg.shape
     I = x.shape[1]
+    I16 = I - I % 16
     add_column_sums(db_ih, dg)
-    dgT = dg.T
     P = np.empty((n_panels(I), N, PANEL), x.dtype)   # x in panels
     for p in prange(n_panels(I)):
-        pack_panel(P, x, p, 0, I)
-    nt, per_row = n_tiles(GH, I)
+        pack_panel(P, x, p, 0, I, 0)
+    nt, per_row = n_tiles(GH, I16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_panels(dW_ih, dgT, P, n0, min(GH, n0 + ROWS), c0, min(I, c0 + COLS), 0, N)
+        acc_panels(dW_ih, dg.T, P, n0, min(GH, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
+    if I16 < I:
+        tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
+        for tile in prange((GH + COLS - 1) // COLS):
+            acc_narrow(dW_ih, dg, tail, I16, tile * COLS, min(GH, tile * COLS + COLS))
 
 
 @kernel
@@ -157,7 +162,7 @@ def input_backward(dx, dg, W_ih):
     I = W_ih.shape[1]
     P = np.empty((n_panels(I), GH, PANEL), W_ih.dtype)   # W_ih in panels
     for p in prange(n_panels(I)):
-        pack_panel(P, W_ih, p, 0, I)
+        pack_panel(P, W_ih, p, 0, I, 0)
     nt, per_row = n_tiles(N, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -179,39 +184,30 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
 
-    The states read by the steps after the first are consecutive in y: y[0:T-1] forward (step t
-    reads y[t-1]), y[1:T] in reverse (step t reads y[t+1]). So the sum is two products with
-    A = dgᵀ: one over the first step's B rows against h0, one over the other (T-1)·B rows against
-    that block of y, taken in increasing t (the h0 step first forward, last in reverse). Parallel
-    over tiles of dW_hh (:func:`acc_panels`, the states in panels); each entry sums over (t, b) in that fixed order.
+    The sum is one product with A = dgᵀ (G·H, T·B) and the states the steps read, packed in panels
+    in the same row order (rows n = t·B + b hold h_prev_t[b]), so every entry sums over (t, b) in
+    increasing t (the h0 step first forward, last in reverse). Parallel over tiles of dW_hh
+    (:func:`acc_panels`; the last H mod 16 columns with :func:`acc_narrow`).
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
-    DH = y.shape[2]
-    add_column_sums(db_hh, dgh.reshape((T * B, GH)))
-    M = (T - 1) * B
-    if reverse:
-        g_first = dgh[T - 1].T                          # (G·H, B): the step that read h0
-        g_rest = dgh[0:T - 1].reshape((M, GH)).T        # steps t = 0..T-2, which read y[t+1]
-        h_rest = y[1:T].reshape((M, DH))
-    else:
-        g_first = dgh[0].T
-        g_rest = dgh[1:T].reshape((M, GH)).T            # steps t = 1..T-1, which read y[t-1]
-        h_rest = y[0:T - 1].reshape((M, DH))
-    P0 = np.empty((n_panels(H), B, PANEL), h0.dtype)     # h0 in panels
-    P1 = np.empty((n_panels(H), M, PANEL), h0.dtype)     # this direction's columns of h_rest
+    N = T * B
+    H16 = H - H % 16
+    g2 = dgh.reshape((N, GH))
+    add_column_sums(db_hh, g2)
+    first = T - 1 if reverse else 0          # the step that read h0
+    P = np.empty((n_panels(H), N, PANEL), h0.dtype)
     for p in prange(n_panels(H)):
-        pack_panel(P0, h0, p, 0, H)
-        pack_panel(P1, h_rest, p, off, H)
-    nt, per_row = n_tiles(GH, H)
+        pack_panel(P, h0, p, 0, H, first * B)
+        for t in range(T):
+            if t != first:
+                pack_panel(P, y[t + 1 if reverse else t - 1], p, off, H, t * B)
+    nt, per_row = n_tiles(GH, H16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        n1 = min(GH, n0 + ROWS)
-        c1 = min(H, c0 + COLS)
-        if reverse:
-            acc_panels(dW_hh, g_rest, P1, n0, n1, c0, c1, 0, M)
-            acc_panels(dW_hh, g_first, P0, n0, n1, c0, c1, 0, B)
-        else:
-            acc_panels(dW_hh, g_first, P0, n0, n1, c0, c1, 0, B)
-            acc_panels(dW_hh, g_rest, P1, n0, n1, c0, c1, 0, M)
+        acc_panels(dW_hh, g2.T, P, n0, min(GH, n0 + ROWS), c0, min(H16, c0 + COLS), 0, N)
+    if H16 < H:
+        tail = P[H16 // PANEL][:, H16 % PANEL:H16 % PANEL + H - H16]
+        for tile in prange((GH + COLS - 1) // COLS):
+            acc_narrow(dW_hh, g2, tail, H16, tile * COLS, min(GH, tile * COLS + COLS))

@@ -207,13 +207,15 @@ class _Recurrent(Layer):
                 dense_forward(ws.gates2[k], xin2, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
-        out = np.ascontiguousarray(ws.y[-1].transpose(1, 0, 2))
+        out = ws.y[-1].transpose(1, 0, 2).copy()   # a copy even for B = 1, where the view is contiguous
         return out, self._final(ws.y, ws.T)
 
     def _final(self, seq, T):
         """h_n (or c_n) from per-layer sequences (T, B, D·H): the last processed step of each
         direction, i.e. t = T-1 forward and t = 0 in reverse."""
         H, D = self.hidden_size, self.num_directions
+        if D == 1 and self.num_layers == 1:
+            return seq[0][T - 1:T].copy()   # the common case in one copy (the loop costs ~1 µs)
         B = seq[0].shape[1]
         out = np.empty((self.num_layers * D, B, H), self.dtype)
         for l in range(self.num_layers):
@@ -255,7 +257,7 @@ class _Recurrent(Layer):
                 input_backward_params(dW_ih, db_ih, dg2, x2)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dx2, dg2, W_ih)
-        return np.ascontiguousarray(ws.dxt.transpose(1, 0, 2)), dinit
+        return ws.dxt.transpose(1, 0, 2).copy(), dinit
 
     def _load_state(self, dst, name, a, B):
         if a is None:
@@ -368,6 +370,8 @@ class LSTM(_Recurrent):
 
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions
+        if D == 1 and self.num_layers == 1:
+            return ws.c[0][ws.T - 1:ws.T].copy()
         c_n = np.empty((self.num_layers * D, ws.B, H), self.dtype)
         for l in range(self.num_layers):
             for d in range(D):
