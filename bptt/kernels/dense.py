@@ -237,6 +237,18 @@ def n_panels(M):
 
 
 @inline
+def empty_panels(M, K, like):
+    """An uninitialised (n_panels(M), K, PANEL) array of ``like``'s dtype, starting on a 64-byte
+    boundary. Each panel row is then whole cache lines, so a micro-kernel's vector loads of B never
+    straddle two lines; Numba's own np.empty is sometimes only 32-byte aligned, and the split loads
+    made a whole LSTM step (B = 50, H = 128) about 30% slower in the processes where it was."""
+    n = n_panels(M) * K * PANEL
+    buf = np.empty(n + 64 // like.itemsize, like.dtype)
+    off = (64 - buf.ctypes.data % 64) % 64 // buf.itemsize
+    return buf[off:off + n].reshape((n_panels(M), K, PANEL))
+
+
+@inline
 def pack_panel_T(P, W, p):
     """P[p, k, w] = W[p·PANEL + w, k]: panel p of Wᵀ, for W (O, I) and P (n_panels(O), I, PANEL).
 
@@ -426,7 +438,7 @@ def dense_forward(y, x, W, b):
     """
     N, I = x.shape
     O = W.shape[0]
-    P = np.empty((n_panels(O), I, PANEL), W.dtype)   # Wᵀ in panels
+    P = empty_panels(O, I, W)   # Wᵀ in panels
     for p in prange(n_panels(O)):
         pack_panel_T(P, W, p)
     nt, per_row = n_tiles(N, O)
@@ -452,7 +464,7 @@ def dense_backward_input(dx, dy, W):
     """
     N, O = dy.shape
     I = W.shape[1]
-    P = np.empty((n_panels(I), O, PANEL), W.dtype)   # W in panels
+    P = empty_panels(I, O, W)   # W in panels
     for p in prange(n_panels(I)):
         pack_panel(P, W, p, 0, I, 0)
     nt, per_row = n_tiles(N, I)
@@ -474,7 +486,7 @@ def dense_backward_params(dW, db, dy, x):
     I = x.shape[1]
     dyT = dy.T
     add_column_sums(db, dy)
-    P = np.empty((n_panels(I), N, PANEL), x.dtype)   # x in panels
+    P = empty_panels(I, N, x)   # x in panels
     for p in prange(n_panels(I)):
         pack_panel(P, x, p, 0, I, 0)
     nt, per_row = n_tiles(O, I)

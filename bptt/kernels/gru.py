@@ -15,7 +15,7 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, PANEL, ROWS, acc_panels, n_panels, pack_panel, pack_panel_T, row_chunks
+from .dense import COLS, ROWS, acc_panels, empty_panels, n_panels, pack_panel, pack_panel_T, row_chunks
 
 
 @kernel
@@ -33,7 +33,7 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     T, B, G3 = gates.shape
     H = G3 // 3
     one = gates.dtype.type(1.0)
-    P = np.empty((n_panels(W_hh.shape[0]), W_hh.shape[1], PANEL), W_hh.dtype)   # W_hhᵀ H, 3H, in panels
+    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ H, 3H, in panels
     for p in prange(n_panels(W_hh.shape[0])):
         pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)
@@ -92,7 +92,7 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     T, B, G3 = gates.shape
     H = G3 // 3
     one = gates.dtype.type(1.0)
-    P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
+    P = empty_panels(H, W_hh.shape[0], W_hh)   # W_hh (G·H, H), in panels
     for p in prange(n_panels(H)):
         pack_panel(P, W_hh, p, 0, H, 0)
     nch, rc = row_chunks(B)

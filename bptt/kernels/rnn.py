@@ -36,7 +36,8 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, n_panels, pack_panel, pack_panel_T, n_tiles, row_chunks
+from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, empty_panels, n_panels,
+                    n_tiles, pack_panel, pack_panel_T, row_chunks)
 
 
 @kernel
@@ -50,7 +51,7 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    P = np.empty((n_panels(W_hh.shape[0]), W_hh.shape[1], PANEL), W_hh.dtype)   # W_hhᵀ H, H, in panels
+    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ H, H, in panels
     for p in prange(n_panels(W_hh.shape[0])):
         pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)
@@ -92,7 +93,7 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
     T, B, H = q.shape
-    P = np.empty((n_panels(H), W_hh.shape[0], PANEL), W_hh.dtype)   # W_hh (G·H, H), in panels
+    P = empty_panels(H, W_hh.shape[0], W_hh)   # W_hh (G·H, H), in panels
     for p in prange(n_panels(H)):
         pack_panel(P, W_hh, p, 0, H, 0)
     nch, rc = row_chunks(B)
@@ -136,7 +137,7 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     I = x.shape[1]
     I16 = I - I % 16
     add_column_sums(db_ih, dg)
-    P = np.empty((n_panels(I), N, PANEL), x.dtype)   # x in panels
+    P = empty_panels(I, N, x)   # x in panels
     for p in prange(n_panels(I)):
         pack_panel(P, x, p, 0, I, 0)
     nt, per_row = n_tiles(GH, I16)
@@ -160,7 +161,7 @@ def input_backward(dx, dg, W_ih):
     """
     N, GH = dg.shape
     I = W_ih.shape[1]
-    P = np.empty((n_panels(I), GH, PANEL), W_ih.dtype)   # W_ih in panels
+    P = empty_panels(I, GH, W_ih)   # W_ih in panels
     for p in prange(n_panels(I)):
         pack_panel(P, W_ih, p, 0, I, 0)
     nt, per_row = n_tiles(N, I)
@@ -196,7 +197,7 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     g2 = dgh.reshape((N, GH))
     add_column_sums(db_hh, g2)
     first = T - 1 if reverse else 0          # the step that read h0
-    P = np.empty((n_panels(H), N, PANEL), h0.dtype)
+    P = empty_panels(H, N, h0)
     for p in prange(n_panels(H)):
         pack_panel(P, h0, p, 0, H, first * B)
         for t in range(T):

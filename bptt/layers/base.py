@@ -23,6 +23,26 @@ def as_dtype(dtype) -> np.dtype:
     return dt
 
 
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on a 64-byte (cache line) boundary.
+
+    NumPy's large arrays often start 16 or 32 bytes into a line, so that every 64-byte vector
+    load or store of a row straddles two lines; the products read and write their rows of C (the
+    gate workspaces) that way. A copy of nothing: only the speed depends on it."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.empty(n + 64 // dt.itemsize, dt)
+    off = (-buf.ctypes.data) % 64 // dt.itemsize
+    return buf[off:off + n].reshape(shape)
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """:func:`aligned_empty`, filled with zeros."""
+    a = aligned_empty(shape, dtype)
+    a.fill(0)
+    return a
+
+
 def _fmt_shape(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -83,7 +103,7 @@ class Layer:
     def add_param(self, name: str, value: np.ndarray) -> None:
         value = np.ascontiguousarray(value, dtype=self.dtype)
         self.params[name] = value
-        self.grads[name] = np.zeros_like(value)
+        self.grads[name] = aligned_zeros(value.shape, value.dtype)   # products accumulate into its rows
 
     def __getattr__(self, name):
         # Only called when normal lookup fails: expose parameters as attributes (layer.weight).

@@ -41,7 +41,7 @@ from ..kernels.lstm import lstm_backward, lstm_forward
 from ..kernels.rnn import (input_backward, input_backward_params, recurrent_backward_params,
                            rnn_backward, rnn_forward)
 from ..kernels.activations import ACTIVATIONS
-from .base import Layer, check_array, uniform
+from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
 
 RNN_ACTIVATIONS = ("tanh", "relu", "identity")
 
@@ -131,15 +131,15 @@ class _Recurrent(Layer):
         H, D, L, GH, dt = self.hidden_size, self.num_directions, self.num_layers, self.GATES * self.hidden_size, self.dtype
         ws = _Workspace()
         ws.B, ws.T = B, T
-        ws.xt = np.empty((T, B, self.input_size), dt)                  # x, time-major
-        ws.dxt = np.empty((T, B, self.input_size), dt)
-        ws.y = [np.empty((T, B, D * H), dt) for _ in range(L)]         # each layer's output
-        ws.dy = [np.empty((T, B, D * H), dt) for _ in range(L)]
-        ws.gates = [np.empty((T, B, GH), dt) for _ in range(L * D)]    # per layer·direction
-        ws.h0 = np.empty((L * D, B, H), dt)
-        ws.dg = np.empty((T, B, GH), dt)                               # shared by every backward
-        ws.dh = np.empty((B, H), dt)
-        ws.zeros = np.zeros((L * D, B, H), dt)                         # a final-state gradient of None
+        ws.xt = aligned_empty((T, B, self.input_size), dt)                  # x, time-major
+        ws.dxt = aligned_empty((T, B, self.input_size), dt)
+        ws.y = [aligned_empty((T, B, D * H), dt) for _ in range(L)]         # each layer's output
+        ws.dy = [aligned_empty((T, B, D * H), dt) for _ in range(L)]
+        ws.gates = [aligned_empty((T, B, GH), dt) for _ in range(L * D)]    # per layer·direction
+        ws.h0 = aligned_empty((L * D, B, H), dt)
+        ws.dg = aligned_empty((T, B, GH), dt)                               # shared by every backward
+        ws.dh = aligned_empty((B, H), dt)
+        ws.zeros = aligned_zeros((L * D, B, H), dt)                         # a final-state gradient of None
         # the same arrays as (T·B, ·) matrices, for the kernels that treat every step at once
         ws.xt2 = ws.xt.reshape(T * B, -1)
         ws.dxt2 = ws.dxt.reshape(T * B, -1)
@@ -319,9 +319,9 @@ class GRU(_Recurrent):
 
     def _alloc_extra(self, ws):
         L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
-        ws.mn = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]
-        ws.m = np.empty((B, 3 * H), self.dtype)   # W_hh·h_prev + b_hh of the current step
-        ws.dgh = np.empty((T, B, 3 * H), self.dtype)
+        ws.mn = [aligned_empty((T, B, H), self.dtype) for _ in range(L * D)]
+        ws.m = aligned_empty((B, 3 * H), self.dtype)   # W_hh·h_prev + b_hh of the current step
+        ws.dgh = aligned_empty((T, B, 3 * H), self.dtype)
 
     def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
         gru_forward(ws.y[l], ws.gates[k], ws.mn[k], ws.m, ws.h0[k], W_hh, b_hh, d * self.hidden_size, d == 1)
@@ -353,10 +353,10 @@ class LSTM(_Recurrent):
 
     def _alloc_extra(self, ws):
         L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
-        ws.c0 = np.empty((L * D, B, H), self.dtype)
-        ws.c = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]   # c_t per layer·direction
-        ws.tc = [np.empty((T, B, H), self.dtype) for _ in range(L * D)]  # tanh(c_t)
-        ws.dc = np.empty((B, H), self.dtype)
+        ws.c0 = aligned_empty((L * D, B, H), self.dtype)
+        ws.c = [aligned_empty((T, B, H), self.dtype) for _ in range(L * D)]   # c_t per layer·direction
+        ws.tc = [aligned_empty((T, B, H), self.dtype) for _ in range(L * D)]  # tanh(c_t)
+        ws.dc = aligned_empty((B, H), self.dtype)
 
     def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
         lstm_forward(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
