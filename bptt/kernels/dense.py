@@ -391,21 +391,23 @@ def acc_narrow(C, AT, Bw, c0, r0, r1):
 
 
 @inline
-def add_column_sums(db, g):
-    """db[u] += Σ_n g[n, u] for the bias gradients: each sum in float64 from 0, over n in order.
+def add_column_sums(db, g, u0, u1):
+    """db[u] += Σ_n g[n, u] for u0 ≤ u < u1, for the bias gradients: each sum in float64 from 0,
+    over n in order.
 
-    db : (U,) accumulated.  g : (N, U) with contiguous rows. Serial: g is read row by row and the
-    U independent sums advance together (vectorised), which is memory-bound and fast; a column
-    at a time would stride through g.
+    db : (U,) accumulated.  g : (N, U) with contiguous rows. g is read row by row and the
+    independent sums advance together (vectorised); a column at a time would stride through g.
+    Kernels run blocks of columns in a ``prange`` (independent outputs).
     """
-    N, U = g.shape
-    s = np.zeros(U, np.float64)
+    N = g.shape[0]
+    s = np.zeros(u1 - u0, np.float64)
     for n in range(N):
-        gn = g[n]
-        for u in range(U):
+        gn = g[n, u0:u1]
+        for u in range(u1 - u0):
             s[u] += gn[u]
-    for u in range(U):
-        db[u] += s[u]
+    dbu = db[u0:u1]
+    for u in range(u1 - u0):
+        dbu[u] += s[u]
 
 
 @inline
@@ -485,7 +487,8 @@ def dense_backward_params(dW, db, dy, x):
     N, O = dy.shape
     I = x.shape[1]
     dyT = dy.T
-    add_column_sums(db, dy)
+    for blk in prange((O + COLS - 1) // COLS):
+        add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
     P = empty_panels(I, N, x)   # x in panels
     for p in prange(n_panels(I)):
         pack_panel(P, x, p, 0, I, 0)

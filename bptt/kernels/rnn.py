@@ -136,7 +136,8 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     N, GH = dg.shape
     I = x.shape[1]
     I16 = I - I % 16
-    add_column_sums(db_ih, dg)
+    for blk in prange((GH + COLS - 1) // COLS):
+        add_column_sums(db_ih, dg, blk * COLS, min(GH, blk * COLS + COLS))
     P = empty_panels(I, N, x)   # x in panels
     for p in prange(n_panels(I)):
         pack_panel(P, x, p, 0, I, 0)
@@ -195,7 +196,8 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     N = T * B
     H16 = H - H % 16
     g2 = dgh.reshape((N, GH))
-    add_column_sums(db_hh, g2)
+    for blk in prange((GH + COLS - 1) // COLS):
+        add_column_sums(db_hh, g2, blk * COLS, min(GH, blk * COLS + COLS))
     first = T - 1 if reverse else 0          # the step that read h0
     P = empty_panels(H, N, h0)
     for p in prange(n_panels(H)):
@@ -212,3 +214,20 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         tail = P[H16 // PANEL][:, H16 % PANEL:H16 % PANEL + H - H16]
         for tile in prange((GH + COLS - 1) // COLS):
             acc_narrow(dW_hh, g2, tail, H16, tile * COLS, min(GH, tile * COLS + COLS))
+
+
+@kernel
+def swap_01(dst, src):
+    """dst[i, j, :] = src[j, i, :]: (B, T, F) to (T, B, F) and back, for the layers' copies between
+    the batch-first arrays users pass and the time-major workspaces. Parallel over i; a copy,
+    so the bits are src's (numpy's strided copy of a transposed view ran on one core).
+
+    dst : (D0, D1, F).  src : (D1, D0, F).
+    """
+    D0, D1, F = dst.shape
+    for i in prange(D0):
+        for j in range(D1):
+            d = dst[i, j]
+            sj = src[j, i]
+            for f in range(F):
+                d[f] = sj[f]

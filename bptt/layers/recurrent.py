@@ -39,7 +39,7 @@ from ..kernels.dense import dense_forward
 from ..kernels.gru import gru_backward, gru_forward
 from ..kernels.lstm import lstm_backward, lstm_forward
 from ..kernels.rnn import (input_backward, input_backward_params, recurrent_backward_params,
-                           rnn_backward, rnn_forward)
+                           rnn_backward, rnn_forward, swap_01)
 from ..kernels.activations import ACTIVATIONS
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
 
@@ -197,7 +197,7 @@ class _Recurrent(Layer):
     def _run_forward_kernels(self, x):
         B, T, _ = x.shape
         ws = self._ws
-        np.copyto(ws.xt, x.transpose(1, 0, 2))
+        swap_01(ws.xt, x)   # time-major, in parallel
         params = self.params
         for l in range(self.num_layers):
             xin2 = ws.xt2 if l == 0 else ws.y2[l - 1]
@@ -207,7 +207,8 @@ class _Recurrent(Layer):
                 dense_forward(ws.gates2[k], xin2, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
-        out = ws.y[-1].transpose(1, 0, 2).copy()   # a copy even for B = 1, where the view is contiguous
+        out = np.empty((B, T, ws.y[-1].shape[2]), self.dtype)   # fresh, batch-first
+        swap_01(out, ws.y[-1])
         return out, self._final(ws.y, ws.T)
 
     def _final(self, seq, T):
@@ -239,7 +240,7 @@ class _Recurrent(Layer):
             top.fill(0)
         else:
             dout = check_array("dout", dout, (B, T, D * H), self.dtype, what=" (the shape of out)")
-            np.copyto(top, dout.transpose(1, 0, 2))
+            swap_01(top, dout)
         # kernels only read the final-state gradients: None shares one array of zeros
         dfinal = [ws.zeros if a is None else self._check_state(name, a, B) for name, a in dstates]
         dinit = [np.zeros((L * D, B, H), self.dtype) for _ in dstates]
@@ -257,7 +258,9 @@ class _Recurrent(Layer):
                 input_backward_params(dW_ih, db_ih, dg2, x2)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dx2, dg2, W_ih)
-        return ws.dxt.transpose(1, 0, 2).copy(), dinit
+        dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
+        swap_01(dx, ws.dxt)
+        return dx, dinit
 
     def _load_state(self, dst, name, a, B):
         if a is None:
