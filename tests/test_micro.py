@@ -28,8 +28,10 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     def tile(C, A, Bm, boff):
         M = C.shape[1]
         P = np.empty((dense.n_panels(M), Bm.shape[0], dense.PANEL), Bm.dtype)
-        for p in range(dense.n_panels(M)):
-            dense.pack_panel(P, Bm, p, boff, M, 0)
+        K, h = Bm.shape[0], Bm.shape[0] // 2
+        for p in range(dense.n_panels(M)):        # in two blocks of rows
+            dense.pack_panel(P, Bm, p, boff, M, 0, h, 0)
+            dense.pack_panel(P, Bm, p, boff, M, h, K, h)
         dense.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
 
     @kernel(parallel=False)

@@ -275,17 +275,30 @@ def pack_panel_T(P, W, p):
 
 
 @inline
-def pack_panel(P, Bm, p, boff, M, r0):
-    """P[p, r0 + k, w] = Bm[k, boff + p·PANEL + w] (w < PANEL, p·PANEL + w < M): rows r0... of
-    panel p of the M columns of Bm (K, ·) from column boff, for P (n_panels(M), ·, PANEL)."""
+def pack_panel(P, Bm, p, boff, M, k0, k1, r0):
+    """P[p, r0 + k - k0, w] = Bm[k, boff + p·PANEL + w] for k0 ≤ k < k1 (w < PANEL,
+    p·PANEL + w < M): rows of panel p of the M columns of Bm (K, ·) from column boff, for
+    P (n_panels(M), ·, PANEL). Kernels run (panel, block of ``PACK_ROWS`` rows) pairs in a
+    ``prange`` (:func:`pack_blocks`): one panel may be most of the matrix."""
     c0 = boff + p * PANEL
     wn = min(PANEL, M - p * PANEL)
     Pp = P[p]
-    for k in range(Bm.shape[0]):
+    for k in range(k0, k1):
         src = Bm[k, c0:c0 + wn]
-        dst = Pp[r0 + k]
+        dst = Pp[r0 + k - k0]
         for w in range(wn):
             dst[w] = src[w]
+
+
+PACK_ROWS = 256
+
+
+@inline
+def pack_blocks(M, K):
+    """(jobs, row blocks per panel) for packing K rows of M columns: one job per panel and block
+    of ``PACK_ROWS`` rows; job j is panel j // blocks, rows from (j % blocks)·PACK_ROWS."""
+    nb = (K + PACK_ROWS - 1) // PACK_ROWS
+    return n_panels(M) * nb, nb
 
 
 @helper
@@ -467,8 +480,10 @@ def dense_backward_input(dx, dy, W):
     N, O = dy.shape
     I = W.shape[1]
     P = empty_panels(I, O, W)   # W in panels
-    for p in prange(n_panels(I)):
-        pack_panel(P, W, p, 0, I, 0)
+    nj, nb = pack_blocks(I, O)
+    for j in prange(nj):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, W, j // nb, 0, I, k0, min(O, k0 + PACK_ROWS), k0)
     nt, per_row = n_tiles(N, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -490,8 +505,10 @@ def dense_backward_params(dW, db, dy, x):
     for blk in prange((O + COLS - 1) // COLS):
         add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
     P = empty_panels(I, N, x)   # x in panels
-    for p in prange(n_panels(I)):
-        pack_panel(P, x, p, 0, I, 0)
+    nj, nb = pack_blocks(I, N)
+    for j in prange(nj):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, x, j // nb, 0, I, k0, min(N, k0 + PACK_ROWS), k0)
     nt, per_row = n_tiles(O, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_panels, empty_panels, n_panels, pack_panel, pack_panel_T, row_chunks
+from .dense import (COLS, PACK_ROWS, ROWS, acc_panels, empty_panels, n_panels, pack_blocks, pack_panel,
+                    pack_panel_T, row_chunks)
 
 
 @kernel
@@ -104,8 +105,10 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     H = G4 // 4
     one = gates.dtype.type(1.0)
     P = empty_panels(H, W_hh.shape[0], W_hh)   # W_hh (G·H, H), in panels
-    for p in prange(n_panels(H)):
-        pack_panel(P, W_hh, p, 0, H, 0)
+    nj, nb = pack_blocks(H, W_hh.shape[0])
+    for j in prange(nj):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, W_hh, j // nb, 0, H, k0, min(W_hh.shape[0], k0 + PACK_ROWS), k0)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc

@@ -36,8 +36,8 @@ import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, empty_panels, n_panels,
-                    n_tiles, pack_panel, pack_panel_T, row_chunks)
+from .dense import (COLS, PACK_ROWS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, empty_panels,
+                    n_panels, n_tiles, pack_blocks, pack_panel, pack_panel_T, row_chunks)
 
 
 @kernel
@@ -94,8 +94,10 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     """
     T, B, H = q.shape
     P = empty_panels(H, W_hh.shape[0], W_hh)   # W_hh (G·H, H), in panels
-    for p in prange(n_panels(H)):
-        pack_panel(P, W_hh, p, 0, H, 0)
+    nj, nb = pack_blocks(H, W_hh.shape[0])
+    for j in prange(nj):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, W_hh, j // nb, 0, H, k0, min(W_hh.shape[0], k0 + PACK_ROWS), k0)
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc
@@ -139,8 +141,10 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     for blk in prange((GH + COLS - 1) // COLS):
         add_column_sums(db_ih, dg, blk * COLS, min(GH, blk * COLS + COLS))
     P = empty_panels(I, N, x)   # x in panels
-    for p in prange(n_panels(I)):
-        pack_panel(P, x, p, 0, I, 0)
+    nj, nb = pack_blocks(I, N)
+    for j in prange(nj):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, x, j // nb, 0, I, k0, min(N, k0 + PACK_ROWS), k0)
     nt, per_row = n_tiles(GH, I16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -163,8 +167,10 @@ def input_backward(dx, dg, W_ih):
     N, GH = dg.shape
     I = W_ih.shape[1]
     P = empty_panels(I, GH, W_ih)   # W_ih in panels
-    for p in prange(n_panels(I)):
-        pack_panel(P, W_ih, p, 0, I, 0)
+    nj, nb = pack_blocks(I, GH)
+    for j in prange(nj):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, W_ih, j // nb, 0, I, k0, min(GH, k0 + PACK_ROWS), k0)
     nt, per_row = n_tiles(N, I)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
@@ -200,11 +206,10 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         add_column_sums(db_hh, g2, blk * COLS, min(GH, blk * COLS + COLS))
     first = T - 1 if reverse else 0          # the step that read h0
     P = empty_panels(H, N, h0)
-    for p in prange(n_panels(H)):
-        pack_panel(P, h0, p, 0, H, first * B)
-        for t in range(T):
-            if t != first:
-                pack_panel(P, y[t + 1 if reverse else t - 1], p, off, H, t * B)
+    for t in prange(T):                      # row block t·B... holds the state step t read
+        src = h0 if t == first else y[t + 1 if reverse else t - 1]
+        for p in range(n_panels(H)):
+            pack_panel(P, src, p, 0 if t == first else off, H, 0, B, t * B)
     nt, per_row = n_tiles(GH, H16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
