@@ -474,8 +474,9 @@ def dense_forward(y, x, W, b):
 def dense_backward_input(dx, dy, W):
     """dx[n, i] += Σ_o dy[n, o] W[o, i]   (∂L/∂x = dy·W).
 
-    dx : (N, I) accumulated, dy : (N, O), W : (O, I). Blocked with :func:`acc_panels` on W in panels; parallel
-    over tiles of dx.
+    dx : (N, I) accumulated, dy : (N, O), W : (O, I). Blocked with :func:`acc_panels` on W in
+    panels; parallel over tiles of dx. The recurrent layers use it for dx over all T·B rows
+    (``bptt.kernels.rnn.input_backward``).
     """
     N, O = dy.shape
     I = W.shape[1]
@@ -496,12 +497,14 @@ def dense_backward_params(dW, db, dy, x):
     """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
 
     dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
-    Blocked with :func:`acc_panels` (A = dyᵀ, x in panels); parallel over tiles of dW, so each dW entry has one
-    writer and a fixed summation order.
+    Blocked with :func:`acc_panels` (A = dyᵀ, x in panels; the last I mod 16 columns with
+    :func:`acc_narrow`); parallel over tiles of dW, so each dW entry has one writer and a fixed
+    summation order, over n. The recurrent layers use it for dW_ih and b_ih over all T·B rows
+    (``bptt.kernels.rnn.input_backward_params``).
     """
     N, O = dy.shape
     I = x.shape[1]
-    dyT = dy.T
+    I16 = I - I % 16
     for blk in prange((O + COLS - 1) // COLS):
         add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
     P = empty_panels(I, N, x)   # x in panels
@@ -509,8 +512,12 @@ def dense_backward_params(dW, db, dy, x):
     for j in prange(nj):
         k0 = j % nb * PACK_ROWS
         pack_panel(P, x, j // nb, 0, I, k0, min(N, k0 + PACK_ROWS), k0)
-    nt, per_row = n_tiles(O, I)
+    nt, per_row = n_tiles(O, I16)
     for tile in prange(nt):
         n0 = (tile // per_row) * ROWS
         c0 = (tile % per_row) * COLS
-        acc_panels(dW, dyT, P, n0, min(O, n0 + ROWS), c0, min(I, c0 + COLS), 0, N)
+        acc_panels(dW, dy.T, P, n0, min(O, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
+    if I16 < I:
+        tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
+        for tile in prange((O + COLS - 1) // COLS):
+            acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS))

@@ -11,7 +11,6 @@ Because r multiplies m_n = W_hn·h_prev + b_hn, the pre-activation gradients dif
 sides for the n block, so backward keeps both: dgx = ∂L/∂[x_r, x_z, x_n] for W_ih, b_ih and dx,
 and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z blocks).
 """
-import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh

@@ -13,7 +13,6 @@ kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
 ``recurrent_backward_params`` and ``input_backward``. Products are blocked and parallel as
 described there.
 """
-import numpy as np
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh

@@ -32,12 +32,12 @@ written by one thread, and a chunk's rows share each panel of W_hh they load. Th
 and dx passes run over tiles of their outputs. No sum is split across threads, and every output
 sums in the same order for any chunking, so all builds give the same bits.
 """
-import numpy as np
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import (COLS, PACK_ROWS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, empty_panels,
-                    n_panels, n_tiles, pack_blocks, pack_panel, pack_panel_T, row_chunks)
+from .dense import (COLS, PACK_ROWS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums,
+                    dense_backward_input, dense_backward_params, empty_panels, n_panels, n_tiles,
+                    pack_blocks, pack_panel, pack_panel_T, row_chunks)
 
 
 @kernel
@@ -123,59 +123,13 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
                 dh0[b, o] += dh[b, o]
 
 
-@kernel
-def input_backward_params(dW_ih, db_ih, dg, x):
-    """Input-side weight gradients in one pass over all N = T·B rows, for every cell:
-
-        dW_ih[u, i] += Σ_n dg[n, u] · x[n, i]      db_ih[u] += Σ_n dg[n, u]
-
-    dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
-    dg : (N, G·H) gate pre-activation gradients of every step, rows n = t·B + b.
-    x : (N, I) the layer's input, rows as in dg.
-    Parallel over tiles of dW_ih (:func:`acc_panels` with A = dgᵀ, x in panels; the last I mod 16
-    columns with :func:`acc_narrow`); each sum runs over n in order.
-    """
-    N, GH = dg.shape
-    I = x.shape[1]
-    I16 = I - I % 16
-    for blk in prange((GH + COLS - 1) // COLS):
-        add_column_sums(db_ih, dg, blk * COLS, min(GH, blk * COLS + COLS))
-    P = empty_panels(I, N, x)   # x in panels
-    nj, nb = pack_blocks(I, N)
-    for j in prange(nj):
-        k0 = j % nb * PACK_ROWS
-        pack_panel(P, x, j // nb, 0, I, k0, min(N, k0 + PACK_ROWS), k0)
-    nt, per_row = n_tiles(GH, I16)
-    for tile in prange(nt):
-        n0 = (tile // per_row) * ROWS
-        c0 = (tile % per_row) * COLS
-        acc_panels(dW_ih, dg.T, P, n0, min(GH, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
-    if I16 < I:
-        tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
-        for tile in prange((GH + COLS - 1) // COLS):
-            acc_narrow(dW_ih, dg, tail, I16, tile * COLS, min(GH, tile * COLS + COLS))
-
-
-@kernel
-def input_backward(dx, dg, W_ih):
-    """dx[n, i] += Σ_u dg[n, u] · W_ih[u, i]   (∂L/∂x_t = dg_t·W_ih for every step at once).
-
-    dx : (N, I) accumulated (both directions of a layer add into it).
-    dg : (N, G·H) gate pre-activation gradients, rows n = t·B + b.  W_ih : (G·H, I).
-    Parallel over tiles of dx (:func:`acc_panels`, W_ih in panels).
-    """
-    N, GH = dg.shape
-    I = W_ih.shape[1]
-    P = empty_panels(I, GH, W_ih)   # W_ih in panels
-    nj, nb = pack_blocks(I, GH)
-    for j in prange(nj):
-        k0 = j % nb * PACK_ROWS
-        pack_panel(P, W_ih, j // nb, 0, I, k0, min(GH, k0 + PACK_ROWS), k0)
-    nt, per_row = n_tiles(N, I)
-    for tile in prange(nt):
-        n0 = (tile // per_row) * ROWS
-        c0 = (tile % per_row) * COLS
-        acc_panels(dx, dg, P, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, GH)
+# dW_ih, b_ih and dx of every step at once are the dense layer's backward over all N = T·B rows:
+#   input_backward_params(dW_ih, db_ih, dg, x):  dW_ih[u, i] += Σ_n dg[n, u] · x[n, i],
+#                                                db_ih[u] += Σ_n dg[n, u]
+#   input_backward(dx, dg, W_ih):                dx[n, i] += Σ_u dg[n, u] · W_ih[u, i]
+# with dg (N, G·H) the gate pre-activation gradients, rows n = t·B + b, and x, dx (N, I).
+input_backward_params = dense_backward_params
+input_backward = dense_backward_input
 
 
 @kernel

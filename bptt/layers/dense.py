@@ -7,7 +7,7 @@ import numpy as np
 
 from ..kernels.activations import activation_backward, activation_code, activation_forward, IDENTITY
 from ..kernels.dense import dense_backward_input, dense_backward_params, dense_forward
-from .base import Layer, as_dtype, check_array, uniform
+from .base import Layer, check_array, uniform
 
 INITS = ("torch", "xavier", "he")
 
