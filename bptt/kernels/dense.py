@@ -49,6 +49,17 @@ def acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
             C[n, c] = s
 
 
+def _element_ptr(context, builder, ty, val, i, j):
+    """(pointer to element [i, j], strides in bytes) of the 2-D array ``val`` of Numba type ``ty``,
+    in generated code (no bounds or negative-index checks)."""
+    ary = context.make_array(ty)(context, builder, val)
+    shape = cgutils.unpack_tuple(builder, ary.shape, 2)
+    strides = cgutils.unpack_tuple(builder, ary.strides, 2)
+    ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout, [i, j],
+                                    wraparound=False)
+    return ptr, strides
+
+
 def _transpose_block_intrinsic():
     """block(out, W, o0, i0): out[i0 + i, o0 + o] = W[o0 + o, i0 + i] for 0 ≤ i, o < 16.
 
@@ -76,11 +87,7 @@ def _transpose_block_intrinsic():
             align = context.get_abi_sizeof(elt)
 
             def row_ptr(ty, val, i, j):
-                ary = context.make_array(ty)(context, builder, val)
-                shape = cgutils.unpack_tuple(builder, ary.shape, 2)
-                strides = cgutils.unpack_tuple(builder, ary.strides, 2)
-                ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout,
-                                                [i, j], wraparound=False)
+                ptr, _ = _element_ptr(context, builder, ty, val, i, j)
                 return builder.bitcast(ptr, vty.as_pointer())
 
             cst = lambda v: context.get_constant(types.int64, v)  # noqa: E731
@@ -140,11 +147,7 @@ def _micro_codegen(R, W, pair, dtype):
         size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(dtype)))
 
         def block(ty, val, i, j):
-            ary = context.make_array(ty)(context, builder, val)
-            shape = cgutils.unpack_tuple(builder, ary.shape, 2)
-            strides = cgutils.unpack_tuple(builder, ary.strides, 2)
-            ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout,
-                                            [i, j], wraparound=False)
+            ptr, strides = _element_ptr(context, builder, ty, val, i, j)
             return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
 
         pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
