@@ -37,7 +37,7 @@ from ..jit import kernel, prange
 from .activations import act_row, dact
 from .dense import (COLS, PACK_ROWS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums,
                     dense_backward_input, dense_backward_params, empty_panels, n_panels, n_tiles,
-                    pack_blocks, pack_panel, pack_panel_T, row_chunks)
+                    pack_blocks, pack_panel, pack_panel_T, row_chunks, tile_origin)
 
 
 @kernel
@@ -164,10 +164,8 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         src = h0 if t == first else y[t + 1 if reverse else t - 1]
         for p in range(n_panels(H)):
             pack_panel(P, src, p, 0 if t == first else off, H, 0, B, t * B)
-    nt, per_row = n_tiles(GH, H16)
-    for tile in prange(nt):
-        n0 = (tile // per_row) * ROWS
-        c0 = (tile % per_row) * COLS
+    for tile in prange(n_tiles(GH, H16)):
+        n0, c0 = tile_origin(tile, GH, H16)
         acc_panels(dW_hh, g2.T, P, n0, min(GH, n0 + ROWS), c0, min(H16, c0 + COLS), 0, N)
     if H16 < H:
         tail = P[H16 // PANEL][:, H16 % PANEL:H16 % PANEL + H - H16]
