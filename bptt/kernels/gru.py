@@ -33,7 +33,7 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     T, B, G3 = gates.shape
     H = G3 // 3
     one = gates.dtype.type(1.0)
-    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ H, 3H, in panels
+    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ (H, 3H) in panels
     for p in prange(n_panels(W_hh.shape[0])):
         pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)

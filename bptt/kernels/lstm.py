@@ -33,7 +33,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ H, 4H, in panels
+    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ (H, 4H) in panels
     for p in prange(n_panels(W_hh.shape[0])):
         pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)

@@ -51,7 +51,7 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ H, H, in panels
+    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ (H, H) in panels
     for p in prange(n_panels(W_hh.shape[0])):
         pack_panel_T(P, W_hh, p)
     nch, rc = row_chunks(B)
