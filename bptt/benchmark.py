@@ -818,7 +818,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
         measured = timers.call("bptt", {"what": "peak"})
         info["numba_threading_layer"] = measured["threading_layer"]
         # 1.0 when every thread ran at the one-thread peak; well below, other work held cores
-        info["core_scaling"] = round(measured["peak"] / (threads * measured["peak_1_thread"]), 2)
+        info["core_scaling"] = round(measured["peak"] / (threads * measured["peak_1_thread"]), 4)
         info["timing"] = "in this process" if cfg.in_process else "one worker process per framework"
         # The machine's peak is threads × one thread's unless all threads together did better: on a
         # busy machine the all-threads run loses whole cores, the one-thread run is less affected.
