@@ -281,8 +281,7 @@ def pack_panel_T(P, W, p):
 def pack_panel(P, Bm, p, boff, M, k0, k1, r0):
     """P[p, r0 + k - k0, w] = Bm[k, boff + p·PANEL + w] for k0 ≤ k < k1 (w < PANEL,
     p·PANEL + w < M): rows of panel p of the M columns of Bm (K, ·) from column boff, for
-    P (n_panels(M), ·, PANEL). Kernels run (panel, block of ``PACK_ROWS`` rows) pairs in a
-    ``prange`` (:func:`pack_blocks`): one panel may be most of the matrix."""
+    P (n_panels(M), ·, PANEL); :func:`packed` runs it in parallel jobs."""
     c0 = boff + p * PANEL
     wn = min(PANEL, M - p * PANEL)
     Pp = P[p]
@@ -293,15 +292,33 @@ def pack_panel(P, Bm, p, boff, M, k0, k1, r0):
             dst[w] = src[w]
 
 
-PACK_ROWS = 256
+PACK_ROWS = 256   # rows of one panel per parallel packing job
 
 
 @inline
-def pack_blocks(M, K):
-    """(jobs, row blocks per panel) for packing K rows of M columns: one job per panel and block
-    of ``PACK_ROWS`` rows; job j is panel j // blocks, rows from (j % blocks)·PACK_ROWS."""
+def packed(Bm, boff, M):
+    """Columns boff ... boff+M-1 of Bm (K, ·) in panels: a new (n_panels(M), K, PANEL) array.
+
+    Packed in parallel jobs of one panel × ``PACK_ROWS`` rows (one panel may be most of the
+    matrix). Called from a kernel, its ``prange`` joins the kernel's own parallel code:
+    :func:`bptt.jit.inline` inlines at Numba's IR level, before loops are parallelised."""
+    K = Bm.shape[0]
+    P = empty_panels(M, K, Bm)
     nb = (K + PACK_ROWS - 1) // PACK_ROWS
-    return n_panels(M) * nb, nb
+    for j in prange(n_panels(M) * nb):
+        k0 = j % nb * PACK_ROWS
+        pack_panel(P, Bm, j // nb, boff, M, k0, min(K, k0 + PACK_ROWS), k0)
+    return P
+
+
+@inline
+def packed_T(W):
+    """Wᵀ (I, O) in panels, for W (O, I): a new (n_panels(O), I, PANEL) array, a panel per
+    parallel job (as :func:`packed`)."""
+    P = empty_panels(W.shape[0], W.shape[1], W)
+    for p in prange(n_panels(W.shape[0])):
+        pack_panel_T(P, W, p)
+    return P
 
 
 @helper
@@ -472,9 +489,7 @@ def dense_forward(y, x, W, b):
     """
     N, I = x.shape
     O = W.shape[0]
-    P = empty_panels(O, I, W)   # Wᵀ in panels
-    for p in prange(n_panels(O)):
-        pack_panel_T(P, W, p)
+    P = packed_T(W)
     for tile in prange(n_tiles(N, O)):
         n0, c0 = tile_origin(tile, N, O)
         n1 = min(N, n0 + ROWS)
@@ -497,11 +512,7 @@ def dense_backward_input(dx, dy, W):
     """
     N, O = dy.shape
     I = W.shape[1]
-    P = empty_panels(I, O, W)   # W in panels
-    nj, nb = pack_blocks(I, O)
-    for j in prange(nj):
-        k0 = j % nb * PACK_ROWS
-        pack_panel(P, W, j // nb, 0, I, k0, min(O, k0 + PACK_ROWS), k0)
+    P = packed(W, 0, I)
     for tile in prange(n_tiles(N, I)):
         n0, c0 = tile_origin(tile, N, I)
         acc_panels(dx, dy, P, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, O)
@@ -522,11 +533,7 @@ def dense_backward_params(dW, db, dy, x):
     I16 = I - I % 16
     for blk in prange((O + COLS - 1) // COLS):
         add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
-    P = empty_panels(I, N, x)   # x in panels
-    nj, nb = pack_blocks(I, N)
-    for j in prange(nj):
-        k0 = j % nb * PACK_ROWS
-        pack_panel(P, x, j // nb, 0, I, k0, min(N, k0 + PACK_ROWS), k0)
+    P = packed(x, 0, I)
     for tile in prange(n_tiles(O, I16)):
         n0, c0 = tile_origin(tile, O, I16)
         acc_panels(dW, dy.T, P, n0, min(O, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)

@@ -16,8 +16,7 @@ described there.
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import (COLS, PACK_ROWS, ROWS, acc_panels, empty_panels, n_panels, pack_blocks, pack_panel,
-                    pack_panel_T, row_chunks)
+from .dense import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
 
 
 @kernel
@@ -33,9 +32,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """
     T, B, G4 = gates.shape
     H = G4 // 4
-    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ (H, 4H) in panels
-    for p in prange(n_panels(W_hh.shape[0])):
-        pack_panel_T(P, W_hh, p)
+    P = packed_T(W_hh)   # W_hhᵀ (H, 4H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
@@ -103,11 +100,7 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     T, B, G4 = gates.shape
     H = G4 // 4
     one = gates.dtype.type(1.0)
-    P = empty_panels(H, W_hh.shape[0], W_hh)   # W_hh (G·H, H), in panels
-    nj, nb = pack_blocks(H, W_hh.shape[0])
-    for j in prange(nj):
-        k0 = j % nb * PACK_ROWS
-        pack_panel(P, W_hh, j // nb, 0, H, k0, min(W_hh.shape[0], k0 + PACK_ROWS), k0)
+    P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc

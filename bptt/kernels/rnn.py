@@ -35,9 +35,9 @@ sums in the same order for any chunking, so all builds give the same bits.
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import (COLS, PACK_ROWS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums,
-                    dense_backward_input, dense_backward_params, empty_panels, n_panels, n_tiles,
-                    pack_blocks, pack_panel, pack_panel_T, row_chunks, tile_origin)
+from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, dense_backward_input,
+                    dense_backward_params, empty_panels, n_panels, n_tiles, pack_panel, packed, packed_T,
+                    row_chunks, tile_origin)
 
 
 @kernel
@@ -51,9 +51,7 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     T, B, H = q.shape
-    P = empty_panels(W_hh.shape[0], W_hh.shape[1], W_hh)   # W_hhᵀ (H, H) in panels
-    for p in prange(n_panels(W_hh.shape[0])):
-        pack_panel_T(P, W_hh, p)
+    P = packed_T(W_hh)   # W_hhᵀ (H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
         r0 = ch * rc
@@ -93,11 +91,7 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
     T, B, H = q.shape
-    P = empty_panels(H, W_hh.shape[0], W_hh)   # W_hh (G·H, H), in panels
-    nj, nb = pack_blocks(H, W_hh.shape[0])
-    for j in prange(nj):
-        k0 = j % nb * PACK_ROWS
-        pack_panel(P, W_hh, j // nb, 0, H, k0, min(W_hh.shape[0], k0 + PACK_ROWS), k0)
+    P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):
         r0 = ch * rc
