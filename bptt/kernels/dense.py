@@ -518,22 +518,18 @@ def dense_backward_input(dx, dy, W):
         acc_panels(dx, dy, P, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, O)
 
 
-@kernel
-def dense_backward_params(dW, db, dy, x):
-    """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
+@inline
+def weight_grads(dW, db, dy, P, I):
+    """dW[o, i] += Σ_n dy[n, o] X[n, i],  db[o] += Σ_n dy[n, o], for X (N, I) given in panels P
+    (:func:`packed`): every weight-gradient pass of bptt. dW : (O, I), db : (O,), dy : (N, O).
 
-    dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
-    Blocked with :func:`acc_panels` (A = dyᵀ, x in panels; the last I mod 16 columns with
-    :func:`acc_narrow`); parallel over tiles of dW, so each dW entry has one writer and a fixed
-    summation order, over n. The recurrent layers use it for dW_ih and b_ih over all T·B rows
-    (``bptt.kernels.rnn.input_backward_params``).
-    """
+    Parallel over tiles of dW (:func:`acc_panels` with A = dyᵀ; the last I mod 16 columns with
+    :func:`acc_narrow`) and over blocks of db, so each entry has one writer and sums over n in
+    order. Inline: its ``prange`` loops join the calling kernel's parallel code."""
     N, O = dy.shape
-    I = x.shape[1]
     I16 = I - I % 16
     for blk in prange((O + COLS - 1) // COLS):
         add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
-    P = packed(x, 0, I)
     for tile in prange(n_tiles(O, I16)):
         n0, c0 = tile_origin(tile, O, I16)
         acc_panels(dW, dy.T, P, n0, min(O, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
@@ -541,3 +537,14 @@ def dense_backward_params(dW, db, dy, x):
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         for tile in prange((O + COLS - 1) // COLS):
             acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS))
+
+
+@kernel
+def dense_backward_params(dW, db, dy, x):
+    """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
+
+    dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
+    x is packed into panels, then :func:`weight_grads`. The recurrent layers use it for dW_ih and
+    b_ih over all T·B rows (``bptt.kernels.rnn.input_backward_params``).
+    """
+    weight_grads(dW, db, dy, packed(x, 0, x.shape[1]), x.shape[1])

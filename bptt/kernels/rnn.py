@@ -12,7 +12,7 @@ N = T·B rows after the sweep (:func:`input_backward_params`, :func:`recurrent_b
 :func:`input_backward`). These three are shared by every cell.
 
 Every product is blocked with :func:`bptt.kernels.dense.acc_panels` (see :mod:`bptt.kernels.dense`)
-on its right-hand matrix copied once per call into panels of 64 columns: the recurrent product of
+on its right-hand matrix copied once per call into panels of 128 columns: the recurrent product of
 a step, h_prev·W_hhᵀ, reads W_hhᵀ (H, G·H) in panels, and backward's da·W_hh reads W_hh in panels;
 both vectorise across output units.
 
@@ -35,9 +35,8 @@ sums in the same order for any chunking, so all builds give the same bits.
 
 from ..jit import kernel, prange
 from .activations import act_row, dact
-from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, dense_backward_input,
-                    dense_backward_params, empty_panels, n_panels, n_tiles, pack_panel, packed, packed_T,
-                    row_chunks, tile_origin)
+from .dense import (COLS, ROWS, acc_panels, dense_backward_input, dense_backward_params, empty_panels,
+                    n_panels, pack_panel, packed, packed_T, row_chunks, weight_grads)
 
 
 @kernel
@@ -143,28 +142,18 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     The sum is one product with A = dgᵀ (G·H, T·B) and the states the steps read, packed in panels
     in the same row order (rows n = t·B + b hold h_prev_t[b]), so every entry sums over (t, b) in
     increasing t (the h0 step first forward, last in reverse). Parallel over tiles of dW_hh
-    (:func:`acc_panels`; the last H mod 16 columns with :func:`acc_narrow`).
+    (:func:`bptt.kernels.dense.weight_grads`).
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
     N = T * B
-    H16 = H - H % 16
-    g2 = dgh.reshape((N, GH))
-    for blk in prange((GH + COLS - 1) // COLS):
-        add_column_sums(db_hh, g2, blk * COLS, min(GH, blk * COLS + COLS))
     first = T - 1 if reverse else 0          # the step that read h0
     P = empty_panels(H, N, h0)
     for t in prange(T):                      # row block t·B... holds the state step t read
         src = h0 if t == first else y[t + 1 if reverse else t - 1]
         for p in range(n_panels(H)):
             pack_panel(P, src, p, 0 if t == first else off, H, 0, B, t * B)
-    for tile in prange(n_tiles(GH, H16)):
-        n0, c0 = tile_origin(tile, GH, H16)
-        acc_panels(dW_hh, g2.T, P, n0, min(GH, n0 + ROWS), c0, min(H16, c0 + COLS), 0, N)
-    if H16 < H:
-        tail = P[H16 // PANEL][:, H16 % PANEL:H16 % PANEL + H - H16]
-        for tile in prange((GH + COLS - 1) // COLS):
-            acc_narrow(dW_hh, g2, tail, H16, tile * COLS, min(GH, tile * COLS + COLS))
+    weight_grads(dW_hh, db_hh, dgh.reshape((N, GH)), P, H)
 
 
 @kernel
