@@ -467,7 +467,8 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     A step is zero_grad, forward, then full BPTT backward (dx, dh0 and every weight gradient),
     float32, on the same thread count. Each row first checks that out, dx, dh0 and every gradient
     agree (relative error <= 1e-3), then times each framework after warm-up, in its own worker
-    process (two OpenMP thread pools in one process slow each other down).
+    process (two OpenMP thread pools in one process slow each other down), in four slices that
+    alternate between the two (so that a machine's slow spells slow both alike).
     Columns: median ms of each, torch/bptt (above 1: bptt is faster), GFLOP/s of each counting
     3*2*T*B*G*H*(I+H) per step, bptt's share of the FMA peak, and bptt's peak memory (parameters,
     gradients and the step's allocations). Extras: a char-LM step and an MLP step against torch,

@@ -11,8 +11,11 @@ For every cell × shape:
    weight gradient are compared by relative error max|a − b| / max|b|. Above :data:`TOLERANCE`
    the row fails.
 2. **time**: each framework in its own worker process (see below), on the same arrays: warm-up
-   steps, then timed steps until at least ``repeat`` of them and ``min_time`` seconds. The median
-   is reported, with the min and the quartiles in the JSON.
+   steps, then timed steps until at least ``repeat`` of them and ``min_time`` seconds, in
+   :data:`ROUNDS` slices that alternate between the frameworks (bptt, torch, torch, bptt, ...;
+   :func:`slices`): a virtual machine drifts between fast and slow periods, and timing one
+   framework after the other could put each in a different one. The median is reported, with
+   the min and the quartiles in the JSON.
 3. **memory**: in bptt's worker, one step of a fresh layer under :mod:`tracemalloc` (which sees
    numpy's allocations): parameters + gradients + the step's peak allocations (workspaces,
    outputs, dx).
@@ -85,6 +88,9 @@ MLP_SPEC = {"sizes": [784, 512, 512, 10], "B": 128}
 ENV_VARS = ("BPTT_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS",
             "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "OMP_PROC_BIND")
 NOISY = 1.5  # a timing whose upper quartile exceeds its lower one by this factor is flagged
+FRAMEWORKS = ("bptt", "torch")
+ROUNDS = 4    # each framework's timing of a row is cut into this many alternating slices
+SLICE_WARM = 0.02  # seconds of untimed steps at the start of a slice, for steps shorter than this
 
 TORCH_MISSING = "bptt bench needs torch: pip install 'bptt[bench]'"
 
@@ -476,16 +482,22 @@ def check_job(kind: str, spec: dict, data: dict) -> dict:
             "errors": errors}
 
 
-def time_steps(step, repeat: int, warmup: int, min_time: float) -> list:
-    """Seconds of each timed call of ``step``: after ``warmup`` untimed calls (and at least 0.2 s
-    of them when ``min_time`` > 0: idle cores, virtual ones especially, are slow to start), at
-    least ``repeat`` calls and until ``min_time`` seconds have passed. The garbage collector is
-    off while timing."""
+def warm_up(step, n: int, seconds: float) -> list:
+    """Run ``step`` untimed at least ``n`` times and for at least ``seconds`` (idle cores, virtual
+    ones especially, are slow to start; caches are cold after another process ran). Returns how
+    long each call took."""
+    times = []
     start = time.perf_counter()
-    n = 0
-    while n < warmup or (min_time > 0 and time.perf_counter() - start < 0.2):
+    while len(times) < n or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
         step()
-        n += 1
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def timed_steps(step, repeat: int, min_time: float) -> list:
+    """Seconds of each timed call of ``step``: at least ``repeat`` calls and until ``min_time``
+    seconds have passed. The garbage collector is off while timing."""
     times = []
     gc_was_on = gc.isenabled()
     gc.collect()
@@ -519,23 +531,45 @@ def memory_of(step, arrays) -> dict:
             "step_peak_mb": peak / 2 ** 20, "workspace_mb": current / 2 ** 20}
 
 
-def run_job(framework: str, job: dict) -> dict:
-    """Time one job in this process: what a worker does. ``job`` holds kind, spec, the data (or
-    the path of an .npz with it), repeat, warmup, min_time and whether to measure memory."""
-    data = job["data"]
-    if isinstance(data, str):
-        with np.load(data) as z:
-            data = {k: z[k] for k in z.files}
-    build = build_bptt if framework == "bptt" else build_torch
-    step, _ = build(job["kind"], job["spec"], data)
-    step()  # warm-up 1: the first call also loads (or compiles) the kernels
-    warmups = 1
-    out = {}
-    if job.get("memory") and framework == "bptt" and job["kind"] == "cell":
-        out["memory"] = _bptt_memory(job["spec"], data)  # also a warm-up step, on a fresh layer
-        warmups += 1
-    out["times"] = time_steps(step, job["repeat"], max(job["warmup"] - warmups, 0), job["min_time"])
-    return out
+class _Job:
+    """One job, set up in a worker and then timed in slices (see :func:`slices`).
+
+    ``job`` holds kind, spec, the data (or the path of an .npz with it), warmup and whether to
+    measure memory. Setting up builds the step and runs the warm-up: the first call also loads
+    (or compiles) the kernels."""
+
+    def __init__(self, framework: str, job: dict):
+        data = job["data"]
+        if isinstance(data, str):
+            with np.load(data) as z:
+                data = {k: z[k] for k in z.files}
+        build = build_bptt if framework == "bptt" else build_torch
+        self.step, _ = build(job["kind"], job["spec"], data)
+        self.step()  # warm-up 1
+        warmups = 1
+        self.info = {}
+        if job.get("memory") and framework == "bptt" and job["kind"] == "cell":
+            self.info["memory"] = _bptt_memory(job["spec"], data)  # also a warm-up step, on a fresh layer
+            warmups += 1
+        warm = warm_up(self.step, max(job["warmup"] - warmups, 0), 0.2 if job["min_time"] > 0 else 0.0)
+        self.step_s = statistics.median(warm) if warm else SLICE_WARM
+
+    def time(self, repeat: int, min_time: float) -> list:
+        """Step times of one slice. The other framework ran since the last slice, so steps shorter
+        than ``SLICE_WARM`` seconds first run untimed for that long, to refill the caches."""
+        warm_up(self.step, 0, SLICE_WARM if self.step_s < SLICE_WARM else 0.0)
+        return timed_steps(self.step, repeat, min_time)
+
+
+def slices(repeat: int, min_time: float) -> list:
+    """How a framework's timing of one row is cut into ``ROUNDS`` slices: (repeat, min_time) each.
+
+    The two frameworks' slices alternate (bptt, torch, torch, bptt, ...), so that a machine that
+    drifts between fast and slow periods (virtual machines do) slows both alike, and the ratio of
+    the medians compares the two under the same conditions. The slices' repeats add up to
+    ``repeat`` exactly; their times to ``min_time``."""
+    n = max(1, min(ROUNDS, repeat if min_time <= 0 else ROUNDS))
+    return [(repeat // n + (i < repeat % n), min_time / n) for i in range(n)]
 
 
 def _bptt_memory(spec, data) -> dict:
@@ -630,14 +664,28 @@ def _worker_main(framework: str, threads: int) -> None:
         proto.flush()
 
 
+_jobs = {}  # framework -> the _Job set up in this process
+
+
 def _answer(framework: str, request: dict) -> dict:
-    """What a worker answers: the FMA peaks, torch's version and threads, or a timed job."""
-    if request["what"] == "peak":
+    """What a worker answers: the FMA peaks, torch's version and threads, or a job's set-up, one
+    slice of its timing, or its end."""
+    what = request["what"]
+    if what == "peak":
         return _peaks()
-    if request["what"] == "info":
+    if what == "info":
         torch = require_torch()
         return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-    return run_job(framework, request["job"])
+    if what == "setup":
+        _jobs.pop(framework, None)
+        _jobs[framework] = _Job(framework, request["job"])
+        return _jobs[framework].info
+    if what == "slice":
+        return {"times": _jobs[framework].time(request["repeat"], request["min_time"])}
+    if what == "done":
+        _jobs.pop(framework, None)
+        return {}
+    raise ValueError(f"unknown request {what!r}")
 
 
 def _peaks() -> dict:
@@ -669,7 +717,7 @@ class _Timers:
         self.tmpdir = tmpdir
         self.workers = {}
         if not in_process:
-            self.workers = {fw: _Worker(fw, threads, tmpdir) for fw in ("bptt", "torch")}
+            self.workers = {fw: _Worker(fw, threads, tmpdir) for fw in FRAMEWORKS}
 
     def call(self, framework: str, request: dict) -> dict:
         if self.in_process:
@@ -685,8 +733,17 @@ class _Timers:
             path = os.path.join(self.tmpdir, "data.npz")
             np.savez(path, **data)
             job["data"] = path
-        # one framework after the other, never both at once: they would share the cores
-        return {fw: self.call(fw, {"what": "job", "job": job}) for fw in ("bptt", "torch")}
+        # one framework after the other, never both at once (they would share the cores), in
+        # alternating slices: bptt, torch, torch, bptt, bptt, torch, ...
+        out = {fw: dict(self.call(fw, {"what": "setup", "job": job}), times=[]) for fw in FRAMEWORKS}
+        order = list(FRAMEWORKS)
+        for r, m in slices(cfg.repeat, cfg.min_time):
+            for fw in order:
+                out[fw]["times"] += self.call(fw, {"what": "slice", "repeat": r, "min_time": m})["times"]
+            order.reverse()
+        for fw in FRAMEWORKS:
+            self.call(fw, {"what": "done"})
+        return out
 
     def close(self):
         for w in self.workers.values():

@@ -51,7 +51,7 @@ def test_quick_rnn_writes_a_complete_report(tmp_path):
         assert row["flops"] == 3 * 2 * row["T"] * row["B"] * 1 * row["H"] * (row["I"] + row["H"])
         for key in ("bptt_ms", "torch_ms", "ratio", "bptt_gflops", "torch_gflops", "bptt_pct_peak"):
             assert row[key] > 0
-        assert row["bptt"]["n"] >= 2 and row["torch"]["n"] >= 2
+        assert row["bptt"]["n"] == 2 and row["torch"]["n"] == 2   # --min-time 0: exactly --repeat
         assert row["ratio"] == pytest.approx(row["torch_ms"] / row["bptt_ms"])
         assert row["memory"]["peak_mb"] >= row["memory"]["params_grads_mb"] > 0
         assert all(isinstance(v, bool) for v in row["targets"].values())
@@ -61,6 +61,36 @@ def test_quick_rnn_writes_a_complete_report(tmp_path):
     assert report["all_correct"] is True
     assert report["all_targets_met"] == all(row["all_targets_met"] for row in report["rows"])
     assert report["extras"] == {}
+
+
+@pytest.mark.parametrize("repeat, min_time", [(1, 0.0), (2, 0.0), (7, 0.0), (3, 1.0), (10, 2.0)])
+def test_slices_add_up_to_the_repeat_and_the_time(repeat, min_time):
+    parts = bm.slices(repeat, min_time)
+    assert 1 <= len(parts) <= bm.ROUNDS
+    assert sum(r for r, _ in parts) == repeat and all(r >= 0 for r, _ in parts)
+    assert sum(m for _, m in parts) == pytest.approx(min_time)
+    if min_time > 0:
+        assert len(parts) == bm.ROUNDS
+    else:
+        assert all(r >= 1 for r, _ in parts)
+
+
+def test_frameworks_are_timed_in_alternating_slices(monkeypatch, tmp_path):
+    calls = []
+
+    def answer(framework, request):
+        calls.append((framework, request["what"]))
+        return {"times": [0.001] * request["repeat"]} if request["what"] == "slice" else {}
+
+    monkeypatch.setattr(bm, "_answer", answer)
+    timers = bm._Timers(1, True, str(tmp_path))
+    cfg = bm.BenchConfig(repeat=8, min_time=0.0)
+    timed = timers.time("cell", {}, {}, cfg)
+    assert calls[:2] == [("bptt", "setup"), ("torch", "setup")]
+    assert calls[-2:] == [("bptt", "done"), ("torch", "done")]
+    order = [fw for fw, what in calls if what == "slice"]
+    assert order == ["bptt", "torch", "torch", "bptt", "bptt", "torch", "torch", "bptt"]
+    assert len(timed["bptt"]["times"]) == len(timed["torch"]["times"]) == 8
 
 
 def test_targets_apply_by_shape_and_need_a_passing_check():
