@@ -362,7 +362,7 @@ def build_bptt(kind: str, spec: dict, data: dict):
         def step():
             mlp.zero_grad()
             box["loss"], dlogits = softmax_cross_entropy(mlp.forward(x), y)
-            mlp.backward(dlogits)
+            mlp.backward(dlogits, input_grad=False)   # as torch: x does not require a gradient
 
         return step, lambda: {"loss": np.array([box["loss"]]), **mlp.grads}
     raise ValueError(f"unknown job kind {kind!r}")

@@ -219,3 +219,42 @@ def test_serial_and_parallel_are_bitwise_equal(threads, rng):
         results.append([y, dx, d, np.array([loss])] + [g.copy() for g in mlp.grads.values()])
     for a, b in zip(*results):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ACTS)
+def test_activation_rows_match_the_scalar_definitions(act, dtype, rng):
+    """The kernels' per-activation row loops (written so that they vectorise) against the scalar
+    f and f' they specialise, in float64 arithmetic; NaN passes through ReLU as in torch."""
+    from bptt.kernels import activations as A
+    code = A.ACTIVATIONS[act]
+    q = (rng.standard_normal((3, 37)) * 3).astype(dtype)
+    q[0, :3] = [0.0, -0.0, np.nan]
+    dy = rng.standard_normal(q.shape).astype(dtype)
+    y = np.empty_like(q)
+    A.activation_forward(y, q, code)
+    dq = np.empty_like(q)
+    A.activation_backward(dq, dy, q, y, code)
+    f = np.vectorize(lambda v: A.act(float(v), code))
+    tol = dict(rtol=3e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    ok = ~np.isnan(q)
+    np.testing.assert_allclose(y[ok], f(q[ok].astype(np.float64)), **tol)
+    if act == "relu":
+        assert np.isnan(y[0, 2])
+    ref = np.array([dy.flat[i] * A.dact(float(q.flat[i]), float(y.flat[i]), code) for i in range(q.size)])
+    np.testing.assert_allclose(dq[ok], ref.reshape(q.shape)[ok], **tol)
+
+
+def test_backward_without_input_grad_skips_dx_and_keeps_the_weight_gradients(rng):
+    x = rng.standard_normal((6, 5))
+    a, b = MLP([5, 7, 3], "relu", seed=0), MLP([5, 7, 3], "relu", seed=0)
+    dout = rng.standard_normal((6, 3))
+    a.forward(x)
+    dx = a.backward(dout)
+    b.forward(x)
+    assert b.backward(dout, input_grad=False) is None and dx.shape == x.shape
+    for name in a.grads:
+        np.testing.assert_array_equal(a.grads[name], b.grads[name])
+    layer = Dense(5, 4, "tanh", seed=0)
+    layer.forward(x)
+    assert layer.backward(np.ones((6, 4)), input_grad=False) is None

@@ -92,8 +92,10 @@ class Dense(Layer):
         self._cache = (x2, q, y, lead)
         return y.reshape(lead + (self.out_features,))
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Given ∂L/∂y, accumulate ∂L/∂weight and ∂L/∂bias and return ∂L/∂x."""
+    def backward(self, dout: np.ndarray, *, input_grad: bool = True):
+        """Given ∂L/∂y, accumulate ∂L/∂weight and ∂L/∂bias and return ∂L/∂x (None, without
+        computing it, when ``input_grad`` is false: the input is data, as in a network's first
+        layer)."""
         if self._cache is None:
             raise RuntimeError("Dense.backward called before forward")
         x2, q, y, lead = self._cache
@@ -101,10 +103,12 @@ class Dense(Layer):
         if self.code == IDENTITY:
             dq = dy
         else:
-            dq = np.zeros_like(q)
+            dq = np.empty_like(q)
             activation_backward(dq, dy, q, y, self.code)
         db = self.grads["bias"] if self.has_bias else np.zeros_like(self.grads["bias"])
         dense_backward_params(self.grads["weight"], db, dq, x2)
+        if not input_grad:
+            return None
         dx = np.zeros_like(x2)
         dense_backward_input(dx, dq, self.params["weight"])
         return dx.reshape(lead + (self.in_features,))
@@ -144,7 +148,9 @@ class MLP(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+    def backward(self, dout: np.ndarray, *, input_grad: bool = True):
+        """Backward through every layer; returns ∂L/∂x, or None when ``input_grad`` is false (the
+        first layer then skips that product: training an MLP on data never needs it)."""
+        for k in range(len(self.layers) - 1, -1, -1):
+            dout = self.layers[k].backward(dout, input_grad=input_grad or k > 0)
         return dout
