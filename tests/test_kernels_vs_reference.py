@@ -65,15 +65,23 @@ def _shared_backward(a, dg, dgh, y, d, H, dtype):
     T, B, GH = dg.shape
     I = a["x"].shape[1]
     outs = []
+    x3 = a["x"].reshape(T, B, I)
     for mod in (rnn, ref):
         dW_ih, dW_hh = np.full((GH, I), 0.25, dtype), np.full((GH, H), 0.25, dtype)
         db_ih, db_hh = np.full(GH, 0.25, dtype), np.full(GH, 0.25, dtype)
         dx = np.full((T * B, I), 0.25, dtype)
-        mod.input_backward_params(dW_ih, db_ih, dg.reshape(T * B, GH), a["x"])
+        g = np.empty((T * B, GH), dtype)
+        if mod is rnn:   # the package's take (T, B, ·) arrays and split the work by batch half
+            rnn.input_backward_params(dW_ih, db_ih, dg, x3)
+            rnn.input_backward(dx.reshape(T, B, I), dg, a["W_ih"])
+            rnn.input_forward(g.reshape(T, B, GH), x3, a["W_ih"], a["b_hh"])
+        else:
+            ref.input_backward_params(dW_ih, db_ih, dg.reshape(T * B, GH), a["x"])
+            ref.input_backward(dx, dg.reshape(T * B, GH), a["W_ih"])
+            ref.dense_forward(g, a["x"], a["W_ih"], a["b_hh"])
         mod.recurrent_backward_params(dW_hh, db_hh, dgh, y, a["h0"], d * H, d == 1)
-        mod.input_backward(dx, dg.reshape(T * B, GH), a["W_ih"])
-        outs.append((dW_ih, db_ih, dW_hh, db_hh, dx))
-    for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh", "dx"), *outs):
+        outs.append((dW_ih, db_ih, dW_hh, db_hh, dx, g))
+    for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh", "dx", "input projection"), *outs):
         close(u, v, dtype, name)
 
 
@@ -143,3 +151,36 @@ def test_gru_kernels(shape, d, dtype, nthreads):
     for name, u, v in zip(("y", "gates", "mn", "dgx", "dgh", "dh0"), *res):
         close(u, v, dtype, name)
     _shared_backward(a, res[1][3], res[1][4], res[1][0], d, H, dtype)
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B + 3])
+def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
+    """Below SPLIT_B one pass over all rows, from it on two batch halves whose weight-gradient
+    sums are added at the end: either way the split is fixed by B, so the serial build and the
+    parallel one (on two threads) give the same bits, and the split sums agree with the reference."""
+    T, I, H, GH = 5, COLS + 5, 19, 4 * 19
+    rng = np.random.default_rng(B)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    x, dg, W_ih, b, y, h0 = r(T, B, I), r(T, B, GH), r(GH, I), r(GH), r(T, B, 2 * H), r(B, H)
+    res = []
+    old = jit.get_threads()
+    for n in (1, 2):
+        jit.set_threads(n)
+        try:
+            dW_ih, dW_hh = np.full((GH, I), 0.25, np.float32), np.full((GH, H), 0.25, np.float32)
+            db_ih, db_hh = np.full(GH, 0.25, np.float32), np.full(GH, 0.25, np.float32)
+            dx, g = np.full((T, B, I), 0.25, np.float32), np.empty((T, B, GH), np.float32)
+            rnn.input_forward(g, x, W_ih, b)
+            rnn.input_backward_params(dW_ih, db_ih, dg, x)
+            rnn.recurrent_backward_params(dW_hh, db_hh, dg, y, h0, H, True)
+            rnn.input_backward(dx, dg, W_ih)
+        finally:
+            jit.set_threads(old)
+        res.append((g, dW_ih, db_ih, dW_hh, db_hh, dx))
+    for name, u, v in zip(("g", "dW_ih", "db_ih", "dW_hh", "db_hh", "dx"), *res):
+        assert np.array_equal(u, v), name
+    dW0, db0 = np.full((GH, I), 0.25, np.float32), np.full(GH, 0.25, np.float32)
+    ref.input_backward_params(dW0, db0, dg.reshape(T * B, GH), x.reshape(T * B, I))
+    close(res[0][1], dW0, np.float32, "dW_ih")
+    close(res[0][2], db0, np.float32, "db_ih")

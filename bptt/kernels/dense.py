@@ -399,9 +399,11 @@ def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
 
 
 @helper
-def acc_narrow(C, AT, Bw, c0, r0, r1):
+def acc_narrow(C, AT, Bw, c0, r0, r1, nseg, seg, k0, k1):
     """C[r, c0 + c] += Σ_k AT[k, r] · Bw[k, c]   for r0 ≤ r < r1 and the few (< 16) columns c of
-    Bw (K, W): :func:`acc_tile`'s sums with A = ATᵀ, computed transposed.
+    Bw (K, W): :func:`acc_tile`'s sums with A = ATᵀ, computed transposed. k runs over the
+    segments j·seg + k0 ≤ k < j·seg + k1 for j = 0 ... nseg-1, in order (one segment 0 ... K for
+    all rows; a batch half of every step for :func:`bptt.kernels.rnn.split_weight_grads`).
 
     A weight gradient's last I mod 16 columns would take 4-row micro-kernels 8, 4, 2 or 1 wide,
     only 4 short latency-bound chains per call. Transposed, Cᵀ[c, r] += Σ_k Bw[k, c] · AT[k, r]
@@ -416,7 +418,8 @@ def acc_narrow(C, AT, Bw, c0, r0, r1):
         CTc = CT[c]
         for r in range(R):
             CTc[r] = C[r0 + r, c0 + c]
-    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0])
+    for j in range(nseg):
+        acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, j * seg + k0, j * seg + k1)
     for r in range(R):
         Cr = C[r0 + r]
         for c in range(W):
@@ -536,7 +539,7 @@ def weight_grads(dW, db, dy, P, I):
     if I16 < I:
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         for tile in prange((O + COLS - 1) // COLS):
-            acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS))
+            acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS), 1, N, 0, N)
 
 
 @kernel

@@ -6,10 +6,10 @@ Layout is time-major: a sequence is (T, B, ·), so one time step is a contiguous
     q_t = (W_ih·x_t + b_ih) + W_hh·h_{t-1} + b_hh        h_t = f(q_t)
 
 The caller computes the input projection W_ih·x_t + b_ih for *every* t in one pass before the
-recurrence (``dense_forward`` on the (T·B, I) rows), so the time loop touches only W_hh. Backward
-keeps dq_t for every step, so that dW_ih, dW_hh, the biases and dx are each one big pass over all
-N = T·B rows after the sweep (:func:`input_backward_params`, :func:`recurrent_backward_params`,
-:func:`input_backward`). These three are shared by every cell.
+recurrence (:func:`input_forward`), so the time loop touches only W_hh. Backward keeps dq_t for
+every step, so that dW_ih, dW_hh, the biases and dx are each one big pass over all N = T·B rows
+after the sweep (:func:`input_backward_params`, :func:`recurrent_backward_params`,
+:func:`input_backward`). These four are shared by every cell.
 
 Every product is blocked with :func:`bptt.kernels.dense.acc_panels` (see :mod:`bptt.kernels.dense`)
 on its right-hand matrix copied once per call into panels of 128 columns: the recurrent product of
@@ -28,15 +28,19 @@ output is assembled without a copy and the next layer reads it as its input.
 Parallelism. The cell kernels run ``prange`` over chunks of batch rows, one per core
 (:func:`bptt.kernels.dense.row_chunks`) with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
-written by one thread, and a chunk's rows share each panel of W_hh they load. The weight-gradient
-and dx passes run over tiles of their outputs. No sum is split across threads, and every output
-sums in the same order for any chunking, so all builds give the same bits.
+written by one thread, and a chunk's rows share each panel of W_hh they load. From ``SPLIT_B``
+sequences on, the passes before and after the sweep split the batch into the same two halves
+(below), and each weight-gradient sum into two parts, one per half, added at the end: a split
+fixed by B, never by the thread count. Otherwise no sum is split, and every output sums in the
+same order for any chunking, so all builds give the same bits.
 """
 
-from ..jit import kernel, prange
+import numpy as np
+
+from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
-from .dense import (COLS, ROWS, acc_panels, dense_backward_input, dense_backward_params, empty_panels,
-                    n_panels, pack_panel, packed, packed_T, row_chunks, weight_grads)
+from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, n_panels, pack_panel,
+                    packed, packed_T, row_chunks)
 
 
 @kernel
@@ -118,13 +122,218 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
                 dh0[b, o] += dh[b, o]
 
 
-# dW_ih, b_ih and dx of every step at once are the dense layer's backward over all N = T·B rows:
-#   input_backward_params(dW_ih, db_ih, dg, x):  dW_ih[u, i] += Σ_n dg[n, u] · x[n, i],
-#                                                db_ih[u] += Σ_n dg[n, u]
-#   input_backward(dx, dg, W_ih):                dx[n, i] += Σ_u dg[n, u] · W_ih[u, i]
-# with dg (N, G·H) the gate pre-activation gradients, rows n = t·B + b, and x, dx (N, I).
-input_backward_params = dense_backward_params
-input_backward = dense_backward_input
+SPLIT_B = 32   # from this batch size on, the passes around a sweep split the batch in halves
+
+
+@inline
+def halves(B):
+    """How many parts the passes around a sweep split a batch of B sequences into: 2 from
+    ``SPLIT_B`` on, else 1 (each half of a smaller batch would be too few rows to share a block
+    of the weights). It depends on B only, never on the thread count: the weight-gradient sums
+    are split the same way (:func:`split_weight_grads`), so the bits depend on it."""
+    return 2 if B >= SPLIT_B else 1
+
+
+@inline
+def batch_half(B, nh, h):
+    """(b0, b1): rows b0 ≤ b < b1 of part h of the nh = :func:`halves` (B) parts of a batch; the
+    first half takes the odd row. On two cores the halves are the sweeps' chunks
+    (:func:`bptt.kernels.dense.row_chunks`)."""
+    if nh == 1:
+        return 0, B
+    Bh = (B + 1) // 2
+    return (0, Bh) if h == 0 else (Bh, B)
+
+
+@inline
+def row_job(j, T, B, nh, ncb):
+    """(t, r0, r1, cb) of job j of a pass over the rows of a (T, B, ·) output: rows r0 ≤ r < r1
+    of its step t, or for t = -1 of the whole (T·B, ·) matrix, in column block cb.
+
+    Split (nh = 2): jobs run over (half, column block, step), in that order: the ``prange`` hands
+    a thread a contiguous range of jobs, so on two cores each thread gets one half, and a column
+    block of the weights stays in cache while the steps pass. Otherwise tiles of ROWS rows of all
+    T·B rows, along each column block."""
+    if nh == 2:
+        h = j // (ncb * T)
+        cb = j // T % ncb
+        t = j % T
+        b0, b1 = batch_half(B, nh, h)
+        return t, b0, b1, cb
+    nrb = (T * B + ROWS - 1) // ROWS
+    rb = j % nrb
+    return -1, rb * ROWS, min(T * B, rb * ROWS + ROWS), j // nrb
+
+
+@inline
+def n_row_jobs(T, B, nh, ncb):
+    """The number of :func:`row_job` jobs."""
+    if nh == 2:
+        return 2 * ncb * T
+    return (T * B + ROWS - 1) // ROWS * ncb
+
+
+# Which core touches which rows. A sweep runs each half of the batch on its own core, and the
+# passes before and after it (the input projection, dx, the weight gradients) give each core the
+# same half, every step: a core then writes only rows it wrote or read itself. When the two cores
+# share no cache level (this project's virtual machine spends stretches so), writing a row the
+# other core has read costs a round trip per cache line: the LSTM's backward sweep (B = 50,
+# H = 128) took 3.5 ms instead of 2.0 after weight-gradient passes that read all of da, and
+# 2.2 ms after passes that read only their half.
+
+
+@kernel
+def input_forward(g, x, W, b):
+    """The input projection of every step, before the sweep:  g[t, n, o] = b[o] + Σ_i x[t, n, i] W[o, i].
+
+    g : (T, B, G·H) output.  x : (T, B, I) the layer's input.  W : (G·H, I).  b : (G·H,).
+    Blocked as ``dense_forward`` (the same fma chains, so the same bits), on Wᵀ in panels, in the
+    jobs of :func:`row_job`.
+    """
+    T, B, I = x.shape
+    O = W.shape[0]
+    nh = halves(B)
+    P = packed_T(W)
+    ncb = (O + COLS - 1) // COLS
+    g2 = g.reshape((T * B, O))
+    x2 = x.reshape((T * B, I))
+    for j in prange(n_row_jobs(T, B, nh, ncb)):
+        t, r0, r1, cb = row_job(j, T, B, nh, ncb)
+        C = g2 if t < 0 else g[t]
+        A = x2 if t < 0 else x[t]
+        c0 = cb * COLS
+        c1 = min(O, c0 + COLS)
+        bt = b[c0:c1]
+        for n in range(r0, r1):          # row views: 2-D indexing in the loop would not vectorise
+            Cn = C[n, c0:c1]
+            for o in range(c1 - c0):
+                Cn[o] = bt[o]
+        for n0 in range(r0, r1, ROWS):
+            acc_panels(C, A, P, n0, min(r1, n0 + ROWS), c0, c1, 0, I)
+
+
+@kernel
+def input_backward(dx, dg, W):
+    """dx[t, n, i] += Σ_u dg[t, n, u] W[u, i]   (∂L/∂x_t = dg_t·W_ih for every step at once).
+
+    dx : (T, B, I) accumulated (both directions of a layer add into it).
+    dg : (T, B, G·H) gate pre-activation gradients.  W : (G·H, I).
+    Blocked as ``dense_backward_input`` (the same bits), on W in panels, in the jobs of
+    :func:`row_job`.
+    """
+    T, B, O = dg.shape
+    I = W.shape[1]
+    nh = halves(B)
+    P = packed(W, 0, I)
+    ncb = (I + COLS - 1) // COLS
+    dx2 = dx.reshape((T * B, I))
+    dg2 = dg.reshape((T * B, O))
+    for j in prange(n_row_jobs(T, B, nh, ncb)):
+        t, r0, r1, cb = row_job(j, T, B, nh, ncb)
+        C = dx2 if t < 0 else dx[t]
+        A = dg2 if t < 0 else dg[t]
+        c0 = cb * COLS
+        for n0 in range(r0, r1, ROWS):
+            acc_panels(C, A, P, n0, min(r1, n0 + ROWS), c0, min(I, c0 + COLS), 0, O)
+
+
+@inline
+def part_row(B, T, nh, t, b):
+    """The row of X's panels (and of a part's packed dg) that holds step t, sequence b, for
+    :func:`split_weight_grads`: part by part (half 0's rows, then half 1's), each in (t, b)
+    order, so that a part's rows are one contiguous k range."""
+    if nh == 1:
+        return t * B + b
+    Bh = (B + 1) // 2
+    if b < Bh:
+        return t * Bh + b
+    return T * Bh + t * (B - Bh) + b - Bh
+
+
+@inline
+def split_weight_grads(dW, db, dg, P, I):
+    """dW[u, i] += Σ_t Σ_b dg[t, b, u] X[t, b, i],  db[u] += Σ_t Σ_b dg[t, b, u]: every
+    weight-gradient pass of a recurrent layer, X given in panels P with rows in
+    :func:`part_row` order.
+
+    From ``SPLIT_B`` sequences on (:func:`halves`), each sum is split in two, one part per batch
+    half, so that a core reads only its own half of dg (see above):
+
+        dW ← (dW + S₀) + S₁        S_h = Σ_t Σ_{b in half h} dg[t, b, u] X[t, b, i]
+
+    S₀ is one fma chain from dW's value, over t and then b in order; S₁ the same chain from 0, in
+    a buffer, added at the end. With one part, dW's chain runs over all (t, b) in order. The bias
+    sums run in float64 from 0, part by part, and are added together. The split depends on B
+    only, so the bits do not depend on the thread count.
+
+    Jobs of one part × one block of COLS rows of dW. A job first copies its part's rows of dg (its
+    block of columns) into a contiguous buffer, summing the bias as it goes, then runs one
+    :func:`acc_panels` over the part's contiguous k range (and :func:`acc_narrow` for the last
+    I mod 16 columns). dg : (T, B, U).  dW : (U, I).  db : (U,). Inline: its ``prange`` loops
+    join the calling kernel's parallel code.
+    """
+    T, B, U = dg.shape
+    nh = halves(B)
+    I16 = I - I % 16
+    nub = (U + COLS - 1) // COLS
+    S1 = np.empty((U if nh == 2 else 0, I), dW.dtype)
+    sums = np.zeros((2, U), np.float64)
+    for j in prange(nh * nub):
+        h = j // nub
+        u0 = j % nub * COLS
+        u1 = min(U, u0 + COLS)
+        b0, b1 = batch_half(B, nh, h)
+        kb = part_row(B, T, nh, 0, b0)          # the part's first row
+        Nh = T * (b1 - b0)
+        C = dW[u0:u1]
+        if h == 1:
+            C = S1[u0:u1]
+            for u in range(u1 - u0):
+                C[u, :] = 0.0
+        G = np.empty((Nh, u1 - u0), dg.dtype)   # the part's rows of dg, this block of columns
+        s = sums[h, u0:u1]
+        for t in range(T):
+            for b in range(b0, b1):
+                src = dg[t, b, u0:u1]
+                dst = G[t * (b1 - b0) + b - b0]
+                for u in range(u1 - u0):
+                    dst[u] = src[u]
+                    s[u] += src[u]
+        Ph = P[:, kb:kb + Nh]
+        acc_panels(C, G.T, Ph, 0, u1 - u0, 0, I16, 0, Nh)
+        if I16 < I:
+            tail = Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
+            acc_narrow(C, G, tail, I16, 0, u1 - u0, 1, Nh, 0, Nh)
+    for j in prange(nub):
+        for u in range(j * COLS, min(U, j * COLS + COLS)):
+            db[u] += sums[0, u] + sums[1, u]
+            if nh == 2:
+                dWu = dW[u]
+                S1u = S1[u]
+                for i in range(I):
+                    dWu[i] += S1u[i]
+
+
+@kernel
+def input_backward_params(dW_ih, db_ih, dg, x):
+    """Input-side weight gradients in one pass over all steps, for every cell:
+
+        dW_ih[u, i] += Σ_t Σ_b dg[t, b, u] · x[t, b, i]      db_ih[u] += Σ_t Σ_b dg[t, b, u]
+
+    dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
+    dg : (T, B, G·H) gate pre-activation gradients.  x : (T, B, I) the layer's input.
+    x is packed into panels (rows in :func:`part_row` order, by the cores that own them), then
+    :func:`split_weight_grads`.
+    """
+    T, B, I = x.shape
+    nh = halves(B)
+    P = empty_panels(I, T * B, x)
+    for j in prange(nh * T):                 # each core packs its own half's rows
+        t = j % T
+        b0, b1 = batch_half(B, nh, j // T)
+        for p in range(n_panels(I)):
+            pack_panel(P, x[t], p, 0, I, b0, b1, part_row(B, T, nh, t, b0))
+    split_weight_grads(dW_ih, db_ih, dg, P, I)
 
 
 @kernel
@@ -141,21 +350,23 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
 
-    The sum is one product with A = dgᵀ (G·H, T·B) and the states the steps read, packed in panels
-    in the same row order (rows n = t·B + b hold h_prev_t[b]), so every entry sums over (t, b) in
-    increasing t (the h0 step first forward, last in reverse). Parallel over tiles of dW_hh
-    (:func:`bptt.kernels.dense.weight_grads`).
+    The sum is a product of dgᵀ and the states the steps read, packed in panels (row
+    :func:`part_row` (t, b) holds h_prev_t[b]), so every entry sums over (t, b) in increasing t
+    (the h0 step first forward, last in reverse), split by batch half
+    (:func:`split_weight_grads`).
     """
     T, B, GH = dgh.shape
     H = h0.shape[1]
-    N = T * B
     first = T - 1 if reverse else 0          # the step that read h0
-    P = empty_panels(H, N, h0)
-    for t in prange(T):                      # row block t·B... holds the state step t read
+    nh = halves(B)
+    P = empty_panels(H, T * B, h0)
+    for j in prange(nh * T):                 # row block t·B... holds the state step t read
+        t = j % T
+        b0, b1 = batch_half(B, nh, j // T)
         src = h0 if t == first else y[t + 1 if reverse else t - 1]
         for p in range(n_panels(H)):
-            pack_panel(P, src, p, 0 if t == first else off, H, 0, B, t * B)
-    weight_grads(dW_hh, db_hh, dgh.reshape((N, GH)), P, H)
+            pack_panel(P, src, p, 0 if t == first else off, H, b0, b1, part_row(B, T, nh, t, b0))
+    split_weight_grads(dW_hh, db_hh, dgh, P, H)
 
 
 @kernel

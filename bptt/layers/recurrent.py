@@ -8,14 +8,16 @@ order (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`
 How a call runs (see :mod:`bptt.kernels.rnn` for the kernels' conventions):
 
 - ``x`` (B, T, I) is copied once into a time-major workspace (T, B, I).
-- Per layer and direction: the input projection of all T steps in one ``dense_forward`` over
-  T·B rows, then the cell's forward kernel, which runs the recurrence (touching only W_hh) and
+- Per layer and direction: the input projection of all T steps in one ``input_forward``, then
+  the cell's forward kernel, which runs the recurrence (touching only W_hh) and
   writes the states straight into the layer's output (T, B, D·H) at the direction's columns.
   That output is the next layer's input.
 - Backward walks the layers top-down. Per direction: the cell's BPTT sweep writes the gate
   pre-activation gradients of every step, then ``dW_ih``/``b_ih``, ``dW_hh``/``b_hh`` and
   ``dx`` are each one pass over all T·B rows (``input_backward_params``,
   ``recurrent_backward_params``, ``input_backward``). Both directions add into the same ``dx``.
+  Every pass gives each core the same half of the batch as the sweeps (see
+  :mod:`bptt.kernels.rnn`).
 
 Workspaces are owned by the layer and reallocated only when (B, T) changes; nothing is allocated
 inside a time loop. The returned ``out``, ``h_n`` and ``dx`` are fresh arrays, so the caller may
@@ -35,11 +37,10 @@ import math
 import numpy as np
 
 from ..jit import SERIAL_WORK, serial_when
-from ..kernels.dense import dense_forward
 from ..kernels.gru import gru_backward, gru_forward
 from ..kernels.lstm import lstm_backward, lstm_forward
-from ..kernels.rnn import (input_backward, input_backward_params, recurrent_backward_params,
-                           rnn_backward, rnn_forward, swap_01)
+from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
+                           recurrent_backward_params, rnn_backward, rnn_forward, swap_01)
 from ..kernels.activations import ACTIVATIONS
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
 
@@ -140,13 +141,6 @@ class _Recurrent(Layer):
         ws.dg = aligned_empty((T, B, GH), dt)                               # shared by every backward
         ws.dh = aligned_empty((B, H), dt)
         ws.zeros = aligned_zeros((L * D, B, H), dt)                         # a final-state gradient of None
-        # the same arrays as (T·B, ·) matrices, for the kernels that treat every step at once
-        ws.xt2 = ws.xt.reshape(T * B, -1)
-        ws.dxt2 = ws.dxt.reshape(T * B, -1)
-        ws.y2 = [a.reshape(T * B, -1) for a in ws.y]
-        ws.dy2 = [a.reshape(T * B, -1) for a in ws.dy]
-        ws.gates2 = [a.reshape(T * B, -1) for a in ws.gates]
-        ws.dg2 = ws.dg.reshape(T * B, -1)
         self._alloc_extra(ws)
         self._ws = ws
         self._ready = False
@@ -200,11 +194,11 @@ class _Recurrent(Layer):
         swap_01(ws.xt, x)   # time-major, in parallel
         params = self.params
         for l in range(self.num_layers):
-            xin2 = ws.xt2 if l == 0 else ws.y2[l - 1]
+            xin = ws.xt if l == 0 else ws.y[l - 1]
             for d in range(self.num_directions):
                 W_ih, W_hh, b_ih, b_hh = (params[n] for n in self._names(l, d))
                 k = l * self.num_directions + d
-                dense_forward(ws.gates2[k], xin2, W_ih, b_ih)
+                input_forward(ws.gates[k], xin, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
         out = np.empty((B, T, ws.y[-1].shape[2]), self.dtype)   # fresh, batch-first
@@ -242,20 +236,20 @@ class _Recurrent(Layer):
         # kernels only read the final-state gradients: None shares one array of zeros
         dfinal = [ws.zeros if a is None else self._check_state(name, a, B) for name, a in dstates]
         dinit = [np.zeros((L * D, B, H), self.dtype) for _ in dstates]
-        params, grads, dg2 = self.params, self.grads, ws.dg2
+        params, grads = self.params, self.grads
         for l in range(L - 1, -1, -1):
-            x2 = ws.xt2 if l == 0 else ws.y2[l - 1]
-            dx2 = ws.dxt2 if l == 0 else ws.dy2[l - 1]
-            dx2.fill(0)
+            xin = ws.xt if l == 0 else ws.y[l - 1]
+            dxin = ws.dxt if l == 0 else ws.dy[l - 1]
+            dxin.fill(0)
             for d in range(D):
                 names = self._names(l, d)
                 W_ih, W_hh = params[names[0]], params[names[1]]
                 dW_ih, dW_hh, db_ih, db_hh = (grads[n] for n in names)
                 k = l * D + d
                 dgh = self._cell_backward(ws, l, d, k, W_hh, [a[k] for a in dfinal], [a[k] for a in dinit])
-                input_backward_params(dW_ih, db_ih, dg2, x2)
+                input_backward_params(dW_ih, db_ih, ws.dg, xin)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
-                input_backward(dx2, dg2, W_ih)
+                input_backward(dxin, ws.dg, W_ih)
         dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
         swap_01(dx, ws.dxt)
         return dx, dinit
