@@ -370,17 +370,28 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
 
 
 @kernel
-def swap_01(dst, src):
-    """dst[i, j, :] = src[j, i, :]: (B, T, F) to (T, B, F) and back, for the layers' copies between
-    the batch-first arrays users pass and the time-major workspaces. Parallel over i; a copy,
-    so the bits are src's (numpy's strided copy of a transposed view ran on one core).
+def swap_01(dst, src, to_time_major):
+    """dst[i, j, :] = src[j, i, :]: (B, T, F) to (T, B, F) (``to_time_major``) and back, for the
+    layers' copies between the batch-first arrays users pass and the time-major workspaces.
+    Parallel over the batch axis, in contiguous ranges of sequences, so that on two cores each
+    thread copies the half of the batch it runs in the sweep (see above); a copy, so the bits are
+    src's (numpy's strided copy of a transposed view ran on one core).
 
     dst : (D0, D1, F).  src : (D1, D0, F).
     """
     D0, D1, F = dst.shape
-    for i in prange(D0):
-        for j in range(D1):
-            d = dst[i, j]
-            sj = src[j, i]
-            for f in range(F):
-                d[f] = sj[f]
+    if to_time_major:
+        for j in prange(D1):
+            for i in range(D0):
+                copy_row(dst[i, j], src[j, i])
+    else:
+        for i in prange(D0):
+            for j in range(D1):
+                copy_row(dst[i, j], src[j, i])
+
+
+@inline
+def copy_row(d, s):
+    """d[:] = s[:], a loop that vectorises."""
+    for f in range(d.shape[0]):
+        d[f] = s[f]

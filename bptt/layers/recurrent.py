@@ -191,7 +191,7 @@ class _Recurrent(Layer):
     def _run_forward_kernels(self, x):
         B, T, _ = x.shape
         ws = self._ws
-        swap_01(ws.xt, x)   # time-major, in parallel
+        swap_01(ws.xt, x, True)   # time-major, in parallel
         params = self.params
         for l in range(self.num_layers):
             xin = ws.xt if l == 0 else ws.y[l - 1]
@@ -202,7 +202,7 @@ class _Recurrent(Layer):
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
         out = np.empty((B, T, ws.y[-1].shape[2]), self.dtype)   # fresh, batch-first
-        swap_01(out, ws.y[-1])
+        swap_01(out, ws.y[-1], False)
         return out, self._final(ws.y, ws.T)
 
     def _final(self, seq, T):
@@ -232,7 +232,7 @@ class _Recurrent(Layer):
             top.fill(0)
         else:
             dout = check_array("dout", dout, (B, T, D * H), self.dtype, what=" (the shape of out)")
-            swap_01(top, dout)
+            swap_01(top, dout, True)
         # kernels only read the final-state gradients: None shares one array of zeros
         dfinal = [ws.zeros if a is None else self._check_state(name, a, B) for name, a in dstates]
         dinit = [np.zeros((L * D, B, H), self.dtype) for _ in dstates]
@@ -251,7 +251,7 @@ class _Recurrent(Layer):
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dxin, ws.dg, W_ih)
         dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
-        swap_01(dx, ws.dxt)
+        swap_01(dx, ws.dxt, False)
         return dx, dinit
 
     def _load_state(self, dst, name, a, B):
