@@ -497,12 +497,18 @@ def dense_forward(y, x, W, b):
         n0, c0 = tile_origin(tile, N, O)
         n1 = min(N, n0 + ROWS)
         c1 = min(O, c0 + COLS)
-        bt = b[c0:c1]
-        for n in range(n0, n1):          # row views: 2-D indexing in the loop would not vectorise
-            yn = y[n, c0:c1]
-            for o in range(c1 - c0):
-                yn[o] = bt[o]
+        fill_rows(y, b, n0, n1, c0, c1)
         acc_panels(y, x, P, n0, n1, c0, c1, 0, I)
+
+
+@inline
+def fill_rows(C, b, n0, n1, c0, c1):
+    """C[n, c] = b[c] for n0 ≤ n < n1, c0 ≤ c < c1: a tile's bias, before its products."""
+    bt = b[c0:c1]
+    for n in range(n0, n1):          # row views: 2-D indexing in the loop would not vectorise
+        Cn = C[n, c0:c1]
+        for o in range(c1 - c0):
+            Cn[o] = bt[o]
 
 
 @kernel

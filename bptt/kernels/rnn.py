@@ -39,8 +39,8 @@ import numpy as np
 
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
-from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, n_panels, pack_panel,
-                    packed, packed_T, row_chunks)
+from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, fill_rows, n_panels,
+                    pack_panel, packed, packed_T, row_chunks)
 
 
 @kernel
@@ -182,34 +182,38 @@ def n_row_jobs(T, B, nh, ncb):
 # 2.2 ms after passes that read only their half.
 
 
+@inline
+def step_products(C3, A3, P, M, K, b, bias):
+    """C[t, n, c] (= b[c] first if ``bias``) += Σ_k A[t, n, k] · Bm[k, c] for every step, with Bm
+    (K, M) given in panels P: :func:`input_forward` and :func:`input_backward`. The same fma
+    chains as the dense kernels over the T·B rows (so the same bits), in the jobs of
+    :func:`row_job`. C3 : (T, B, M).  A3 : (T, B, K). Inline: its ``prange`` joins the caller's
+    parallel code."""
+    T, B = C3.shape[0], C3.shape[1]
+    nh = halves(B)
+    ncb = (M + COLS - 1) // COLS
+    C2 = C3.reshape((T * B, M))
+    A2 = A3.reshape((T * B, K))
+    for j in prange(n_row_jobs(T, B, nh, ncb)):
+        t, r0, r1, cb = row_job(j, T, B, nh, ncb)
+        C = C2 if t < 0 else C3[t]
+        A = A2 if t < 0 else A3[t]
+        c0 = cb * COLS
+        c1 = min(M, c0 + COLS)
+        if bias:
+            fill_rows(C, b, r0, r1, c0, c1)
+        for n0 in range(r0, r1, ROWS):
+            acc_panels(C, A, P, n0, min(r1, n0 + ROWS), c0, c1, 0, K)
+
+
 @kernel
 def input_forward(g, x, W, b):
     """The input projection of every step, before the sweep:  g[t, n, o] = b[o] + Σ_i x[t, n, i] W[o, i].
 
     g : (T, B, G·H) output.  x : (T, B, I) the layer's input.  W : (G·H, I).  b : (G·H,).
-    Blocked as ``dense_forward`` (the same fma chains, so the same bits), on Wᵀ in panels, in the
-    jobs of :func:`row_job`.
+    As ``dense_forward`` (the same bits), on Wᵀ in panels, by :func:`step_products`.
     """
-    T, B, I = x.shape
-    O = W.shape[0]
-    nh = halves(B)
-    P = packed_T(W)
-    ncb = (O + COLS - 1) // COLS
-    g2 = g.reshape((T * B, O))
-    x2 = x.reshape((T * B, I))
-    for j in prange(n_row_jobs(T, B, nh, ncb)):
-        t, r0, r1, cb = row_job(j, T, B, nh, ncb)
-        C = g2 if t < 0 else g[t]
-        A = x2 if t < 0 else x[t]
-        c0 = cb * COLS
-        c1 = min(O, c0 + COLS)
-        bt = b[c0:c1]
-        for n in range(r0, r1):          # row views: 2-D indexing in the loop would not vectorise
-            Cn = C[n, c0:c1]
-            for o in range(c1 - c0):
-                Cn[o] = bt[o]
-        for n0 in range(r0, r1, ROWS):
-            acc_panels(C, A, P, n0, min(r1, n0 + ROWS), c0, c1, 0, I)
+    step_products(g, x, packed_T(W), W.shape[0], W.shape[1], b, True)
 
 
 @kernel
@@ -218,23 +222,9 @@ def input_backward(dx, dg, W):
 
     dx : (T, B, I) accumulated (both directions of a layer add into it).
     dg : (T, B, G·H) gate pre-activation gradients.  W : (G·H, I).
-    Blocked as ``dense_backward_input`` (the same bits), on W in panels, in the jobs of
-    :func:`row_job`.
+    As ``dense_backward_input`` (the same bits), on W in panels, by :func:`step_products`.
     """
-    T, B, O = dg.shape
-    I = W.shape[1]
-    nh = halves(B)
-    P = packed(W, 0, I)
-    ncb = (I + COLS - 1) // COLS
-    dx2 = dx.reshape((T * B, I))
-    dg2 = dg.reshape((T * B, O))
-    for j in prange(n_row_jobs(T, B, nh, ncb)):
-        t, r0, r1, cb = row_job(j, T, B, nh, ncb)
-        C = dx2 if t < 0 else dx[t]
-        A = dg2 if t < 0 else dg[t]
-        c0 = cb * COLS
-        for n0 in range(r0, r1, ROWS):
-            acc_panels(C, A, P, n0, min(r1, n0 + ROWS), c0, min(I, c0 + COLS), 0, O)
+    step_products(dx, dg, packed(W, 0, W.shape[1]), W.shape[1], W.shape[0], W[0], False)
 
 
 @inline
