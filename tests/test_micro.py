@@ -71,7 +71,7 @@ def test_acc_narrow_gives_the_bits_of_the_scalar_fma_chain(dtype, R, K, W, r0):
 
     @kernel(parallel=False)
     def narrow(C, AT, Bw, c0, r0, r1):
-        dense.acc_narrow(C, AT, Bw, c0, r0, r1, 1, AT.shape[0], 0, AT.shape[0])
+        dense.acc_narrow(C, AT, Bw, c0, r0, r1)
 
     @kernel(parallel=False)
     def scalar(C, A, Bm, c0, r0, r1):

@@ -399,11 +399,9 @@ def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
 
 
 @helper
-def acc_narrow(C, AT, Bw, c0, r0, r1, nseg, seg, k0, k1):
+def acc_narrow(C, AT, Bw, c0, r0, r1):
     """C[r, c0 + c] += Σ_k AT[k, r] · Bw[k, c]   for r0 ≤ r < r1 and the few (< 16) columns c of
-    Bw (K, W): :func:`acc_tile`'s sums with A = ATᵀ, computed transposed. k runs over the
-    segments j·seg + k0 ≤ k < j·seg + k1 for j = 0 ... nseg-1, in order (one segment 0 ... K for
-    all rows; a batch half of every step for :func:`bptt.kernels.rnn.split_weight_grads`).
+    Bw (K, W): :func:`acc_tile`'s sums with A = ATᵀ, computed transposed.
 
     A weight gradient's last I mod 16 columns would take 4-row micro-kernels 8, 4, 2 or 1 wide,
     only 4 short latency-bound chains per call. Transposed, Cᵀ[c, r] += Σ_k Bw[k, c] · AT[k, r]
@@ -418,8 +416,7 @@ def acc_narrow(C, AT, Bw, c0, r0, r1, nseg, seg, k0, k1):
         CTc = CT[c]
         for r in range(R):
             CTc[r] = C[r0 + r, c0 + c]
-    for j in range(nseg):
-        acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, j * seg + k0, j * seg + k1)
+    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0])
     for r in range(R):
         Cr = C[r0 + r]
         for c in range(W):
@@ -516,8 +513,7 @@ def dense_backward_input(dx, dy, W):
     """dx[n, i] += Σ_o dy[n, o] W[o, i]   (∂L/∂x = dy·W).
 
     dx : (N, I) accumulated, dy : (N, O), W : (O, I). Blocked with :func:`acc_panels` on W in
-    panels; parallel over tiles of dx. The recurrent layers use it for dx over all T·B rows
-    (``bptt.kernels.rnn.input_backward``).
+    panels; parallel over tiles of dx.
     """
     N, O = dy.shape
     I = W.shape[1]
@@ -530,7 +526,8 @@ def dense_backward_input(dx, dy, W):
 @inline
 def weight_grads(dW, db, dy, P, I):
     """dW[o, i] += Σ_n dy[n, o] X[n, i],  db[o] += Σ_n dy[n, o], for X (N, I) given in panels P
-    (:func:`packed`): every weight-gradient pass of bptt. dW : (O, I), db : (O,), dy : (N, O).
+    (:func:`packed`): the dense layer's weight gradients, and a recurrent layer's below
+    ``bptt.kernels.rnn.SPLIT_B`` sequences. dW : (O, I), db : (O,), dy : (N, O).
 
     Parallel over tiles of dW (:func:`acc_panels` with A = dyᵀ; the last I mod 16 columns with
     :func:`acc_narrow`) and over blocks of db, so each entry has one writer and sums over n in
@@ -545,7 +542,7 @@ def weight_grads(dW, db, dy, P, I):
     if I16 < I:
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         for tile in prange((O + COLS - 1) // COLS):
-            acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS), 1, N, 0, N)
+            acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS))
 
 
 @kernel
@@ -553,7 +550,6 @@ def dense_backward_params(dW, db, dy, x):
     """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
 
     dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
-    x is packed into panels, then :func:`weight_grads`. The recurrent layers use it for dW_ih and
-    b_ih over all T·B rows (``bptt.kernels.rnn.input_backward_params``).
+    x is packed into panels, then :func:`weight_grads`.
     """
     weight_grads(dW, db, dy, packed(x, 0, x.shape[1]), x.shape[1])

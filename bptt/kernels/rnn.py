@@ -40,7 +40,7 @@ import numpy as np
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
 from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, fill_rows, n_panels,
-                    pack_panel, packed, packed_T, row_chunks)
+                    n_tiles, pack_panel, packed, packed_T, row_chunks, tile_origin, weight_grads)
 
 
 @kernel
@@ -146,31 +146,31 @@ def batch_half(B, nh, h):
 
 
 @inline
-def row_job(j, T, B, nh, ncb):
+def row_job(j, T, B, nh, M):
     """(t, r0, r1, cb) of job j of a pass over the rows of a (T, B, ·) output: rows r0 ≤ r < r1
     of its step t, or for t = -1 of the whole (T·B, ·) matrix, in column block cb.
 
     Split (nh = 2): jobs run over (half, column block, step), in that order: the ``prange`` hands
     a thread a contiguous range of jobs, so on two cores each thread gets one half, and a column
-    block of the weights stays in cache while the steps pass. Otherwise tiles of ROWS rows of all
-    T·B rows, along each column block."""
+    block of the weights stays in cache while the steps pass. Otherwise the dense kernels' tiles
+    of all T·B rows (:func:`bptt.kernels.dense.tile_origin`); M is the output's width."""
     if nh == 2:
+        ncb = (M + COLS - 1) // COLS
         h = j // (ncb * T)
         cb = j // T % ncb
         t = j % T
         b0, b1 = batch_half(B, nh, h)
         return t, b0, b1, cb
-    nrb = (T * B + ROWS - 1) // ROWS
-    rb = j % nrb
-    return -1, rb * ROWS, min(T * B, rb * ROWS + ROWS), j // nrb
+    n0, c0 = tile_origin(j, T * B, M)
+    return -1, n0, min(T * B, n0 + ROWS), c0 // COLS
 
 
 @inline
-def n_row_jobs(T, B, nh, ncb):
-    """The number of :func:`row_job` jobs."""
+def n_row_jobs(T, B, nh, M):
+    """The number of :func:`row_job` jobs over an output M wide."""
     if nh == 2:
-        return 2 * ncb * T
-    return (T * B + ROWS - 1) // ROWS * ncb
+        return 2 * ((M + COLS - 1) // COLS) * T
+    return n_tiles(T * B, M)
 
 
 # Which core touches which rows. A sweep runs each half of the batch on its own core, and the
@@ -191,11 +191,10 @@ def step_products(C3, A3, P, M, K, b, bias):
     parallel code."""
     T, B = C3.shape[0], C3.shape[1]
     nh = halves(B)
-    ncb = (M + COLS - 1) // COLS
     C2 = C3.reshape((T * B, M))
     A2 = A3.reshape((T * B, K))
-    for j in prange(n_row_jobs(T, B, nh, ncb)):
-        t, r0, r1, cb = row_job(j, T, B, nh, ncb)
+    for j in prange(n_row_jobs(T, B, nh, M)):
+        t, r0, r1, cb = row_job(j, T, B, nh, M)
         C = C2 if t < 0 else C3[t]
         A = A2 if t < 0 else A3[t]
         c0 = cb * COLS
@@ -246,41 +245,43 @@ def split_weight_grads(dW, db, dg, P, I):
     weight-gradient pass of a recurrent layer, X given in panels P with rows in
     :func:`part_row` order.
 
-    From ``SPLIT_B`` sequences on (:func:`halves`), each sum is split in two, one part per batch
-    half, so that a core reads only its own half of dg (see above):
+    Below ``SPLIT_B`` sequences (:func:`halves`) this is the dense layer's
+    :func:`bptt.kernels.dense.weight_grads` over all T·B rows. From it on, each sum is split in
+    two, one part per batch half, so that a core reads only its own half of dg (see above):
 
         dW ← (dW + S₀) + S₁        S_h = Σ_t Σ_{b in half h} dg[t, b, u] X[t, b, i]
 
     S₀ is one fma chain from dW's value, over t and then b in order; S₁ the same chain from 0, in
-    a buffer, added at the end. With one part, dW's chain runs over all (t, b) in order. The bias
-    sums run in float64 from 0, part by part, and are added together. The split depends on B
-    only, so the bits do not depend on the thread count.
+    a buffer, added at the end. The bias sums run in float64 from 0, half by half, and are added
+    together. The split depends on B only, so the bits do not depend on the thread count.
 
-    Jobs of one part × one block of COLS rows of dW. A job first copies its part's rows of dg (its
+    Jobs of one half × one block of COLS rows of dW. A job first copies its half's rows of dg (its
     block of columns) into a contiguous buffer, summing the bias as it goes, then runs one
-    :func:`acc_panels` over the part's contiguous k range (and :func:`acc_narrow` for the last
+    :func:`acc_panels` over the half's contiguous k range (and :func:`acc_narrow` for the last
     I mod 16 columns). dg : (T, B, U).  dW : (U, I).  db : (U,). Inline: its ``prange`` loops
     join the calling kernel's parallel code.
     """
     T, B, U = dg.shape
-    nh = halves(B)
+    if halves(B) == 1:
+        weight_grads(dW, db, dg.reshape((T * B, U)), P, I)
+        return
     I16 = I - I % 16
     nub = (U + COLS - 1) // COLS
-    S1 = np.empty((U if nh == 2 else 0, I), dW.dtype)
+    S1 = np.empty((U, I), dW.dtype)
     sums = np.zeros((2, U), np.float64)
-    for j in prange(nh * nub):
+    for j in prange(2 * nub):
         h = j // nub
         u0 = j % nub * COLS
         u1 = min(U, u0 + COLS)
-        b0, b1 = batch_half(B, nh, h)
-        kb = part_row(B, T, nh, 0, b0)          # the part's first row
+        b0, b1 = batch_half(B, 2, h)
+        kb = part_row(B, T, 2, 0, b0)           # the half's first row
         Nh = T * (b1 - b0)
         C = dW[u0:u1]
         if h == 1:
             C = S1[u0:u1]
             for u in range(u1 - u0):
                 C[u, :] = 0.0
-        G = np.empty((Nh, u1 - u0), dg.dtype)   # the part's rows of dg, this block of columns
+        G = np.empty((Nh, u1 - u0), dg.dtype)   # the half's rows of dg, this block of columns
         s = sums[h, u0:u1]
         for t in range(T):
             for b in range(b0, b1):
@@ -292,16 +293,14 @@ def split_weight_grads(dW, db, dg, P, I):
         Ph = P[:, kb:kb + Nh]
         acc_panels(C, G.T, Ph, 0, u1 - u0, 0, I16, 0, Nh)
         if I16 < I:
-            tail = Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
-            acc_narrow(C, G, tail, I16, 0, u1 - u0, 1, Nh, 0, Nh)
+            acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
     for j in prange(nub):
         for u in range(j * COLS, min(U, j * COLS + COLS)):
             db[u] += sums[0, u] + sums[1, u]
-            if nh == 2:
-                dWu = dW[u]
-                S1u = S1[u]
-                for i in range(I):
-                    dWu[i] += S1u[i]
+            dWu = dW[u]
+            S1u = S1[u]
+            for i in range(I):
+                dWu[i] += S1u[i]
 
 
 @kernel
