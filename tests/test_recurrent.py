@@ -77,6 +77,17 @@ def test_gradcheck_rnn_activations(activation, rng):
     assert report.passed, report.table()
 
 
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_gradcheck_with_the_batch_split_in_halves(cell, rng):
+    """From SPLIT_B sequences on, the weight gradients are summed per batch half (odd B: unequal
+    halves) and added: the same finite-difference check, on a bidirectional stack."""
+    from bptt.kernels.rnn import SPLIT_B
+    layer = make(cell, 2, True, seed=3)
+    report = gradcheck(layer, make_inputs(layer, rng, batch=SPLIT_B + 1, steps=2))
+    assert report.passed, report.table()
+    assert set(layer.params) <= {r.name for r in report.rows}
+
+
 def test_gradcheck_without_initial_state_and_single_step(rng):
     # h0 omitted (zeros, not checked); T = 1 and B = 1 edge cases.
     for cell in CELLS:

@@ -96,6 +96,20 @@ def test_parity_with_torch_over_random_configurations(dtype):
                 assert err <= TOL[dtype], f"{name}: {what} rel err {err:.2e}"
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_parity_with_torch_with_the_batch_split_in_halves(cell, dtype):
+    """From SPLIT_B sequences on the weight gradients are summed per batch half, then added:
+    the same comparison with torch (odd B: unequal halves; non-zero biases and initial states)."""
+    from bptt.kernels.rnn import SPLIT_B
+    layer = CELLS[cell](5, 6, 2, True, dtype=dtype, seed=4)
+    module = to_torch(layer)
+    rng = np.random.default_rng(4)
+    for what, (a, b) in run_both(layer, module, rng, dtype, SPLIT_B + 1, 3).items():
+        err = rel_err(a, b)
+        assert err <= TOL[dtype], f"{cell} {what} rel err {err:.2e}"
+
+
 def torch_identity_rnn(layer, x, h0):
     """torch autograd reference for RNN(activation='identity'), which torch.nn.RNN lacks:
     the same stacked, bidirectional recurrence written with torch ops."""
