@@ -6,11 +6,23 @@ calls ``numba.njit`` directly.
 
 Settings
 --------
+ISA
+    The vector instruction set the kernels are compiled for, chosen once, at import:
+    ``avx512``, ``avx2`` or ``generic`` (vectors of at most 128 bits: NEON, SSE, anything else).
+    By default the widest the host CPU has (llvmlite reports its features);
+    ``BPTT_ISA=avx512|avx2|generic`` overrides it, and Numba then compiles *everything* for that
+    target (``numba.config.CPU_FEATURES`` without the wider extensions), so an AVX-512 machine can
+    build, test and time the AVX2 and generic paths. The ISA picks the micro-kernel family
+    (:mod:`bptt.kernels.engine`); every family computes each output as the same fma chain, so all
+    give the same bits. Asking for an ISA the CPU lacks is a one-line ``ValueError``.
 threads
     ``BPTT_THREADS`` in the environment, or the CLI's global ``--threads``, or
     :func:`set_threads`. ``1`` runs the *serial* build of every kernel (``prange`` is plain
     ``range``); more than one runs the ``parallel=True`` build on that many threads. The default is
-    every core Numba sees.
+    every core Numba sees. Setting the count starts no threads: Numba's thread pool is started,
+    and sized, when the first parallel kernel runs. (Started at import, an OpenMP pool spins
+    beside any other framework's in the same process: torch's RNN step took 157 ms instead of 17
+    in a process that had imported bptt with ``BPTT_THREADS=2``.)
 fastmath
     Off: strict IEEE arithmetic, chosen after measuring. Fused multiply-adds are written out
     instead, with :func:`fma` (below), wherever a product is accumulated. With ``reassoc``
@@ -65,13 +77,96 @@ from numba.extending import intrinsic as _intrinsic
 
 __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
-           "CACHE"]
+           "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 ERROR_MODEL = "numpy"  # x / 0 is inf or NaN (IEEE), not a ZeroDivisionError check in every loop
 CACHE = os.environ.get("BPTT_CACHE", "1") not in ("0", "false", "no", "")
 if "NUMBA_SLP_VECTORIZE" not in os.environ:
     numba.config.SLP_VECTORIZE = 1   # see the module docstring; read at each compilation
+
+
+# -- the vector ISA -----------------------------------------------------------------------------
+
+ISAS = ("avx512", "avx2", "generic")
+_VECTOR_BITS = {"avx512": 512, "avx2": 256, "generic": 128}
+
+
+def _host_features() -> dict:
+    try:
+        import llvmlite.binding as ll
+        return {k: bool(v) for k, v in ll.get_host_cpu_features().items()}
+    except Exception:  # pragma: no cover - llvmlite always ships with numba; non-LLVM hosts
+        return {}
+
+
+def host_isa(features=None) -> str:
+    """The widest ISA family the host CPU (or the llvmlite ``features`` given) can run."""
+    f = _host_features() if features is None else features
+    if all(f.get(k) for k in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "fma")):
+        return "avx512"
+    if f.get("avx2") and f.get("fma"):
+        return "avx2"
+    return "generic"
+
+
+def _target_features(isa: str, features: dict) -> str:
+    """The LLVM feature string that compiles for ``isa`` on this host: the host's own features,
+    with every AVX-512 extension off for avx2, and for generic also AVX2 off and 128-bit vectors
+    preferred (x86: AVX's 128-bit encodings, FMA kept; elsewhere the host's own target)."""
+    on = dict(features)
+    if isa in ("avx2", "generic"):
+        for k in on:
+            if k.startswith("avx512") or k.startswith("avx10") or k.startswith("amx"):
+                on[k] = False
+    if isa == "generic" and "avx2" in on:
+        on["avx2"] = False
+        on["prefer-128-bit"] = True
+        on["prefer-256-bit"] = False
+    return ",".join(("+" if v else "-") + k for k, v in sorted(on.items()))
+
+
+def _choose_isa():
+    """(ISA, where it came from): BPTT_ISA if set (checked against the host), else the host's."""
+    host = host_isa()
+    want = os.environ.get("BPTT_ISA", "").strip().lower()
+    if not want or want == "native":
+        return host, "host"
+    if want not in ISAS:
+        raise ValueError(f"BPTT_ISA must be one of {', '.join(ISAS)} (or native), got {want!r}")
+    if ISAS.index(want) < ISAS.index(host):
+        raise ValueError(f"BPTT_ISA={want}: this CPU cannot run it (its widest is {host}); "
+                         f"use {', '.join(ISAS[ISAS.index(host):])}")
+    if want != host:
+        if _codegen_started():
+            raise ValueError(f"BPTT_ISA={want}: Numba has already compiled code for this CPU in this "
+                             "process; set BPTT_ISA before anything is compiled (before importing bptt)")
+        numba.config.CPU_FEATURES = _target_features(want, _host_features())
+    return want, "BPTT_ISA"
+
+
+def _codegen_started() -> bool:
+    """Whether Numba's CPU code generator exists yet (its target is fixed when it is made)."""
+    try:
+        from numba.core.registry import cpu_target
+        return "_toplevel_target_context" in vars(cpu_target)   # a cached_property, once made
+    except Exception:  # pragma: no cover
+        return False
+
+
+ISA, ISA_SOURCE = _choose_isa()
+
+
+def vector_floats(isa: str = None) -> int:
+    """float32 lanes of one vector register of ``isa`` (the current ISA by default)."""
+    return _VECTOR_BITS[isa or ISA] // 32
+
+
+def isa_info() -> dict:
+    """What ``bptt bench`` and ``bptt --version`` print: the ISA, where it came from, the host's."""
+    import llvmlite.binding as ll
+    return {"isa": ISA, "source": ISA_SOURCE, "host_isa": host_isa(), "cpu_name": ll.get_host_cpu_name(),
+            "vector_bits": _VECTOR_BITS[ISA]}
 
 
 if numba.config.DISABLE_JIT:   # plain Python stand-ins, for debugging
@@ -121,16 +216,30 @@ def _parse_threads(value) -> int:
 
 
 _threads = max_threads()
+_pool_threads = 0   # what Numba's pool was last set to (0: not yet, and the pool may not exist)
 
 
 def set_threads(n) -> int:
-    """Use ``n`` threads from now on; 1 selects the serial build of every kernel."""
+    """Use ``n`` threads from now on; 1 selects the serial build of every kernel. Starts nothing:
+    the pool is sized when the next parallel kernel runs (:func:`_size_pool`)."""
     global _threads
     n = _parse_threads(n)
     _threads = n
-    if n > 1:
-        numba.set_num_threads(n)
     return n
+
+
+def _size_pool() -> None:
+    """Give Numba's pool ``_threads`` threads, starting it if need be: called before a parallel
+    build runs with a count the pool does not have yet."""
+    global _pool_threads
+    numba.set_num_threads(_threads)
+    _pool_threads = _threads
+
+
+def pool_started() -> bool:
+    """Whether Numba's threading layer (its OpenMP, TBB or workqueue pool) has been started."""
+    from numba.np.ufunc import parallel as _p
+    return bool(getattr(_p, "_is_initialized", False))
 
 
 def get_threads() -> int:
@@ -187,6 +296,31 @@ def _sources_hash() -> str:
 _HASH = _sources_hash()
 
 
+_first_use_hooks = []     # f(dtype name), run before a kernel first runs on arrays of that float dtype
+_prepared = set()         # float dtype names the hooks have run for
+_all_prepared = False     # both float32 and float64: no more checks
+
+
+def on_first_use(hook) -> None:
+    """Run ``hook(dtype_name)`` before any kernel first runs on arrays of a float dtype (the
+    engine compiles its micro-kernels for that dtype then, not at import)."""
+    _first_use_hooks.append(hook)
+    for name in sorted(_prepared):
+        hook(name)
+
+
+def _prepare(args) -> None:
+    """Run the first-use hooks for the float dtypes among ``args`` not seen yet."""
+    global _all_prepared
+    for a in args:
+        dt = getattr(a, "dtype", None)
+        if dt is not None and dt.kind == "f" and dt.name not in _prepared:
+            for hook in _first_use_hooks:
+                hook(dt.name)
+            _prepared.add(dt.name)
+    _all_prepared = {"float32", "float64"} <= _prepared
+
+
 def kernel(fn=None, *, parallel: bool = True):
     """Compile ``fn`` as a kernel: a serial build and, if ``parallel``, a ``prange`` build.
 
@@ -203,12 +337,30 @@ def kernel(fn=None, *, parallel: bool = True):
 
     @functools.wraps(fn)
     def dispatch(*args):
+        if not _all_prepared:   # cheap for single-dtype kernels: the first argument's dtype
+            dt = getattr(args[0], "dtype", None) if args else None
+            if dt is None or dt.name not in _prepared:
+                _prepare(args)
         if _threads > 1 and not _serial_scope:
+            if _pool_threads != _threads:
+                _size_pool()
             return par(*args)
         return serial(*args)
 
-    dispatch.serial = serial
-    dispatch.parallel = par
+    def run_serial(*args):
+        _prepare(args)
+        return serial(*args)
+
+    def run_parallel(*args):
+        _prepare(args)
+        if _pool_threads != _threads and _threads > 1:
+            _size_pool()
+        return par(*args)
+
+    dispatch.serial = run_serial
+    dispatch.parallel = run_parallel
+    dispatch.serial_build = serial
+    dispatch.parallel_build = par
     dispatch.py_func = fn
     return dispatch
 

@@ -4,15 +4,16 @@ import os
 import numpy as np
 import pytest
 
-from bptt.kernels import dense, microgen
+from bptt.kernels import engine as dense, microgen
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_micro_py_is_what_the_generator_writes():
-    path = os.path.join(HERE, "..", "bptt", "kernels", "micro.py")
+@pytest.mark.parametrize("isa", sorted(microgen.FAMILIES))
+def test_micro_files_are_what_the_generator_writes(isa):
+    path = os.path.join(HERE, "..", "bptt", "kernels", f"micro_{isa}.py")
     with open(path, encoding="utf-8") as f:
-        assert f.read() == microgen.source(), "run: python -m bptt.kernels.microgen > bptt/kernels/micro.py"
+        assert f.read() == microgen.source(isa), "run: python bptt/kernels/microgen.py"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

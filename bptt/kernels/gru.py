@@ -14,7 +14,7 @@ and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
+from .engine import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
 
 
 @kernel

@@ -16,7 +16,7 @@ described there.
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .dense import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
+from .engine import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
 
 
 @kernel

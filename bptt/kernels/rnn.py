@@ -11,8 +11,8 @@ every step, so that dW_ih, dW_hh, the biases and dx are each one big pass over a
 after the sweep (:func:`input_backward_params`, :func:`recurrent_backward_params`,
 :func:`input_backward`). These four are shared by every cell.
 
-Every product is blocked with :func:`bptt.kernels.dense.acc_panels` (see :mod:`bptt.kernels.dense`)
-on its right-hand matrix copied once per call into panels of 128 columns: the recurrent product of
+Every product is blocked with :func:`bptt.kernels.engine.acc_panels` (see :mod:`bptt.kernels.engine`)
+on its right-hand matrix copied once per call into panels (``PANEL`` columns): the recurrent product of
 a step, h_prev·W_hhᵀ, reads W_hhᵀ (H, G·H) in panels, and backward's da·W_hh reads W_hh in panels;
 both vectorise across output units.
 
@@ -26,7 +26,7 @@ direction owns the columns ``off:off+H`` (0 forward, H reverse), so a bidirectio
 output is assembled without a copy and the next layer reads it as its input.
 
 Parallelism. The cell kernels run ``prange`` over chunks of batch rows, one per core
-(:func:`bptt.kernels.dense.row_chunks`) with the time loop inside: sequences are independent, so
+(:func:`bptt.kernels.engine.row_chunks`) with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
 written by one thread, and a chunk's rows share each panel of W_hh they load. From ``SPLIT_B``
 sequences on, the passes before and after the sweep split the batch into the same two halves
@@ -39,8 +39,9 @@ import numpy as np
 
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
-from .dense import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, fill_rows, n_panels,
-                    n_tiles, pack_panel, packed, packed_T, row_chunks, tile_origin, weight_grads)
+from .dense import fill_rows, weight_grads
+from .engine import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, n_panels, n_tiles,
+                     pack_panel, packed, packed_T, row_chunks, tile_origin)
 
 
 @kernel
@@ -138,7 +139,7 @@ def halves(B):
 def batch_half(B, nh, h):
     """(b0, b1): rows b0 ≤ b < b1 of part h of the nh = :func:`halves` (B) parts of a batch; the
     first half takes the odd row. On two cores the halves are the sweeps' chunks
-    (:func:`bptt.kernels.dense.row_chunks`)."""
+    (:func:`bptt.kernels.engine.row_chunks`)."""
     if nh == 1:
         return 0, B
     Bh = (B + 1) // 2
@@ -153,7 +154,7 @@ def row_job(j, T, B, nh, M):
     Split (nh = 2): jobs run over (half, column block, step), in that order: the ``prange`` hands
     a thread a contiguous range of jobs, so on two cores each thread gets one half, and a column
     block of the weights stays in cache while the steps pass. Otherwise the dense kernels' tiles
-    of all T·B rows (:func:`bptt.kernels.dense.tile_origin`); M is the output's width."""
+    of all T·B rows (:func:`bptt.kernels.engine.tile_origin`); M is the output's width."""
     if nh == 2:
         ncb = (M + COLS - 1) // COLS
         h = j // (ncb * T)
