@@ -503,6 +503,64 @@ def test_lstm_takes_its_state_as_h0_too(rng):
         lstm.forward(x, (h0, c0), h0=(h0, c0))
 
 
+
+def test_lstm_backward_takes_the_state_gradient_as_a_pair(rng):
+    """backward(dout, (dh_n, dc_n)), the shape forward returns its state in, gives the same bits
+    as the separate arguments; so do dstate= and dh_n=(dh_n, dc_n) (as forward's h0=(h0, c0))."""
+    layer = make("lstm", 2, True, seed=3)
+    assert all(b.any() for n, b in layer.params.items() if n.startswith("bias"))
+    inp = make_inputs(layer, rng)
+    out, (h_n, c_n) = layer.forward(inp["x"], (inp["h0"], inp["c0"]))
+    dout, dh_n, dc_n = random_douts(layer, inp, rng)
+
+    def grads(*args, **kw):
+        layer.zero_grad()
+        dx = layer.backward(*args, **kw)
+        return [dx, layer.dh0, layer.dc0] + [g.copy() for g in layer.grads.values()]
+
+    def same(a, b):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+    ref = grads(dout, dh_n, dc_n)
+    assert all(a.any() for a in ref)
+    for args, kw in [((dout, (dh_n, dc_n)), {}), ((dout, [dh_n, dc_n]), {}),
+                     ((dout,), {"dstate": (dh_n, dc_n)}), ((dout,), {"dh_n": (dh_n, dc_n)}),
+                     ((dout,), {"dh_n": dh_n, "dc_n": dc_n}), ((), {"dout": dout, "dh_n": dh_n, "dc_n": dc_n})]:
+        same(grads(*args, **kw), ref)
+    # either half of the pair may be None (zeros), as in the separate form
+    same(grads(dout, (dh_n, None)), grads(dout, dh_n))
+    same(grads(dout, (None, dc_n)), grads(dout, dc_n=dc_n))
+    same(grads(None, (None, None)), grads(None))
+    assert not np.array_equal(grads(dout, (dh_n, None))[0], ref[0])   # dc_n was not dropped above
+
+
+def test_lstm_backward_state_gradient_misuse_raises_value_error(rng):
+    layer = make("lstm", 2, True)
+    inp = make_inputs(layer, rng)
+    out, (h_n, c_n) = layer.forward(inp["x"])
+    d = np.ones_like(h_n)
+    with pytest.raises(ValueError, match=r"give dh_n once: as dstate or as dh_n"):
+        layer.backward(None, (d, d), dh_n=d)
+    with pytest.raises(ValueError, match=r"give dh_n once"):
+        layer.backward(None, d, dh_n=d)
+    with pytest.raises(ValueError, match=r"give dc_n once: in the pair \(dh_n, dc_n\) or as dc_n"):
+        layer.backward(None, (d, d), d)
+    with pytest.raises(ValueError, match=r"give dc_n once"):
+        layer.backward(None, dh_n=(d, d), dc_n=d)
+    with pytest.raises(ValueError, match=r"dstate must be a pair \(dh_n, dc_n\), got a tuple of length 1"):
+        layer.backward(None, (d,))
+    with pytest.raises(ValueError, match=r"dstate must be a pair \(dh_n, dc_n\), got a list of length 3"):
+        layer.backward(None, [d, d, d])
+    with pytest.raises(ValueError, match=r"dc_n must have shape \(4, 2, 4\).*got \(4, 1, 4\)"):
+        layer.backward(None, (d, np.zeros((4, 1, H))))
+    with pytest.raises(ValueError, match=r"dh_n must have shape \(4, 2, 4\).*got \(2, 4, 2, 4\)"):
+        layer.backward(None, np.stack([d, d]))       # a stacked array is not the pair
+    with pytest.raises(ValueError, match=r"dh_n must have dtype float64"):
+        layer.backward(None, (d.astype(np.float32), d))
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 2])
 def test_returned_arrays_are_fresh_even_for_one_sequence(cell, batch):

@@ -336,8 +336,9 @@ class LSTM(_Recurrent):
         c' = f ⊙ c + i ⊙ g       h' = o ⊙ tanh(c')
 
     ``forward(x, state=None) -> (out, (h_n, c_n))`` with ``state = (h0, c0)`` (either may be None
-    for zeros), each (L·D, B, H). ``backward(dout, dh_n=None, dc_n=None) -> dx``; afterwards
-    ``self.dh0`` and ``self.dc0`` hold ∂L/∂h0 and ∂L/∂c0.
+    for zeros), each (L·D, B, H). ``backward(dout, dstate=None) -> dx`` with ``dstate = (dh_n, dc_n)``,
+    a pair like the state; ``backward(dout, dh_n, dc_n)`` works too. Afterwards ``self.dh0``
+    and ``self.dc0`` hold ∂L/∂h0 and ∂L/∂c0.
     """
 
     GATES = 4
@@ -393,7 +394,28 @@ class LSTM(_Recurrent):
         out, h_n = self._run_forward(x)
         return out, (h_n, self._final_c())
 
-    def backward(self, dout=None, dh_n=None, dc_n=None):
+    def backward(self, dout=None, dstate=None, dc_n=None, *, dh_n=None):
+        """dx (B, T, I) from ∂L/∂out (B, T, D·H) (zeros if None) and the final-state gradient
+        ``dstate = (dh_n, dc_n)``, each (L·D, B, H) (either may be None for zeros), the pair that
+        ``forward`` returns as ``(h_n, c_n)``. Accumulates every parameter gradient; leaves ∂L/∂h0
+        in ``self.dh0`` and ∂L/∂c0 in ``self.dc0``.
+
+        The separate form ``backward(dout, dh_n, dc_n)`` (positional or by keyword) works too: a bare
+        array as ``dstate`` is dh_n. As ``forward`` takes ``h0=(h0, c0)``, ``dh_n=`` may be the pair.
+        """
+        if dh_n is not None:
+            if dstate is not None:
+                raise ValueError("give dh_n once: as dstate or as dh_n, not both")
+            dstate = dh_n
+        if isinstance(dstate, (tuple, list)):
+            if len(dstate) != 2:
+                raise ValueError(f"dstate must be a pair (dh_n, dc_n), got a {type(dstate).__name__} "
+                                 f"of length {len(dstate)}")
+            if dc_n is not None:
+                raise ValueError("give dc_n once: in the pair (dh_n, dc_n) or as dc_n, not both")
+            dh_n, dc_n = dstate
+        else:
+            dh_n = dstate
         dx, (self.dh0, self.dc0) = self._run_backward(dout, [("dh_n", dh_n), ("dc_n", dc_n)])
         return dx
 
@@ -404,7 +426,7 @@ class LSTM(_Recurrent):
         return out, h_n, c_n
 
     def check_backward(self, dout, dh_n, dc_n):
-        dx = self.backward(dout, dh_n, dc_n)
+        dx = self.backward(dout, (dh_n, dc_n))
         g = {"x": dx}
         if self._check_state_given[0]:
             g["h0"] = self.dh0
