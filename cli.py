@@ -460,8 +460,14 @@ def plot(run, out_path):
               help="Time both frameworks in this process instead of one worker process each "
                    "(their OpenMP thread pools then compete; for diagnosis). [default: off]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and inputs.")
+@click.option("--isa", type=click.Choice(["avx512", "avx2", "generic"]), default=None,
+              help="Vector ISA for both frameworks: bptt's worker runs with BPTT_ISA, torch's is held "
+                   "to the same ISA (ATEN_CPU_CAPABILITY, DNNL_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS). "
+                   "An ISA this CPU cannot run is refused. generic is for correctness: it runs, but "
+                   "no speed target applies. [default: BPTT_ISA if set (torch held to it too), else "
+                   "the CPU's widest, torch unrestricted]")
 def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, json_path, quick,
-          no_extras, in_process, seed):
+          no_extras, in_process, seed, isa):
     """Time one training step of bptt's RNN/GRU/LSTM against torch.nn, on identical weights.
 
     A step is zero_grad, forward, then full BPTT backward (dx, dh0 and every weight gradient),
@@ -470,12 +476,18 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     process (two OpenMP thread pools in one process slow each other down), in four slices that
     alternate between the two (so that a machine's slow spells slow both alike).
     Columns: median ms of each, torch/bptt (above 1: bptt is faster), GFLOP/s of each counting
-    3*2*T*B*G*H*(I+H) per step, bptt's share of the FMA peak, and bptt's peak memory (parameters,
-    gradients and the step's allocations). Extras: a char-LM step and an MLP step against torch,
-    and the compile time (cold cache) and warm start time (from the cache).
+    3*2*T*B*G*H*(I+H) per step, bptt's share of the float32 FMA peak of the ISA in use (measured
+    in the run), and bptt's peak memory (parameters, gradients and the step's allocations).
+    Extras: a char-LM step and an MLP step against torch, and the compile time (cold cache) and
+    warm start time (from the cache). The header shows each framework's ISA.
 
-    Exits with status 1 if a correctness check fails; missed speed targets are only reported
-    (per row in the JSON under "targets", and "all_targets_met"). Needs torch: pip install 'bptt[bench]'.
+    torch's RNN char step is also timed in a plain process (numpy and torch only); if the torch
+    worker took over 1.3x as long, the row is flagged "TORCH WORKER SLOWED".
+
+    Targets: torch/bptt >= 1 on every row and extra, >= 3 on teach, and bptt at >= 55% of the FMA
+    peak on fastrnns and deepbench. Exits with status 1 if a correctness check fails; missed speed
+    targets are only reported (per row in the JSON under "targets", and "all_targets_met").
+    Needs torch: pip install 'bptt[bench]'.
     """
     import os
     from bptt import benchmark as bm
@@ -498,7 +510,8 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
             raise ValueError(f"--json: the folder of {json_path} does not exist")
         config = bm.BenchConfig(cells=cell_list, shapes=shape_list, threads=threads, repeat=repeat,
                                 warmup=warmup, min_time=min_time, peak=peak, extras=not no_extras,
-                                in_process=in_process, seed=seed)
+                                in_process=in_process, seed=seed, isa=isa)
+        bm.choose_isa(config)   # refuses an ISA this CPU cannot run, before anything starts
     except bm.BenchError as e:
         _fail(str(e))
     except ValueError as e:

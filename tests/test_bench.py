@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from bptt import benchmark as bm
 from bptt import jit
+from bptt.benchmark import problems, report, runner, workers
 from cli import main
 
 torch = pytest.importorskip("torch")
@@ -33,17 +34,25 @@ def run(*args):
 
 def test_quick_rnn_writes_a_complete_report(tmp_path):
     out = tmp_path / "out.json"
-    r = run("--quick", "--cells", "rnn", *FAST, "--json", str(out))
+    host = jit.host_isa()
+    r = run("--quick", "--cells", "rnn", "--isa", host, *FAST, "--json", str(out))
     assert r.exit_code == 0, r.output
     assert "teach (1,25,65,100)" in r.output and "char (50,50,65,128)" in r.output
+    assert f"ISA: bptt {host} ({jit.vector_floats(host)} float32 lanes; from --isa" in r.output
     report = json.loads(out.read_text())
     m = report["machine"]
-    for key in ("cpu", "cores", "threads", "date", "numpy", "numba", "torch", "torch_threads"):
+    for key in ("cpu", "cores", "threads", "date", "numpy", "numba", "torch", "torch_threads", "host_isa"):
         assert key in m
     assert m["threads"] == m["torch_threads"]
     assert report["peak_source"] == "measured" and report["peak_gflops"] > 0
     assert report["peak_1_thread_gflops"] > 0 and m["core_scaling"] > 0
+    assert report["peak_isa"] == host and report["peak_vector_floats"] == jit.vector_floats(host)
+    assert report["peak_chains"] >= 12
+    isa = report["isa"]
+    assert isa["bptt"] == host and isa["source"] == "--isa" and isa["torch_restricted_to"] == host
+    assert isa["torch_env"] == bm.TORCH_ISA_ENV[host] and isa["targets_apply"] is (host != "generic")
     assert report["command"].startswith("bptt bench --cells rnn --shapes teach,char")
+    assert f"--isa {host}" in report["command"]
     assert [(row["cell"], row["shape"]) for row in report["rows"]] == [("rnn", "teach"), ("rnn", "char")]
     for row in report["rows"]:
         assert row["check"]["passed"] and row["check"]["max_rel_err"] <= 1e-3
@@ -55,11 +64,23 @@ def test_quick_rnn_writes_a_complete_report(tmp_path):
         assert row["ratio"] == pytest.approx(row["torch_ms"] / row["bptt_ms"])
         assert row["memory"]["peak_mb"] >= row["memory"]["params_grads_mb"] > 0
         assert all(isinstance(v, bool) for v in row["targets"].values())
-        assert row["all_targets_met"] == all(row["targets"].values())
-    assert set(report["rows"][0]["targets"]) == {"ratio_ge_1", "ratio_ge_10"}  # teach
-    assert set(report["rows"][1]["targets"]) == {"ratio_ge_1"}                 # char
+    teach, char = report["rows"]
+    if isa["targets_apply"]:
+        assert set(teach["targets"]) == {"ratio_ge_1", "ratio_ge_3"}
+        assert set(char["targets"]) == {"ratio_ge_1"}
+        assert teach["all_targets_met"] == all(teach["targets"].values())
+    # torch's RNN char step, timed again in a process that imported neither bptt nor numba
+    assert "torch_plain" not in teach
+    plain = char["torch_plain"]
+    assert plain["imported"] == [] and plain["n"] == 2 and plain["torch_threads"] == m["threads"]
+    assert plain["worker_over_plain"] == pytest.approx(char["torch_ms"] / plain["median_ms"])
+    assert char["torch_worker_slowed"] is plain["slowed"] is (plain["worker_over_plain"] > bm.TORCH_SLOWED)
+    check = report["torch_worker_check"]
+    assert check["rows"] == ["rnn char"] and check["slowed"] is char["torch_worker_slowed"]
     assert report["all_correct"] is True
-    assert report["all_targets_met"] == all(row["all_targets_met"] for row in report["rows"])
+    if isa["targets_apply"]:
+        assert report["all_targets_met"] == (all(row["all_targets_met"] for row in report["rows"])
+                                             and not check["slowed"])
     assert report["extras"] == {}
 
 
@@ -82,8 +103,8 @@ def test_frameworks_are_timed_in_alternating_slices(monkeypatch, tmp_path):
         calls.append((framework, request["what"]))
         return {"times": [0.001] * request["repeat"]} if request["what"] == "slice" else {}
 
-    monkeypatch.setattr(bm, "_answer", answer)
-    timers = bm._Timers(1, True, str(tmp_path))
+    monkeypatch.setattr(workers, "_answer", answer)
+    timers = workers._Timers(1, True, str(tmp_path))
     cfg = bm.BenchConfig(repeat=8, min_time=0.0)
     timed = timers.time("cell", {}, {}, cfg)
     assert calls[:2] == [("bptt", "setup"), ("torch", "setup")]
@@ -94,14 +115,34 @@ def test_frameworks_are_timed_in_alternating_slices(monkeypatch, tmp_path):
 
 
 def test_targets_apply_by_shape_and_need_a_passing_check():
-    def row(shape, ratio, gflops, passed=True):
-        return {"shape": shape, "ratio": ratio, "bptt_gflops": gflops, "check": {"passed": passed}}
-    assert bm._targets(row("teach", 12.0, 1.0)) == {"ratio_ge_1": True, "ratio_ge_10": True}
-    assert bm._targets(row("teach", 5.0, 1.0)) == {"ratio_ge_1": True, "ratio_ge_10": False}
-    assert bm._targets(row("fastrnns", 2.0, 149.0)) == {"ratio_ge_1": True, "gflops_ge_150": False}
-    assert bm._targets(row("deepbench", 0.5, 300.0)) == {"ratio_ge_1": False, "gflops_ge_150": True}
-    assert bm._targets(row("custom", 1.0, 0.1)) == {"ratio_ge_1": True}
-    assert bm._targets(row("deepbench", 9.0, 900.0, passed=False)) == {"ratio_ge_1": False, "gflops_ge_150": False}
+    def row(shape, ratio, pct, passed=True):
+        return {"shape": shape, "ratio": ratio, "bptt_pct_peak": pct, "check": {"passed": passed}}
+    targets = bm.evaluate_targets
+    assert targets(row("teach", 3.0, 1.0)) == {"ratio_ge_1": True, "ratio_ge_3": True}
+    assert targets(row("teach", 2.9, 1.0)) == {"ratio_ge_1": True, "ratio_ge_3": False}
+    assert targets(row("char", 0.99, 90.0)) == {"ratio_ge_1": False}
+    assert targets(row("fastrnns", 2.0, 54.9)) == {"ratio_ge_1": True, "peak_ge_55": False}
+    assert targets(row("deepbench", 0.5, 55.0)) == {"ratio_ge_1": False, "peak_ge_55": True}
+    assert targets(row("deepbench", 1.5, None)) == {"ratio_ge_1": True, "peak_ge_55": False}
+    assert targets(row("custom", 1.0, 0.1)) == {"ratio_ge_1": True}
+    assert targets(row("deepbench", 9.0, 90.0, passed=False)) == {"ratio_ge_1": False, "peak_ge_55": False}
+    # the extras, by name: torch / bptt >= 1 too
+    for name in bm.EXTRAS:
+        assert targets({"name": name, "ratio": 1.2, "check": {"passed": True}}) == {"ratio_ge_1": True}
+        assert targets({"name": name, "ratio": 0.8, "check": {"passed": True}}) == {"ratio_ge_1": False}
+    # the generic ISA is for correctness: no speed target
+    assert targets(row("teach", 0.1, 1.0), isa="generic") == {}
+
+
+def test_a_slowed_torch_worker_flags_the_row_and_fails_the_targets(monkeypatch):
+    # the plain process "ran" far faster than the worker: the worker was slowed
+    monkeypatch.setattr(runner, "PLAIN_CHECK", (("rnn", "custom"),))
+    monkeypatch.setattr(runner, "plain_torch_times",
+                        lambda *a, **k: {"times": [1e-9, 1e-9], "torch_threads": 1, "imported": []})
+    r = run("--shapes", "none", "--shape", "2,3,4,5", "--cells", "rnn", "--in-process", "--peak", "100", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "TORCH WORKER SLOWED" in r.output and "all_targets_met: false" in r.output
+    assert "slower than a plain torch process" in r.output
 
 
 def test_a_broken_gradient_fails_the_row_and_the_exit_code(monkeypatch):
@@ -111,7 +152,7 @@ def test_a_broken_gradient_fails_the_row_and_the_exit_code(monkeypatch):
         step, results = build(kind, spec, data)
         return step, lambda: {**results(), "weight_hh_l0": results()["weight_hh_l0"] * 1.01}
 
-    monkeypatch.setattr(bm, "build_bptt", broken)
+    monkeypatch.setattr(problems, "build_bptt", broken)
     r = run("--shapes", "none", "--shape", "2,3,4,5", "--cells", "rnn", "--in-process", "--peak", "100", *FAST)
     assert r.exit_code == 1, r.output
     assert "FAIL" in r.output and "CORRECTNESS CHECK FAILED" in r.output and "weight_hh_l0" in r.output
@@ -141,6 +182,7 @@ def test_extras_agree_with_torch(kind):
     (["--shapes", "none"], "no shapes to run"),
     (["--threads", "999"], "--threads must be at most"),
     (["--json", "/nonexistent-dir/x.json"], "does not exist"),
+    (["--isa", "sse"], "Invalid value for '--isa'"),
 ])
 def test_bad_options_are_one_line_errors(args, message):
     r = run(*args)
@@ -158,9 +200,11 @@ def test_help_documents_every_option_with_its_default():
     r = run("--help")
     assert r.exit_code == 0
     for opt in ("--cells", "--shapes", "--shape", "--repeat", "--min-time", "--warmup", "--threads",
-                "--peak", "--json", "--quick", "--no-extras", "--in-process", "--seed"):
+                "--peak", "--json", "--quick", "--no-extras", "--in-process", "--seed", "--isa"):
         assert opt in r.output
-    assert r.output.count("default") >= 13
+    assert r.output.count("default") >= 14
+    for text in ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "generic is for correctness", "plain process"):
+        assert text in " ".join(r.output.split())
 
 
 def test_script_forwards_to_the_command():
@@ -180,3 +224,81 @@ def test_rel_err_flags_nan_and_shape_mismatch():
     assert bm.rel_err(a, a) == 0.0
     assert np.isnan(bm.rel_err(np.array([np.nan, 1, 1]), a))
     assert bm.rel_err(np.ones(2), a) == float("inf")
+
+
+def test_an_isa_the_cpu_cannot_run_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(jit, "host_isa", lambda features=None: "generic")
+    for isa in ("avx2", "avx512"):
+        r = run("--isa", isa, "--quick", *FAST)
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert r.output.strip() == (f"Error: --isa {isa}: this CPU cannot run it (its widest is generic); "
+                                    "use generic")
+    assert bm.check_isa("generic") == "generic" and bm.check_isa(None) is None
+
+
+def test_in_process_refuses_another_isa_than_its_own():
+    others = [i for i in jit.ISAS[jit.ISAS.index(jit.host_isa()):] if i != jit.ISA]
+    if not others:
+        pytest.skip("this CPU runs one ISA only")
+    other = others[0]
+    r = run("--isa", other, "--in-process", "--quick", *FAST)
+    assert r.exit_code == 2 and "--in-process" in r.output and "Traceback" not in r.output
+
+
+def test_the_torch_worker_gets_no_bptt_settings_and_the_isa_limits(monkeypatch):
+    monkeypatch.setenv("BPTT_THREADS", "1")
+    monkeypatch.setenv("BPTT_ISA", jit.host_isa())
+    env = bm.worker_env("torch", 2, "avx2")
+    assert "BPTT_THREADS" not in env and "BPTT_ISA" not in env
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["DNNL_MAX_CPU_ISA"] == "AVX2"
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert bm.TORCH_ISA_ENV["avx512"]["DNNL_MAX_CPU_ISA"] == "AVX512_CORE"
+    assert bm.TORCH_ISA_ENV["generic"] == {"ATEN_CPU_CAPABILITY": "default", "DNNL_MAX_CPU_ISA": "SSE41",
+                                           "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    plain = workers.plain_env(2, "avx2")
+    assert "BPTT_THREADS" not in plain and plain["ATEN_CPU_CAPABILITY"] == "avx2"
+    bptt_env = bm.worker_env("bptt", 2, "generic")
+    assert bptt_env["BPTT_THREADS"] == "2" and bptt_env["BPTT_ISA"] == "generic"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert "ATEN_CPU_CAPABILITY" not in bm.worker_env("torch", 2, None)   # without --isa, torch picks its own
+
+
+def test_compile_times_run_on_the_isa_being_benchmarked(monkeypatch, tmp_path):
+    monkeypatch.delenv("BPTT_ISA", raising=False)
+    env = bm.compile_env(2, str(tmp_path), "generic")
+    assert env["BPTT_ISA"] == "generic" and env["BPTT_THREADS"] == "2" and env["NUMBA_CACHE_DIR"] == str(tmp_path)
+    assert "BPTT_ISA" not in bm.compile_env(2, str(tmp_path))
+    monkeypatch.setenv("BPTT_ISA", "avx2")
+    assert bm.compile_env(2, str(tmp_path))["BPTT_ISA"] == "avx2"   # inherited when not given
+
+
+def test_importing_bptt_starts_no_thread_pool_beside_torch():
+    """A process started with BPTT_THREADS=2 imports bptt, then runs a torch RNN step built as the
+    bench's torch worker builds it: Numba's threading layer must not have been started."""
+    code = (
+        "import bptt\n"
+        "from bptt import jit\n"
+        "from bptt.benchmark import build_torch, make_data\n"
+        "spec = {'cell': 'rnn', 'B': 4, 'T': 5, 'I': 6, 'H': 7}\n"
+        "step, results = build_torch('cell', spec, make_data('cell', spec, 0))\n"
+        "step(); step()\n"
+        "assert results()['dx'].shape == (4, 5, 6)\n"
+        "print(jit.get_threads(), jit.pool_started())\n")
+    env = dict(os.environ, BPTT_THREADS="2", NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2", "False"], "importing bptt started Numba's thread pool"
+
+
+def test_the_generic_isa_is_reported_as_correctness_only():
+    rep = {"isa": {"bptt": "generic", "source": "--isa", "host": "avx2", "vector_floats": 4,
+                   "torch_restricted_to": "generic", "torch_cpu_capability": "DEFAULT",
+                   "torch_env": bm.TORCH_ISA_ENV["generic"], "targets_apply": False},
+           "rows": [], "extras": {}, "all_targets_met": None}
+    lines = report._isa_lines(rep)
+    assert lines[0].startswith("ISA: bptt generic (4 float32 lanes; from --isa")
+    assert "held to generic (ATEN_CPU_CAPABILITY=default, DNNL_MAX_CPU_ISA=SSE41" in lines[0]
+    assert "for correctness, not timed against torch" in lines[1]
+    assert "no speed targets on the generic ISA" in bm.format_summary(rep)
