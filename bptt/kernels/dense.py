@@ -13,8 +13,8 @@ bits do not depend on the thread count or the ISA.
 import numpy as np
 
 from ..jit import inline, kernel, prange
-from .engine import (COLS, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, n_tiles, packed,
-                     packed_T, tile_origin)
+from .engine import (COLS, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, n_tiles, packed,
+                     packed_T, tile_origin, transposed)
 
 
 @kernel
@@ -67,16 +67,17 @@ def weight_grads(dW, db, dy, P, I):
     (:func:`packed`): the dense layer's weight gradients, and a recurrent layer's below
     ``bptt.kernels.rnn.SPLIT_B`` sequences. dW : (O, I), db : (O,), dy : (N, O).
 
-    Parallel over tiles of dW (:func:`acc_panels` with A = dyᵀ; the last I mod 16 columns with
+    Parallel over tiles of dW (:func:`acc_panels` with A = dyᵀ; the last I mod NARROW columns with
     :func:`acc_narrow`) and over blocks of db, so each entry has one writer and sums over n in
     order. Inline: its ``prange`` loops join the calling kernel's parallel code."""
     N, O = dy.shape
-    I16 = I - I % 16
+    I16 = I - I % NARROW   # whole NARROW-column groups; the rest lies in one panel
     for blk in prange((O + COLS - 1) // COLS):
         add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
+    dyT = transposed(dy)   # A = dyᵀ read along its rows (see engine.transposed)
     for tile in prange(n_tiles(O, I16)):
         n0, c0 = tile_origin(tile, O, I16)
-        acc_panels(dW, dy.T, P, n0, min(O, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
+        acc_panels(dW, dyT, P, n0, min(O, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
     if I16 < I:
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         for tile in prange((O + COLS - 1) // COLS):

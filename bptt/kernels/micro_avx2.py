@@ -23,9 +23,10 @@ from ..jit import fma, helper
 from .microcall import caller, pair_caller
 
 ISA = 'avx2'
-SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
-PAIRS = ((1, 32),)
-PANEL = 96   # columns of a packed panel of B: a whole number of 24-wide blocks
+SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+PAIRS = ()
+PANEL = 24   # columns of a packed panel of B: a whole number of 24-wide blocks
+NARROW = 8   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 
 
 def body_4x24(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -199,29 +200,25 @@ def body_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c3 + 0] = s3_0
 
 
-def body_1x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:1, 0:32] += A[0:1, k0:k1] · B[k0:k1, 0:32], by pointers and strides."""
+def body_1x24(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:24] += A[0:1, k0:k1] · B[k0:k1, 0:24], by pointers and strides."""
     c0 = 0 * ldc
     a0_ = 0 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
     s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
     s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
-    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
         b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
         b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
-        b24 = pB[kb + 24]; b25 = pB[kb + 25]; b26 = pB[kb + 26]; b27 = pB[kb + 27]; b28 = pB[kb + 28]; b29 = pB[kb + 29]; b30 = pB[kb + 30]; b31 = pB[kb + 31]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
         s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
         s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
-        s0_24 = fma(a0, b24, s0_24); s0_25 = fma(a0, b25, s0_25); s0_26 = fma(a0, b26, s0_26); s0_27 = fma(a0, b27, s0_27); s0_28 = fma(a0, b28, s0_28); s0_29 = fma(a0, b29, s0_29); s0_30 = fma(a0, b30, s0_30); s0_31 = fma(a0, b31, s0_31)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
-    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
 
 
 def body_1x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -293,48 +290,6 @@ def body_1x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c0 + 0] = s0_0
 
 
-def body_1x32x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
-    """C[0:1, 0:32] and C[0:1, d:d+32] += A[0:1, k0:k1] · B[k0:k1, same columns]."""
-    c0 = 0 * ldc
-    e0 = 0 * ldc + d
-    a0_ = 0 * sa0
-    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
-    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
-    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
-    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
-    t0_0 = pC[e0 + 0]; t0_1 = pC[e0 + 1]; t0_2 = pC[e0 + 2]; t0_3 = pC[e0 + 3]; t0_4 = pC[e0 + 4]; t0_5 = pC[e0 + 5]; t0_6 = pC[e0 + 6]; t0_7 = pC[e0 + 7]
-    t0_8 = pC[e0 + 8]; t0_9 = pC[e0 + 9]; t0_10 = pC[e0 + 10]; t0_11 = pC[e0 + 11]; t0_12 = pC[e0 + 12]; t0_13 = pC[e0 + 13]; t0_14 = pC[e0 + 14]; t0_15 = pC[e0 + 15]
-    t0_16 = pC[e0 + 16]; t0_17 = pC[e0 + 17]; t0_18 = pC[e0 + 18]; t0_19 = pC[e0 + 19]; t0_20 = pC[e0 + 20]; t0_21 = pC[e0 + 21]; t0_22 = pC[e0 + 22]; t0_23 = pC[e0 + 23]
-    t0_24 = pC[e0 + 24]; t0_25 = pC[e0 + 25]; t0_26 = pC[e0 + 26]; t0_27 = pC[e0 + 27]; t0_28 = pC[e0 + 28]; t0_29 = pC[e0 + 29]; t0_30 = pC[e0 + 30]; t0_31 = pC[e0 + 31]
-    for k in range(k0, k1):
-        ka = k * sa1; kb = k * ldb; kd = kb + d
-        a0 = pA[a0_ + ka]
-        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
-        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
-        b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
-        b24 = pB[kb + 24]; b25 = pB[kb + 25]; b26 = pB[kb + 26]; b27 = pB[kb + 27]; b28 = pB[kb + 28]; b29 = pB[kb + 29]; b30 = pB[kb + 30]; b31 = pB[kb + 31]
-        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
-        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
-        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
-        s0_24 = fma(a0, b24, s0_24); s0_25 = fma(a0, b25, s0_25); s0_26 = fma(a0, b26, s0_26); s0_27 = fma(a0, b27, s0_27); s0_28 = fma(a0, b28, s0_28); s0_29 = fma(a0, b29, s0_29); s0_30 = fma(a0, b30, s0_30); s0_31 = fma(a0, b31, s0_31)
-        b0 = pB[kd + 0]; b1 = pB[kd + 1]; b2 = pB[kd + 2]; b3 = pB[kd + 3]; b4 = pB[kd + 4]; b5 = pB[kd + 5]; b6 = pB[kd + 6]; b7 = pB[kd + 7]
-        b8 = pB[kd + 8]; b9 = pB[kd + 9]; b10 = pB[kd + 10]; b11 = pB[kd + 11]; b12 = pB[kd + 12]; b13 = pB[kd + 13]; b14 = pB[kd + 14]; b15 = pB[kd + 15]
-        b16 = pB[kd + 16]; b17 = pB[kd + 17]; b18 = pB[kd + 18]; b19 = pB[kd + 19]; b20 = pB[kd + 20]; b21 = pB[kd + 21]; b22 = pB[kd + 22]; b23 = pB[kd + 23]
-        b24 = pB[kd + 24]; b25 = pB[kd + 25]; b26 = pB[kd + 26]; b27 = pB[kd + 27]; b28 = pB[kd + 28]; b29 = pB[kd + 29]; b30 = pB[kd + 30]; b31 = pB[kd + 31]
-        t0_0 = fma(a0, b0, t0_0); t0_1 = fma(a0, b1, t0_1); t0_2 = fma(a0, b2, t0_2); t0_3 = fma(a0, b3, t0_3); t0_4 = fma(a0, b4, t0_4); t0_5 = fma(a0, b5, t0_5); t0_6 = fma(a0, b6, t0_6); t0_7 = fma(a0, b7, t0_7)
-        t0_8 = fma(a0, b8, t0_8); t0_9 = fma(a0, b9, t0_9); t0_10 = fma(a0, b10, t0_10); t0_11 = fma(a0, b11, t0_11); t0_12 = fma(a0, b12, t0_12); t0_13 = fma(a0, b13, t0_13); t0_14 = fma(a0, b14, t0_14); t0_15 = fma(a0, b15, t0_15)
-        t0_16 = fma(a0, b16, t0_16); t0_17 = fma(a0, b17, t0_17); t0_18 = fma(a0, b18, t0_18); t0_19 = fma(a0, b19, t0_19); t0_20 = fma(a0, b20, t0_20); t0_21 = fma(a0, b21, t0_21); t0_22 = fma(a0, b22, t0_22); t0_23 = fma(a0, b23, t0_23)
-        t0_24 = fma(a0, b24, t0_24); t0_25 = fma(a0, b25, t0_25); t0_26 = fma(a0, b26, t0_26); t0_27 = fma(a0, b27, t0_27); t0_28 = fma(a0, b28, t0_28); t0_29 = fma(a0, b29, t0_29); t0_30 = fma(a0, b30, t0_30); t0_31 = fma(a0, b31, t0_31)
-    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
-    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
-    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
-    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
-    pC[e0 + 0] = t0_0; pC[e0 + 1] = t0_1; pC[e0 + 2] = t0_2; pC[e0 + 3] = t0_3; pC[e0 + 4] = t0_4; pC[e0 + 5] = t0_5; pC[e0 + 6] = t0_6; pC[e0 + 7] = t0_7
-    pC[e0 + 8] = t0_8; pC[e0 + 9] = t0_9; pC[e0 + 10] = t0_10; pC[e0 + 11] = t0_11; pC[e0 + 12] = t0_12; pC[e0 + 13] = t0_13; pC[e0 + 14] = t0_14; pC[e0 + 15] = t0_15
-    pC[e0 + 16] = t0_16; pC[e0 + 17] = t0_17; pC[e0 + 18] = t0_18; pC[e0 + 19] = t0_19; pC[e0 + 20] = t0_20; pC[e0 + 21] = t0_21; pC[e0 + 22] = t0_22; pC[e0 + 23] = t0_23
-    pC[e0 + 24] = t0_24; pC[e0 + 25] = t0_25; pC[e0 + 26] = t0_26; pC[e0 + 27] = t0_27; pC[e0 + 28] = t0_28; pC[e0 + 29] = t0_29; pC[e0 + 30] = t0_30; pC[e0 + 31] = t0_31
-
-
 # callers: micro_RxW(C, A, Bm, n0, c0, boff, k0, k1) runs body_RxW on arrays (microcall)
 micro_4x24 = caller(ISA, 4, 24)
 micro_4x16 = caller(ISA, 4, 16)
@@ -342,13 +297,12 @@ micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
 micro_4x2 = caller(ISA, 4, 2)
 micro_4x1 = caller(ISA, 4, 1)
-micro_1x32 = caller(ISA, 1, 32)
+micro_1x24 = caller(ISA, 1, 24)
 micro_1x16 = caller(ISA, 1, 16)
 micro_1x8 = caller(ISA, 1, 8)
 micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
-micro_1x32x2 = pair_caller(ISA, 1, 32)
 
 
 @helper
@@ -357,56 +311,51 @@ def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
 
     C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
     element). Blocks of 4 rows × 24 columns cover the tile, then 16, 8, 4, 2, 1 columns
-    the rest; a single row runs pairs of 32-wide blocks (overlapping for 33 to 63
-    columns left), then the same tails. Every output is one fma chain over k in increasing
-    order, in k-blocks of ``KC``."""
+    the rest; a single row runs blocks of 24, then the same tails.
+    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
-        n = n0
-        while n < n1:
-            if n + 4 <= n1:
-                c = c0
-                while c + 24 <= c1:
-                    micro_4x24(C, A, Bm, n, c, boff, kb, ke)
-                    c += 24
-                if c + 16 <= c1:
-                    micro_4x16(C, A, Bm, n, c, boff, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_4x8(C, A, Bm, n, c, boff, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_4x4(C, A, Bm, n, c, boff, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_4x2(C, A, Bm, n, c, boff, kb, ke)
-                    c += 2
-                if c < c1:
-                    micro_4x1(C, A, Bm, n, c, boff, kb, ke)
-                n += 4
-            else:
-                c = c0
-                while c + 64 <= c1:          # pairs: twice the vector chains in flight
-                    micro_1x32x2(C, A, Bm, n, c, boff, kb, ke, 32)
-                    c += 64
-                if c + 32 < c1:               # 33 to 63 columns left: one overlapping pair
-                    micro_1x32x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - 32)
-                    c = c1
-                if c + 32 <= c1:
-                    micro_1x32(C, A, Bm, n, c, boff, kb, ke)
-                    c += 32
-                if c + 16 <= c1:
-                    micro_1x16(C, A, Bm, n, c, boff, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_1x8(C, A, Bm, n, c, boff, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_1x4(C, A, Bm, n, c, boff, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_1x2(C, A, Bm, n, c, boff, kb, ke)
-                    c += 2
-                if c < c1:
-                    micro_1x1(C, A, Bm, n, c, boff, kb, ke)
-                n += 1
+        nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
+        c = c0
+        while c + 24 <= c1:               # a column block down every row block
+            for n in range(n0, nR, 4):
+                micro_4x24(C, A, Bm, n, c, boff, kb, ke)
+            c += 24
+        if c + 16 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x16(C, A, Bm, n, c, boff, kb, ke)
+            c += 16
+        if c + 8 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x8(C, A, Bm, n, c, boff, kb, ke)
+            c += 8
+        if c + 4 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x4(C, A, Bm, n, c, boff, kb, ke)
+            c += 4
+        if c + 2 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x2(C, A, Bm, n, c, boff, kb, ke)
+            c += 2
+        if c < c1:
+            for n in range(n0, nR, 4):
+                micro_4x1(C, A, Bm, n, c, boff, kb, ke)
+        for n in range(nR, n1):            # the rows left, one at a time
+            c = c0
+            while c + 24 <= c1:
+                micro_1x24(C, A, Bm, n, c, boff, kb, ke)
+                c += 24
+            if c + 16 <= c1:
+                micro_1x16(C, A, Bm, n, c, boff, kb, ke)
+                c += 16
+            if c + 8 <= c1:
+                micro_1x8(C, A, Bm, n, c, boff, kb, ke)
+                c += 8
+            if c + 4 <= c1:
+                micro_1x4(C, A, Bm, n, c, boff, kb, ke)
+                c += 4
+            if c + 2 <= c1:
+                micro_1x2(C, A, Bm, n, c, boff, kb, ke)
+                c += 2
+            if c < c1:
+                micro_1x1(C, A, Bm, n, c, boff, kb, ke)

@@ -26,6 +26,7 @@ ISA = 'avx512'
 SIZES = ((4, 64), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 PAIRS = ((1, 64),)
 PANEL = 128   # columns of a packed panel of B: a whole number of 64-wide blocks
+NARROW = 16   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 
 
 def body_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -783,8 +784,8 @@ def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
     C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
     element). Blocks of 4 rows × 64 columns cover the tile, then 32, 16, 8, 4, 2, 1 columns
     the rest; a single row runs pairs of 64-wide blocks (overlapping for 65 to 127
-    columns left), then the same tails. Every output is one fma chain over k in increasing
-    order, in k-blocks of ``KC``."""
+    columns left), then the same tails.
+    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         n = n0

@@ -23,9 +23,10 @@ from ..jit import fma, helper
 from .microcall import caller, pair_caller
 
 ISA = 'generic'
-SIZES = ((4, 12), (4, 8), (4, 4), (4, 2), (4, 1), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
-PAIRS = ((1, 16),)
-PANEL = 96   # columns of a packed panel of B: a whole number of 12-wide blocks
+SIZES = ((4, 12), (4, 8), (4, 4), (4, 2), (4, 1), (1, 12), (1, 8), (1, 4), (1, 2), (1, 1))
+PAIRS = ((1, 12),)
+PANEL = 24   # columns of a packed panel of B: a whole number of 12-wide blocks
+NARROW = 4   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 
 
 def body_4x12(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -151,21 +152,21 @@ def body_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c3 + 0] = s3_0
 
 
-def body_1x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:1, 0:16] += A[0:1, k0:k1] · B[k0:k1, 0:16], by pointers and strides."""
+def body_1x12(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:1, 0:12] += A[0:1, k0:k1] · B[k0:k1, 0:12], by pointers and strides."""
     c0 = 0 * ldc
     a0_ = 0 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
-    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
-        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
-        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
-    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11
 
 
 def body_1x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -220,30 +221,30 @@ def body_1x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c0 + 0] = s0_0
 
 
-def body_1x16x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
-    """C[0:1, 0:16] and C[0:1, d:d+16] += A[0:1, k0:k1] · B[k0:k1, same columns]."""
+def body_1x12x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
+    """C[0:1, 0:12] and C[0:1, d:d+12] += A[0:1, k0:k1] · B[k0:k1, same columns]."""
     c0 = 0 * ldc
     e0 = 0 * ldc + d
     a0_ = 0 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
-    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]
     t0_0 = pC[e0 + 0]; t0_1 = pC[e0 + 1]; t0_2 = pC[e0 + 2]; t0_3 = pC[e0 + 3]; t0_4 = pC[e0 + 4]; t0_5 = pC[e0 + 5]; t0_6 = pC[e0 + 6]; t0_7 = pC[e0 + 7]
-    t0_8 = pC[e0 + 8]; t0_9 = pC[e0 + 9]; t0_10 = pC[e0 + 10]; t0_11 = pC[e0 + 11]; t0_12 = pC[e0 + 12]; t0_13 = pC[e0 + 13]; t0_14 = pC[e0 + 14]; t0_15 = pC[e0 + 15]
+    t0_8 = pC[e0 + 8]; t0_9 = pC[e0 + 9]; t0_10 = pC[e0 + 10]; t0_11 = pC[e0 + 11]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb; kd = kb + d
         a0 = pA[a0_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
-        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
-        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11)
         b0 = pB[kd + 0]; b1 = pB[kd + 1]; b2 = pB[kd + 2]; b3 = pB[kd + 3]; b4 = pB[kd + 4]; b5 = pB[kd + 5]; b6 = pB[kd + 6]; b7 = pB[kd + 7]
-        b8 = pB[kd + 8]; b9 = pB[kd + 9]; b10 = pB[kd + 10]; b11 = pB[kd + 11]; b12 = pB[kd + 12]; b13 = pB[kd + 13]; b14 = pB[kd + 14]; b15 = pB[kd + 15]
+        b8 = pB[kd + 8]; b9 = pB[kd + 9]; b10 = pB[kd + 10]; b11 = pB[kd + 11]
         t0_0 = fma(a0, b0, t0_0); t0_1 = fma(a0, b1, t0_1); t0_2 = fma(a0, b2, t0_2); t0_3 = fma(a0, b3, t0_3); t0_4 = fma(a0, b4, t0_4); t0_5 = fma(a0, b5, t0_5); t0_6 = fma(a0, b6, t0_6); t0_7 = fma(a0, b7, t0_7)
-        t0_8 = fma(a0, b8, t0_8); t0_9 = fma(a0, b9, t0_9); t0_10 = fma(a0, b10, t0_10); t0_11 = fma(a0, b11, t0_11); t0_12 = fma(a0, b12, t0_12); t0_13 = fma(a0, b13, t0_13); t0_14 = fma(a0, b14, t0_14); t0_15 = fma(a0, b15, t0_15)
+        t0_8 = fma(a0, b8, t0_8); t0_9 = fma(a0, b9, t0_9); t0_10 = fma(a0, b10, t0_10); t0_11 = fma(a0, b11, t0_11)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
-    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11
     pC[e0 + 0] = t0_0; pC[e0 + 1] = t0_1; pC[e0 + 2] = t0_2; pC[e0 + 3] = t0_3; pC[e0 + 4] = t0_4; pC[e0 + 5] = t0_5; pC[e0 + 6] = t0_6; pC[e0 + 7] = t0_7
-    pC[e0 + 8] = t0_8; pC[e0 + 9] = t0_9; pC[e0 + 10] = t0_10; pC[e0 + 11] = t0_11; pC[e0 + 12] = t0_12; pC[e0 + 13] = t0_13; pC[e0 + 14] = t0_14; pC[e0 + 15] = t0_15
+    pC[e0 + 8] = t0_8; pC[e0 + 9] = t0_9; pC[e0 + 10] = t0_10; pC[e0 + 11] = t0_11
 
 
 # callers: micro_RxW(C, A, Bm, n0, c0, boff, k0, k1) runs body_RxW on arrays (microcall)
@@ -252,12 +253,12 @@ micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
 micro_4x2 = caller(ISA, 4, 2)
 micro_4x1 = caller(ISA, 4, 1)
-micro_1x16 = caller(ISA, 1, 16)
+micro_1x12 = caller(ISA, 1, 12)
 micro_1x8 = caller(ISA, 1, 8)
 micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
-micro_1x16x2 = pair_caller(ISA, 1, 16)
+micro_1x12x2 = pair_caller(ISA, 1, 12)
 
 
 @helper
@@ -266,50 +267,51 @@ def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
 
     C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
     element). Blocks of 4 rows × 12 columns cover the tile, then 8, 4, 2, 1 columns
-    the rest; a single row runs pairs of 16-wide blocks (overlapping for 17 to 31
-    columns left), then the same tails. Every output is one fma chain over k in increasing
-    order, in k-blocks of ``KC``."""
+    the rest; a single row runs pairs of 12-wide blocks (overlapping for 13 to 23
+    columns left), then the same tails.
+    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
-        n = n0
-        while n < n1:
-            if n + 4 <= n1:
-                c = c0
-                while c + 12 <= c1:
-                    micro_4x12(C, A, Bm, n, c, boff, kb, ke)
-                    c += 12
-                if c + 8 <= c1:
-                    micro_4x8(C, A, Bm, n, c, boff, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_4x4(C, A, Bm, n, c, boff, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_4x2(C, A, Bm, n, c, boff, kb, ke)
-                    c += 2
-                if c < c1:
-                    micro_4x1(C, A, Bm, n, c, boff, kb, ke)
-                n += 4
-            else:
-                c = c0
-                while c + 32 <= c1:          # pairs: twice the vector chains in flight
-                    micro_1x16x2(C, A, Bm, n, c, boff, kb, ke, 16)
-                    c += 32
-                if c + 16 < c1:               # 17 to 31 columns left: one overlapping pair
-                    micro_1x16x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - 16)
-                    c = c1
-                if c + 16 <= c1:
-                    micro_1x16(C, A, Bm, n, c, boff, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_1x8(C, A, Bm, n, c, boff, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_1x4(C, A, Bm, n, c, boff, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_1x2(C, A, Bm, n, c, boff, kb, ke)
-                    c += 2
-                if c < c1:
-                    micro_1x1(C, A, Bm, n, c, boff, kb, ke)
-                n += 1
+        nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
+        c = c0
+        while c + 12 <= c1:               # a column block down every row block
+            for n in range(n0, nR, 4):
+                micro_4x12(C, A, Bm, n, c, boff, kb, ke)
+            c += 12
+        if c + 8 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x8(C, A, Bm, n, c, boff, kb, ke)
+            c += 8
+        if c + 4 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x4(C, A, Bm, n, c, boff, kb, ke)
+            c += 4
+        if c + 2 <= c1:
+            for n in range(n0, nR, 4):
+                micro_4x2(C, A, Bm, n, c, boff, kb, ke)
+            c += 2
+        if c < c1:
+            for n in range(n0, nR, 4):
+                micro_4x1(C, A, Bm, n, c, boff, kb, ke)
+        for n in range(nR, n1):            # the rows left, one at a time
+            c = c0
+            while c + 24 <= c1:          # pairs: twice the vector chains in flight
+                micro_1x12x2(C, A, Bm, n, c, boff, kb, ke, 12)
+                c += 24
+            if c + 12 < c1:               # 13 to 23 columns left: one overlapping pair
+                micro_1x12x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - 12)
+                c = c1
+            if c + 12 <= c1:
+                micro_1x12(C, A, Bm, n, c, boff, kb, ke)
+                c += 12
+            if c + 8 <= c1:
+                micro_1x8(C, A, Bm, n, c, boff, kb, ke)
+                c += 8
+            if c + 4 <= c1:
+                micro_1x4(C, A, Bm, n, c, boff, kb, ke)
+                c += 4
+            if c + 2 <= c1:
+                micro_1x2(C, A, Bm, n, c, boff, kb, ke)
+                c += 2
+            if c < c1:
+                micro_1x1(C, A, Bm, n, c, boff, kb, ke)

@@ -40,8 +40,8 @@ import numpy as np
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
 from .dense import fill_rows, weight_grads
-from .engine import (COLS, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, n_panels, n_tiles,
-                     pack_panel, packed, packed_T, row_chunks, tile_origin)
+from .engine import (COLS, NARROW, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, n_panels, n_tiles,
+                     pack_panel, packed, packed_T, row_chunks, tile_origin, transposed)
 
 
 @kernel
@@ -259,14 +259,14 @@ def split_weight_grads(dW, db, dg, P, I):
     Jobs of one half × one block of COLS rows of dW. A job first copies its half's rows of dg (its
     block of columns) into a contiguous buffer, summing the bias as it goes, then runs one
     :func:`acc_panels` over the half's contiguous k range (and :func:`acc_narrow` for the last
-    I mod 16 columns). dg : (T, B, U).  dW : (U, I).  db : (U,). Inline: its ``prange`` loops
+    I mod NARROW columns). dg : (T, B, U).  dW : (U, I).  db : (U,). Inline: its ``prange`` loops
     join the calling kernel's parallel code.
     """
     T, B, U = dg.shape
     if halves(B) == 1:
         weight_grads(dW, db, dg.reshape((T * B, U)), P, I)
         return
-    I16 = I - I % 16
+    I16 = I - I % NARROW
     nub = (U + COLS - 1) // COLS
     S1 = np.empty((U, I), dW.dtype)
     sums = np.zeros((2, U), np.float64)
@@ -292,7 +292,7 @@ def split_weight_grads(dW, db, dg, P, I):
                     dst[u] = src[u]
                     s[u] += src[u]
         Ph = P[:, kb:kb + Nh]
-        acc_panels(C, G.T, Ph, 0, u1 - u0, 0, I16, 0, Nh)
+        acc_panels(C, transposed(G), Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
         if I16 < I:
             acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
     for j in prange(nub):

@@ -1,0 +1,87 @@
+"""The ISA families give the same bits: every layer, cell and a char-LM training step computed
+under ``BPTT_ISA=avx2`` and ``generic`` (and ``avx512`` where the CPU has it) equals the native
+path's results bitwise (``tests/isa_probe.py``), and the ISA choice itself behaves."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bptt import jit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def _env(**extra):
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@pytest.fixture(scope="module")
+def native():
+    sys.path.insert(0, HERE)
+    try:
+        import isa_probe
+    finally:
+        sys.path.remove(HERE)
+    return isa_probe.compute()
+
+
+OTHER = [isa for isa in jit.ISAS if isa != jit.ISA and jit.ISAS.index(isa) >= jit.ISAS.index(jit.host_isa())]
+
+
+@pytest.mark.parametrize("isa", OTHER)
+def test_every_isa_family_gives_the_native_bits(isa, native, tmp_path):
+    path = tmp_path / f"{isa}.npz"
+    # one thread: the serial builds only (the parallel ones give the same bits, tests/test_determinism.py)
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "isa_probe.py"), str(path)],
+                          env=_env(BPTT_ISA=isa, BPTT_THREADS="1"), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    other = dict(np.load(path))
+    assert str(other.pop("isa")) == isa
+    mine = {k: v for k, v in native.items() if k != "isa"}
+    assert sorted(other) == sorted(mine)
+    differ = [k for k in mine if not np.array_equal(mine[k], other[k])]
+    assert not differ, f"{isa} differs from {jit.ISA} in {differ[:5]}"
+
+
+def test_the_probe_compares_something(native):
+    # a probe that computed nothing would make the comparison above vacuous
+    assert len(native) > 60
+    assert all(np.all(np.isfinite(v)) for k, v in native.items() if k != "isa")
+    assert np.any(native["lstm_dweight_hh_l1_reverse_float32"] != 0)
+
+
+def test_an_isa_the_cpu_lacks_is_one_clear_line():
+    wider = [isa for isa in jit.ISAS if jit.ISAS.index(isa) < jit.ISAS.index(jit.host_isa())]
+    bad = wider[0] if wider else "avx1024"
+    proc = subprocess.run([sys.executable, "-c", "import bptt"], env=_env(BPTT_ISA=bad),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "BPTT_ISA" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_host_isa_from_features():
+    assert jit.host_isa({"avx512f": True, "avx512bw": True, "avx512dq": True, "avx512vl": True,
+                         "avx2": True, "fma": True}) == "avx512"
+    assert jit.host_isa({"avx512f": False, "avx2": True, "fma": True}) == "avx2"
+    assert jit.host_isa({"avx2": True, "fma": False}) == "generic"
+    assert jit.host_isa({"neon": True}) == "generic"
+    feats = jit._target_features("avx2", {"avx512f": True, "avx2": True, "fma": True})
+    assert "-avx512f" in feats and "+avx2" in feats and "+fma" in feats
+    feats = jit._target_features("generic", {"avx512f": True, "avx2": True, "fma": True})
+    assert "-avx2" in feats and "+prefer-128-bit" in feats
+
+
+def test_importing_bptt_starts_no_thread_pool():
+    code = ("import bptt, bptt.jit as j; import numpy as np; "
+            "assert not j.pool_started(), 'started at import'; "
+            "bptt.Dense(3, 4, seed=0, dtype=np.float32).forward(np.ones((2, 3), np.float32)); "
+            "print(j.get_threads())")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(BPTT_THREADS="2"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
