@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 
 from .. import jit
 from ..jit import helper, inline, max_threads, prange
-from .microcall import acc_scalar, element_ptr, ensure
+from .microcall import acc_scalar, element_ptr, ensure, tile_caller
 
 micro = importlib.import_module(f"{__package__}.micro_{jit.ISA}")   # the ISA's family
 jit.on_first_use(lambda dtype: ensure(jit.ISA, dtype))
@@ -235,12 +235,11 @@ def transposed(X):
     return XT
 
 
-@helper
-def acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1,
-    by the ISA family's ``tile`` (its micro-kernels), k in blocks of ``KC``. C and Bm must have
-    contiguous rows; A may be any view."""
-    micro.tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC)
+acc_tile = tile_caller(jit.ISA)
+acc_tile.__doc__ = """acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
+C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1, by the ISA
+family's ``tile`` (its micro-kernels), k in blocks of ``KC``. C and Bm must have contiguous rows;
+A may be any view."""
 
 
 @helper
@@ -249,7 +248,7 @@ def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
     (see above), panel by panel; c0 must be a multiple of ``PANEL``. Each panel's k-blocks run in
     increasing order, so every output is the same fma chain as in :func:`acc_tile`."""
     for p in range(c0 // PANEL, (c1 + PANEL - 1) // PANEL):
-        acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1)
+        acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC)
 
 
 @helper
@@ -270,7 +269,7 @@ def acc_narrow(C, AT, Bw, c0, r0, r1):
         CTc = CT[c]
         for r in range(R):
             CTc[r] = C[r0 + r, c0 + c]
-    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0])
+    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0], KC)
     for r in range(R):
         Cr = C[r0 + r]
         for c in range(W):

@@ -17,10 +17,11 @@ at columns 0 and d (0 ≤ d ≤ W), in one loop over k. Where they overlap (d < 
 compute the same outputs from the same C, A and B in the same order, so both store the same bits.
 
 :mod:`bptt.kernels.microcall` compiles each body once per dtype, as a C function, and
-``micro_RxW`` calls it from kernels; :func:`tile` covers any block of C with them.
+:func:`tile` covers any block of C with them, itself compiled once per dtype and called by
+:func:`bptt.kernels.engine.acc_tile`.
 """
-from ..jit import fma, helper
-from .microcall import caller, pair_caller
+from ..jit import fma
+from .microcall import caller
 
 ISA = 'avx512'
 SIZES = ((4, 64), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
@@ -759,7 +760,8 @@ def body_1x64x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
     pC[e0 + 56] = t0_56; pC[e0 + 57] = t0_57; pC[e0 + 58] = t0_58; pC[e0 + 59] = t0_59; pC[e0 + 60] = t0_60; pC[e0 + 61] = t0_61; pC[e0 + 62] = t0_62; pC[e0 + 63] = t0_63
 
 
-# callers: micro_RxW(C, A, Bm, n0, c0, boff, k0, k1) runs body_RxW on arrays (microcall)
+# micro_RxW(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1): body_RxW on the block at
+# offsets oC, oA, oB of the pointers, called by its symbol (bptt.kernels.microcall)
 micro_4x64 = caller(ISA, 4, 64)
 micro_4x32 = caller(ISA, 4, 32)
 micro_4x16 = caller(ISA, 4, 16)
@@ -774,18 +776,19 @@ micro_1x8 = caller(ISA, 1, 8)
 micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
-micro_1x64x2 = pair_caller(ISA, 1, 64)
+micro_1x64x2 = caller(ISA, 1, 64, pair=True)
 
 
-@helper
-def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
+def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · B[k, c]   for 0 ≤ n < N, 0 ≤ c < M, by pointers
+    and strides in elements as the bodies take them (C[n, c] is pC[n·ldc + c], A[n, k] is
+    pA[n·sa0 + k·sa1], B[k, c] is pB[k·ldb + c]), compiled once per dtype as a C function.
 
-    C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
-    element). Blocks of 4 rows × 64 columns cover the tile, then 32, 16, 8, 4, 2, 1 columns
+    Blocks of 4 rows × 64 columns cover the tile, then 32, 16, 8, 4, 2, 1 columns
     the rest; a single row runs pairs of 64-wide blocks (overlapping for 65 to 127
     columns left), then the same tails.
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
+    n0 = 0; n1 = N; c0 = 0; c1 = M
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         n = n0
@@ -793,52 +796,52 @@ def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
             if n + 4 <= n1:
                 c = c0
                 while c + 64 <= c1:
-                    micro_4x64(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x64(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 64
                 if c + 32 <= c1:
-                    micro_4x32(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 32
                 if c + 16 <= c1:
-                    micro_4x16(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 16
                 if c + 8 <= c1:
-                    micro_4x8(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 8
                 if c + 4 <= c1:
-                    micro_4x4(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 4
                 if c + 2 <= c1:
-                    micro_4x2(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 2
                 if c < c1:
-                    micro_4x1(C, A, Bm, n, c, boff, kb, ke)
+                    micro_4x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                 n += 4
             else:
                 c = c0
                 while c + 128 <= c1:          # pairs: twice the vector chains in flight
-                    micro_1x64x2(C, A, Bm, n, c, boff, kb, ke, 64)
+                    micro_1x64x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, 64)
                     c += 128
                 if c + 64 < c1:               # 65 to 127 columns left: one overlapping pair
-                    micro_1x64x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - 64)
+                    micro_1x64x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, c1 - c - 64)
                     c = c1
                 if c + 64 <= c1:
-                    micro_1x64(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x64(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 64
                 if c + 32 <= c1:
-                    micro_1x32(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 32
                 if c + 16 <= c1:
-                    micro_1x16(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 16
                 if c + 8 <= c1:
-                    micro_1x8(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 8
                 if c + 4 <= c1:
-                    micro_1x4(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 4
                 if c + 2 <= c1:
-                    micro_1x2(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                     c += 2
                 if c < c1:
-                    micro_1x1(C, A, Bm, n, c, boff, kb, ke)
+                    micro_1x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                 n += 1

@@ -17,10 +17,11 @@ at columns 0 and d (0 ≤ d ≤ W), in one loop over k. Where they overlap (d < 
 compute the same outputs from the same C, A and B in the same order, so both store the same bits.
 
 :mod:`bptt.kernels.microcall` compiles each body once per dtype, as a C function, and
-``micro_RxW`` calls it from kernels; :func:`tile` covers any block of C with them.
+:func:`tile` covers any block of C with them, itself compiled once per dtype and called by
+:func:`bptt.kernels.engine.acc_tile`.
 """
-from ..jit import fma, helper
-from .microcall import caller, pair_caller
+from ..jit import fma
+from .microcall import caller
 
 ISA = 'generic'
 SIZES = ((4, 12), (4, 8), (4, 4), (4, 2), (4, 1), (1, 12), (1, 8), (1, 4), (1, 2), (1, 1))
@@ -247,7 +248,8 @@ def body_1x12x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
     pC[e0 + 8] = t0_8; pC[e0 + 9] = t0_9; pC[e0 + 10] = t0_10; pC[e0 + 11] = t0_11
 
 
-# callers: micro_RxW(C, A, Bm, n0, c0, boff, k0, k1) runs body_RxW on arrays (microcall)
+# micro_RxW(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1): body_RxW on the block at
+# offsets oC, oA, oB of the pointers, called by its symbol (bptt.kernels.microcall)
 micro_4x12 = caller(ISA, 4, 12)
 micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
@@ -258,60 +260,61 @@ micro_1x8 = caller(ISA, 1, 8)
 micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
-micro_1x12x2 = pair_caller(ISA, 1, 12)
+micro_1x12x2 = caller(ISA, 1, 12, pair=True)
 
 
-@helper
-def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.
+def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · B[k, c]   for 0 ≤ n < N, 0 ≤ c < M, by pointers
+    and strides in elements as the bodies take them (C[n, c] is pC[n·ldc + c], A[n, k] is
+    pA[n·sa0 + k·sa1], B[k, c] is pB[k·ldb + c]), compiled once per dtype as a C function.
 
-    C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by
-    element). Blocks of 4 rows × 12 columns cover the tile, then 8, 4, 2, 1 columns
+    Blocks of 4 rows × 12 columns cover the tile, then 8, 4, 2, 1 columns
     the rest; a single row runs pairs of 12-wide blocks (overlapping for 13 to 23
     columns left), then the same tails.
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
+    n0 = 0; n1 = N; c0 = 0; c1 = M
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
         c = c0
         while c + 12 <= c1:               # a column block down every row block
             for n in range(n0, nR, 4):
-                micro_4x12(C, A, Bm, n, c, boff, kb, ke)
+                micro_4x12(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 12
         if c + 8 <= c1:
             for n in range(n0, nR, 4):
-                micro_4x8(C, A, Bm, n, c, boff, kb, ke)
+                micro_4x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 8
         if c + 4 <= c1:
             for n in range(n0, nR, 4):
-                micro_4x4(C, A, Bm, n, c, boff, kb, ke)
+                micro_4x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 4
         if c + 2 <= c1:
             for n in range(n0, nR, 4):
-                micro_4x2(C, A, Bm, n, c, boff, kb, ke)
+                micro_4x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 2
         if c < c1:
             for n in range(n0, nR, 4):
-                micro_4x1(C, A, Bm, n, c, boff, kb, ke)
+                micro_4x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
         for n in range(nR, n1):            # the rows left, one at a time
             c = c0
             while c + 24 <= c1:          # pairs: twice the vector chains in flight
-                micro_1x12x2(C, A, Bm, n, c, boff, kb, ke, 12)
+                micro_1x12x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, 12)
                 c += 24
             if c + 12 < c1:               # 13 to 23 columns left: one overlapping pair
-                micro_1x12x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - 12)
+                micro_1x12x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, c1 - c - 12)
                 c = c1
             if c + 12 <= c1:
-                micro_1x12(C, A, Bm, n, c, boff, kb, ke)
+                micro_1x12(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                 c += 12
             if c + 8 <= c1:
-                micro_1x8(C, A, Bm, n, c, boff, kb, ke)
+                micro_1x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                 c += 8
             if c + 4 <= c1:
-                micro_1x4(C, A, Bm, n, c, boff, kb, ke)
+                micro_1x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                 c += 4
             if c + 2 <= c1:
-                micro_1x2(C, A, Bm, n, c, boff, kb, ke)
+                micro_1x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
                 c += 2
             if c < c1:
-                micro_1x1(C, A, Bm, n, c, boff, kb, ke)
+                micro_1x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)

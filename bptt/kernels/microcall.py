@@ -1,16 +1,19 @@
-"""How kernels call the generated micro-kernels: each body is compiled once per dtype, as a C
-function registered under a symbol, and called by that name from generated code.
+"""How kernels call the generated micro-kernels: each body, and the family's ``tile`` that
+dispatches blocks to them, is compiled once per dtype, as a C function registered under a
+symbol, and called by that name from generated code.
 
 Numba links a callee's code into every caller and optimises it again there, which for the large
 unrolled micro-kernels cost about 3 s per kernel, per dtype and per build. A C function compiled
 once (:func:`bptt.jit.external`) and called by symbol is compiled, or loaded from the cache,
-once. The symbol must exist before any kernel that calls it is compiled or loaded from the
+once. The symbols must exist before any kernel that calls it is compiled or loaded from the
 cache: :func:`ensure` compiles a family's bodies for a dtype, and :mod:`bptt.jit` calls it (by
 the hook :mod:`bptt.kernels.engine` registers) before a kernel first runs on arrays of that dtype,
 so a float32 program never compiles the float64 bodies.
 
-``acc_scalar`` is the plain form every body computes; under ``NUMBA_DISABLE_JIT=1`` the callers
-run it instead of the bodies.
+Kernels reach all of it through one call, :func:`tile_caller` (``engine.acc_tile``).
+
+``acc_scalar`` is the plain form every body computes; under ``NUMBA_DISABLE_JIT=1``
+``acc_tile`` runs it instead.
 """
 import importlib
 
@@ -50,53 +53,73 @@ def symbol(isa, R, W, dtype, pair=False) -> str:
     return f"bptt_micro_{isa}_{R}x{W}{'x2' if pair else ''}_{dtype}"
 
 
-_compiled = set()   # (isa, dtype name) whose bodies are registered
+def tile_symbol(isa, dtype) -> str:
+    return f"bptt_tile_{isa}_{dtype}"
+
+
+_compiled = set()   # (isa, dtype name) whose bodies and tile are registered
+
+
+def _dtype(dtype):
+    return types.float32 if str(dtype) == "float32" else types.float64
 
 
 def ensure(isa: str, dtype) -> None:
-    """Compile (or load from the cache) family ``isa``'s bodies for ``dtype`` (float32 or
-    float64), once per process, and register their symbols."""
-    dt = types.float32 if str(dtype) == "float32" else types.float64
+    """Compile (or load from the cache) family ``isa``'s bodies and its ``tile`` for ``dtype``
+    (float32 or float64), once per process, and register their symbols: the bodies first, since
+    the tile calls them by name."""
+    dt = _dtype(dtype)
     if (isa, str(dt)) in _compiled or numba.config.DISABLE_JIT:
         return
     fam = importlib.import_module(f"{__package__}.micro_{isa}")
     p = types.CPointer(dt)
+    i = types.int64
     for pair, sizes in ((False, fam.SIZES), (True, fam.PAIRS)):
         for R, W in sizes:
             fn = getattr(fam, f"body_{R}x{W}{'x2' if pair else ''}")
-            args = [p, types.int64, p, types.int64, types.int64, p, types.int64, types.int64,
-                    types.int64] + [types.int64] * pair
-            external(fn, types.void(*args), symbol(isa, R, W, dt, pair))
+            external(fn, types.void(p, i, p, i, i, p, i, i, i, *([i] * pair)), symbol(isa, R, W, dt, pair))
+    external(fam.tile, types.void(p, i, p, i, i, p, i, i, i, i, i, i), tile_symbol(isa, dt))
     _compiled.add((isa, str(dt)))
 
 
-def _codegen(isa, R, W, pair, dtype):
-    """Code that calls the compiled body: pointers to the blocks' first elements and the arrays'
-    strides in elements (then ``d`` for a pair)."""
-    name = symbol(isa, R, W, dtype, pair)
+def caller(isa, R, W, pair=False):
+    """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1[, d]): family ``isa``'s compiled
+    ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are pC[oC],
+    pA[oA] and pB[oB], for the pointers' dtype; used inside the generated ``tile``."""
+    if numba.config.DISABLE_JIT:
+        return None   # the tile is never run under NUMBA_DISABLE_JIT (acc_tile runs acc_scalar)
 
-    def codegen(context, builder, signature, args):
-        tys = signature.args
-        i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
-        ints = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
-        n0_, c0_, boff_, k0_, k1_ = ints[:5]
-        zero = context.get_constant(types.int64, 0)
-        size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(dtype)))
+    def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, *d):
+        if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
+            return None
+        if len(d) != int(pair):
+            return None
+        sig = types.void(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, *d)
+        name = symbol(isa, R, W, pC.dtype, pair)
 
-        def block(ty, val, i, j):
-            ptr, strides = element_ptr(context, builder, ty, val, i, j)
-            return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
+            a = [i64(v, ty) if not isinstance(ty, types.CPointer) else v for v, ty in zip(args, tys)]
+            pc = builder.gep(a[0], [a[1]])
+            pa = builder.gep(a[3], [a[4]])
+            pb = builder.gep(a[7], [a[8]])
+            i64t = ir.IntType(64)
+            rest = [a[2]], [a[5], a[6]], [a[9], a[10], a[11]] + a[12:]
+            fnty = ir.FunctionType(ir.VoidType(), [pc.type, i64t, pa.type, i64t, i64t, pb.type]
+                                   + [i64t] * len(rest[2]))
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [pc, *rest[0], pa, *rest[1], pb, *rest[2]])
+            return context.get_dummy_value()
+        return sig, codegen
 
-        pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
-        pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
-        pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
-        i64t = ir.IntType(64)
-        fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type, i64t, i64t,
-                                               i64t] + [i64t] * pair)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-        builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, k0_, k1_] + ints[5:])
-        return context.get_dummy_value()
-    return codegen
+    if pair:
+        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, d):
+            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, d)
+    else:
+        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1):
+            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1)
+    return intrinsic(call)
 
 
 def _typed(C, A, Bm):
@@ -104,34 +127,46 @@ def _typed(C, A, Bm):
             and C.dtype in (types.float32, types.float64))
 
 
-def caller(isa, R, W):
-    """call(C, A, Bm, n0, c0, boff, k0, k1): C[n0:n0+R, c0:c0+W] += A[n0:n0+R, k0:k1] ·
-    Bm[k0:k1, boff+c0:boff+c0+W], by calling family ``isa``'s compiled ``body_RxW`` for the
-    arrays' dtype with pointers to the blocks' first elements and the arrays' strides."""
+def tile_caller(isa):
+    """acc(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] ·
+    Bm[k, boff + c] for n0 ≤ n < n1, c0 ≤ c < c1, by calling family ``isa``'s compiled ``tile``
+    for the arrays' dtype with pointers to C[n0, c0], A[n0, 0] and Bm[0, boff + c0] and the
+    arrays' strides in elements. C and Bm need unit stride along their rows; A any strides.
+
+    One C function per dtype serves every kernel and every layout of the arrays: a Numba helper
+    would be compiled again for each combination of layouts (about 0.9 s each) and optimised
+    again inside each kernel."""
     if numba.config.DISABLE_JIT:
-        def call(C, A, Bm, n0, c0, boff, k0, k1):
-            acc_scalar(C, A, Bm, n0, n0 + R, c0, c0 + W, boff, k0, k1)
-        return call
+        def acc(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
+            acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1)
+        return acc
 
     @intrinsic
-    def call(typingctx, C, A, Bm, n0, c0, boff, k0, k1):
+    def acc(typingctx, C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
         if not _typed(C, A, Bm):
             return None
-        return types.void(C, A, Bm, n0, c0, boff, k0, k1), _codegen(isa, R, W, False, C.dtype)
-    return call
+        sig = types.void(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC)
+        name = tile_symbol(isa, C.dtype)
 
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
+            n0_, n1_, c0_, c1_, boff_, k0_, k1_, kc_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
+            zero = context.get_constant(types.int64, 0)
+            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
 
-def pair_caller(isa, R, W):
-    """call(C, A, Bm, n0, c0, boff, k0, k1, d): as :func:`caller`'s, for the R × W blocks at
-    columns c0 and c0 + d (0 ≤ d ≤ W) at once, with ``body_RxWx2``."""
-    if numba.config.DISABLE_JIT:
-        def call(C, A, Bm, n0, c0, boff, k0, k1, d):
-            acc_scalar(C, A, Bm, n0, n0 + R, c0, c0 + d + W, boff, k0, k1)
-        return call
+            def block(ty, val, i, j):
+                ptr, strides = element_ptr(context, builder, ty, val, i, j)
+                return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
 
-    @intrinsic
-    def call(typingctx, C, A, Bm, n0, c0, boff, k0, k1, d):
-        if not _typed(C, A, Bm):
-            return None
-        return types.void(C, A, Bm, n0, c0, boff, k0, k1, d), _codegen(isa, R, W, True, C.dtype)
-    return call
+            pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
+            pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
+            pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
+            i64t = ir.IntType(64)
+            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 6)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, builder.sub(n1_, n0_), builder.sub(c1_, c0_),
+                              k0_, k1_, kc_])
+            return context.get_dummy_value()
+        return sig, codegen
+    return acc

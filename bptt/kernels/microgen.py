@@ -101,10 +101,11 @@ at columns 0 and d (0 ≤ d ≤ W), in one loop over k. Where they overlap (d < 
 compute the same outputs from the same C, A and B in the same order, so both store the same bits.
 
 :mod:`bptt.kernels.microcall` compiles each body once per dtype, as a C function, and
-``micro_RxW`` calls it from kernels; :func:`tile` covers any block of C with them.
+:func:`tile` covers any block of C with them, itself compiled once per dtype and called by
+:func:`bptt.kernels.engine.acc_tile`.
 """
-from ..jit import fma, helper
-from .microcall import caller, pair_caller
+from ..jit import fma
+from .microcall import caller
 
 ISA = {isa!r}
 SIZES = {sizes!r}
@@ -170,23 +171,30 @@ def pair_source(R: int, W: int, order: str = "rows") -> str:
 
 
 def callers_source(f: Family) -> str:
-    lines = ["", "", "# callers: micro_RxW(C, A, Bm, n0, c0, boff, k0, k1) runs body_RxW on arrays (microcall)"]
+    lines = ["", "", "# micro_RxW(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1): body_RxW on the block at",
+             "# offsets oC, oA, oB of the pointers, called by its symbol (bptt.kernels.microcall)"]
     for R, W in sizes(f):
         lines.append(f"micro_{R}x{W} = caller(ISA, {R}, {W})")
     for R, W in pairs(f):
-        lines.append(f"micro_{R}x{W}x2 = pair_caller(ISA, {R}, {W})")
+        lines.append(f"micro_{R}x{W}x2 = caller(ISA, {R}, {W}, pair=True)")
     return "\n".join(lines) + "\n"
 
 
-def _tail_lines(indent, R, widths, done_label="c"):
+def _call(R, W, d=None):
+    """A call of body_RxW (or the pair body_RxWx2) on the block at row n, column c of the tile."""
+    if d is None:
+        return f"micro_{R}x{W}(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)"
+    return f"micro_{R}x{W}x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, {d})"
+
+
+def _tail_lines(indent, R, widths):
     """Column tails after the main blocks: one call each of the narrower widths that fit."""
     out = []
     for w in widths:
         if w == 1:
-            out += [f"{indent}if c < c1:", f"{indent}    micro_{R}x1(C, A, Bm, n, c, boff, kb, ke)"]
+            out += [f"{indent}if c < c1:", f"{indent}    {_call(R, 1)}"]
         else:
-            out += [f"{indent}if c + {w} <= c1:", f"{indent}    micro_{R}x{w}(C, A, Bm, n, c, boff, kb, ke)",
-                    f"{indent}    c += {w}"]
+            out += [f"{indent}if c + {w} <= c1:", f"{indent}    {_call(R, w)}", f"{indent}    c += {w}"]
     return out
 
 
@@ -196,15 +204,15 @@ def _single_rows(indent, f: Family):
     L = [f"{indent}c = c0"]
     if pairs(f):
         L += [f"{indent}while c + {2 * W1} <= c1:          # pairs: twice the vector chains in flight",
-              f"{indent}    micro_1x{W1}x2(C, A, Bm, n, c, boff, kb, ke, {W1})",
+              f"{indent}    {_call(1, W1, W1)}",
               f"{indent}    c += {2 * W1}",
               f"{indent}if c + {W1} < c1:               # {W1 + 1} to {2 * W1 - 1} columns left: one overlapping pair",
-              f"{indent}    micro_1x{W1}x2(C, A, Bm, n, c, boff, kb, ke, c1 - c - {W1})",
+              f"{indent}    {_call(1, W1, f'c1 - c - {W1}')}",
               f"{indent}    c = c1"]
         return L + _tail_lines(indent, 1, _powers_below(W1))
     else:
         L += [f"{indent}while c + {W1} <= c1:",
-              f"{indent}    micro_1x{W1}(C, A, Bm, n, c, boff, kb, ke)",
+              f"{indent}    {_call(1, W1)}",
               f"{indent}    c += {W1}"]
     return L + _tail_lines(indent, 1, _powers_below(W1)[1:])
 
@@ -218,16 +226,18 @@ def tile_source(f: Family) -> str:
     with 16 registers the k step has no room to wait on B from L2."""
     R, W, W1 = f.R, f.W, f.W1
     wR = _powers_below(W)
-    doc = ["", "", "@helper",
-           "def tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):",
-           f'    """C[n, c] += Σ_{{k0 ≤ k < k1}} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1.',
+    doc = ["", "",
+           "def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):",
+           f'    """C[n, c] += Σ_{{k0 ≤ k < k1}} A[n, k] · B[k, c]   for 0 ≤ n < N, 0 ≤ c < M, by pointers',
+           "    and strides in elements as the bodies take them (C[n, c] is pC[n·ldc + c], A[n, k] is",
+           "    pA[n·sa0 + k·sa1], B[k, c] is pB[k·ldb + c]), compiled once per dtype as a C function.",
            "",
-           "    C and Bm must have contiguous rows (their rows are sliced); A may be any view (read by",
-           f"    element). Blocks of {R} rows × {W} columns cover the tile, then {', '.join(map(str, wR[1:]))} columns",
+           f"    Blocks of {R} rows × {W} columns cover the tile, then {', '.join(map(str, wR[1:]))} columns",
            (f"    the rest; a single row runs pairs of {W1}-wide blocks (overlapping for {W1 + 1} to {2 * W1 - 1}"
             "\n    columns left), then the same tails." if pairs(f) else
             f"    the rest; a single row runs blocks of {W1}, then the same tails."),
            "    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``.\"\"\"",
+           "    n0 = 0; n1 = N; c0 = 0; c1 = M",
            "    for kb in range(k0, k1, KC):",
            "        ke = min(k1, kb + KC)"]
     if f.order == "rows":
@@ -236,7 +246,7 @@ def tile_source(f: Family) -> str:
                    f"            if n + {R} <= n1:",
                    "                c = c0",
                    f"                while c + {W} <= c1:",
-                   f"                    micro_{R}x{W}(C, A, Bm, n, c, boff, kb, ke)",
+                   f"                    {_call(R, W)}",
                    f"                    c += {W}"]
         L += _tail_lines("                ", R, wR[1:])
         L += [f"                n += {R}", "            else:"]
@@ -247,12 +257,12 @@ def tile_source(f: Family) -> str:
                "        c = c0",
                f"        while c + {W} <= c1:               # a column block down every row block",
                f"            for n in range(n0, nR, {R}):",
-               f"                micro_{R}x{W}(C, A, Bm, n, c, boff, kb, ke)",
+               f"                {_call(R, W)}",
                f"            c += {W}"]
     for w in wR[1:]:
         L += [f"        if c + {w} <= c1:" if w > 1 else "        if c < c1:",
               f"            for n in range(n0, nR, {R}):",
-              f"                micro_{R}x{w}(C, A, Bm, n, c, boff, kb, ke)"]
+              f"                {_call(R, w)}"]
         if w > 1:
             L += [f"            c += {w}"]
     L += ["        for n in range(nR, n1):            # the rows left, one at a time"]
