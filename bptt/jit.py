@@ -298,6 +298,7 @@ _HASH = _sources_hash()
 
 _first_use_hooks = []     # f(dtype name), run before a kernel first runs on arrays of that float dtype
 _prepared = set()         # float dtype names the hooks have run for
+_seen = set()             # the dtypes (np.dtype objects) of first arguments already checked
 _all_prepared = False     # both float32 and float64: no more checks
 
 
@@ -339,8 +340,10 @@ def kernel(fn=None, *, parallel: bool = True):
     def dispatch(*args):
         if not _all_prepared:   # cheap for single-dtype kernels: the first argument's dtype
             dt = getattr(args[0], "dtype", None) if args else None
-            if dt is None or dt.name not in _prepared:
+            if dt not in _seen:
                 _prepare(args)
+                if dt is not None and dt.kind == "f":
+                    _seen.add(dt)
         if _threads > 1 and not _serial_scope:
             if _pool_threads != _threads:
                 _size_pool()

@@ -243,12 +243,39 @@ A may be any view."""
 
 
 @helper
-def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
+def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1):
     """:func:`acc_tile` with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL]
     (see above), panel by panel; c0 must be a multiple of ``PANEL``. Each panel's k-blocks run in
     increasing order, so every output is the same fma chain as in :func:`acc_tile`."""
     for p in range(c0 // PANEL, (c1 + PANEL - 1) // PANEL):
         acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC)
+
+
+@helper
+def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
+    """As :func:`_acc_panels_by_panel`, for families whose panel is one block wide: the rows in
+    whole blocks of ``micro.R`` panel by panel, and each row left over (a single sequence, or
+    the last of a chunk) ``micro.ROW_PANELS`` panels at a time in one k loop, for enough vector
+    chains in flight (:mod:`bptt.kernels.microgen`). The same fma chains, so the same bits."""
+    nR = n0 + (n1 - n0) // micro.R * micro.R
+    p0 = c0 // PANEL
+    p1 = (c1 + PANEL - 1) // PANEL
+    if nR > n0:
+        for p in range(p0, p1):
+            acc_tile(C, A, P[p], n0, nR, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC)
+    for n in range(nR, n1):
+        p = p0
+        while (p + micro.ROW_PANELS) * PANEL <= c1:
+            micro.row_panels(C, A, P, n, p, k0, k1)
+            p += micro.ROW_PANELS
+        for q in range(p, p1):
+            acc_tile(C, A, P[q], n, n + 1, q * PANEL, min(c1, (q + 1) * PANEL), -q * PANEL, k0, k1, KC)
+
+
+acc_panels = _acc_panels_rows_apart if micro.ROW_PANELS > 1 else _acc_panels_by_panel
+"""acc_panels(C, A, P, n0, n1, c0, c1, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for
+n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL];
+c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :func:`acc_tile`."""
 
 
 @helper

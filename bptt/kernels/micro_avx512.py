@@ -21,13 +21,15 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller
+from .microcall import caller, panels_caller
 
 ISA = 'avx512'
 SIZES = ((4, 64), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 PAIRS = ((1, 64),)
 PANEL = 128   # columns of a packed panel of B: a whole number of 64-wide blocks
 NARROW = 16   # a weight gradient's last I mod NARROW columns run transposed (one vector)
+R = 4   # rows of the main block
+ROW_PANELS = 1   # a single row takes this many panels at once (body_1x64x1p), when > 1
 
 
 def body_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):

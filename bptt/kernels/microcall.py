@@ -53,6 +53,52 @@ def symbol(isa, R, W, dtype, pair=False) -> str:
     return f"bptt_micro_{isa}_{R}x{W}{'x2' if pair else ''}_{dtype}"
 
 
+def panels_symbol(isa, W, NP, dtype) -> str:
+    return f"bptt_micro_{isa}_1x{W}x{NP}p_{dtype}"
+
+
+def panels_caller(isa, W, NP):
+    """row(C, A, P, n, p, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · P[c // W, k, c % W] for the
+    NP·W columns of panels p, ..., p+NP-1 (panels W wide), by family ``isa``'s compiled
+    ``body_1xWxNPp``. C needs unit stride along its rows, P is (panels, K, W) contiguous."""
+    if numba.config.DISABLE_JIT:
+        def row(C, A, P, n, p, k0, k1):
+            for j in range(NP):
+                acc_scalar(C, A, P[p + j], n, n + 1, (p + j) * W, (p + j + 1) * W, -(p + j) * W, k0, k1)
+        return row
+
+    @intrinsic
+    def row(typingctx, C, A, P, n, p, k0, k1):
+        if not (isinstance(P, types.Array) and P.ndim == 3 and P.dtype == C.dtype
+                and _typed(C, A, C)):
+            return None
+        sig = types.void(C, A, P, n, p, k0, k1)
+        name = panels_symbol(isa, W, NP, C.dtype)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
+            n_, p_, k0_, k1_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
+            zero = context.get_constant(types.int64, 0)
+            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
+            pC, sc = element_ptr(context, builder, tys[0], args[0], n_, builder.mul(p_, context.get_constant(types.int64, W)))
+            pA, sa = element_ptr(context, builder, tys[1], args[1], n_, zero)
+            parr = context.make_array(tys[2])(context, builder, args[2])
+            shape = cgutils.unpack_tuple(builder, parr.shape, 3)
+            strides = cgutils.unpack_tuple(builder, parr.strides, 3)
+            pB = cgutils.get_item_pointer2(context, builder, parr.data, shape, strides, tys[2].layout,
+                                           [p_, zero, zero], wraparound=False)
+            div = lambda v: builder.sdiv(v, size)  # noqa: E731
+            i64t = ir.IntType(64)
+            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 4)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [pC, div(sc[0]), pA, div(sa[0]), div(sa[1]), pB, div(strides[1]), k0_, k1_,
+                              div(strides[0])])
+            return context.get_dummy_value()
+        return sig, codegen
+    return row
+
+
 def tile_symbol(isa, dtype) -> str:
     return f"bptt_tile_{isa}_{dtype}"
 
@@ -78,6 +124,10 @@ def ensure(isa: str, dtype) -> None:
         for R, W in sizes:
             fn = getattr(fam, f"body_{R}x{W}{'x2' if pair else ''}")
             external(fn, types.void(p, i, p, i, i, p, i, i, i, *([i] * pair)), symbol(isa, R, W, dt, pair))
+    if fam.ROW_PANELS > 1:
+        NP = fam.ROW_PANELS
+        external(getattr(fam, f"body_1x{fam.PANEL}x{NP}p"), types.void(p, i, p, i, i, p, i, i, i, i),
+                 panels_symbol(isa, fam.PANEL, NP, dt))
     external(fam.tile, types.void(p, i, p, i, i, p, i, i, i, i, i, i), tile_symbol(isa, dt))
     _compiled.add((isa, str(dt)))
 

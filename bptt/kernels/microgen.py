@@ -105,13 +105,15 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller
+from .microcall import caller, panels_caller
 
 ISA = {isa!r}
 SIZES = {sizes!r}
 PAIRS = {pairs!r}
 PANEL = {panel}   # columns of a packed panel of B: a whole number of {W}-wide blocks
 NARROW = {narrow}   # a weight gradient's last I mod NARROW columns run transposed (one vector)
+R = {R}   # rows of the main block
+ROW_PANELS = {row_panels}   # a single row takes this many panels at once (body_1x{W1}x{row_panels}p), when > 1
 '''
 
 
@@ -150,6 +152,31 @@ def kernel_source(R: int, W: int, order: str = "rows") -> str:
     return "\n".join(lines) + "\n"
 
 
+def row_panels(f: Family) -> int:
+    """Panels a single row takes at once: in families whose panel is one block wide, a single row
+    has only W/lanes vector chains per panel (3 for avx2: latency-bound, a quarter of the FMA
+    throughput), so it runs four panels in one k loop (12 chains)."""
+    return 4 if f.panel == f.W1 else 1
+
+
+def panels_source(W: int, NP: int) -> str:
+    """``body_1xWxNPp``: one row of C, NP blocks of W columns side by side, against NP panels of B
+    ``dB`` elements apart (block j: C[0, jW:(j+1)W] += A[0, k0:k1] · B_j[k0:k1, 0:W])."""
+    lines = ["", "", f"def body_1x{W}x{NP}p(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, dB):",
+             f'    """C[0, 0:{NP * W}] += A[0, k0:k1] · [B_0 | ... | B_{NP - 1}][k0:k1], B_j = pB[j·dB:] ({W} wide)."""']
+    lines.append("    " + "; ".join(f"d{j} = {j} * dB" for j in range(NP)))
+    for j in range(NP):
+        lines += _joined("    ", [f"s{j}_{w} = pC[{j * W + w}]" for w in range(W)])
+    lines.append("    for k in range(k0, k1):")
+    lines.append("        a0 = pA[k * sa1]; kb = k * ldb")
+    for j in range(NP):
+        lines += _joined("        ", [f"b{w} = pB[d{j} + kb + {w}]" for w in range(W)])
+        lines += _joined("        ", [f"s{j}_{w} = fma(a0, b{w}, s{j}_{w})" for w in range(W)])
+    for j in range(NP):
+        lines += _joined("    ", [f"pC[{j * W + w}] = s{j}_{w}" for w in range(W)])
+    return "\n".join(lines) + "\n"
+
+
 def pair_source(R: int, W: int, order: str = "rows") -> str:
     lines = ["", "", f"def body_{R}x{W}x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):",
              f'    """C[0:{R}, 0:{W}] and C[0:{R}, d:d+{W}] += A[0:{R}, k0:k1] · B[k0:k1, same columns]."""']
@@ -177,6 +204,9 @@ def callers_source(f: Family) -> str:
         lines.append(f"micro_{R}x{W} = caller(ISA, {R}, {W})")
     for R, W in pairs(f):
         lines.append(f"micro_{R}x{W}x2 = caller(ISA, {R}, {W}, pair=True)")
+    if row_panels(f) > 1:
+        lines += ["", f"# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+{row_panels(f)})·PANEL] += A[n, k0:k1] · panels p..p+{row_panels(f) - 1}",
+                  f"row_panels = panels_caller(ISA, {f.W1}, {row_panels(f)})"]
     return "\n".join(lines) + "\n"
 
 
@@ -273,9 +303,11 @@ def tile_source(f: Family) -> str:
 def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
-                          panel=f.panel, W=f.W, narrow=f.narrow)
+                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R,
+                          W1=f.W1, row_panels=row_panels(f))
             + "".join(kernel_source(R, W, f.order) for R, W in sizes(f))
             + "".join(pair_source(R, W, f.order) for R, W in pairs(f))
+            + (panels_source(f.W1, row_panels(f)) if row_panels(f) > 1 else "")
             + callers_source(f) + tile_source(f))
 
 
