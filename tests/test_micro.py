@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from bptt.kernels import engine as dense, microgen
+from bptt.kernels import engine, microgen
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,24 +28,24 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     @kernel(parallel=False)
     def tile(C, A, Bm, boff):
         M = C.shape[1]
-        P = np.empty((dense.n_panels(M), Bm.shape[0], dense.PANEL), Bm.dtype)
+        P = np.empty((engine.n_panels(M), Bm.shape[0], engine.PANEL), Bm.dtype)
         K, h = Bm.shape[0], Bm.shape[0] // 2
-        for p in range(dense.n_panels(M)):        # in two blocks of rows
-            dense.pack_panel(P, Bm, p, boff, M, 0, h, 0)
-            dense.pack_panel(P, Bm, p, boff, M, h, K, h)
-        dense.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
+        for p in range(engine.n_panels(M)):        # in two blocks of rows
+            engine.pack_panel(P, Bm, p, boff, M, 0, h, 0)
+            engine.pack_panel(P, Bm, p, boff, M, h, K, h)
+        engine.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
 
     @kernel(parallel=False)
     def tile_T(C, A, W):
         M = C.shape[1]
-        P = np.empty((dense.n_panels(M), W.shape[1], dense.PANEL), W.dtype)
-        for p in range(dense.n_panels(M)):
-            dense.pack_panel_T(P, W, p)
-        dense.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
+        P = np.empty((engine.n_panels(M), W.shape[1], engine.PANEL), W.dtype)
+        for p in range(engine.n_panels(M)):
+            engine.pack_panel_T(P, W, p)
+        engine.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
 
     @kernel(parallel=False)
     def scalar(C, A, Bm, boff):
-        dense.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], boff, 0, A.shape[1])
+        engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], boff, 0, A.shape[1])
 
     rng = np.random.default_rng(N * 1000 + K)
     A = rng.standard_normal((K, N)).astype(dtype).T       # a strided (transposed) view
@@ -72,11 +72,11 @@ def test_acc_narrow_gives_the_bits_of_the_scalar_fma_chain(dtype, R, K, W, r0):
 
     @kernel(parallel=False)
     def narrow(C, AT, Bw, c0, r0, r1):
-        dense.acc_narrow(C, AT, Bw, c0, r0, r1)
+        engine.acc_narrow(C, AT, Bw, c0, r0, r1)
 
     @kernel(parallel=False)
     def scalar(C, A, Bm, c0, r0, r1):
-        dense.acc_scalar(C, A, Bm, r0, r1, c0, C.shape[1], -c0, 0, A.shape[1])
+        engine.acc_scalar(C, A, Bm, r0, r1, c0, C.shape[1], -c0, 0, A.shape[1])
 
     rng = np.random.default_rng(R * 7 + K)
     AT = rng.standard_normal((K, r0 + R + 2)).astype(dtype)

@@ -13,8 +13,8 @@ bits do not depend on the thread count or the ISA.
 import numpy as np
 
 from ..jit import inline, kernel, prange
-from .engine import (COLS, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_column_sums, n_tiles, packed,
-                     packed_T, tile_origin, transposed)
+from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_origin, block_product,
+                     n_blocks, packed, packed_T, transposed)
 
 
 @kernel
@@ -22,18 +22,17 @@ def dense_forward(y, x, W, b):
     """y[n, o] = b[o] + Σ_i x[n, i] W[o, i].
 
     y : (N, O) output, x : (N, I), W : (O, I), b : (O,).
-    Blocked with :func:`acc_panels` on Wᵀ (I, O), packed into panels once per call; parallel over
-    tiles.
+    On Wᵀ (I, O), packed into panels once per call; parallel over blocks of y
+    (:func:`bptt.kernels.engine.block_product`).
     """
     N, I = x.shape
     O = W.shape[0]
     P = packed_T(W)
-    for tile in prange(n_tiles(N, O)):
-        n0, c0 = tile_origin(tile, N, O)
-        n1 = min(N, n0 + ROWS)
-        c1 = min(O, c0 + COLS)
+    ng, ncb = n_blocks(N, O)
+    for job in prange(ng * ncb):
+        n0, n1, c0, c1 = block_origin(job, N, O)
         fill_rows(y, b, n0, n1, c0, c1)
-        acc_panels(y, x, P, n0, n1, c0, c1, 0, I)
+        block_product(y, x, P, n0, n1, c0, c1, 0, I)
 
 
 @inline
@@ -50,15 +49,16 @@ def fill_rows(C, b, n0, n1, c0, c1):
 def dense_backward_input(dx, dy, W):
     """dx[n, i] += Σ_o dy[n, o] W[o, i]   (∂L/∂x = dy·W).
 
-    dx : (N, I) accumulated, dy : (N, O), W : (O, I). Blocked with :func:`acc_panels` on W in
-    panels; parallel over tiles of dx.
+    dx : (N, I) accumulated, dy : (N, O), W : (O, I). On W in panels; parallel over blocks of
+    dx (:func:`bptt.kernels.engine.block_product`).
     """
     N, O = dy.shape
     I = W.shape[1]
     P = packed(W, 0, I)
-    for tile in prange(n_tiles(N, I)):
-        n0, c0 = tile_origin(tile, N, I)
-        acc_panels(dx, dy, P, n0, min(N, n0 + ROWS), c0, min(I, c0 + COLS), 0, O)
+    ng, ncb = n_blocks(N, I)
+    for job in prange(ng * ncb):
+        n0, n1, c0, c1 = block_origin(job, N, I)
+        block_product(dx, dy, P, n0, n1, c0, c1, 0, O)
 
 
 @inline
@@ -67,7 +67,8 @@ def weight_grads(dW, db, dy, P, I):
     (:func:`packed`): the dense layer's weight gradients, and a recurrent layer's below
     ``bptt.kernels.rnn.SPLIT_B`` sequences. dW : (O, I), db : (O,), dy : (N, O).
 
-    Parallel over tiles of dW (:func:`acc_panels` with A = dyᵀ; the last I mod NARROW columns with
+    Parallel over blocks of dW (:func:`bptt.kernels.engine.block_product` with A = dyᵀ, from a
+    transposed copy; the last I mod NARROW columns with
     :func:`acc_narrow`) and over blocks of db, so each entry has one writer and sums over n in
     order. Inline: its ``prange`` loops join the calling kernel's parallel code."""
     N, O = dy.shape
@@ -75,9 +76,10 @@ def weight_grads(dW, db, dy, P, I):
     for blk in prange((O + COLS - 1) // COLS):
         add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
     dyT = transposed(dy)   # A = dyᵀ read along its rows (see engine.transposed)
-    for tile in prange(n_tiles(O, I16)):
-        n0, c0 = tile_origin(tile, O, I16)
-        acc_panels(dW, dyT, P, n0, min(O, n0 + ROWS), c0, min(I16, c0 + COLS), 0, N)
+    ng, ncb = n_blocks(O, I16)
+    for job in prange(ng * ncb):
+        n0, n1, c0, c1 = block_origin(job, O, I16)
+        block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
     if I16 < I:
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         for tile in prange((O + COLS - 1) // COLS):

@@ -49,6 +49,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 
 __all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "n_tiles", "tile_origin", "row_chunks",
+           "n_blocks", "block_origin", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
 
 
@@ -334,6 +335,50 @@ def row_chunks(B):
     any chunk."""
     rc = (B + CHUNKS - 1) // CHUNKS
     return (B + rc - 1) // rc, rc
+
+
+JOBS = 16   # parallel jobs a large product is cut into, at least (a multiple of the cores)
+
+
+@inline
+def n_blocks(N, M):
+    """(row groups, column blocks) of the jobs of an (N, M) product: column blocks of ``COLS``,
+    and as many groups of rows (whole tiles of ``ROWS``) as make at least ``JOBS`` jobs."""
+    ncb = (M + COLS - 1) // COLS
+    nt = (N + ROWS - 1) // ROWS
+    ng = min(nt, max(1, (JOBS + ncb - 1) // ncb))
+    return ng, ncb
+
+
+@inline
+def block_origin(job, N, M):
+    """(n0, n1, c0, c1) of job number ``job`` of an (N, M) product (:func:`n_blocks`): column
+    blocks of one row group after another, so that a thread's contiguous range of jobs shares
+    the group's rows of A."""
+    ng, ncb = n_blocks(N, M)
+    nt = (N + ROWS - 1) // ROWS
+    g = job // ncb
+    cb = job % ncb
+    n0 = g * nt // ng * ROWS
+    n1 = min(N, (g + 1) * nt // ng * ROWS)
+    return n0, n1, cb * COLS, min(M, cb * COLS + COLS)
+
+
+@inline
+def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] over a block of C, Bm in panels P, with the
+    k-blocks outermost: for each KC × COLS block of Bm (about 240 KB, in L2), every tile of
+    ``ROWS`` rows passes (their KC columns of A in L2, each panel's sliver in L1), as BLIS orders
+    its loops. Tile by tile with the whole k range inside, the column block of Bm (K × COLS, 1 MB
+    at K = 1024) streamed from L3 once per tile: a product of 800 × 1024 · 1024 × 4096 ran at
+    121 GFLOP/s on two Zen 3 cores, 83 on one. Every output's k-blocks still run in increasing
+    order, so each is the same fma chain."""
+    for cb in range(c0, c1, COLS):
+        ce = min(c1, cb + COLS)
+        for kb in range(k0, k1, KC):
+            ke = min(k1, kb + KC)
+            for r0 in range(n0, n1, ROWS):
+                acc_panels(C, A, P, r0, min(n1, r0 + ROWS), cb, ce, kb, ke)
 
 
 @inline

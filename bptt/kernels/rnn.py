@@ -40,8 +40,9 @@ import numpy as np
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
 from .dense import fill_rows, weight_grads
-from .engine import (COLS, NARROW, PANEL, ROWS, acc_narrow, acc_panels, empty_panels, n_panels, n_tiles,
-                     pack_panel, packed, packed_T, row_chunks, tile_origin, transposed)
+from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, block_origin, block_product,
+                     empty_panels, n_blocks, n_panels, pack_panel, packed, packed_T, row_chunks,
+                     transposed)
 
 
 @kernel
@@ -146,34 +147,6 @@ def batch_half(B, nh, h):
     return (0, Bh) if h == 0 else (Bh, B)
 
 
-@inline
-def row_job(j, T, B, nh, M):
-    """(t, r0, r1, cb) of job j of a pass over the rows of a (T, B, ·) output: rows r0 ≤ r < r1
-    of its step t, or for t = -1 of the whole (T·B, ·) matrix, in column block cb.
-
-    Split (nh = 2): jobs run over (half, column block, step), in that order: the ``prange`` hands
-    a thread a contiguous range of jobs, so on two cores each thread gets one half, and a column
-    block of the weights stays in cache while the steps pass. Otherwise the dense kernels' tiles
-    of all T·B rows (:func:`bptt.kernels.engine.tile_origin`); M is the output's width."""
-    if nh == 2:
-        ncb = (M + COLS - 1) // COLS
-        h = j // (ncb * T)
-        cb = j // T % ncb
-        t = j % T
-        b0, b1 = batch_half(B, nh, h)
-        return t, b0, b1, cb
-    n0, c0 = tile_origin(j, T * B, M)
-    return -1, n0, min(T * B, n0 + ROWS), c0 // COLS
-
-
-@inline
-def n_row_jobs(T, B, nh, M):
-    """The number of :func:`row_job` jobs over an output M wide."""
-    if nh == 2:
-        return 2 * ((M + COLS - 1) // COLS) * T
-    return n_tiles(T * B, M)
-
-
 # Which core touches which rows. A sweep runs each half of the batch on its own core, and the
 # passes before and after it (the input projection, dx, the weight gradients) give each core the
 # same half, every step: a core then writes only rows it wrote or read itself. When the two cores
@@ -187,23 +160,39 @@ def n_row_jobs(T, B, nh, M):
 def step_products(C3, A3, P, M, K, b, bias):
     """C[t, n, c] (= b[c] first if ``bias``) += Σ_k A[t, n, k] · Bm[k, c] for every step, with Bm
     (K, M) given in panels P: :func:`input_forward` and :func:`input_backward`. The same fma
-    chains as the dense kernels over the T·B rows (so the same bits), in the jobs of
-    :func:`row_job`. C3 : (T, B, M).  A3 : (T, B, K). Inline: its ``prange`` joins the caller's
-    parallel code."""
+    chains as the dense kernels over the T·B rows (so the same bits). C3 : (T, B, M).
+    A3 : (T, B, K). Inline: its ``prange`` joins the caller's parallel code.
+
+    Split (nh = 2): jobs of one batch half × one column block, half 0's first: the ``prange``
+    hands a thread a contiguous range of jobs, so on two cores each thread gets one half. Inside,
+    k-blocks outermost, then the steps: a KC × COLS block of Bm stays in L2 while every step's
+    rows of the half pass (:func:`bptt.kernels.engine.block_product`'s order). Otherwise the
+    dense kernels' blocks of all T·B rows."""
     T, B = C3.shape[0], C3.shape[1]
     nh = halves(B)
-    C2 = C3.reshape((T * B, M))
-    A2 = A3.reshape((T * B, K))
-    for j in prange(n_row_jobs(T, B, nh, M)):
-        t, r0, r1, cb = row_job(j, T, B, nh, M)
-        C = C2 if t < 0 else C3[t]
-        A = A2 if t < 0 else A3[t]
-        c0 = cb * COLS
-        c1 = min(M, c0 + COLS)
-        if bias:
-            fill_rows(C, b, r0, r1, c0, c1)
-        for n0 in range(r0, r1, ROWS):
-            acc_panels(C, A, P, n0, min(r1, n0 + ROWS), c0, c1, 0, K)
+    if nh == 2:
+        ncb = (M + COLS - 1) // COLS
+        for j in prange(2 * ncb):
+            b0, b1 = batch_half(B, 2, j // ncb)
+            c0 = j % ncb * COLS
+            c1 = min(M, c0 + COLS)
+            if bias:
+                for t in range(T):
+                    fill_rows(C3[t], b, b0, b1, c0, c1)
+            for kb in range(0, K, KC):
+                ke = min(K, kb + KC)
+                for t in range(T):
+                    for r0 in range(b0, b1, ROWS):
+                        acc_panels(C3[t], A3[t], P, r0, min(b1, r0 + ROWS), c0, c1, kb, ke)
+    else:
+        C2 = C3.reshape((T * B, M))
+        A2 = A3.reshape((T * B, K))
+        ng, ncb = n_blocks(T * B, M)
+        for j in prange(ng * ncb):
+            n0, n1, c0, c1 = block_origin(j, T * B, M)
+            if bias:
+                fill_rows(C2, b, n0, n1, c0, c1)
+            block_product(C2, A2, P, n0, n1, c0, c1, 0, K)
 
 
 @kernel
@@ -292,7 +281,7 @@ def split_weight_grads(dW, db, dg, P, I):
                     dst[u] = src[u]
                     s[u] += src[u]
         Ph = P[:, kb:kb + Nh]
-        acc_panels(C, transposed(G), Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
+        block_product(C, transposed(G), Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
         if I16 < I:
             acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
     for j in prange(nub):
