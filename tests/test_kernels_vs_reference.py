@@ -10,7 +10,7 @@ import reference_kernels as ref
 from bptt import jit
 from bptt.kernels import dense, gru, lstm, rnn
 from bptt.kernels.activations import ACTIVATIONS
-from bptt.kernels.dense import COLS, ROWS
+from bptt.kernels.engine import COLS, ROWS
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 # (B, T, I, H): one tiny, one with B > ROWS and G·H > COLS, neither a multiple of the block
