@@ -48,7 +48,7 @@ fma
 SLP vectorisation
     On (``numba.config.SLP_VECTORIZE``, off in Numba by default, unless ``NUMBA_SLP_VECTORIZE``
     is set in the environment). The register-blocked micro-kernels of
-    :mod:`bptt.kernels.micro` keep their accumulators in scalar variables, which LLVM's SLP
+    :mod:`bptt.kernels.micro_avx2` (and the other families) keep their accumulators in scalar variables, which LLVM's SLP
     vectoriser packs into SIMD registers. It changes speed only: every accumulation is an
     ``fma`` chain in a fixed order, so the bits are the same with it on or off.
 cache
@@ -402,11 +402,12 @@ def helper(fn):
 def external(fn, signature, symbol: str):
     """Compile ``fn`` once, as a C function of ``signature``, and register it as ``symbol``.
 
-    Kernels call it by that name (see ``_micro_caller`` in :mod:`bptt.kernels.dense`) instead of
+    Kernels call it by that name (see :mod:`bptt.kernels.microcall`) instead of
     linking its code: Numba links a callee's code into every caller and optimises it again there,
     which for the large unrolled micro-kernels cost about 3 s per kernel, per dtype and per build.
-    Compiled (or loaded from the cache) when this is called, i.e. when :mod:`bptt.kernels.dense`
-    is imported, so the symbol exists before any kernel that calls it is compiled or loaded.
+    Compiled (or loaded from the cache) when this is called, i.e. before the first kernel runs on
+    arrays of a dtype (:func:`on_first_use`), so the symbol exists before any kernel that calls it
+    is compiled or loaded.
     """
     import llvmlite.binding as ll
     compiled = numba.cfunc(signature, cache=CACHE, fastmath=FASTMATH, nopython=True,
