@@ -213,8 +213,7 @@ def transposed(X):
 
     A product whose left operand is a transpose (a weight gradient's dyᵀ) would otherwise read
     A[n, k] = X[k, n] one row of X per k: at M = 4096 float32 those rows are 16 KB apart, all in
-    the same L1 set and a handful of L2 sets, and the dense dW of 800 × 1024 · 1024 × 4096 ran
-    at 54 GFLOP/s on a Zen 3 core instead of 80. A copy: the bits are X's."""
+    the same L1 set and a handful of L2 sets (docs/performance.md). A copy: the bits are X's."""
     N, M = X.shape
     XT = np.empty((M, N), X.dtype)
     nf = N // TB * TB
@@ -370,9 +369,8 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
     k-blocks outermost: for each KC × COLS block of Bm (about 240 KB, in L2), every tile of
     ``ROWS`` rows passes (their KC columns of A in L2, each panel's sliver in L1), as BLIS orders
     its loops. Tile by tile with the whole k range inside, the column block of Bm (K × COLS, 1 MB
-    at K = 1024) streamed from L3 once per tile: a product of 800 × 1024 · 1024 × 4096 ran at
-    121 GFLOP/s on two Zen 3 cores, 83 on one. Every output's k-blocks still run in increasing
-    order, so each is the same fma chain."""
+    at K = 1024) was streamed from L3 once per tile (docs/performance.md). Every output's
+    k-blocks still run in increasing order, so each is the same fma chain."""
     for cb in range(c0, c1, COLS):
         ce = min(c1, cb + COLS)
         for kb in range(k0, k1, KC):

@@ -15,8 +15,8 @@ keep a block of C in registers; writing hundreds of them by hand would invite ty
 generator. ``tests/test_micro.py`` checks that the files are what this script writes.
 
 Families. A block must fit the ISA's registers, or LLVM spills partial sums to the stack and
-every spilled chain waits on a store and a reload at each k (measured on a Zen 3: a 4 × 64
-float32 block, 32 ymm registers' worth, ran at 29 GFLOP/s a core against a 100 GFLOP/s FMA peak):
+every spilled chain waits on a store and a reload at each k (on a Zen 3 a 4 × 64 float32 block,
+32 ymm registers' worth, ran at about a third of the core's FMA peak: docs/performance.md):
 
 =========  ======  ========  ===========  =====  ============================================
 family     vector  block     single row   panel  registers per k
@@ -29,8 +29,7 @@ generic    128     4 × 12    1 × 12       24     12 xmm sums + 3 of B + 1 broa
 Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). For avx2 a
 panel is one block wide, so the K × 24 sliver a kernel reads is contiguous: the hardware
 prefetcher streams it, and it fills every set of L1. In panels of 96 columns the sliver's rows
-lay 384 bytes apart, in a third of L1's sets, and a tile of 32 × 256 × 96 ran at 53-69 GFLOP/s
-on one Zen 3 core against 93-95 for panels of 24 (the core's FMA peak: 100).
+lay 384 bytes apart, in a third of L1's sets, and the same block ran about a third slower.
 
 An FMA has a latency of 4 cycles and two issue per cycle, so at least 8 independent vector
 chains must be in flight; the avx2 and generic blocks have 12, the shape of BLIS's Haswell
@@ -39,8 +38,9 @@ kernels (12 accumulators, B's vectors loaded once per k, A broadcast one row at 
 Order of a k step. ``rows`` (avx512, as first written and measured on a Zen 4): one column at a
 time, every row's fma for it. ``bcast`` (avx2, generic): B's W values first, then for each row
 one broadcast of A and its W fmas. With 16 registers the order decides whether the block fits:
-in ``rows`` order LLVM hoisted all four broadcasts and spilled a sum (4 × 24: 41 GFLOP/s); in
-``bcast`` order the same block has no spill (80 GFLOP/s, 80 % of the core's peak).
+in ``rows`` order LLVM hoisted all four broadcasts and spilled a sum; in ``bcast`` order the same
+block has no spill and runs at more than twice the speed (docs/performance.md,
+``python bench/micro_kernels.py``).
 
 Every family computes every output as the same fma chain over k in increasing order, so all of
 them give the same bits, on any tiling and at any thread count.
