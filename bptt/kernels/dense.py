@@ -10,8 +10,6 @@ Each product runs on the product engine (:mod:`bptt.kernels.engine`): its right-
 panels, tiles of the output in a ``prange``, every output one fma chain in a fixed order, so the
 bits do not depend on the thread count or the ISA.
 """
-import numpy as np
-
 from ..jit import inline, kernel, prange
 from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_origin, block_product,
                      n_blocks, packed, packed_T, transposed)

@@ -105,7 +105,7 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller, panels_caller
+from .microcall import {imports}
 
 ISA = {isa!r}
 SIZES = {sizes!r}
@@ -258,7 +258,7 @@ def tile_source(f: Family) -> str:
     wR = _powers_below(W)
     doc = ["", "",
            "def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):",
-           f'    """C[n, c] += Σ_{{k0 ≤ k < k1}} A[n, k] · B[k, c]   for 0 ≤ n < N, 0 ≤ c < M, by pointers',
+           '    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · B[k, c]   for 0 ≤ n < N, 0 ≤ c < M, by pointers',
            "    and strides in elements as the bodies take them (C[n, c] is pC[n·ldc + c], A[n, k] is",
            "    pA[n·sa0 + k·sa1], B[k, c] is pB[k·ldb + c]), compiled once per dtype as a C function.",
            "",
@@ -304,6 +304,7 @@ def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
                           panel=f.panel, W=f.W, narrow=f.narrow, R=f.R,
+                          imports='caller, panels_caller' if row_panels(f) > 1 else 'caller',
                           W1=f.W1, row_panels=row_panels(f))
             + "".join(kernel_source(R, W, f.order) for R, W in sizes(f))
             + "".join(pair_source(R, W, f.order) for R, W in pairs(f))
