@@ -141,7 +141,9 @@ def test_a_slowed_torch_worker_flags_the_row_and_fails_the_targets(monkeypatch):
                         lambda *a, **k: {"times": [1e-9, 1e-9], "torch_threads": 1, "imported": []})
     r = run("--shapes", "none", "--shape", "2,3,4,5", "--cells", "rnn", "--in-process", "--peak", "100", *FAST)
     assert r.exit_code == 0, r.output
-    assert "TORCH WORKER SLOWED" in r.output and "all_targets_met: false" in r.output
+    # under BPTT_ISA=generic no speed target applies (all_targets_met: null); the flag still shows
+    verdict = "null" if jit.ISA == "generic" else "false"
+    assert "TORCH WORKER SLOWED" in r.output and f"all_targets_met: {verdict}" in r.output
     assert "slower than a plain torch process" in r.output
 
 
