@@ -71,6 +71,7 @@ import os
 import types
 
 import numba
+import numpy as np
 from numba import prange  # re-exported: kernels import prange from here
 from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
@@ -297,16 +298,18 @@ _HASH = _sources_hash()
 
 
 _first_use_hooks = []     # f(dtype name), run before a kernel first runs on arrays of that float dtype
-_prepared = set()         # float dtype names the hooks have run for
-_seen = set()             # the dtypes (np.dtype objects) of first arguments already checked
+_prepared = set()         # the float dtypes (np.dtype objects) the hooks have run for
 _all_prepared = False     # both float32 and float64: no more checks
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def on_first_use(hook) -> None:
     """Run ``hook(dtype_name)`` before any kernel first runs on arrays of a float dtype (the
     engine compiles its micro-kernels for that dtype then, not at import)."""
     _first_use_hooks.append(hook)
-    for name in sorted(_prepared):
+    for name in sorted(dt.name for dt in _prepared):
         hook(name)
 
 
@@ -315,11 +318,11 @@ def _prepare(args) -> None:
     global _all_prepared
     for a in args:
         dt = getattr(a, "dtype", None)
-        if dt is not None and dt.kind == "f" and dt.name not in _prepared:
+        if dt is not None and dt.kind == "f" and dt not in _prepared:
             for hook in _first_use_hooks:
                 hook(dt.name)
-            _prepared.add(dt.name)
-    _all_prepared = {"float32", "float64"} <= _prepared
+            _prepared.add(dt)
+    _all_prepared = {_F32, _F64} <= _prepared
 
 
 def kernel(fn=None, *, parallel: bool = True):
@@ -339,11 +342,8 @@ def kernel(fn=None, *, parallel: bool = True):
     @functools.wraps(fn)
     def dispatch(*args):
         if not _all_prepared:   # cheap for single-dtype kernels: the first argument's dtype
-            dt = getattr(args[0], "dtype", None) if args else None
-            if dt not in _seen:
+            if not args or getattr(args[0], "dtype", None) not in _prepared:
                 _prepare(args)
-                if dt is not None and dt.kind == "f":
-                    _seen.add(dt)
         if _threads > 1 and not _serial_scope:
             if _pool_threads != _threads:
                 _size_pool()

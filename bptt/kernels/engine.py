@@ -8,12 +8,13 @@ Layers of the engine, each on the one below:
    ISA :mod:`bptt.jit` chose (``bptt.jit.ISA``); each family's ``tile`` covers any block of C
    with its kernels.
 2. panels: Bm copied once per call into *panels* of ``PANEL`` columns (the family's: 128 for
-   avx512, 96 for avx2 and generic), each panel one contiguous (K, PANEL) block
+   avx512, 24 for avx2 and generic), each panel one contiguous (K, PANEL) block
    (:func:`packed`, or :func:`packed_T` for Bm = Wᵀ).
 3. tiles: :func:`acc_panels` runs a tile of at most ``ROWS`` rows × ``COLS`` columns panel by
    panel, k in blocks of ``KC`` (so that the panel's block of rows stays in cache while the
-   tile's rows reuse it); :func:`n_tiles` and :func:`tile_origin` number the tiles of an output
-   for a ``prange``, and :func:`row_chunks` splits a recurrent sweep's batch across cores.
+   tile's rows reuse it); :func:`n_blocks` and :func:`block_origin` number the jobs of a large
+   product for a ``prange`` and :func:`block_product` runs one, and :func:`row_chunks` splits a
+   recurrent sweep's batch across cores.
 
 Every path computes each output the same way,
 
@@ -48,7 +49,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
                          # in the compiled kernels: only speed depends on it, never the bits)
 
 __all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "pack_panel",
-           "pack_panel_T", "empty_panels", "n_panels", "n_tiles", "tile_origin", "row_chunks",
+           "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
 
@@ -260,9 +261,7 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     nR = n0 + (n1 - n0) // micro.R * micro.R
     p0 = c0 // PANEL
     p1 = (c1 + PANEL - 1) // PANEL
-    if nR > n0:
-        for p in range(p0, p1):
-            acc_tile(C, A, P[p], n0, nR, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC)
+    _acc_panels_by_panel(C, A, P, n0, nR, c0, c1, k0, k1)
     for n in range(nR, n1):
         p = p0
         while (p + micro.ROW_PANELS) * PANEL <= c1:
@@ -377,28 +376,3 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
             ke = min(k1, kb + KC)
             for r0 in range(n0, n1, ROWS):
                 acc_panels(C, A, P, r0, min(n1, r0 + ROWS), cb, ce, kb, ke)
-
-
-@inline
-def n_tiles(N, M):
-    """Number of ROWS × COLS tiles covering an (N, M) output."""
-    return ((N + ROWS - 1) // ROWS) * ((M + COLS - 1) // COLS)
-
-
-@inline
-def tile_origin(tile, N, M):
-    """(n0, c0), the first row and column of tile number ``tile`` of an (N, M) output C += A·B.
-
-    The order decides what stays in cache between consecutive tiles of a thread's share (the
-    ``prange`` hands each thread a contiguous range of tile numbers). If B (K, M) is the larger
-    operand (M > N), tiles run down a column block first, so the block of B's panels they share
-    stays in L2 while every row block of A passes (at N = 800, M = 4096, K = 1024 B is read once
-    instead of once per row block); otherwise along a row block, sharing A's rows. Only the
-    speed depends on it: every output is the same fma chain in any order."""
-    nr = (N + ROWS - 1) // ROWS
-    nc = (M + COLS - 1) // COLS
-    if M > N:
-        return (tile % nr) * ROWS, (tile // nr) * COLS
-    return (tile // nc) * ROWS, (tile % nc) * COLS
-
-

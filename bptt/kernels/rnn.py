@@ -247,7 +247,8 @@ def split_weight_grads(dW, db, dg, P, I):
 
     Jobs of one half × one block of COLS rows of dW. A job first copies its half's rows of dg (its
     block of columns) into a contiguous buffer, summing the bias as it goes, then runs one
-    :func:`acc_panels` over the half's contiguous k range (and :func:`acc_narrow` for the last
+    :func:`bptt.kernels.engine.block_product` over the half's contiguous k range, with A = Gᵀ
+    from a transposed copy (and :func:`acc_narrow` for the last
     I mod NARROW columns). dg : (T, B, U).  dW : (U, I).  db : (U,). Inline: its ``prange`` loops
     join the calling kernel's parallel code.
     """
