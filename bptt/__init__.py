@@ -5,19 +5,74 @@ Layers of the code, each importing only from those below it:
 2. ``bptt.layers``: objects owning parameters, gradients and caches;
 3. models and training;
 4. the CLI (``cli.py``), which holds no math.
+
+Importing ``bptt`` is cheap: each name below is imported from its module on first use (PEP 562), so
+that ``bptt --help`` and the CLI's shared helpers do not load Numba and every kernel.
 """
-from .jit import get_threads, set_threads
-from .layers import (BCEWithLogitsLoss, CrossEntropyLoss, Dense, MLP, MSELoss, bce_with_logits,
-                     mse_loss, softmax_cross_entropy)
-from .layers import GRU, LSTM, RNN, Embedding
-from .gradcheck import gradcheck
-from .data import (CharTokenizer, DataError, StreamBatcher, WordTokenizer, builtin_corpus,
-                   fit_tokenizer, load_corpus, read_text_files, split_train_val, tokenizer_from_dict)
-from .optim import (SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm, clip_grad_value,
-                    make_optimizer, make_schedule)
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .model import LanguageModel, LMConfig
-from .train import Trainer, TrainConfig, TrainingError, evaluate, load_model
-from .generate import cosine_top_k, embed_texts, sample
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    'get_threads': 'jit',
+    'set_threads': 'jit',
+    'BCEWithLogitsLoss': 'layers',
+    'CrossEntropyLoss': 'layers',
+    'Dense': 'layers',
+    'MLP': 'layers',
+    'MSELoss': 'layers',
+    'bce_with_logits': 'layers',
+    'mse_loss': 'layers',
+    'softmax_cross_entropy': 'layers',
+    'GRU': 'layers',
+    'LSTM': 'layers',
+    'RNN': 'layers',
+    'Embedding': 'layers',
+    'gradcheck': 'finitediff',
+    'CharTokenizer': 'data',
+    'DataError': 'data',
+    'StreamBatcher': 'data',
+    'WordTokenizer': 'data',
+    'builtin_corpus': 'data',
+    'fit_tokenizer': 'data',
+    'load_corpus': 'data',
+    'read_text_files': 'data',
+    'split_train_val': 'data',
+    'tokenizer_from_dict': 'data',
+    'SGD': 'optim',
+    'Adagrad': 'optim',
+    'Adam': 'optim',
+    'AdamW': 'optim',
+    'RMSprop': 'optim',
+    'clip_grad_norm': 'optim',
+    'clip_grad_value': 'optim',
+    'make_optimizer': 'optim',
+    'make_schedule': 'optim',
+    'CheckpointError': 'checkpoint',
+    'load_checkpoint': 'checkpoint',
+    'save_checkpoint': 'checkpoint',
+    'LanguageModel': 'model',
+    'LMConfig': 'model',
+    'Trainer': 'train',
+    'TrainConfig': 'train',
+    'TrainingError': 'train',
+    'evaluate': 'train',
+    'load_model': 'train',
+    'cosine_top_k': 'generate',
+    'embed_texts': 'generate',
+    'sample': 'generate',
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'bptt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,6 +1,6 @@
 """Ready-made gradient-check problems: a layer or model plus seeded inputs, for ``bptt gradcheck``.
 
-Each builder returns ``(target, inputs)`` for :func:`bptt.gradcheck.gradcheck`. Every parameter is
+Each builder returns ``(target, inputs)`` for :func:`bptt.finitediff.gradcheck`. Every parameter is
 non-zero (biases included), because a zero bias can hide a bias bug.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from bptt import jit
 from bptt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bptt.data import UNK_TEXT, CharTokenizer, load_corpus
 from bptt.generate import cosine_top_k, embed_texts, sample
-from bptt.gradcheck import gradcheck
+from bptt.finitediff import gradcheck
 from bptt.model import LanguageModel, LMConfig
 from bptt.train import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainConfig, TrainingError, load_model
 from cli import main

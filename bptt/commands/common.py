@@ -1,0 +1,98 @@
+"""What every ``bptt`` command shares: the one-line error, option types, the progress bar and the
+exception types that mean bad input. Part of the CLI layer: it holds no math."""
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def fail(msg: str, code: int = 1):
+    click.echo(f"Error: {msg}", err=True)
+    sys.exit(code)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf, which click's FloatRange lets through."""
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = 0.0  # not a number at all: FloatRange says so
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Progress:
+    """A one-line progress bar on stderr: step, loss, tokens per second and the ETA."""
+
+    def __init__(self, total_steps, start_step, minutes):
+        self.total = total_steps if total_steps < 10 ** 11 else None
+        self.start_step = start_step
+        self.minutes = minutes
+        self.tty = sys.stderr.isatty()
+        self.t0 = None
+        self.last_print = 0.0
+        self.loss_avg = None
+
+    def _eta(self, step, elapsed):
+        done = step - self.start_step
+        left = []
+        if self.total and done > 0:
+            left.append(elapsed / done * (self.total - step))
+        if self.minutes:
+            left.append(max(0.0, 60 * self.minutes - elapsed))
+        if not left:
+            return "?"
+        s = int(min(left))
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+    def step(self, info):
+        import time
+        now = time.perf_counter()
+        self.loss_avg = info["loss"] if self.loss_avg is None else 0.95 * self.loss_avg + 0.05 * info["loss"]
+        if self.tty and now - self.last_print < 0.2 and info["step"] != self.total:
+            return
+        if not self.tty and now - self.last_print < 30:
+            return
+        self.last_print = now
+        step, el = info["step"], info["elapsed"]
+        if self.total:
+            frac = min(1.0, step / self.total)
+            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            pos = f"step {step}/{self.total} [{bar}] {100 * frac:3.0f}%"
+        else:
+            pos = f"step {step}"
+        line = (f"{pos}  loss {self.loss_avg:.4f}  {info['tokens_per_sec'] / 1000:.1f}k tok/s  "
+                f"ETA {self._eta(step, el)}")
+        if self.tty:
+            click.echo("\r" + line + "\x1b[K", nl=False, err=True)
+        else:
+            click.echo(line, err=True)
+
+    def message(self, text):
+        if self.tty:
+            click.echo("\r\x1b[K", nl=False, err=True)
+        click.echo(text)
+
+
+def set_threads(threads):
+    if threads is not None:
+        from bptt import jit
+        try:
+            jit.set_threads(threads)
+        except ValueError as e:
+            fail(str(e), 2)
+
+
+def user_errors():
+    """The exception types that mean bad input: shown as one line, exit code 1."""
+    from bptt.checkpoint import CheckpointError
+    from bptt.data import DataError
+    from bptt.train import TrainingError
+    return (DataError, CheckpointError, TrainingError, ValueError, OSError)
