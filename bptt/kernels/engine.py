@@ -376,3 +376,49 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
             ke = min(k1, kb + KC)
             for r0 in range(n0, n1, ROWS):
                 acc_panels(C, A, P, r0, min(n1, r0 + ROWS), cb, ce, kb, ke)
+
+
+# --- the pieces every recurrent sweep shares (rnn.py, lstm.py, gru.py) -------------------------
+
+@inline
+def chunk_rows(ch, nch, rc, B):
+    """Rows r0:r1 of chunk ``ch`` of a sweep's B sequences (``nch, rc = row_chunks(B)``): the last
+    chunk takes the rest."""
+    r0 = ch * rc
+    return r0, (B if ch == nch - 1 else r0 + rc)
+
+
+@inline
+def step_product(out, a, P, r0, r1, N, K):
+    """out[r0:r1, 0:N] += a[r0:r1, 0:K] · M, with M (K, N) in panels P: the recurrent product of one
+    time step for one chunk of rows (h_prev·W_hhᵀ forward, da·W_hh backward), in tiles of ``ROWS``
+    rows × ``COLS`` columns. Every output is one fma chain over k in increasing order."""
+    for c0 in range(0, N, COLS):
+        for n0 in range(r0, r1, ROWS):
+            acc_panels(out, a, P, n0, min(r1, n0 + ROWS), c0, min(N, c0 + COLS), 0, K)
+
+
+@inline
+def add_bias_rows(out, bias, r0, r1):
+    """out[b, :] += bias for r0 ≤ b < r1 (row views, so that the loop vectorises)."""
+    for b in range(r0, r1):
+        ob = out[b]
+        for u in range(bias.shape[0]):
+            ob[u] += bias[u]
+
+
+@inline
+def copy_rows(dst, src, r0, r1):
+    """dst[b, :] = src[b, :] for r0 ≤ b < r1: a chunk's carried gradients start from dh_n."""
+    for b in range(r0, r1):
+        dst[b, :] = src[b, :]
+
+
+@inline
+def add_rows(dst, src, r0, r1):
+    """dst[b, :] += src[b, :] for r0 ≤ b < r1: a chunk's carried gradients end in dh0."""
+    for b in range(r0, r1):
+        db = dst[b]
+        sb = src[b]
+        for o in range(db.shape[0]):
+            db[o] += sb[o]

@@ -14,7 +14,7 @@ and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .engine import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
+from .engine import add_rows, chunk_rows, copy_rows, packed, packed_T, row_chunks, step_product
 
 
 @kernel
@@ -35,16 +35,13 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     P = packed_T(W_hh)   # W_hhᵀ (H, 3H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
-        r0 = ch * rc
-        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
+        r0, r1 = chunk_rows(ch, nch, rc, B)
         for s in range(T):
             t = T - 1 - s if reverse else s
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
             for b in range(r0, r1):
-                m[b, :] = b_hh
-            for k0 in range(0, G3, COLS):
-                for n0 in range(r0, r1, ROWS):
-                    acc_panels(m, hp, P, n0, min(r1, n0 + ROWS), k0, min(G3, k0 + COLS), 0, H)
+                m[b, :] = b_hh                      # m = b_hh
+            step_product(m, hp, P, r0, r1, G3, H)   #   + h_prev·W_hhᵀ
             # the gates and the new state, one simple loop per quantity so that each vectorises;
             # each loop runs from 0 over a view (see lstm_forward), in the arrays' dtype
             for b in range(r0, r1):
@@ -92,10 +89,8 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):
-        r0 = ch * rc
-        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
-        for b in range(r0, r1):
-            dh[b, :] = dh_n[b, :]
+        r0, r1 = chunk_rows(ch, nch, rc, B)
+        copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
@@ -125,9 +120,5 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
                     dmz[o] = daz
                     dmn[o] = dan * r
                     dhb[o] = dht * z     # the direct path h_prev -> h_t
-            for k0 in range(0, H, COLS):
-                for n0 in range(r0, r1, ROWS):
-                    acc_panels(dh, dgh[t], P, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, G3)
-        for b in range(r0, r1):
-            for o in range(H):
-                dh0[b, o] += dh[b, o]
+            step_product(dh, dgh[t], P, r0, r1, H, G3)  # dh += dm_t·W_hh
+        add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0

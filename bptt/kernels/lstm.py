@@ -16,7 +16,7 @@ described there.
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .engine import COLS, ROWS, acc_panels, packed, packed_T, row_chunks
+from .engine import add_bias_rows, add_rows, chunk_rows, copy_rows, packed, packed_T, row_chunks, step_product
 
 
 @kernel
@@ -35,22 +35,15 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     P = packed_T(W_hh)   # W_hhᵀ (H, 4H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
-        r0 = ch * rc
-        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
+        r0, r1 = chunk_rows(ch, nch, rc, B)
         for s in range(T):
             t = T - 1 - s if reverse else s
             tp = t + 1 if reverse else t - 1
             hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
             cp = c0 if s == 0 else c[tp]                    # c_prev
             a = gates[t]
-            # a = projection + b_hh + h_prev·W_hhᵀ for all 4H units (tiles of the chunk's rows)
-            for b in range(r0, r1):       # row views, so that the loops vectorise
-                ab = a[b]
-                for u in range(G4):
-                    ab[u] += b_hh[u]
-            for k0 in range(0, G4, COLS):
-                for n0 in range(r0, r1, ROWS):
-                    acc_panels(a, hp, P, n0, min(r1, n0 + ROWS), k0, min(G4, k0 + COLS), 0, H)
+            add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
+            step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
             # the gates and the cell, one simple loop per quantity so that each vectorises. Each
             # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
             # keeps the negative-index check in the loop, which then stays scalar (3-5x slower)
@@ -103,11 +96,9 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):
-        r0 = ch * rc
-        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
-        for b in range(r0, r1):
-            dh[b, :] = dh_n[b, :]
-            dc[b, :] = dc_n[b, :]
+        r0, r1 = chunk_rows(ch, nch, rc, B)
+        copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
+        copy_rows(dc, dc_n, r0, r1)
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
@@ -135,10 +126,6 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
                     dao[o] = dht * th * og * (one - og)
                     dcb[o] = dct * fg
                     dhb[o] = 0.0
-            for k0 in range(0, H, COLS):
-                for n0 in range(r0, r1, ROWS):
-                    acc_panels(dh, da[t], P, n0, min(r1, n0 + ROWS), k0, min(H, k0 + COLS), 0, G4)
-        for b in range(r0, r1):
-            for o in range(H):
-                dh0[b, o] += dh[b, o]
-                dc0[b, o] += dc[b, o]
+            step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
+        add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0, ∂L/∂c0
+        add_rows(dc0, dc, r0, r1)

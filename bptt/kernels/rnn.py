@@ -40,7 +40,8 @@ import numpy as np
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
 from .dense import fill_rows, weight_grads
-from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, block_origin, block_product,
+from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_bias_rows, add_rows,
+                     block_origin, block_product, chunk_rows, copy_rows, step_product,
                      empty_panels, n_blocks, n_panels, pack_panel, packed, packed_T, row_chunks,
                      transposed)
 
@@ -59,20 +60,14 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     P = packed_T(W_hh)   # W_hhᵀ (H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):  # sequences are independent: one region, time inside
-        r0 = ch * rc
-        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
+        r0, r1 = chunk_rows(ch, nch, rc, B)
         for s in range(T):
             t = T - 1 - s if reverse else s
             # h_prev: h0 at the first processed step, else the previous step's columns of y
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
             qt = q[t]
-            for b in range(r0, r1):       # row views, so that the loops vectorise
-                qb = qt[b]
-                for o in range(H):
-                    qb[o] += b_hh[o]
-            for c0 in range(0, H, COLS):
-                for n0 in range(r0, r1, ROWS):
-                    acc_panels(qt, hp, P, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, H)
+            add_bias_rows(qt, b_hh, r0, r1)         # q_t += b_hh
+            step_product(qt, hp, P, r0, r1, H, H)   # q_t += h_prev·W_hhᵀ
             for b in range(r0, r1):
                 act_row(y[t, b, off:off + H], qt[b], code)
 
@@ -99,10 +94,8 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
     for ch in prange(nch):
-        r0 = ch * rc
-        r1 = B if ch == nch - 1 else r0 + rc   # the last chunk takes the rest
-        for b in range(r0, r1):
-            dh[b, :] = dh_n[b, :]
+        r0, r1 = chunk_rows(ch, nch, rc, B)
+        copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
             for b in range(r0, r1):       # row views, so that the loop vectorises
@@ -116,12 +109,8 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
                 dact_row(dqb, dhb, qb, yb, code)   # dq = (dy + dh) ⊙ f'(q), vectorised per activation
                 for o in range(H):
                     dhb[o] = 0.0
-            for c0 in range(0, H, COLS):
-                for n0 in range(r0, r1, ROWS):
-                    acc_panels(dh, dq[t], P, n0, min(r1, n0 + ROWS), c0, min(H, c0 + COLS), 0, H)
-        for b in range(r0, r1):
-            for o in range(H):
-                dh0[b, o] += dh[b, o]
+            step_product(dh, dq[t], P, r0, r1, H, H)    # dh = dq_t·W_hh, carried to the earlier step
+        add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
 
 
 SPLIT_B = 32   # from this batch size on, the passes around a sweep split the batch in halves
