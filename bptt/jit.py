@@ -21,8 +21,8 @@ threads
     ``range``); more than one runs the ``parallel=True`` build on that many threads. The default is
     every core Numba sees. Setting the count starts no threads: Numba's thread pool is started,
     and sized, when the first parallel kernel runs. (Started at import, an OpenMP pool spins
-    beside any other framework's in the same process: torch's RNN step took 157 ms instead of 17
-    in a process that had imported bptt with ``BPTT_THREADS=2``.)
+    beside any other framework's in the same process and slows it about ninefold: see
+    docs/performance.md, "Design measurements".)
 fastmath
     Off: strict IEEE arithmetic, chosen after measuring. Fused multiply-adds are written out
     instead, with :func:`fma` (below), wherever a product is accumulated. With ``reassoc``

@@ -115,8 +115,8 @@ else:
 # A micro-kernel reads its 64 columns of Bm once per k: from a row-major Bm that is one cache line
 # group per row, a whole row (often pages) apart, so the hardware fetches (and translates) a new
 # page at every k. Copying Bm once per call into *panels* of PANEL columns, each panel a contiguous
-# (K, PANEL) block, makes those reads short strides through one block: about 20% faster on large products
-# (measured 176 → 215 GFLOP/s for 768×1024 · 1024×4096 on 2 threads). The copy is O(K·M), against
+# (K, PANEL) block, makes those reads short strides through one block, and large products faster
+# (docs/performance.md, "Design measurements"). The copy is O(K·M), against
 # O(N·K·M) for the product. Packing moves numbers only, so the bits of every result are unchanged.
 
 @inline
@@ -130,7 +130,7 @@ def empty_panels(M, K, like):
     """An uninitialised (n_panels(M), K, PANEL) array of ``like``'s dtype, starting on a 64-byte
     boundary. Each panel row is then whole cache lines, so a micro-kernel's vector loads of B never
     straddle two lines; Numba's own np.empty is sometimes only 32-byte aligned, and the split loads
-    made a whole LSTM step (B = 50, H = 128) about 30% slower in the processes where it was."""
+    slowed a whole LSTM step in the processes where it was (docs/performance.md)."""
     n = n_panels(M) * K * PANEL
     buf = np.empty(n + 64 // like.itemsize, like.dtype)
     off = (64 - buf.ctypes.data % 64) % 64 // buf.itemsize

@@ -46,7 +46,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
             step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
             # the gates and the cell, one simple loop per quantity so that each vectorises. Each
             # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
-            # keeps the negative-index check in the loop, which then stays scalar (3-5x slower)
+            # keeps the negative-index check in the loop, which then stays scalar (docs/performance.md)
             for b in range(r0, r1):
                 ab = a[b]
                 ai = ab[0:H]

@@ -29,7 +29,7 @@ generic    128     4 × 12    1 × 12       24     12 xmm sums + 3 of B + 1 broa
 Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). For avx2 a
 panel is one block wide, so the K × 24 sliver a kernel reads is contiguous: the hardware
 prefetcher streams it, and it fills every set of L1. In panels of 96 columns the sliver's rows
-lay 384 bytes apart, in a third of L1's sets, and the same block ran about a third slower.
+lay 384 bytes apart, in a third of L1's sets, and the same block ran slower (docs/performance.md).
 
 An FMA has a latency of 4 cycles and two issue per cycle, so at least 8 independent vector
 chains must be in flight; the avx2 and generic blocks have 12, the shape of BLIS's Haswell

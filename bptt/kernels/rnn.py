@@ -140,9 +140,8 @@ def batch_half(B, nh, h):
 # passes before and after it (the input projection, dx, the weight gradients) give each core the
 # same half, every step: a core then writes only rows it wrote or read itself. When the two cores
 # share no cache level (this project's virtual machine spends stretches so), writing a row the
-# other core has read costs a round trip per cache line: the LSTM's backward sweep (B = 50,
-# H = 128) took 3.5 ms instead of 2.0 after weight-gradient passes that read all of da, and
-# 2.2 ms after passes that read only their half.
+# other core has read costs a round trip per cache line, which slowed the LSTM's backward sweep
+# by more than half (docs/performance.md, "Design measurements").
 
 
 @inline
