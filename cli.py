@@ -1,7 +1,6 @@
 """The ``bptt`` command line. It parses options and prints; all the math lives in the package."""
 from __future__ import annotations
 
-import math
 import sys
 
 import click

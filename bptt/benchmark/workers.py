@@ -268,17 +268,22 @@ def plain_torch_times(kind: str, spec: dict, data: dict, threads: int, *, isa=No
 
 # -- compile times ----------------------------------------------------------------------------
 
-# Run in a fresh interpreter: the time to import bptt, then to run one tiny float32 step of every
-# cell, which is where kernels are compiled (cold cache) or loaded from the cache (warm).
+# Run in a fresh interpreter: the time to import bptt, then to run the first float32 training
+# step (forward and backward) of every cell at the ``char`` shape, which is where the kernels a
+# training run needs are compiled (cold cache) or loaded from the cache (warm). The shape matters:
+# below ``bptt.jit.SERIAL_WORK`` a layer runs the serial builds, and below ``SPLIT_B`` sequences
+# the whole-batch passes, so a tiny step would time other (and fewer) kernels than training runs.
 _COMPILE_SCRIPT = r"""
 import json, time
 t0 = time.perf_counter()
 import numpy as np
 import bptt
 t1 = time.perf_counter()
+B, T, I, H = 50, 50, 65, 128
+x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
 for Cell in (bptt.RNN, bptt.GRU, bptt.LSTM):
-    layer = Cell(3, 4, dtype=np.float32, seed=0)
-    out, _ = layer.forward(np.ones((2, 3, 3), np.float32))
+    layer = Cell(I, H, dtype=np.float32, seed=0)
+    out, _ = layer.forward(x)
     layer.backward(np.ones_like(out))
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "first_step_s": t2 - t1, "isa": bptt.jit.ISA}))
@@ -315,6 +320,6 @@ def compile_times(threads: int, isa=None, timeout: float = 1800.0) -> dict:
             runs[kind] = r
     return {"name": "compile", "threads": threads, "build": "serial" if threads == 1 else "parallel",
             "isa": runs["cold"]["isa"],
-            "what": "first float32 step of rnn, gru and lstm in a fresh process",
+            "what": "first float32 training step of rnn, gru and lstm at the char shape (B=50, T=50, I=65, H=128) in a fresh process",
             "cold_s": runs["cold"]["first_step_s"], "warm_s": runs["warm"]["first_step_s"],
             "import_s": runs["warm"]["import_s"], "runs": runs}

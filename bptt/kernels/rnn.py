@@ -39,10 +39,10 @@ import numpy as np
 
 from ..jit import inline, kernel, prange
 from .activations import act_row, dact_row
-from .dense import fill_rows, weight_grads
+from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_bias_rows, add_rows,
-                     block_origin, block_product, chunk_rows, copy_rows, step_product,
-                     empty_panels, n_blocks, n_panels, pack_panel, packed, packed_T, row_chunks,
+                     block_product, chunk_rows, copy_rows, step_product,
+                     empty_panels, n_panels, pack_panel, packed, packed_T, row_chunks,
                      transposed)
 
 
@@ -113,21 +113,18 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
         add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
 
 
-SPLIT_B = 32   # from this batch size on, the passes around a sweep split the batch in halves
-
-
-@inline
-def halves(B):
-    """How many parts the passes around a sweep split a batch of B sequences into: 2 from
-    ``SPLIT_B`` on, else 1 (each half of a smaller batch would be too few rows to share a block
-    of the weights). It depends on B only, never on the thread count: the weight-gradient sums
-    are split the same way (:func:`split_weight_grads`), so the bits depend on it."""
-    return 2 if B >= SPLIT_B else 1
+# From SPLIT_B sequences on, the passes around a sweep split the batch in two halves (each half
+# of a smaller batch would be too few rows to share a block of the weights). The split depends on
+# B only, never on the thread count: the weight-gradient sums are split the same way
+# (:func:`split_weight_grads`), so the bits depend on it. Below it the passes are the dense
+# layer's kernels over all T·B rows. The choice is made in Python, so a process compiles only the
+# path its batch sizes take.
+SPLIT_B = 32
 
 
 @inline
 def batch_half(B, nh, h):
-    """(b0, b1): rows b0 ≤ b < b1 of part h of the nh = :func:`halves` (B) parts of a batch; the
+    """(b0, b1): rows b0 ≤ b < b1 of part h of the nh parts of a batch (1, or 2 from ``SPLIT_B`` on); the
     first half takes the odd row. On two cores the halves are the sweeps' chunks
     (:func:`bptt.kernels.engine.row_chunks`)."""
     if nh == 1:
@@ -147,60 +144,75 @@ def batch_half(B, nh, h):
 @inline
 def step_products(C3, A3, P, M, K, b, bias):
     """C[t, n, c] (= b[c] first if ``bias``) += Σ_k A[t, n, k] · Bm[k, c] for every step, with Bm
-    (K, M) given in panels P: :func:`input_forward` and :func:`input_backward`. The same fma
-    chains as the dense kernels over the T·B rows (so the same bits). C3 : (T, B, M).
-    A3 : (T, B, K). Inline: its ``prange`` joins the caller's parallel code.
+    (K, M) given in panels P, the batch split in two halves (from ``SPLIT_B`` sequences on; below
+    it :func:`input_forward` and :func:`input_backward` run the dense kernels over all T·B rows).
+    The same fma chains as the dense kernels (so the same bits). C3 : (T, B, M). A3 : (T, B, K).
+    Inline: its ``prange`` joins the caller's parallel code.
 
-    Split (nh = 2): jobs of one batch half × one column block, half 0's first: the ``prange``
-    hands a thread a contiguous range of jobs, so on two cores each thread gets one half. Inside,
-    k-blocks outermost, then the steps: a KC × COLS block of Bm stays in L2 while every step's
-    rows of the half pass (:func:`bptt.kernels.engine.block_product`'s order). Otherwise the
-    dense kernels' blocks of all T·B rows."""
+    Jobs of one batch half × one column block, half 0's first: the ``prange`` hands a thread a
+    contiguous range of jobs, so on two cores each thread gets one half. Inside, k-blocks
+    outermost, then the steps: a KC × COLS block of Bm stays in L2 while every step's rows of the
+    half pass (:func:`bptt.kernels.engine.block_product`'s order)."""
     T, B = C3.shape[0], C3.shape[1]
-    nh = halves(B)
-    if nh == 2:
-        ncb = (M + COLS - 1) // COLS
-        for j in prange(2 * ncb):
-            b0, b1 = batch_half(B, 2, j // ncb)
-            c0 = j % ncb * COLS
-            c1 = min(M, c0 + COLS)
-            if bias:
-                for t in range(T):
-                    fill_rows(C3[t], b, b0, b1, c0, c1)
-            for kb in range(0, K, KC):
-                ke = min(K, kb + KC)
-                for t in range(T):
-                    for r0 in range(b0, b1, ROWS):
-                        acc_panels(C3[t], A3[t], P, r0, min(b1, r0 + ROWS), c0, c1, kb, ke)
-    else:
-        C2 = C3.reshape((T * B, M))
-        A2 = A3.reshape((T * B, K))
-        ng, ncb = n_blocks(T * B, M)
-        for j in prange(ng * ncb):
-            n0, n1, c0, c1 = block_origin(j, T * B, M)
-            if bias:
-                fill_rows(C2, b, n0, n1, c0, c1)
-            block_product(C2, A2, P, n0, n1, c0, c1, 0, K)
+    ncb = (M + COLS - 1) // COLS
+    for j in prange(2 * ncb):
+        b0, b1 = batch_half(B, 2, j // ncb)
+        c0 = j % ncb * COLS
+        c1 = min(M, c0 + COLS)
+        if bias:
+            for t in range(T):
+                fill_rows(C3[t], b, b0, b1, c0, c1)
+        for kb in range(0, K, KC):
+            ke = min(K, kb + KC)
+            for t in range(T):
+                for r0 in range(b0, b1, ROWS):
+                    acc_panels(C3[t], A3[t], P, r0, min(b1, r0 + ROWS), c0, c1, kb, ke)
 
 
-@kernel
+def time_rows(a):
+    """(T, B, F) as (T·B, F): the view the dense kernels take. The layers' workspaces are
+    C-contiguous, so this never copies (a copy would lose what a kernel writes into it)."""
+    if not a.flags.c_contiguous:
+        raise ValueError(f"expected a C-contiguous (T, B, F) array, got strides {a.strides}")
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
+
+
 def input_forward(g, x, W, b):
     """The input projection of every step, before the sweep:  g[t, n, o] = b[o] + Σ_i x[t, n, i] W[o, i].
 
     g : (T, B, G·H) output.  x : (T, B, I) the layer's input.  W : (G·H, I).  b : (G·H,).
-    As ``dense_forward`` (the same bits), on Wᵀ in panels, by :func:`step_products`.
+    Below ``SPLIT_B`` sequences, ``dense_forward`` over all T·B rows; from it on the same sums by
+    batch half (:func:`step_products`), the same bits. Only the path a batch size takes is compiled.
     """
-    step_products(g, x, packed_T(W), W.shape[0], W.shape[1], b, True)
+    if x.shape[1] < SPLIT_B:
+        dense_forward(time_rows(g), time_rows(x), W, b)
+    else:
+        _input_forward_halves(g, x, W, b)
 
 
 @kernel
+def _input_forward_halves(g, x, W, b):
+    """:func:`input_forward` from ``SPLIT_B`` sequences on, on Wᵀ in panels."""
+    step_products(g, x, packed_T(W), W.shape[0], W.shape[1], b, True)
+
+
 def input_backward(dx, dg, W):
     """dx[t, n, i] += Σ_u dg[t, n, u] W[u, i]   (∂L/∂x_t = dg_t·W_ih for every step at once).
 
     dx : (T, B, I) accumulated (both directions of a layer add into it).
     dg : (T, B, G·H) gate pre-activation gradients.  W : (G·H, I).
-    As ``dense_backward_input`` (the same bits), on W in panels, by :func:`step_products`.
+    Below ``SPLIT_B`` sequences, ``dense_backward_input`` over all T·B rows; from it on the same
+    sums by batch half (:func:`step_products`), the same bits.
     """
+    if dg.shape[1] < SPLIT_B:
+        dense_backward_input(time_rows(dx), time_rows(dg), W)
+    else:
+        _input_backward_halves(dx, dg, W)
+
+
+@kernel
+def _input_backward_halves(dx, dg, W):
+    """:func:`input_backward` from ``SPLIT_B`` sequences on, on W in panels."""
     step_products(dx, dg, packed(W, 0, W.shape[1]), W.shape[1], W.shape[0], W[0], False)
 
 
@@ -223,9 +235,9 @@ def split_weight_grads(dW, db, dg, P, I):
     weight-gradient pass of a recurrent layer, X given in panels P with rows in
     :func:`part_row` order.
 
-    Below ``SPLIT_B`` sequences (:func:`halves`) this is the dense layer's
-    :func:`bptt.kernels.dense.weight_grads` over all T·B rows. From it on, each sum is split in
-    two, one part per batch half, so that a core reads only its own half of dg (see above):
+    From ``SPLIT_B`` sequences on (below it, :func:`input_backward_params` and
+    :func:`recurrent_backward_params` run the dense layer's kernel over all T·B rows), each sum is
+    split in two, one part per batch half, so that a core reads only its own half of dg (see above):
 
         dW ← (dW + S₀) + S₁        S_h = Σ_t Σ_{b in half h} dg[t, b, u] X[t, b, i]
 
@@ -241,9 +253,6 @@ def split_weight_grads(dW, db, dg, P, I):
     join the calling kernel's parallel code.
     """
     T, B, U = dg.shape
-    if halves(B) == 1:
-        weight_grads(dW, db, dg.reshape((T * B, U)), P, I)
-        return
     I16 = I - I % NARROW
     nub = (U + COLS - 1) // COLS
     S1 = np.empty((U, I), dW.dtype)
@@ -282,7 +291,6 @@ def split_weight_grads(dW, db, dg, P, I):
                 dWu[i] += S1u[i]
 
 
-@kernel
 def input_backward_params(dW_ih, db_ih, dg, x):
     """Input-side weight gradients in one pass over all steps, for every cell:
 
@@ -290,21 +298,29 @@ def input_backward_params(dW_ih, db_ih, dg, x):
 
     dW_ih : (G·H, I) accumulated.  db_ih : (G·H,) accumulated.
     dg : (T, B, G·H) gate pre-activation gradients.  x : (T, B, I) the layer's input.
-    x is packed into panels (rows in :func:`part_row` order, by the cores that own them), then
-    :func:`split_weight_grads`.
+    Below ``SPLIT_B`` sequences, ``dense_backward_params`` over all T·B rows; from it on, x is
+    packed into panels (rows in :func:`part_row` order, by the cores that own them), then
+    :func:`split_weight_grads`. Only the path a batch size takes is compiled.
     """
-    T, B, I = x.shape
-    nh = halves(B)
-    P = empty_panels(I, T * B, x)
-    for j in prange(nh * T):                 # each core packs its own half's rows
-        t = j % T
-        b0, b1 = batch_half(B, nh, j // T)
-        for p in range(n_panels(I)):
-            pack_panel(P, x[t], p, 0, I, b0, b1, part_row(B, T, nh, t, b0))
-    split_weight_grads(dW_ih, db_ih, dg, P, I)
+    if x.shape[1] < SPLIT_B:
+        dense_backward_params(dW_ih, db_ih, time_rows(dg), time_rows(x))
+    else:
+        _input_backward_params_halves(dW_ih, db_ih, dg, x)
 
 
 @kernel
+def _input_backward_params_halves(dW_ih, db_ih, dg, x):
+    """:func:`input_backward_params` from ``SPLIT_B`` sequences on."""
+    T, B, I = x.shape
+    P = empty_panels(I, T * B, x)
+    for j in prange(2 * T):                  # each core packs its own half's rows
+        t = j % T
+        b0, b1 = batch_half(B, 2, j // T)
+        for p in range(n_panels(I)):
+            pack_panel(P, x[t], p, 0, I, b0, b1, part_row(B, T, 2, t, b0))
+    split_weight_grads(dW_ih, db_ih, dg, P, I)
+
+
 def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """Recurrent weight gradients in one pass over all steps, for every cell:
 
@@ -318,22 +334,47 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     y : (T, B, D·H) the layer output holding this direction's states in columns off:off+H.
     h0 : (B, H).  off, reverse : as in :func:`rnn_forward`.
 
-    The sum is a product of dgᵀ and the states the steps read, packed in panels (row
-    :func:`part_row` (t, b) holds h_prev_t[b]), so every entry sums over (t, b) in increasing t
-    (the h0 step first forward, last in reverse), split by batch half
-    (:func:`split_weight_grads`).
+    The sum is a product of dgᵀ and the states the steps read: every entry sums over (t, b) in
+    increasing t (the h0 step first forward, last in reverse). Below ``SPLIT_B`` sequences the
+    states are gathered into one (T·B, H) array (:func:`previous_states`) for
+    ``dense_backward_params``; from it on they are packed in panels (row :func:`part_row` (t, b)
+    holds h_prev_t[b]) and the sums split by batch half (:func:`split_weight_grads`).
     """
+    T, B = dgh.shape[0], dgh.shape[1]
+    if B < SPLIT_B:
+        X = np.empty((T * B, h0.shape[1]), h0.dtype)
+        previous_states(X, y, h0, off, reverse)
+        dense_backward_params(dW_hh, db_hh, time_rows(dgh), X)
+    else:
+        _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse)
+
+
+@kernel
+def previous_states(X, y, h0, off, reverse):
+    """X[t·B + b, :] = h_prev_t[b]: the state the step at time t read (h0 for the first processed
+    step, else the previous step's columns off:off+H of y). X : (T·B, H)."""
+    T, B = y.shape[0], y.shape[1]
+    H = h0.shape[1]
+    first = T - 1 if reverse else 0
+    for t in prange(T):
+        for b in range(B):
+            src = h0[b] if t == first else y[t + 1 if reverse else t - 1, b, off:off + H]
+            copy_row(X[t * B + b], src)
+
+
+@kernel
+def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
+    """:func:`recurrent_backward_params` from ``SPLIT_B`` sequences on."""
     T, B, GH = dgh.shape
     H = h0.shape[1]
     first = T - 1 if reverse else 0          # the step that read h0
-    nh = halves(B)
     P = empty_panels(H, T * B, h0)
-    for j in prange(nh * T):                 # row block t·B... holds the state step t read
+    for j in prange(2 * T):                  # row block t·B... holds the state step t read
         t = j % T
-        b0, b1 = batch_half(B, nh, j // T)
+        b0, b1 = batch_half(B, 2, j // T)
         src = h0 if t == first else y[t + 1 if reverse else t - 1]
         for p in range(n_panels(H)):
-            pack_panel(P, src, p, 0 if t == first else off, H, b0, b1, part_row(B, T, nh, t, b0))
+            pack_panel(P, src, p, 0 if t == first else off, H, b0, b1, part_row(B, T, 2, t, b0))
     split_weight_grads(dW_hh, db_hh, dgh, P, H)
 
 
