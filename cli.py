@@ -15,8 +15,12 @@ from bptt.commands.common import (CONTEXT, FiniteFloatRange, Progress as _Progre
 @click.option("--threads", type=click.IntRange(min=1), default=None, envvar="BPTT_THREADS",
               show_envvar=True,
               help="Threads for the Numba kernels; 1 runs the serial build. [default: all cores]")
+@click.option("--kernels", type=click.Choice(["fast", "reference"]), default=None, envvar="BPTT_KERNELS",
+              show_envvar=True,
+              help="reference: run on the readable twins in bptt.reference (plain NumPy, no JIT, "
+                   "steppable in pdb, slow). [default: fast]")
 @click.version_option(package_name="bptt", prog_name="bptt")
-def main(threads):
+def main(threads, kernels):
     """bptt: neural networks trained with hand-written backpropagation (through time), in Numba.
 
     Every forward and backward pass is an explicit Numba loop, checked by finite differences and
@@ -31,6 +35,8 @@ def main(threads):
             jit.set_threads(threads)
         except ValueError as e:
             _fail(str(e), 2)
+    if kernels is not None:
+        jit.set_kernels(kernels)
 
 
 @main.command()
