@@ -239,20 +239,21 @@ def norms_table(flows, columns=5) -> str:
             ratio = n[0] / n[-1] if n[-1] > 0 else float("nan")
             rows.append([f.cell, str(k + 1)] + [f"{n[s]:.2e}" for s in steps] + [f"{ratio:.1e}",
                                                                                    sparkline(n, lo, hi)])
-    return _table(head, rows)
+    return _table(head, rows, left=2, last_left=True)
 
 
 def truncation_table(flow) -> str:
     names = list(next(iter(flow.truncation.values())))
     head = ["K"] + names
     rows = [[str(K)] + [f"{errs[n]:.2e}" for n in names] for K, errs in flow.truncation.items()]
-    return _table(head, rows)
+    return _table(head, rows, left=0)
 
 
-def _table(head, rows) -> str:
+def _table(head, rows, left, last_left=False) -> str:
+    """Columns before ``left`` (and the last, if ``last_left``) flush left, the rest right."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 or i == len(cells) - 1 else c.rjust(w)   # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < left or (last_left and i == len(cells) - 1)   # noqa: E731
+                                  else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
