@@ -58,7 +58,11 @@ def main(threads, kernels):
               help="Time steps T of the input sequence (rnn/lstm/gru).")
 @click.option("--max-checks", type=click.IntRange(min=1), default=100, show_default=True,
               help="Entries checked per tensor; larger tensors are sampled.")
-def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks):
+@click.option("--explain", is_flag=True, default=False,
+              help="Also show two checked entries of each tensor worked out: θ ± ε, the two losses, "
+                   "the numeric and analytic values and their relative error.")
+def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks,
+              explain):
     """Check hand-written gradients against central finite differences.
 
     Prints one row per parameter and input (for rnn/lstm/gru: every weight and bias, x, h0 and,
@@ -79,7 +83,10 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
         _fail(str(e), 2)
     shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in inputs.items())
     click.echo(f"gradcheck {target!r}, seed {seed}; inputs {shapes}")
-    report = run_check(target, inputs, seed=seed, max_checks=max_checks)
+    report = run_check(target, inputs, seed=seed, max_checks=max_checks, explain=2 if explain else 0)
+    if explain:
+        click.echo(f"L = Σ_k ⟨out_k, g_k⟩ with a random upstream gradient g; ε = {report.eps:g}\n")
+        click.echo(report.explain() + "\n")
     click.echo(report.table())
     if not report.passed:
         sys.exit(1)

@@ -263,11 +263,12 @@ def plot(flows, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for f in flows:
+    for i, f in enumerate(flows):
         L = f.norms.shape[0]
         for k, n in enumerate(f.norms):
             label = f.cell if L == 1 else f"{f.cell}, layer {k + 1}"
-            ax.semilogy(np.arange(len(n)), np.maximum(n, 1e-300), "-" if k == L - 1 else "--", label=label)
+            ax.semilogy(np.arange(len(n)), np.maximum(n, 1e-300), "-" if k == L - 1 else "--",
+                        color=f"C{i}", label=label)
     ax.set_xlabel("step t (the loss is at the last step)")
     ax.set_ylabel("‖∂L/∂h_t‖")
     ax.set_title("gradient reaching each step")
