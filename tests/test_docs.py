@@ -62,10 +62,14 @@ def test_python_blocks_run(path):
     if rel(path) in RUN_ELSEWHERE:
         assert rel(path).split("/")[-1] in (ROOT / RUN_ELSEWHERE[rel(path)]).read_text()
         return
-    namespace = {"__name__": "docs"}
-    for info, body, _ in blocks(path):
-        if info == "python":
-            exec(compile(body, str(path), "exec"), namespace)
+    from bptt import jit
+    namespace, before = {"__name__": "docs"}, jit.get_kernels()
+    try:
+        for info, body, _ in blocks(path):
+            if info == "python":
+                exec(compile(body, str(path), "exec"), namespace)
+    finally:
+        jit.set_kernels(before)
 
 
 COMMANDS = [(rel(p), line) for p in DOCS for info, body, _ in blocks(p) if info in ("bash", "console")
