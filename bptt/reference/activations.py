@@ -109,10 +109,11 @@ def dact(q, y, code):
 
 
 def activation_forward(y, q, code):
-    """y = f(q), elementwise.  y, q : (N, O)."""
-    y[...] = act(q, code)
+    """y = f(q), elementwise.  y, q : (N, O).  Computed in float64 and rounded to y's dtype, as
+    the fast kernels' scalar f does (float32 cancels in the GELUs' derivatives near their zero)."""
+    y[...] = act(q.astype(np.float64), code)
 
 
 def activation_backward(dq, dy, q, y, code):
-    """dq = dy ⊙ f'(q), elementwise.  dq, dy, q, y : (N, O), y = f(q)."""
-    dq[...] = dy * dact(q, y, code)
+    """dq = dy ⊙ f'(q), elementwise.  dq, dy, q, y : (N, O), y = f(q).  In float64, as above."""
+    dq[...] = dy * dact(q.astype(np.float64), y.astype(np.float64), code)
