@@ -417,7 +417,10 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     Needs torch: pip install 'bptt[bench]'.
     """
     import os
-    from bptt import benchmark as bm
+    from bptt import benchmark as bm, jit
+    if jit.get_kernels() == "reference":
+        _fail("bench times the fast kernels against torch; run it without --kernels reference "
+              "(or BPTT_KERNELS=reference)", 2)
     try:
         bm.require_torch()
         cell_list = bm.parse_list(cells, bm.CELLS, "--cells")

@@ -262,3 +262,17 @@ def test_reference_kernels_compile_nothing():
 def test_bad_kernels_name_is_refused():
     with pytest.raises(ValueError, match="fast, reference"):
         jit.set_kernels("slow")
+
+
+def test_cli_kernels_option(kernels):
+    from click.testing import CliRunner
+    from cli import main
+    r = CliRunner().invoke(main, ["--kernels", "reference", "gradcheck", "--model", "gru", "--hidden", "2",
+                                  "--seq-len", "2", "--batch", "1"])
+    assert r.exit_code == 0 and "6/6 tensors pass" in r.output, r.output
+    assert jit.get_kernels() == "reference"
+    kernels("fast")
+    r = CliRunner().invoke(main, ["--kernels", "slow", "gradcheck"])
+    assert r.exit_code == 2 and "slow" in r.output
+    r = CliRunner().invoke(main, ["--kernels", "reference", "bench"])
+    assert r.exit_code == 2 and "without --kernels reference" in r.output and "Traceback" not in r.output
