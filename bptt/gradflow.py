@@ -85,15 +85,18 @@ class Stack:
     @classmethod
     def from_language_model(cls, model):
         """The recurrent layers and head of a :class:`bptt.model.LanguageModel`, one layer per
-        object (copies of its weights)."""
+        object: float64 copies of its weights (gradients 1e-40 down are still seen, where
+        float32 would flush them to 0)."""
         cfg, rnn = model.config, model.rnn
         layers = []
         for k in range(cfg.layers):
-            layer = CELLS[cfg.cell](cfg.embed_dim if k == 0 else cfg.hidden, cfg.hidden, dtype=model.dtype)
+            layer = CELLS[cfg.cell](cfg.embed_dim if k == 0 else cfg.hidden, cfg.hidden)
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 layer.params[f"{name}_l0"][...] = rnn.params[f"{name}_l{k}"]
             layers.append(layer)
-        return cls(cfg.cell, layers, model.head, "xent")
+        head = Dense(cfg.hidden, cfg.vocab_size)
+        head.load_state(model.head.params)
+        return cls(cfg.cell, layers, head, "xent")
 
     # -- one layer ------------------------------------------------------------------------------
     def _run(self, k, x, state):

@@ -140,3 +140,17 @@ def test_explained_entries_are_the_checked_numbers():
         assert e.rel <= 1e-5
     w = rep.entries[0]
     assert w.name == "weight" and w.theta == layer.params["weight"][w.index]
+
+
+def test_cli_gradflow_on_a_checkpoint(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    r = CliRunner().invoke(main, ["train", str(text), "--steps", "1", "--hidden", "4", "--embed-dim", "3",
+                                  "--seq-len", "8", "--batch-size", "2", "--dtype", "float64",
+                                  "--layers", "2", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["gradflow", str(tmp_path / "run"), "--text", str(text), "--length", "10"])
+    assert r.exit_code == 0, r.output
+    assert "lstm  1" in r.output and "lstm  2" in r.output and "on 10 tokens of" in r.output
+    r = CliRunner().invoke(main, ["gradflow", str(tmp_path / "run"), "--demo"])
+    assert r.exit_code == 2 and "reads text" in r.output

@@ -65,7 +65,7 @@ def gradflow(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, de
             ids = tok.encode(text)[:length + 1]
             if ids.size < 3:
                 fail(f"the text must hold at least 3 tokens, got {ids.size}")
-            x = model.embedding.forward(ids[None, :-1])
+            x = model.embedding.forward(ids[None, :-1]).astype(np.float64)   # analysed in float64
             target = ids[-1:]
             stacks = [gf.Stack.from_language_model(model)]
             what = f"{checkpoint} on {ids.size - 1} tokens of {text_file or 'the built-in corpus'}"
