@@ -371,9 +371,20 @@ def reference_twin(fn):
     module = fn.__module__.rsplit(".", 1)[-1]
     try:
         return getattr(importlib.import_module(f"bptt.reference.{module}"), fn.__name__)
-    except (ImportError, AttributeError):
-        raise RuntimeError(f"BPTT_KERNELS=reference: {fn.__module__}.{fn.__name__} has no reference "
-                           f"twin (bptt.reference.{module}.{fn.__name__})") from None
+    except ModuleNotFoundError as e:
+        if e.name != f"bptt.reference.{module}":
+            raise
+    except AttributeError:
+        pass
+    raise RuntimeError(f"BPTT_KERNELS=reference: {fn.__module__}.{fn.__name__} has no reference "
+                       f"twin (bptt.reference.{module}.{fn.__name__})")
+
+
+def _run_twin(twin, args):
+    """The twin on ``args`` with IEEE's silent inf and NaN, as the kernels' NumPy error model
+    (a diverging run is caught by the trainer's NaN guard, not by a warning per array)."""
+    with np.errstate(all="ignore"):
+        return twin(*args)
 
 
 def kernel(fn=None, *, parallel: bool = True):
@@ -398,7 +409,7 @@ def kernel(fn=None, *, parallel: bool = True):
             if _reference:      # BPTT_KERNELS=reference: plain Python, nothing compiled
                 if not twin:
                     twin.append(reference_twin(fn))
-                return twin[0](*args)
+                return _run_twin(twin[0], args)
             if not args or getattr(args[0], "dtype", None) not in _prepared:
                 _prepare(args)
         if _threads > 1 and not _serial_scope:
