@@ -15,7 +15,7 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
 @click.option("--init-scale", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Multiply every W_ih and W_hh of torch's initialisation by this: above about 2 "
                    "the plain RNN's gradient explodes.")
-@click.option("--forget-bias", type=FiniteFloatRange(), default=0.0, show_default=True,
+@click.option("--forget-bias", type=FiniteFloatRange(min=-20, max=20), default=0.0, show_default=True,
               help="Add this to the LSTM's forget-gate bias at initialisation (1 is a common choice).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and data.")
 @click.option("--demo", is_flag=True, default=False,
