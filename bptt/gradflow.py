@@ -235,7 +235,8 @@ def norms_table(flows, columns=5) -> str:
     allv = np.concatenate([f.norms.ravel() for f in flows])
     pos = allv[allv > 0]
     lo, hi = (float(pos.min()), float(pos.max())) if pos.size else (1.0, 1.0)
-    head = ["cell", "layer"] + [f"t={s}" for s in steps] + ["t=0 / last", f"‖∂L/∂h_t‖, t = 0 … {T - 1} (log scale)"]
+    head = (["cell", "layer"] + [f"t={s}" for s in steps]
+            + ["t=0 / last", f"‖∂L/∂h_t‖, t = 0 … {T - 1} (log scale)"])
     rows = []
     for f in flows:
         for k, n in enumerate(f.norms):

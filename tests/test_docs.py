@@ -52,7 +52,8 @@ def test_quoted_source_is_in_the_package():
         for info, body, _ in blocks(path):
             if info.startswith("python") and "source=" in info:
                 src = info.split("source=", 1)[1].split()[0]
-                assert body in (ROOT / src).read_text(encoding="utf-8"), f"{rel(path)}: quote not found in {src}:\n{body}"
+                source = (ROOT / src).read_text(encoding="utf-8")
+                assert body in source, f"{rel(path)}: quote not found in {src}:\n{body}"
                 n += 1
     assert n >= 8
 

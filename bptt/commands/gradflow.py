@@ -59,7 +59,8 @@ def gradflow(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, de
             from bptt.data import builtin_corpus, read_text_files
             from bptt.train import load_model
             if demo:
-                fail("a language-model checkpoint reads text: give --text (or nothing, for the built-in corpus)", 2)
+                fail("a language-model checkpoint reads text: give --text (or nothing, for the "
+                     "built-in corpus)", 2)
             model, tok, _ = load_model(checkpoint)
             text = read_text_files([text_file]) if text_file else builtin_corpus(max_bytes=4 * length + 64)
             ids = tok.encode(text)[:length + 1]

@@ -101,7 +101,7 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     dW_hh : (G·H, H), db_hh : (G·H,) accumulated.  dgh : (T, B, G·H) ∂L/∂(W_hh·h_prev + b_hh).
     y : (T, B, D·H) the states (columns off:off+H).  h0 : (B, H).
     """
-    T, B, H = dgh.shape[0], dgh.shape[1], h0.shape[1]
+    T, H = dgh.shape[0], h0.shape[1]
     steps = time_steps(T, reverse)
     for t in steps:
         h_prev = h0 if t == steps[0] else y[previous(t, reverse), :, off:off + H]
