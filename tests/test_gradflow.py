@@ -152,5 +152,9 @@ def test_cli_gradflow_on_a_checkpoint(tmp_path):
     r = CliRunner().invoke(main, ["gradflow", str(tmp_path / "run"), "--text", str(text), "--length", "10"])
     assert r.exit_code == 0, r.output
     assert "lstm  1" in r.output and "lstm  2" in r.output and "on 10 tokens of" in r.output
+    run = str(tmp_path / "run")
+    r = CliRunner().invoke(main, ["gradflow", run, run, "--text", str(text), "--length", "6"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count(f"{run} (lstm)  1") == 2       # one row per checkpoint and layer, named
     r = CliRunner().invoke(main, ["gradflow", str(tmp_path / "run"), "--demo"])
     assert r.exit_code == 2 and "reads text" in r.output

@@ -7,7 +7,7 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("checkpoint", required=False, type=click.Path(exists=True))
+@click.argument("checkpoints", nargs=-1, type=click.Path(exists=True))
 @click.option("--cell", default="rnn,lstm", show_default=True,
               help="Fresh models to compare: a comma list of rnn, gru, lstm.")
 @click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True, help="Hidden units H.")
@@ -30,14 +30,14 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
                    "when BPTT stops K steps back, against full BPTT.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help='Draw the norms on a log scale, one curve per cell, into this PNG (needs "bptt[plot]").')
-def gradflow(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, demo, text_file, length,
+def gradflow(checkpoints, cell, hidden, layers, init_scale, forget_bias, seed, demo, text_file, length,
              batch, truncate, plot_path):
     """Print ‖∂L/∂h_t‖ for every step t and layer: the gradient that reaches each step.
 
     The loss sits at the last step only, so the gradient on an early state has travelled back
-    through the whole recurrence. Fresh models of each --cell (or the model in CHECKPOINT, a
-    `bptt train` language model) read an adding problem (--demo) or the first --length characters
-    of --text. A plain RNN's gradient vanishes geometrically; an LSTM's reaches further, the more
+    through the whole recurrence. Fresh models of each --cell (or the models in CHECKPOINTS,
+    `bptt train` language models, one row and curve each) read an adding problem (--demo) or the
+    first --length characters of --text. A plain RNN's gradient vanishes geometrically; an LSTM's reaches further, the more
     so with --forget-bias 1; --init-scale 3 makes the RNN's explode.
     """
     import numpy as np
@@ -55,21 +55,28 @@ def gradflow(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, de
     if demo and text_file:
         fail("give --demo or --text, not both", 2)
     try:
-        if checkpoint is not None:
+        if checkpoints:
             from bptt.data import builtin_corpus, read_text_files
             from bptt.train import load_model
             if demo:
                 fail("a language-model checkpoint reads text: give --text (or nothing, for the "
                      "built-in corpus)", 2)
-            model, tok, _ = load_model(checkpoint)
             text = read_text_files([text_file]) if text_file else builtin_corpus(max_bytes=4 * length + 64)
-            ids = tok.encode(text)[:length + 1]
-            if ids.size < 3:
-                fail(f"the text must hold at least 3 tokens, got {ids.size}")
-            x = model.embedding.forward(ids[None, :-1]).astype(np.float64)   # analysed in float64
-            target = ids[-1:]
-            stacks = [gf.Stack.from_language_model(model)]
-            what = f"{checkpoint} on {ids.size - 1} tokens of {text_file or 'the built-in corpus'}"
+            flows = []
+            for path in checkpoints:
+                model, tok, _ = load_model(path)
+                ids = tok.encode(text)[:length + 1]
+                if ids.size < 3:
+                    fail(f"the text must hold at least 3 tokens, got {ids.size}")
+                x = model.embedding.forward(ids[None, :-1]).astype(np.float64)   # analysed in float64
+                stack = gf.Stack.from_language_model(model)
+                flow = gf.gradient_flow(stack, x, ids[-1:], truncate=truncate)
+                if len(checkpoints) > 1:   # one row and curve each, named by the path (and its cell)
+                    flow.cell = path if flow.cell in path else f"{path} ({flow.cell})"
+                flows.append(flow)
+            what = (f"{', '.join(checkpoints)} on {ids.size - 1} tokens of "
+                    f"{text_file or 'the built-in corpus'}")
+            stacks = []
         elif text_file:
             from bptt.data import CharTokenizer, read_text_files
             text = read_text_files([text_file])
@@ -88,10 +95,11 @@ def gradflow(checkpoint, cell, hidden, layers, init_scale, forget_bias, seed, de
             stacks = [gf.Stack.fresh(c, 2, hidden, layers, 1, "mse", init_scale=init_scale,
                                      forget_bias=forget_bias, seed=seed) for c in cells]
             what = f"an adding problem, {batch} sequences of {length} steps"
-        flows = [gf.gradient_flow(s, x, target, truncate=truncate) for s in stacks]
+        if stacks:
+            flows = [gf.gradient_flow(s, x, target, truncate=truncate) for s in stacks]
     except user_errors() as e:
         fail(str(e))
-    settings = "" if checkpoint else (f"; H = {hidden}, {layers} layer{'s' * (layers > 1)}, init scale "
+    settings = "" if checkpoints else (f"; H = {hidden}, {layers} layer{'s' * (layers > 1)}, init scale "
                                       f"{init_scale:g}, forget bias {forget_bias:g}, seed {seed}")
     click.echo(f"gradflow: loss at the last step of {what}{settings}")
     click.echo(gf.norms_table(flows))
