@@ -14,8 +14,12 @@ from bptt.commands.common import (CONTEXT, FiniteFloatRange, Progress as _Progre
 @click.option("--threads", type=click.IntRange(min=1), default=None, envvar="BPTT_THREADS",
               show_envvar=True,
               help="Threads for the Numba kernels; 1 runs the serial build. [default: all cores]")
+@click.option("--kernels", type=click.Choice(["fast", "reference"]), default=None, envvar="BPTT_KERNELS",
+              show_envvar=True,
+              help="reference: run on the readable twins in bptt.reference (plain NumPy, no JIT, "
+                   "steppable in pdb, slow). [default: fast]")
 @click.version_option(package_name="bptt", prog_name="bptt")
-def main(threads):
+def main(threads, kernels):
     """bptt: neural networks trained with hand-written backpropagation (through time), in Numba.
 
     Every forward and backward pass is an explicit Numba loop, checked by finite differences and
@@ -30,6 +34,8 @@ def main(threads):
             jit.set_threads(threads)
         except ValueError as e:
             _fail(str(e), 2)
+    if kernels is not None:
+        jit.set_kernels(kernels)
 
 
 @main.command()
@@ -51,7 +57,11 @@ def main(threads):
               help="Time steps T of the input sequence (rnn/lstm/gru).")
 @click.option("--max-checks", type=click.IntRange(min=1), default=100, show_default=True,
               help="Entries checked per tensor; larger tensors are sampled.")
-def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks):
+@click.option("--explain", is_flag=True, default=False,
+              help="Also show two checked entries of each tensor worked out: θ ± ε, the two losses, "
+                   "the numeric and analytic values and their relative error.")
+def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks,
+              explain):
     """Check hand-written gradients against central finite differences.
 
     Prints one row per parameter and input (for rnn/lstm/gru: every weight and bias, x, h0 and,
@@ -72,7 +82,10 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
         _fail(str(e), 2)
     shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in inputs.items())
     click.echo(f"gradcheck {target!r}, seed {seed}; inputs {shapes}")
-    report = run_check(target, inputs, seed=seed, max_checks=max_checks)
+    report = run_check(target, inputs, seed=seed, max_checks=max_checks, explain=2 if explain else 0)
+    if explain:
+        click.echo(f"L = Σ_k ⟨out_k, g_k⟩ with a random upstream gradient g; ε = {report.eps:g}\n")
+        click.echo(report.explain() + "\n")
     click.echo(report.table())
     if not report.passed:
         sys.exit(1)
@@ -403,7 +416,10 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     Needs torch: pip install 'bptt[bench]'.
     """
     import os
-    from bptt import benchmark as bm
+    from bptt import benchmark as bm, jit
+    if jit.get_kernels() == "reference":
+        _fail("bench times the fast kernels against torch; run it without --kernels reference "
+              "(or BPTT_KERNELS=reference)", 2)
     try:
         bm.require_torch()
         cell_list = bm.parse_list(cells, bm.CELLS, "--cells")

@@ -1,7 +1,8 @@
 """bptt: neural networks with hand-written forward and backward passes as Numba loops.
 
 Layers of the code, each importing only from those below it:
-1. ``bptt.kernels``: ``@njit`` loops on arrays;
+1. ``bptt.kernels``: ``@njit`` loops on arrays (``bptt.reference``: their readable twins in plain
+   NumPy, the same names and signatures, run instead with ``BPTT_KERNELS=reference``);
 2. ``bptt.layers``: objects owning parameters, gradients and caches;
 3. models and training;
 4. the CLI (``cli.py``), which holds no math.

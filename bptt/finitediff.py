@@ -58,10 +58,39 @@ class Row:
 
 
 @dataclass
+class Entry:
+    """One checked entry, every number of its central difference (for ``explain``)."""
+    name: str
+    index: tuple
+    theta: float
+    loss_plus: float     # L(θ + ε)
+    loss_minus: float    # L(θ − ε)
+    numeric: float       # (L(θ + ε) − L(θ − ε)) / 2ε
+    analytic: float      # from backward
+    rel: float           # |a − n| / max(|a| + |n|, tiny)
+
+
+@dataclass
 class Report:
     rows: list = field(default_factory=list)
     rtol: float = RTOL
     eps: float = EPS
+    entries: list = field(default_factory=list)   # Entry, when gradcheck(explain=n > 0)
+    tiny: float = TINY
+
+    def explain(self) -> str:
+        """Each explained entry worked out by hand: θ ± ε, the two losses, the numeric and the
+        analytic value and their relative error."""
+        e_, out = self.eps, []
+        for e in self.entries:
+            idx = ", ".join(map(str, e.index))
+            out += [f"{e.name}[{idx}]   θ = {e.theta:.12g}",
+                    f"  L(θ + ε) = L({e.theta + e_:.12g}) = {e.loss_plus:.15g}",
+                    f"  L(θ − ε) = L({e.theta - e_:.12g}) = {e.loss_minus:.15g}",
+                    f"  numeric  = (L(θ + ε) − L(θ − ε)) / 2ε = {e.numeric:.12g}",
+                    f"  analytic = {e.analytic:.12g}   (backward)",
+                    f"  relative error |a − n| / max(|a| + |n|, {self.tiny:g}) = {e.rel:.2e}"]
+        return "\n".join(out)
 
     @property
     def passed(self) -> bool:
@@ -97,12 +126,14 @@ def _loss(target, inputs, gouts) -> float:
     return math.fsum(float(np.dot(o.ravel(), g.ravel())) for o, g in zip(outs, gouts))
 
 
-def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rtol, tiny, max_checks):
+def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rtol, tiny, max_checks,
+                  explain=0, entries=None):
     flat = arr.reshape(-1)          # a view: perturbing it perturbs the live array
     an = analytic.reshape(-1)
     n = flat.size
     idx = np.arange(n) if n <= max_checks else np.sort(rng.choice(n, size=max_checks, replace=False))
     max_abs = max_rel = 0.0
+    shown = set(idx[np.linspace(0, len(idx) - 1, min(explain, len(idx))).astype(int)]) if explain else ()
     for j in idx:
         old = flat[j]
         flat[j] = old + eps
@@ -116,18 +147,22 @@ def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rt
         rel = err / max(abs(a) + abs(num), tiny)
         max_abs = max(max_abs, err)
         max_rel = max(max_rel, rel)
+        if j in shown:
+            entries.append(Entry(name, tuple(int(i) for i in np.unravel_index(j, arr.shape)), float(old),
+                                 lp, lm, num, a, rel))
     if not (math.isfinite(max_abs) and math.isfinite(max_rel)):
         max_rel = max_abs = float("inf")
     return Row(name, kind, tuple(arr.shape), len(idx), max_abs, max_rel, max_rel <= rtol)
 
 
 def gradcheck(target, inputs: dict, *, seed: int = 0, eps: float = EPS, rtol: float = RTOL,
-              tiny: float = TINY, max_checks: int = MAX_CHECKS) -> Report:
+              tiny: float = TINY, max_checks: int = MAX_CHECKS, explain: int = 0) -> Report:
     """Check every parameter gradient and input gradient of ``target`` by central differences.
 
     ``inputs`` maps the names of ``check_forward``'s arguments to arrays; they are copied, so the
     caller's arrays are never modified. Returns a :class:`Report` (``report.passed``,
-    ``print(report)``).
+    ``print(report)``). With ``explain`` = n, n of the checked entries of every tensor keep all
+    their numbers (``report.entries``, printed by ``report.explain()``).
     """
     inputs = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
     for name, p in target.parameters().items():
@@ -142,13 +177,13 @@ def gradcheck(target, inputs: dict, *, seed: int = 0, eps: float = EPS, rtol: fl
     target.check_forward(**inputs)
     dins = target.check_backward(*gouts)
     analytic = {k: g.copy() for k, g in target.gradients().items()}
-    report = Report(rtol=rtol, eps=eps)
+    report = Report(rtol=rtol, eps=eps, tiny=tiny)
     for name, p in target.parameters().items():
         report.rows.append(_check_tensor(name, "param", p, analytic[name], target, inputs, gouts,
-                                         rng, eps, rtol, tiny, max_checks))
+                                         rng, eps, rtol, tiny, max_checks, explain, report.entries))
     for name, d in dins.items():
         if name not in inputs:
             raise ValueError(f"check_backward returned a gradient for {name!r}, which is not an input")
         report.rows.append(_check_tensor(name, "input", inputs[name], np.asarray(d), target, inputs,
-                                         gouts, rng, eps, rtol, tiny, max_checks))
+                                         gouts, rng, eps, rtol, tiny, max_checks, explain, report.entries))
     return report

@@ -51,6 +51,14 @@ SLP vectorisation
     :mod:`bptt.kernels.micro_avx2` (and the other families) keep their accumulators in scalar variables, which LLVM's SLP
     vectoriser packs into SIMD registers. It changes speed only: every accumulation is an
     ``fma`` chain in a fixed order, so the bits are the same with it on or off.
+kernels
+    ``BPTT_KERNELS=reference`` (the CLI's global ``--kernels reference``, or
+    :func:`set_kernels`) makes every kernel call run its readable twin in :mod:`bptt.reference`
+    instead (``bptt.kernels.<module>.<name>`` -> ``bptt.reference.<module>.<name>``, the same
+    signature): plain Python and NumPy, no JIT, steppable in ``pdb``, slow. This is the one
+    dispatch point: layers, models and commands call the kernels as always. The default is
+    ``fast``. Only the ``dispatch`` of :func:`kernel` looks at it (``.serial``/``.parallel`` stay
+    the compiled builds).
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
     start of a process skips compilation. ``BPTT_CACHE=0`` turns it off. Cache entries are named
@@ -78,7 +86,8 @@ from numba.extending import intrinsic as _intrinsic
 
 __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
-           "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started"]
+           "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
+           "KERNELS", "set_kernels", "get_kernels", "reference_twin"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 ERROR_MODEL = "numpy"  # x / 0 is inf or NaN (IEEE), not a ZeroDivisionError check in every loop
@@ -249,6 +258,12 @@ def get_threads() -> int:
 
 
 def _init_from_env() -> None:
+    kernels = os.environ.get("BPTT_KERNELS")
+    if kernels:
+        try:
+            set_kernels(kernels)
+        except ValueError as e:
+            raise ValueError(f"BPTT_KERNELS: {e}") from None
     env = os.environ.get("BPTT_THREADS")
     if env:
         try:
@@ -322,7 +337,54 @@ def _prepare(args) -> None:
             for hook in _first_use_hooks:
                 hook(dt.name)
             _prepared.add(dt)
-    _all_prepared = {_F32, _F64} <= _prepared
+    _all_prepared = {_F32, _F64} <= _prepared and not _reference
+
+
+# -- which kernels run: the fast ones, or their readable twins in bptt.reference ---------------
+
+KERNELS = ("fast", "reference")
+_reference = False
+
+
+def set_kernels(name) -> str:
+    """Run every kernel call on the ``fast`` (compiled) kernels or on their ``reference`` twins
+    (:mod:`bptt.reference`: plain Python and NumPy, no JIT)."""
+    global _reference, _all_prepared
+    name = str(name).strip().lower()
+    if name not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {name!r}")
+    _reference = name == "reference"
+    # the dispatch looks at _reference only while _all_prepared is false: keep it false
+    _all_prepared = {_F32, _F64} <= _prepared and not _reference
+    return name
+
+
+def get_kernels() -> str:
+    """``'fast'`` or ``'reference'``: what kernel calls run on now."""
+    return "reference" if _reference else "fast"
+
+
+def reference_twin(fn):
+    """The readable twin of the kernel function ``fn`` (``bptt.kernels.<module>.<name>``):
+    ``bptt.reference.<module>.<name>``; RuntimeError if it has none."""
+    import importlib
+    module = fn.__module__.rsplit(".", 1)[-1]
+    try:
+        return getattr(importlib.import_module(f"bptt.reference.{module}"), fn.__name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"bptt.reference.{module}":
+            raise
+    except AttributeError:
+        pass
+    raise RuntimeError(f"BPTT_KERNELS=reference: {fn.__module__}.{fn.__name__} has no reference "
+                       f"twin (bptt.reference.{module}.{fn.__name__})")
+
+
+def _run_twin(twin, args):
+    """The twin on ``args`` with IEEE's silent inf and NaN, as the kernels' NumPy error model
+    (a diverging run is caught by the trainer's NaN guard, not by a warning per array)."""
+    with np.errstate(all="ignore"):
+        return twin(*args)
 
 
 def kernel(fn=None, *, parallel: bool = True):
@@ -339,9 +401,15 @@ def kernel(fn=None, *, parallel: bool = True):
     par = (numba.njit(_renamed(fn, f"__parallel_{_HASH}"), cache=CACHE, fastmath=FASTMATH, parallel=True,
                       error_model=ERROR_MODEL, nogil=True) if parallel else serial)
 
+    twin = []   # the reference twin, found on its first call
+
     @functools.wraps(fn)
     def dispatch(*args):
         if not _all_prepared:   # cheap for single-dtype kernels: the first argument's dtype
+            if _reference:      # BPTT_KERNELS=reference: plain Python, nothing compiled
+                if not twin:
+                    twin.append(reference_twin(fn))
+                return _run_twin(twin[0], args)
             if not args or getattr(args[0], "dtype", None) not in _prepared:
                 _prepare(args)
         if _threads > 1 and not _serial_scope:

@@ -4,6 +4,17 @@ import pytest
 from bptt import jit
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under BPTT_KERNELS=reference, tests marked ``jit`` (speed, Numba builds, ISA families,
+    the compiled float32 bits) are skipped: they are about the compiled kernels."""
+    if jit.get_kernels() != "reference":
+        return
+    skip = pytest.mark.skip(reason="BPTT_KERNELS=reference: needs the compiled kernels")
+    for item in items:
+        if "jit" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def threads():
     """Run a block at a chosen thread count and restore the previous count afterwards."""

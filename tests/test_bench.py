@@ -14,6 +14,8 @@ from bptt import jit
 from bptt.benchmark import problems, report, runner, workers
 from cli import main
 
+pytestmark = pytest.mark.jit   # bench times the compiled kernels
+
 torch = pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,6 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.jit   # Numba's builds and its on-disk cache
+
 SCRIPT = textwrap.dedent("""
     import hashlib, json
     import numpy as np

@@ -10,6 +10,8 @@ import pytest
 
 from bptt import jit
 
+pytestmark = pytest.mark.jit   # the ISA families of the compiled kernels
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 

@@ -1,4 +1,4 @@
-"""The blocked kernels in bptt.kernels against the straightforward ones in reference_kernels.py.
+"""The blocked kernels in bptt.kernels against their readable twins in bptt.reference.
 
 Shapes are odd on purpose: B and N around ROWS, H and I around COLS, so that every tile and row
 chunk remainder runs. Both directions (``reverse``) and a non-zero column offset are covered.
@@ -6,11 +6,13 @@ chunk remainder runs. Both directions (``reverse``) and a non-zero column offset
 import numpy as np
 import pytest
 
-import reference_kernels as ref
 from bptt import jit
 from bptt.kernels import dense, gru, lstm, rnn
 from bptt.kernels.activations import ACTIVATIONS
 from bptt.kernels.engine import COLS, ROWS
+from bptt.reference import dense as ref_dense, gru as ref_gru, lstm as ref_lstm, rnn as ref_rnn
+
+pytestmark = pytest.mark.jit   # the tilings and builds of the compiled kernels
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 # (B, T, I, H): one tiny, one with B > ROWS and G·H > COLS, neither a multiple of the block
@@ -38,16 +40,16 @@ def test_dense_kernels(N, I, O, dtype, nthreads):
     x, W, b, dy = (rng.standard_normal(s).astype(dtype) for s in [(N, I), (O, I), (O,), (N, O)])
     y, y0 = np.empty((N, O), dtype), np.empty((N, O), dtype)
     dense.dense_forward(y, x, W, b)
-    ref.dense_forward(y0, x, W, b)
+    ref_dense.dense_forward(y0, x, W, b)
     close(y, y0, dtype, "y")
     dx, dx0 = (np.full((N, I), 0.5, dtype) for _ in range(2))
     dense.dense_backward_input(dx, dy, W)
-    ref.dense_backward_input(dx0, dy, W)
+    ref_dense.dense_backward_input(dx0, dy, W)
     close(dx, dx0, dtype, "dx")
     dW, dW0 = (np.full((O, I), 0.5, dtype) for _ in range(2))
     db, db0 = (np.full(O, 0.5, dtype) for _ in range(2))
     dense.dense_backward_params(dW, db, dy, x)
-    ref.dense_backward_params(dW0, db0, dy, x)
+    ref_dense.dense_backward_params(dW0, db0, dy, x)
     close(dW, dW0, dtype, "dW")
     close(db, db0, dtype, "db")
 
@@ -66,19 +68,14 @@ def _shared_backward(a, dg, dgh, y, d, H, dtype):
     I = a["x"].shape[1]
     outs = []
     x3 = a["x"].reshape(T, B, I)
-    for mod in (rnn, ref):
+    for mod in (rnn, ref_rnn):   # the same signatures
         dW_ih, dW_hh = np.full((GH, I), 0.25, dtype), np.full((GH, H), 0.25, dtype)
         db_ih, db_hh = np.full(GH, 0.25, dtype), np.full(GH, 0.25, dtype)
-        dx = np.full((T * B, I), 0.25, dtype)
-        g = np.empty((T * B, GH), dtype)
-        if mod is rnn:   # the package's take (T, B, ·) arrays and split the work by batch half
-            rnn.input_backward_params(dW_ih, db_ih, dg, x3)
-            rnn.input_backward(dx.reshape(T, B, I), dg, a["W_ih"])
-            rnn.input_forward(g.reshape(T, B, GH), x3, a["W_ih"], a["b_hh"])
-        else:
-            ref.input_backward_params(dW_ih, db_ih, dg.reshape(T * B, GH), a["x"])
-            ref.input_backward(dx, dg.reshape(T * B, GH), a["W_ih"])
-            ref.dense_forward(g, a["x"], a["W_ih"], a["b_hh"])
+        dx = np.full((T, B, I), 0.25, dtype)
+        g = np.empty((T, B, GH), dtype)
+        mod.input_backward_params(dW_ih, db_ih, dg, x3)
+        mod.input_backward(dx, dg, a["W_ih"])
+        mod.input_forward(g, x3, a["W_ih"], a["b_hh"])
         mod.recurrent_backward_params(dW_hh, db_hh, dgh, y, a["h0"], d * H, d == 1)
         outs.append((dW_ih, db_ih, dW_hh, db_hh, dx, g))
     for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh", "dx", "input projection"), *outs):
@@ -94,7 +91,7 @@ def test_rnn_kernels(shape, d, dtype, nthreads):
     a = _common(rng, B, T, I, H, 1, dtype)
     code = ACTIVATIONS["tanh"]
     res = []
-    for mod in (rnn, ref):
+    for mod in (rnn, ref_rnn):
         y, q = a["y"].copy(), a["g"].copy()
         mod.rnn_forward(y, q, a["h0"], a["W_hh"], a["b_hh"], d * H, d == 1, code)
         dq, dh0, dh = np.empty_like(q), np.full((B, H), 0.5, dtype), np.empty((B, H), dtype)
@@ -113,7 +110,7 @@ def test_lstm_kernels(shape, d, dtype, nthreads):
     rng = np.random.default_rng(B * T + d + 1)
     a = _common(rng, B, T, I, H, 4, dtype)
     res = []
-    for mod in (lstm, ref):
+    for mod in (lstm, ref_lstm):
         y, g = a["y"].copy(), a["g"].copy()
         c, tc = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
         mod.lstm_forward(y, g, c, tc, a["h0"], a["c0"], a["W_hh"], a["b_hh"], d * H, d == 1)
@@ -136,13 +133,10 @@ def test_gru_kernels(shape, d, dtype, nthreads):
     rng = np.random.default_rng(B * T + d + 2)
     a = _common(rng, B, T, I, H, 3, dtype)
     res = []
-    for mod in (gru, ref):
+    for mod in (gru, ref_gru):
         y, g, mn = a["y"].copy(), a["g"].copy(), np.empty((T, B, H), dtype)
-        if mod is gru:
-            mod.gru_forward(y, g, mn, np.empty((B, 3 * H), dtype), a["h0"], a["W_hh"], a["b_hh"],
-                            d * H, d == 1)
-        else:
-            mod.gru_forward(y, g, mn, a["h0"], a["W_hh"], a["b_hh"], d * H, d == 1)
+        mod.gru_forward(y, g, mn, np.empty((B, 3 * H), dtype), a["h0"], a["W_hh"], a["b_hh"],
+                        d * H, d == 1)
         dgx, dgh = np.empty_like(g), np.empty_like(g)
         dh0, dh = np.full((B, H), 0.5, dtype), np.empty((B, H), dtype)
         mod.gru_backward(dgx, dgh, dh0, dh, a["dy"], a["dh_n"], g, mn, y, a["h0"], a["W_hh"],
@@ -181,6 +175,6 @@ def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
     for name, u, v in zip(("g", "dW_ih", "db_ih", "dW_hh", "db_hh", "dx"), *res):
         assert np.array_equal(u, v), name
     dW0, db0 = np.full((GH, I), 0.25, np.float32), np.full(GH, 0.25, np.float32)
-    ref.input_backward_params(dW0, db0, dg.reshape(T * B, GH), x.reshape(T * B, I))
+    ref_rnn.input_backward_params(dW0, db0, dg, x)
     close(res[0][1], dW0, np.float32, "dW_ih")
     close(res[0][2], db0, np.float32, "db_ih")

@@ -6,6 +6,8 @@ import pytest
 
 from bptt.kernels import engine, microgen
 
+pytestmark = pytest.mark.jit   # the compiled micro-kernels
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -10,6 +10,8 @@ from bptt import jit
 from bptt.benchmark import machine
 from bptt.kernels import peak
 
+pytestmark = pytest.mark.jit   # the compiled FMA peak kernel
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

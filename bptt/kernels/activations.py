@@ -34,6 +34,7 @@ operations only, which LLVM vectorises:
 Each is within a few float32 ulps (absolute error < 3e-7; exp clamps its argument to ±87), NaN in
 gives NaN out, and the same operations in the same order give the same bits in every build. Float64 keeps libm (gradient
 checks and parity with torch at 1e-10 need its last bits).
+Reference twins: :mod:`bptt.reference.activations` (same names and signatures, plain NumPy).
 """
 import math
 

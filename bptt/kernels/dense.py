@@ -9,6 +9,7 @@ Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·
 Each product runs on the product engine (:mod:`bptt.kernels.engine`): its right-hand matrix in
 panels, tiles of the output in a ``prange``, every output one fma chain in a fixed order, so the
 bits do not depend on the thread count or the ISA.
+Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain NumPy).
 """
 from ..jit import inline, kernel, prange
 from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_origin, block_product,

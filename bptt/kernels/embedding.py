@@ -3,6 +3,7 @@
 Shapes: N token positions (B·T, or any flattened batch), V vocabulary, D embedding width.
 
     out[n] = W[ids[n]]                       dW[v] += Σ_{n : ids[n] = v} dout[n]
+Reference twins: :mod:`bptt.reference.embedding` (same names and signatures, plain NumPy).
 """
 from ..jit import kernel, prange
 

@@ -10,6 +10,7 @@ Layout, direction (``reverse``) and output columns (``off``) are as in :mod:`bpt
 Because r multiplies m_n = W_hn·h_prev + b_hn, the pre-activation gradients differ on the two
 sides for the n block, so backward keeps both: dgx = ∂L/∂[x_r, x_z, x_n] for W_ih, b_ih and dx,
 and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z blocks).
+Reference twins: :mod:`bptt.reference.gru` (same names and signatures, plain NumPy).
 """
 
 from ..jit import kernel, prange

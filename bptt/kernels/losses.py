@@ -4,6 +4,7 @@ Every kernel writes the gradient of the mean loss with respect to its input into
 caller provides (overwritten, not accumulated: a loss is where backpropagation starts) and writes
 per-row losses into ``row_loss``; the caller sums those rows in a fixed order, so the result does
 not depend on the thread count.
+Reference twins: :mod:`bptt.reference.losses` (same names and signatures, plain NumPy).
 """
 import math
 

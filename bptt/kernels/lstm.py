@@ -12,6 +12,7 @@ Weight gradients and dx are one pass each after the sweep, from the stored da (T
 kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
 ``recurrent_backward_params`` and ``input_backward``. Products are blocked and parallel as
 described there.
+Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
 from ..jit import kernel, prange

@@ -33,6 +33,7 @@ sequences on, the passes before and after the sweep split the batch into the sam
 (below), and each weight-gradient sum into two parts, one per half, added at the end: a split
 fixed by B, never by the thread count. Otherwise no sum is split, and every output sums in the
 same order for any chunking, so all builds give the same bits.
+Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain NumPy).
 """
 
 import numpy as np

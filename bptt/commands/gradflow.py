@@ -1,0 +1,117 @@
+"""``bptt gradflow``: how much gradient reaches each step of a sequence, per layer and cell."""
+from __future__ import annotations
+
+import click
+
+from .common import CONTEXT, FiniteFloatRange, fail, user_errors
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("checkpoints", nargs=-1, type=click.Path(exists=True))
+@click.option("--cell", default="rnn,lstm", show_default=True,
+              help="Fresh models to compare: a comma list of rnn, gru, lstm.")
+@click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True, help="Hidden units H.")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Stacked layers.")
+@click.option("--init-scale", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Multiply every W_ih and W_hh of torch's initialisation by this: above about 2 "
+                   "the plain RNN's gradient explodes.")
+@click.option("--forget-bias", type=FiniteFloatRange(min=-20, max=20), default=0.0, show_default=True,
+              help="Add this to the LSTM's forget-gate bias at initialisation (1 is a common choice).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and data.")
+@click.option("--demo", is_flag=True, default=False,
+              help="Use an adding problem as the sequence (the default without --text).")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False),
+              help="Read the sequence from this text file (characters; the loss predicts the next one).")
+@click.option("--length", type=click.IntRange(min=2), default=100, show_default=True, help="Time steps T.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Sequences of the adding problem.")
+@click.option("--truncate", is_flag=True, default=False,
+              help="Also print, for K = 1, 2, 4, ..., T, the relative error of each weight's gradient "
+                   "when BPTT stops K steps back, against full BPTT.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help='Draw the norms on a log scale, one curve per cell, into this PNG (needs "bptt[plot]").')
+def gradflow(checkpoints, cell, hidden, layers, init_scale, forget_bias, seed, demo, text_file, length,
+             batch, truncate, plot_path):
+    """Print ‖∂L/∂h_t‖ for every step t and layer: the gradient that reaches each step.
+
+    The loss sits at the last step only, so the gradient on an early state has travelled back
+    through the whole recurrence. Fresh models of each --cell (or the models in CHECKPOINTS,
+    `bptt train` language models, one row and curve each) read an adding problem (--demo) or the
+    first --length characters of --text. A plain RNN's gradient vanishes geometrically; an LSTM's reaches further, the more
+    so with --forget-bias 1; --init-scale 3 makes the RNN's explode.
+    """
+    import numpy as np
+
+    from bptt import gradflow as gf
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            fail('--plot needs matplotlib: pip install "bptt[plot]"')
+    cells = [c.strip() for c in cell.split(",") if c.strip()]
+    bad = [c for c in cells if c not in gf.CELLS]
+    if bad or not cells:
+        fail(f"--cell must be a comma list of {', '.join(gf.CELLS)}; got {cell!r}", 2)
+    if demo and text_file:
+        fail("give --demo or --text, not both", 2)
+    try:
+        if checkpoints:
+            from bptt.data import builtin_corpus, read_text_files
+            from bptt.train import load_model
+            if demo:
+                fail("a language-model checkpoint reads text: give --text (or nothing, for the "
+                     "built-in corpus)", 2)
+            text = read_text_files([text_file]) if text_file else builtin_corpus(max_bytes=4 * length + 64)
+            flows = []
+            for path in checkpoints:
+                model, tok, _ = load_model(path)
+                ids = tok.encode(text)[:length + 1]
+                if ids.size < 3:
+                    fail(f"the text must hold at least 3 tokens, got {ids.size}")
+                x = model.embedding.forward(ids[None, :-1]).astype(np.float64)   # analysed in float64
+                stack = gf.Stack.from_language_model(model)
+                flow = gf.gradient_flow(stack, x, ids[-1:], truncate=truncate)
+                if len(checkpoints) > 1:   # one row and curve each, named by the path (and its cell)
+                    flow.cell = path if flow.cell in path else f"{path} ({flow.cell})"
+                flows.append(flow)
+            what = (f"{', '.join(checkpoints)} on {ids.size - 1} tokens of "
+                    f"{text_file or 'the built-in corpus'}")
+            stacks = []
+        elif text_file:
+            from bptt.data import CharTokenizer, read_text_files
+            text = read_text_files([text_file])
+            tok = CharTokenizer.fit(text)
+            ids = tok.encode(text)[:length + 1]
+            if ids.size < 3:
+                fail(f"{text_file}: the text must hold at least 3 characters, got {ids.size}")
+            V = tok.vocab_size
+            x = np.eye(V)[ids[None, :-1]]                      # one-hot characters (1, T, V)
+            target = ids[-1:]
+            stacks = [gf.Stack.fresh(c, V, hidden, layers, V, "xent", init_scale=init_scale,
+                                     forget_bias=forget_bias, seed=seed) for c in cells]
+            what = f"{ids.size - 1} characters of {text_file}, predicting the next one"
+        else:
+            x, target = gf.adding_problem(batch, length, seed)
+            stacks = [gf.Stack.fresh(c, 2, hidden, layers, 1, "mse", init_scale=init_scale,
+                                     forget_bias=forget_bias, seed=seed) for c in cells]
+            what = f"an adding problem, {batch} sequences of {length} steps"
+        if stacks:
+            flows = [gf.gradient_flow(s, x, target, truncate=truncate) for s in stacks]
+    except user_errors() as e:
+        fail(str(e))
+    settings = "" if checkpoints else (f"; H = {hidden}, {layers} layer{'s' * (layers > 1)}, init scale "
+                                      f"{init_scale:g}, forget bias {forget_bias:g}, seed {seed}")
+    click.echo(f"gradflow: loss at the last step of {what}{settings}")
+    click.echo(gf.norms_table(flows))
+    for f in flows if truncate else ():
+        click.echo(f"\n{f.cell}: relative error of each weight's gradient when BPTT stops K steps back")
+        click.echo(gf.truncation_table(f))
+    if plot_path is not None:
+        try:
+            gf.plot(flows, plot_path)
+        except OSError as e:
+            fail(f"cannot write {plot_path}: {e}")
+        click.echo(f"plot written to {plot_path}")
+
+
+COMMANDS = [gradflow]

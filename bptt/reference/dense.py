@@ -1,0 +1,25 @@
+"""The dense layer, y = x·Wᵀ + b, and its backward: the twin of :mod:`bptt.kernels.dense`.
+
+Shapes: x (N, I), W (O, I), b (O,), y (N, O). With y[n, o] = b[o] + Σ_i x[n, i] W[o, i], the
+chain rule gives, for an upstream gradient dy = ∂L/∂y:
+
+    ∂L/∂x[n, i] = Σ_o dy[n, o] W[o, i]        dx = dy·W
+    ∂L/∂W[o, i] = Σ_n dy[n, o] x[n, i]        dW = dyᵀ·x
+    ∂L/∂b[o]    = Σ_n dy[n, o]                db = the column sums of dy
+"""
+
+
+def dense_forward(y, x, W, b):
+    """y = x·Wᵀ + b.   y : (N, O) output, x : (N, I), W : (O, I), b : (O,)."""
+    y[...] = x @ W.T + b
+
+
+def dense_backward_input(dx, dy, W):
+    """dx += dy·W.   dx : (N, I) accumulated, dy : (N, O), W : (O, I)."""
+    dx += dy @ W
+
+
+def dense_backward_params(dW, db, dy, x):
+    """dW += dyᵀ·x,  db += Σ_n dy[n].   dW : (O, I), db : (O,) accumulated, dy : (N, O), x : (N, I)."""
+    dW += dy.T @ x
+    db += dy.sum(axis=0)
