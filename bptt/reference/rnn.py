@@ -109,6 +109,24 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         db_hh += dgh[t].sum(axis=0)
 
 
+def previous_states(X, y, h0, off, reverse):
+    """X[t·B + b] = h_prev_t[b], the state step t read (h0 for the first processed step).
+    X : (T·B, H).  y : (T, B, D·H) the states (columns off:off+H).  h0 : (B, H)."""
+    T, B, H = y.shape[0], y.shape[1], h0.shape[1]
+    steps = time_steps(T, reverse)
+    for t in steps:
+        h_prev = h0 if t == steps[0] else y[previous(t, reverse), :, off:off + H]
+        X[t * B:(t + 1) * B] = h_prev
+
+
+# From SPLIT_B sequences on, the fast module runs these sums by batch half (a split that changes
+# the order of the additions, not the sums): the same functions, under the fast kernels' names.
+_input_forward_halves = input_forward
+_input_backward_halves = input_backward
+_input_backward_params_halves = input_backward_params
+_recurrent_backward_params_halves = recurrent_backward_params
+
+
 def swap_01(dst, src, to_time_major):
     """dst[i, j] = src[j, i]: (B, T, F) to (T, B, F) and back (a copy, either way)."""
     dst[...] = src.transpose(1, 0, 2)
