@@ -317,12 +317,13 @@ def write_results(state: SweepState) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["trial", *names, "steps", "best_val_loss", "last_val_loss", "status", "folder", "error"])
+        w.writerow(["trial", *names, "steps", "best_val_loss", "last_val_loss", "status", "node", "folder",
+                    "error"])
         for t in state.sorted_trials():
             w.writerow([t["id"], *(format_value(t["params"].get(n, "")) for n in names), t["step"],
                         "" if t["best_val_loss"] is None else repr(t["best_val_loss"]),
                         "" if t["val_loss"] is None else repr(t["val_loss"]), t["status"],
-                        str(Path(TRIALS_DIR) / t["id"]), t["error"] or ""])
+                        t.get("node") or "", str(Path(TRIALS_DIR) / t["id"]), t["error"] or ""])
     os.replace(tmp, path)
     return path
 
@@ -361,13 +362,15 @@ def results_json(state: SweepState, wall_seconds=None) -> dict:
 def format_table(state: SweepState) -> str:
     """Every trial, sorted by best validation loss: parameters, steps, best loss, status."""
     names = state.param_names()
-    head = ["trial", *names, "steps", "best val", "status"]
+    nodes = len({t.get("node") for t in state.trials if t.get("node")}) > 1
+    head = ["trial", *names, "steps", "best val", *(["node"] if nodes else []), "status"]
     rows = []
     for t in state.sorted_trials():
         v = t["best_val_loss"]
         status = t["status"] + (f" ({t['error']})" if t["status"] == "failed" and t["error"] else "")
         rows.append([t["id"], *(format_value(t["params"].get(n, "")) for n in names), str(t["step"]),
-                     "-" if v is None or not math.isfinite(v) else f"{v:.4f}", status])
+                     "-" if v is None or not math.isfinite(v) else f"{v:.4f}",
+                     *([t.get("node") or "-"] if nodes else []), status])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head) - 1)]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
     return "\n".join([fmt(head)] + [fmt(r) for r in rows])
@@ -379,8 +382,17 @@ def format_table(state: SweepState) -> str:
 
 def _trainable(config, data=None, python_path=None):
     """The Ray Tune function trainable: one trial (see :func:`bptt.sweep_trial.run_trial`)."""
+    import ray
     from ray import tune
-    run_trial(config["trial"], data or [], tune.report, python_path=python_path)
+    node = f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+    try:   # Tune sets its session's stop_event when it stops a trial (ASHA, Ctrl-C)
+        from ray.train._internal.session import get_session
+        stop_event = get_session().stop_event
+        should_stop = stop_event.is_set
+    except Exception:   # not there in this Ray: the actor's end stops the run instead
+        should_stop = None
+    run_trial(config["trial"], data or [], lambda m: tune.report({**m, "node": node}),
+              python_path=python_path, should_stop=should_stop)
 
 
 def _short_temp_dir(target: Path):
@@ -476,7 +488,7 @@ def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, data_path
             trainable,
             param_space={"trial": tune.grid_search([configs[t["id"]] for t in todo])},
             tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler,
-                                        reuse_actors=False,
+                                        reuse_actors=True,   # a new actor per trial costs seconds
                                         trial_name_creator=lambda tr: tr.config["trial"]["id"],
                                         trial_dirname_creator=lambda tr: tr.config["trial"]["id"]),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -523,6 +535,7 @@ def _make_progress_class():
         def on_trial_result(self, iteration, trials, trial, result, **info):
             t = self._trial(trial)
             t["step"] = int(result.get("step", t["step"]))
+            t["node"] = result.get("node", t.get("node"))
             best = result.get("best_val_loss")
             if best is not None and math.isfinite(best):
                 t["best_val_loss"] = best

@@ -141,14 +141,15 @@ def _exit_reason(rc: int) -> str:
     return f"exited with status {rc}"
 
 
-def run_trial(spec: dict, data, report, python_path: str | None = None) -> dict:
+def run_trial(spec: dict, data, report, python_path: str | None = None, should_stop=None) -> dict | None:
     """Run one trial to its end, calling ``report(metrics)`` at every validation.
 
     ``spec``: ``id``, ``command``, ``argv`` (with data marks), ``dir`` (the trial folder),
     ``cpus``. ``data``: a list of (file name, bytes). A run folder that already holds a checkpoint
     is resumed (``--resume``), exactly as ``bptt COMMAND --resume`` would. Returns the final
     metrics, which are also reported: ``status`` is ``done`` or ``failed`` (with ``error``, the
-    run's last log line).
+    run's last log line). When ``should_stop()`` turns true (Tune stopped the trial), the run is
+    stopped and None returned, with nothing more reported.
     """
     info = TRIAL_COMMANDS[spec["command"]]
     trial_dir = Path(spec["dir"])
@@ -188,6 +189,8 @@ def run_trial(spec: dict, data, report, python_path: str | None = None) -> dict:
         try:
             while proc.poll() is None:
                 forward(tail.new_records())
+                if should_stop is not None and should_stop():
+                    return None
                 time.sleep(POLL_SECONDS)
             forward(tail.new_records())
         finally:   # Tune stopped the trial (early stopping, Ctrl-C): stop the run with it
