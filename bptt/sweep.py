@@ -359,10 +359,10 @@ def results_json(state: SweepState, wall_seconds=None) -> dict:
             "trials": [{**t, "folder": str(state.trial_dir(t["id"]))} for t in state.sorted_trials()]}
 
 
-def format_table(state: SweepState) -> str:
-    """Every trial, sorted by best validation loss: parameters, steps, best loss, status."""
+def format_table(state: SweepState, nodes: bool = False) -> str:
+    """Every trial, sorted by best validation loss: parameters, steps, best loss, (the node it
+    ran on,) status."""
     names = state.param_names()
-    nodes = len({t.get("node") for t in state.trials if t.get("node")}) > 1
     head = ["trial", *names, "steps", "best val", *(["node"] if nodes else []), "status"]
     rows = []
     for t in state.sorted_trials():
@@ -479,7 +479,9 @@ def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, data_path
         trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, python_path=python_path),
                                         {"cpu": cpus})
         if spec.scheduler == "asha":
-            scheduler = ASHAScheduler(time_attr="step", max_t=int(max_steps or 10 ** 9),
+            # max_t past the last step: a trial that reaches its end finishes by itself (with its
+            # final checkpoint written), never stopped by the scheduler at its last validation
+            scheduler = ASHAScheduler(time_attr="step", max_t=int(max_steps or 10 ** 9) + 1,
                                       grace_period=int(grace_steps or 1), reduction_factor=4)
         else:
             scheduler = FIFOScheduler()

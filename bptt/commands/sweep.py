@@ -111,6 +111,7 @@ class _Status:
         self.tty = sys.stderr.isatty()
         self.t0 = time.perf_counter()
         self.last = 0.0
+        self.nodes = 1
 
     def line(self):
         c = self.state.counts()
@@ -122,6 +123,7 @@ class _Status:
 
     def __call__(self, kind, info):
         if kind == "ray":
+            self.nodes = info["nodes"]
             click.echo(f"Ray: {info['address']}, {info['nodes']} node(s), {int(info['cpus'])} CPUs; "
                        f"{info['cpus_per_trial']} CPU(s) per trial")
             return
@@ -263,7 +265,7 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
     except OSError as e:
         fail(str(e))
     click.echo()
-    click.echo(format_table(state))
+    click.echo(format_table(state, nodes=status.nodes > 1))
     write_results(state)
     best = link_best(state)
     if json_path:
@@ -282,6 +284,8 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
     if summary["interrupted"]:
         click.echo(f"interrupted: continue with bptt sweep --resume --out {out_dir}")
         sys.exit(130)
+    if c["done"] + c["stopped"] == 0:
+        sys.exit(1)   # every trial failed
 
 
 COMMANDS = [sweep]
