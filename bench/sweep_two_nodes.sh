@@ -14,6 +14,10 @@ PORT=${PORT:-$((20000 + RANDOM % 20000))}
 PY=${PYTHON:-python}
 RAY=${RAY:-$(dirname "$(command -v "$PY")")/ray}
 TMP=$(mktemp -d /tmp/bptt2n-XXXX)   # short: Ray's unix sockets live under it
+# This cluster's own token (Ray 2.60 authenticates by token), so that nothing reads or rewrites
+# the user's ~/.ray/auth_token
+export RAY_AUTH_MODE=token
+export RAY_AUTH_TOKEN=$("$PY" -c "import secrets; print(secrets.token_hex(32))")
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -28,6 +32,7 @@ echo "head node on port $PORT, logs in $TMP"
 pids+=($!)
 for i in $(seq 1 120); do   # wait until the head answers
   if "$RAY" status --address "127.0.0.1:$PORT" > /dev/null 2>&1; then break; fi
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then cat "$TMP/head.log"; exit 1; fi
   sleep 1
 done
 "$RAY" start --address "127.0.0.1:$PORT" --num-cpus 1 --disable-usage-stats --block \

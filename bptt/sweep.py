@@ -459,6 +459,10 @@ def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, data_path
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     else:
+        if not any(os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+            # this Ray's own token, inherited by its processes: ~/.ray/auth_token is left alone
+            import secrets
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
         temp, link = _short_temp_dir(out / RAY_DIR)
         size = sum(len(b) for _, b in data)
         ray.init(_temp_dir=temp, include_dashboard=False, log_to_driver=False, configure_logging=False,
