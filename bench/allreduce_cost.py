@@ -4,7 +4,7 @@
 
 For each cell and shape of `bptt bench`, the parameter count of the recurrent layer
 (G*H*(I+H) + 2*G*H) and its float32 gradient size, the measured time of one training step of that
-layer (from bench/results.json, the last run, 2 threads), and the measured time of an all-reduce
+layer (from bench/results.json, the latest run, 2 threads), and the measured time of an all-reduce
 of a gradient of that size among ``--workers`` Ray actors on this machine, through Ray's object
 store: each actor puts its gradient, gets every other actor's, and sums them in a fixed order
 (worker 0 first), so that every worker ends with the same bits. Also printed: the time a ring
@@ -34,9 +34,9 @@ def params(cell, I, H):
 
 
 def step_ms():
-    """(cell, shape) -> bptt's median step ms in the last run of bench/results.json."""
+    """(cell, shape) -> bptt's median step ms in the latest run of bench/results.json."""
     runs = json.loads((ROOT / "bench" / "results.json").read_text())["runs"]
-    run = runs[-1]
+    run = max(runs, key=lambda r: r["machine"]["date"])
     return {(r["cell"], r["shape"]): r["bptt_ms"] for r in run["rows"]}, run["machine"]
 
 
