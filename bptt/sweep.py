@@ -456,17 +456,19 @@ def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, data_path
     if address:
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+        except Exception as e:
+            first = next((l for l in str(e).splitlines() if l.strip()), type(e).__name__)
+            raise SweepError(f"cannot connect to the Ray cluster at {address}: {first}") from None
     else:
-        if not any(os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-            # this Ray's own token, inherited by its processes: ~/.ray/auth_token is left alone
-            import secrets
-            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
         temp, link = _short_temp_dir(out / RAY_DIR)
         size = sum(len(b) for _, b in data)
-        ray.init(_temp_dir=temp, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 object_store_memory=max(100 * 2 ** 20, 4 * size))
+        try:
+            ray.init(_temp_dir=temp, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     object_store_memory=max(100 * 2 ** 20, 4 * size))
+        except Exception as e:   # Ray's own errors (ports, auth, memory): one line, and the link goes
+            os.unlink(link) if link else None
+            first = next((l for l in str(e).splitlines() if l.strip()), type(e).__name__)
+            raise SweepError(f"cannot start a local Ray (its logs are in {out / RAY_DIR}): {first}") from None
     interrupted = False
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]

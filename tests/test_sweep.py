@@ -191,3 +191,16 @@ def test_resume_of_a_finished_sweep_reruns_nothing(swept):
     assert os.path.getmtime(out / "trials" / "t000" / "checkpoint.bptt") == stamp
     r3 = run("sweep", "--grid", "lr=1e-3", "--out", str(out))
     assert r3.exit_code == 1 and "already holds a sweep" in r3.output
+
+
+def test_toml_spec_and_options_merge_on_the_command_line(tmp_path):
+    """The spec's [fixed] table and args reach the trials, an option given on the command line
+    replaces the spec's entry for that name; checked through the argument check before Ray."""
+    spec = tmp_path / "s.toml"
+    spec.write_text('samples = 1\nargs = ["--steps", "20"]\n[grid]\nlr = [1e-3, 2e-3]\ncell = ["lstm"]\n'
+                    '[fixed]\nhidden = 0\n')
+    r = run("sweep", str(spec), "--out", str(tmp_path / "a"))
+    assert r.exit_code == 2 and "--hidden" in r.output and "0" in r.output   # the fixed hidden = 0 reached train
+    spec.write_text('[grid]\nlr = [1e-3, 2e-3]\n[fixed]\nhidden = 8\n')
+    r = run("sweep", str(spec), "--grid", "lr=-1", "--out", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "trial t000 (lr=-1)" in r.output   # the command line's grid replaced the spec's
