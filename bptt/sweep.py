@@ -414,8 +414,9 @@ def _quiet_ray():
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import logging
+    # CRITICAL: a failed trial is reported by the sweep in one line, not by Ray's traceback
     for name in ("ray", "ray.tune", "ray.train", "ray.air", "ray._private"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def default_cpus_per_trial(n_trials: int, node_cpus: int) -> int:

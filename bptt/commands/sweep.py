@@ -97,6 +97,8 @@ def _mark_data(spec, data_paths, out_dir):
 
 
 def _write_data(out_dir, names, blobs):
+    if not names:
+        return
     d = Path(out_dir) / "data"
     d.mkdir(parents=True, exist_ok=True)
     for name, blob in zip(names, blobs):
