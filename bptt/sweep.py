@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sweep_trial import DATA_MARK, LOG_NAME, TRIAL_COMMANDS, last_line, run_trial
+from .sweep_trial import LOG_NAME, TRIAL_COMMANDS, last_line, run_trial
 
 STATE_NAME = "sweep.json"
 RESULTS_NAME = "results.csv"
@@ -412,7 +411,6 @@ def _quiet_ray():
     """Ray Tune's own console output off: the sweep prints its own progress and table."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import logging
     # CRITICAL: a failed trial is reported by the sweep in one line, not by Ray's traceback
     for name in ("ray", "ray.tune", "ray.train", "ray.air", "ray._private"):
@@ -424,14 +422,17 @@ def default_cpus_per_trial(n_trials: int, node_cpus: int) -> int:
     return max(1, int(node_cpus)) if n_trials == 1 else 1
 
 
-def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, data_paths=(), max_steps=None,
-              grace_steps=None, on_event=None, resume=False) -> dict:
+def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, max_steps=None,
+              grace_steps=None, on_event=None) -> dict:
     """Run every trial of ``state`` not yet finished, on a local Ray or on the cluster at
     ``address``; return a summary (``interrupted``, ``wall_seconds``, ``cpus_per_trial``).
 
     ``on_event(kind, info)`` is called on the driver: ``"ray"`` (cluster resources), ``"trial"``
     (a trial's status changed; ``info`` is the trial's entry), ``"result"`` (a validation).
-    A trial's data files are read from ``DIR/data`` (written there once by the caller).
+    The data files are read from ``DIR/data`` (written there once by the caller) and put into
+    Ray's object store once (``tune.with_parameters``); each trial writes them into its folder.
+    ``max_steps`` (the longest trial) and ``grace_steps`` (the first validation) set ASHA's
+    range.
     """
     try:
         import ray
@@ -467,7 +468,8 @@ def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, data_path
             ray.init(_temp_dir=temp, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      object_store_memory=max(100 * 2 ** 20, 4 * size))
         except Exception as e:   # Ray's own errors (ports, auth, memory): one line, and the link goes
-            os.unlink(link) if link else None
+            if link:
+                os.unlink(link)
             first = next((l for l in str(e).splitlines() if l.strip()), type(e).__name__)
             raise SweepError(f"cannot start a local Ray (its logs are in {out / RAY_DIR}): {first}") from None
     interrupted = False
