@@ -204,3 +204,16 @@ def test_toml_spec_and_options_merge_on_the_command_line(tmp_path):
     spec.write_text('[grid]\nlr = [1e-3, 2e-3]\n[fixed]\nhidden = 8\n')
     r = run("sweep", str(spec), "--grid", "lr=-1", "--out", str(tmp_path / "b"))
     assert r.exit_code == 2 and "trial t000 (lr=-1)" in r.output   # the command line's grid replaced the spec's
+
+
+def test_dry_run_prints_the_same_trials_for_the_same_seed(tmp_path):
+    args = ["sweep", "--dry-run", "--loguniform", "lr=1e-4,1e-2", "--choice", "cell=lstm,gru", "--samples", "8",
+            "--seed", "1", "--scheduler", "asha", "--out", str(tmp_path / "s"), "--", "--steps", "2000"]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 8 and lines[0].startswith("t000: bptt train --steps 2000 --lr ")
+    assert all("--cell lstm" in l or "--cell gru" in l for l in lines)
+    assert run(*args).output == r.output and not (tmp_path / "s").exists()
+    other = run(*[a if a != "1" else "2" for a in args])
+    assert other.exit_code == 0 and other.output != r.output

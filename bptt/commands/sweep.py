@@ -184,8 +184,10 @@ class _Status:
                    "their checkpoints.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also write every trial's results as JSON here.")
+@click.option("--dry-run", is_flag=True,
+              help="Print every trial's command line and stop (nothing is written, Ray is not started).")
 def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, seed, scheduler,
-          cpus_per_trial, address, out_dir, resume, json_path):
+          cpus_per_trial, address, out_dir, resume, json_path, dry_run):
     """Run many trials of train, fit or forecast on Ray Tune, locally or on a Ray cluster.
 
     \b
@@ -213,7 +215,7 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
     root = click.get_current_context().find_root().command
     try:
         if resume:
-            if args or grid or uniform or loguniform or choice or samples or seed is not None or command:
+            if args or grid or uniform or loguniform or choice or samples or seed is not None or command or dry_run:
                 fail("--resume continues the sweep in --out as it was planned: give only --out "
                      "(and --address, --cpus-per-trial, --json)", 2)
             state = SweepState.load(out_dir)
@@ -244,6 +246,13 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
                 raise SweepError(f"bad sweep spec: {e}") from None
             trials = make_trials(spec)
             parsed, data_paths = _check_trial_args(root, spec.command, trials, spec)
+            if dry_run:
+                from bptt.sweep import trial_args
+                for t in trials:
+                    click.echo(f"{t['id']}: bptt {spec.command} "
+                               + " ".join(trial_args(spec, t["params"]))
+                               + f" --out {Path(out_dir) / 'trials' / t['id']}")
+                return
             names, blobs = _mark_data(spec, data_paths, out_dir)
             steps = [p.get("steps") for p in parsed]
             max_steps = max(steps) if steps and all(isinstance(s, int) for s in steps) else None
