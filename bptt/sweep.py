@@ -270,6 +270,12 @@ class SweepState:
             raise SweepError(f"{path}: not a sweep state file ({e})") from None
         return cls(out_dir, plan)
 
+    def forget(self) -> None:
+        """Remove the state file and the data copies of a sweep in which no trial has run."""
+        (self.out_dir / STATE_NAME).unlink(missing_ok=True)
+        for name in self.plan["data"]:
+            (self.out_dir / "data" / name).unlink(missing_ok=True)
+
     def spec(self) -> SweepSpec:
         return SweepSpec(**self.plan["spec"])
 
@@ -417,6 +423,21 @@ def _quiet_ray():
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """SweepError if nothing answers at HOST:PORT (Ray itself would retry for minutes)."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SweepError(f"--address must be auto or HOST:PORT, got {address!r}")
+    import socket
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SweepError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e}; start it "
+                         f"with `ray start --head --port {port}`") from None
+
+
 def default_cpus_per_trial(n_trials: int, node_cpus: int) -> int:
     """All the cores of the largest node for a one-trial sweep, else one core per trial."""
     return max(1, int(node_cpus)) if n_trials == 1 else 1
@@ -456,6 +477,7 @@ def run_sweep(state: SweepState, *, address=None, cpus_per_trial=None, max_steps
         data.append((name, (out / "data" / name).read_bytes()))
     link = None
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as e:

@@ -217,3 +217,17 @@ def test_dry_run_prints_the_same_trials_for_the_same_seed(tmp_path):
     assert run(*args).output == r.output and not (tmp_path / "s").exists()
     other = run(*[a if a != "1" else "2" for a in args])
     assert other.exit_code == 0 and other.output != r.output
+
+
+def test_an_address_where_nothing_answers_is_a_one_line_error(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there now
+    out = tmp_path / "sw"
+    for _ in range(2):   # nothing ran, so the same command can be given again
+        r = run("sweep", "--address", f"127.0.0.1:{port}", "--grid", "lr=1e-3", "--out", str(out), "--", *TINY)
+        assert r.exit_code == 1 and "cannot connect to the Ray cluster" in r.output, r.output
+        assert "Traceback" not in r.output and not (out / "sweep.json").exists()

@@ -212,6 +212,7 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
                             make_trials, option_args, results_json, run_sweep,
                             write_results)
     args = list(spec_and_args)
+    state = None
     root = click.get_current_context().find_root().command
     try:
         if resume:
@@ -270,9 +271,10 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
         summary = run_sweep(state, address=address, cpus_per_trial=cpus_per_trial,
                             max_steps=state.plan.get("max_steps"), grace_steps=grace, on_event=status)
         status.end()
-    except SweepError as e:
-        fail(str(e))
-    except OSError as e:
+    except (SweepError, OSError) as e:
+        if not resume and state is not None and all(t["step"] == 0 and t["status"] == "pending"
+                                                     for t in state.trials):
+            state.forget()   # nothing ran: the same command can simply be given again
         fail(str(e))
     click.echo()
     click.echo(format_table(state, nodes=status.nodes > 1))
