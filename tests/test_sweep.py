@@ -70,6 +70,7 @@ def test_option_args():
 
 
 def test_toml_spec(tmp_path):
+    pytest.importorskip("tomllib")   # Python 3.11+; on 3.10 a spec is a one-line error
     p = tmp_path / "s.toml"
     p.write_text('command = "train"\nsamples = 2\nargs = ["--steps", "20"]\n[grid]\ncell = ["lstm", "gru"]\n'
                  '[loguniform]\nlr = [1e-4, 1e-2]\n[fixed]\nhidden = 16\n')
@@ -196,6 +197,7 @@ def test_resume_of_a_finished_sweep_reruns_nothing(swept):
 def test_toml_spec_and_options_merge_on_the_command_line(tmp_path):
     """The spec's [fixed] table and args reach the trials, an option given on the command line
     replaces the spec's entry for that name; checked through the argument check before Ray."""
+    pytest.importorskip("tomllib")
     spec = tmp_path / "s.toml"
     spec.write_text('samples = 1\nargs = ["--steps", "20"]\n[grid]\nlr = [1e-3, 2e-3]\ncell = ["lstm"]\n'
                     '[fixed]\nhidden = 0\n')
