@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from bptt.sweep_trial import TRIAL_COMMANDS   # standard library only: --help stays fast
+
 from .common import CONTEXT, fail
 
 RESERVED = ("out", "resume", "threads", "help")   # the sweep sets these for every trial
@@ -153,7 +155,7 @@ class _Status:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("spec_and_args", nargs=-1, type=click.UNPROCESSED, metavar="[SPEC.toml] [-- FIXED...]")
-@click.option("--command", "command", type=click.Choice(["train", "fit", "forecast"]), default=None,
+@click.option("--command", "command", type=click.Choice(list(TRIAL_COMMANDS)), default=None,
               help="The command each trial runs. [default: the spec's, or train]")
 @click.option("--grid", multiple=True, metavar="NAME=V1,V2",
               help="Try every value (repeatable; every combination of the grids is a trial).")
@@ -271,10 +273,14 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
         summary = run_sweep(state, address=address, cpus_per_trial=cpus_per_trial,
                             max_steps=state.plan.get("max_steps"), grace_steps=grace, on_event=status)
         status.end()
-    except (SweepError, OSError) as e:
-        if not resume and state is not None and all(t["step"] == 0 and t["status"] == "pending"
-                                                     for t in state.trials):
-            state.forget()   # nothing ran: the same command can simply be given again
+    except (SweepError, OSError, KeyboardInterrupt) as e:
+        nothing_ran = state is not None and all(t["step"] == 0 and t["status"] == "pending"
+                                                for t in state.trials)
+        if not resume and nothing_ran:
+            state.forget()   # the same command can simply be given again
+        if isinstance(e, KeyboardInterrupt):   # before Ray Tune took over Ctrl-C
+            fail("interrupted before any trial ran" if nothing_ran or state is None else
+                 f"interrupted: continue with bptt sweep --resume --out {out_dir}", 130)
         fail(str(e))
     click.echo()
     click.echo(format_table(state, nodes=status.nodes > 1))
