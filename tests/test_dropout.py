@@ -3,11 +3,20 @@ gradient caught, modes) and ``train --dropout`` (stacked layers, gradients, exac
 import numpy as np
 import pytest
 
-from bptt import Dropout, gradcheck
+from bptt import Dropout, gradcheck, jit
 from bptt.checkpoint import load_checkpoint
 from bptt.layers.dropout import dropout_scale
 from bptt.model import DroppedStack, LanguageModel, LMConfig
 from bptt.train import CHECKPOINT_NAME, Trainer, TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes: the serial builds (a parallel region costs more than the work, on a busy machine)."""
+    before = jit.get_threads()
+    jit.set_threads(1)
+    yield
+    jit.set_threads(before)
 
 
 def _fixed(p, shape, seed=0):
