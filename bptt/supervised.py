@@ -387,6 +387,7 @@ class SupervisedTrainer:
             self.save()
         return {"reason": reason, "step": self.step, "epoch": self.epoch + self.pos / self.n_train,
                 "val": self.last_val, "best_val": self.best_val, "best_step": self.best_step,
+                "best_epoch": None if self.best_step is None else round(self.best_step / self.steps_per_epoch, 3),
                 "elapsed": time.perf_counter() - start,
                 "checkpoint": str(self.out_dir / CHECKPOINT_NAME), "best_checkpoint": str(self.out_dir / BEST_NAME)}
 
