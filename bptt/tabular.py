@@ -444,11 +444,14 @@ class TabularMLP:
     the model protocol of :mod:`bptt.supervised`; a batch is ``{"x": (B, I), "y": (B,)}``.
     """
 
+    def __repr__(self):
+        return f"MLP({self.sizes}, {self.task})"
+
     def __init__(self, in_features, hidden, out_features, task, *, activation="relu", dropout=0.0,
-                 dtype="float64", seed=0):
+                 dtype="float64", seed=0, rng=None):
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-        rng = np.random.default_rng(seed)
+        rng = rng if rng is not None else np.random.default_rng(seed)
         sizes = [in_features] + list(hidden) + [out_features]
         self.task = task
         self.sizes = sizes
@@ -502,12 +505,14 @@ class TabularMLP:
                     x = self.drops[k].forward(x, rng)
         return x
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad: bool = False):
+        """Accumulate the parameter gradients from ∂L/∂out; return ∂L/∂x if ``input_grad``."""
         with serial_when(dout.shape[0] * self._work < SERIAL_WORK):
             for k in range(len(self.dense) - 1, -1, -1):
                 if k < len(self.drops):
                     dout = self.drops[k].backward(dout)
-                dout = self.dense[k].backward(dout, input_grad=k > 0)
+                dout = self.dense[k].backward(dout, input_grad=input_grad or k > 0)
+        return dout
 
     def loss_and_grad(self, batch, rng=None):
         out = self.forward(batch["x"], rng)
@@ -530,9 +535,4 @@ class TabularMLP:
         return (np.array([loss]),)
 
     def check_backward(self, dloss):
-        dout = self._dout * dloss[0]
-        for k in range(len(self.dense) - 1, -1, -1):
-            if k < len(self.drops):
-                dout = self.drops[k].backward(dout)
-            dout = self.dense[k].backward(dout)
-        return {"x": dout}
+        return {"x": self.backward(self._dout * dloss[0], input_grad=True)}
