@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, _check_required, load_checkpoint, save_checkpoint
 from .data import StreamBatcher, fit_tokenizer, load_corpus, split_train_val, tokenizer_from_dict
 from .model import CELLS, LanguageModel, LMConfig
 from .optim import clip_grad_norm, clip_grad_value, make_optimizer, make_schedule
@@ -408,11 +408,21 @@ class Trainer:
 
 
 def load_model(path):
-    """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder)."""
+    """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder);
+    for a text classifier's checkpoint (``bptt fit --text``), its :class:`~bptt.sequence.SequenceModel`
+    (the best weights, for a run folder), whose ``pooled`` state ``embed_texts`` uses."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    ckpt = load_lm_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") == "text":   # a text classifier of `bptt fit --text`: its pooled encoder state
+        from .fitting import load_fit_checkpoint, model_from_checkpoint
+        from .sequence import text_encoder_from_dict
+        ckpt, path = load_fit_checkpoint(path.parent if path.name == CHECKPOINT_NAME else path)
+        return model_from_checkpoint(ckpt, path), text_encoder_from_dict(ckpt["encoder"]).tokenizer, ckpt
+    if ckpt.get("kind") != "lm":
+        raise CheckpointError(f"{path}: not a language-model or text-classifier checkpoint")
+    _check_required(str(path), ckpt, MODEL_KEYS)
     try:
         model = LanguageModel(LMConfig.from_dict(ckpt["model_config"]))
         model.load_state(ckpt["model"])
