@@ -34,8 +34,11 @@ def main(threads):
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["dense", "mlp", "rnn", "lstm", "gru"]), default="mlp",
-              show_default=True, help="What to check: a Dense layer, an MLP, or a recurrent layer.")
+@click.option("--model", type=click.Choice(["dense", "mlp", "rnn", "lstm", "gru", "dropout", "table-regression",
+                                           "table-binary", "table-multiclass", "text"]), default="mlp",
+              show_default=True, help="What to check: a Dense layer, an MLP, a recurrent layer, dropout "
+                                      "(a fixed mask), the MLP of `bptt fit` with each task's loss, or its "
+                                      "text classifier (padded sequences with a mask).")
 @click.option("--activation", default="tanh", show_default=True,
               help="identity, relu, tanh, sigmoid, gelu (exact), gelu_tanh or gelu_sigmoid; "
                    "for rnn: tanh, relu or identity; ignored by lstm and gru.")
@@ -64,7 +67,7 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
     if dtype == "float32":
         click.echo("note: gradcheck runs in float64 (float32 rounding swamps finite differences); up-casting.")
     if layers is None:
-        layers = 2 if model == "mlp" else 1
+        layers = 2 if model == "mlp" or model.startswith("table-") else 1
     try:
         target, inputs = build_problem(model, activation=activation, seed=seed, batch=batch,
                                        hidden=hidden, layers=layers, seq_len=seq_len,

@@ -237,6 +237,13 @@ def test_sequence_regressor_gradcheck_on_raw_inputs(rng):
     assert report.passed, report.table()
 
 
+@pytest.mark.parametrize("model", ["dropout", "table-regression", "table-binary", "table-multiclass", "text"])
+def test_gradcheck_command_covers_the_new_models(model):
+    r = run("--threads", 1, "gradcheck", "--model", model, "--max-checks", 20)
+    assert r.exit_code == 0, r.output
+    assert "tensors pass" in r.output and "FAIL" not in r.output
+
+
 def test_a_broken_pooling_gradient_is_caught(rng, monkeypatch):
     import bptt.sequence as seq
     good = seq.pool_backward
