@@ -188,6 +188,16 @@ def spirals_table(seed: int = 0, n: int = 300) -> Table:
     return Table("<spirals>", ["x1", "x2", "label"], rows, list(range(2, len(rows) + 2)), True)
 
 
+def save_table(table: Table, path) -> None:
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(table.names)
+            w.writerows(table.rows)
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # preparing, training, evaluating
 # ---------------------------------------------------------------------------------------------

@@ -340,3 +340,31 @@ def test_text_fit_predict_and_embed(tmp_path):
     assert r.exit_code == 0 and "2 vectors of size 12" in r.output, r.output
     r = run("search", tmp_path / "v.npy", "the cat good", "-k", "1")
     assert r.exit_code == 0 and "+1.0000  the cat good" in r.output, r.output
+
+
+def test_encoder_matches_torch_packed_sequences(rng):
+    """The bidirectional 2-layer encoder on a padded batch equals torch's LSTM on the packed
+    sequences: outputs at the valid steps, and every weight gradient."""
+    torch = pytest.importorskip("torch")
+    from bptt.sequence import RecurrentEncoder
+    enc = RecurrentEncoder("lstm", 3, 4, layers=2, bidirectional=True, dtype=np.float64,
+                           rng=np.random.default_rng(5))
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).double()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            p.copy_(torch.from_numpy(enc.params[name]))
+    lens = np.array([6, 3, 5])
+    x = rng.standard_normal((3, 6, 3))
+    dout = rng.standard_normal((3, 6, 8)) * (np.arange(6)[None, :, None] < lens[:, None, None])
+    out = enc.forward(x, lens)
+    enc.zero_grad()
+    dx = enc.backward(dout)
+    xt = torch.tensor(x, requires_grad=True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lens), batch_first=True, enforce_sorted=False)
+    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=6)
+    (yt * torch.from_numpy(dout)).sum().backward()
+    valid = np.arange(6)[None, :] < lens[:, None]
+    np.testing.assert_allclose(out[valid], yt.detach().numpy()[valid], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)   # zero on the padding
+    for name, p in ref.named_parameters():
+        np.testing.assert_allclose(enc.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)

@@ -98,6 +98,8 @@ def confusion_text(labels, cm) -> str:
               help="Texts are cut to their first this many tokens.")
 @click.option("--demo", type=click.Choice(["spirals", "adding"]), default=None,
               help="Built-in data instead of a file: the 3-class spiral, or the adding problem.")
+@click.option("--save-data", type=click.Path(dir_okay=False), default=None,
+              help="With --demo spirals: also write the generated table to this CSV file.")
 @click.option("--length", type=click.IntRange(min=2), default=100, show_default=True,
               help="Sequence length T of --demo adding.")
 @click.option("--samples", type=click.IntRange(min=10), default=None,
@@ -132,7 +134,7 @@ def confusion_text(labels, cm) -> str:
               help="Write the final metrics and the baseline's as JSON here.")
 def fit(data, target, text_col, features, drop, task, header, missing, val_file, val_fraction, hidden,
         activation, dropout, cell, layers, bidirectional, pool, rnn_hidden, tokenizer, embed_dim,
-        max_vocab, max_len, demo, length, samples, epochs, minutes, batch_size, lr, optimizer,
+        max_vocab, max_len, demo, save_data, length, samples, epochs, minutes, batch_size, lr, optimizer,
         momentum, weight_decay, clip, patience, seed, dtype, threads, out_dir, resume, json_path):
     """Train a model on a CSV table (DATA, --target COL), on labelled text (--text COL), or on
     built-in data (--demo spirals|adding).
@@ -168,6 +170,12 @@ def fit(data, target, text_col, features, drop, task, header, missing, val_file,
                               bidirectional=bidirectional, pool=pool, tokenizer=tokenizer,
                               embed_dim=embed_dim, rnn_hidden=rnn_hidden, max_vocab=max_vocab, max_len=max_len, demo=demo,
                               length=length, samples=samples, dtype=dtype, seed=seed)
+            if save_data:
+                if demo != "spirals":
+                    raise ValueError("--save-data writes the table of --demo spirals")
+                from bptt.fitting import save_table, spirals_table
+                save_table(spirals_table(seed, samples or 300), save_data)
+                click.echo(f"wrote the spirals table to {save_data}")
             job = prepare(opts)
             d = DEFAULTS[job.kind]
             given = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, clip=clip)
