@@ -2,6 +2,8 @@
 exact resume, the NaN guard, the demos' generators, embed with a text classifier."""
 import csv
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -106,6 +108,16 @@ def test_binary_without_header_and_multiclass_with_confusion(tables, tmp_path):
     assert rows[0] == ["kind", "p_cat", "p_dog", "p_eel"]
     p = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
     assert np.allclose(p.sum(1), 1, atol=1e-5) and rows[1][0] in ("cat", "dog", "eel")
+
+
+def test_val_file_instead_of_a_split(tables, tmp_path):
+    rows = list(csv.reader(open(tables["multi"])))
+    write(tmp_path / "train.csv", rows[:61])
+    write(tmp_path / "val.csv", [rows[0]] + rows[61:])
+    r = run("fit", tmp_path / "train.csv", "--target", "kind", "--val", tmp_path / "val.csv",
+            "--out", tmp_path / "o", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "60 training and 20 validation rows" in r.output
 
 
 def test_stratified_split_is_seeded_and_keeps_class_shares(tables):
@@ -267,7 +279,7 @@ def test_resume_after_a_stop_mid_epoch_is_bitwise_exact(tables, tmp_path):
     *_, a = _trainer(tables, tmp_path / "a", 4)
     a.run()
     *_, b = _trainer(tables, tmp_path / "b", 4)
-    b.run(lambda kind, info: b.request_stop() if kind == "step" and info["step"] == 6 else None)
+    b.run(lambda kind, info: os.kill(os.getpid(), signal.SIGINT) if kind == "step" and info["step"] == 6 else None)
     ck = SupervisedTrainer.load(tmp_path / "b")
     assert ck["step"] == 6 and ck["pos"] > 0
     job, opts, cfg, _ = _trainer(tables, tmp_path / "unused", 4)
