@@ -122,6 +122,11 @@ def _table_job(table: Table, opts: FitOptions, val_table: Table | None, encoder_
     if dropped:
         notes.append(f"dropped {dropped} row{'s' * (dropped != 1)} with missing values")
     kinds = [column_kind(table, j) for j in feats]
+    for j, kind in zip(feats, kinds):
+        n_cat = len(set(table.column(j))) if kind == "categorical" else 0
+        if n_cat > 100 and n_cat > len(table) / 2:
+            notes.append(f"note: column {table.names[j]!r} has {n_cat} distinct strings, one-hot encoded; "
+                         "--drop it if it is an identifier or free text")
     task, classes, numeric_labels, why = detect_task(table, t, opts.task)
     notes.append(f"task: {task} ({why}{'' if opts.task else '; --task overrides'})")
     if val_table is not None:
@@ -139,6 +144,7 @@ def _table_job(table: Table, opts: FitOptions, val_table: Table | None, encoder_
         enc = Encoder.fit(table, feats, kinds, t, task, train_rows, classes)
         enc.stats["numeric_labels"] = bool(numeric_labels)
         enc.stats["has_header"] = bool(table.has_header)
+        enc.stats["n_columns"] = len(table.names)
     else:
         enc = Encoder.from_dict(encoder_dict)
     tr = table.subset(train_rows)
@@ -334,9 +340,11 @@ def predict_file(ckpt: dict, ckpt_path, csv_path, out_path) -> dict:
             if extra:
                 raise DataError(f"{table.path}, row {table.lines[0] - 1 if table.lines else 1} (the header): "
                                 f"column {extra[0]!r} was not a feature in training (features: {', '.join(enc.features)})")
-        elif len(table.names) not in (len(enc.features), len(enc.features) + 1 + len(_names(opts.drop))):
-            raise DataError(f"{table.path}: {len(table.names)} columns, but the model was trained on "
-                            f"{len(enc.features)} features")
+        elif len(table.names) == len(enc.features):   # no header, only the features: in training's order
+            table.names = list(enc.features)
+        elif len(table.names) != enc.stats.get("n_columns"):
+            raise DataError(f"{table.path}: {len(table.names)} columns, but the model was trained on a file of "
+                            f"{enc.stats.get('n_columns')} columns ({len(enc.features)} features, no header)")
         for name in enc.features:
             table.index_of(name, "feature column")
         cols = [table.index_of(n, "column") for n in enc.features]
