@@ -8,7 +8,7 @@ Reading (:func:`read_csv`)
 Typing (:func:`column_kind`)
     A column is numeric when every present cell is a finite number; categorical when at most half
     of them are numbers; in between, the first non-number is an error (a typo in a numeric
-    column). Missing cells (empty, ``NA``, ``NaN``, ``?`` ...) are an error unless
+    column). Missing cells (empty, ``NA``, ``N/A``, ``NaN``, ``null``, ``?``, in any case) are an error unless
     ``missing="drop"``, which drops their rows.
 Encoding (:class:`Encoder`)
     Numeric features are standardised, x' = (x - mean) / std, with mean and std (std 0 -> 1) from
@@ -38,7 +38,7 @@ from .layers import Dense
 from .layers.dropout import Dropout
 from .layers.losses import bce_with_logits, mse_loss, softmax_cross_entropy
 
-MISSING = frozenset(["", "na", "n/a", "nan", "null", "none", "?", "-"])
+MISSING = frozenset(["", "na", "n/a", "nan", "null", "?"])   # as pandas, but "None" may be a label
 TASKS = ("regression", "binary", "multiclass")
 MAX_INT_CLASSES = 10
 
