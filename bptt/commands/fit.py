@@ -299,10 +299,11 @@ def predict(checkpoint, data, out_path):
     try:
         ckpt, path = load_fit_checkpoint(checkpoint)
         if ckpt.get("kind") == "forecast":
-            from bptt.forecast import predict_forecast
-            res = predict_forecast(str(path), data, out_path)
-            if res is not None and not isinstance(res, dict):
-                res = None
+            try:
+                from bptt.forecast import predict_forecast
+            except ImportError:
+                fail(f"{path}: a forecast checkpoint, but this bptt has no forecasting (bptt.forecast)")
+            predict_forecast(str(path), data, out_path)
             click.echo(f"wrote {out_path}")
             return
         summary = predict_file(ckpt, path, data, out_path)
