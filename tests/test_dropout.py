@@ -133,3 +133,17 @@ def test_train_dropout_resume_is_exact_and_default_unchanged(tmp_path):
     Trainer.fresh(TrainConfig(steps=4, dropout=0.0, **tiny), tmp_path / "c", text).run()
     cc = load_checkpoint(tmp_path / "c" / CHECKPOINT_NAME)
     assert cc["rng"] == np.random.default_rng(0).bit_generator.state
+
+
+def test_train_command_takes_dropout(tmp_path):
+    from click.testing import CliRunner
+    from cli import main
+    (tmp_path / "t.txt").write_text("the cat sat on the mat\n" * 40)
+    r = CliRunner().invoke(main, [str(a) for a in ("train", tmp_path / "t.txt", "--dropout", 0.3, "--layers", 2,
+                                                   "--hidden", 8, "--embed-dim", 4, "--batch-size", 2,
+                                                   "--seq-len", 8, "--steps", 3, "--dtype", "float64",
+                                                   "--out", tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)["config"]["dropout"] == 0.3
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "t.txt"), "--dropout", "1"])
+    assert r.exit_code == 2 and "dropout" in r.output
