@@ -29,6 +29,8 @@ import numpy as np
 
 from .data import DataError, fit_tokenizer, tokenizer_from_dict
 from .jit import SERIAL_WORK, serial_when
+from .kernels.pooling import POOL_MODES
+from .kernels.pooling import pool_backward as _pool_backward, pool_forward as _pool_forward
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .layers.recurrent import GRU, LSTM, RNN
@@ -123,37 +125,23 @@ class RecurrentEncoder:
 
 
 def pool_forward(out, lengths, pool, D, H):
-    """v (B, D·H) from the encoder's out (B, T, D·H) over the valid steps (module docstring);
-    returns (v, cache)."""
-    B, T, _ = out.shape
-    rows = np.arange(B)
-    if pool == "last":
-        v = out[rows, lengths - 1].copy()
-        if D == 2:
-            v[:, H:] = out[:, 0, H:]
-        return v, None
-    valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-    if pool == "mean":
-        return (out * valid).sum(axis=1) / lengths[:, None].astype(out.dtype), None
-    masked = np.where(valid, out, -np.inf)
-    arg = np.argmax(masked, axis=1)                      # (B, D·H)
-    return np.take_along_axis(out, arg[:, None, :], axis=1)[:, 0], arg
+    """v (B, D·H) from the encoder's out (B, T, D·H) over the valid steps (module docstring;
+    :mod:`bptt.kernels.pooling`); returns (v, arg), arg the steps chosen (last, max)."""
+    B, T, C = out.shape
+    if np.any(lengths < 1) or np.any(lengths > T):
+        raise ValueError(f"lengths must be in [1, {T}], got {lengths.min()}..{lengths.max()}")
+    v = np.empty((B, C), out.dtype)
+    arg = np.empty((B, C), np.int64)
+    _pool_forward(v, arg, np.ascontiguousarray(out), np.ascontiguousarray(lengths, np.int64),
+                  POOL_MODES[pool], H if D == 2 else C)
+    return v, arg
 
 
-def pool_backward(dv, cache, shape, lengths, pool, D, H):
+def pool_backward(dv, arg, shape, lengths, pool, D, H):
     """∂L/∂out (B, T, D·H) from ∂L/∂v (B, D·H): zero on every padded step."""
-    B, T, _ = shape
     dout = np.zeros(shape, dv.dtype)
-    rows = np.arange(B)
-    if pool == "last":
-        dout[rows, lengths - 1, :H] = dv[:, :H]
-        if D == 2:
-            dout[:, 0, H:] += dv[:, H:]
-        return dout
-    if pool == "mean":
-        valid = (np.arange(T)[None, :] < lengths[:, None])[:, :, None]
-        return np.where(valid, (dv / lengths[:, None].astype(dv.dtype))[:, None, :], 0).astype(dv.dtype)
-    np.put_along_axis(dout, cache[:, None, :], dv[:, None, :], axis=1)
+    _pool_backward(dout, np.ascontiguousarray(dv), arg, np.ascontiguousarray(lengths, np.int64),
+                   POOL_MODES[pool])
     return dout
 
 

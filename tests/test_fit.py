@@ -380,3 +380,30 @@ def test_encoder_matches_torch_packed_sequences(rng):
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)   # zero on the padding
     for name, p in ref.named_parameters():
         np.testing.assert_allclose(enc.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("pool", ["last", "mean", "max"])
+@pytest.mark.parametrize("D", [1, 2])
+def test_pooling_kernels_match_a_numpy_reference(pool, D, rng):
+    from bptt.sequence import pool_backward, pool_forward
+    H, lens = 3, np.array([4, 1, 3])
+    out = rng.standard_normal((3, 4, D * H))
+    v, arg = pool_forward(out, lens, pool, D, H)
+    dv = rng.standard_normal(v.shape)
+    dout = pool_backward(dv, arg, out.shape, lens, pool, D, H)
+    ref_v, ref_d = np.zeros_like(v), np.zeros_like(out)
+    for b, L in enumerate(lens):
+        seg = out[b, :L]
+        if pool == "mean":
+            ref_v[b] = seg.mean(0)
+            ref_d[b, :L] = dv[b] / L
+        elif pool == "max":
+            a = seg.argmax(0)
+            ref_v[b] = seg[a, np.arange(D * H)]
+            ref_d[b, a, np.arange(D * H)] = dv[b]
+        else:
+            ref_v[b, :H], ref_d[b, L - 1, :H] = seg[L - 1, :H], dv[b, :H]
+            if D == 2:
+                ref_v[b, H:], ref_d[b, 0, H:] = seg[0, H:], dv[b, H:]
+    np.testing.assert_allclose(v, ref_v, rtol=1e-14)
+    np.testing.assert_allclose(dout, ref_d, rtol=1e-14)
