@@ -14,7 +14,6 @@ feature statistics, classes, tokenizer): everything ``predict`` needs.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError
 from .supervised import BEST_NAME, CHECKPOINT_NAME, SupervisedConfig, SupervisedTrainer
-from .tabular import (TASKS, Encoder, TabularMLP, Table, baseline_metrics, class_label,
+from .tabular import (Encoder, TabularMLP, Table, baseline_metrics, class_label,
                       classification_metrics, column_kind, confusion_matrix, detect_task,
                       drop_missing, output_size, probabilities, read_csv, regression_metrics,
                       split_rows)

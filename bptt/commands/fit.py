@@ -4,7 +4,6 @@ the work is in :mod:`bptt.fitting`, :mod:`bptt.tabular`, :mod:`bptt.sequence` an
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 import click
@@ -205,8 +204,6 @@ def fit(data, target, text_col, features, drop, task, header, missing, val_file,
 
 def _train(trainer, job):
     from bptt.fitting import evaluate_job
-    c = trainer.config
-    per_epoch = trainer.steps_per_epoch
     total = trainer.total_steps
     losses = []
     state = {"last": 0.0}
