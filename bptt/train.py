@@ -411,14 +411,14 @@ def load_model(path):
     """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder);
     for a text classifier's checkpoint (``bptt fit --text``), its :class:`~bptt.sequence.SequenceModel`
     (the best weights, for a run folder), whose ``pooled`` state ``embed_texts`` uses."""
-    path = Path(path)
+    path = folder = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") == "text":   # a text classifier of `bptt fit --text`: its pooled encoder state
         from .fitting import load_fit_checkpoint, model_from_checkpoint
         from .sequence import text_encoder_from_dict
-        ckpt, path = load_fit_checkpoint(path.parent if path.name == CHECKPOINT_NAME else path)
+        ckpt, path = load_fit_checkpoint(folder)   # a run folder: its best.bptt
         return model_from_checkpoint(ckpt, path), text_encoder_from_dict(ckpt["encoder"]).tokenizer, ckpt
     if ckpt.get("kind") != "lm":
         raise CheckpointError(f"{path}: not a language-model or text-classifier checkpoint")
