@@ -258,14 +258,20 @@ class SequenceModel:
                 self.embedding.backward(dx)
         return dx
 
+    def _small(self, batch):
+        lengths = batch["len"]
+        return serial_when(len(lengths) * int(lengths.max()) * self._work_per_step < SERIAL_WORK)
+
     def loss_and_grad(self, batch, rng=None):
-        out = self.forward(batch, rng)
-        loss, dout = task_loss(self.task, out, batch["y"])
-        self.backward(dout)
+        with self._small(batch):   # the loss kernels too
+            out = self.forward(batch, rng)
+            loss, dout = task_loss(self.task, out, batch["y"])
+            self.backward(dout)
         return loss
 
     def loss(self, batch):
-        return task_loss(self.task, self.forward(batch), batch["y"])[0]
+        with self._small(batch):
+            return task_loss(self.task, self.forward(batch), batch["y"])[0]
 
     def predict_batch(self, batch):
         self.eval()

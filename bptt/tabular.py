@@ -515,13 +515,15 @@ class TabularMLP:
         return dout
 
     def loss_and_grad(self, batch, rng=None):
-        out = self.forward(batch["x"], rng)
-        loss, dout = task_loss(self.task, out, batch["y"])
-        self.backward(dout)
+        with serial_when(len(batch["x"]) * self._work < SERIAL_WORK):   # the loss kernels too
+            out = self.forward(batch["x"], rng)
+            loss, dout = task_loss(self.task, out, batch["y"])
+            self.backward(dout)
         return loss
 
     def loss(self, batch):
-        return task_loss(self.task, self.forward(batch["x"]), batch["y"])[0]
+        with serial_when(len(batch["x"]) * self._work < SERIAL_WORK):
+            return task_loss(self.task, self.forward(batch["x"]), batch["y"])[0]
 
     def predict(self, x, batch_size=4096):
         """Raw outputs (N, O) in evaluation mode."""
