@@ -407,3 +407,14 @@ def test_pooling_kernels_match_a_numpy_reference(pool, D, rng):
                 ref_v[b, H:], ref_d[b, 0, H:] = seg[0, H:], dv[b, H:]
     np.testing.assert_allclose(v, ref_v, rtol=1e-14)
     np.testing.assert_allclose(dout, ref_d, rtol=1e-14)
+
+
+def test_adding_demo_runs_and_reports_mse(tmp_path):
+    js = tmp_path / "a.json"
+    r = run("fit", "--demo", "adding", "--length", 6, "--samples", 60, "--cell", "gru", "--rnn-hidden", 4,
+            "--epochs", 2, "--dtype", "float64", "--threads", 1, "--out", tmp_path / "a", "--json", js)
+    assert r.exit_code == 0, r.output
+    assert "always predicting 1 has MSE" in r.output and "final: MSE" in r.output
+    doc = json.loads(js.read_text())
+    assert doc["metrics"]["mse"] == pytest.approx(doc["metrics"]["rmse"] ** 2)
+    assert 0.05 < doc["baseline"]["mse"] < 0.4
