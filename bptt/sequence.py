@@ -421,7 +421,7 @@ def adding_job(opts):
     model = SequenceModel(spec)
     L = np.full(n, opts.length, np.int64)
     train = {"x": xtr.astype(dt), "len": L, "y": ytr.astype(dt)}
-    val = {"x": xva.astype(dt), "len": L[:len(yva)], "y": yva.astype(dt)}
+    val = {"x": xva.astype(dt), "len": np.full(len(yva), opts.length, np.int64), "y": yva.astype(dt)}
     notes = [f"adding problem: length {opts.length}, {n} training and {len(yva)} validation sequences; "
              f"always predicting 1 has MSE 1/6 = 0.1667"]
     job = Job("sequence", "regression", model, train, val, enc, spec, notes)
