@@ -209,6 +209,8 @@ def save_table(table: Table, path) -> None:
 
 def prepare(opts: FitOptions, encoder_dict=None) -> Job:
     """Read and split the data, and build the model (``encoder_dict``: a resumed run's)."""
+    if opts.demo is not None and opts.val:
+        raise ValueError("--val gives validation rows for a CSV file; the demos generate their own")
     if opts.demo == "spirals":
         opts.target = opts.target or "label"
         return _table_job(spirals_table(opts.seed, opts.samples or 300), opts, None, encoder_dict)
