@@ -113,13 +113,33 @@ def _looks_like_header(first, rest) -> bool:
     return all(cell not in {r[j] for r in sample} for j, cell in enumerate(first))
 
 
+def sniff_delimiter(sample: str) -> str:
+    """The delimiter among , ; tab | that splits the sample's first lines into the same number of
+    cells, the most cells; ',' when none does better (UCI files use ';' too)."""
+    lines = [l for l in sample.splitlines()[:20] if l.strip()]
+    if len(lines) > 1 and not sample.endswith("\n"):
+        lines = lines[:-1]   # the last line of the sample may be cut
+    best, width = ",", 1
+    for d in (",", ";", "\t", "|"):
+        try:
+            counts = {len(r) for r in csv.reader(lines, delimiter=d)}
+        except csv.Error:
+            continue
+        if len(counts) == 1 and (n := counts.pop()) > width:
+            best, width = d, n
+    return best
+
+
 def read_csv(path, header=None) -> Table:
-    """A :class:`Table` from a CSV file; DataError (one line, naming file and row) for an empty or
-    unreadable file or ragged rows. ``header``: True, False or None (detect)."""
+    """A :class:`Table` from a CSV file (delimiter , ; tab or |, detected); DataError (one line,
+    naming file and row) for an empty or unreadable file or ragged rows. ``header``: True, False
+    or None (detect)."""
     path = str(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            delimiter = sniff_delimiter(f.read(65536))
+            f.seek(0)
+            reader = csv.reader(f, delimiter=delimiter)
             rows, lines = [], []
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):

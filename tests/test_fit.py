@@ -73,6 +73,11 @@ def test_header_detection_and_positions(tables):
     t = read_csv(tables["bin"])
     assert not t.has_header and t.names == ["0", "1", "2"] and t.index_of("-1") == 2
     assert t.lines[0] == 1
+    rows = list(csv.reader(open(tables["reg"])))
+    with open(tables["dir"] / "semi.csv", "w", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    t = read_csv(tables["dir"] / "semi.csv")
+    assert t.names == ["id", "a", "b", "color", "y"] and t.rows[0] == rows[1]
 
 
 # -- each task, end to end ------------------------------------------------------------------------
