@@ -115,7 +115,7 @@ def _looks_like_header(first, rest) -> bool:
 
 def sniff_delimiter(sample: str) -> str:
     """The delimiter among , ; tab | that splits the sample's first lines into the same number of
-    cells, the most cells; ',' when none does better (UCI files use ';' too)."""
+    cells, the most cells (UCI files use ';' too); ' ' for runs of spaces; ',' otherwise."""
     lines = [l for l in sample.splitlines()[:20] if l.strip()]
     if len(lines) > 1 and not sample.endswith("\n"):
         lines = lines[:-1]   # the last line of the sample may be cut
@@ -127,11 +127,25 @@ def sniff_delimiter(sample: str) -> str:
             continue
         if len(counts) == 1 and (n := counts.pop()) > width:
             best, width = d, n
+    if width == 1 and len({len(l.split()) for l in lines}) == 1 and len(lines[0].split()) > 1:
+        return " "   # columns separated by runs of spaces (old UCI .data files)
     return best
 
 
+class _WhitespaceReader:
+    """Rows of a file whose cells are separated by runs of spaces or tabs (no quoting)."""
+
+    def __init__(self, f):
+        self.f, self.line_num = f, 0
+
+    def __iter__(self):
+        for line in self.f:
+            self.line_num += 1
+            yield line.split()
+
+
 def read_csv(path, header=None) -> Table:
-    """A :class:`Table` from a CSV file (delimiter , ; tab or |, detected); DataError (one line,
+    """A :class:`Table` from a CSV file (delimiter , ; tab | or spaces, detected); DataError (one line,
     naming file and row) for an empty or unreadable file or ragged rows. ``header``: True, False
     or None (detect)."""
     path = str(path)
@@ -139,7 +153,7 @@ def read_csv(path, header=None) -> Table:
         with open(path, newline="", encoding="utf-8-sig") as f:
             delimiter = sniff_delimiter(f.read(65536))
             f.seek(0)
-            reader = csv.reader(f, delimiter=delimiter)
+            reader = csv.reader(f, delimiter=delimiter) if delimiter != " " else _WhitespaceReader(f)
             rows, lines = [], []
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):

@@ -78,6 +78,9 @@ def test_header_detection_and_positions(tables):
         csv.writer(f, delimiter=";").writerows(rows)
     t = read_csv(tables["dir"] / "semi.csv")
     assert t.names == ["id", "a", "b", "color", "y"] and t.rows[0] == rows[1]
+    (tables["dir"] / "housing.data").write_text(" 0.1  18.0  2  7.5\n0.25   0.0  7  8.1\n0.3 0 7 9.2\n")
+    t = read_csv(tables["dir"] / "housing.data")
+    assert not t.has_header and t.rows[2] == ["0.3", "0", "7", "9.2"]
 
 
 # -- each task, end to end ------------------------------------------------------------------------
