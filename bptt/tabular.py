@@ -113,6 +113,11 @@ def _looks_like_header(first, rest) -> bool:
     return all(cell not in {r[j] for r in sample} for j, cell in enumerate(first))
 
 
+def _quoting(delimiter):
+    # Tab-separated files do not quote (IANA TSV): a text cell may start with a quotation mark.
+    return csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+
+
 def sniff_delimiter(sample: str) -> str:
     """The delimiter among , ; tab | that splits the sample's first lines into the same number of
     cells, the most cells (UCI files use ';' too); ' ' for runs of spaces; ',' otherwise."""
@@ -122,7 +127,7 @@ def sniff_delimiter(sample: str) -> str:
     best, width = ",", 1
     for d in (",", ";", "\t", "|"):
         try:
-            counts = {len(r) for r in csv.reader(lines, delimiter=d)}
+            counts = {len(r) for r in csv.reader(lines, delimiter=d, quoting=_quoting(d))}
         except csv.Error:
             continue
         if len(counts) == 1 and (n := counts.pop()) > width:
@@ -153,7 +158,8 @@ def read_csv(path, header=None) -> Table:
         with open(path, newline="", encoding="utf-8-sig") as f:
             delimiter = sniff_delimiter(f.read(65536))
             f.seek(0)
-            reader = csv.reader(f, delimiter=delimiter) if delimiter != " " else _WhitespaceReader(f)
+            reader = (csv.reader(f, delimiter=delimiter, quoting=_quoting(delimiter)) if delimiter != " "
+                      else _WhitespaceReader(f))
             rows, lines = [], []
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
