@@ -9,7 +9,8 @@ import numpy as np
 
 from .layers import GRU, LSTM, MLP, RNN, Dense
 
-MODELS = ["dense", "mlp", "rnn", "lstm", "gru"]
+MODELS = ["dense", "mlp", "rnn", "lstm", "gru", "dropout", "table-regression", "table-binary",
+          "table-multiclass", "text"]
 RECURRENT = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
@@ -37,4 +38,36 @@ def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch:
         if model == "lstm":
             inputs["c0"] = rng.standard_normal(state)
         return target, inputs
+    if model == "dropout":
+        from .layers.dropout import Dropout, dropout_scale
+        target = Dropout(0.5, dtype=np.float64)
+        target.fix_mask(dropout_scale(rng, (batch, hidden), 0.5, np.float64))   # the same mask every call
+        return target, {"x": rng.standard_normal((batch, hidden))}
+    if model.startswith("table-"):
+        # the MLP of `bptt fit` on a table, with its task's loss and dropout (fixed masks)
+        from .layers.dropout import dropout_scale
+        from .tabular import TabularMLP
+        task = model[len("table-"):]
+        O = 3 if task == "multiclass" else 1
+        act = activation if activation in ("relu", "gelu", "gelu_tanh", "gelu_sigmoid", "tanh", "sigmoid") else "tanh"
+        target = TabularMLP(input_size, [hidden] * max(layers, 1), O, task, activation=act, dropout=0.25,
+                            dtype="float64", rng=rng)
+        for d in target.drops:
+            d.fix_mask(dropout_scale(rng, (batch, hidden), 0.25, np.float64))
+        y = {"regression": rng.standard_normal(batch), "binary": (rng.random(batch) > 0.5).astype(np.float64),
+             "multiclass": rng.integers(0, 3, batch)}[task]
+        return target, {"x": rng.standard_normal((batch, input_size)), "y": y}
+    if model == "text":
+        # the text classifier of `bptt fit --text`: padded ids with lengths (the mask), an LSTM
+        # encoder (--bidirectional), mean pooling over the valid steps, dropout with fixed masks
+        from .sequence import SequenceModel
+        target = SequenceModel({"type": "sequence", "input": "ids", "vocab_size": 11, "embed_dim": input_size,
+                                "cell": "lstm", "rnn_hidden": hidden, "layers": layers,
+                                "bidirectional": bidirectional, "pool": "mean", "head_hidden": [hidden],
+                                "activation": "tanh", "dropout": 0.25, "out_features": 3,
+                                "task": "multiclass", "dtype": "float64", "seed": seed})
+        target.check_dropout_seed = seed
+        lengths = np.maximum(1, seq_len - np.arange(batch) % seq_len)   # seq_len, seq_len - 1, ...: padded
+        return target, {"ids": rng.integers(0, 11, (batch, seq_len)), "len": lengths,
+                        "y": rng.integers(0, 3, batch)}
     raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")

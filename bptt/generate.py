@@ -79,12 +79,16 @@ def embed_texts(model: LanguageModel, tokenizer, texts, *, pool: str = "last", n
     """One embedding per text: (N, H) float32. Unseen symbols map to the tokenizer's <unk>."""
     if pool not in ("last", "mean"):
         raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
-    H = model.config.hidden
+    pooled = getattr(model, "pooled", None)   # a text classifier: its encoder's pooled state
+    H = model.pooled_size if pooled is not None else model.config.hidden
     out = np.zeros((len(texts), H), np.float32)
     for i, text in enumerate(texts):
         ids = tokenizer.encode(text)
         if ids.size == 0:
             continue  # an empty text embeds as the zero vector
+        if pooled is not None:
+            out[i] = pooled(ids, pool)
+            continue
         hs, _ = model.hidden_states(ids.reshape(1, -1))
         v = hs[0, -1] if pool == "last" else hs[0].mean(axis=0)
         out[i] = v

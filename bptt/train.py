@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, _check_required, load_checkpoint, save_checkpoint
 from .data import StreamBatcher, fit_tokenizer, load_corpus, split_train_val, tokenizer_from_dict
 from .model import CELLS, LanguageModel, LMConfig
 from .optim import clip_grad_norm, clip_grad_value, make_optimizer, make_schedule
@@ -47,6 +47,7 @@ class TrainConfig:
     hidden: int = 256
     layers: int = 1
     embed_dim: int = 64
+    dropout: float = 0.0
     tokenizer: str = "char"
     max_vocab: int = 10000
     seq_len: int = 64
@@ -97,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         if self.tokenizer not in ("char", "word"):
             raise ValueError(f"tokenizer must be char or word; got {self.tokenizer!r}")
+        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.steps is None and self.epochs is None and self.minutes is None:
@@ -171,7 +174,8 @@ class Trainer:
         self.batcher = StreamBatcher(self.train_ids, config.batch_size, config.seq_len)
         self.model_config = LMConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                      hidden=config.hidden, layers=config.layers,
-                                     embed_dim=config.embed_dim, dtype=config.dtype, seed=config.seed)
+                                     embed_dim=config.embed_dim, dtype=config.dtype, seed=config.seed,
+                                     dropout=config.dropout)
         self.model = LanguageModel(self.model_config)
         kw = {}
         if config.weight_decay is not None and config.optimizer in ("sgd", "adam", "adamw"):
@@ -304,7 +308,9 @@ class Trainer:
         batch = next(self.batcher)
         state = None if batch.reset else self.state
         self.model.zero_grad()
-        loss, new_state = self.model.loss_and_grad(batch.x, batch.y, state)
+        # dropout masks come from the run's generator, saved in the checkpoint: resume is exact
+        kw = {"rng": self.rng} if c.dropout else {}
+        loss, new_state = self.model.loss_and_grad(batch.x, batch.y, state, **kw)
         grads = self.model.gradients()
         norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
             sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
@@ -402,11 +408,21 @@ class Trainer:
 
 
 def load_model(path):
-    """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder)."""
-    path = Path(path)
+    """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder);
+    for a text classifier's checkpoint (``bptt fit --text``), its :class:`~bptt.sequence.SequenceModel`
+    (the best weights, for a run folder), whose ``pooled`` state ``embed_texts`` uses."""
+    path = folder = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    ckpt = load_lm_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") == "text":   # a text classifier of `bptt fit --text`: its pooled encoder state
+        from .fitting import load_fit_checkpoint, model_from_checkpoint
+        from .sequence import text_encoder_from_dict
+        ckpt, path = load_fit_checkpoint(folder)   # a run folder: its best.bptt
+        return model_from_checkpoint(ckpt, path), text_encoder_from_dict(ckpt["encoder"]).tokenizer, ckpt
+    if ckpt.get("kind") != "lm":
+        raise CheckpointError(f"{path}: not a language-model or text-classifier checkpoint")
+    _check_required(str(path), ckpt, MODEL_KEYS)
     try:
         model = LanguageModel(LMConfig.from_dict(ckpt["model_config"]))
         model.load_state(ckpt["model"])

@@ -1,0 +1,428 @@
+"""bptt fit / predict: CSV reading, each task, each bad input, the padding mask, gradient checks,
+exact resume, the NaN guard, the demos' generators, embed with a text classifier."""
+import csv
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bptt import gradcheck, jit
+from bptt.checkpoint import load_checkpoint
+from bptt.demos import adding_problem, spirals
+from bptt.fitting import FitOptions, make_trainer, prepare
+from bptt.sequence import SequenceModel, reverse_index
+from bptt.supervised import CHECKPOINT_NAME, SupervisedConfig, SupervisedTrainer
+from bptt.tabular import TabularMLP, read_csv
+from bptt.train import TrainingError
+from cli import main
+
+FAST = ["--dtype", "float64", "--threads", "1", "--epochs", "3", "--hidden", "8"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = jit.get_threads()
+    jit.set_threads(1)   # tiny shapes: the serial builds
+    yield
+    jit.set_threads(before)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(r, *parts):
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    lines = [l for l in r.output.splitlines() if l.startswith("Error:")]
+    assert len(lines) == 1, r.output
+    for p in parts:
+        assert p in lines[0], lines[0]
+    return lines[0]
+
+
+def write(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tables")
+    rng = np.random.default_rng(0)
+    reg, binary, multi = [["id", "a", "b", "color", "y"]], [], [["x1", "x2", "kind"]]
+    for i in range(80):
+        a, b = rng.standard_normal(2)
+        c = ["red", "green", "blue"][i % 3]
+        reg.append([i, f"{a:.3f}", f"{b:.3f}", c, f"{3 * a - b + (c == 'red'):.3f}"])
+        binary.append([f"{a:.3f}", f"{b:.3f}", int(a + b > 0)])
+        multi.append([f"{a:.3f}", f"{b:.3f}", ["cat", "dog", "eel"][int(a > 0) + int(b > 0)]])
+    return {"reg": write(d / "reg.csv", reg), "bin": write(d / "bin.csv", binary),
+            "multi": write(d / "multi.csv", multi), "dir": d}
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+def test_header_detection_and_positions(tables):
+    t = read_csv(tables["reg"])
+    assert t.has_header and t.names == ["id", "a", "b", "color", "y"] and len(t) == 80
+    t = read_csv(tables["bin"])
+    assert not t.has_header and t.names == ["0", "1", "2"] and t.index_of("-1") == 2
+    assert t.lines[0] == 1
+    rows = list(csv.reader(open(tables["reg"])))
+    with open(tables["dir"] / "semi.csv", "w", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    t = read_csv(tables["dir"] / "semi.csv")
+    assert t.names == ["id", "a", "b", "color", "y"] and t.rows[0] == rows[1]
+    (tables["dir"] / "housing.data").write_text(" 0.1  18.0  2  7.5\n0.25   0.0  7  8.1\n0.3 0 7 9.2\n")
+    t = read_csv(tables["dir"] / "housing.data")
+    assert not t.has_header and t.rows[2] == ["0.3", "0", "7", "9.2"]
+
+
+# -- each task, end to end ------------------------------------------------------------------------
+
+def test_regression_fit_predict_and_json(tables, tmp_path):
+    out, js = tmp_path / "r", tmp_path / "r.json"
+    r = run("fit", tables["reg"], "--target", "y", "--drop", "id", "--out", out, "--json", js, *FAST)
+    assert r.exit_code == 0, r.output
+    assert "task: regression" in r.output and "epoch 3:" in r.output
+    final = [l for l in r.output.splitlines() if l.startswith("final:")][0]
+    assert "RMSE" in final and "R²" in final and "mean predictor" in final
+    doc = json.loads(js.read_text())
+    assert doc["task"] == "regression" and set(doc["metrics"]) == {"rmse", "mae", "r2"}
+    assert doc["baseline"]["r2"] <= 0.05 and doc["metrics"]["rmse"] < doc["baseline"]["rmse"]
+    r = run("predict", out, tables["reg"], "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(open(tmp_path / "p.csv")))
+    assert rows[0] == ["y"] and len(rows) == 81 and float(rows[1][0]) == float(rows[1][0])
+    assert "RMSE" in r.output
+
+
+def test_binary_without_header_and_multiclass_with_confusion(tables, tmp_path):
+    r = run("fit", tables["bin"], "--target", "-1", "--out", tmp_path / "b", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "task: binary" in r.output and "majority class" in r.output
+    r = run("fit", tables["multi"], "--target", "kind", "--out", tmp_path / "m", "--dropout", "0.2", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "task: multiclass (3 labels" in r.output and "confusion matrix" in r.output
+    assert "macro-F1" in r.output and "log loss" in r.output
+    r = run("predict", tmp_path / "m", tables["multi"], "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(open(tmp_path / "p.csv")))
+    assert rows[0] == ["kind", "p_cat", "p_dog", "p_eel"]
+    p = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    assert np.allclose(p.sum(1), 1, atol=1e-5) and rows[1][0] in ("cat", "dog", "eel")
+
+
+def test_val_file_instead_of_a_split(tables, tmp_path):
+    rows = list(csv.reader(open(tables["multi"])))
+    write(tmp_path / "train.csv", rows[:61])
+    write(tmp_path / "val.csv", [rows[0]] + rows[61:])
+    r = run("fit", tmp_path / "train.csv", "--target", "kind", "--val", tmp_path / "val.csv",
+            "--out", tmp_path / "o", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "60 training and 20 validation rows" in r.output
+
+
+def test_stratified_split_is_seeded_and_keeps_class_shares(tables):
+    a = prepare(FitOptions(data=str(tables["multi"]), target="kind", dtype="float64"))
+    b = prepare(FitOptions(data=str(tables["multi"]), target="kind", dtype="float64"))
+    assert np.array_equal(a.val["x"], b.val["x"])
+    share = lambda y: np.bincount(y, minlength=3) / y.size
+    assert np.abs(share(a.train["y"]) - share(a.val["y"])).max() < 0.06
+    # the standardisation comes from the training rows only
+    assert np.allclose(a.train["x"][:, 0].mean(), 0, atol=1e-12) and not np.isclose(a.val["x"][:, 0].mean(), 0, atol=1e-6)
+
+
+# -- bad input: one line naming file, row and column; no checkpoint written ----------------------
+
+def test_bad_inputs_are_one_line_errors(tables, tmp_path):
+    d = tmp_path
+    one_line_error(run("fit", tables["reg"], "--target", "nope", "--out", d / "o", *FAST), "reg.csv", "row 1", "'nope'")
+    write(d / "ragged.csv", [["a", "b"], [1, 2], [3]])
+    one_line_error(run("fit", d / "ragged.csv", "--target", "b", "--out", d / "o", *FAST), "ragged.csv", "row 3", "ragged")
+    (d / "empty.csv").write_text("")
+    one_line_error(run("fit", d / "empty.csv", "--target", "b", "--out", d / "o", *FAST), "empty.csv", "empty")
+    rows = [["a", "b", "y"]] + [[i, i % 3, i % 2] for i in range(20)]
+    rows[5][0] = "abc"
+    write(d / "typo.csv", rows)
+    one_line_error(run("fit", d / "typo.csv", "--target", "y", "--out", d / "o", *FAST),
+                   "typo.csv", "row 6", "column 'a'", "'abc'")
+    rows[5][0] = "NaN"
+    rows[7][1] = ""
+    write(d / "nan.csv", rows)
+    one_line_error(run("fit", d / "nan.csv", "--target", "y", "--out", d / "o", *FAST),
+                   "nan.csv", "row 6", "column 'a'", "--missing drop")
+    r = run("fit", d / "nan.csv", "--target", "y", "--missing", "drop", "--out", d / "ok", *FAST)
+    assert r.exit_code == 0 and "dropped 2 rows" in r.output, r.output
+    write(d / "one.csv", [["a", "y"]] + [[i, "same"] for i in range(10)])
+    one_line_error(run("fit", d / "one.csv", "--target", "y", "--out", d / "o", *FAST), "one.csv", "column 'y'", "one value")
+    write(d / "few.csv", [["a", "y"], [1, 1.5], [2, 2.5]])
+    one_line_error(run("fit", d / "few.csv", "--target", "y", "--out", d / "o", *FAST), "few.csv", "too few")
+    write(d / "text.csv", [["t", "y"], ["ab", "x"], ["cd", "z"], ["ef", "x"]])
+    one_line_error(run("fit", d / "text.csv", "--text", "body", "--target", "y", "--out", d / "o", *FAST),
+                   "text.csv", "row 1", "'body'")
+    assert not (d / "o").exists()
+
+
+def test_bad_prediction_inputs_and_no_overwrite(tables, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert run("fit", tables["reg"], "--target", "y", "--drop", "id", "--out", out, *FAST).exit_code == 0
+    before = (out / CHECKPOINT_NAME).read_bytes()
+    one_line_error(run("fit", tables["reg"], "--target", "y", "--out", out, *FAST), "--resume")
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+    d = tmp_path
+    write(d / "unknown.csv", [["id", "a", "b", "color"], [1, 0.5, 0.2, "purple"]])
+    one_line_error(run("predict", out, d / "unknown.csv", "--out", d / "p.csv"), "unknown.csv", "row 2",
+                   "column 'color'", "'purple'")
+    write(d / "missing.csv", [["id", "a", "color"], [1, 0.5, "red"]])
+    one_line_error(run("predict", out, d / "missing.csv", "--out", d / "p.csv"), "missing.csv", "'b'")
+    write(d / "extra.csv", [["a", "b", "color", "zzz"], [0.5, 0.2, "red", 3]])
+    one_line_error(run("predict", out, d / "extra.csv", "--out", d / "p.csv"), "extra.csv", "'zzz'")
+    # a language model's checkpoint is not a fit checkpoint
+    from bptt.checkpoint import save_checkpoint
+    save_checkpoint(d / "lm.bptt", {"kind": "lm", "model": {}})
+    one_line_error(run("predict", d / "lm.bptt", tables["reg"], "--out", d / "p.csv"), "lm.bptt", "'lm'")
+
+
+# -- models: gradients ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task,O", [("regression", 1), ("binary", 1), ("multiclass", 3)])
+def test_tabular_mlp_gradcheck_each_loss_with_dropout(task, O, rng):
+    from bptt.layers.dropout import dropout_scale
+    m = TabularMLP(4, [6, 5], O, task, activation="gelu", dropout=0.3, dtype="float64", seed=1)
+    for k, d in enumerate(m.drops):
+        d.fix_mask(dropout_scale(np.random.default_rng(k), (5, [6, 5][k]), 0.3, np.float64))
+    y = {"regression": rng.standard_normal(5), "binary": (rng.random(5) > 0.5).astype(float),
+         "multiclass": rng.integers(0, 3, 5)}[task]
+    report = gradcheck(m, {"x": rng.standard_normal((5, 4)), "y": y})
+    assert report.passed, report.table()
+    assert len(report.rows) == 7
+
+
+def _seq_spec(**kw):
+    spec = {"type": "sequence", "task": "multiclass", "out_features": 3, "cell": "lstm", "rnn_hidden": 4,
+            "layers": 1, "bidirectional": True, "pool": "mean", "head_hidden": [5], "activation": "tanh",
+            "dropout": 0.0, "dtype": "float64", "seed": 3, "input": "ids", "vocab_size": 9, "embed_dim": 3}
+    spec.update(kw)
+    return spec
+
+
+@pytest.mark.parametrize("cell,pool,layers", [("lstm", "last", 2), ("gru", "max", 1), ("rnn", "mean", 2)])
+def test_padding_changes_neither_loss_nor_gradients(cell, pool, layers, rng):
+    """A padded batch gives the loss and every gradient of the sequences run one at a time,
+    unpadded (the mean over the batch = the mean of the single-sequence losses)."""
+    m = SequenceModel(_seq_spec(cell=cell, pool=pool, layers=layers))
+    lens = np.array([5, 2, 4])
+    ids = rng.integers(1, 9, (3, 7))   # padding beyond len: any ids, to show they count for nothing
+    y = np.array([0, 2, 1])
+    m.zero_grad()
+    loss = m.loss_and_grad({"ids": ids, "len": lens, "y": y})
+    padded = {k: g.copy() for k, g in m.gradients().items()}
+    m.zero_grad()
+    singles = [m.loss_and_grad({"ids": ids[b:b + 1, :lens[b]], "len": lens[b:b + 1], "y": y[b:b + 1]})
+               for b in range(3)]
+    assert loss == pytest.approx(np.mean(singles), rel=1e-12)
+    for k, g in m.gradients().items():
+        np.testing.assert_allclose(padded[k], g / 3, rtol=1e-9, atol=1e-14, err_msg=k)
+    assert np.abs(padded["embedding.weight"]).sum() > 0
+
+
+def test_reverse_index_is_its_own_inverse():
+    idx = reverse_index(np.array([3, 1, 4]), 4)
+    assert idx.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [3, 2, 1, 0]]
+    assert np.array_equal(np.take_along_axis(idx, idx, 1), np.tile(np.arange(4), (3, 1)))
+
+
+def test_text_classifier_gradcheck_with_mask_and_dropout(rng):
+    m = SequenceModel(_seq_spec(cell="gru", layers=2, dropout=0.3, pool="last"))
+    m.check_dropout_seed = 4
+    inputs = {"ids": rng.integers(0, 9, (3, 5)), "len": np.array([5, 3, 1]), "y": np.array([1, 0, 2]),
+              "h0": rng.standard_normal((4, 3, 4))}
+    report = gradcheck(m, inputs, max_checks=25)
+    assert report.passed, report.table()
+    assert any(r.name == "h0" for r in report.rows)
+
+
+def test_sequence_regressor_gradcheck_on_raw_inputs(rng):
+    m = SequenceModel(_seq_spec(input="x", input_size=2, task="regression", out_features=1, head_hidden=[],
+                                bidirectional=False, pool="last"))
+    inputs = {"x": rng.standard_normal((2, 4, 2)), "len": np.array([4, 4]), "y": rng.standard_normal(2),
+              "h0": rng.standard_normal((1, 2, 4)), "c0": rng.standard_normal((1, 2, 4))}
+    report = gradcheck(m, inputs)
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("model", ["dropout", "table-regression", "table-binary", "table-multiclass", "text"])
+def test_gradcheck_command_covers_the_new_models(model):
+    r = run("--threads", 1, "gradcheck", "--model", model, "--max-checks", 20)
+    assert r.exit_code == 0, r.output
+    assert "tensors pass" in r.output and "FAIL" not in r.output
+
+
+def test_a_broken_pooling_gradient_is_caught(rng, monkeypatch):
+    import bptt.sequence as seq
+    good = seq.pool_backward
+    monkeypatch.setattr(seq, "pool_backward", lambda dv, *a: good(dv, *a) * 0.9)
+    m = SequenceModel(_seq_spec())
+    report = gradcheck(m, {"ids": rng.integers(0, 9, (2, 4)), "len": np.array([4, 2]), "y": np.array([0, 1])},
+                       max_checks=10)
+    assert not report.passed
+
+
+# -- training: exact resume, Ctrl-C, NaN guard ---------------------------------------------------
+
+def _trainer(tables, out, epochs, dropout=0.2):
+    opts = FitOptions(data=str(tables["multi"]), target="kind", dtype="float64", hidden=[8], dropout=dropout)
+    job = prepare(opts)
+    cfg = SupervisedConfig(epochs=epochs, batch_size=16, lr=0.01, patience=None)
+    return job, opts, cfg, make_trainer(job, opts, cfg, out)
+
+
+def test_resume_after_a_stop_mid_epoch_is_bitwise_exact(tables, tmp_path):
+    *_, a = _trainer(tables, tmp_path / "a", 4)
+    a.run()
+    *_, b = _trainer(tables, tmp_path / "b", 4)
+    b.run(lambda kind, info: os.kill(os.getpid(), signal.SIGINT) if kind == "step" and info["step"] == 6 else None)
+    ck = SupervisedTrainer.load(tmp_path / "b")
+    assert ck["step"] == 6 and ck["pos"] > 0
+    job, opts, cfg, _ = _trainer(tables, tmp_path / "unused", 4)
+    c = make_trainer(job, opts, cfg, tmp_path / "b", checkpoint=ck)
+    assert c.run()["reason"] == "done"
+    pa, pc = a.model.state_dict(), c.model.state_dict()
+    assert all(np.array_equal(pa[k], pc[k]) for k in pa)
+    recs = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val_loss" in r for r in recs) == 4 and "accuracy" in recs[-1]
+
+
+def test_cli_resume_continues_to_the_same_weights(tables, tmp_path):
+    args = [tables["bin"], "--target", "-1", "--dtype", "float64", "--threads", "1", "--hidden", "8", "--patience", "0"]
+    assert run("fit", *args, "--epochs", 4, "--out", tmp_path / "a").exit_code == 0
+    assert run("fit", *args, "--epochs", 2, "--out", tmp_path / "b").exit_code == 0
+    r = run("fit", tables["bin"], "--resume", "--epochs", 4, "--out", tmp_path / "b")
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    ma, mb = (load_checkpoint(tmp_path / d / CHECKPOINT_NAME)["model"] for d in "ab")
+    assert all(np.array_equal(ma[k], mb[k]) for k in ma)
+
+
+def test_nan_guard_keeps_the_good_checkpoint(tables, tmp_path):
+    job, *_, t = _trainer(tables, tmp_path / "n", 6)
+    t.config.epochs = 2
+    t.total_steps = 2 * t.steps_per_epoch
+    t.run()
+    good = (tmp_path / "n" / CHECKPOINT_NAME).read_bytes()
+    job2, opts, cfg, _ = _trainer(tables, tmp_path / "x", 6)
+    t2 = make_trainer(job2, opts, cfg, tmp_path / "n", checkpoint=SupervisedTrainer.load(tmp_path / "n"))
+    t2.model.loss_and_grad = lambda batch, rng=None: float("nan")
+    with pytest.raises(TrainingError, match="non-finite.*kept"):
+        t2.run()
+    assert (tmp_path / "n" / CHECKPOINT_NAME).read_bytes() == good
+
+
+# -- demos and text ------------------------------------------------------------------------------
+
+def test_demo_generators():
+    X, y = spirals(50, seed=1)
+    assert X.shape == (150, 2) and np.bincount(y).tolist() == [50, 50, 50]
+    assert np.array_equal(X, spirals(50, seed=1)[0])
+    x, t = adding_problem(4000, 30, seed=2)
+    assert x.shape == (4000, 30, 2)
+    marks = x[:, :, 1]
+    assert np.all(marks.sum(1) == 2) and np.all(marks[:, :15].sum(1) == 1)
+    assert np.allclose(t, (x[:, :, 0] * marks).sum(1))
+    assert abs(np.mean((t - 1) ** 2) - 1 / 6) < 0.01
+
+
+def test_text_fit_predict_and_embed(tmp_path):
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat ran on mat".split()
+    rows = [["text", "label"]]
+    for i in range(60):
+        w = list(rng.choice(words, rng.integers(2, 6)))
+        lab = ["good", "bad"][i % 2]
+        w.insert(int(rng.integers(0, len(w))), lab)
+        rows.append([" ".join(w), lab])
+    write(tmp_path / "t.csv", rows)
+    out = tmp_path / "t"
+    r = run("fit", tmp_path / "t.csv", "--text", "text", "--target", "label", "--tokenizer", "word",
+            "--rnn-hidden", "6", "--embed-dim", "4", "--bidirectional", "--pool", "max", "--out", out, *FAST)
+    assert r.exit_code == 0, r.output
+    assert "task: binary" in r.output and "final:" in r.output
+    assert load_checkpoint(out / "best.bptt")["kind"] == "text"
+    r = run("predict", out, tmp_path / "t.csv", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0 and "accuracy" in r.output, r.output
+    (tmp_path / "q.txt").write_text("the cat good\na dog bad\n")
+    r = run("embed", out, tmp_path / "q.txt", "--out", tmp_path / "v.npy")
+    assert r.exit_code == 0 and "2 vectors of size 12" in r.output, r.output
+    r = run("search", tmp_path / "v.npy", "the cat good", "-k", "1")
+    assert r.exit_code == 0 and "+1.0000  the cat good" in r.output, r.output
+
+
+def test_encoder_matches_torch_packed_sequences(rng):
+    """The bidirectional 2-layer encoder on a padded batch equals torch's LSTM on the packed
+    sequences: outputs at the valid steps, and every weight gradient."""
+    torch = pytest.importorskip("torch")
+    from bptt.sequence import RecurrentEncoder
+    enc = RecurrentEncoder("lstm", 3, 4, layers=2, bidirectional=True, dtype=np.float64,
+                           rng=np.random.default_rng(5))
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).double()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            p.copy_(torch.from_numpy(enc.params[name]))
+    lens = np.array([6, 3, 5])
+    x = rng.standard_normal((3, 6, 3))
+    dout = rng.standard_normal((3, 6, 8)) * (np.arange(6)[None, :, None] < lens[:, None, None])
+    out = enc.forward(x, lens)
+    enc.zero_grad()
+    dx = enc.backward(dout)
+    xt = torch.tensor(x, requires_grad=True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lens), batch_first=True, enforce_sorted=False)
+    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=6)
+    (yt * torch.from_numpy(dout)).sum().backward()
+    valid = np.arange(6)[None, :] < lens[:, None]
+    np.testing.assert_allclose(out[valid], yt.detach().numpy()[valid], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)   # zero on the padding
+    for name, p in ref.named_parameters():
+        np.testing.assert_allclose(enc.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("pool", ["last", "mean", "max"])
+@pytest.mark.parametrize("D", [1, 2])
+def test_pooling_kernels_match_a_numpy_reference(pool, D, rng):
+    from bptt.sequence import pool_backward, pool_forward
+    H, lens = 3, np.array([4, 1, 3])
+    out = rng.standard_normal((3, 4, D * H))
+    v, arg = pool_forward(out, lens, pool, D, H)
+    dv = rng.standard_normal(v.shape)
+    dout = pool_backward(dv, arg, out.shape, lens, pool, D, H)
+    ref_v, ref_d = np.zeros_like(v), np.zeros_like(out)
+    for b, L in enumerate(lens):
+        seg = out[b, :L]
+        if pool == "mean":
+            ref_v[b] = seg.mean(0)
+            ref_d[b, :L] = dv[b] / L
+        elif pool == "max":
+            a = seg.argmax(0)
+            ref_v[b] = seg[a, np.arange(D * H)]
+            ref_d[b, a, np.arange(D * H)] = dv[b]
+        else:
+            ref_v[b, :H], ref_d[b, L - 1, :H] = seg[L - 1, :H], dv[b, :H]
+            if D == 2:
+                ref_v[b, H:], ref_d[b, 0, H:] = seg[0, H:], dv[b, H:]
+    np.testing.assert_allclose(v, ref_v, rtol=1e-14)
+    np.testing.assert_allclose(dout, ref_d, rtol=1e-14)
+
+
+def test_adding_demo_runs_and_reports_mse(tmp_path):
+    js = tmp_path / "a.json"
+    r = run("fit", "--demo", "adding", "--length", 6, "--samples", 60, "--cell", "gru", "--rnn-hidden", 4,
+            "--epochs", 2, "--dtype", "float64", "--threads", 1, "--out", tmp_path / "a", "--json", js)
+    assert r.exit_code == 0, r.output
+    assert "always predicting 1 has MSE" in r.output and "final: MSE" in r.output
+    doc = json.loads(js.read_text())
+    assert doc["metrics"]["mse"] == pytest.approx(doc["metrics"]["rmse"] ** 2)
+    assert 0.05 < doc["baseline"]["mse"] < 0.4
