@@ -598,3 +598,487 @@ def evaluate_forecast(model: "Forecaster", data: ForecastData, origins=None, bat
     truth = data.truth(origins)
     metrics = {k: forecast_metrics(p, truth, data.naive_scale) for k, p in preds.items()}
     return {"loss": loss, "metrics": metrics, "pred": preds["model"], "truth": truth}
+
+
+# ---------------------------------------------------------------------------------------------
+# training: epochs of shuffled training windows, early stopping on the validation loss
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_NAME = "checkpoint.bptt"
+METRICS_NAME = "metrics.jsonl"
+KIND = "forecast"
+PREDICT_KEYS = ("model_config", "best_model", "data.target_names", "data.covariate_names",
+                "data.window", "data.horizon", "data.target_mode", "data.scaler")
+RESUME_KEYS = PREDICT_KEYS + ("config", "model", "optim", "rng", "epoch", "pos", "perm", "step",
+                              "bad_epochs", "best", "data.fingerprint")
+MAX_DEFAULT_WINDOW = 256
+
+
+@dataclass
+class ForecastConfig:
+    """Every option of a forecasting run. Saved in the checkpoint."""
+    source: str | None = None        # the CSV file, or None for ``demo``
+    demo: str | None = None
+    columns: list = field(default_factory=list)
+    covariates: list = field(default_factory=list)
+    header: bool | None = None
+    horizon: int = 1
+    window: int | None = None        # None: see default_window
+    season: int | None = None        # None: detected on the training part
+    val_fraction: float = 0.2
+    val_steps: int | None = None
+    target: str = "delta"
+    cell: str = "lstm"
+    hidden: int = 64
+    layers: int = 1
+    epochs: int = 100
+    minutes: float | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float | None = None
+    clip: float | None = 1.0
+    patience: int | None = 10
+    seed: int = 0
+    dtype: str = "float32"
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def validate(self):
+        for name in ("horizon", "hidden", "layers", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("window", "season", "val_steps", "patience"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "minutes", "clip"):
+            v = getattr(self, name)
+            if v is not None and not 0 < v < math.inf:
+                raise ValueError(f"{name} must be positive and finite, got {v!r}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be >= 0 and finite, got {self.weight_decay}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
+        if self.target not in TARGET_MODES:
+            raise ValueError(f"target must be one of {', '.join(TARGET_MODES)}; got {self.target!r}")
+        if (self.source is None) == (self.demo is None):
+            raise ValueError("give a series: a CSV file or a demo")
+
+
+def default_window(horizon: int, season: int, n_train: int) -> int:
+    """The window when none is given: one season (if one is found), at least 2·K and 16 steps,
+    at most 256, and short enough to leave K training targets."""
+    w = max(season if season > 1 else 0, 2 * horizon, 16)
+    return max(1, min(w, MAX_DEFAULT_WINDOW, n_train - horizon))
+
+
+def load_series(config: ForecastConfig) -> Series:
+    if config.demo is not None:
+        return demo_series(config.demo)
+    return read_series_csv(config.source, config.columns, config.covariates, config.header)
+
+
+def series_fingerprint(series: Series) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(series.values(), np.float64).tobytes())
+    h.update(repr((series.target_names, series.covariate_names)).encode())
+    return h.hexdigest()[:16]
+
+
+def load_forecast_checkpoint(path, required=PREDICT_KEYS) -> dict:
+    """A forecast checkpoint's payload (a run folder means its checkpoint.bptt); CheckpointError
+    (one line) if the file is bad, of another kind, or lacks an entry."""
+    from .checkpoint import CheckpointError, load_checkpoint
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path, required=())
+    if ckpt.get("kind") != KIND:
+        kind = ckpt.get("kind")
+        raise CheckpointError(f"{path}: a {kind!r} checkpoint, not a forecast checkpoint"
+                              if kind else f"{path}: not a forecast checkpoint")
+    return load_checkpoint(path, required=required)
+
+
+class ForecastTrainer:
+    """Builds (or resumes) a forecasting run in ``out_dir`` and trains it.
+
+    An epoch visits every training window once, in an order drawn from the run's seeded generator,
+    in minibatches; after it, the validation loss decides early stopping (``patience`` epochs
+    without a new best) and the checkpoint is saved. The checkpoint holds the weights, the best
+    weights, the optimiser, the generator, the epoch's order and the position in it: a run that
+    is interrupted (Ctrl-C, ``minutes``) and resumed gives the same bits as one without a break.
+    A non-finite loss or gradient stops the run before any weight changes, keeping the last
+    good checkpoint.
+    """
+
+    def __init__(self, config: ForecastConfig, out_dir, series: Series | None = None,
+                 checkpoint: dict | None = None):
+        from .optim import make_optimizer
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.series = series if series is not None else load_series(config)
+        self.fingerprint = series_fingerprint(self.series)
+        c = config
+        # the season and the default window come from the training part, which needs V only
+        n = self.series.length
+        V = c.val_steps if c.val_steps is not None else max(c.horizon, int(round(c.val_fraction * n)))
+        window = c.window
+        if checkpoint is not None:
+            window = int(checkpoint["data"]["window"])
+        elif window is None:
+            season = c.season or (detect_season(self.series.targets[:max(n - V, 0)]) if n > V else 1)
+            window = default_window(c.horizon, season, n - V)
+        self.data = ForecastData(self.series, window, c.horizon, val_fraction=c.val_fraction,
+                                 val_steps=c.val_steps, season=c.season, target_mode=c.target)
+        self.model_config = ForecastModelConfig(input_size=self.data.input_size, horizon=c.horizon,
+                                                n_series=self.data.n_series, cell=c.cell,
+                                                hidden=c.hidden, layers=c.layers, dtype=c.dtype,
+                                                seed=c.seed)
+        self.model = Forecaster(self.model_config)
+        kw = {}
+        if c.weight_decay is not None and c.optimizer in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
+            kw["weight_decay"] = c.weight_decay
+        self.optimizer = make_optimizer(c.optimizer, self.model.parameters(), c.lr, **kw)
+        self.rng = np.random.default_rng(c.seed)
+        self.epoch = 0            # epochs completed
+        self.pos = 0              # batches done in the current epoch
+        self.perm = None          # the current epoch's order of training windows
+        self.step = 0
+        self.best = {"val_loss": None, "epoch": None, "step": None}
+        self.best_model = self.model.state_dict()
+        self.bad_epochs = 0
+        self.last_val = None
+        self._stop = False
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def fresh(cls, config: ForecastConfig, out_dir, series: Series | None = None):
+        from .train import TrainingError
+        if (Path(out_dir) / CHECKPOINT_NAME).exists():
+            raise TrainingError(f"{out_dir} already holds a checkpoint; pass --resume to continue it, "
+                                f"or choose another --out folder")
+        return cls(config, out_dir, series)
+
+    @classmethod
+    def resume(cls, out_dir, *, epochs=None, minutes=None, series: Series | None = None):
+        ckpt = load_forecast_checkpoint(Path(out_dir) / CHECKPOINT_NAME, required=RESUME_KEYS)
+        config = ForecastConfig.from_dict(ckpt["config"])
+        if epochs is not None:
+            config.epochs = epochs
+        config.minutes = minutes
+        return cls(config, out_dir, series, checkpoint=ckpt)
+
+    def _restore(self, ckpt: dict) -> None:
+        from .checkpoint import CheckpointError
+        from .train import TrainingError
+        if ckpt["data"]["fingerprint"] != self.fingerprint:
+            raise TrainingError("the series differs from the one this run was trained on; resume "
+                                "with the same file and columns")
+        try:
+            self.model.load_state(ckpt["model"])
+            self.best_model = {k: np.array(v, copy=True) for k, v in ckpt["best_model"].items()}
+            self.optimizer.load_state_dict(ckpt["optim"])
+            self.rng.bit_generator.state = ckpt["rng"]
+            self.epoch, self.pos, self.step = int(ckpt["epoch"]), int(ckpt["pos"]), int(ckpt["step"])
+            self.perm = None if ckpt["perm"] is None else np.asarray(ckpt["perm"], np.int64)
+            self.bad_epochs = int(ckpt["bad_epochs"])
+            self.best = dict(ckpt["best"])
+            self.last_val = ckpt.get("last_val")
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
+                                  f"inconsistent ({e})") from None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.data.split.train_origins) // self.config.batch_size)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def payload(self) -> dict:
+        d = self.data
+        return {
+            "kind": KIND,
+            "config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "model": self.model.state_dict(),
+            "best_model": {k: v.copy() for k, v in self.best_model.items()},
+            "optim": self.optimizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "epoch": self.epoch, "pos": self.pos, "step": self.step,
+            "perm": None if self.perm is None else self.perm.copy(),
+            "bad_epochs": self.bad_epochs, "best": dict(self.best), "last_val": self.last_val,
+            "data": {"fingerprint": self.fingerprint, "target_names": list(self.series.target_names),
+                     "covariate_names": list(self.series.covariate_names), "window": d.window,
+                     "horizon": d.horizon, "target_mode": d.target_mode, "season": d.season,
+                     "scaler": d.scaler.to_dict(), "naive_scale": d.naive_scale.copy(),
+                     "n": d.split.n, "n_train": d.split.n_train, "source": self.series.source},
+        }
+
+    def save(self) -> Path:
+        from .checkpoint import save_checkpoint
+        bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise self._diverged(f"the weights became non-finite ({bad[0]}) at step {self.step}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / CHECKPOINT_NAME
+        save_checkpoint(path, self.payload())
+        return path
+
+    def _log(self, record: dict) -> None:
+        import json
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """On resume, drop metric lines written after the checkpoint (a crash between saves)."""
+        import json
+        path = self.out_dir / METRICS_NAME
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue
+        path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+
+    def _diverged(self, what: str):
+        from .train import TrainingError
+        good = self.out_dir / CHECKPOINT_NAME
+        kept = (f"the last good checkpoint is kept at {good}" if good.exists()
+                else "no checkpoint had been written yet")
+        return TrainingError(f"{what}; stopping: {kept}. Try a lower --lr")
+
+    # -- training -------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        """One minibatch of the current epoch's order (drawn at the epoch's first step)."""
+        from .optim import clip_grad_norm
+        c, d = self.config, self.data
+        if self.perm is None:
+            self.perm = self.rng.permutation(len(d.split.train_origins))
+        idx = self.perm[self.pos * c.batch_size:(self.pos + 1) * c.batch_size]
+        origins = d.split.train_origins[idx]
+        x = d.inputs(origins, self.model.dtype)
+        y = d.targets(origins, self.model.dtype)
+        self.model.zero_grad()
+        loss = self.model.loss_and_grad(x, y)
+        grads = self.model.gradients()
+        norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
+            sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise self._diverged(f"the loss became non-finite ({loss}, gradient norm {norm}) at "
+                                 f"step {self.step + 1}")
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged update is caught before saving
+            self.optimizer.step(grads)
+        self.step += 1
+        self.pos += 1
+        return {"step": self.step, "epoch": self.epoch + 1, "loss": loss, "grad_norm": norm,
+                "lr": self.optimizer.lr, "windows": len(origins)}
+
+    def validate_now(self) -> dict:
+        ev = evaluate_forecast(self.model, self.data)
+        s = summarize({"model": ev["metrics"]["model"]})["model"]
+        return {"val_loss": ev["loss"], "val_mae": s["mae_mean"], "val_rmse": s["rmse_mean"],
+                "val_mase": s["mase_mean"]}
+
+    def stopped_early(self) -> bool:
+        p = self.config.patience
+        return p is not None and self.bad_epochs >= p
+
+    def run(self, on_event=None) -> dict:
+        """Train until ``epochs``, early stopping, ``minutes`` or Ctrl-C; save at every epoch end
+        and on a stop. Returns a summary dict with the final metrics of the best weights."""
+        import signal
+        import time
+        c = self.config
+        on_event = on_event or (lambda kind, info: None)
+        self._trim_metrics()
+        self._stop = False
+
+        def _sigint(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt  # a second Ctrl-C: leave at once
+            self._stop = True
+
+        try:
+            old_handler = signal.signal(signal.SIGINT, _sigint)
+        except ValueError:  # not the main thread
+            old_handler = None
+        start = time.perf_counter()
+        reason = "done"
+        first_step = self.step
+        nb = self.batches_per_epoch
+        try:
+            while True:
+                if self.pos == 0 and (self.epoch >= c.epochs or self.stopped_early()):
+                    reason = "early stopping" if self.stopped_early() else "done"
+                    break
+                if self._stop:
+                    reason = "interrupted"
+                    break
+                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
+                    reason = "time"
+                    break
+                t0 = time.perf_counter()
+                info = self.train_step()
+                dt = time.perf_counter() - t0
+                info["tokens_per_sec"] = info["windows"] * self.data.window / dt if dt > 0 else float("inf")
+                info["elapsed"] = time.perf_counter() - start
+                self._log({k: info[k] for k in ("step", "epoch", "loss", "lr", "grad_norm", "elapsed")})
+                on_event("step", info)
+                if self.pos == nb:
+                    self._end_epoch(on_event)
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if self.step > first_step and self.pos > 0:
+            self.save()      # stopped inside an epoch: save the position for --resume
+        elif not (self.out_dir / CHECKPOINT_NAME).exists():
+            self.save()
+        return {"reason": reason, "epoch": self.epoch, "step": self.step,
+                "elapsed": time.perf_counter() - start,
+                "checkpoint": str(self.out_dir / CHECKPOINT_NAME), "best": dict(self.best),
+                **self.final_report()}
+
+    def _end_epoch(self, on_event) -> None:
+        self.epoch += 1
+        self.pos = 0
+        self.perm = None
+        rec = {"step": self.step, "epoch": self.epoch, **self.validate_now()}
+        if not math.isfinite(rec["val_loss"]):
+            raise self._diverged(f"the validation loss became non-finite at epoch {self.epoch}")
+        improved = self.best["val_loss"] is None or rec["val_loss"] < self.best["val_loss"]
+        if improved:
+            self.best = {"val_loss": rec["val_loss"], "epoch": self.epoch, "step": self.step}
+            self.best_model = self.model.state_dict()
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.last_val = rec
+        self._log(rec)
+        path = self.save()
+        on_event("val", {**rec, "improved": improved, "path": str(path)})
+
+    def final_report(self) -> dict:
+        """Metrics of the best weights (the last ones before any validation) and of the baselines
+        on the validation windows."""
+        model = Forecaster(self.model_config)
+        model.load_state(self.best_model)
+        ev = evaluate_forecast(model, self.data)
+        d = self.data
+        per_series = {name: {k: {m: [float(v) for v in ev["metrics"][k][m][:, s]]
+                                 for m in ("mae", "rmse", "mase")} for k in ev["metrics"]}
+                      for s, name in enumerate(self.series.target_names)}
+        return {"val_loss": ev["loss"], "metrics": summarize(ev["metrics"]), "per_series": per_series,
+                "season": d.season, "season_detected": d.season_detected, "window": d.window,
+                "horizon": d.horizon, "n": d.split.n, "n_train": d.split.n_train,
+                "train_windows": int(len(d.split.train_origins)),
+                "val_windows": int(len(d.split.val_origins)), "pred": ev["pred"], "truth": ev["truth"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# using a trained forecaster
+# ---------------------------------------------------------------------------------------------
+
+def load_forecaster(checkpoint_path):
+    """(model with the best weights, payload) from a forecast checkpoint or run folder."""
+    from .checkpoint import CheckpointError
+    ckpt = load_forecast_checkpoint(checkpoint_path)
+    try:
+        model = Forecaster(ForecastModelConfig.from_dict(ckpt["model_config"]))
+        model.load_state(ckpt["best_model"])
+        Scaler.from_dict(ckpt["data"]["scaler"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{checkpoint_path}: checkpoint content is inconsistent ({e})") from None
+    return model, ckpt
+
+
+def forecast_next(model: Forecaster, ckpt: dict, series: Series) -> np.ndarray:
+    """The K values (K, S) after the end of ``series``, from its last W steps."""
+    d = ckpt["data"]
+    W, K = int(d["window"]), int(d["horizon"])
+    if series.length < W:
+        raise DataError(f"{series.source or 'the series'}: {series.length} rows, fewer than the "
+                        f"window of {W} steps this forecaster reads")
+    scaler = Scaler.from_dict(d["scaler"])
+    z = scaler.transform(series.values()[-W:])
+    out = model.forward(np.ascontiguousarray(z[None], dtype=model.dtype))
+    S = series.targets.shape[1]
+    pred = np.asarray(out, np.float64).reshape(K, S)
+    if d["target_mode"] == "delta":
+        pred = pred + z[-1, :S]
+    return scaler.inverse(pred, slice(0, S))
+
+
+def predict_forecast(checkpoint_path, csv_path, out_path) -> np.ndarray:
+    """Write the K values after the end of the series in ``csv_path`` to ``out_path`` as CSV:
+    a column ``step`` (1..K), then one column per target series. Returns the (K, S) array.
+
+    The CSV must have the columns the forecaster was trained on (targets and covariates, found by
+    name, or by index for a file without a header) and at least ``window`` rows; errors are one
+    line (DataError, CheckpointError)."""
+    model, ckpt = load_forecaster(checkpoint_path)
+    d = ckpt["data"]
+    series = read_series_csv(csv_path, d["target_names"], d["covariate_names"])
+    pred = forecast_next(model, ckpt, series)
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise DataError(f"{out_path}: is a directory; give a file name for the predictions")
+    try:
+        with open(out_path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["step"] + list(d["target_names"]))
+            for k in range(pred.shape[0]):
+                w.writerow([k + 1] + [repr(float(v)) for v in pred[k]])
+    except OSError as e:
+        raise DataError(f"{out_path}: cannot write ({e.strerror or e})") from None
+    return pred
+
+
+def plot_forecast(report: dict, series: Series, out_path) -> str:
+    """A PNG per the run's validation part, one panel per target: the history, the validation
+    truth, and the model's forecasts from origins K steps apart (each a K-step forecast, so the
+    line shows what the model predicts K steps ahead, not only one). Needs matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n_train, K, W = report["n_train"], report["horizon"], report["window"]
+    pred = report["pred"]                     # (n_val_windows, K, S), origin n_train + i
+    S = series.targets.shape[1]
+    start = max(0, n_train - max(3 * W, 4 * K, 200))
+    fig, axes = plt.subplots(S, 1, figsize=(10, 3.2 * S), dpi=100, squeeze=False)
+    for s in range(S):
+        ax = axes[s, 0]
+        y = series.targets[:, s]
+        ax.plot(np.arange(start, n_train), y[start:n_train], color="0.35", lw=0.9, label="history")
+        ax.plot(np.arange(n_train, series.length), y[n_train:], color="tab:green", lw=0.9,
+                label="validation truth")
+        for j, i in enumerate(range(0, pred.shape[0], K)):
+            t = n_train + i
+            ax.plot(np.arange(t, t + K), pred[i, :, s], color="tab:red", lw=1.2,
+                    label=f"forecast ({K} steps from each origin)" if j == 0 else None)
+        ax.axvline(n_train, color="0.6", ls="--", lw=0.8)
+        ax.set_title(f"{series.target_names[s]}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[-1, 0].set_xlabel("time step")
+    fig.tight_layout()
+    fig.savefig(str(out_path))
+    plt.close(fig)
+    return str(out_path)
