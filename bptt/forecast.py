@@ -291,7 +291,10 @@ def detect_season(train: np.ndarray, min_acf: float = SEASON_MIN_ACF) -> int:
     r = np.zeros(n)
     for s in range(y.shape[1]):
         coef, *_ = np.linalg.lstsq(A, y[:, s], rcond=None)
-        r += autocorrelation(y[:, s] - A @ coef)
+        resid = y[:, s] - A @ coef
+        spread = float(np.sum((y[:, s] - y[:, s].mean()) ** 2))
+        if float(np.dot(resid, resid)) > 1e-12 * spread:   # not a straight line plus rounding
+            r += autocorrelation(resid)
     r /= y.shape[1]
     best, best_r = 1, min_acf
     for lag in range(2, n // 2 + 1):
@@ -321,15 +324,19 @@ class Split:
 
 
 def make_split(n: int, window: int, horizon: int, *, val_fraction: float = 0.2,
-               val_steps: int | None = None, source: str = "the series") -> Split:
+               val_steps: int | None = None, source: str = "the series",
+               window_label: str | None = None) -> Split:
     """The training and validation windows of a series of ``n`` steps (see the module docstring).
-    DataError if the series is too short for the window, the horizon and the split."""
+    DataError if the series is too short for the window, the horizon and the split.
+    ``window_label`` names the window in messages (default ``--window W``)."""
     W, K = int(window), int(horizon)
     if W < 1 or K < 1:
         raise ValueError(f"window and horizon must be positive, got window={W}, horizon={K}")
+    wl = window_label or f"--window {W}"
+    if K >= n:
+        raise DataError(f"{source}: --horizon {K} is longer than the series ({n} steps)")
     if W + K > n:
-        raise DataError(f"{source}: --window {W} plus --horizon {K} is longer than the series "
-                        f"({n} steps)")
+        raise DataError(f"{source}: {wl} plus --horizon {K} is longer than the series ({n} steps)")
     if val_steps is None:
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -342,7 +349,7 @@ def make_split(n: int, window: int, horizon: int, *, val_fraction: float = 0.2,
     n_train = n - V
     if n_train < W + K:
         raise DataError(f"{source}: {n} steps leave {n_train} for training after {V} validation "
-                        f"steps, fewer than --window {W} plus --horizon {K}; use a shorter window "
+                        f"steps, fewer than {wl} plus --horizon {K}; use a shorter window "
                         f"or horizon, or fewer validation steps")
     return Split(n, W, K, n_train, np.arange(W, n_train - K + 1, dtype=np.int64),
                  np.arange(n_train, n - K + 1, dtype=np.int64))
@@ -534,14 +541,15 @@ class ForecastData:
 
     def __init__(self, series: Series, window: int, horizon: int, *, val_fraction: float = 0.2,
                  val_steps: int | None = None, season: int | None = None, target_mode: str = "delta",
-                 scaler: Scaler | None = None):
+                 scaler: Scaler | None = None, window_label: str | None = None):
         if target_mode not in TARGET_MODES:
             raise ValueError(f"target_mode must be one of {', '.join(TARGET_MODES)}; got {target_mode!r}")
         self.series = series
         self.window, self.horizon = int(window), int(horizon)
         self.target_mode = target_mode
         self.split = make_split(series.length, window, horizon, val_fraction=val_fraction,
-                                val_steps=val_steps, source=series.source or "the series")
+                                val_steps=val_steps, source=series.source or "the series",
+                                window_label=window_label)
         n_train = self.split.n_train
         values = series.values()
         self.scaler = scaler if scaler is not None else Scaler.fit(values[:n_train])
@@ -734,14 +742,16 @@ class ForecastTrainer:
         # the season and the default window come from the training part, which needs V only
         n = self.series.length
         V = c.val_steps if c.val_steps is not None else max(c.horizon, int(round(c.val_fraction * n)))
-        window = c.window
+        window, label = c.window, None
         if checkpoint is not None:
             window = int(checkpoint["data"]["window"])
         elif window is None:
-            season = c.season or (detect_season(self.series.targets[:max(n - V, 0)]) if n > V else 1)
+            season = c.season or (detect_season(self.series.targets[:n - V]) if n > V else 1)
             window = default_window(c.horizon, season, n - V)
+            label = f"the default window ({window} steps)"
         self.data = ForecastData(self.series, window, c.horizon, val_fraction=c.val_fraction,
-                                 val_steps=c.val_steps, season=c.season, target_mode=c.target)
+                                 val_steps=c.val_steps, season=c.season, target_mode=c.target,
+                                 window_label=label)
         self.model_config = ForecastModelConfig(input_size=self.data.input_size, horizon=c.horizon,
                                                 n_series=self.data.n_series, cell=c.cell,
                                                 hidden=c.hidden, layers=c.layers, dtype=c.dtype,
@@ -896,6 +906,10 @@ class ForecastTrainer:
         s = summarize({"model": ev["metrics"]["model"]})["model"]
         return {"val_loss": ev["loss"], "val_mae": s["mae_mean"], "val_rmse": s["rmse_mean"],
                 "val_mase": s["mase_mean"]}
+
+    def request_stop(self) -> None:
+        """Finish the current step, then save and return (what Ctrl-C does)."""
+        self._stop = True
 
     def stopped_early(self) -> bool:
         p = self.config.patience
