@@ -90,6 +90,8 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
 @click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="Hidden units H.")
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Stacked layers.")
 @click.option("--embed-dim", type=click.IntRange(min=1), default=64, show_default=True, help="Token embedding size.")
+@click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Dropout probability between stacked layers (as torch's dropout=) and before the head.")
 @click.option("--tokenizer", type=click.Choice(["char", "word"]), default="char", show_default=True,
               help="Characters (UTF-8 code points) or words (capped vocabulary with <unk>).")
 @click.option("--max-vocab", type=click.IntRange(min=2), default=10000, show_default=True,
@@ -138,7 +140,7 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
               help="Run folder: checkpoint.bptt (the latest), best.bptt (the lowest validation loss) "
                    "and metrics.jsonl go here.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq_len, batch_size,
+def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_vocab, seq_len, batch_size,
           steps, epochs, minutes, lr, optimizer, momentum, weight_decay, schedule, warmup,
           lr_step_size, lr_gamma, clip,
           clip_value, val_every, val_tokens, seed, dtype, threads, out_dir, resume):
@@ -161,7 +163,7 @@ def train(text_files, cell, hidden, layers, embed_dim, tokenizer, max_vocab, seq
         else:
             if steps is None and epochs is None and minutes is None:
                 steps = 1000
-            config = TrainConfig(cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim,
+            config = TrainConfig(cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, dropout=dropout,
                                  tokenizer=tokenizer, max_vocab=max_vocab, seq_len=seq_len,
                                  batch_size=batch_size, steps=steps, epochs=epochs, minutes=minutes,
                                  lr=lr, optimizer=optimizer, momentum=momentum,

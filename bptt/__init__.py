@@ -20,6 +20,7 @@ _EXPORTS = {
     'CrossEntropyLoss': 'layers',
     'Dense': 'layers',
     'MLP': 'layers',
+    'Dropout': 'layers',
     'MSELoss': 'layers',
     'bce_with_logits': 'layers',
     'mse_loss': 'layers',

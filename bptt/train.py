@@ -47,6 +47,7 @@ class TrainConfig:
     hidden: int = 256
     layers: int = 1
     embed_dim: int = 64
+    dropout: float = 0.0
     tokenizer: str = "char"
     max_vocab: int = 10000
     seq_len: int = 64
@@ -97,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         if self.tokenizer not in ("char", "word"):
             raise ValueError(f"tokenizer must be char or word; got {self.tokenizer!r}")
+        if isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.steps is None and self.epochs is None and self.minutes is None:
@@ -171,7 +174,8 @@ class Trainer:
         self.batcher = StreamBatcher(self.train_ids, config.batch_size, config.seq_len)
         self.model_config = LMConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                      hidden=config.hidden, layers=config.layers,
-                                     embed_dim=config.embed_dim, dtype=config.dtype, seed=config.seed)
+                                     embed_dim=config.embed_dim, dtype=config.dtype, seed=config.seed,
+                                     dropout=config.dropout)
         self.model = LanguageModel(self.model_config)
         kw = {}
         if config.weight_decay is not None and config.optimizer in ("sgd", "adam", "adamw"):
@@ -304,7 +308,9 @@ class Trainer:
         batch = next(self.batcher)
         state = None if batch.reset else self.state
         self.model.zero_grad()
-        loss, new_state = self.model.loss_and_grad(batch.x, batch.y, state)
+        # dropout masks come from the run's generator, saved in the checkpoint: resume is exact
+        kw = {"rng": self.rng} if c.dropout else {}
+        loss, new_state = self.model.loss_and_grad(batch.x, batch.y, state, **kw)
         grads = self.model.gradients()
         norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
             sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
