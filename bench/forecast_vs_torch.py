@@ -60,14 +60,14 @@ def torch_run(data, args, seed):
     sp = data.split
     xv = torch.from_numpy(data.inputs(sp.val_origins, np.float32))
     yv = torch.from_numpy(data.targets(sp.val_origins, np.float32))
-    rng = np.random.default_rng(seed)          # the same order as bptt's trainer draws
     best, best_state, bad = None, copy.deepcopy(net.state_dict()), 0
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
-        perm = rng.permutation(len(sp.train_origins))
+        # the same order of windows as bptt.supervised draws
+        perm = np.random.default_rng([seed, 0, epoch]).permutation(len(sp.train_origins))
         net.train()
         for b in range(0, len(perm), args.batch_size):
-            o = sp.train_origins[perm[b:b + args.batch_size]]
+            o = sp.train_origins[np.sort(perm[b:b + args.batch_size])]
             x = torch.from_numpy(data.inputs(o, np.float32))
             y = torch.from_numpy(data.targets(o, np.float32))
             opt.zero_grad()
@@ -101,7 +101,7 @@ def bptt_run(series, args, seed):
         t0 = time.perf_counter()
         summary = trainer.run()
         elapsed = time.perf_counter() - t0
-    return trainer.data, summary["pred"], elapsed, summary["epoch"]
+    return trainer.data, summary["pred"], elapsed, int(round(summary["epoch"]))
 
 
 def main():

@@ -412,6 +412,7 @@ class ForecastModelConfig:
     cell: str = "lstm"
     hidden: int = 64
     layers: int = 1
+    dropout: float = 0.0
     dtype: str = "float32"
     seed: int = 0
 
@@ -427,25 +428,37 @@ class Forecaster:
     """Stacked RNN/LSTM/GRU over a window, then a dense head from the last hidden state to the K·S
     outputs. Parameters ``rnn.weight_ih_l0`` ..., ``head.weight``, ``head.bias``.
 
-    ``forward(x)`` maps x (B, W, I) to (B, K·S); ``backward(dpred)`` accumulates every gradient
-    and returns dx (B, W, I). The gradient of the last state reaches the recurrent layer as
-    ``dout`` with only its last time step non-zero.
+    ``forward(x, rng=None)`` maps x (B, W, I) to (B, K·S); ``backward(dpred)`` accumulates every
+    gradient and returns dx (B, W, I). The gradient of the last state reaches the recurrent layer
+    as ``dout`` with only its last time step non-zero. With ``dropout`` p > 0, as the language
+    model: inverted dropout between stacked layers (torch's ``dropout=``) and on the last hidden
+    state before the head, on only when a generator ``rng`` is given to draw the masks.
     """
 
     def __init__(self, config: ForecastModelConfig):
+        from .layers.dropout import Dropout
+        from .model import DroppedStack
         if config.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {config.cell!r}")
         for name in ("input_size", "horizon", "n_series", "hidden", "layers"):
             v = getattr(config, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        p = float(config.dropout)
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {config.dropout!r}")
         self.config = config
         self.dtype = as_dtype(config.dtype)
         rng = np.random.default_rng(config.seed)
-        self.rnn = CELLS[config.cell](config.input_size, config.hidden, num_layers=config.layers,
-                                      dtype=self.dtype, rng=rng)
+        if p > 0 and config.layers > 1:
+            self.rnn = DroppedStack(CELLS[config.cell], config.input_size, config.hidden,
+                                    config.layers, p, dtype=self.dtype, rng=rng)
+        else:
+            self.rnn = CELLS[config.cell](config.input_size, config.hidden, num_layers=config.layers,
+                                          dtype=self.dtype, rng=rng)
         self.out_features = config.horizon * config.n_series
         self.head = Dense(config.hidden, self.out_features, dtype=self.dtype, rng=rng)
+        self.drop = Dropout(p, dtype=self.dtype) if p > 0 else None
         self.parts = {"rnn": self.rnn, "head": self.head}
         self.params = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.params.items()}
         self.grads = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.grads.items()}
@@ -478,22 +491,31 @@ class Forecaster:
             p[...] = v
 
     # -- forward / backward -------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        out, _ = self.rnn.forward(x)
+    def forward(self, x: np.ndarray, rng=None) -> np.ndarray:
+        if hasattr(self.rnn, "cells"):      # a DroppedStack: dropout between the layers
+            out, _ = self.rnn.forward(x, None, rng)
+        else:
+            out, _ = self.rnn.forward(x)
         self._shape = out.shape
-        return self.head.forward(np.ascontiguousarray(out[:, -1, :]))
+        last = np.ascontiguousarray(out[:, -1, :])
+        if self.drop is not None:
+            self.drop.train(rng is not None)
+            last = self.drop.forward(last, rng)
+        return self.head.forward(last)
 
     def backward(self, dpred: np.ndarray) -> np.ndarray:
         if self._shape is None:
             raise RuntimeError("Forecaster.backward called before forward")
         dlast = self.head.backward(dpred)
+        if self.drop is not None:
+            dlast = self.drop.backward(dlast)
         dout = np.zeros(self._shape, self.dtype)
         dout[:, -1, :] = dlast
         return self.rnn.backward(dout)
 
-    def loss_and_grad(self, x: np.ndarray, y: np.ndarray) -> float:
+    def loss_and_grad(self, x: np.ndarray, y: np.ndarray, rng=None) -> float:
         """Forward, mean squared error against y (B, K·S), backward (gradients accumulate)."""
-        pred = self.forward(x)
+        pred = self.forward(x, rng)
         loss, dpred = mse_loss(pred, y)
         self.backward(dpred)
         return loss
@@ -503,13 +525,16 @@ class Forecaster:
         return loss
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(B, K·S) in batches, forward only."""
+        """(B, K·S) in batches, forward only, dropout off."""
         outs = [self.forward(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.out_features), self.dtype)
 
-    # -- gradcheck interface ------------------------------------------------------------------
+    # -- gradcheck interface: dropout (if any) uses the same masks on every forward ---------------
+    check_dropout_seed = None
+
     def check_forward(self, x):
-        return (self.forward(x),)
+        rng = None if self.check_dropout_seed is None else np.random.default_rng(self.check_dropout_seed)
+        return (self.forward(x, rng),)
 
     def check_backward(self, dpred):
         return {"x": self.backward(dpred)}
@@ -517,11 +542,14 @@ class Forecaster:
 
 def forecaster_problem(cell: str = "lstm", *, seed: int = 0, batch: int = 3, window: int = 5,
                        input_size: int = 2, hidden: int = 6, layers: int = 2, horizon: int = 3,
-                       n_series: int = 2):
-    """A float64 forecaster and a seeded window batch, for :func:`bptt.finitediff.gradcheck`."""
+                       n_series: int = 2, dropout: float = 0.0):
+    """A float64 forecaster and a seeded window batch, for :func:`bptt.finitediff.gradcheck`.
+    With dropout, every forward of the check draws the same masks (a fixed seed)."""
     model = Forecaster(ForecastModelConfig(input_size=input_size, horizon=horizon, n_series=n_series,
-                                           cell=cell, hidden=hidden, layers=layers,
+                                           cell=cell, hidden=hidden, layers=layers, dropout=dropout,
                                            dtype="float64", seed=seed))
+    if dropout > 0:
+        model.check_dropout_seed = seed + 2
     rng = np.random.default_rng(seed + 1)
     return model, {"x": rng.standard_normal((batch, window, input_size))}
 
@@ -609,22 +637,20 @@ def evaluate_forecast(model: "Forecaster", data: ForecastData, origins=None, bat
 
 
 # ---------------------------------------------------------------------------------------------
-# training: epochs of shuffled training windows, early stopping on the validation loss
+# training: bptt.supervised's trainer over the training windows
 # ---------------------------------------------------------------------------------------------
 
-CHECKPOINT_NAME = "checkpoint.bptt"
-METRICS_NAME = "metrics.jsonl"
 KIND = "forecast"
-PREDICT_KEYS = ("model_config", "best_model", "data.target_names", "data.covariate_names",
-                "data.window", "data.horizon", "data.target_mode", "data.scaler")
-RESUME_KEYS = PREDICT_KEYS + ("config", "model", "optim", "rng", "epoch", "pos", "perm", "step",
-                              "bad_epochs", "best", "data.fingerprint")
+BEST_NAME = "best.bptt"
+CHECKPOINT_NAME = "checkpoint.bptt"
+PREDICT_KEYS = ("model_config", "model", "forecast.target_names", "forecast.covariate_names",
+                "forecast.window", "forecast.horizon", "forecast.target_mode", "forecast.scaler")
 MAX_DEFAULT_WINDOW = 256
 
 
 @dataclass
 class ForecastConfig:
-    """Every option of a forecasting run. Saved in the checkpoint."""
+    """Every option of a forecasting run. Saved in the checkpoint (``forecast_config``)."""
     source: str | None = None        # the CSV file, or None for ``demo``
     demo: str | None = None
     columns: list = field(default_factory=list)
@@ -639,7 +665,8 @@ class ForecastConfig:
     cell: str = "lstm"
     hidden: int = 64
     layers: int = 1
-    epochs: int = 100
+    dropout: float = 0.0
+    epochs: float | None = 100
     minutes: float | None = None
     batch_size: int = 32
     lr: float = 1e-3
@@ -658,7 +685,7 @@ class ForecastConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validate(self):
-        for name in ("horizon", "hidden", "layers", "epochs", "batch_size"):
+        for name in ("horizon", "hidden", "layers", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -666,20 +693,23 @@ class ForecastConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "minutes", "clip"):
-            v = getattr(self, name)
-            if v is not None and not 0 < v < math.inf:
-                raise ValueError(f"{name} must be positive and finite, got {v!r}")
-        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be >= 0 and finite, got {self.weight_decay}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         if self.target not in TARGET_MODES:
             raise ValueError(f"target must be one of {', '.join(TARGET_MODES)}; got {self.target!r}")
         if (self.source is None) == (self.demo is None):
             raise ValueError("give a series: a CSV file or a demo")
+        self.supervised().validate()
+
+    def supervised(self):
+        from .supervised import SupervisedConfig
+        return SupervisedConfig(epochs=self.epochs, minutes=self.minutes, batch_size=self.batch_size,
+                                lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
+                                clip=self.clip, patience=self.patience, seed=self.seed)
 
 
 def default_window(horizon: int, season: int, n_train: int) -> int:
@@ -704,12 +734,13 @@ def series_fingerprint(series: Series) -> str:
 
 
 def load_forecast_checkpoint(path, required=PREDICT_KEYS) -> dict:
-    """A forecast checkpoint's payload (a run folder means its checkpoint.bptt); CheckpointError
-    (one line) if the file is bad, of another kind, or lacks an entry."""
+    """A forecast checkpoint's payload; a run folder means its best.bptt (the weights of the best
+    validation loss), or checkpoint.bptt before any validation. CheckpointError (one line) if the
+    file is bad, of another kind, or lacks an entry."""
     from .checkpoint import CheckpointError, load_checkpoint
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT_NAME
+        path = path / BEST_NAME if (path / BEST_NAME).exists() else path / CHECKPOINT_NAME
     ckpt = load_checkpoint(path, required=())
     if ckpt.get("kind") != KIND:
         kind = ckpt.get("kind")
@@ -718,61 +749,106 @@ def load_forecast_checkpoint(path, required=PREDICT_KEYS) -> dict:
     return load_checkpoint(path, required=required)
 
 
-class ForecastTrainer:
-    """Builds (or resumes) a forecasting run in ``out_dir`` and trains it.
+class WindowModel:
+    """The :mod:`bptt.supervised` model protocol over a :class:`ForecastData`: a dataset row is a
+    window's origin (``{"origin": (N,)}``), turned into scaled inputs and targets per batch, so
+    that no (N, W, I) copy of the windows is ever made."""
 
-    An epoch visits every training window once, in an order drawn from the run's seeded generator,
-    in minibatches; after it, the validation loss decides early stopping (``patience`` epochs
-    without a new best) and the checkpoint is saved. The checkpoint holds the weights, the best
-    weights, the optimiser, the generator, the epoch's order and the position in it: a run that
-    is interrupted (Ctrl-C, ``minutes``) and resumed gives the same bits as one without a break.
-    A non-finite loss or gradient stops the run before any weight changes, keeping the last
-    good checkpoint.
+    def __init__(self, model: Forecaster, data: ForecastData):
+        self.model, self.data = model, data
+        self.training = True
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def gradients(self):
+        return self.model.gradients()
+
+    def zero_grad(self):
+        self.model.zero_grad()
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state(self, state):
+        self.model.load_state(state)
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def _xy(self, batch):
+        o = np.asarray(batch["origin"], np.int64)
+        return self.data.inputs(o, self.model.dtype), self.data.targets(o, self.model.dtype)
+
+    def loss_and_grad(self, batch, rng) -> float:
+        x, y = self._xy(batch)
+        return self.model.loss_and_grad(x, y, rng if self.training else None)
+
+    def loss(self, batch) -> float:
+        x, y = self._xy(batch)
+        return self.model.loss(x, y)
+
+
+class ForecastTrainer:
+    """A forecasting run in ``out_dir``: the series made into windows (:class:`ForecastData`), the
+    :class:`Forecaster`, and :class:`bptt.supervised.SupervisedTrainer`, which trains it (seeded
+    epochs of shuffled training windows, early stopping on the validation loss, best.bptt,
+    metrics.jsonl, exact resume, Ctrl-C, the NaN guard). The checkpoint also holds what
+    :func:`predict_forecast` needs: the model's configuration, the scaler, the columns, W and K.
     """
 
     def __init__(self, config: ForecastConfig, out_dir, series: Series | None = None,
                  checkpoint: dict | None = None):
-        from .optim import make_optimizer
+        from .supervised import SupervisedTrainer
         config.validate()
-        self.config = config
+        self.config = c = config
         self.out_dir = Path(out_dir)
         self.series = series if series is not None else load_series(config)
         self.fingerprint = series_fingerprint(self.series)
-        c = config
+        if checkpoint is not None and checkpoint["forecast"]["fingerprint"] != self.fingerprint:
+            from .train import TrainingError
+            raise TrainingError("the series differs from the one this run was trained on; resume "
+                                "with the same file and columns")
         # the season and the default window come from the training part, which needs V only
         n = self.series.length
         V = c.val_steps if c.val_steps is not None else max(c.horizon, int(round(c.val_fraction * n)))
         window, label = c.window, None
         if checkpoint is not None:
-            window = int(checkpoint["data"]["window"])
+            window = int(checkpoint["forecast"]["window"])
         elif window is None:
             season = c.season or (detect_season(self.series.targets[:n - V]) if n > V else 1)
             window = default_window(c.horizon, season, n - V)
             label = f"the default window ({window} steps)"
-        self.data = ForecastData(self.series, window, c.horizon, val_fraction=c.val_fraction,
-                                 val_steps=c.val_steps, season=c.season, target_mode=c.target,
-                                 window_label=label)
-        self.model_config = ForecastModelConfig(input_size=self.data.input_size, horizon=c.horizon,
-                                                n_series=self.data.n_series, cell=c.cell,
-                                                hidden=c.hidden, layers=c.layers, dtype=c.dtype,
+        self.data = d = ForecastData(self.series, window, c.horizon, val_fraction=c.val_fraction,
+                                     val_steps=c.val_steps, season=c.season, target_mode=c.target,
+                                     window_label=label)
+        self.model_config = ForecastModelConfig(input_size=d.input_size, horizon=c.horizon,
+                                                n_series=d.n_series, cell=c.cell, hidden=c.hidden,
+                                                layers=c.layers, dropout=c.dropout, dtype=c.dtype,
                                                 seed=c.seed)
         self.model = Forecaster(self.model_config)
-        kw = {}
-        if c.weight_decay is not None and c.optimizer in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
-            kw["weight_decay"] = c.weight_decay
-        self.optimizer = make_optimizer(c.optimizer, self.model.parameters(), c.lr, **kw)
-        self.rng = np.random.default_rng(c.seed)
-        self.epoch = 0            # epochs completed
-        self.pos = 0              # batches done in the current epoch
-        self.perm = None          # the current epoch's order of training windows
-        self.step = 0
-        self.best = {"val_loss": None, "epoch": None, "step": None}
-        self.best_model = self.model.state_dict()
-        self.bad_epochs = 0
-        self.last_val = None
-        self._stop = False
-        if checkpoint is not None:
-            self._restore(checkpoint)
+        self.window_model = WindowModel(self.model, d)
+        extra = {"forecast_config": c.to_dict(), "model_config": self.model_config.to_dict(),
+                 "forecast": {"fingerprint": self.fingerprint,
+                              "target_names": list(self.series.target_names),
+                              "covariate_names": list(self.series.covariate_names),
+                              "window": d.window, "horizon": d.horizon, "target_mode": d.target_mode,
+                              "season": d.season, "season_detected": d.season_detected,
+                              "scaler": d.scaler.to_dict(), "naive_scale": d.naive_scale.copy(),
+                              "n": d.split.n, "n_train": d.split.n_train,
+                              "source": self.series.source}}
+        self.trainer = SupervisedTrainer(self.window_model, {"origin": d.split.train_origins},
+                                         {"origin": d.split.val_origins}, c.supervised(), self.out_dir,
+                                         kind=KIND, extra=extra, metrics_fn=self._val_metrics,
+                                         checkpoint=checkpoint)
+
+    def _val_metrics(self, window_model) -> dict:
+        ev = evaluate_forecast(self.model, self.data)
+        s = summarize({"model": ev["metrics"]["model"]})["model"]
+        return {"val_mae": s["mae_mean"], "val_rmse": s["rmse_mean"], "val_mase": s["mase_mean"]}
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -784,217 +860,59 @@ class ForecastTrainer:
         return cls(config, out_dir, series)
 
     @classmethod
-    def resume(cls, out_dir, *, epochs=None, minutes=None, series: Series | None = None):
-        ckpt = load_forecast_checkpoint(Path(out_dir) / CHECKPOINT_NAME, required=RESUME_KEYS)
-        config = ForecastConfig.from_dict(ckpt["config"])
+    def resume(cls, out_dir, *, epochs=None, minutes=None, series: Series | None = None,
+               source: str | None = None):
+        """Continue the run in ``out_dir``; ``epochs`` is the new total. The series is read again
+        from the file (or demo) the run was made from, or ``source``, or ``series``."""
+        from .checkpoint import CheckpointError
+        from .supervised import SupervisedTrainer
+        ckpt = SupervisedTrainer.load(out_dir, kind=KIND)
+        try:
+            config = ForecastConfig.from_dict(ckpt["forecast_config"])
+            ckpt["forecast"]["fingerprint"], ckpt["forecast"]["window"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{Path(out_dir) / CHECKPOINT_NAME}: checkpoint content is "
+                                  f"inconsistent ({e})") from None
+        if source is not None:
+            config.source, config.demo = source, None
         if epochs is not None:
             config.epochs = epochs
         config.minutes = minutes
+        ckpt["supervised"]["epochs"], ckpt["supervised"]["minutes"] = config.epochs, minutes
         return cls(config, out_dir, series, checkpoint=ckpt)
 
-    def _restore(self, ckpt: dict) -> None:
-        from .checkpoint import CheckpointError
-        from .train import TrainingError
-        if ckpt["data"]["fingerprint"] != self.fingerprint:
-            raise TrainingError("the series differs from the one this run was trained on; resume "
-                                "with the same file and columns")
-        try:
-            self.model.load_state(ckpt["model"])
-            self.best_model = {k: np.array(v, copy=True) for k, v in ckpt["best_model"].items()}
-            self.optimizer.load_state_dict(ckpt["optim"])
-            self.rng.bit_generator.state = ckpt["rng"]
-            self.epoch, self.pos, self.step = int(ckpt["epoch"]), int(ckpt["pos"]), int(ckpt["step"])
-            self.perm = None if ckpt["perm"] is None else np.asarray(ckpt["perm"], np.int64)
-            self.bad_epochs = int(ckpt["bad_epochs"])
-            self.best = dict(ckpt["best"])
-            self.last_val = ckpt.get("last_val")
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
-                                  f"inconsistent ({e})") from None
+    # -- the trainer's state, for reports -------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.trainer.step
+
+    @property
+    def epoch(self) -> float:
+        t = self.trainer
+        return t.epoch + t.pos / t.n_train
 
     @property
     def batches_per_epoch(self) -> int:
-        return -(-len(self.data.split.train_origins) // self.config.batch_size)
+        return self.trainer.steps_per_epoch
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def payload(self) -> dict:
-        d = self.data
-        return {
-            "kind": KIND,
-            "config": self.config.to_dict(),
-            "model_config": self.model_config.to_dict(),
-            "model": self.model.state_dict(),
-            "best_model": {k: v.copy() for k, v in self.best_model.items()},
-            "optim": self.optimizer.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "epoch": self.epoch, "pos": self.pos, "step": self.step,
-            "perm": None if self.perm is None else self.perm.copy(),
-            "bad_epochs": self.bad_epochs, "best": dict(self.best), "last_val": self.last_val,
-            "data": {"fingerprint": self.fingerprint, "target_names": list(self.series.target_names),
-                     "covariate_names": list(self.series.covariate_names), "window": d.window,
-                     "horizon": d.horizon, "target_mode": d.target_mode, "season": d.season,
-                     "scaler": d.scaler.to_dict(), "naive_scale": d.naive_scale.copy(),
-                     "n": d.split.n, "n_train": d.split.n_train, "source": self.series.source},
-        }
-
-    def save(self) -> Path:
-        from .checkpoint import save_checkpoint
-        bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
-        if bad:
-            raise self._diverged(f"the weights became non-finite ({bad[0]}) at step {self.step}")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / CHECKPOINT_NAME
-        save_checkpoint(path, self.payload())
-        return path
-
-    def _log(self, record: dict) -> None:
-        import json
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _trim_metrics(self) -> None:
-        """On resume, drop metric lines written after the checkpoint (a crash between saves)."""
-        import json
-        path = self.out_dir / METRICS_NAME
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue
-        path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
-
-    def _diverged(self, what: str):
-        from .train import TrainingError
-        good = self.out_dir / CHECKPOINT_NAME
-        kept = (f"the last good checkpoint is kept at {good}" if good.exists()
-                else "no checkpoint had been written yet")
-        return TrainingError(f"{what}; stopping: {kept}. Try a lower --lr")
-
-    # -- training -------------------------------------------------------------------------------
-    def train_step(self) -> dict:
-        """One minibatch of the current epoch's order (drawn at the epoch's first step)."""
-        from .optim import clip_grad_norm
-        c, d = self.config, self.data
-        if self.perm is None:
-            self.perm = self.rng.permutation(len(d.split.train_origins))
-        idx = self.perm[self.pos * c.batch_size:(self.pos + 1) * c.batch_size]
-        origins = d.split.train_origins[idx]
-        x = d.inputs(origins, self.model.dtype)
-        y = d.targets(origins, self.model.dtype)
-        self.model.zero_grad()
-        loss = self.model.loss_and_grad(x, y)
-        grads = self.model.gradients()
-        norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
-            sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise self._diverged(f"the loss became non-finite ({loss}, gradient norm {norm}) at "
-                                 f"step {self.step + 1}")
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverged update is caught before saving
-            self.optimizer.step(grads)
-        self.step += 1
-        self.pos += 1
-        return {"step": self.step, "epoch": self.epoch + 1, "loss": loss, "grad_norm": norm,
-                "lr": self.optimizer.lr, "windows": len(origins)}
-
-    def validate_now(self) -> dict:
-        ev = evaluate_forecast(self.model, self.data)
-        s = summarize({"model": ev["metrics"]["model"]})["model"]
-        return {"val_loss": ev["loss"], "val_mae": s["mae_mean"], "val_rmse": s["rmse_mean"],
-                "val_mase": s["mase_mean"]}
+    @property
+    def total_steps(self) -> int:
+        return self.trainer.total_steps
 
     def request_stop(self) -> None:
-        """Finish the current step, then save and return (what Ctrl-C does)."""
-        self._stop = True
-
-    def stopped_early(self) -> bool:
-        p = self.config.patience
-        return p is not None and self.bad_epochs >= p
+        """Finish the current step, then validate, save and return (what Ctrl-C does)."""
+        self.trainer.request_stop()
 
     def run(self, on_event=None) -> dict:
-        """Train until ``epochs``, early stopping, ``minutes`` or Ctrl-C; save at every epoch end
-        and on a stop. Returns a summary dict with the final metrics of the best weights."""
-        import signal
-        import time
-        c = self.config
-        on_event = on_event or (lambda kind, info: None)
-        self._trim_metrics()
-        self._stop = False
-
-        def _sigint(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt  # a second Ctrl-C: leave at once
-            self._stop = True
-
-        try:
-            old_handler = signal.signal(signal.SIGINT, _sigint)
-        except ValueError:  # not the main thread
-            old_handler = None
-        start = time.perf_counter()
-        reason = "done"
-        first_step = self.step
-        nb = self.batches_per_epoch
-        try:
-            while True:
-                if self.pos == 0 and (self.epoch >= c.epochs or self.stopped_early()):
-                    reason = "early stopping" if self.stopped_early() else "done"
-                    break
-                if self._stop:
-                    reason = "interrupted"
-                    break
-                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
-                    reason = "time"
-                    break
-                t0 = time.perf_counter()
-                info = self.train_step()
-                dt = time.perf_counter() - t0
-                info["tokens_per_sec"] = info["windows"] * self.data.window / dt if dt > 0 else float("inf")
-                info["elapsed"] = time.perf_counter() - start
-                self._log({k: info[k] for k in ("step", "epoch", "loss", "lr", "grad_norm", "elapsed")})
-                on_event("step", info)
-                if self.pos == nb:
-                    self._end_epoch(on_event)
-        finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-        if self.step > first_step and self.pos > 0:
-            self.save()      # stopped inside an epoch: save the position for --resume
-        elif not (self.out_dir / CHECKPOINT_NAME).exists():
-            self.save()
-        return {"reason": reason, "epoch": self.epoch, "step": self.step,
-                "elapsed": time.perf_counter() - start,
-                "checkpoint": str(self.out_dir / CHECKPOINT_NAME), "best": dict(self.best),
-                **self.final_report()}
-
-    def _end_epoch(self, on_event) -> None:
-        self.epoch += 1
-        self.pos = 0
-        self.perm = None
-        rec = {"step": self.step, "epoch": self.epoch, **self.validate_now()}
-        if not math.isfinite(rec["val_loss"]):
-            raise self._diverged(f"the validation loss became non-finite at epoch {self.epoch}")
-        improved = self.best["val_loss"] is None or rec["val_loss"] < self.best["val_loss"]
-        if improved:
-            self.best = {"val_loss": rec["val_loss"], "epoch": self.epoch, "step": self.step}
-            self.best_model = self.model.state_dict()
-            self.bad_epochs = 0
-        else:
-            self.bad_epochs += 1
-        self.last_val = rec
-        self._log(rec)
-        path = self.save()
-        on_event("val", {**rec, "improved": improved, "path": str(path)})
+        """Train (see :class:`bptt.supervised.SupervisedTrainer`), then load the best weights and
+        return the trainer's summary with :meth:`final_report`'s entries."""
+        summary = self.trainer.run(on_event)
+        self.trainer.restore_best()
+        return {**summary, **self.final_report()}
 
     def final_report(self) -> dict:
-        """Metrics of the best weights (the last ones before any validation) and of the baselines
-        on the validation windows."""
-        model = Forecaster(self.model_config)
-        model.load_state(self.best_model)
-        ev = evaluate_forecast(model, self.data)
+        """Metrics of the model's current weights and of both baselines on the validation windows."""
+        ev = evaluate_forecast(self.model, self.data)
         d = self.data
         per_series = {name: {k: {m: [float(v) for v in ev["metrics"][k][m][:, s]]
                                  for m in ("mae", "rmse", "mase")} for k in ev["metrics"]}
@@ -1011,13 +929,13 @@ class ForecastTrainer:
 # ---------------------------------------------------------------------------------------------
 
 def load_forecaster(checkpoint_path):
-    """(model with the best weights, payload) from a forecast checkpoint or run folder."""
+    """(model, payload) from a forecast checkpoint, or a run folder's best weights."""
     from .checkpoint import CheckpointError
     ckpt = load_forecast_checkpoint(checkpoint_path)
     try:
         model = Forecaster(ForecastModelConfig.from_dict(ckpt["model_config"]))
-        model.load_state(ckpt["best_model"])
-        Scaler.from_dict(ckpt["data"]["scaler"])
+        model.load_state(ckpt["model"])
+        Scaler.from_dict(ckpt["forecast"]["scaler"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{checkpoint_path}: checkpoint content is inconsistent ({e})") from None
     return model, ckpt
@@ -1025,7 +943,7 @@ def load_forecaster(checkpoint_path):
 
 def forecast_next(model: Forecaster, ckpt: dict, series: Series) -> np.ndarray:
     """The K values (K, S) after the end of ``series``, from its last W steps."""
-    d = ckpt["data"]
+    d = ckpt["forecast"]
     W, K = int(d["window"]), int(d["horizon"])
     if series.length < W:
         raise DataError(f"{series.source or 'the series'}: {series.length} rows, fewer than the "
@@ -1048,7 +966,7 @@ def predict_forecast(checkpoint_path, csv_path, out_path) -> np.ndarray:
     name, or by index for a file without a header) and at least ``window`` rows; errors are one
     line (DataError, CheckpointError)."""
     model, ckpt = load_forecaster(checkpoint_path)
-    d = ckpt["data"]
+    d = ckpt["forecast"]
     series = read_series_csv(csv_path, d["target_names"], d["covariate_names"])
     pred = forecast_next(model, ckpt, series)
     out_path = Path(out_path)

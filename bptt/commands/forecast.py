@@ -36,11 +36,11 @@ def _json_report(summary, config, series) -> dict:
         "train_windows": summary["train_windows"], "val_windows": summary["val_windows"],
         "model": m["model"], "naive": m["naive"], "seasonal_naive": m["seasonal_naive"],
         "per_series": summary["per_series"], "val_loss": summary["val_loss"],
-        "best_epoch": summary["best"]["epoch"], "epochs": summary["epoch"], "steps_trained": summary["step"],
+        "best_step": summary["best_step"], "epochs": summary["epoch"], "steps_trained": summary["step"],
         "stopped": summary["reason"], "elapsed_seconds": summary["elapsed"],
-        "checkpoint": summary["checkpoint"],
-        "config": {k: config.to_dict()[k] for k in ("cell", "hidden", "layers", "lr", "optimizer",
-                                                   "batch_size", "target", "seed", "dtype")},
+        "checkpoint": summary["checkpoint"], "best_checkpoint": summary["best_checkpoint"],
+        "config": {k: config.to_dict()[k] for k in ("cell", "hidden", "layers", "dropout", "lr",
+                                                   "optimizer", "batch_size", "target", "seed", "dtype")},
     }
 
 
@@ -77,8 +77,11 @@ def _json_report(summary, config, series) -> dict:
               help="Recurrent cell.")
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units H.")
 @click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Stacked layers.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Most epochs (passes over the training windows). [default: 100]")
+@click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0,
+              show_default=True, help="Dropout between stacked layers and before the head.")
+@click.option("--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="Most epochs (passes over the training windows; a total, also with --resume). "
+                   "[default: 100]")
 @click.option("--minutes", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Stop after this many minutes (saved; --resume continues).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -92,7 +95,8 @@ def _json_report(summary, config, series) -> dict:
 @click.option("--clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Clip the gradient's global norm to this (0: off).")
 @click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Stop after this many epochs without a better validation loss (0: never).")
+              help="Stop after this many validations (one per epoch) without a better validation "
+                   "loss (0: never).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the weights and the order of the windows.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
@@ -100,14 +104,14 @@ def _json_report(summary, config, series) -> dict:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for the Numba kernels. [default: all cores]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/forecast",
-              show_default=True, help="Run folder: checkpoint.bptt and metrics.jsonl.")
+              show_default=True, help="Run folder: checkpoint.bptt, best.bptt and metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Write the final metrics and baselines as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Draw the history, the validation truth and the forecasts (needs matplotlib).")
 def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, window, season,
-             val_fraction, val_steps, target, cell, hidden, layers, epochs, minutes, batch_size, lr,
+             val_fraction, val_steps, target, cell, hidden, layers, dropout, epochs, minutes, batch_size, lr,
              optimizer, weight_decay, clip, patience, seed, dtype, threads, out_dir, resume,
              json_path, plot_path):
     """Forecast the next K values of a time series with an RNN/LSTM/GRU over windows.
@@ -128,20 +132,16 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
             import matplotlib  # noqa: F401
         except ImportError:
             fail("--plot needs matplotlib: pip install 'bptt[plot]'")
-    from bptt.forecast import (ForecastConfig, ForecastTrainer, demo_series, load_series,
-                               plot_forecast, write_series_csv)
+    from bptt.forecast import (ForecastConfig, ForecastTrainer, demo_series, plot_forecast,
+                               write_series_csv)
     try:
         if series_csv is not None and demo is not None:
             raise ValueError("give SERIES_CSV or --demo, not both")
         if resume:
-            series = None
-            if series_csv is not None or demo is not None:
-                from bptt.forecast import ForecastConfig as _C, load_forecast_checkpoint
-                saved = _C.from_dict(load_forecast_checkpoint(Path(out_dir)).get("config", {}))
-                saved.source, saved.demo = series_csv, demo
-                series = load_series(saved)
-            trainer = ForecastTrainer.resume(out_dir, epochs=epochs, minutes=minutes, series=series)
-            click.echo(f"resuming {out_dir} at epoch {trainer.epoch}, step {trainer.step}")
+            trainer = ForecastTrainer.resume(out_dir, epochs=epochs, minutes=minutes,
+                                             series=demo_series(demo) if demo else None,
+                                             source=series_csv)
+            click.echo(f"resuming {out_dir} at epoch {trainer.epoch:g}, step {trainer.step}")
         else:
             if series_csv is None and demo is None:
                 raise ValueError("give a SERIES_CSV file, or --demo seasonal")
@@ -150,7 +150,7 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                                     covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
                                     header=header, horizon=horizon, window=window, season=season,
                                     val_fraction=val_fraction, val_steps=val_steps, target=target,
-                                    cell=cell, hidden=hidden, layers=layers,
+                                    cell=cell, hidden=hidden, layers=layers, dropout=dropout,
                                     epochs=epochs if epochs is not None else 100, minutes=minutes,
                                     batch_size=batch_size, lr=lr, optimizer=optimizer,
                                     weight_decay=weight_decay, clip=clip or None,
@@ -175,16 +175,19 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                    f"({'detected' if d.season_detected else 'given'}); a {c.layers}-layer "
                    f"{c.cell.upper()} (H={c.hidden}, {trainer.model.num_parameters():,} parameters, "
                    f"{c.dtype}), target: {c.target}")
-        nb = trainer.batches_per_epoch
-        progress = Progress(c.epochs * nb, trainer.step, c.minutes)
+        progress = Progress(trainer.total_steps, trainer.step, c.minutes)
+        window = d.window
 
         def on_event(kind, info):
             if kind == "step":
-                progress.step(info)
+                progress.step({**info, "tokens_per_sec": info["rows_per_sec"] * window})
             elif kind == "val":
-                progress.message(f"epoch {info['epoch']}: val loss {info['val_loss']:.4f}, MAE "
+                progress.message(f"epoch {info['epoch']:g}: val loss {info['val_loss']:.4f}, MAE "
                                  f"{info['val_mae']:.4g}, RMSE {info['val_rmse']:.4g}, MASE "
                                  f"{info['val_mase']:.4g}{'  (best)' if info['improved'] else ''}")
+            elif kind == "stop":
+                progress.message(f"early stopping: no better validation loss in {info['patience']} "
+                                 f"validations (the best was at step {info['best_step']})")
 
         summary = trainer.run(on_event)
     except KeyboardInterrupt:
@@ -192,14 +195,16 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
     except user_errors() as e:
         fail(str(e))
     if summary["reason"] == "interrupted":
-        click.echo(f"interrupted: saved epoch {summary['epoch']} step {summary['step']} to "
-                   f"{summary['checkpoint']}; continue with --resume --out {out_dir}")
-    elif summary["reason"] == "early stopping":
-        click.echo(f"early stopping: no better validation loss in {c.patience} epochs")
-    best = summary["best"]
-    click.echo(f"validation metrics of the best weights (epoch {best['epoch']}), per horizon step "
-               f"(mean over {len(trainer.series.target_names)} series):" if best["epoch"] else
-               "validation metrics (no epoch completed yet: the initial weights):")
+        click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
+                   f"continue with --resume --out {out_dir}")
+    elif summary["reason"] == "time":
+        click.echo(f"time budget spent: saved step {summary['step']}; continue with --resume --out {out_dir}")
+    best_step = summary.get("best_step")
+    nb = trainer.batches_per_epoch
+    best_epoch = f"{best_step / nb:.3g}" if best_step else None
+    click.echo(f"validation metrics of the best weights (step {best_step}, epoch {best_epoch}), per "
+               f"horizon step (mean over {len(trainer.series.target_names)} series):" if best_step else
+               "validation metrics (no step trained: the initial weights):")
     click.echo(_table(summary))
     m = summary["metrics"]
     if json_path:
@@ -216,13 +221,13 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         click.echo(f"plot: {plot_path}")
     beats = [name for key, name in (("naive", "naive"), ("seasonal_naive", "seasonal-naive"))
              if m["model"]["mae_mean"] < m[key]["mae_mean"]]
-    click.echo(f"final: epoch {summary['epoch']} (best {best['epoch']}), validation MAE "
+    click.echo(f"final: epoch {summary['epoch']:.3g} (best {best_epoch}), validation MAE "
                f"{m['model']['mae_mean']:.4g} RMSE {m['model']['rmse_mean']:.4g} MASE "
                f"{m['model']['mase_mean']:.4g}; naive MAE {m['naive']['mae_mean']:.4g} MASE "
                f"{m['naive']['mase_mean']:.4g}; seasonal-naive (S={summary['season']}) MAE "
                f"{m['seasonal_naive']['mae_mean']:.4g} MASE {m['seasonal_naive']['mase_mean']:.4g}; "
                f"beats {' and '.join(beats) if beats else 'neither baseline'} on MAE; "
-               f"checkpoint {summary['checkpoint']}")
+               f"best weights {summary['best_checkpoint']}")
 
 
 COMMANDS = [forecast]
