@@ -34,8 +34,9 @@ def main(threads):
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["dense", "mlp", "rnn", "lstm", "gru"]), default="mlp",
-              show_default=True, help="What to check: a Dense layer, an MLP, or a recurrent layer.")
+@click.option("--model", type=click.Choice(["dense", "mlp", "rnn", "lstm", "gru", "forecaster"]), default="mlp",
+              show_default=True, help="What to check: a Dense layer, an MLP, a recurrent layer, or "
+                                      "the forecaster (bptt forecast's model: LSTM over a window + head).")
 @click.option("--activation", default="tanh", show_default=True,
               help="identity, relu, tanh, sigmoid, gelu (exact), gelu_tanh or gelu_sigmoid; "
                    "for rnn: tanh, relu or identity; ignored by lstm and gru.")

@@ -9,7 +9,7 @@ import numpy as np
 
 from .layers import GRU, LSTM, MLP, RNN, Dense
 
-MODELS = ["dense", "mlp", "rnn", "lstm", "gru"]
+MODELS = ["dense", "mlp", "rnn", "lstm", "gru", "forecaster"]
 RECURRENT = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
@@ -37,4 +37,9 @@ def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch:
         if model == "lstm":
             inputs["c0"] = rng.standard_normal(state)
         return target, inputs
+    if model == "forecaster":
+        # an LSTM over a window, the dense head from its last state to K·S = 3·2 outputs
+        from .forecast import forecaster_problem
+        return forecaster_problem("lstm", seed=seed, batch=batch, window=seq_len, hidden=hidden,
+                                  layers=layers)
     raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")

@@ -464,6 +464,11 @@ class Forecaster:
         self.grads = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.grads.items()}
         self._shape = None
 
+    def __repr__(self):
+        c = self.config
+        return (f"Forecaster({c.cell}, input_size={c.input_size}, hidden={c.hidden}, layers={c.layers}, "
+                f"horizon={c.horizon}, n_series={c.n_series}, dropout={c.dropout}, dtype={self.dtype.name})")
+
     # -- parameters ---------------------------------------------------------------------------
     def parameters(self):
         return self.params
