@@ -204,6 +204,15 @@ def test_resume_is_exact_and_ctrl_c_saves(tmp_path):
     changed = series(s.targets + 1.0, s.covariates)
     with pytest.raises(TrainingError, match="series differs"):
         ForecastTrainer.resume(tmp_path / "b", series=changed)
+    # two targets and a covariate, by name, from a CSV: the next K = 2 values of each
+    csv_path = tmp_path / "s.csv"
+    write_series_csv(s, csv_path)
+    pred = predict_forecast(tmp_path / "b", csv_path, tmp_path / "next.csv")
+    assert pred.shape == (2, 2) and np.all(np.isfinite(pred))
+    assert (tmp_path / "next.csv").read_text().splitlines()[0] == "step,y0,y1"
+    (tmp_path / "nocov.csv").write_text("y0,y1\n" + "1,2\n" * 10)
+    with pytest.raises(DataError, match="no covariate column 'c0'"):
+        predict_forecast(tmp_path / "b", tmp_path / "nocov.csv", tmp_path / "o.csv")
 
 
 def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
@@ -221,11 +230,13 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_cli_demo_end_to_end_json_and_predict(tmp_path):
     out, js, demo = tmp_path / "run", tmp_path / "m.json", tmp_path / "demo.csv"
+    png = tmp_path / "f.png"
     r = CliRunner().invoke(main, ["forecast", "--demo", "seasonal", "--demo-csv", str(demo),
                                   "--horizon", "3", "--window", "8", "--cell", "lstm", "--hidden", "4",
                                   "--epochs", "1", "--batch-size", "256", "--dtype", "float64",
-                                  "--out", str(out), "--json", str(js)])
+                                  "--out", str(out), "--json", str(js), "--plot", str(png)])
     assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
     assert "season 168 (detected)" in r.output and r.output.strip().splitlines()[-1].startswith("final: ")
     rep = json.loads(js.read_text())
     assert rep["horizon"] == 3 and rep["window"] == 8 and rep["season"] == 168
@@ -270,3 +281,13 @@ def test_forecaster_gradients_float64():
     model.backward = broken
     report = gradcheck(model, inputs)
     assert not report.passed and [r.name for r in report.failures()] == ["head.bias"]
+
+
+def test_gradcheck_cli_covers_the_forecaster_and_plot_needs_matplotlib(monkeypatch, tmp_path):
+    r = CliRunner().invoke(main, ["gradcheck", "--model", "forecaster", "--hidden", "3"])
+    assert r.exit_code == 0 and "head.bias" in r.output and "FAIL" not in r.output, r.output
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    r = CliRunner().invoke(main, ["forecast", "--demo", "seasonal", "--out", str(tmp_path / "r"),
+                                  "--plot", str(tmp_path / "f.png")])
+    assert r.exit_code == 1 and "pip install 'bptt[plot]'" in r.output
+    assert not (tmp_path / "r").exists()
