@@ -26,6 +26,17 @@ def _table(report) -> str:
     return "\n".join(lines)
 
 
+def _finite(obj):
+    """The report with NaN (a MASE whose scale is 0) as null, so that the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
 def _json_report(summary, config, series) -> dict:
     m = summary["metrics"]
     return {
@@ -209,8 +220,8 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
     m = summary["metrics"]
     if json_path:
         try:
-            Path(json_path).write_text(json.dumps(_json_report(summary, c, trainer.series), indent=2),
-                                       encoding="utf-8")
+            Path(json_path).write_text(json.dumps(_finite(_json_report(summary, c, trainer.series)),
+                                                  indent=2, allow_nan=False), encoding="utf-8")
         except OSError as e:
             fail(f"{json_path}: cannot write ({e.strerror or e})")
     if plot_path:
@@ -221,11 +232,12 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         click.echo(f"plot: {plot_path}")
     beats = [name for key, name in (("naive", "naive"), ("seasonal_naive", "seasonal-naive"))
              if m["model"]["mae_mean"] < m[key]["mae_mean"]]
+    g = lambda v: f"{v:.4g}" if v == v else "n/a"   # noqa: E731 (NaN: a MASE whose scale is 0)
     click.echo(f"final: epoch {summary['epoch']:.3g} (best {best_epoch}), validation MAE "
-               f"{m['model']['mae_mean']:.4g} RMSE {m['model']['rmse_mean']:.4g} MASE "
-               f"{m['model']['mase_mean']:.4g}; naive MAE {m['naive']['mae_mean']:.4g} MASE "
-               f"{m['naive']['mase_mean']:.4g}; seasonal-naive (S={summary['season']}) MAE "
-               f"{m['seasonal_naive']['mae_mean']:.4g} MASE {m['seasonal_naive']['mase_mean']:.4g}; "
+               f"{g(m['model']['mae_mean'])} RMSE {g(m['model']['rmse_mean'])} MASE "
+               f"{g(m['model']['mase_mean'])}; naive MAE {g(m['naive']['mae_mean'])} MASE "
+               f"{g(m['naive']['mase_mean'])}; seasonal-naive (S={summary['season']}) MAE "
+               f"{g(m['seasonal_naive']['mae_mean'])} MASE {g(m['seasonal_naive']['mase_mean'])}; "
                f"beats {' and '.join(beats) if beats else 'neither baseline'} on MAE; "
                f"best weights {summary['best_checkpoint']}")
 
