@@ -35,6 +35,16 @@ Season detection (:func:`detect_season`): the training part of each target, minu
 least-squares line, gives an autocorrelation r(l) (the usual biased estimator); the mean over the
 targets is searched for lags 2 ≤ l ≤ n/2 where r has a local maximum (r(l-1) < r(l) ≥ r(l+1)) of
 at least 0.2; the largest such r wins. None found: S = 1 (seasonal naive is then the naive forecast).
+
+Training and use
+----------------
+:class:`ForecastTrainer` trains through :class:`bptt.supervised.SupervisedTrainer` (seeded epochs
+of shuffled training windows, a validation each epoch, early stopping, ``best.bptt``,
+``metrics.jsonl``, exact resume, Ctrl-C, the NaN guard): a dataset row is a window's origin, and
+:class:`WindowModel` builds the batch's windows. A checkpoint of kind ``"forecast"`` holds what
+:func:`predict_forecast` needs to forecast the K steps after the end of any series with the same
+columns: the model's configuration and weights, the scaler, the column names, W, K and the target
+mode.
 """
 from __future__ import annotations
 
