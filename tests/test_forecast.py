@@ -209,6 +209,10 @@ def test_resume_is_exact_and_ctrl_c_saves(tmp_path):
     write_series_csv(s, csv_path)
     pred = predict_forecast(tmp_path / "b", csv_path, tmp_path / "next.csv")
     assert pred.shape == (2, 2) and np.all(np.isfinite(pred))
+    end = np.array([s.length])        # the origin just past the series: the windowing path agrees
+    d = again.data                    # (the run ends with the best weights loaded, as best.bptt)
+    expected = d.to_values(again.model.predict(d.inputs(end, np.float64)), end)[0]
+    assert np.allclose(pred, expected, rtol=1e-12, atol=1e-12)
     assert (tmp_path / "next.csv").read_text().splitlines()[0] == "step,y0,y1"
     (tmp_path / "nocov.csv").write_text("y0,y1\n" + "1,2\n" * 10)
     with pytest.raises(DataError, match="no covariate column 'c0'"):
