@@ -256,7 +256,7 @@ class Scaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Scaler":
+    def fit(cls, values: np.ndarray) -> Scaler:
         mean = values.mean(axis=0)
         std = values.std(axis=0)
         std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # a constant column
@@ -639,7 +639,7 @@ class ForecastData:
                 "seasonal_naive": seasonal_naive_forecast(self.y, origins, self.horizon, self.season)}
 
 
-def evaluate_forecast(model: "Forecaster", data: ForecastData, origins=None, batch_size: int = 256) -> dict:
+def evaluate_forecast(model: Forecaster, data: ForecastData, origins=None, batch_size: int = 256) -> dict:
     """Metrics (K, S) arrays of the model and of both baselines on the validation windows, and
     the model's validation loss (MSE on scaled values)."""
     origins = data.split.val_origins if origins is None else origins
@@ -935,8 +935,8 @@ class ForecastTrainer:
         return {"val_loss": ev["loss"], "metrics": summarize(ev["metrics"]), "per_series": per_series,
                 "season": d.season, "season_detected": d.season_detected, "window": d.window,
                 "horizon": d.horizon, "n": d.split.n, "n_train": d.split.n_train,
-                "train_windows": int(len(d.split.train_origins)),
-                "val_windows": int(len(d.split.val_origins)), "pred": ev["pred"], "truth": ev["truth"]}
+                "train_windows": len(d.split.train_origins),
+                "val_windows": len(d.split.val_origins), "pred": ev["pred"], "truth": ev["truth"]}
 
 
 # ---------------------------------------------------------------------------------------------

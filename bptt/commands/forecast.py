@@ -1,13 +1,15 @@
 """``bptt forecast``: train a recurrent forecaster on a time series (CLI layer: no math here)."""
 from __future__ import annotations
 
+import math
+
 import click
 
 from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user_errors
 
 
 def _fmt(v, width=8):
-    return f"{v:{width}.4g}" if v == v else f"{'n/a':>{width}}"
+    return f"{v:{width}.4g}" if not math.isnan(v) else f"{'n/a':>{width}}"
 
 
 def _table(report) -> str:
@@ -32,7 +34,7 @@ def _finite(obj):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
+    if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
 
@@ -232,7 +234,7 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         click.echo(f"plot: {plot_path}")
     beats = [name for key, name in (("naive", "naive"), ("seasonal_naive", "seasonal-naive"))
              if m["model"]["mae_mean"] < m[key]["mae_mean"]]
-    g = lambda v: f"{v:.4g}" if v == v else "n/a"   # noqa: E731 (NaN: a MASE whose scale is 0)
+    g = lambda v: f"{v:.4g}" if not math.isnan(v) else "n/a"   # noqa: E731 (NaN: a zero MASE scale)
     click.echo(f"final: epoch {summary['epoch']:.3g} (best {best_epoch}), validation MAE "
                f"{g(m['model']['mae_mean'])} RMSE {g(m['model']['rmse_mean'])} MASE "
                f"{g(m['model']['mase_mean'])}; naive MAE {g(m['naive']['mae_mean'])} MASE "
