@@ -40,10 +40,12 @@ def main(threads, kernels):
 
 @main.command()
 @click.option("--model", type=click.Choice(["dense", "mlp", "rnn", "lstm", "gru", "dropout", "table-regression",
-                                           "table-binary", "table-multiclass", "text"]), default="mlp",
-              show_default=True, help="What to check: a Dense layer, an MLP, a recurrent layer, dropout "
-                                      "(a fixed mask), the MLP of `bptt fit` with each task's loss, or its "
-                                      "text classifier (padded sequences with a mask).")
+                                           "table-binary", "table-multiclass", "text", "forecaster"]),
+              default="mlp", show_default=True,
+              help="What to check: a Dense layer, an MLP, a recurrent layer, dropout "
+                   "(a fixed mask), the MLP of `bptt fit` with each task's loss, its text classifier "
+                   "(padded sequences with a mask), or the forecaster of `bptt forecast` "
+                   "(an LSTM over a window and its head).")
 @click.option("--activation", default="tanh", show_default=True,
               help="identity, relu, tanh, sigmoid, gelu (exact), gelu_tanh or gelu_sigmoid; "
                    "for rnn: tanh, relu or identity; ignored by lstm and gru.")

@@ -10,7 +10,7 @@ import numpy as np
 from .layers import GRU, LSTM, MLP, RNN, Dense
 
 MODELS = ["dense", "mlp", "rnn", "lstm", "gru", "dropout", "table-regression", "table-binary",
-          "table-multiclass", "text"]
+          "table-multiclass", "text", "forecaster"]
 RECURRENT = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
@@ -70,4 +70,9 @@ def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch:
         lengths = np.maximum(1, seq_len - np.arange(batch) % seq_len)   # seq_len, seq_len - 1, ...: padded
         return target, {"ids": rng.integers(0, 11, (batch, seq_len)), "len": lengths,
                         "y": rng.integers(0, 3, batch)}
+    if model == "forecaster":
+        # an LSTM over a window, the dense head from its last state to K·S = 3·2 outputs
+        from .forecast import forecaster_problem
+        return forecaster_problem("lstm", seed=seed, batch=batch, window=seq_len, hidden=hidden,
+                                  layers=layers)
     raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
