@@ -17,8 +17,8 @@ module                 what
 ``rnn``                the Elman RNN over a sequence and its BPTT; the input projection
                        and the weight-gradient sums every cell shares
 ``lstm``, ``gru``      the LSTM and the GRU, gate by gate, forward and BPTT
-``dropout``            (to come: the twin of ``bptt.kernels.dropout`` once that kernel
-                       lands; tests/test_reference.py lists it as pending until then)
+``dropout``            inverted dropout with the trainer's mask, and its backward
+``pooling``            last / mean / max over each padded sequence's valid steps
 =====================  ===============================================================
 
 The recurrent backward passes walk time backwards in an explicit loop,
