@@ -98,6 +98,24 @@ class Stack:
         head.load_state(model.head.params)
         return cls(cfg.cell, layers, head, "xent")
 
+    @classmethod
+    def from_sequence_model(cls, model):
+        """The encoder and head of a `bptt fit` sequence regressor (``--demo adding``, or any
+        checkpoint of kind ``"sequence"``): its single-layer cells, one above the other, and its
+        MLP head on the last step. Needs one direction and ``last`` pooling (the loss then sits
+        at the last step, as here), and a float64 model (see :func:`sequence_model_float64`)."""
+        spec = model.spec
+        if model.encoder.D != 1 or spec["pool"] != "last":
+            raise ValueError("gradflow reads fit models with one direction and --pool last; this one has "
+                             f"{model.encoder.D} direction(s) and --pool {spec['pool']}")
+        if model.embedding is not None:
+            raise ValueError("gradflow reads fit sequence models on numbers (such as --demo adding), "
+                             "not text classifiers")
+        if spec["task"] != "regression":
+            raise ValueError("gradflow reads fit sequence regressors (such as --demo adding)")
+        model.train(False)   # evaluation: no dropout
+        return cls(spec["cell"], [pair[0] for pair in model.encoder.cells], _MLPHead(model.head), "mse")
+
     # -- one layer ------------------------------------------------------------------------------
     def _run(self, k, x, state):
         """Layer k forward: (out, final state), the state (h, c) for the LSTM."""
@@ -173,6 +191,32 @@ class Stack:
                  for n, g in layer.grads.items()}
         self.zero_grad()
         return grads
+
+
+class _MLPHead:
+    """A `bptt fit` MLP head as :class:`Stack` uses a Dense head: forward, backward returning
+    ∂L/∂(its input), zero_grad. Evaluation mode: no dropout."""
+
+    def __init__(self, mlp):
+        self.mlp = mlp
+
+    def forward(self, x):
+        return self.mlp.forward(x)
+
+    def backward(self, dout):
+        return self.mlp.backward(dout, input_grad=True)
+
+    def zero_grad(self):
+        self.mlp.zero_grad()
+
+
+def sequence_model_float64(ckpt):
+    """The model of a `bptt fit` checkpoint rebuilt in float64 with its weights (gradients far
+    below float32's range are still seen)."""
+    from .fitting import build_model
+    model = build_model({**ckpt["model_spec"], "dtype": "float64"})
+    model.load_state(ckpt["model"])
+    return model
 
 
 def truncation_steps(T):

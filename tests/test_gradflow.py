@@ -158,3 +158,23 @@ def test_cli_gradflow_on_a_checkpoint(tmp_path):
     assert r.output.count(f"{run} (lstm)  1") == 2       # one row per checkpoint and layer, named
     r = CliRunner().invoke(main, ["gradflow", str(tmp_path / "run"), "--demo"])
     assert r.exit_code == 2 and "reads text" in r.output
+
+
+def test_cli_gradflow_on_a_fit_adding_model(tmp_path):
+    """A `bptt fit --demo adding` checkpoint: its LSTM and MLP head, on the adding problem; the
+    norms equal those of the same weights as a Stack built by hand."""
+    out = tmp_path / "add"
+    r = CliRunner().invoke(main, ["fit", "--demo", "adding", "--length", "6", "--samples", "64",
+                                  "--cell", "lstm", "--rnn-hidden", "4", "--hidden", "4", "--epochs", "1",
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["gradflow", str(out), "--length", "6", "--batch", "3"])
+    assert r.exit_code == 0, r.output
+    assert "adding problem" in r.output and "lstm" in r.output
+    from bptt.demos import adding_problem
+    from bptt.fitting import load_fit_checkpoint
+    ckpt, _ = load_fit_checkpoint(out)
+    stack = gf.Stack.from_sequence_model(gf.sequence_model_float64(ckpt))
+    x, y = adding_problem(3, 6, 0)
+    _, norms = stack.grad_norms(x, y[:, None])
+    assert f"{norms[0, 0]:.2e}" in r.output

@@ -56,26 +56,30 @@ def gradflow(checkpoints, cell, hidden, layers, init_scale, forget_bias, seed, d
         fail("give --demo or --text, not both", 2)
     try:
         if checkpoints:
-            from bptt.data import builtin_corpus, read_text_files
-            from bptt.train import load_model
-            if demo:
-                fail("a language-model checkpoint reads text: give --text (or nothing, for the "
-                     "built-in corpus)", 2)
-            text = read_text_files([text_file]) if text_file else builtin_corpus(max_bytes=4 * length + 64)
-            flows = []
+            from bptt.checkpoint import CheckpointError
+            from bptt.fitting import load_fit_checkpoint
+            from bptt.demos import adding_problem
+            flows, names = [], []
             for path in checkpoints:
-                model, tok, _ = load_model(path)
-                ids = tok.encode(text)[:length + 1]
-                if ids.size < 3:
-                    fail(f"the text must hold at least 3 tokens, got {ids.size}")
-                x = model.embedding.forward(ids[None, :-1]).astype(np.float64)   # analysed in float64
-                stack = gf.Stack.from_language_model(model)
-                flow = gf.gradient_flow(stack, x, ids[-1:], truncate=truncate)
+                try:
+                    ckpt, _ = load_fit_checkpoint(path)
+                except CheckpointError:
+                    ckpt = None
+                if ckpt is not None and ckpt.get("kind") == "sequence":
+                    # a `bptt fit` sequence regressor (--demo adding): its own kind of data
+                    if text_file:
+                        fail(f"{path} is a `bptt fit` sequence model: it reads the adding problem, not --text", 2)
+                    stack = gf.Stack.from_sequence_model(gf.sequence_model_float64(ckpt))
+                    xs, ys = adding_problem(batch, length, seed)
+                    flow = gf.gradient_flow(stack, xs, ys[:, None], truncate=truncate)
+                    names.append(f"an adding problem, {batch} sequences of {length} steps")
+                else:
+                    flow, what_text = _language_model_flow(gf, path, demo, text_file, length, truncate)
+                    names.append(what_text)
                 if len(checkpoints) > 1:   # one row and curve each, named by the path (and its cell)
                     flow.cell = path if flow.cell in path else f"{path} ({flow.cell})"
                 flows.append(flow)
-            what = (f"{', '.join(checkpoints)} on {ids.size - 1} tokens of "
-                    f"{text_file or 'the built-in corpus'}")
+            what = f"{', '.join(checkpoints)} on " + "; ".join(dict.fromkeys(names))
             stacks = []
         elif text_file:
             from bptt.data import CharTokenizer, read_text_files
@@ -115,3 +119,22 @@ def gradflow(checkpoints, cell, hidden, layers, init_scale, forget_bias, seed, d
 
 
 COMMANDS = [gradflow]
+
+
+def _language_model_flow(gf, path, demo, text_file, length, truncate):
+    """The flow of a `bptt train` language model on text: (flow, what it read)."""
+    import numpy as np
+
+    from bptt.data import builtin_corpus, read_text_files
+    from bptt.train import load_model
+    if demo:
+        fail("a language-model checkpoint reads text: give --text (or nothing, for the "
+             "built-in corpus)", 2)
+    text = read_text_files([text_file]) if text_file else builtin_corpus(max_bytes=4 * length + 64)
+    model, tok, _ = load_model(path)
+    ids = tok.encode(text)[:length + 1]
+    if ids.size < 3:
+        fail(f"the text must hold at least 3 tokens, got {ids.size}")
+    x = model.embedding.forward(ids[None, :-1]).astype(np.float64)   # analysed in float64
+    flow = gf.gradient_flow(gf.Stack.from_language_model(model), x, ids[-1:], truncate=truncate)
+    return flow, f"{ids.size - 1} tokens of {text_file or 'the built-in corpus'}"
