@@ -226,7 +226,7 @@ class ContrastiveConfig:
     crop_high: float = 0.6
     crop_min: int = 8
     crop_max: int = 128
-    min_tokens: int = 16
+    min_tokens: int = 12
     batch_size: int = 64
     temperature: float = 0.05
     learn_temperature: bool = False
@@ -270,16 +270,20 @@ class ContrastiveConfig:
 
 
 def split_paragraphs(text: str, val_fraction: float, seed: int, min_words: int = 16):
-    """(training paragraphs, held-out paragraphs): a seeded split of the paragraphs of ``text``
-    with at least ``min_words`` words. The held-out ones give the validation queries."""
-    paras = paragraphs(text, min_words)
-    if len(paras) < 4:
-        raise ValueError(f"the text has {len(paras)} paragraph(s) of at least {min_words} words "
+    """(training paragraphs, held-out paragraphs) of ``text`` (blocks separated by blank lines),
+    seeded. The held-out ones, ``val_fraction`` of the paragraphs of at least ``min_words`` words
+    (the benchmark's own rule), give the validation queries; every other non-empty paragraph,
+    short ones too, is for training."""
+    blocks = paragraphs(text, 1)
+    long = [i for i, p in enumerate(blocks) if len(p.split()) >= min_words]
+    if len(long) < 4:
+        raise ValueError(f"the text has {len(long)} paragraph(s) of at least {min_words} words "
                          "(blocks separated by blank lines); contrastive training needs 4 or more")
-    order = np.random.default_rng(seed).permutation(len(paras))
-    n_val = max(2, int(round(val_fraction * len(paras))))
-    val = [paras[i] for i in sorted(order[:n_val])]
-    train = [paras[i] for i in sorted(order[n_val:])]
+    order = np.random.default_rng(seed).permutation(len(long))
+    n_val = max(2, int(round(val_fraction * len(long))))
+    held = {long[i] for i in order[:n_val]}
+    val = [blocks[i] for i in sorted(held)]
+    train = [p for i, p in enumerate(blocks) if i not in held]
     return train, val
 
 
