@@ -9,7 +9,8 @@ negatives), and the other way round (:class:`~bptt.layers.contrastive.InfoNCELos
 
 Views (:data:`VIEWS`) are made by a function ``make(paragraphs, rng, config) -> (ids_a, ids_b)``,
 two (B, T) id arrays. ``crop`` cuts two independent random spans, of one length T per batch, so
-the 2B views run as one batch with no padding. A dropout view (the same span twice, two dropout
+the 2B views run as one batch with no padding; a batch is a random window of the paragraphs
+sorted by length, so that T is a similar fraction of each. A dropout view (the same span twice, two dropout
 masks, as in SimCSE) is one more entry: a function returning the same span twice, once the
 recurrent layers take a dropout rate.
 
@@ -348,6 +349,9 @@ class ContrastiveTrainer:
         if len(self.train_ids) < config.batch_size:
             raise ValueError(f"only {len(self.train_ids)} training paragraphs have {config.min_tokens}+ "
                              f"tokens, fewer than --batch-size {config.batch_size}")
+        # A batch is a random window of the paragraphs sorted by length: paragraphs of similar
+        # length, so the one crop length per batch is a similar fraction of each.
+        self.by_length = np.argsort([ids.size for ids in self.train_ids], kind="stable")
         self.val_queries, self.val_docs = zip(*[split_pair(p) for p in self.val_paras[:config.val_pairs]])
         self.model_config = EncoderConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                           hidden=config.hidden, layers=config.layers,
@@ -454,7 +458,7 @@ class ContrastiveTrainer:
 
     def train_step(self) -> dict:
         c = self.config
-        pick = self.rng.choice(len(self.train_ids), size=c.batch_size, replace=False)
+        pick = self.by_length[self.rng.integers(0, len(self.by_length) - c.batch_size + 1) + np.arange(c.batch_size)]
         ids_a, ids_b = VIEWS[c.views]([self.train_ids[i] for i in pick], self.rng, c)
         self.model.zero_grad()
         loss = self.model.loss_and_grad(ids_a, ids_b)
