@@ -261,8 +261,8 @@ def eval_(checkpoint, text_files, seq_len, batch_size):
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--per", type=click.Choice(["line", "file"]), default="line", show_default=True,
-              help="Embed each non-empty line, or each whole file.")
+@click.option("--per", type=click.Choice(["line", "paragraph", "file"]), default="line", show_default=True,
+              help="Embed each non-empty line, each paragraph (blocks between blank lines), or each file.")
 @click.option("--pool", type=click.Choice(["last", "mean"]), default="mean", show_default=True,
               help="The mean of the hidden states over all steps, or the final one.")
 @click.option("--normalize/--no-normalize", default=True, show_default=True, help="Scale to unit L2 norm.")
@@ -291,6 +291,9 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
         model, tok, _ = load_embedder(checkpoint)
         if per == "file":
             texts = [read_text_files([p]) for p in inputs]
+        elif per == "paragraph":
+            from bptt.retrieval import paragraphs
+            texts = [p for f in inputs for p in paragraphs(read_text_files([f]), 1)]
         else:
             texts = [line for line in read_text_files(list(inputs)).splitlines() if line.strip()]
         if not texts:
