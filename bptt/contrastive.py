@@ -202,7 +202,29 @@ def crop_views(paras: list, rng: np.random.Generator, config) -> tuple[np.ndarra
     return a, b
 
 
-VIEWS = {"crop": crop_views}
+def disjoint_views(paras: list, rng: np.random.Generator, config) -> tuple[np.ndarray, np.ndarray]:
+    """Two random spans of each paragraph that do not overlap, of one length T per batch,
+
+        T = clip(round(r · shortest), crop_min, min(crop_max, shortest // 2)),  r ~ U[crop_low, crop_high]
+
+    so the views share topic, not text (as a query and the passage that answers it); which span
+    comes first in the paragraph is random."""
+    shortest = min(p.size for p in paras)
+    r = rng.uniform(config.crop_low, config.crop_high)
+    T = int(max(1, min(max(round(r * shortest), config.crop_min), config.crop_max, shortest // 2)))
+    a = np.empty((len(paras), T), np.int64)
+    b = np.empty((len(paras), T), np.int64)
+    for i, p in enumerate(paras):
+        s1 = int(rng.integers(0, p.size - 2 * T + 1))
+        s2 = int(rng.integers(s1 + T, p.size - T + 1))
+        first, second = p[s1:s1 + T], p[s2:s2 + T]
+        if rng.random() < 0.5:
+            first, second = second, first
+        a[i], b[i] = first, second
+    return a, b
+
+
+VIEWS = {"crop": crop_views, "disjoint": disjoint_views}
 
 
 # -- training ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 import bptt.layers.contrastive as lc
 from bptt.checkpoint import load_checkpoint
 from bptt.contrastive import (ContrastiveConfig, ContrastiveTrainer, Encoder, EncoderConfig,
-                              crop_views, load_embedder, split_paragraphs)
+                              crop_views, disjoint_views, load_embedder, split_paragraphs)
 from bptt.finitediff import gradcheck
 from bptt.kernels.pooling import l2_normalize_backward
 from bptt.layers.contrastive import InfoNCELoss
@@ -75,6 +75,10 @@ def test_crop_views():
     assert a.shape == b.shape == (2, 15)                      # half the shortest paragraph
     for row, p in zip(np.concatenate([a, b]), paras * 2):
         assert np.all(np.diff(row) == 1) and row[0] in p and row[-1] in p   # a contiguous span
+    a, b = disjoint_views(paras, rng, ContrastiveConfig(crop_low=0.9, crop_high=0.9, crop_min=4, crop_max=64))
+    assert a.shape == b.shape == (2, 15)                      # at most half the shortest
+    for x, y in zip(a, b):
+        assert not set(x) & set(y) and np.all(np.diff(x) == 1) and np.all(np.diff(y) == 1)
 
 
 TEXT = "\n\n".join(" ".join(f"t{i % 9} w{(i * j) % 17} x{j % 5}" for j in range(9)) for i in range(60)) + "\n"
