@@ -302,15 +302,21 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
                                       center=center, whiten=whiten)
         save_vectors(out_path, vecs, texts, checkpoint=checkpoint, pool=pool, normalize=normalize,
                      model=model, post=post)
+        from bptt.ann import remove_index
+        stale = remove_index(out_path)   # it belonged to the vectors just overwritten
         if build_index:
-            from bptt.generate import load_vectors
+            import os
+            from bptt.generate import model_fingerprint
             index, kind = make_index(vecs)
-            ipath = save_index(out_path, index, kind, vecs, load_vectors(out_path)[2])
+            ipath = save_index(out_path, index, kind, vecs, {"model_fingerprint": model_fingerprint(model),
+                                                              "checkpoint": os.path.abspath(checkpoint)})
     except _user_errors() as e:
         _fail(str(e))
     click.echo(f"wrote {len(texts)} vectors of size {vecs.shape[1]} to {out_path}")
     if build_index:
         click.echo(f"wrote a {kind} index to {ipath}")
+    elif stale:
+        click.echo(f"removed the index of the previous {out_path}")
 
 
 @main.command()
@@ -347,6 +353,8 @@ def search(source, query, k, in_files, pool, checkpoint, hybrid, rrf_k, exact):
                 raise ValueError("--pool and --in go with a checkpoint as SOURCE, not a vectors file")
             col = Collection.from_vectors_file(source, load_embedder, checkpoint, use_index=not exact)
         else:
+            if checkpoint:
+                raise ValueError("--checkpoint goes with a vectors file as SOURCE, not a checkpoint")
             model, tok, _ = load_embedder(source)
             col = Collection.from_texts(model, tok, search_corpus(list(in_files)), pool=pool or "mean")
         idx, sims = col.search(query, k, hybrid=hybrid, rrf_k=rrf_k)

@@ -58,6 +58,17 @@ def ef_search(k: int) -> int:
     return max(64, 4 * k)
 
 
+def remove_index(vectors_path) -> bool:
+    """Delete the index beside ``vectors_path`` (stale once the vectors are rewritten without
+    one); True if there was one."""
+    found = False
+    for p in index_paths(vectors_path):
+        if os.path.exists(p):
+            os.remove(p)
+            found = True
+    return found
+
+
 def build_index(vectors: np.ndarray, *, kind: str | None = None):
     """A FAISS index over ``vectors`` (N, d) float32 by the size rule (or ``kind``: flat | hnsw)."""
     faiss = _faiss()

@@ -200,3 +200,5 @@ def test_index_matches_exact_and_refuses_a_mismatch(lm, tmp_path):
     shutil.copy(str(v) + ".faiss", str(w) + ".faiss")
     shutil.copy(str(v) + ".faiss.json", str(w) + ".faiss.json")
     assert "does not belong" in one_line_error(run("search", w, "topic"))
+    r = run("embed", lm / "b", lm / "lines.txt", "--out", v)       # new vectors: the old index goes
+    assert r.exit_code == 0 and "removed the index" in r.output and run("search", v, "topic").exit_code == 0
