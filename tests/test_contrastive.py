@@ -115,3 +115,18 @@ def test_init_from_a_language_model(tmp_path):
     assert np.array_equal(tr.model.params["rnn.weight_hh_l0"], lm["rnn.weight_hh_l0"])
     train, val = split_paragraphs(TEXT, 0.1, 0)
     assert len(val) == 6 and not set(train) & set(val)
+
+
+def test_same_bits_at_any_thread_count(tmp_path):
+    from bptt import jit
+    before, states = jit.get_threads(), []
+    try:
+        for threads in (1, 2):
+            jit.set_threads(threads)
+            cfg = ContrastiveConfig(steps=2, hidden=8, embed_dim=4, batch_size=8, crop_min=4, crop_max=16, val_every=2)
+            tr = ContrastiveTrainer.fresh(cfg, tmp_path / f"t{threads}", TEXT)
+            tr.run()
+            states.append(tr.model.state_dict())
+    finally:
+        jit.set_threads(before)
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
