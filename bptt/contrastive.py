@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import fit_tokenizer, tokenizer_from_dict
+from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
 from .layers.base import as_dtype
 from .layers.contrastive import InfoNCELoss
@@ -245,6 +245,7 @@ class ContrastiveConfig:
     lowercase: bool = True
     init_from: str | None = None
     views: str = "crop"
+    mask: float = 0.0
     crop_low: float = 0.25
     crop_high: float = 0.6
     crop_min: int = 8
@@ -286,6 +287,8 @@ class ContrastiveConfig:
             raise ValueError(f"crop_min ({self.crop_min}) must not exceed crop_max ({self.crop_max})")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.mask < 1:
+            raise ValueError(f"mask must be in [0, 1), got {self.mask}")
         if self.views not in VIEWS:
             raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         if self.steps is None and self.minutes is None:
@@ -482,6 +485,9 @@ class ContrastiveTrainer:
         c = self.config
         pick = self.by_length[self.rng.integers(0, len(self.by_length) - c.batch_size + 1) + np.arange(c.batch_size)]
         ids_a, ids_b = VIEWS[c.views]([self.train_ids[i] for i in pick], self.rng, c)
+        if c.mask > 0:   # token masking: each view token becomes <unk> with probability mask
+            ids_a = np.where(self.rng.random(ids_a.shape) < c.mask, UNK_ID, ids_a)
+            ids_b = np.where(self.rng.random(ids_b.shape) < c.mask, UNK_ID, ids_b)
         self.model.zero_grad()
         loss = self.model.loss_and_grad(ids_a, ids_b)
         grads = {k: self.model.grads[k] for k in self.optimizer_keys}

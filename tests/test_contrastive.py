@@ -82,7 +82,7 @@ def test_crop_views():
 
 
 TEXT = "\n\n".join(" ".join(f"t{i % 9} w{(i * j) % 17} x{j % 5}" for j in range(9)) for i in range(60)) + "\n"
-TINY = ["--hidden", 6, "--embed-dim", 4, "--batch-size", 4, "--val-every", 3, "--crop-tokens", 4, 16]
+TINY = ["--hidden", 6, "--embed-dim", 4, "--batch-size", 4, "--val-every", 3, "--crop-tokens", 4, 16, "--mask", 0.1]
 
 
 def test_train_resume_exactly_and_use(tmp_path):

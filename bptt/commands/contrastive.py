@@ -26,6 +26,8 @@ from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user
               help="Paragraphs per step; each one's views are the other paragraphs' negatives.")
 @click.option("--views", type=click.Choice(["crop", "disjoint"]), default="crop", show_default=True,
               help="Two random spans of each paragraph (which may overlap), or two that do not.")
+@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Replace each token of a view by <unk> with this probability (an augmentation).")
 @click.option("--crop", "crop", type=(FiniteFloatRange(min=0, max=1, min_open=True),
                                       FiniteFloatRange(min=0, max=1, min_open=True)),
               default=(0.25, 0.6), show_default=True, metavar="LOW HIGH",
@@ -55,7 +57,7 @@ from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
-                max_vocab, batch_size, views, crop, crop_tokens, temperature, learn_temperature, steps,
+                max_vocab, batch_size, views, mask, crop, crop_tokens, temperature, learn_temperature, steps,
                 minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
@@ -79,7 +81,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                 steps = 1000
             config = ContrastiveConfig(
                 cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, bidirectional=bidirectional,
-                tokenizer=tokenizer, max_vocab=max_vocab, init_from=init_from, views=views, crop_low=crop[0],
+                tokenizer=tokenizer, max_vocab=max_vocab, init_from=init_from, views=views, mask=mask, crop_low=crop[0],
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
                 batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
                 steps=steps, minutes=minutes, lr=lr, clip=clip or None, val_every=val_every,
