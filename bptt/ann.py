@@ -10,7 +10,7 @@ kind of index follows the collection size N, by a rule, not by tuning to one col
 - N < 20,000: exact search (``IndexFlatIP``): a scan of N·d floats takes well under 2 ms there,
   and an approximate index would only lose recall;
 - otherwise HNSW (``IndexHNSWFlat``, M = 32 links per node, efConstruction = 80), searched with
-  efSearch = max(64, 4k): a graph walk that touches a few thousand vectors whatever N is.
+  efSearch = max(128, 8k): a graph walk that touches a few thousand vectors whatever N is.
   ``bench/ann_index.py`` measures it on 100,000 clustered vectors.
 """
 from __future__ import annotations
@@ -55,7 +55,9 @@ def vectors_digest(vectors: np.ndarray) -> str:
 
 
 def ef_search(k: int) -> int:
-    return max(64, 4 * k)
+    """HNSW's search breadth for k neighbours: max(128, 8k). On 100,000 near-uniform vectors
+    (10,000 clusters of 10) efSearch 64 reached Recall@10 0.936, 128 reached 0.955."""
+    return max(128, 8 * k)
 
 
 def remove_index(vectors_path) -> bool:
