@@ -19,7 +19,6 @@ A document missing from a ranking adds nothing for it.
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 
