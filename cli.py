@@ -280,31 +280,62 @@ def eval_(checkpoint, text_files, seq_len, batch_size):
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--per", type=click.Choice(["line", "file"]), default="line", show_default=True,
-              help="Embed each non-empty line, or each whole file.")
-@click.option("--pool", type=click.Choice(["last", "mean"]), default="last", show_default=True,
-              help="The final hidden state, or the mean over all steps.")
+@click.option("--per", type=click.Choice(["line", "paragraph", "file"]), default="line", show_default=True,
+              help="Embed each non-empty line, each paragraph (blocks between blank lines), or each file.")
+@click.option("--pool", type=click.Choice(["last", "mean"]), default="mean", show_default=True,
+              help="The mean of the hidden states over all steps, or the final one.")
 @click.option("--normalize/--no-normalize", default=True, show_default=True, help="Scale to unit L2 norm.")
+@click.option("--center/--no-center", default=True, show_default=True,
+              help="Subtract the collection's mean vector (stored, and applied to queries too).")
+@click.option("--whiten", is_flag=True,
+              help="Also whiten: decorrelate the directions, fitted on the collection. [default: off]")
+@click.option("--index", "build_index", is_flag=True,
+              help="Also build a FAISS index beside the vectors (needs bptt[index]). [default: off]")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="vectors.npy", show_default=True,
               help="vectors.npy (with texts in vectors.npy.json beside it) or vectors.jsonl.")
-def embed(checkpoint, inputs, per, pool, normalize, out_path):
-    """Embed text with CHECKPOINT: each line (or file) of INPUTS becomes the model's hidden state."""
+def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index, out_path):
+    """Embed text with CHECKPOINT: each line (or file) of INPUTS becomes a vector.
+
+    CHECKPOINT is a language model or a `bptt contrastive` encoder. The vectors are centred (and
+    optionally whitened) by a transform fitted on them, stored with them and applied to queries.
+    """
+    from bptt.ann import build_index as make_index, have_faiss, INSTALL_HINT, save_index
+    from bptt.collection import embed_collection
+    from bptt.contrastive import load_embedder
     from bptt.data import read_text_files
-    from bptt.generate import embed_texts, save_vectors
-    from bptt.train import load_model
+    from bptt.generate import save_vectors
     try:
-        model, tok, _ = load_model(checkpoint)
+        if build_index and not have_faiss():
+            raise ValueError(INSTALL_HINT)
+        model, tok, _ = load_embedder(checkpoint)
         if per == "file":
             texts = [read_text_files([p]) for p in inputs]
+        elif per == "paragraph":
+            from bptt.retrieval import paragraphs
+            texts = [p for f in inputs for p in paragraphs(read_text_files([f]), 1)]
         else:
             texts = [line for line in read_text_files(list(inputs)).splitlines() if line.strip()]
         if not texts:
             raise ValueError("nothing to embed: the input has no non-empty lines")
-        vecs = embed_texts(model, tok, texts, pool=pool, normalize=normalize)
-        save_vectors(out_path, vecs, texts, checkpoint=checkpoint, pool=pool, normalize=normalize)
+        vecs, post = embed_collection(model, tok, texts, pool=pool, normalize=normalize,
+                                      center=center, whiten=whiten)
+        save_vectors(out_path, vecs, texts, checkpoint=checkpoint, pool=pool, normalize=normalize,
+                     model=model, post=post)
+        from bptt.ann import remove_index
+        stale = remove_index(out_path)   # it belonged to the vectors just overwritten
+        if build_index:
+            import os
+            from bptt.generate import model_fingerprint
+            index, kind = make_index(vecs)
+            ipath = save_index(out_path, index, kind, vecs, {"model_fingerprint": model_fingerprint(model),
+                                                              "checkpoint": os.path.abspath(checkpoint)})
     except _user_errors() as e:
         _fail(str(e))
     click.echo(f"wrote {len(texts)} vectors of size {vecs.shape[1]} to {out_path}")
+    if build_index:
+        click.echo(f"wrote a {kind} index to {ipath}")
+    elif stale:
+        click.echo(f"removed the index of the previous {out_path}")
 
 
 @main.command()
@@ -315,31 +346,41 @@ def embed(checkpoint, inputs, per, pool, normalize, out_path):
               help="With a checkpoint as SOURCE: text files whose lines are searched "
                    "[default: paragraphs of the built-in corpus].")
 @click.option("--pool", type=click.Choice(["last", "mean"]), default=None,
-              help="[default: as the vectors were made, or last]")
-def search(source, query, k, in_files, pool):
+              help="With a checkpoint as SOURCE. [default: mean]")
+@click.option("--checkpoint", default=None, type=click.Path(),
+              help="With a vectors file: embed the query with this checkpoint (it must be the one "
+                   "that made the vectors). [default: the one recorded in the file]")
+@click.option("--hybrid", is_flag=True,
+              help="Fuse the vector ranking with BM25's by reciprocal-rank fusion. [default: off]")
+@click.option("--rrf-k", type=FiniteFloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="With --hybrid: score = sum over the two rankings of 1/(k + rank).")
+@click.option("--exact", is_flag=True, help="Ignore the FAISS index beside the vectors file. [default: off]")
+def search(source, query, k, in_files, pool, checkpoint, hybrid, rrf_k, exact):
     """Print the top-k neighbours of QUERY by cosine similarity, with scores and text.
 
     SOURCE is a vectors file written by `bptt embed` (the query is embedded with the checkpoint
-    recorded in it), or a checkpoint, in which case the lines of --in are embedded first.
+    recorded in it, pooled, centred and whitened as the vectors were; a FAISS index beside it is
+    used when present), or a checkpoint, in which case the lines of --in are embedded first.
+    With --hybrid the scores are reciprocal-rank-fusion scores of the vector and BM25 rankings.
     """
-    from bptt.generate import cosine_top_k, embed_texts, load_vectors, search_corpus
-    from bptt.train import load_model
+    from bptt.collection import Collection
+    from bptt.contrastive import load_embedder
+    from bptt.generate import search_corpus
     try:
         if source.endswith((".npy", ".jsonl")):
-            vecs, texts, meta = load_vectors(source)
-            model, tok, _ = load_model(meta["checkpoint"])
-            pool = pool or meta.get("pool", "last")
+            if pool or in_files:
+                raise ValueError("--pool and --in go with a checkpoint as SOURCE, not a vectors file")
+            col = Collection.from_vectors_file(source, load_embedder, checkpoint, use_index=not exact)
         else:
-            model, tok, _ = load_model(source)
-            pool = pool or "last"
-            texts = search_corpus(list(in_files))
-            vecs = embed_texts(model, tok, texts, pool=pool)
-        q = embed_texts(model, tok, [query], pool=pool)[0]
-        idx, sims = cosine_top_k(vecs, q, min(k, len(texts)))
+            if checkpoint:
+                raise ValueError("--checkpoint goes with a vectors file as SOURCE, not a checkpoint")
+            model, tok, _ = load_embedder(source)
+            col = Collection.from_texts(model, tok, search_corpus(list(in_files)), pool=pool or "mean")
+        idx, sims = col.search(query, k, hybrid=hybrid, rrf_k=rrf_k)
     except _user_errors() as e:
         _fail(str(e))
     for rank, (i, s) in enumerate(zip(idx, sims), 1):
-        text = texts[i].replace("\n", " ")
+        text = col.texts[i].replace("\n", " ")
         click.echo(f"{rank:>3}  {s:+.4f}  {text[:100]}")
 
 

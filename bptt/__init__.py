@@ -80,6 +80,15 @@ _EXPORTS = {
     'cosine_top_k': 'generate',
     'embed_texts': 'generate',
     'sample': 'generate',
+    'BM25Index': 'lexical',
+    'TfidfIndex': 'lexical',
+    'InfoNCELoss': 'layers.contrastive',
+    'Encoder': 'contrastive',
+    'EncoderConfig': 'contrastive',
+    'ContrastiveConfig': 'contrastive',
+    'ContrastiveTrainer': 'contrastive',
+    'load_embedder': 'contrastive',
+    'Collection': 'collection',
 }
 __all__ = sorted(_EXPORTS)
 

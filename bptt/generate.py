@@ -6,6 +6,7 @@ L2 norm. Search ranks stored vectors by cosine similarity with the query's embed
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -75,26 +76,54 @@ def _generate(model, tokenizer, ids, length, temperature, top_k, rng):
         last = logits[0, -1]
 
 
-def embed_texts(model: LanguageModel, tokenizer, texts, *, pool: str = "last", normalize: bool = True) -> np.ndarray:
-    """One embedding per text: (N, H) float32. Unseen symbols map to the tokenizer's <unk>."""
+EMBED_BATCH_TOKENS = 16384   # texts of one length are embedded together, up to this many tokens
+
+
+def embed_texts(model, tokenizer, texts, *, pool: str = "mean", normalize: bool = True) -> np.ndarray:
+    """One embedding per text: (N, H) float32. Unseen symbols map to the tokenizer's <unk>.
+
+    ``model`` is anything with ``hidden_states(ids (B, T)) -> (hs (B, T, H), state)``: a
+    :class:`LanguageModel` or a contrastive encoder. Texts of the same token length run as one
+    batch (rows do not interact, so a text's vector does not depend on its neighbours).
+    """
     if pool not in ("last", "mean"):
         raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
-    pooled = getattr(model, "pooled", None)   # a text classifier: its encoder's pooled state
-    H = model.pooled_size if pooled is not None else model.config.hidden
-    out = np.zeros((len(texts), H), np.float32)
-    for i, text in enumerate(texts):
-        ids = tokenizer.encode(text)
-        if ids.size == 0:
-            continue  # an empty text embeds as the zero vector
-        if pooled is not None:
-            out[i] = pooled(ids, pool)
-            continue
-        hs, _ = model.hidden_states(ids.reshape(1, -1))
-        v = hs[0, -1] if pool == "last" else hs[0].mean(axis=0)
-        out[i] = v
+    pooled = getattr(model, "pooled", None)   # a `bptt fit` text classifier: its encoder's pooled state
+    if pooled is not None:
+        out = np.zeros((len(texts), model.pooled_size), np.float32)
+        for i, text in enumerate(texts):
+            ids = tokenizer.encode(text)
+            if ids.size:            # an empty text embeds as the zero vector
+                out[i] = pooled(ids, pool)
+    else:
+        out = _embed_by_length(model, tokenizer, texts, pool)
     if normalize:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out = np.where(norms > 0, out / np.where(norms > 0, norms, 1), out).astype(np.float32)
+    return out
+
+
+def _embed_by_length(model, tokenizer, texts, pool: str) -> np.ndarray:
+    """Pooled hidden states (N, H) float32, texts of the same token length run as one batch; an
+    empty text embeds as the zero vector."""
+    encoded = [tokenizer.encode(t) for t in texts]
+    by_len: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        if ids.size:
+            by_len.setdefault(int(ids.size), []).append(i)
+    out = None
+    for T, rows in sorted(by_len.items()):
+        step = max(1, EMBED_BATCH_TOKENS // T)
+        for s in range(0, len(rows), step):
+            chunk = rows[s:s + step]
+            hs, _ = model.hidden_states(np.stack([encoded[i] for i in chunk]))
+            v = hs[:, -1] if pool == "last" else hs.mean(axis=1)
+            if out is None:
+                out = np.zeros((len(texts), v.shape[1]), np.float32)
+            out[chunk] = v
+    if out is None:   # every text empty: zero vectors of the model's width
+        hs, _ = model.hidden_states(np.zeros((1, 1), np.int64))
+        out = np.zeros((len(texts), hs.shape[2]), np.float32)
     return out
 
 
@@ -115,16 +144,41 @@ def cosine_top_k(vectors: np.ndarray, query: np.ndarray, k: int):
 VECTORS_FORMAT = "bptt-vectors"
 
 
-def save_vectors(path, vectors: np.ndarray, texts, *, checkpoint, pool: str, normalize: bool) -> None:
+def model_fingerprint(model) -> str:
+    """16 hex digits of SHA-256 over the model's parameter names, shapes and bytes: which weights
+    made a vectors file, so vectors from another (or a retrained) checkpoint are refused."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.parameters().items()):
+        a = np.ascontiguousarray(p)
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_vectors_model(meta: dict, model, where: str) -> None:
+    """ValueError (one line) unless the vectors described by ``meta`` were made by ``model``."""
+    want = meta.get("model_fingerprint")
+    if want is not None and want != model_fingerprint(model):
+        raise ValueError(f"{where} was made by another checkpoint (or {meta.get('checkpoint')} changed "
+                         "since): its vectors do not match this model; run `bptt embed` again")
+
+
+def save_vectors(path, vectors: np.ndarray, texts, *, checkpoint, pool: str, normalize: bool,
+                 model=None, post: dict | None = None) -> None:
     """Write embeddings with their texts and the checkpoint that made them.
 
     ``.npy``: the (N, H) float32 array, plus ``<path>.json`` holding the texts and metadata.
-    ``.jsonl``: a header line ``{"format", "checkpoint", "pool", "normalize"}``, then one
-    ``{"text", "vector"}`` object per line.
+    ``.jsonl``: a header line ``{"format", "checkpoint", "pool", "normalize", ...}``, then one
+    ``{"text", "vector"}`` object per line. The metadata also holds the model's fingerprint
+    (:func:`model_fingerprint`) and the centring/whitening fitted on the collection
+    (``center`` (H,), ``whiten`` (H, H) or null), which queries are put through as well.
     """
+    from .retrieval import post_to_meta
     path = str(path)
     meta = {"format": VECTORS_FORMAT, "version": 1, "checkpoint": os.path.abspath(str(checkpoint)),
-            "pool": pool, "normalize": bool(normalize), "dim": int(vectors.shape[1])}
+            "pool": pool, "normalize": bool(normalize), "dim": int(vectors.shape[1]),
+            "model_fingerprint": None if model is None else model_fingerprint(model),
+            **post_to_meta(post)}
     if path.endswith(".npy"):
         np.save(path, vectors.astype(np.float32), allow_pickle=False)
         with open(path + ".json", "w", encoding="utf-8") as f:

@@ -166,6 +166,32 @@ def test_dropout_and_pooling(mode, kernels):
 
 
 @pytest.mark.jit
+def test_contrastive_and_whole_sequence_pooling(kernels):
+    """InfoNCE on a similarity matrix, the mean over every step and unit length: forward and
+    backward, fast against reference."""
+    from bptt.kernels import contrastive, pooling
+    rng = np.random.default_rng(4)
+    B, T, H = 5, 3, 7
+    h, dz, du = rng.standard_normal((B, T, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    u, v = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+    def run():
+        z, dh = np.empty((B, H)), np.full((B, T, H), 0.5)
+        pooling.mean_pool_forward(z, h)
+        pooling.mean_pool_backward(dh, dz)
+        un, norm, dzn = np.empty((B, H)), np.empty(B), np.full((B, H), 0.5)
+        pooling.l2_normalize_forward(un, norm, z)
+        pooling.l2_normalize_backward(dzn, du, un, norm)
+        S, dS, rl, cl = np.empty((B, B)), np.empty((B, B)), np.empty(B), np.empty(B)
+        contrastive.similarity_forward(S, u, v, 3.0)
+        contrastive.info_nce_rows(rl, cl, dS, S)
+        dU, dV = np.full((B, H), 0.5), np.full((B, H), 0.5)
+        contrastive.similarity_backward(dU, dV, dS, u, v, 3.0)
+        return z, dh, un, norm, dzn, S, dS, rl, cl, dU, dV
+    assert_close(*both(kernels, run))
+
+
+@pytest.mark.jit
 def test_losses_and_embedding(kernels):
     from bptt.kernels import embedding, losses
     rng = np.random.default_rng(3)

@@ -18,7 +18,9 @@ module                 what
                        and the weight-gradient sums every cell shares
 ``lstm``, ``gru``      the LSTM and the GRU, gate by gate, forward and BPTT
 ``dropout``            inverted dropout with the trainer's mask, and its backward
-``pooling``            last / mean / max over each padded sequence's valid steps
+``pooling``            last / mean / max over each padded sequence's valid steps; the
+                       whole-sequence mean and unit length of the contrastive encoder
+``contrastive``        the in-batch InfoNCE loss and its similarity matrix
 =====================  ===============================================================
 
 The recurrent backward passes walk time backwards in an explicit loop,

@@ -39,3 +39,26 @@ def pool_backward(dout, dv, arg, lengths, mode):
             dout[b, :lengths[b]] += dv[b] / lengths[b]
         else:
             dout[b, arg[b], np.arange(C)] += dv[b]
+
+
+def mean_pool_forward(z, h):
+    """z[b] = (1/T) Σ_t h[b, t]: every step counts.   z : (B, H).  h : (B, T, H)."""
+    z[...] = h.mean(axis=1)
+
+
+def mean_pool_backward(dh, dz):
+    """dh[b, t] += dz[b] / T for every t.   dh : (B, T, H) accumulated.  dz : (B, H)."""
+    dh += dz[:, None, :] / dh.shape[1]
+
+
+def l2_normalize_forward(u, norm, z):
+    """u[b] = z[b] / ‖z[b]‖, norm[b] = ‖z[b]‖ (1 for a zero row, which stays zero)."""
+    n = np.sqrt((z * z).sum(axis=1))
+    norm[...] = np.where(n == 0.0, 1.0, n)
+    u[...] = z / norm[:, None]
+
+
+def l2_normalize_backward(dz, du, u, norm):
+    """dz[b] += (du[b] − u[b]⟨u[b], du[b]⟩) / ‖z[b]‖: scaling z does not move u, so du's part
+    along u is lost."""
+    dz += (du - u * (u * du).sum(axis=1, keepdims=True)) / norm[:, None]

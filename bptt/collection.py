@@ -1,0 +1,102 @@
+"""Layer 3: a searchable collection: texts, their vectors, the model and post-processing that made
+them, and optionally an ANN index and a BM25 index for hybrid search.
+
+    query ─ embed (same pooling) ─ centre/whiten (fitted on the collection) ─ normalise ─ dense ranking
+    query ─ BM25 ranking                          hybrid = RRF(dense ranking, BM25 ranking)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import UNK_ID
+from .generate import check_vectors_model, embed_texts, load_vectors
+from .retrieval import RRF_K, apply_postprocess, fit_postprocess, post_from_meta, rrf_scores
+
+HYBRID_DEPTH = 100   # each ranking contributes its top max(100, 10·k) documents to the fusion
+
+
+def embed_collection(model, tokenizer, texts, *, pool: str = "mean", normalize: bool = True,
+                     center: bool = True, whiten: bool = False):
+    """(vectors (N, H'), post): the texts' vectors with centring/whitening fitted on them and
+    applied (``post`` is None when neither is asked for)."""
+    if not texts:
+        raise ValueError("the collection is empty: nothing to embed")
+    raw = embed_texts(model, tokenizer, texts, pool=pool, normalize=normalize)
+    post = fit_postprocess(raw, whiten=whiten) if (center or whiten) else None
+    if post is not None and not center:
+        post["center"] = np.zeros_like(post["center"])
+    return apply_postprocess(raw, post, normalize), post
+
+
+class Collection:
+    def __init__(self, vectors, texts, model, tokenizer, *, pool, normalize, post, index=None):
+        if len(texts) == 0:
+            raise ValueError("the collection is empty: nothing to search")
+        self.vectors, self.texts = vectors, list(texts)
+        self.model, self.tokenizer = model, tokenizer
+        self.pool, self.normalize, self.post, self.index = pool, normalize, post, index
+        self._bm25 = None
+
+    @classmethod
+    def from_vectors_file(cls, path, load_model, checkpoint=None, use_index: bool = True):
+        """The collection of a vectors file written by ``bptt embed``; the model is the checkpoint
+        recorded in it (or ``checkpoint``), and must be the one that made the vectors."""
+        from .ann import load_index
+        vecs, texts, meta = load_vectors(path)
+        model, tok, _ = load_model(checkpoint or meta["checkpoint"])
+        check_vectors_model(meta, model, str(path))
+        index = load_index(path, vecs, meta) if use_index else None
+        return cls(vecs, texts, model, tok, pool=meta.get("pool", "last"),
+                   normalize=meta.get("normalize", True), post=post_from_meta(meta), index=index)
+
+    @classmethod
+    def from_texts(cls, model, tokenizer, texts, *, pool="mean", center=True, whiten=False):
+        vecs, post = embed_collection(model, tokenizer, texts, pool=pool, center=center, whiten=whiten)
+        return cls(vecs, texts, model, tokenizer, pool=pool, normalize=True, post=post)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        ids = self.tokenizer.encode(query)
+        if ids.size == 0 or np.all(ids == UNK_ID):
+            raise ValueError(f"the query {query[:40]!r} has no token the model knows: nothing to embed")
+        raw = embed_texts(self.model, self.tokenizer, [query], pool=self.pool, normalize=self.normalize)
+        return apply_postprocess(raw, self.post, True)[0]
+
+    def dense(self, q: np.ndarray, m: int):
+        """(ids, cosines) of the m nearest vectors, best first: the index if any, else exact."""
+        m = min(m, len(self.texts))
+        if self.index is not None:
+            from .ann import index_search
+            ids, sims = index_search(self.index, q[None, :], m)
+            keep = ids[0] >= 0
+            return ids[0][keep], sims[0][keep].astype(np.float64)
+        v = self.vectors.astype(np.float64)
+        vn = np.linalg.norm(v, axis=1)
+        sims = (v @ q.astype(np.float64)) / np.maximum(vn * max(np.linalg.norm(q), 1e-30), 1e-30)
+        order = np.lexsort((np.arange(len(sims)), -sims))[:m]
+        return order, sims[order]
+
+    def bm25_ranking(self, query: str, m: int):
+        from .lexical import BM25Index
+        if self._bm25 is None:
+            self._bm25 = BM25Index(self.texts)
+        s = self._bm25.scores(query)
+        order = np.lexsort((np.arange(len(s)), -s))
+        order = order[s[order] > 0][:m]    # documents sharing no term are not ranked at all
+        return order, s[order]
+
+    def search(self, query: str, k: int, *, hybrid: bool = False, rrf_k: float = RRF_K):
+        """(ids, scores) of the top k: cosine similarity, or with ``hybrid`` the RRF score of the
+        dense and BM25 rankings (each cut to its top max(100, 10·k))."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        k = min(k, len(self.texts))
+        q = self.embed_query(query)
+        if not hybrid:
+            return self.dense(q, k)
+        depth = max(HYBRID_DEPTH, 10 * k)
+        d_ids, _ = self.dense(q, depth)
+        l_ids, _ = self.bm25_ranking(query, depth)
+        fused = rrf_scores([d_ids, l_ids], len(self.texts), rrf_k)
+        order = np.lexsort((np.arange(fused.size), -fused))[:k]
+        order = order[fused[order] > 0]
+        return order, fused[order]

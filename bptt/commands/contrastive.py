@@ -1,0 +1,125 @@
+"""``bptt contrastive``: train a text encoder whose vectors find what a text means."""
+from __future__ import annotations
+
+import click
+
+from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user_errors
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("text_files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--init-from", type=click.Path(), default=None,
+              help="Start from a language-model checkpoint: its tokenizer, embedding and recurrent "
+                   "weights (its cell, --hidden, --layers and --embed-dim are used).")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True,
+              help="Recurrent cell.")
+@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="Hidden units H.")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True, help="Stacked layers.")
+@click.option("--embed-dim", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Token embedding size.")
+@click.option("--bidirectional", is_flag=True, help="Read each text both ways (the vector is 2H wide).")
+@click.option("--tokenizer", type=click.Choice(["word", "char"]), default="word", show_default=True,
+              help="Tokens (lower-cased words, or characters), unless --init-from.")
+@click.option("--max-vocab", type=click.IntRange(min=2), default=20000, show_default=True,
+              help="Vocabulary cap for --tokenizer word.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Paragraphs per step; each one's views are the other paragraphs' negatives.")
+@click.option("--views", type=click.Choice(["crop", "disjoint"]), default="crop", show_default=True,
+              help="Two random spans of each paragraph (which may overlap), or two that do not.")
+@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Replace each token of a view by <unk> with this probability (an augmentation).")
+@click.option("--crop", "crop", type=(FiniteFloatRange(min=0, max=1, min_open=True),
+                                      FiniteFloatRange(min=0, max=1, min_open=True)),
+              default=(0.25, 0.6), show_default=True, metavar="LOW HIGH",
+              help="Each view is a random span of this fraction of the (shortest) paragraph.")
+@click.option("--crop-tokens", type=(click.IntRange(min=1), click.IntRange(min=1)), default=(8, 128),
+              show_default=True, metavar="MIN MAX", help="Bounds on a view's length in tokens.")
+@click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="τ of the softmax over similarities (logits = cosine / τ).")
+@click.option("--learn-temperature", is_flag=True, help="Learn τ (from --temperature, floored at 0.01).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimisation steps. [default: 1000, unless --minutes]")
+@click.option("--minutes", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="Stop after this much wall time.")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Learning rate (Adam).")
+@click.option("--clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the global gradient norm (0: off).")
+@click.option("--val-every", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Run the retrieval benchmark on the held-out paragraphs every N steps.")
+@click.option("--val-fraction", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=0.1, show_default=True, help="Paragraphs held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, split and batches.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Floating-point type.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the Numba kernels.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/embed", show_default=True,
+              help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, heldout.txt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
+                max_vocab, batch_size, views, mask, crop, crop_tokens, temperature, learn_temperature, steps,
+                minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
+    """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
+
+    Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
+    of each: two random spans. The encoder (embedding, recurrent stack, mean over time) must place
+    the two views of a paragraph nearer to each other than to the other paragraphs' views: the
+    symmetric in-batch InfoNCE loss. A held-out tenth of the paragraphs is written to
+    OUT/heldout.txt; validation is the retrieval benchmark on it (first halves find second
+    halves). Use the checkpoint with `bptt embed`, `bptt search` and `bptt retrieval`.
+    """
+    from bptt.contrastive import ContrastiveConfig, ContrastiveError, ContrastiveTrainer
+    from bptt.data import load_corpus
+    set_threads(threads)
+    try:
+        if resume:
+            text = load_corpus(list(text_files)) if text_files else None
+            trainer = ContrastiveTrainer.resume(out_dir, steps=steps, minutes=minutes, text=text)
+            click.echo(f"resuming {out_dir} at step {trainer.step}")
+        else:
+            if steps is None and minutes is None:
+                steps = 1000
+            config = ContrastiveConfig(
+                cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, bidirectional=bidirectional,
+                tokenizer=tokenizer, max_vocab=max_vocab, init_from=init_from, views=views, mask=mask, crop_low=crop[0],
+                crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
+                batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
+                steps=steps, minutes=minutes, lr=lr, clip=clip or None, val_every=val_every,
+                val_fraction=val_fraction, seed=seed, dtype=dtype, sources=[str(p) for p in text_files])
+            text = load_corpus(list(text_files))
+            trainer = ContrastiveTrainer.fresh(config, out_dir, text)
+        c, m = trainer.config, trainer.model
+        what = ", ".join(c.sources) if c.sources else "the built-in corpus"
+        start = f", from {c.init_from}" if c.init_from else ""
+        click.echo(f"training a {c.layers}-layer {'bidirectional ' if c.bidirectional else ''}"
+                   f"{c.cell.upper()} encoder (H={c.hidden}, {m.num_parameters():,} parameters, "
+                   f"{c.dtype}{start}) on {what}: {len(trainer.train_ids):,} training paragraphs, "
+                   f"{len(trainer.val_queries):,} held-out, vocabulary {trainer.tokenizer.vocab_size}")
+        progress = Progress(trainer.total_steps, trainer.step, c.minutes)
+
+        def on_event(kind, info):
+            if kind == "step":
+                progress.step(info)
+            elif kind == "val":
+                progress.message(f"step {info['step']}: held-out Recall@1 {info['val_recall@1']:.3f}, "
+                                 f"Recall@10 {info['val_recall@10']:.3f}, MRR {info['val_mrr']:.3f} "
+                                 f"({info['val_queries']} queries)")
+
+        summary = trainer.run(on_event)
+    except KeyboardInterrupt:
+        fail("interrupted twice: stopped without saving; the last checkpoint is kept")
+    except user_errors() + (ContrastiveError,) as e:
+        fail(str(e))
+    if summary["reason"] == "interrupted":
+        click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
+                   f"continue with --resume --out {out_dir}")
+    v = summary["val"] or {}
+    click.echo(f"final: step {summary['step']}, held-out MRR {v.get('val_mrr', float('nan')):.3f}, "
+               f"Recall@10 {v.get('val_recall@10', float('nan')):.3f}; checkpoint {summary['checkpoint']}")
+    if summary["best_step"] is not None and summary["best_step"] != summary["step"]:
+        click.echo(f"best: step {summary['best_step']}, held-out MRR {summary['best']:.3f}; "
+                   f"checkpoint {summary['best_checkpoint']}")
+    click.echo(f"held-out paragraphs: {summary['heldout']} (bptt retrieval {out_dir} {summary['heldout']})")
+
+
+COMMANDS = [contrastive]

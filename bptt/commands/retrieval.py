@@ -1,0 +1,71 @@
+"""``bptt retrieval``: how well a checkpoint's embeddings find what a query means."""
+from __future__ import annotations
+
+import click
+
+from .common import CONTEXT, FiniteFloatRange, fail, user_errors
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path())
+@click.argument("text_files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False), default=None,
+              help="A CSV file of query,document rows to use instead of paragraphs of TEXT_FILES.")
+@click.option("--max-pairs", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="At most this many paragraphs, a seeded sample.")
+@click.option("--min-words", type=click.IntRange(min=2), default=16, show_default=True,
+              help="Paragraphs shorter than this are skipped.")
+@click.option("--rrf-k", type=FiniteFloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="The constant k of reciprocal-rank fusion for the hybrid row.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the sample of paragraphs and the random baseline.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Also write the numbers as JSON to PATH ('-' for standard output).")
+def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, seed, json_path):
+    """Retrieval benchmark: Recall@1, Recall@10 and MRR of CHECKPOINT's embeddings.
+
+    Each paragraph (blocks separated by blank lines) of TEXT_FILES, or of the built-in corpus if
+    none are given, is cut at its middle word: the first half is a query, the second half a
+    document, and each query must find its own document among all of them. The checkpoint (a
+    language model or a contrastive encoder) is scored with last and mean pooling, mean pooling
+    centred, and whitened (fitted on the documents), next to random scores, TF-IDF, BM25, and the
+    hybrid: reciprocal-rank fusion of the centred mean-pooled ranking and BM25's.
+    """
+    import json
+
+    from bptt.contrastive import load_embedder
+    from bptt.data import load_corpus
+    from bptt.generate import embed_texts
+    from bptt.retrieval import benchmark, dense_variants, format_table, paragraph_pairs, read_pairs
+    try:
+        model, tok, _ = load_embedder(checkpoint)
+        if pairs_file:
+            if text_files:
+                raise ValueError("give either TEXT_FILES or --pairs, not both")
+            queries, docs = read_pairs(pairs_file)
+            source = pairs_file
+        else:
+            text = load_corpus(list(text_files) or None)
+            queries, docs = paragraph_pairs(text, max_pairs=max_pairs, seed=seed, min_words=min_words)
+            source = ", ".join(text_files) or "the built-in corpus"
+        click.echo(f"{len(queries)} queries against {len(docs)} documents from {source}", err=True)
+        dense = dense_variants(lambda texts, pool: embed_texts(model, tok, texts, pool=pool, normalize=False),
+                               queries, docs)
+        rows = benchmark(queries, docs, dense, seed=seed, rrf_k=rrf_k, hybrid_with="mean, centred")
+    except user_errors() as e:
+        fail(str(e))
+    click.echo(format_table(rows))
+    if json_path:
+        doc = {"checkpoint": str(checkpoint), "source": source, "pairs": len(queries), "seed": seed,
+               "rrf_k": rrf_k, "methods": rows}
+        if json_path == "-":
+            click.echo(json.dumps(doc, indent=1))
+        else:
+            try:
+                with open(json_path, "w", encoding="utf-8") as f:
+                    json.dump(doc, f, indent=1)
+            except OSError as e:
+                fail(f"cannot write {json_path}: {e.strerror}")
+
+
+COMMANDS = [retrieval]

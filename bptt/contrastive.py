@@ -1,0 +1,565 @@
+"""Layer 3: a text encoder trained contrastively, so that its vectors find what a text means.
+
+    tokens (2B, T) ─ Embedding(V, E) ─ RNN/LSTM/GRU × L (bidirectional allowed) ─> (2B, T, D·H)
+      ─ mean over T ─> z (2B, D·H) ─ split ─> za, zb (B, D·H) ─ InfoNCE ─> L
+
+Training pairs come from unlabelled text. Each paragraph gives two *views*; in a batch of B
+paragraphs, view a_i must be nearer to b_i than to every other paragraph's view (the in-batch
+negatives), and the other way round (:class:`~bptt.layers.contrastive.InfoNCELoss`, symmetric).
+
+Views (:data:`VIEWS`) are made by a function ``make(paragraphs, rng, config) -> (ids_a, ids_b)``,
+two (B, T) id arrays. ``crop`` cuts two independent random spans, of one length T per batch, so
+the 2B views run as one batch with no padding; a batch is a random window of the paragraphs
+sorted by length, so that T is a similar fraction of each. A dropout view (the same span twice, two dropout
+masks, as in SimCSE) is one more entry: a function returning the same span twice, once the
+recurrent layers take a dropout rate.
+
+Mean pooling's backward gives every step ∂L/∂z / T, and BPTT carries it through the stack. The
+trainer keeps the language model trainer's habits: a run folder with ``checkpoint.bptt``,
+``best.bptt`` (the best validation MRR) and ``metrics.jsonl``, exact resume, Ctrl-C saves, a NaN
+guard. Validation is the retrieval benchmark (:mod:`bptt.retrieval`) on held-out paragraphs,
+which are written to ``heldout.txt`` in the run folder so the benchmark can be re-run on them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
+from .kernels.pooling import mean_pool_backward, mean_pool_forward
+from .layers.base import as_dtype
+from .layers.contrastive import InfoNCELoss
+from .layers.embedding import Embedding
+from .model import CELLS
+from .optim import clip_grad_norm, make_optimizer
+from .retrieval import cosine_scores, gold_ranks, metrics_from_ranks, paragraphs, split_pair
+
+KIND = "contrastive"
+CHECKPOINT_NAME = "checkpoint.bptt"
+BEST_NAME = "best.bptt"
+METRICS_NAME = "metrics.jsonl"
+HELDOUT_NAME = "heldout.txt"
+RESUME_KEYS = ("config", "model_config", "model", "tokenizer", "step", "optim", "rng", "data", "metrics")
+
+
+@dataclass
+class EncoderConfig:
+    """What an encoder is, saved in every checkpoint."""
+    vocab_size: int
+    cell: str = "lstm"
+    hidden: int = 256
+    layers: int = 1
+    embed_dim: int = 128
+    bidirectional: bool = False
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    dtype: str = "float32"
+    seed: int = 0
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class Encoder:
+    """Embedding → recurrent stack → mean pooling, trained with :class:`InfoNCELoss`.
+
+    ``hidden_states(ids)`` has the language model's signature, so :func:`bptt.generate.embed_texts`
+    embeds with either. Parameters are named as in the language model (``embedding.weight``,
+    ``rnn.weight_ih_l0`` …) plus ``loss.log_scale``, so a language model's weights load by name.
+    """
+
+    default_pool = "mean"
+
+    def __init__(self, config: EncoderConfig):
+        if config.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {config.cell!r}")
+        for name in ("vocab_size", "hidden", "layers", "embed_dim"):
+            v = getattr(config, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.config = config
+        self.dtype = as_dtype(config.dtype)
+        rng = np.random.default_rng(config.seed)
+        self.embedding = Embedding(config.vocab_size, config.embed_dim, dtype=self.dtype, rng=rng)
+        self.rnn = CELLS[config.cell](config.embed_dim, config.hidden, num_layers=config.layers,
+                                      bidirectional=bool(config.bidirectional), dtype=self.dtype, rng=rng)
+        self.loss = InfoNCELoss(config.temperature, config.learn_temperature, dtype=self.dtype)
+        self.parts = {"embedding": self.embedding, "rnn": self.rnn, "loss": self.loss}
+        self.params = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.params.items()}
+        self.grads = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.grads.items()}
+
+    @property
+    def width(self) -> int:
+        return self.config.hidden * (2 if self.config.bidirectional else 1)
+
+    def parameters(self):
+        return self.params
+
+    def gradients(self):
+        return self.grads
+
+    def trainable(self) -> dict:
+        """The parameters the optimiser updates (the temperature only if it is learnt)."""
+        keep = {f"loss.{k}" for k in self.loss.trainable()}
+        return {k: v for k, v in self.params.items() if not k.startswith("loss.") or k in keep}
+
+    def zero_grad(self):
+        for part in self.parts.values():
+            part.zero_grad()
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state(self, state, *, partial: bool = False) -> list[str]:
+        """Copy parameters by name. ``partial``: load those present (a language model's), skip the
+        rest, and return the names loaded; otherwise every parameter must be there."""
+        loaded = []
+        for name, p in self.params.items():
+            if name not in state:
+                if partial:
+                    continue
+                raise ValueError(f"missing parameter {name!r}")
+            v = np.asarray(state[name])
+            if v.shape != p.shape:
+                raise ValueError(f"parameter {name!r} has shape {v.shape}, expected {p.shape}")
+            p[...] = v
+            loaded.append(name)
+        return loaded
+
+    # -- forward / backward ---------------------------------------------------------------------
+    def hidden_states(self, ids: np.ndarray, state=None):
+        """The top layer's states (B, T, D·H) and the final state."""
+        return self.rnn.forward(self.embedding.forward(ids), state)
+
+    def encode(self, ids: np.ndarray) -> np.ndarray:
+        """Mean-pooled embeddings (B, D·H) of equal-length token rows (B, T)."""
+        hs, _ = self.hidden_states(ids)
+        z = np.empty((hs.shape[0], hs.shape[2]), self.dtype)
+        mean_pool_forward(z, hs)
+        return z
+
+    def loss_and_grad(self, ids_a: np.ndarray, ids_b: np.ndarray, dloss: float = 1.0) -> float:
+        """InfoNCE of the two views (B, T) each; accumulates every gradient (times ``dloss``)."""
+        if ids_a.shape != ids_b.shape:
+            raise ValueError(f"ids_a and ids_b must have one shape, got {ids_a.shape} and {ids_b.shape}")
+        B = ids_a.shape[0]
+        hs, _ = self.hidden_states(np.concatenate([ids_a, ids_b]))
+        z = np.empty((2 * B, hs.shape[2]), self.dtype)
+        mean_pool_forward(z, hs)
+        loss = self.loss.forward(z[:B], z[B:])
+        dza, dzb = self.loss.backward(dloss)
+        dhs = np.zeros_like(hs)
+        mean_pool_backward(dhs, np.concatenate([dza, dzb]))
+        self.embedding.backward(self.rnn.backward(dhs))
+        return loss
+
+    # gradcheck interface: the loss as a function of every parameter (ids held fixed).
+    def check_forward(self, ids_a, ids_b):
+        self._check_ids = (ids_a, ids_b)
+        hs, _ = self.hidden_states(np.concatenate([ids_a, ids_b]))
+        z = np.empty((hs.shape[0], hs.shape[2]), self.dtype)
+        mean_pool_forward(z, hs)
+        B = ids_a.shape[0]
+        return (np.array([self.loss.forward(z[:B], z[B:])]),)
+
+    def check_backward(self, dloss):
+        self.loss_and_grad(*self._check_ids, dloss=float(dloss[0]))
+        return {}
+
+
+# -- views ---------------------------------------------------------------------------------------
+def crop_views(paras: list, rng: np.random.Generator, config) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent random spans of each paragraph (token id arrays), all of one length
+
+        T = clip(round(r · shortest), crop_min, min(crop_max, shortest)),  r ~ U[crop_low, crop_high]
+
+    so a crop covers a random fraction of the paragraph (as Contriever's random cropping), and
+    the views can be stacked into one (B, T) batch with no padding."""
+    shortest = min(p.size for p in paras)
+    r = rng.uniform(config.crop_low, config.crop_high)
+    T = int(min(max(round(r * shortest), config.crop_min), config.crop_max, shortest))
+    a = np.empty((len(paras), T), np.int64)
+    b = np.empty((len(paras), T), np.int64)
+    for i, p in enumerate(paras):
+        s1, s2 = rng.integers(0, p.size - T + 1, size=2)
+        a[i] = p[s1:s1 + T]
+        b[i] = p[s2:s2 + T]
+    return a, b
+
+
+def disjoint_views(paras: list, rng: np.random.Generator, config) -> tuple[np.ndarray, np.ndarray]:
+    """Two random spans of each paragraph that do not overlap, of one length T per batch,
+
+        T = clip(round(r · shortest), crop_min, min(crop_max, shortest // 2)),  r ~ U[crop_low, crop_high]
+
+    so the views share topic, not text (as a query and the passage that answers it); which span
+    comes first in the paragraph is random."""
+    shortest = min(p.size for p in paras)
+    r = rng.uniform(config.crop_low, config.crop_high)
+    T = int(max(1, min(max(round(r * shortest), config.crop_min), config.crop_max, shortest // 2)))
+    a = np.empty((len(paras), T), np.int64)
+    b = np.empty((len(paras), T), np.int64)
+    for i, p in enumerate(paras):
+        s1 = int(rng.integers(0, p.size - 2 * T + 1))
+        s2 = int(rng.integers(s1 + T, p.size - T + 1))
+        first, second = p[s1:s1 + T], p[s2:s2 + T]
+        if rng.random() < 0.5:
+            first, second = second, first
+        a[i], b[i] = first, second
+    return a, b
+
+
+VIEWS = {"crop": crop_views, "disjoint": disjoint_views}
+
+
+# -- training ------------------------------------------------------------------------------------
+class ContrastiveError(RuntimeError):
+    """Training stopped for a reason the user must see (a NaN loss, a bad resume)."""
+
+
+@dataclass
+class ContrastiveConfig:
+    """Every option of a contrastive run. Saved in the checkpoint."""
+    cell: str = "lstm"
+    hidden: int = 256
+    layers: int = 1
+    embed_dim: int = 128
+    bidirectional: bool = False
+    tokenizer: str = "word"
+    max_vocab: int = 20000
+    lowercase: bool = True
+    init_from: str | None = None
+    views: str = "crop"
+    mask: float = 0.0
+    crop_low: float = 0.25
+    crop_high: float = 0.6
+    crop_min: int = 8
+    crop_max: int = 128
+    min_tokens: int = 12
+    batch_size: int = 64
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    steps: int | None = 1000
+    minutes: float | None = None
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    clip: float | None = 1.0
+    val_every: int = 200
+    val_fraction: float = 0.1
+    val_pairs: int = 1000
+    seed: int = 0
+    dtype: str = "float32"
+    sources: list = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def validate(self):
+        for name in ("hidden", "layers", "embed_dim", "max_vocab", "crop_min", "crop_max", "min_tokens",
+                     "batch_size", "temperature", "lr", "val_every", "val_pairs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise ValueError(f"{name} must be positive and finite, got {v!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (the other paragraphs are the negatives), got {self.batch_size}")
+        if not 0 < self.crop_low <= self.crop_high <= 1:
+            raise ValueError(f"crop fractions must satisfy 0 < low <= high <= 1, got {self.crop_low}, {self.crop_high}")
+        if self.crop_min > self.crop_max:
+            raise ValueError(f"crop_min ({self.crop_min}) must not exceed crop_max ({self.crop_max})")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.mask < 1:
+            raise ValueError(f"mask must be in [0, 1), got {self.mask}")
+        if self.views not in VIEWS:
+            raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give a length for the run: steps or minutes")
+
+
+def split_paragraphs(text: str, val_fraction: float, seed: int, min_words: int = 16):
+    """(training paragraphs, held-out paragraphs) of ``text`` (blocks separated by blank lines),
+    seeded. The held-out ones, ``val_fraction`` of the paragraphs of at least ``min_words`` words
+    (the benchmark's own rule), give the validation queries; every other non-empty paragraph,
+    short ones too, is for training."""
+    blocks = paragraphs(text, 1)
+    long = [i for i, p in enumerate(blocks) if len(p.split()) >= min_words]
+    if len(long) < 4:
+        raise ValueError(f"the text has {len(long)} paragraph(s) of at least {min_words} words "
+                         "(blocks separated by blank lines); contrastive training needs 4 or more")
+    order = np.random.default_rng(seed).permutation(len(long))
+    n_val = max(2, int(round(val_fraction * len(long))))
+    held = {long[i] for i in order[:n_val]}
+    val = [blocks[i] for i in sorted(held)]
+    train = [p for i, p in enumerate(blocks) if i not in held]
+    return train, val
+
+
+def load_encoder_checkpoint(path, required=("config", "model_config", "model", "tokenizer")) -> dict:
+    ckpt = load_checkpoint(path, required=required)
+    if ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{path}: not a contrastive encoder checkpoint")
+    return ckpt
+
+
+def load_embedder(path):
+    """(model, tokenizer, checkpoint) from a language-model or a contrastive-encoder checkpoint
+    (a file or a run folder): anything :func:`bptt.generate.embed_texts` can embed with."""
+    from .train import load_model
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    ckpt = load_checkpoint(p)
+    if ckpt.get("kind") != KIND:
+        return load_model(p)
+    try:
+        model = Encoder(EncoderConfig.from_dict(ckpt["model_config"]))
+        model.load_state(ckpt["model"])
+        tok = tokenizer_from_dict(ckpt["tokenizer"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{p}: checkpoint content is inconsistent ({e})") from None
+    return model, tok, ckpt
+
+
+def _fingerprint(paras) -> str:
+    h = hashlib.sha256()
+    for p in paras:
+        h.update(p.encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+class ContrastiveTrainer:
+    """Builds (or resumes) a run in ``out_dir`` and trains it; ``run(on_event)`` as
+    :class:`bptt.train.Trainer` (events ``"step"``, ``"val"``, ``"save"``)."""
+
+    def __init__(self, config: ContrastiveConfig, out_dir, text: str, checkpoint: dict | None = None):
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.train_paras, self.val_paras = split_paragraphs(text, config.val_fraction, config.seed)
+        self.fingerprint = _fingerprint(self.train_paras + self.val_paras)
+        lm = None
+        if checkpoint is not None:
+            self.tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
+        elif config.init_from:
+            from .train import load_model
+            lm, self.tokenizer, lm_ckpt = load_model(config.init_from)
+            mc = lm_ckpt["model_config"]
+            config.cell, config.hidden, config.layers, config.embed_dim = (
+                mc["cell"], mc["hidden"], mc["layers"], mc["embed_dim"])
+            config.tokenizer = self.tokenizer.kind
+        else:
+            self.tokenizer = fit_tokenizer(config.tokenizer, "\n\n".join(self.train_paras),
+                                           max_vocab=config.max_vocab, lowercase=config.lowercase)
+        self.train_ids = [ids for ids in (self.tokenizer.encode(p) for p in self.train_paras)
+                          if ids.size >= config.min_tokens]
+        if len(self.train_ids) < config.batch_size:
+            raise ValueError(f"only {len(self.train_ids)} training paragraphs have {config.min_tokens}+ "
+                             f"tokens, fewer than --batch-size {config.batch_size}")
+        # A batch is a random window of the paragraphs sorted by length: paragraphs of similar
+        # length, so the one crop length per batch is a similar fraction of each.
+        self.by_length = np.argsort([ids.size for ids in self.train_ids], kind="stable")
+        self.val_queries, self.val_docs = zip(*[split_pair(p) for p in self.val_paras[:config.val_pairs]])
+        self.model_config = EncoderConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
+                                          hidden=config.hidden, layers=config.layers,
+                                          embed_dim=config.embed_dim, bidirectional=config.bidirectional,
+                                          temperature=config.temperature,
+                                          learn_temperature=config.learn_temperature,
+                                          dtype=config.dtype, seed=config.seed)
+        self.model = Encoder(self.model_config)
+        if lm is not None:
+            self.model.load_state(lm.state_dict(), partial=True)
+        self.optimizer = make_optimizer(config.optimizer, self.model.trainable(), config.lr)
+        self.total_steps = int(config.steps) if config.steps is not None else 10 ** 12
+        self.rng = np.random.default_rng(config.seed)
+        self.step = 0
+        self.best = None
+        self.best_step = None
+        self.last_val = None
+        self._stop = False
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    @classmethod
+    def fresh(cls, config, out_dir, text):
+        if (Path(out_dir) / CHECKPOINT_NAME).exists():
+            raise ContrastiveError(f"{out_dir} already holds a checkpoint; pass --resume to continue it, "
+                                   f"or choose another --out folder")
+        return cls(config, out_dir, text)
+
+    @classmethod
+    def resume(cls, out_dir, *, steps=None, minutes=None, text=None):
+        from .data import load_corpus
+        ckpt = load_encoder_checkpoint(Path(out_dir) / CHECKPOINT_NAME, required=RESUME_KEYS)
+        config = ContrastiveConfig.from_dict(ckpt["config"])
+        if steps is not None:
+            config.steps = steps
+        config.minutes = minutes
+        if text is None:
+            text = load_corpus(config.sources or None)
+        return cls(config, out_dir, text, checkpoint=ckpt)
+
+    def _restore(self, ckpt):
+        if ckpt["data"]["fingerprint"] != self.fingerprint:
+            raise ContrastiveError("the text differs from the one this run was trained on; resume with "
+                                   "the same files (or none, for the built-in corpus)")
+        try:
+            self.model.load_state(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optim"])
+            self.rng.bit_generator.state = ckpt["rng"]
+            self.step = int(ckpt["step"])
+            m = ckpt["metrics"]
+            self.best, self.best_step, self.last_val = m.get("best"), m.get("best_step"), m.get("val")
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
+                                  f"inconsistent ({e})") from None
+
+    def payload(self) -> dict:
+        return {"kind": KIND, "config": self.config.to_dict(), "model_config": self.model_config.to_dict(),
+                "tokenizer": self.tokenizer.to_dict(), "step": self.step, "model": self.model.state_dict(),
+                "optim": self.optimizer.state_dict(), "rng": self.rng.bit_generator.state,
+                "data": {"fingerprint": self.fingerprint, "train_paragraphs": len(self.train_ids),
+                         "val_pairs": len(self.val_queries)},
+                "metrics": {"val": self.last_val, "best": self.best, "best_step": self.best_step}}
+
+    def save(self) -> Path:
+        bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise self._diverged(f"the weights became non-finite ({', '.join(bad[:2])}) at step {self.step}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        heldout = self.out_dir / HELDOUT_NAME
+        if not heldout.exists():
+            heldout.write_text("\n\n".join(self.val_paras) + "\n", encoding="utf-8")
+        path = self.out_dir / CHECKPOINT_NAME
+        save_checkpoint(path, self.payload())
+        return path
+
+    def _diverged(self, what):
+        good = self.out_dir / CHECKPOINT_NAME
+        kept = f"the last good checkpoint is kept at {good}" if good.exists() else "no checkpoint had been written yet"
+        return ContrastiveError(f"{what}; stopping: {kept}. Try a lower --lr")
+
+    def _log(self, record):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self):
+        path = self.out_dir / METRICS_NAME
+        if path.exists():
+            keep = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.step:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    continue
+            path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+
+    def validate_now(self) -> dict:
+        """The retrieval benchmark on the held-out paragraphs, mean pooling, no post-processing."""
+        from .generate import embed_texts
+        q = embed_texts(self.model, self.tokenizer, list(self.val_queries), pool="mean", normalize=False)
+        d = embed_texts(self.model, self.tokenizer, list(self.val_docs), pool="mean", normalize=False)
+        return metrics_from_ranks(gold_ranks(cosine_scores(q, d)))
+
+    def train_step(self) -> dict:
+        c = self.config
+        pick = self.by_length[self.rng.integers(0, len(self.by_length) - c.batch_size + 1) + np.arange(c.batch_size)]
+        ids_a, ids_b = VIEWS[c.views]([self.train_ids[i] for i in pick], self.rng, c)
+        if c.mask > 0:   # token masking: each view token becomes <unk> with probability mask
+            ids_a = np.where(self.rng.random(ids_a.shape) < c.mask, UNK_ID, ids_a)
+            ids_b = np.where(self.rng.random(ids_b.shape) < c.mask, UNK_ID, ids_b)
+        self.model.zero_grad()
+        loss = self.model.loss_and_grad(ids_a, ids_b)
+        grads = {k: self.model.grads[k] for k in self.optimizer_keys}
+        norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
+            sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise self._diverged(f"the loss or gradient became non-finite ({loss}) at step {self.step + 1}")
+        self.optimizer.step(grads)
+        self.step += 1
+        return {"step": self.step, "loss": loss, "grad_norm": norm, "tokens": 2 * ids_a.size,
+                "scale": self.model.loss.scale}
+
+    @property
+    def optimizer_keys(self):
+        return list(self.model.trainable())
+
+    def run(self, on_event=None) -> dict:
+        c = self.config
+        on_event = on_event or (lambda kind, info: None)
+        self._trim_metrics()
+        self._stop = False
+
+        def _sigint(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+
+        try:
+            old = signal.signal(signal.SIGINT, _sigint)
+        except ValueError:
+            old = None
+        start = time.perf_counter()
+        reason, first = "done", self.step
+        try:
+            while self.step < self.total_steps:
+                if self._stop:
+                    reason = "interrupted"
+                    break
+                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
+                    reason = "time"
+                    break
+                t0 = time.perf_counter()
+                info = self.train_step()
+                dt = time.perf_counter() - t0
+                info["tokens_per_sec"] = info["tokens"] / dt if dt > 0 else float("inf")
+                info["elapsed"] = time.perf_counter() - start
+                self._log({k: info[k] for k in ("step", "loss", "grad_norm", "scale", "tokens_per_sec", "elapsed")})
+                on_event("step", info)
+                if self.step % c.val_every == 0 or self.step == self.total_steps:
+                    self._validate_and_save(on_event)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        if self.step > first and (self.last_val is None or self.last_val.get("step") != self.step):
+            self._validate_and_save(on_event)
+        elif not (self.out_dir / CHECKPOINT_NAME).exists():
+            on_event("save", {"path": str(self.save()), "step": self.step})
+        return {"reason": reason, "step": self.step, "val": self.last_val, "best": self.best,
+                "best_step": self.best_step, "elapsed": time.perf_counter() - start,
+                "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
+                "best_checkpoint": str(self.out_dir / BEST_NAME),
+                "heldout": str(self.out_dir / HELDOUT_NAME)}
+
+    def _validate_and_save(self, on_event):
+        m = self.validate_now()
+        rec = {"step": self.step, **{f"val_{k}": v for k, v in m.items()}}
+        self.last_val = rec
+        improved = self.best is None or m["mrr"] > self.best
+        if improved:
+            self.best, self.best_step = m["mrr"], self.step
+        self._log(rec)
+        path = self.save()
+        if improved:
+            save_checkpoint(self.out_dir / BEST_NAME, self.payload())
+        on_event("val", {**rec, "path": str(path)})

@@ -1,0 +1,268 @@
+"""Layer 3: the retrieval benchmark, vector post-processing (centring, whitening) and rank fusion.
+
+The benchmark: each paragraph of a text is cut in two at its middle word; its first half is a
+query, its second half a document, and each query must find its own document among all of them.
+For every query we find the rank r of its document (1 = best) and report
+
+    Recall@k = mean over queries of [r ≤ k],      MRR = mean over queries of 1 / r.
+
+Ties count against the right document: r = 1 + #{documents scoring ≥ it, other than itself}, so a
+method that scores everything equal gets the worst rank, not the best.
+
+Reciprocal-rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009) merges rankings by their ranks
+alone, so scores on different scales (cosines, BM25 sums) need no calibration:
+
+    RRF(d) = Σ_rankings 1 / (k + rank(d)),   k = 60 by default (the paper's value)
+
+A document missing from a ranking adds nothing for it.
+"""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from .lexical import LEXICAL
+
+RRF_K = 60
+MIN_WORDS = 16       # a paragraph needs this many words to give a query and a document of 8+
+MAX_PAIRS = 1000
+KS = (1, 10)
+
+
+# -- pairs ---------------------------------------------------------------------------------------
+def paragraphs(text: str, min_words: int = MIN_WORDS) -> list[str]:
+    """The paragraphs (blocks separated by blank lines) of ``text`` with at least ``min_words``
+    words, whitespace collapsed to single spaces, in text order."""
+    out = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        words = block.split()
+        if len(words) >= min_words:
+            out.append(" ".join(words))
+    return out
+
+
+def split_pair(paragraph: str) -> tuple[str, str]:
+    """(first half, second half) of a paragraph, cut at its middle word."""
+    words = paragraph.split()
+    mid = len(words) // 2
+    return " ".join(words[:mid]), " ".join(words[mid:])
+
+
+def paragraph_pairs(text: str, *, max_pairs: int | None = MAX_PAIRS, seed: int = 0,
+                    min_words: int = MIN_WORDS) -> tuple[list[str], list[str]]:
+    """(queries, documents): a seeded sample of at most ``max_pairs`` paragraphs of ``text``, each
+    cut by :func:`split_pair`. ValueError if fewer than 2 paragraphs qualify."""
+    paras = paragraphs(text, min_words)
+    if len(paras) < 2:
+        raise ValueError(f"the text has {len(paras)} paragraph(s) of at least {min_words} words; "
+                         "the benchmark needs 2 or more (paragraphs are separated by blank lines)")
+    order = np.random.default_rng(seed).permutation(len(paras))
+    if max_pairs is not None:
+        order = order[:max_pairs]
+    pairs = [split_pair(paras[i]) for i in order]
+    return [q for q, _ in pairs], [d for _, d in pairs]
+
+
+def read_pairs(path) -> tuple[list[str], list[str]]:
+    """(queries, documents) from a CSV file of two columns, query and document (a first row
+    ``query,document`` is taken as a header). ValueError naming the line if a row is bad."""
+    queries, docs = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if n == 1 and [c.strip().lower() for c in row] == ["query", "document"]:
+                    continue
+                if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                    raise ValueError(f"{path}, line {n}: expected two non-empty columns, query and "
+                                     f"document; got {len(row)} column(s)")
+                queries.append(row[0])
+                docs.append(row[1])
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a CSV file ({e})") from None
+    if len(queries) < 2:
+        raise ValueError(f"{path}: needs at least 2 query,document rows, found {len(queries)}")
+    return queries, docs
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def gold_ranks(scores: np.ndarray, gold=None) -> np.ndarray:
+    """(Q,) 1-based rank of each query's right document, ties counted against it.
+
+    scores : (Q, N), higher is better;  gold : (Q,) the right document of each query
+    (default: query q's document is document q).
+    """
+    scores = np.asarray(scores, np.float64)
+    Q = scores.shape[0]
+    gold = np.arange(Q) if gold is None else np.asarray(gold, np.int64)
+    g = scores[np.arange(Q), gold][:, None]
+    return (scores >= g).sum(axis=1)   # counts the right document itself once: rank = 1 + others ≥ it
+
+
+def metrics_from_ranks(ranks, ks=KS) -> dict:
+    """Recall@k for each k in ``ks`` and MRR, from 1-based ranks."""
+    ranks = np.asarray(ranks, np.float64)
+    out = {f"recall@{k}": float(np.mean(ranks <= k)) for k in ks}
+    out["mrr"] = float(np.mean(1.0 / ranks))
+    out["queries"] = int(ranks.size)
+    return out
+
+
+def cosine_scores(q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(Q, N) cosine similarities of query rows and document rows (a zero row scores 0)."""
+    q = np.asarray(q, np.float64)
+    d = np.asarray(d, np.float64)
+    qn = np.linalg.norm(q, axis=1, keepdims=True)
+    dn = np.linalg.norm(d, axis=1, keepdims=True)
+    return (q / np.where(qn > 0, qn, 1)) @ (d / np.where(dn > 0, dn, 1)).T
+
+
+def ranking(scores: np.ndarray) -> np.ndarray:
+    """Document indices best first for each row of ``scores`` (Q, N) (or one (N,) row); ties
+    broken by index, so the order is the same on every run."""
+    s = np.atleast_2d(np.asarray(scores, np.float64))
+    return np.argsort(-s, axis=1, kind="stable")
+
+
+def rrf_scores(rank_lists, n_docs: int, k: float = RRF_K) -> np.ndarray:
+    """(N,) fused scores of one query: Σ over the ranked lists of 1/(k + position), position 1-based.
+
+    rank_lists : sequences of document indices, best first; each may be a prefix (top-m) of a
+    full ranking, and documents it leaves out get nothing from it.
+    """
+    if not k > 0:
+        raise ValueError(f"the fusion constant k must be positive, got {k}")
+    fused = np.zeros(n_docs, np.float64)
+    for ids in rank_lists:
+        ids = np.asarray(ids, np.int64)
+        fused[ids] += 1.0 / (k + np.arange(1, ids.size + 1))
+    return fused
+
+
+def rrf_matrix(score_mats, k: float = RRF_K) -> np.ndarray:
+    """(Q, N) RRF of full score matrices: each is turned into ranks, then fused."""
+    out = None
+    for s in score_mats:
+        order = ranking(s)
+        r = np.empty_like(order)
+        rows = np.arange(order.shape[0])[:, None]
+        r[rows, order] = np.arange(1, order.shape[1] + 1)[None, :]
+        part = 1.0 / (k + r)
+        out = part if out is None else out + part
+    return out
+
+
+# -- centring and whitening ----------------------------------------------------------------------
+def fit_postprocess(vectors: np.ndarray, *, whiten: bool = False, shrink: float = 0.1) -> dict:
+    """The transform fitted on a collection: ``{"center": μ (H,), "whiten": W (H, H) or None}``.
+
+    Centring subtracts the collection mean μ: a language model's states share a large common
+    direction, which makes every cosine near 1 (the issue's 0.95–0.97 for everything).
+    Whitening also decorrelates and equalises the spread of the directions:
+        C = (X − μ)ᵀ(X − μ) / N = U diag(λ) Uᵀ,   W = U diag(1 / √(λ + s·mean λ))
+    with shrinkage s (default 0.1), so directions of near-zero variance (fewer vectors than
+    dimensions) are not blown up into noise.
+    """
+    X = np.asarray(vectors, np.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"vectors must have shape (N, H) with N >= 1, got {X.shape}")
+    mu = X.mean(axis=0)
+    W = None
+    if whiten:
+        Xc = X - mu
+        C = Xc.T @ Xc / X.shape[0]
+        lam, U = np.linalg.eigh(C)
+        lam = np.maximum(lam, 0.0)
+        W = U / np.sqrt(lam + shrink * max(lam.mean(), 1e-12))[None, :]
+    return {"center": mu, "whiten": W}
+
+
+def apply_postprocess(vectors: np.ndarray, post: dict | None, normalize: bool = True) -> np.ndarray:
+    """(N, H') float32: vectors centred (and whitened) by ``post``, then L2-normalised if asked."""
+    X = np.asarray(vectors, np.float64)
+    if post is not None:
+        X = X - np.asarray(post["center"], np.float64)
+        if post.get("whiten") is not None:
+            X = X @ np.asarray(post["whiten"], np.float64)
+    if normalize:
+        n = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(n > 0, n, 1)
+    return X.astype(np.float32)
+
+
+def post_to_meta(post: dict | None) -> dict:
+    if post is None:
+        return {"center": None, "whiten": None}
+    W = post.get("whiten")
+    return {"center": [float(x) for x in post["center"]],
+            "whiten": None if W is None else [[float(x) for x in row] for row in W]}
+
+
+def post_from_meta(meta: dict) -> dict | None:
+    if meta.get("center") is None:
+        return None
+    W = meta.get("whiten")
+    return {"center": np.asarray(meta["center"], np.float64),
+            "whiten": None if W is None else np.asarray(W, np.float64)}
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def lexical_scores(kind: str, queries, docs) -> np.ndarray:
+    index = LEXICAL[kind](docs)
+    return np.stack([index.scores(q) for q in queries])
+
+
+def random_scores(n_queries: int, n_docs: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n_queries, n_docs))
+
+
+def dense_variants(embed, queries, docs) -> dict:
+    """Score matrices of one encoder's vectors, from one embedding pass per pooling.
+
+    ``embed(texts, pool)`` returns (N, H) vectors (not normalised). Variants: each pooling raw,
+    and the mean-pooled vectors centred, and whitened, with the transform fitted on the documents.
+    """
+    out = {}
+    for pool in ("last", "mean"):
+        qv, dv = embed(queries, pool), embed(docs, pool)
+        out[f"pool {pool}"] = cosine_scores(qv, dv)
+        if pool == "mean":
+            dn = apply_postprocess(dv, None)
+            qn = apply_postprocess(qv, None)
+            for name, whiten in (("mean, centred", False), ("mean, whitened", True)):
+                post = fit_postprocess(dn, whiten=whiten)
+                out[name] = cosine_scores(apply_postprocess(qn, post), apply_postprocess(dn, post))
+    return out
+
+
+def benchmark(queries, docs, dense: dict | None = None, *, seed: int = 0, rrf_k: float = RRF_K,
+              hybrid_with: str | None = None) -> dict:
+    """Metrics per method: random, TF-IDF, BM25, every dense score matrix in ``dense`` (name ->
+    (Q, N)), and the hybrid (RRF of ``hybrid_with``, a key of ``dense``, and BM25)."""
+    if len(queries) != len(docs) or len(docs) < 2:
+        raise ValueError(f"the benchmark needs matching queries and documents, 2 or more; got "
+                         f"{len(queries)} and {len(docs)}")
+    rows = {"random": metrics_from_ranks(gold_ranks(random_scores(len(queries), len(docs), seed)))}
+    lex = {kind: lexical_scores(kind, queries, docs) for kind in ("tfidf", "bm25")}
+    rows["TF-IDF"] = metrics_from_ranks(gold_ranks(lex["tfidf"]))
+    rows["BM25"] = metrics_from_ranks(gold_ranks(lex["bm25"]))
+    for name, s in (dense or {}).items():
+        rows[name] = metrics_from_ranks(gold_ranks(s))
+    if hybrid_with is not None:
+        fused = rrf_matrix([dense[hybrid_with], lex["bm25"]], k=rrf_k)
+        rows[f"hybrid ({hybrid_with} + BM25, RRF k={rrf_k:g})"] = metrics_from_ranks(gold_ranks(fused))
+    return rows
+
+
+def format_table(rows: dict) -> str:
+    """A Markdown table of the benchmark's rows."""
+    lines = ["| method | Recall@1 | Recall@10 | MRR |", "|---|---:|---:|---:|"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | {m['recall@1']:.3f} | {m['recall@10']:.3f} | {m['mrr']:.3f} |")
+    return "\n".join(lines)
