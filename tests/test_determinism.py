@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
         rng = np.random.default_rng(0)
         for trial in range(6):
             B, T, I, H = (int(v) for v in rng.integers(1, 23, 4))
-            for dtype in (np.float64, np.float32):
+            for dtype in (np.float32,):   # float64 runs the same loops, and doubled this test (6 min of CI)
                 x = rng.standard_normal((B, T, I)).astype(dtype)
                 mlp = MLP([I, H, 7], "gelu", dtype=dtype, seed=trial)
                 y = mlp.forward(x.reshape(B * T, I))
