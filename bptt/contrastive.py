@@ -43,9 +43,9 @@ from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
 from .layers.base import as_dtype
 from .layers.contrastive import InfoNCELoss
+from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .model import CELLS
-from .layers.dropout import Dropout
 from .optim import clip_grad_norm, make_optimizer
 from .retrieval import cosine_scores, gold_ranks, metrics_from_ranks, paragraphs, split_pair
 

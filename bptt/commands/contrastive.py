@@ -61,14 +61,14 @@ from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
-                max_vocab, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature, steps,
-                minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
+                max_vocab, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature,
+                steps, minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
     Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
-    of each: two random spans (--views), or one span seen through two dropout masks. The encoder (embedding, recurrent stack, mean over time) must place
-    the two views of a paragraph nearer to each other than to the other paragraphs' views: the
-    symmetric in-batch InfoNCE loss. A held-out tenth of the paragraphs is written to
+    of each: two random spans, or one span seen through two dropout masks (--views). The encoder
+    (embedding, recurrent stack, mean over time) must place the two views of a paragraph nearer
+    to each other than to the other paragraphs' views: the symmetric in-batch InfoNCE loss. A held-out tenth of the paragraphs is written to
     OUT/heldout.txt; validation is the retrieval benchmark on it (first halves find second
     halves). Use the checkpoint with `bptt embed`, `bptt search` and `bptt retrieval`.
     """
@@ -100,7 +100,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
         start = f", from {c.init_from}" if c.init_from else ""
         click.echo(f"training a {c.layers}-layer {'bidirectional ' if c.bidirectional else ''}"
                    f"{c.cell.upper()} encoder (H={c.hidden}, {m.num_parameters():,} parameters, "
-                   f"{c.dtype}{start}, views {c.views}{f', dropout {c.dropout:g}' if c.dropout else ''}) on {what}: {len(trainer.train_ids):,} training paragraphs, "
+                   f"{c.dtype}{start}, views {c.views}{f', dropout {c.dropout:g}' if c.dropout else ''}) "
+                   f"on {what}: {len(trainer.train_ids):,} training paragraphs, "
                    f"{len(trainer.val_queries):,} held-out, vocabulary {trainer.tokenizer.vocab_size}")
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
 
