@@ -70,7 +70,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
     (embedding, recurrent stack, mean over time) must place the two views of a paragraph nearer
     to each other than to the other paragraphs' views: the symmetric in-batch InfoNCE loss. A
     held-out tenth of the paragraphs is written to OUT/heldout.txt; validation is the retrieval
-    benchmark on it (first halves find second halves). Use the checkpoint with `bptt embed`, `bptt search` and `bptt retrieval`.
+    benchmark on it (first halves find second halves). Use the checkpoint with `bptt embed`,
+    `bptt search` and `bptt retrieval`.
     """
     from bptt.contrastive import ContrastiveConfig, ContrastiveError, ContrastiveTrainer
     from bptt.data import load_corpus
