@@ -1,7 +1,8 @@
 """Layer 3: a text encoder trained contrastively, so that its vectors find what a text means.
 
-    tokens (2B, T) ─ Embedding(V, E) ─ RNN/LSTM/GRU × L (bidirectional allowed) ─> (2B, T, D·H)
-      ─ mean over T ─> z (2B, D·H) ─ split ─> za, zb (B, D·H) ─ InfoNCE ─> L
+    tokens (2B, T) ─ Embedding(V, E) ─ [Dropout] ─ RNN/LSTM/GRU × L (bidirectional allowed,
+      [Dropout] between layers) ─> (2B, T, D·H) ─ mean over T ─> z (2B, D·H) ─ split ─> za, zb (B, D·H)
+      ─ InfoNCE ─> L
 
 Training pairs come from unlabelled text. Each paragraph gives two *views*; in a batch of B
 paragraphs, view a_i must be nearer to b_i than to every other paragraph's view (the in-batch
@@ -10,9 +11,14 @@ negatives), and the other way round (:class:`~bptt.layers.contrastive.InfoNCELos
 Views (:data:`VIEWS`) are made by a function ``make(paragraphs, rng, config) -> (ids_a, ids_b)``,
 two (B, T) id arrays. ``crop`` cuts two independent random spans, of one length T per batch, so
 the 2B views run as one batch with no padding; a batch is a random window of the paragraphs
-sorted by length, so that T is a similar fraction of each. A dropout view (the same span twice, two dropout
-masks, as in SimCSE) is one more entry: a function returning the same span twice, once the
-recurrent layers take a dropout rate.
+sorted by length, so that T is a similar fraction of each. ``dropout`` (as SimCSE) returns one
+such span twice; the views then differ only by their dropout masks. With ``dropout`` p > 0 the
+encoder applies inverted dropout (:class:`~bptt.layers.dropout.Dropout`) to the embedding output
+and between stacked layers (:class:`~bptt.sequence.RecurrentEncoder`, as ``bptt fit --text``).
+The 2B rows run as one batch, so every row, and so each of a paragraph's two views, gets its own
+mask, drawn from the trainer's seeded generator (resume stays exact). Dropout is on only when a
+generator is passed (training); validation, ``bptt embed``, ``search`` and ``retrieval`` run
+without one.
 
 Mean pooling's backward gives every step ∂L/∂z / T, and BPTT carries it through the stack. The
 trainer keeps the language model trainer's habits: a run folder with ``checkpoint.bptt``,
@@ -37,6 +43,7 @@ from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
 from .layers.base import as_dtype
 from .layers.contrastive import InfoNCELoss
+from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .model import CELLS
 from .optim import clip_grad_norm, make_optimizer
@@ -63,6 +70,7 @@ class EncoderConfig:
     learn_temperature: bool = False
     dtype: str = "float32"
     seed: int = 0
+    dropout: float = 0.0
 
     def to_dict(self):
         return asdict(self)
@@ -92,9 +100,20 @@ class Encoder:
         self.config = config
         self.dtype = as_dtype(config.dtype)
         rng = np.random.default_rng(config.seed)
+        p = config.dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {p!r}")
         self.embedding = Embedding(config.vocab_size, config.embed_dim, dtype=self.dtype, rng=rng)
-        self.rnn = CELLS[config.cell](config.embed_dim, config.hidden, num_layers=config.layers,
-                                      bidirectional=bool(config.bidirectional), dtype=self.dtype, rng=rng)
+        if p > 0:   # the same parameter names, with dropout between the layers
+            from .sequence import RecurrentEncoder
+            self.rnn = RecurrentEncoder(config.cell, config.embed_dim, config.hidden, config.layers,
+                                        bool(config.bidirectional), p, dtype=self.dtype, rng=rng)
+            self.drop = Dropout(p, dtype=self.dtype)
+        else:
+            self.rnn = CELLS[config.cell](config.embed_dim, config.hidden, num_layers=config.layers,
+                                          bidirectional=bool(config.bidirectional), dtype=self.dtype, rng=rng)
+            self.drop = None
+        self.check_dropout_seed = None   # gradcheck: the same dropout masks on every forward
         self.loss = InfoNCELoss(config.temperature, config.learn_temperature, dtype=self.dtype)
         self.parts = {"embedding": self.embedding, "rnn": self.rnn, "loss": self.loss}
         self.params = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.params.items()}
@@ -142,9 +161,21 @@ class Encoder:
         return loaded
 
     # -- forward / backward ---------------------------------------------------------------------
-    def hidden_states(self, ids: np.ndarray, state=None):
-        """The top layer's states (B, T, D·H) and the final state."""
-        return self.rnn.forward(self.embedding.forward(ids), state)
+    def hidden_states(self, ids: np.ndarray, state=None, rng=None):
+        """The top layer's states (B, T, D·H) and the final state (None with dropout). Dropout
+        (if any) is on when a generator ``rng`` is given to draw its masks, one per row."""
+        e = self.embedding.forward(ids)
+        if self.drop is None:
+            return self.rnn.forward(e, state)
+        self.drop.train(rng is not None)
+        self.rnn.train(rng is not None)
+        e = self.drop.forward(e, rng)
+        lengths = np.full(ids.shape[0], ids.shape[1], np.int64)
+        return self.rnn.forward(e, lengths, rng, state), None
+
+    def _backward_states(self, dhs):
+        de = self.rnn.backward(dhs)
+        self.embedding.backward(self.drop.backward(de) if self.drop is not None else de)
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
         """Mean-pooled embeddings (B, D·H) of equal-length token rows (B, T)."""
@@ -153,32 +184,38 @@ class Encoder:
         mean_pool_forward(z, hs)
         return z
 
-    def loss_and_grad(self, ids_a: np.ndarray, ids_b: np.ndarray, dloss: float = 1.0) -> float:
-        """InfoNCE of the two views (B, T) each; accumulates every gradient (times ``dloss``)."""
+    def loss_and_grad(self, ids_a: np.ndarray, ids_b: np.ndarray, dloss: float = 1.0, rng=None) -> float:
+        """InfoNCE of the two views (B, T) each; accumulates every gradient (times ``dloss``).
+        ``rng`` draws the dropout masks (dropout is off without it)."""
         if ids_a.shape != ids_b.shape:
             raise ValueError(f"ids_a and ids_b must have one shape, got {ids_a.shape} and {ids_b.shape}")
         B = ids_a.shape[0]
-        hs, _ = self.hidden_states(np.concatenate([ids_a, ids_b]))
+        hs, _ = self.hidden_states(np.concatenate([ids_a, ids_b]), rng=rng)
         z = np.empty((2 * B, hs.shape[2]), self.dtype)
         mean_pool_forward(z, hs)
         loss = self.loss.forward(z[:B], z[B:])
         dza, dzb = self.loss.backward(dloss)
         dhs = np.zeros_like(hs)
         mean_pool_backward(dhs, np.concatenate([dza, dzb]))
-        self.embedding.backward(self.rnn.backward(dhs))
+        self._backward_states(dhs)
         return loss
 
-    # gradcheck interface: the loss as a function of every parameter (ids held fixed).
+    # gradcheck interface: the loss as a function of every parameter (ids and dropout masks held
+    # fixed: with ``check_dropout_seed`` set, every forward draws the same masks).
+    def _check_rng(self):
+        seed = self.check_dropout_seed
+        return None if seed is None else np.random.default_rng(seed)
+
     def check_forward(self, ids_a, ids_b):
         self._check_ids = (ids_a, ids_b)
-        hs, _ = self.hidden_states(np.concatenate([ids_a, ids_b]))
+        hs, _ = self.hidden_states(np.concatenate([ids_a, ids_b]), rng=self._check_rng())
         z = np.empty((hs.shape[0], hs.shape[2]), self.dtype)
         mean_pool_forward(z, hs)
         B = ids_a.shape[0]
         return (np.array([self.loss.forward(z[:B], z[B:])]),)
 
     def check_backward(self, dloss):
-        self.loss_and_grad(*self._check_ids, dloss=float(dloss[0]))
+        self.loss_and_grad(*self._check_ids, dloss=float(dloss[0]), rng=self._check_rng())
         return {}
 
 
@@ -224,7 +261,14 @@ def disjoint_views(paras: list, rng: np.random.Generator, config) -> tuple[np.nd
     return a, b
 
 
-VIEWS = {"crop": crop_views, "disjoint": disjoint_views}
+def dropout_views(paras: list, rng: np.random.Generator, config) -> tuple[np.ndarray, np.ndarray]:
+    """One random span of each paragraph (as :func:`crop_views` cuts it), twice: the two views
+    differ only by the dropout masks the encoder draws for each row (SimCSE)."""
+    a, _ = crop_views(paras, rng, config)
+    return a, a.copy()
+
+
+VIEWS = {"crop": crop_views, "disjoint": disjoint_views, "dropout": dropout_views}
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -245,6 +289,7 @@ class ContrastiveConfig:
     lowercase: bool = True
     init_from: str | None = None
     views: str = "crop"
+    dropout: float = 0.0
     mask: float = 0.0
     crop_low: float = 0.25
     crop_high: float = 0.6
@@ -289,6 +334,10 @@ class ContrastiveConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0 <= self.mask < 1:
             raise ValueError(f"mask must be in [0, 1), got {self.mask}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.views == "dropout" and self.dropout == 0:
+            raise ValueError("views 'dropout' needs dropout > 0: its two views differ only by their dropout masks")
         if self.views not in VIEWS:
             raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         if self.steps is None and self.minutes is None:
@@ -383,7 +432,7 @@ class ContrastiveTrainer:
                                           embed_dim=config.embed_dim, bidirectional=config.bidirectional,
                                           temperature=config.temperature,
                                           learn_temperature=config.learn_temperature,
-                                          dtype=config.dtype, seed=config.seed)
+                                          dtype=config.dtype, seed=config.seed, dropout=config.dropout)
         self.model = Encoder(self.model_config)
         if lm is not None:
             self.model.load_state(lm.state_dict(), partial=True)
@@ -489,7 +538,7 @@ class ContrastiveTrainer:
             ids_a = np.where(self.rng.random(ids_a.shape) < c.mask, UNK_ID, ids_a)
             ids_b = np.where(self.rng.random(ids_b.shape) < c.mask, UNK_ID, ids_b)
         self.model.zero_grad()
-        loss = self.model.loss_and_grad(ids_a, ids_b)
+        loss = self.model.loss_and_grad(ids_a, ids_b, rng=self.rng)
         grads = {k: self.model.grads[k] for k in self.optimizer_keys}
         norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
             sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))

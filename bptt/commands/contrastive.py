@@ -24,8 +24,12 @@ from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user
               help="Vocabulary cap for --tokenizer word.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
               help="Paragraphs per step; each one's views are the other paragraphs' negatives.")
-@click.option("--views", type=click.Choice(["crop", "disjoint"]), default="crop", show_default=True,
-              help="Two random spans of each paragraph (which may overlap), or two that do not.")
+@click.option("--views", type=click.Choice(["crop", "disjoint", "dropout"]), default="crop", show_default=True,
+              help="Two random spans of each paragraph (which may overlap), two that do not, or one "
+                   "span twice, the views differing only by their dropout masks (SimCSE).")
+@click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
+              help="Dropout on the token embeddings and between stacked layers, in training only. "
+                   "[default: 0.1 with --views dropout, else 0]")
 @click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
               help="Replace each token of a view by <unk> with this probability (an augmentation).")
 @click.option("--crop", "crop", type=(FiniteFloatRange(min=0, max=1, min_open=True),
@@ -57,16 +61,17 @@ from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
-                max_vocab, batch_size, views, mask, crop, crop_tokens, temperature, learn_temperature, steps,
-                minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
+                max_vocab, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature,
+                steps, minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
     Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
-    of each: two random spans. The encoder (embedding, recurrent stack, mean over time) must place
-    the two views of a paragraph nearer to each other than to the other paragraphs' views: the
-    symmetric in-batch InfoNCE loss. A held-out tenth of the paragraphs is written to
-    OUT/heldout.txt; validation is the retrieval benchmark on it (first halves find second
-    halves). Use the checkpoint with `bptt embed`, `bptt search` and `bptt retrieval`.
+    of each: two random spans, or one span seen through two dropout masks (--views). The encoder
+    (embedding, recurrent stack, mean over time) must place the two views of a paragraph nearer
+    to each other than to the other paragraphs' views: the symmetric in-batch InfoNCE loss. A
+    held-out tenth of the paragraphs is written to OUT/heldout.txt; validation is the retrieval
+    benchmark on it (first halves find second halves). Use the checkpoint with `bptt embed`,
+    `bptt search` and `bptt retrieval`.
     """
     from bptt.contrastive import ContrastiveConfig, ContrastiveError, ContrastiveTrainer
     from bptt.data import load_corpus
@@ -79,9 +84,12 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
         else:
             if steps is None and minutes is None:
                 steps = 1000
+            if dropout is None:
+                dropout = 0.1 if views == "dropout" else 0.0
             config = ContrastiveConfig(
                 cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, bidirectional=bidirectional,
-                tokenizer=tokenizer, max_vocab=max_vocab, init_from=init_from, views=views, mask=mask, crop_low=crop[0],
+                tokenizer=tokenizer, max_vocab=max_vocab, init_from=init_from, views=views,
+                dropout=dropout, mask=mask, crop_low=crop[0],
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
                 batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
                 steps=steps, minutes=minutes, lr=lr, clip=clip or None, val_every=val_every,
@@ -93,7 +101,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
         start = f", from {c.init_from}" if c.init_from else ""
         click.echo(f"training a {c.layers}-layer {'bidirectional ' if c.bidirectional else ''}"
                    f"{c.cell.upper()} encoder (H={c.hidden}, {m.num_parameters():,} parameters, "
-                   f"{c.dtype}{start}) on {what}: {len(trainer.train_ids):,} training paragraphs, "
+                   f"{c.dtype}{start}, views {c.views}{f', dropout {c.dropout:g}' if c.dropout else ''}) "
+                   f"on {what}: {len(trainer.train_ids):,} training paragraphs, "
                    f"{len(trainer.val_queries):,} held-out, vocabulary {trainer.tokenizer.vocab_size}")
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
 
