@@ -29,7 +29,6 @@ which are written to ``heldout.txt`` in the run folder so the benchmark can be r
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import signal
 import time
@@ -47,12 +46,12 @@ from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .model import CELLS
 from .optim import clip_grad_norm, make_optimizer
+from .train import append_metrics, trim_metrics
 from .retrieval import cosine_scores, gold_ranks, metrics_from_ranks, paragraphs, split_pair
 
 KIND = "contrastive"
 CHECKPOINT_NAME = "checkpoint.bptt"
 BEST_NAME = "best.bptt"
-METRICS_NAME = "metrics.jsonl"
 HELDOUT_NAME = "heldout.txt"
 RESUME_KEYS = ("config", "model_config", "model", "tokenizer", "step", "optim", "rng", "data", "metrics")
 
@@ -506,23 +505,6 @@ class ContrastiveTrainer:
         kept = f"the last good checkpoint is kept at {good}" if good.exists() else "no checkpoint had been written yet"
         return ContrastiveError(f"{what}; stopping: {kept}. Try a lower --lr")
 
-    def _log(self, record):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _trim_metrics(self):
-        path = self.out_dir / METRICS_NAME
-        if path.exists():
-            keep = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= self.step:
-                        keep.append(line)
-                except json.JSONDecodeError:
-                    continue
-            path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
-
     def validate_now(self) -> dict:
         """The retrieval benchmark on the held-out paragraphs, mean pooling, no post-processing."""
         from .generate import embed_texts
@@ -556,7 +538,7 @@ class ContrastiveTrainer:
     def run(self, on_event=None) -> dict:
         c = self.config
         on_event = on_event or (lambda kind, info: None)
-        self._trim_metrics()
+        trim_metrics(self.out_dir, self.step)
         self._stop = False
 
         def _sigint(signum, frame):
@@ -583,7 +565,7 @@ class ContrastiveTrainer:
                 dt = time.perf_counter() - t0
                 info["tokens_per_sec"] = info["tokens"] / dt if dt > 0 else float("inf")
                 info["elapsed"] = time.perf_counter() - start
-                self._log({k: info[k] for k in ("step", "loss", "grad_norm", "scale", "tokens_per_sec", "elapsed")})
+                append_metrics(self.out_dir, {k: info[k] for k in ("step", "loss", "grad_norm", "scale", "tokens_per_sec", "elapsed")})
                 on_event("step", info)
                 if self.step % c.val_every == 0 or self.step == self.total_steps:
                     self._validate_and_save(on_event)
@@ -607,7 +589,7 @@ class ContrastiveTrainer:
         improved = self.best is None or m["mrr"] > self.best
         if improved:
             self.best, self.best_step = m["mrr"], self.step
-        self._log(rec)
+        append_metrics(self.out_dir, rec)
         path = self.save()
         if improved:
             save_checkpoint(self.out_dir / BEST_NAME, self.payload())

@@ -52,7 +52,6 @@ trainer's own entries, and marks the checkpoint with ``kind`` (``"table"``, ``"t
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import signal
 import time
@@ -63,11 +62,10 @@ import numpy as np
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import clip_grad_norm, make_optimizer, make_schedule
-from .train import TrainingError
+from .train import TrainingError, append_metrics, trim_metrics
 
 CHECKPOINT_NAME = "checkpoint.bptt"
 BEST_NAME = "best.bptt"
-METRICS_NAME = "metrics.jsonl"
 RESUME_KEYS = ("kind", "supervised", "model", "optim", "rng", "step", "epoch", "pos", "data", "early")
 
 
@@ -254,25 +252,6 @@ class SupervisedTrainer:
         save_checkpoint(path, self.payload())
         return path
 
-    def _log(self, record: dict) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _trim_metrics(self) -> None:
-        """On resume, drop metric lines written after the checkpoint."""
-        path = self.out_dir / METRICS_NAME
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue
-        path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
-
     # -- training -------------------------------------------------------------------------------
     def _permutation(self):
         if self._perm is None or self._perm[0] != self.epoch:
@@ -325,7 +304,7 @@ class SupervisedTrainer:
             self.best_val, self.best_step, self.bad_vals = val, self.step, 0
         else:
             self.bad_vals += 1
-        self._log(rec)
+        append_metrics(self.out_dir, rec)
         path = self.save()
         if improved:
             save_checkpoint(self.out_dir / BEST_NAME, self.payload())
@@ -339,7 +318,7 @@ class SupervisedTrainer:
         """Train until the epochs or minutes are spent, early stopping, or Ctrl-C. Returns a summary."""
         c = self.config
         on_event = on_event or (lambda kind, info: None)
-        self._trim_metrics()
+        trim_metrics(self.out_dir, self.step)
         self._stop = False
 
         def _sigint(signum, frame):
@@ -370,7 +349,7 @@ class SupervisedTrainer:
                 dt = time.perf_counter() - t0
                 info["rows_per_sec"] = info["rows"] / dt if dt > 0 else float("inf")
                 info["elapsed"] = time.perf_counter() - start
-                self._log({k: info[k] for k in ("step", "loss", "lr", "grad_norm", "elapsed")})
+                append_metrics(self.out_dir, {k: info[k] for k in ("step", "loss", "lr", "grad_norm", "elapsed")})
                 on_event("step", info)
                 if self.epoch != epoch_before or (c.val_every and self.step % c.val_every == 0) \
                         or self.step == self.total_steps:

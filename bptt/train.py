@@ -36,6 +36,29 @@ MODEL_KEYS = ("config.seq_len", "config.batch_size", "model_config", "model", "t
 RESUME_KEYS = MODEL_KEYS + ("step", "optim", "batcher", "rng", "data.fingerprint", "metrics")
 
 
+def append_metrics(out_dir: Path, record: dict) -> None:
+    """Add one JSON record as a line of the run's metrics.jsonl (every trainer writes it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def trim_metrics(out_dir: Path, step: int) -> None:
+    """On resume, drop the metric lines written after the checkpoint at ``step`` (a crash between
+    saves), so that the resumed run's records continue the file exactly once."""
+    path = out_dir / METRICS_NAME
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+
+
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must see (a NaN loss, a bad resume)."""
 
@@ -276,25 +299,6 @@ class Trainer:
         save_checkpoint(path, self.payload())
         return path
 
-    def _log(self, record: dict) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / METRICS_NAME, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _trim_metrics(self) -> None:
-        """On resume, drop metric lines written after the checkpoint (a crash between saves)."""
-        path = self.out_dir / METRICS_NAME
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue
-        path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
-
     # -- training -------------------------------------------------------------------------------
     def validate_now(self) -> float:
         c = self.config
@@ -332,7 +336,7 @@ class Trainer:
         validation, at the end and on interrupt. Returns a summary dict."""
         c = self.config
         on_event = on_event or (lambda kind, info: None)
-        self._trim_metrics()
+        trim_metrics(self.out_dir, self.step)
         self._stop = False
 
         def _sigint(signum, frame):
@@ -361,7 +365,7 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 info["tokens_per_sec"] = tokens / dt if dt > 0 else float("inf")
                 info["elapsed"] = time.perf_counter() - start
-                self._log({k: info[k] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed")})
+                append_metrics(self.out_dir, {k: info[k] for k in ("step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed")})
                 on_event("step", info)
                 if self.step % c.val_every == 0 or self.step == self.total_steps:
                     self._validate_and_save(on_event)
@@ -399,7 +403,7 @@ class Trainer:
         improved = self.best_val is None or val < self.best_val
         if improved:
             self.best_val, self.best_step = val, self.step
-        self._log(rec)
+        append_metrics(self.out_dir, rec)
         path = self.save()
         if improved:   # a long run overfits: keep the weights of the best validation loss too
             save_checkpoint(self.out_dir / BEST_NAME, self.payload())
