@@ -14,11 +14,12 @@ feature statistics, classes, tokenizer): everything ``predict`` needs.
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .config import SavedConfig
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError
 from .supervised import BEST_NAME, CHECKPOINT_NAME, SupervisedConfig, SupervisedTrainer
@@ -31,7 +32,7 @@ DEMOS = ("spirals", "adding")
 
 
 @dataclass
-class FitOptions:
+class FitOptions(SavedConfig):
     """Every option of ``bptt fit`` that shapes the data and the model (saved as ``fit``)."""
     data: str | None = None
     target: str | None = None
@@ -60,13 +61,6 @@ class FitOptions:
     samples: int | None = None
     dtype: str = "float32"
     seed: int = 0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass

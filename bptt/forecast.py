@@ -50,11 +50,12 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .config import SavedConfig
 from .data import DataError
 from .layers import Dense, mse_loss
 from .layers.base import as_dtype
@@ -414,7 +415,7 @@ def summarize(metrics: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class ForecastModelConfig:
+class ForecastModelConfig(SavedConfig):
     """What a forecaster is, saved in every checkpoint."""
     input_size: int
     horizon: int
@@ -425,13 +426,6 @@ class ForecastModelConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     seed: int = 0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class Forecaster:
@@ -664,7 +658,7 @@ MAX_DEFAULT_WINDOW = 256
 
 
 @dataclass
-class ForecastConfig:
+class ForecastConfig(SavedConfig):
     """Every option of a forecasting run. Saved in the checkpoint (``forecast_config``)."""
     source: str | None = None        # the CSV file, or None for ``demo``
     demo: str | None = None
@@ -691,13 +685,6 @@ class ForecastConfig:
     patience: int | None = 10
     seed: int = 0
     dtype: str = "float32"
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validate(self):
         for name in ("horizon", "hidden", "layers", "batch_size"):

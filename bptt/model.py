@@ -14,10 +14,11 @@ Parameter names carry a prefix per part: ``embedding.weight``, ``rnn.weight_ih_l
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from .config import SavedConfig
 from .layers import Dense, softmax_cross_entropy
 from .layers.base import as_dtype
 from .layers.dropout import Dropout
@@ -28,7 +29,7 @@ CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
 @dataclass
-class LMConfig:
+class LMConfig(SavedConfig):
     """What a language model is, saved in every checkpoint."""
     vocab_size: int
     cell: str = "lstm"
@@ -38,13 +39,6 @@ class LMConfig:
     dtype: str = "float32"
     seed: int = 0
     dropout: float = 0.0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class DroppedStack:

@@ -55,11 +55,12 @@ import hashlib
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .config import SavedConfig
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import clip_grad_norm, make_optimizer, make_schedule
 from .train import TrainingError, append_metrics, trim_metrics
@@ -70,7 +71,7 @@ RESUME_KEYS = ("kind", "supervised", "model", "optim", "rng", "step", "epoch", "
 
 
 @dataclass
-class SupervisedConfig:
+class SupervisedConfig(SavedConfig):
     """The trainer's options; saved in the checkpoint under ``supervised``."""
     epochs: float | None = 100
     minutes: float | None = None
@@ -84,13 +85,6 @@ class SupervisedConfig:
     patience: int | None = 10
     val_every: int | None = None
     seed: int = 0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validate(self):
         for name in ("batch_size", "lr"):

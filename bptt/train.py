@@ -18,11 +18,12 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .config import SavedConfig
 from .checkpoint import CheckpointError, _check_required, load_checkpoint, save_checkpoint
 from .data import StreamBatcher, fit_tokenizer, load_corpus, split_train_val, tokenizer_from_dict
 from .model import CELLS, LanguageModel, LMConfig
@@ -64,7 +65,7 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SavedConfig):
     """Every option of a training run. Saved in the checkpoint."""
     cell: str = "lstm"
     hidden: int = 256
@@ -95,13 +96,6 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     sources: list = field(default_factory=list)
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validate(self):
         def pos(name, allow_none=False):
