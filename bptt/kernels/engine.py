@@ -408,10 +408,22 @@ def add_bias_rows(out, bias, r0, r1):
 
 
 @inline
+def copy_bias_rows(out, bias, r0, r1):
+    """out[b, :] = bias for r0 ≤ b < r1 (row views, so that the loop vectorises)."""
+    for b in range(r0, r1):
+        ob = out[b]
+        for u in range(bias.shape[0]):
+            ob[u] = bias[u]
+
+
+@inline
 def copy_rows(dst, src, r0, r1):
     """dst[b, :] = src[b, :] for r0 ≤ b < r1: a chunk's carried gradients start from dh_n."""
-    for b in range(r0, r1):
-        dst[b, :] = src[b, :]
+    for b in range(r0, r1):   # a loop, not dst[b, :] = src[b, :]: the slice assignment brings
+        db = dst[b]              # Numba's shape-mismatch error message, whose string formatting
+        sb = src[b]              # took 3-8 s to compile (docs/performance.md)
+        for o in range(db.shape[0]):
+            db[o] = sb[o]
 
 
 @inline

@@ -15,7 +15,7 @@ Reference twins: :mod:`bptt.reference.gru` (same names and signatures, plain Num
 
 from ..jit import kernel, prange
 from .activations import sigmoid, tanh
-from .engine import add_rows, chunk_rows, copy_rows, packed, packed_T, row_chunks, step_product
+from .engine import add_rows, chunk_rows, copy_bias_rows, copy_rows, packed, packed_T, row_chunks, step_product
 
 
 @kernel
@@ -40,8 +40,7 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
         for s in range(T):
             t = T - 1 - s if reverse else s
             hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
-            for b in range(r0, r1):
-                m[b, :] = b_hh                      # m = b_hh
+            copy_bias_rows(m, b_hh, r0, r1)         # m = b_hh
             step_product(m, hp, P, r0, r1, G3, H)   #   + h_prev·W_hhᵀ
             # the gates and the new state, one simple loop per quantity so that each vectorises;
             # each loop runs from 0 over a view (see lstm_forward), in the arrays' dtype

@@ -390,14 +390,14 @@ def swap_01(dst, src, to_time_major):
     dst : (D0, D1, F).  src : (D1, D0, F).
     """
     D0, D1, F = dst.shape
-    if to_time_major:
-        for j in prange(D1):
+    nb = D1 if to_time_major else D0    # the batch axis
+    for bb in prange(nb):               # one prange (each is a function Numba compiles apart)
+        if to_time_major:
             for i in range(D0):
-                copy_row(dst[i, j], src[j, i])
-    else:
-        for i in prange(D0):
+                copy_row(dst[i, bb], src[bb, i])
+        else:
             for j in range(D1):
-                copy_row(dst[i, j], src[j, i])
+                copy_row(dst[bb, j], src[j, bb])
 
 
 @inline
