@@ -58,7 +58,7 @@ import numpy as np
 from .config import SavedConfig
 from .data import DataError
 from .layers import Dense, mse_loss
-from .layers.base import as_dtype
+from .layers.base import as_dtype, copy_params, load_params
 from .layers.recurrent import GRU, LSTM, RNN
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -488,16 +488,10 @@ class Forecaster:
         return int(sum(p.size for p in self.params.values()))
 
     def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
+        return copy_params(self.params)
 
     def load_state(self, state):
-        for name, p in self.params.items():
-            if name not in state:
-                raise ValueError(f"missing parameter {name!r}")
-            v = np.asarray(state[name])
-            if v.shape != p.shape:
-                raise ValueError(f"parameter {name!r} has shape {v.shape}, expected {p.shape}")
-            p[...] = v
+        load_params(self.params, state)
 
     # -- forward / backward -------------------------------------------------------------------
     def forward(self, x: np.ndarray, rng=None) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SavedConfig
 from .layers import Dense, softmax_cross_entropy
-from .layers.base import as_dtype
+from .layers.base import as_dtype, copy_params, load_params
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .layers.recurrent import GRU, LSTM, RNN
@@ -148,16 +148,10 @@ class LanguageModel:
         return int(sum(p.size for p in self.params.values()))
 
     def load_state(self, state):
-        for name, p in self.params.items():
-            if name not in state:
-                raise ValueError(f"missing parameter {name!r}")
-            v = np.asarray(state[name])
-            if v.shape != p.shape:
-                raise ValueError(f"parameter {name!r} has shape {v.shape}, expected {p.shape}")
-            p[...] = v
+        load_params(self.params, state)
 
     def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
+        return copy_params(self.params)
 
     # -- recurrent state ----------------------------------------------------------------------
     def initial_state(self, batch: int):

@@ -31,6 +31,7 @@ from .data import DataError, fit_tokenizer, tokenizer_from_dict
 from .jit import SERIAL_WORK, serial_when
 from .kernels.pooling import POOL_MODES
 from .kernels.pooling import pool_backward as _pool_backward, pool_forward as _pool_forward
+from .layers.base import copy_params, load_params
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .layers.recurrent import GRU, LSTM, RNN
@@ -210,13 +211,10 @@ class SequenceModel:
         self.train(False)
 
     def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
+        return copy_params(self.params)
 
     def load_state(self, state):
-        for k, p in self.params.items():
-            if k not in state or np.shape(state[k]) != p.shape:
-                raise ValueError(f"parameter {k!r} is missing or has the wrong shape")
-            p[...] = state[k]
+        load_params(self.params, state)
 
     def num_parameters(self):
         return int(sum(p.size for p in self.params.values()))

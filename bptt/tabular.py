@@ -35,6 +35,7 @@ import numpy as np
 from .data import DataError
 from .jit import SERIAL_WORK, serial_when
 from .layers import Dense
+from .layers.base import copy_params, load_params
 from .layers.dropout import Dropout
 from .layers.losses import bce_with_logits, mse_loss, softmax_cross_entropy
 
@@ -524,13 +525,10 @@ class TabularMLP:
         self.train(False)
 
     def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
+        return copy_params(self.params)
 
     def load_state(self, state):
-        for k, p in self.params.items():
-            if k not in state or np.shape(state[k]) != p.shape:
-                raise ValueError(f"parameter {k!r} is missing or has the wrong shape")
-            p[...] = state[k]
+        load_params(self.params, state)
 
     def num_parameters(self):
         return int(sum(p.size for p in self.params.values()))

@@ -291,3 +291,19 @@ def test_required_entries(tmp_path):
         load_checkpoint(path, required=("config.seq_len",))
     with pytest.raises(CheckpointError, match="entry 'step' should be a dict, not int"):
         load_checkpoint(path, required=("step.count",))
+
+
+def test_load_params_checks_every_name_before_copying():
+    """Every model's load_state: a wrong shape or a missing name copies nothing; partial skips."""
+    from bptt.layers.base import copy_params, load_params
+    params = {"a": np.zeros(2), "b": np.zeros((2, 2))}
+    with pytest.raises(ValueError, match=r"parameter 'b' must have shape \(2, 2\), got \(3,\)"):
+        load_params(params, {"a": np.ones(2), "b": np.ones(3)})
+    assert not params["a"].any()
+    with pytest.raises(ValueError, match="missing parameter 'b'"):
+        load_params(params, {"a": np.ones(2)})
+    assert load_params(params, {"a": np.ones(2)}, partial=True) == ["a"]
+    assert params["a"].all() and not params["b"].any()
+    copy = copy_params(params)
+    copy["a"][0] = 5.0
+    assert params["a"][0] == 1.0

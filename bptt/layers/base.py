@@ -91,6 +91,31 @@ def uniform(rng: np.random.Generator, shape, bound: float, dtype) -> np.ndarray:
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
+
+def load_params(params: dict, state: dict, *, partial: bool = False) -> list[str]:
+    """Copy ``state``'s arrays into the parameter arrays ``params`` by name, in place: what every
+    layer and model's ``load_state`` does. A missing name or a wrong shape is a ValueError naming
+    the parameter (nothing is copied then: all are checked first). ``partial``: skip the names
+    ``state`` lacks (a contrastive encoder started from a language model). Returns the names copied."""
+    names = []
+    for name, p in params.items():
+        if name not in state:
+            if partial:
+                continue
+            raise ValueError(f"missing parameter {name!r}")
+        v = np.asarray(state[name])
+        if v.shape != p.shape:
+            raise ValueError(f"parameter {name!r} must have shape {_fmt_shape(p.shape)}, got {_fmt_shape(v.shape)}")
+        names.append(name)
+    for name in names:
+        params[name][...] = state[name]
+    return names
+
+
+def copy_params(params: dict) -> dict:
+    """A copy of each array in ``params``, by name (a model's ``state_dict``)."""
+    return {k: v.copy() for k, v in params.items()}
+
 class Layer:
     """Base class: named parameters and gradients, ``zero_grad``, and gradcheck hooks."""
 
@@ -126,13 +151,11 @@ class Layer:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Copy arrays into the parameters by name; ValueError on a missing name or wrong shape."""
-        for name, p in self.params.items():
-            if name not in state:
-                raise ValueError(f"missing parameter {name!r}")
-            v = np.asarray(state[name])
-            if v.shape != p.shape:
-                raise ValueError(f"parameter {name!r} must have shape {_fmt_shape(p.shape)}, got {_fmt_shape(v.shape)}")
-            p[...] = v
+        load_params(self.params, state)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, by name."""
+        return copy_params(self.params)
 
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.params.values()))
