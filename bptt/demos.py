@@ -30,15 +30,18 @@ def spirals(n: int = 300, seed: int = 0, classes: int = 3, noise: float = 0.2):
     return X, y
 
 
-def adding_problem(n: int, length: int, seed: int = 0):
-    """(x (n, length, 2) float64, y (n,) float64): see the module docstring. ``length`` >= 2."""
+def adding_problem(n: int, length: int, seed: int = 0, first_within: int | None = None):
+    """(x (n, length, 2) float64, y (n,) float64): see the module docstring. ``length`` >= 2.
+    ``first_within``: the first marker lies in steps 0 .. first_within-1 (default: the first
+    half; ``bptt gradflow`` puts it in the first tenth, so that its gradient must cross most of
+    the sequence)."""
     if length < 2:
         raise ValueError(f"length must be at least 2, got {length}")
     rng = np.random.default_rng(seed)
     x = np.zeros((n, length, 2))
     x[:, :, 0] = rng.uniform(0.0, 1.0, (n, length))
     half = length // 2
-    first = rng.integers(0, half, n)
+    first = rng.integers(0, half if first_within is None else min(max(1, first_within), half), n)
     second = rng.integers(half, length, n)
     rows = np.arange(n)
     x[rows, first, 1] = 1.0

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import demos
 from .layers import GRU, LSTM, RNN, Dense, softmax_cross_entropy, mse_loss
 
 CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
@@ -41,17 +42,8 @@ def adding_problem(batch: int, length: int, seed: int = 0):
     value seen at the start: the gradient must reach the first steps."""
     if length < 2:
         raise ValueError(f"length must be at least 2 for the adding problem, got {length}")
-    rng = np.random.default_rng(seed)
-    x = np.zeros((batch, length, 2))
-    x[:, :, 0] = rng.uniform(size=(batch, length))
-    first = rng.integers(0, max(1, length // 10), size=batch)
-    second = rng.integers(length // 2, length, size=batch)
-    second = np.where(second == first, length - 1, second)
-    rows = np.arange(batch)
-    x[rows, first, 1] = 1.0
-    x[rows, second, 1] = 1.0
-    target = (x[rows, first, 0] + x[rows, second, 0])[:, None]
-    return x, target
+    x, y = demos.adding_problem(batch, length, seed, first_within=length // 10)
+    return x, y[:, None]
 
 
 class Stack:
