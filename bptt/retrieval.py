@@ -31,7 +31,7 @@ import csv
 
 import numpy as np
 
-from .lexical import LEXICAL
+from .lexical import LEXICAL, LEXICAL_NAMES
 
 RRF_K = 60
 ALPHA_GRID = tuple(i / 20 for i in range(21))   # α = 0, 0.05, …, 1
@@ -284,7 +284,7 @@ def resolve_fusion(fitted: dict | None, *, fusion: str | None = None, alpha: flo
 
 def fusion_label(spec: dict) -> str:
     spec = check_fusion(spec)
-    lex = {"bm25": "BM25", "tfidf": "TF-IDF"}[spec["lexical"]]
+    lex = LEXICAL_NAMES[spec["lexical"]]
     if spec["fusion"] == "rrf":
         return f"RRF with {lex}, k={spec['k']:g}"
     return f"z-scores with {lex}, α={spec['alpha']:g}"
@@ -389,9 +389,9 @@ def benchmark(queries, docs, dense: dict | None = None, *, seed: int = 0, rrf_k:
         raise ValueError(f"the benchmark needs matching queries and documents, 2 or more; got "
                          f"{len(queries)} and {len(docs)}")
     rows = {"random": metrics_from_ranks(gold_ranks(random_scores(len(queries), len(docs), seed)))}
-    lex = {kind: lexical_scores(kind, queries, docs) for kind in ("tfidf", "bm25")}
-    rows["TF-IDF"] = metrics_from_ranks(gold_ranks(lex["tfidf"]))
-    rows["BM25"] = metrics_from_ranks(gold_ranks(lex["bm25"]))
+    lex = {kind: lexical_scores(kind, queries, docs) for kind in LEXICAL}
+    for kind, s in lex.items():
+        rows[LEXICAL_NAMES[kind]] = metrics_from_ranks(gold_ranks(s))
     for name, s in (dense or {}).items():
         rows[name] = metrics_from_ranks(gold_ranks(s))
     if hybrid_with is not None:

@@ -125,7 +125,7 @@ def test_retrieval_and_search_use_the_fitted_alpha(enc, tmp_path):
     fusion = load_checkpoint(run_dir / "checkpoint.bptt")["fusion"]
     r = run("retrieval", run_dir, run_dir / "heldout.txt", "--min-words", 8, "--json", tmp_path / "r.json")
     assert r.exit_code == 0, r.output
-    assert f"α={fusion['alpha']:g})" in r.output and "RRF with BM25, k=60" in r.output
+    assert f"α={fusion['alpha']:g})" in r.output and "+ BM25, RRF k=60)" in r.output
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["fusion"]["from"] == "fitted" and doc["fusion"]["alpha"] == fusion["alpha"]
     r = run("retrieval", run_dir, run_dir / "heldout.txt", "--min-words", 8, "--alpha", 0.25)
@@ -153,3 +153,12 @@ def test_retrieval_and_search_use_the_fitted_alpha(enc, tmp_path):
     assert "--hybrid" in one_line_error(run("search", run_dir, query, "--in", enc / "t.txt", "--alpha", 0.5))
     assert "--alpha" in one_line_error(run("search", run_dir, query, "--in", enc / "t.txt", "--hybrid",
                                            "--alpha", 2), code=2)
+
+
+def test_subword_tfidf():
+    from bptt.lexical import LEXICAL, SubwordTfidfIndex, TfidfIndex, subword_terms
+    assert subword_terms("Path") == ["path", "#<pat", "#path", "#ath>"]
+    docs = ["it returned the value", "a cat sat on the mat"]
+    assert TfidfIndex(docs).scores("returns")[0] == 0            # no shared word
+    s = SubwordTfidfIndex(docs).scores("returns")
+    assert s[0] > 0 and s[1] == 0 and "tfidf-sub" in LEXICAL     # shares <ret, retu, etur, turn

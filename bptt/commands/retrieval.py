@@ -23,7 +23,7 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
 @click.option("--fit-on", "fit_on", type=click.Path(dir_okay=False), default=None, metavar="TEXT",
               help="Fit α (and the lexical method) on the paragraphs of this validation text, not "
                    "on the pairs reported, e.g. RUN/validation.txt or text a language model saw.")
-@click.option("--lexical", type=click.Choice(["bm25", "tfidf"]), default=None,
+@click.option("--lexical", type=click.Choice(["bm25", "tfidf", "tfidf-sub"]), default=None,
               help="The lexical method of the score-fusion row. [default: the fitted one, else bm25]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the sample of paragraphs and the random baseline.")
@@ -72,7 +72,7 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
             click.echo(f"fitted α = {fitted['alpha']:g} with {fitted['lexical']} on {len(fq)} pairs of {fit_on}"
                        + (f" (warning: {shared} of them are also reported here, so the hybrid row is "
                           "optimistic)" if shared else ""), err=True)
-        spec, where = resolve_fusion(fitted, alpha=alpha, lexical=lexical)
+        spec, where = resolve_fusion(fitted, fusion="score", alpha=alpha, lexical=lexical)
         if where == "default":
             click.echo(f"no fitted α in {checkpoint}: the score-fusion row uses α = {spec['alpha']:g} "
                        "(--fit-on TEXT fits one)", err=True)
