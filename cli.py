@@ -351,7 +351,7 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
               help="With a vectors file: embed the query with this checkpoint (it must be the one "
                    "that made the vectors). [default: the one recorded in the file]")
 @click.option("--hybrid", is_flag=True,
-              help="Fuse the vectors' scores with a lexical method's (BM25, or TF-IDF). [default: off]")
+              help="Fuse the vectors' scores with a lexical method's (BM25, TF-IDF or subword TF-IDF). [default: off]")
 @click.option("--fusion", type=click.Choice(["rrf", "score"]), default=None,
               help="With --hybrid: score fusion, α·z(cosine) + (1-α)·z(lexical), or reciprocal-rank "
                    "fusion. [default: score if the checkpoint has a fitted α, else rrf]")
