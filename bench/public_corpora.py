@@ -76,7 +76,7 @@ def numpy_docstrings():
     spec = importlib.util.find_spec("numpy")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("numpy is not installed: cannot build numpy-docstrings")
-    root = list(spec.submodule_search_locations)[0]
+    root = next(iter(spec.submodule_search_locations))
     files = sorted(str(p) for p in Path(root).rglob("*.py")
                    if "tests" not in p.relative_to(root).parts and "testing" not in p.relative_to(root).parts)
     for path in files:
@@ -93,7 +93,8 @@ def debian_docs(root="/usr/share/doc"):
             if not os.path.isfile(path):
                 continue
             try:
-                raw = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+                with (gzip.open(path) if path.endswith(".gz") else open(path, "rb")) as f:
+                    raw = f.read()
             except OSError:
                 continue
             yield os.path.relpath(path, root), raw.decode("utf-8", errors="replace")

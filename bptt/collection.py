@@ -14,8 +14,15 @@ import numpy as np
 
 from .data import UNK_ID
 from .generate import check_vectors_model, embed_texts, load_vectors
-from .retrieval import (RRF_K, apply_postprocess, check_fusion, fit_postprocess, post_from_meta, rrf_scores,
-                        score_fusion)
+from .retrieval import (
+    RRF_K,
+    apply_postprocess,
+    check_fusion,
+    fit_postprocess,
+    post_from_meta,
+    rrf_scores,
+    score_fusion,
+)
 
 HYBRID_DEPTH = 100   # each ranking contributes its top max(100, 10·k) documents to the fusion
 

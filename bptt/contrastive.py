@@ -49,12 +49,20 @@ from .layers.base import as_dtype
 from .layers.contrastive import InfoNCELoss
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
+from .lexical import LEXICAL
 from .model import CELLS
 from .optim import clip_grad_norm, make_optimizer
+from .retrieval import (
+    centred_cosines,
+    cosine_scores,
+    fit_fusion,
+    gold_ranks,
+    lexical_scores,
+    metrics_from_ranks,
+    paragraphs,
+    split_pair,
+)
 from .train import append_metrics, trim_metrics
-from .retrieval import (centred_cosines, cosine_scores, fit_fusion, gold_ranks, lexical_scores,
-                        metrics_from_ranks, paragraphs, split_pair)
-from .lexical import LEXICAL
 
 KIND = "contrastive"
 CHECKPOINT_NAME = "checkpoint.bptt"
@@ -370,8 +378,8 @@ def split_paragraphs(text: str, val_fraction: float, seed: int, min_words: int =
     blocks = paragraphs(text, 1)
     long = [i for i, p in enumerate(blocks) if len(p.split()) >= min_words]
     order = np.random.default_rng(seed).permutation(len(long))
-    n_test = max(2, int(round(test_fraction * len(long))))
-    n_val = max(2, int(round(val_fraction * len(long)))) if val_fraction > 0 else 0
+    n_test = max(2, round(test_fraction * len(long)))
+    n_val = max(2, round(val_fraction * len(long))) if val_fraction > 0 else 0
     if len(long) < n_test + n_val + 2:
         raise ValueError(f"the text has {len(long)} paragraph(s) of at least {min_words} words "
                          f"(blocks separated by blank lines); contrastive training needs "

@@ -8,8 +8,19 @@ from click.testing import CliRunner
 
 from bptt.checkpoint import load_checkpoint
 from bptt.contrastive import ContrastiveConfig, split_paragraphs
-from bptt.retrieval import (ALPHA_GRID, DEFAULT_ALPHA, check_alpha, check_fusion, fit_fusion, fuse,
-                            gold_ranks, resolve_fusion, rrf_matrix, score_fusion, zscore_rows)
+from bptt.retrieval import (
+    ALPHA_GRID,
+    DEFAULT_ALPHA,
+    check_alpha,
+    check_fusion,
+    fit_fusion,
+    fuse,
+    gold_ranks,
+    resolve_fusion,
+    rrf_matrix,
+    score_fusion,
+    zscore_rows,
+)
 from cli import main
 
 

@@ -48,8 +48,17 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
     from bptt.data import load_corpus
     from bptt.generate import embed_texts
     from bptt.lexical import LEXICAL
-    from bptt.retrieval import (benchmark, centred_cosines, dense_variants, fit_fusion, format_table,
-                                lexical_scores, paragraph_pairs, read_pairs, resolve_fusion)
+    from bptt.retrieval import (
+        benchmark,
+        centred_cosines,
+        dense_variants,
+        fit_fusion,
+        format_table,
+        lexical_scores,
+        paragraph_pairs,
+        read_pairs,
+        resolve_fusion,
+    )
     try:
         model, tok, ckpt = load_embedder(checkpoint)
         fitted = ckpt.get("fusion")
@@ -63,7 +72,7 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
             queries, docs = paragraph_pairs(text, max_pairs=max_pairs, seed=seed, min_words=min_words)
             source = ", ".join(text_files) or "the built-in corpus"
         click.echo(f"{len(queries)} queries against {len(docs)} documents from {source}", err=True)
-        embed = lambda texts, pool: embed_texts(model, tok, texts, pool=pool, normalize=False)  # noqa: E731
+        embed = lambda texts, pool: embed_texts(model, tok, texts, pool=pool, normalize=False)
         if fit_on:
             fq, fd = paragraph_pairs(load_corpus([fit_on]), max_pairs=max_pairs, seed=seed, min_words=min_words)
             fitted = fit_fusion(centred_cosines(embed(fq, "mean"), embed(fd, "mean")),
