@@ -22,7 +22,7 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
                    "[default: the one fitted in CHECKPOINT's training, else 0.5]")
 @click.option("--fit-on", "fit_on", type=click.Path(dir_okay=False), default=None, metavar="TEXT",
               help="Fit α (and the lexical method) on the paragraphs of this validation text, not "
-                   "on the pairs reported, e.g. RUN/validation.txt or text a language model saw.")
+                   "on the pairs reported, e.g. RUN/validation.txt.")
 @click.option("--lexical", type=click.Choice(["bm25", "tfidf", "tfidf-sub"]), default=None,
               help="The lexical method of the score-fusion row. [default: the fitted one, else bm25]")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -37,7 +37,7 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
     none are given, is cut at its middle word: the first half is a query, the second half a
     document, and each query must find its own document among all of them. The checkpoint (a
     language model or a contrastive encoder) is scored with last and mean pooling, mean pooling
-    centred, and whitened (fitted on the documents), next to random scores, TF-IDF, BM25, and two
+    centred, and whitened (fitted on the documents), next to random scores, TF-IDF, BM25, subword TF-IDF, and two
     hybrids of the centred mean-pooled vectors with a lexical method: reciprocal-rank fusion with
     BM25 (--rrf-k), and score fusion, α·z(cosine) + (1 − α)·z(lexical score) with per-query
     z-scores, its α fitted on validation paragraphs by `bptt contrastive` (or --fit-on, --alpha).
