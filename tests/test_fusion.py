@@ -173,3 +173,16 @@ def test_subword_tfidf():
     assert TfidfIndex(docs).scores("returns")[0] == 0            # no shared word
     s = SubwordTfidfIndex(docs).scores("returns")
     assert s[0] > 0 and s[1] == 0 and "tfidf-sub" in LEXICAL     # shares <ret, retu, etur, turn
+
+
+def test_fitted_alpha_survives_resume_and_vectors_files(enc, tmp_path):
+    from bptt.collection import Collection
+    from bptt.contrastive import ContrastiveTrainer, load_embedder
+    run_dir = enc / "run"
+    fusion = load_checkpoint(run_dir / "checkpoint.bptt")["fusion"]
+    assert ContrastiveTrainer.resume(run_dir, steps=2, text=TEXT).fusion == fusion
+    v = tmp_path / "v.npy"
+    assert run("embed", run_dir, enc / "t.txt", "--per", "paragraph", "--out", v).exit_code == 0
+    assert Collection.from_vectors_file(v, load_embedder).fitted == fusion
+    r = run("search", v, "t3 w5 x1", "--hybrid", "-k", 2)
+    assert r.exit_code == 0 and len(r.output.splitlines()) == 2, r.output
