@@ -351,22 +351,32 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
               help="With a vectors file: embed the query with this checkpoint (it must be the one "
                    "that made the vectors). [default: the one recorded in the file]")
 @click.option("--hybrid", is_flag=True,
-              help="Fuse the vector ranking with BM25's by reciprocal-rank fusion. [default: off]")
-@click.option("--rrf-k", type=FiniteFloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="With --hybrid: score = sum over the two rankings of 1/(k + rank).")
+              help="Fuse the vectors' scores with a lexical method's (BM25, TF-IDF or subword TF-IDF). [default: off]")
+@click.option("--fusion", type=click.Choice(["rrf", "score"]), default=None,
+              help="With --hybrid: score fusion, α·z(cosine) + (1-α)·z(lexical), or reciprocal-rank "
+                   "fusion. [default: score if the checkpoint has a fitted α, else rrf]")
+@click.option("--alpha", type=FiniteFloatRange(min=0, max=1), default=None,
+              help="With --hybrid: α of score fusion. [default: the checkpoint's fitted α, else 0.5]")
+@click.option("--rrf-k", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="With --hybrid: RRF score = sum over the two rankings of 1/(k + rank). [default: 60]")
 @click.option("--exact", is_flag=True, help="Ignore the FAISS index beside the vectors file. [default: off]")
-def search(source, query, k, in_files, pool, checkpoint, hybrid, rrf_k, exact):
+def search(source, query, k, in_files, pool, checkpoint, hybrid, fusion, alpha, rrf_k, exact):
     """Print the top-k neighbours of QUERY by cosine similarity, with scores and text.
 
     SOURCE is a vectors file written by `bptt embed` (the query is embedded with the checkpoint
     recorded in it, pooled, centred and whitened as the vectors were; a FAISS index beside it is
     used when present), or a checkpoint, in which case the lines of --in are embedded first.
-    With --hybrid the scores are reciprocal-rank-fusion scores of the vector and BM25 rankings.
+    With --hybrid the scores fuse the vectors' and a lexical method's: by default with the weight α
+    that `bptt contrastive` fitted on validation paragraphs (stored in its checkpoint), else by
+    reciprocal-rank fusion with BM25.
     """
     from bptt.collection import Collection
     from bptt.contrastive import load_embedder
     from bptt.generate import search_corpus
+    from bptt.retrieval import resolve_fusion
     try:
+        if not hybrid and (fusion or alpha is not None or rrf_k is not None):
+            raise ValueError("--fusion, --alpha and --rrf-k go with --hybrid")
         if source.endswith((".npy", ".jsonl")):
             if pool or in_files:
                 raise ValueError("--pool and --in go with a checkpoint as SOURCE, not a vectors file")
@@ -374,9 +384,11 @@ def search(source, query, k, in_files, pool, checkpoint, hybrid, rrf_k, exact):
         else:
             if checkpoint:
                 raise ValueError("--checkpoint goes with a vectors file as SOURCE, not a checkpoint")
-            model, tok, _ = load_embedder(source)
-            col = Collection.from_texts(model, tok, search_corpus(list(in_files)), pool=pool or "mean")
-        idx, sims = col.search(query, k, hybrid=hybrid, rrf_k=rrf_k)
+            model, tok, ckpt = load_embedder(source)
+            col = Collection.from_texts(model, tok, search_corpus(list(in_files)), pool=pool or "mean",
+                                        fitted=ckpt.get("fusion"))
+        spec = resolve_fusion(col.fitted, fusion=fusion, alpha=alpha, rrf_k=rrf_k)[0] if hybrid else None
+        idx, sims = col.search(query, k, hybrid=hybrid, fusion=spec)
     except _user_errors() as e:
         _fail(str(e))
     for rank, (i, s) in enumerate(zip(idx, sims), 1):

@@ -2,7 +2,11 @@
 them, and optionally an ANN index and a BM25 index for hybrid search.
 
     query ─ embed (same pooling) ─ centre/whiten (fitted on the collection) ─ normalise ─ dense ranking
-    query ─ BM25 ranking                          hybrid = RRF(dense ranking, BM25 ranking)
+    query ─ BM25 (or TF-IDF) ranking
+
+    hybrid, score fusion: α·z(cosines) + (1 − α)·z(lexical scores), z-scores over the collection,
+            α fitted on validation pairs in the encoder's training (stored in its checkpoint);
+    hybrid, RRF: Σ 1/(k + rank) over the two rankings (the default without a fitted α).
 """
 from __future__ import annotations
 
@@ -10,7 +14,15 @@ import numpy as np
 
 from .data import UNK_ID
 from .generate import check_vectors_model, embed_texts, load_vectors
-from .retrieval import RRF_K, apply_postprocess, fit_postprocess, post_from_meta, rrf_scores
+from .retrieval import (
+    RRF_K,
+    apply_postprocess,
+    check_fusion,
+    fit_postprocess,
+    post_from_meta,
+    rrf_scores,
+    score_fusion,
+)
 
 HYBRID_DEPTH = 100   # each ranking contributes its top max(100, 10·k) documents to the fusion
 
@@ -29,13 +41,14 @@ def embed_collection(model, tokenizer, texts, *, pool: str = "mean", normalize: 
 
 
 class Collection:
-    def __init__(self, vectors, texts, model, tokenizer, *, pool, normalize, post, index=None):
+    def __init__(self, vectors, texts, model, tokenizer, *, pool, normalize, post, index=None, fitted=None):
         if len(texts) == 0:
             raise ValueError("the collection is empty: nothing to search")
         self.vectors, self.texts = vectors, list(texts)
         self.model, self.tokenizer = model, tokenizer
         self.pool, self.normalize, self.post, self.index = pool, normalize, post, index
-        self._bm25 = None
+        self.fitted = fitted   # the checkpoint's fitted fusion (a dict, see bptt.retrieval.fit_fusion) or None
+        self._lexical = {}
 
     @classmethod
     def from_vectors_file(cls, path, load_model, checkpoint=None, use_index: bool = True):
@@ -43,16 +56,17 @@ class Collection:
         recorded in it (or ``checkpoint``), and must be the one that made the vectors."""
         from .ann import load_index
         vecs, texts, meta = load_vectors(path)
-        model, tok, _ = load_model(checkpoint or meta["checkpoint"])
+        model, tok, ckpt = load_model(checkpoint or meta["checkpoint"])
         check_vectors_model(meta, model, str(path))
         index = load_index(path, vecs, meta) if use_index else None
         return cls(vecs, texts, model, tok, pool=meta.get("pool", "last"),
-                   normalize=meta.get("normalize", True), post=post_from_meta(meta), index=index)
+                   normalize=meta.get("normalize", True), post=post_from_meta(meta), index=index,
+                   fitted=ckpt.get("fusion"))
 
     @classmethod
-    def from_texts(cls, model, tokenizer, texts, *, pool="mean", center=True, whiten=False):
+    def from_texts(cls, model, tokenizer, texts, *, pool="mean", center=True, whiten=False, fitted=None):
         vecs, post = embed_collection(model, tokenizer, texts, pool=pool, center=center, whiten=whiten)
-        return cls(vecs, texts, model, tokenizer, pool=pool, normalize=True, post=post)
+        return cls(vecs, texts, model, tokenizer, pool=pool, normalize=True, post=post, fitted=fitted)
 
     def embed_query(self, query: str) -> np.ndarray:
         ids = self.tokenizer.encode(query)
@@ -75,28 +89,44 @@ class Collection:
         order = np.lexsort((np.arange(len(sims)), -sims))[:m]
         return order, sims[order]
 
-    def bm25_ranking(self, query: str, m: int):
-        from .lexical import BM25Index
-        if self._bm25 is None:
-            self._bm25 = BM25Index(self.texts)
-        s = self._bm25.scores(query)
+    def lexical_scores(self, query: str, kind: str = "bm25") -> np.ndarray:
+        """(N,) the lexical scores (BM25 or TF-IDF) of every text for ``query``."""
+        from .lexical import LEXICAL
+        if kind not in self._lexical:
+            self._lexical[kind] = LEXICAL[kind](self.texts)
+        return self._lexical[kind].scores(query)
+
+    def bm25_ranking(self, query: str, m: int, kind: str = "bm25"):
+        s = self.lexical_scores(query, kind)
         order = np.lexsort((np.arange(len(s)), -s))
         order = order[s[order] > 0][:m]    # documents sharing no term are not ranked at all
         return order, s[order]
 
-    def search(self, query: str, k: int, *, hybrid: bool = False, rrf_k: float = RRF_K):
-        """(ids, scores) of the top k: cosine similarity, or with ``hybrid`` the RRF score of the
-        dense and BM25 rankings (each cut to its top max(100, 10·k))."""
+    def search(self, query: str, k: int, *, hybrid: bool = False, rrf_k: float = RRF_K, fusion: dict | None = None):
+        """(ids, scores) of the top k: cosine similarity, or with ``hybrid`` the fused scores of the
+        dense and lexical rankings by ``fusion`` (a spec, see :func:`bptt.retrieval.check_fusion`;
+        default RRF with BM25, k = ``rrf_k``).
+
+        RRF fuses each ranking's top max(100, 10·k). Score fusion z-scores every text's cosine
+        (computed exactly from the stored vectors, not through the index) and lexical score.
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         k = min(k, len(self.texts))
         q = self.embed_query(query)
         if not hybrid:
             return self.dense(q, k)
+        spec = check_fusion(fusion or {"fusion": "rrf", "k": rrf_k})
+        if spec["fusion"] == "score":
+            v = self.vectors.astype(np.float64)
+            cos = (v @ q.astype(np.float64)) / np.maximum(np.linalg.norm(v, axis=1) * max(np.linalg.norm(q), 1e-30), 1e-30)
+            fused = score_fusion(cos, self.lexical_scores(query, spec["lexical"]), spec["alpha"])[0]
+            order = np.lexsort((np.arange(fused.size), -fused))[:k]
+            return order, fused[order]
         depth = max(HYBRID_DEPTH, 10 * k)
         d_ids, _ = self.dense(q, depth)
-        l_ids, _ = self.bm25_ranking(query, depth)
-        fused = rrf_scores([d_ids, l_ids], len(self.texts), rrf_k)
+        l_ids, _ = self.bm25_ranking(query, depth, spec["lexical"])
+        fused = rrf_scores([d_ids, l_ids], len(self.texts), spec["k"])
         order = np.lexsort((np.arange(fused.size), -fused))[:k]
         order = order[fused[order] > 0]
         return order, fused[order]

@@ -23,8 +23,13 @@ without one.
 Mean pooling's backward gives every step ∂L/∂z / T, and BPTT carries it through the stack. The
 trainer keeps the language model trainer's habits: a run folder with ``checkpoint.bptt``,
 ``best.bptt`` (the best validation MRR) and ``metrics.jsonl``, exact resume, Ctrl-C saves, a NaN
-guard. Validation is the retrieval benchmark (:mod:`bptt.retrieval`) on held-out paragraphs,
-which are written to ``heldout.txt`` in the run folder so the benchmark can be re-run on them.
+guard. Two sets of paragraphs are held out from training:
+
+- validation (``val_fraction``, ``validation.txt``): the retrieval benchmark (:mod:`bptt.retrieval`)
+  on them picks ``best.bptt``, and the hybrid search's fusion weight α is fitted on them
+  (:func:`bptt.retrieval.fit_fusion`, stored in each checkpoint under ``"fusion"``);
+- test (``test_fraction``, ``heldout.txt``): used for nothing in training, so that
+  ``bptt retrieval RUN RUN/heldout.txt`` reports numbers nothing was chosen on.
 """
 from __future__ import annotations
 
@@ -44,15 +49,26 @@ from .layers.base import as_dtype
 from .layers.contrastive import InfoNCELoss
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
+from .lexical import LEXICAL
 from .model import CELLS
 from .optim import clip_grad_norm, make_optimizer
+from .retrieval import (
+    centred_cosines,
+    cosine_scores,
+    fit_fusion,
+    gold_ranks,
+    lexical_scores,
+    metrics_from_ranks,
+    paragraphs,
+    split_pair,
+)
 from .train import append_metrics, trim_metrics
-from .retrieval import cosine_scores, gold_ranks, metrics_from_ranks, paragraphs, split_pair
 
 KIND = "contrastive"
 CHECKPOINT_NAME = "checkpoint.bptt"
 BEST_NAME = "best.bptt"
 HELDOUT_NAME = "heldout.txt"
+VALIDATION_NAME = "validation.txt"
 RESUME_KEYS = ("config", "model_config", "model", "tokenizer", "step", "optim", "rng", "data", "metrics")
 
 
@@ -305,6 +321,7 @@ class ContrastiveConfig:
     clip: float | None = 1.0
     val_every: int = 200
     val_fraction: float = 0.1
+    test_fraction: float = 0.1
     val_pairs: int = 1000
     seed: int = 0
     dtype: str = "float32"
@@ -315,6 +332,8 @@ class ContrastiveConfig:
 
     @classmethod
     def from_dict(cls, d):
+        if "test_fraction" not in d:   # a run from before the validation/test split: its held-out
+            d = {**d, "test_fraction": d.get("val_fraction", 0.1), "val_fraction": 0.0}   # set was both
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validate(self):
@@ -329,8 +348,11 @@ class ContrastiveConfig:
             raise ValueError(f"crop fractions must satisfy 0 < low <= high <= 1, got {self.crop_low}, {self.crop_high}")
         if self.crop_min > self.crop_max:
             raise ValueError(f"crop_min ({self.crop_min}) must not exceed crop_max ({self.crop_max})")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.val_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction must be in [0, 1) and leave paragraphs for training with "
+                             f"test_fraction {self.test_fraction}, got {self.val_fraction}")
         if not 0 <= self.mask < 1:
             raise ValueError(f"mask must be in [0, 1), got {self.mask}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
@@ -343,22 +365,32 @@ class ContrastiveConfig:
             raise ValueError("give a length for the run: steps or minutes")
 
 
-def split_paragraphs(text: str, val_fraction: float, seed: int, min_words: int = 16):
-    """(training paragraphs, held-out paragraphs) of ``text`` (blocks separated by blank lines),
-    seeded. The held-out ones, ``val_fraction`` of the paragraphs of at least ``min_words`` words
-    (the benchmark's own rule), give the validation queries; every other non-empty paragraph,
-    short ones too, is for training."""
+def split_paragraphs(text: str, val_fraction: float, seed: int, min_words: int = 16,
+                     test_fraction: float = 0.1):
+    """(training, validation, test) paragraphs of ``text`` (blocks separated by blank lines), seeded.
+
+    Of the paragraphs of at least ``min_words`` words (the benchmark's own rule), in a seeded
+    order, the first ``test_fraction`` are the test set and the next ``val_fraction`` the
+    validation set (at least 2 each); every other non-empty paragraph, short ones too, is for
+    training. ``val_fraction`` 0 (runs from before the split) validates on the test set, which is
+    then the same list object.
+    """
     blocks = paragraphs(text, 1)
     long = [i for i, p in enumerate(blocks) if len(p.split()) >= min_words]
-    if len(long) < 4:
-        raise ValueError(f"the text has {len(long)} paragraph(s) of at least {min_words} words "
-                         "(blocks separated by blank lines); contrastive training needs 4 or more")
     order = np.random.default_rng(seed).permutation(len(long))
-    n_val = max(2, int(round(val_fraction * len(long))))
-    held = {long[i] for i in order[:n_val]}
-    val = [blocks[i] for i in sorted(held)]
-    train = [p for i, p in enumerate(blocks) if i not in held]
-    return train, val
+    n_test = max(2, round(test_fraction * len(long)))
+    n_val = max(2, round(val_fraction * len(long))) if val_fraction > 0 else 0
+    if len(long) < n_test + n_val + 2:
+        raise ValueError(f"the text has {len(long)} paragraph(s) of at least {min_words} words "
+                         f"(blocks separated by blank lines); contrastive training needs "
+                         f"{n_test + n_val + 2} or more to hold out {n_test} for testing and "
+                         f"{n_val} for validation")
+    test_ids = {long[i] for i in order[:n_test]}
+    val_ids = {long[i] for i in order[n_test:n_test + n_val]}
+    test = [blocks[i] for i in sorted(test_ids)]
+    val = [blocks[i] for i in sorted(val_ids)] if n_val else test
+    train = [p for i, p in enumerate(blocks) if i not in test_ids and i not in val_ids]
+    return train, val, test
 
 
 def load_encoder_checkpoint(path, required=("config", "model_config", "model", "tokenizer")) -> dict:
@@ -402,8 +434,10 @@ class ContrastiveTrainer:
         config.validate()
         self.config = config
         self.out_dir = Path(out_dir)
-        self.train_paras, self.val_paras = split_paragraphs(text, config.val_fraction, config.seed)
-        self.fingerprint = _fingerprint(self.train_paras + self.val_paras)
+        self.train_paras, self.val_paras, self.test_paras = split_paragraphs(
+            text, config.val_fraction, config.seed, test_fraction=config.test_fraction)
+        separate = self.val_paras is not self.test_paras
+        self.fingerprint = _fingerprint(self.train_paras + self.test_paras + (self.val_paras if separate else []))
         lm = None
         if checkpoint is not None:
             self.tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
@@ -426,6 +460,8 @@ class ContrastiveTrainer:
         # length, so the one crop length per batch is a similar fraction of each.
         self.by_length = np.argsort([ids.size for ids in self.train_ids], kind="stable")
         self.val_queries, self.val_docs = zip(*[split_pair(p) for p in self.val_paras[:config.val_pairs]])
+        self._val_lexical = None   # the lexical methods' scores on the validation pairs, computed once
+        self.fusion = None         # the score fusion fitted on the validation pairs at the last validation
         self.model_config = EncoderConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                           hidden=config.hidden, layers=config.layers,
                                           embed_dim=config.embed_dim, bidirectional=config.bidirectional,
@@ -476,6 +512,7 @@ class ContrastiveTrainer:
             self.step = int(ckpt["step"])
             m = ckpt["metrics"]
             self.best, self.best_step, self.last_val = m.get("best"), m.get("best_step"), m.get("val")
+            self.fusion = ckpt.get("fusion")
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
                                   f"inconsistent ({e})") from None
@@ -486,16 +523,19 @@ class ContrastiveTrainer:
                 "optim": self.optimizer.state_dict(), "rng": self.rng.bit_generator.state,
                 "data": {"fingerprint": self.fingerprint, "train_paragraphs": len(self.train_ids),
                          "val_pairs": len(self.val_queries)},
-                "metrics": {"val": self.last_val, "best": self.best, "best_step": self.best_step}}
+                "metrics": {"val": self.last_val, "best": self.best, "best_step": self.best_step},
+                "fusion": self.fusion}
 
     def save(self) -> Path:
         bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
         if bad:
             raise self._diverged(f"the weights became non-finite ({', '.join(bad[:2])}) at step {self.step}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        heldout = self.out_dir / HELDOUT_NAME
-        if not heldout.exists():
-            heldout.write_text("\n\n".join(self.val_paras) + "\n", encoding="utf-8")
+        for name, paras in ((HELDOUT_NAME, self.test_paras), (VALIDATION_NAME, self.val_paras)):
+            if name == VALIDATION_NAME and paras is self.test_paras:
+                continue
+            if not (self.out_dir / name).exists():
+                (self.out_dir / name).write_text("\n\n".join(paras) + "\n", encoding="utf-8")
         path = self.out_dir / CHECKPOINT_NAME
         save_checkpoint(path, self.payload())
         return path
@@ -506,10 +546,16 @@ class ContrastiveTrainer:
         return ContrastiveError(f"{what}; stopping: {kept}. Try a lower --lr")
 
     def validate_now(self) -> dict:
-        """The retrieval benchmark on the held-out paragraphs, mean pooling, no post-processing."""
+        """The retrieval benchmark on the validation paragraphs, mean pooling, no post-processing;
+        also fits the hybrid's score fusion on them (``self.fusion``), with the vectors centred as
+        ``bptt search`` centres them."""
         from .generate import embed_texts
         q = embed_texts(self.model, self.tokenizer, list(self.val_queries), pool="mean", normalize=False)
         d = embed_texts(self.model, self.tokenizer, list(self.val_docs), pool="mean", normalize=False)
+        if self.val_paras is not self.test_paras:   # never fitted on the test pairs
+            if self._val_lexical is None:
+                self._val_lexical = {k: lexical_scores(k, self.val_queries, self.val_docs) for k in LEXICAL}
+            self.fusion = fit_fusion(centred_cosines(q, d), self._val_lexical)
         return metrics_from_ranks(gold_ranks(cosine_scores(q, d)))
 
     def train_step(self) -> dict:
@@ -580,11 +626,14 @@ class ContrastiveTrainer:
                 "best_step": self.best_step, "elapsed": time.perf_counter() - start,
                 "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
                 "best_checkpoint": str(self.out_dir / BEST_NAME),
-                "heldout": str(self.out_dir / HELDOUT_NAME)}
+                "heldout": str(self.out_dir / HELDOUT_NAME), "fusion": self.fusion}
 
     def _validate_and_save(self, on_event):
         m = self.validate_now()
         rec = {"step": self.step, **{f"val_{k}": v for k, v in m.items()}}
+        if self.fusion is not None:
+            rec.update({"val_hybrid_mrr": self.fusion["mrr"], "val_hybrid_recall@10": self.fusion["recall@10"],
+                        "val_alpha": self.fusion["alpha"], "val_lexical": self.fusion["lexical"]})
         self.last_val = rec
         improved = self.best is None or m["mrr"] > self.best
         if improved:

@@ -12,6 +12,12 @@ TF-IDF (cosine of L2-normalised tf·idf vectors, the textbook form):
 BM25 (Robertson–Spärck Jones idf, k1 = 1.2, b = 0.75 by default, as in Lucene):
     idf(t) = log(1 + (N − df(t) + 0.5) / (df(t) + 0.5))
     score(q, d) = Σ_{t ∈ q} idf(t) · tf(t, d) (k1 + 1) / (tf(t, d) + k1 (1 − b + b |d| / avgdl))
+
+Subword TF-IDF (``tfidf-sub``) is TF-IDF whose terms are the words and also every character
+4-gram of each word marked at both ends (``<word>`` → ``<wor``, ``word``, ``ord>``), as fastText's
+subwords: "returns" and "returned", "sys.path" and "path", share terms. It is not a baseline (the
+TF-IDF row is the plain one); hybrid search may use it (:func:`bptt.retrieval.fit_fusion` picks the
+lexical method on validation pairs).
 """
 from __future__ import annotations
 
@@ -29,15 +35,31 @@ def terms(text: str) -> list[str]:
     return _TERM_RE.findall(text.lower())
 
 
+SUBWORD_N = 4
+
+
+def subword_terms(text: str, n: int = SUBWORD_N) -> list[str]:
+    """The words of ``text`` (:func:`terms`), then the character n-grams of each word with its
+    ends marked, prefixed by ``#`` so that a gram never equals a word."""
+    words = terms(text)
+    out = list(words)
+    for w in words:
+        m = f"<{w}>"
+        out.extend("#" + m[i:i + n] for i in range(len(m) - n + 1))
+    return out
+
+
 class _InvertedIndex:
     """term -> (document ids (int64), weights (float64)); ``scores`` adds the query's postings."""
+
+    tokenize = staticmethod(terms)
 
     def __init__(self, docs):
         docs = list(docs)
         if not docs:
             raise ValueError("the collection is empty: nothing to index")
         self.n_docs = len(docs)
-        self.counts = [Counter(terms(d)) for d in docs]
+        self.counts = [Counter(self.tokenize(d)) for d in docs]
         df = Counter()
         for c in self.counts:
             df.update(c.keys())
@@ -67,7 +89,7 @@ class _InvertedIndex:
         return out
 
     def known_terms(self, query: str) -> list[str]:
-        return [t for t in terms(query) if t in self.postings]
+        return [t for t in self.tokenize(query) if t in self.postings]
 
 
 class TfidfIndex(_InvertedIndex):
@@ -84,7 +106,7 @@ class TfidfIndex(_InvertedIndex):
         self._build(lambda t, tf, i: (1 + math.log(tf)) * self.idf[t] / norms[i])
 
     def query_weights(self, query):
-        c = Counter(t for t in terms(query) if t in self.idf)
+        c = Counter(t for t in self.tokenize(query) if t in self.idf)
         w = {t: (1 + math.log(tf)) * self.idf[t] for t, tf in c.items()}
         norm = math.sqrt(math.fsum(v * v for v in w.values())) or 1.0
         return {t: v / norm for t, v in w.items()}
@@ -106,7 +128,14 @@ class BM25Index(_InvertedIndex):
 
     def query_weights(self, query):
         # a repeated query term counts once per occurrence, as in Lucene's BooleanQuery of terms
-        return dict(Counter(t for t in terms(query) if t in self.idf))
+        return dict(Counter(t for t in self.tokenize(query) if t in self.idf))
 
 
-LEXICAL = {"tfidf": TfidfIndex, "bm25": BM25Index}
+class SubwordTfidfIndex(TfidfIndex):
+    """TF-IDF over words and their character 4-grams (:func:`subword_terms`)."""
+
+    tokenize = staticmethod(subword_terms)
+
+
+LEXICAL = {"tfidf": TfidfIndex, "bm25": BM25Index, "tfidf-sub": SubwordTfidfIndex}
+LEXICAL_NAMES = {"tfidf": "TF-IDF", "bm25": "BM25", "tfidf-sub": "subword TF-IDF"}

@@ -15,6 +15,15 @@ alone, so scores on different scales (cosines, BM25 sums) need no calibration:
     RRF(d) = Σ_rankings 1 / (k + rank(d)),   k = 60 by default (the paper's value)
 
 A document missing from a ranking adds nothing for it.
+
+Score fusion (a convex combination, as in Bruch, Gai & Ingber, "An analysis of fusion functions
+for hybrid retrieval", TOIS 2023) keeps how far ahead a document is, which ranks throw away. Each
+query's scores are first put on one scale, the z-score over the documents, then mixed:
+
+    z(s)_d = (s_d − mean_d' s_d') / std_d' s_d',     fused(d) = α · z(dense)_d + (1 − α) · z(lexical)_d
+
+α ∈ [0, 1] is fitted on validation pairs (:func:`fit_fusion`: the α of :data:`ALPHA_GRID`, and the
+lexical method, with the best MRR), never on the pairs it is reported on.
 """
 from __future__ import annotations
 
@@ -22,9 +31,12 @@ import csv
 
 import numpy as np
 
-from .lexical import LEXICAL
+from .lexical import LEXICAL, LEXICAL_NAMES
 
 RRF_K = 60
+ALPHA_GRID = tuple(i / 20 for i in range(21))   # α = 0, 0.05, …, 1
+DEFAULT_ALPHA = 0.5    # score fusion's α when none was fitted (``bptt search --fusion score``)
+FUSIONS = ("rrf", "score")
 MIN_WORDS = 16       # a paragraph needs this many words to give a query and a document of 8+
 MAX_PAIRS = 1000
 KS = (1, 10)
@@ -158,6 +170,126 @@ def rrf_matrix(score_mats, k: float = RRF_K) -> np.ndarray:
     return out
 
 
+def zscore_rows(scores: np.ndarray) -> np.ndarray:
+    """(Q, N) each row's scores minus the row's mean, over the row's standard deviation (a
+    constant row becomes zeros)."""
+    s = np.atleast_2d(np.asarray(scores, np.float64))
+    sd = s.std(axis=1, keepdims=True)
+    return (s - s.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+
+
+def check_alpha(alpha) -> float:
+    """α as a float, or ValueError (one line) unless 0 ≤ α ≤ 1."""
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"the fusion weight alpha must be a number in [0, 1], got {alpha!r}") from None
+    if not 0.0 <= a <= 1.0:   # also refuses NaN
+        raise ValueError(f"the fusion weight alpha must be in [0, 1], got {alpha!r}")
+    return a
+
+
+def score_fusion(dense: np.ndarray, lexical: np.ndarray, alpha: float) -> np.ndarray:
+    """(Q, N) α · z(dense) + (1 − α) · z(lexical), z the per-query z-score (:func:`zscore_rows`)."""
+    a = check_alpha(alpha)
+    dense, lexical = np.atleast_2d(dense), np.atleast_2d(lexical)
+    if dense.shape != lexical.shape:
+        raise ValueError(f"dense and lexical scores must have one shape, got {dense.shape} and {lexical.shape}")
+    return a * zscore_rows(dense) + (1.0 - a) * zscore_rows(lexical)
+
+
+def fit_fusion(dense: np.ndarray, lexical: dict, grid=ALPHA_GRID) -> dict:
+    """The score fusion with the best MRR on validation pairs (query q's document is document q).
+
+    dense : (Q, N) the encoder's scores;  lexical : name -> (Q, N) scores of each lexical method.
+    Tried: every α of ``grid`` with every lexical method; ties go to the α nearest 0.5, then to
+    the first method. Returns ``{"fusion": "score", "alpha", "lexical", "pairs", "mrr",
+    "recall@10"}`` (the last two measured on these pairs, so optimistic).
+    """
+    if not lexical:
+        raise ValueError("fit_fusion needs at least one lexical score matrix")
+    best = None
+    for j, (name, lex) in enumerate(lexical.items()):
+        zd, zl = zscore_rows(dense), zscore_rows(lex)
+        for a in grid:
+            a = check_alpha(a)
+            m = metrics_from_ranks(gold_ranks(a * zd + (1 - a) * zl))
+            key = (m["mrr"], -abs(a - 0.5), -j)
+            if best is None or key > best[0]:
+                best = (key, {"fusion": "score", "alpha": a, "lexical": name, "pairs": m["queries"],
+                              "mrr": m["mrr"], "recall@10": m["recall@10"]})
+    return best[1]
+
+
+def check_fusion(spec: dict) -> dict:
+    """A fusion spec, checked: ``{"fusion": "rrf", "k"}`` or ``{"fusion": "score", "alpha",
+    "lexical"}`` (lexical: a key of :data:`LEXICAL`, BM25 by default)."""
+    kind = spec.get("fusion")
+    lex = spec.get("lexical", "bm25")
+    if lex not in LEXICAL:
+        raise ValueError(f"the lexical method must be one of {', '.join(LEXICAL)}, got {lex!r}")
+    if kind == "rrf":
+        k = float(spec.get("k", RRF_K))
+        if not (k > 0 and np.isfinite(k)):
+            raise ValueError(f"the fusion constant k must be positive, got {spec.get('k')!r}")
+        return {"fusion": "rrf", "k": k, "lexical": lex}
+    if kind == "score":
+        return {"fusion": "score", "alpha": check_alpha(spec.get("alpha", DEFAULT_ALPHA)), "lexical": lex}
+    raise ValueError(f"the fusion must be one of {', '.join(FUSIONS)}, got {kind!r}")
+
+
+def fuse(dense: np.ndarray, lexical: np.ndarray, spec: dict) -> np.ndarray:
+    """(Q, N) the hybrid scores of full score matrices by ``spec`` (:func:`check_fusion`)."""
+    spec = check_fusion(spec)
+    if spec["fusion"] == "rrf":
+        return rrf_matrix([dense, lexical], k=spec["k"])
+    return score_fusion(dense, lexical, spec["alpha"])
+
+
+def resolve_fusion(fitted: dict | None, *, fusion: str | None = None, alpha: float | None = None,
+                   rrf_k: float | None = None, lexical: str | None = None) -> tuple[dict, str]:
+    """(spec, where it came from): the hybrid's fusion from a checkpoint's fitted one and options.
+
+    Without options: the fitted score fusion if there is one ("fitted"), else RRF with BM25,
+    k = 60 ("default"). ``alpha`` (or ``fusion="score"``) asks for score fusion, with the fitted
+    α unless ``alpha`` is given, else :data:`DEFAULT_ALPHA`; ``rrf_k`` (or ``fusion="rrf"``)
+    for RRF. ``lexical`` replaces the lexical method. Contradictory options: ValueError.
+    """
+    if fusion is not None and fusion not in FUSIONS:
+        raise ValueError(f"the fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if alpha is not None and rrf_k is not None:
+        raise ValueError("give --alpha (score fusion) or --rrf-k (reciprocal-rank fusion), not both")
+    if fusion == "rrf" and alpha is not None:
+        raise ValueError("--alpha is the weight of score fusion; it does not go with --fusion rrf")
+    if fusion == "score" and rrf_k is not None:
+        raise ValueError("--rrf-k is the constant of reciprocal-rank fusion; it does not go with --fusion score")
+    fitted = fitted if fitted and fitted.get("fusion") == "score" else None
+    kind = fusion or ("score" if alpha is not None else "rrf" if rrf_k is not None
+                      else "score" if fitted else "rrf")
+    if kind == "rrf":
+        spec, where = {"fusion": "rrf", "k": RRF_K if rrf_k is None else rrf_k, "lexical": "bm25"}, "default"
+        if rrf_k is not None:
+            where = "option"
+    elif alpha is not None:
+        spec, where = {"fusion": "score", "alpha": alpha,
+                       "lexical": fitted["lexical"] if fitted else "bm25"}, "option"
+    elif fitted:
+        spec, where = {"fusion": "score", "alpha": fitted["alpha"], "lexical": fitted["lexical"]}, "fitted"
+    else:
+        spec, where = {"fusion": "score", "alpha": DEFAULT_ALPHA, "lexical": "bm25"}, "default"
+    if lexical is not None:
+        spec["lexical"] = lexical
+    return check_fusion(spec), where
+
+
+def fusion_label(spec: dict) -> str:
+    spec = check_fusion(spec)
+    lex = LEXICAL_NAMES[spec["lexical"]]
+    if spec["fusion"] == "rrf":
+        return f"RRF with {lex}, k={spec['k']:g}"
+    return f"z-scores with {lex}, α={spec['alpha']:g}"
+
+
 # -- centring and whitening ----------------------------------------------------------------------
 def fit_postprocess(vectors: np.ndarray, *, whiten: bool = False, shrink: float = 0.1) -> dict:
     """The transform fitted on a collection: ``{"center": μ (H,), "whiten": W (H, H) or None}``.
@@ -222,6 +354,14 @@ def random_scores(n_queries: int, n_docs: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n_queries, n_docs))
 
 
+def centred_cosines(qv: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    """(Q, N) cosines of unit-length query and document vectors after both are centred on the
+    documents' mean (the "mean, centred" row, and what ``bptt search`` does by default)."""
+    qn, dn = apply_postprocess(qv, None), apply_postprocess(dv, None)
+    post = fit_postprocess(dn)
+    return cosine_scores(apply_postprocess(qn, post), apply_postprocess(dn, post))
+
+
 def dense_variants(embed, queries, docs) -> dict:
     """Score matrices of one encoder's vectors, from one embedding pass per pooling.
 
@@ -233,30 +373,34 @@ def dense_variants(embed, queries, docs) -> dict:
         qv, dv = embed(queries, pool), embed(docs, pool)
         out[f"pool {pool}"] = cosine_scores(qv, dv)
         if pool == "mean":
-            dn = apply_postprocess(dv, None)
-            qn = apply_postprocess(qv, None)
-            for name, whiten in (("mean, centred", False), ("mean, whitened", True)):
-                post = fit_postprocess(dn, whiten=whiten)
-                out[name] = cosine_scores(apply_postprocess(qn, post), apply_postprocess(dn, post))
+            out["mean, centred"] = centred_cosines(qv, dv)
+            dn, qn = apply_postprocess(dv, None), apply_postprocess(qv, None)
+            post = fit_postprocess(dn, whiten=True)
+            out["mean, whitened"] = cosine_scores(apply_postprocess(qn, post), apply_postprocess(dn, post))
     return out
 
 
 def benchmark(queries, docs, dense: dict | None = None, *, seed: int = 0, rrf_k: float = RRF_K,
-              hybrid_with: str | None = None) -> dict:
+              hybrid_with: str | None = None, fusion: dict | None = None) -> dict:
     """Metrics per method: random, TF-IDF, BM25, every dense score matrix in ``dense`` (name ->
-    (Q, N)), and the hybrid (RRF of ``hybrid_with``, a key of ``dense``, and BM25)."""
+    (Q, N)), and the hybrids of ``hybrid_with`` (a key of ``dense``): RRF with BM25 (constant
+    ``rrf_k``), and the fusion ``fusion`` (a spec for :func:`fuse`) if given."""
     if len(queries) != len(docs) or len(docs) < 2:
         raise ValueError(f"the benchmark needs matching queries and documents, 2 or more; got "
                          f"{len(queries)} and {len(docs)}")
     rows = {"random": metrics_from_ranks(gold_ranks(random_scores(len(queries), len(docs), seed)))}
-    lex = {kind: lexical_scores(kind, queries, docs) for kind in ("tfidf", "bm25")}
-    rows["TF-IDF"] = metrics_from_ranks(gold_ranks(lex["tfidf"]))
-    rows["BM25"] = metrics_from_ranks(gold_ranks(lex["bm25"]))
+    lex = {kind: lexical_scores(kind, queries, docs) for kind in LEXICAL}
+    for kind, s in lex.items():
+        rows[LEXICAL_NAMES[kind]] = metrics_from_ranks(gold_ranks(s))
     for name, s in (dense or {}).items():
         rows[name] = metrics_from_ranks(gold_ranks(s))
     if hybrid_with is not None:
         fused = rrf_matrix([dense[hybrid_with], lex["bm25"]], k=rrf_k)
         rows[f"hybrid ({hybrid_with} + BM25, RRF k={rrf_k:g})"] = metrics_from_ranks(gold_ranks(fused))
+        if fusion is not None:
+            spec = check_fusion(fusion)
+            fused = fuse(dense[hybrid_with], lex[spec["lexical"]], spec)
+            rows[f"hybrid ({hybrid_with}, {fusion_label(spec)})"] = metrics_from_ranks(gold_ranks(fused))
     return rows
 
 

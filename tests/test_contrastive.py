@@ -89,7 +89,7 @@ def test_train_resume_exactly_and_use(tmp_path):
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     r = run("contrastive", tmp_path / "t.txt", *TINY, "--steps", 6, "--out", tmp_path / "full")
     assert r.exit_code == 0, r.output
-    assert "held-out Recall@1" in r.output and (tmp_path / "full" / "heldout.txt").exists()
+    assert "validation Recall@1" in r.output and (tmp_path / "full" / "heldout.txt").exists()
     assert run("contrastive", tmp_path / "t.txt", *TINY, "--steps", 3, "--out", tmp_path / "half").exit_code == 0
     r = run("contrastive", tmp_path / "t.txt", "--resume", "--steps", 6, "--out", tmp_path / "half")
     assert r.exit_code == 0, r.output
@@ -113,8 +113,9 @@ def test_init_from_a_language_model(tmp_path):
     lm = load_checkpoint(tmp_path / "lm" / "checkpoint.bptt")["model"]
     assert tr.tokenizer.kind == "char" and tr.model.config.hidden == 6
     assert np.array_equal(tr.model.params["rnn.weight_hh_l0"], lm["rnn.weight_hh_l0"])
-    train, val = split_paragraphs(TEXT, 0.1, 0)
-    assert len(val) == 6 and not set(train) & set(val)
+    train, val, test = split_paragraphs(TEXT, 0.1, 0)
+    assert len(val) == len(test) == 6 and not set(train) & set(val) and not set(train) & set(test)
+    assert not set(val) & set(test) and split_paragraphs(TEXT, 0.2, 0, test_fraction=0.1)[2] == test
 
 
 def test_same_bits_at_any_thread_count(tmp_path):

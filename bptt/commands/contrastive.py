@@ -50,28 +50,38 @@ from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user
 @click.option("--clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Clip the global gradient norm (0: off).")
 @click.option("--val-every", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Run the retrieval benchmark on the held-out paragraphs every N steps.")
+              help="Run the retrieval benchmark on the validation paragraphs every N steps.")
 @click.option("--val-fraction", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True),
-              default=0.1, show_default=True, help="Paragraphs held out for validation.")
+              default=0.1, show_default=True,
+              help="Paragraphs held out for validation: choosing best.bptt and fitting the hybrid "
+                   "search's fusion weight (OUT/validation.txt).")
+@click.option("--test-fraction", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=0.1, show_default=True,
+              help="Paragraphs held out for testing only (OUT/heldout.txt), never used in training.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, split and batches.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the Numba kernels.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/embed", show_default=True,
-              help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, heldout.txt.")
+              help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, validation.txt, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
                 max_vocab, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature,
-                steps, minutes, lr, clip, val_every, val_fraction, seed, dtype, threads, out_dir, resume):
+                steps, minutes, lr, clip, val_every, val_fraction, test_fraction, seed, dtype, threads,
+                out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
     Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
     of each: two random spans, or one span seen through two dropout masks (--views). The encoder
     (embedding, recurrent stack, mean over time) must place the two views of a paragraph nearer
-    to each other than to the other paragraphs' views: the symmetric in-batch InfoNCE loss. A
-    held-out tenth of the paragraphs is written to OUT/heldout.txt; validation is the retrieval
-    benchmark on it (first halves find second halves). Use the checkpoint with `bptt embed`,
-    `bptt search` and `bptt retrieval`.
+    to each other than to the other paragraphs' views: the symmetric in-batch InfoNCE loss.
+
+    Two sets of paragraphs are held out. Validation (--val-fraction, OUT/validation.txt) is the
+    retrieval benchmark on them (first halves find second halves): it picks best.bptt, and fits
+    the weight α with which `bptt search --hybrid` mixes the vectors' and the lexical scores
+    (stored in the checkpoint). The test set (--test-fraction, OUT/heldout.txt) is used for
+    nothing: `bptt retrieval OUT OUT/heldout.txt` reports on it. Use the checkpoint with
+    `bptt embed`, `bptt search` and `bptt retrieval`.
     """
     from bptt.contrastive import ContrastiveConfig, ContrastiveError, ContrastiveTrainer
     from bptt.data import load_corpus
@@ -93,7 +103,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
                 batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
                 steps=steps, minutes=minutes, lr=lr, clip=clip or None, val_every=val_every,
-                val_fraction=val_fraction, seed=seed, dtype=dtype, sources=[str(p) for p in text_files])
+                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, dtype=dtype, sources=[str(p) for p in text_files])
             text = load_corpus(list(text_files))
             trainer = ContrastiveTrainer.fresh(config, out_dir, text)
         c, m = trainer.config, trainer.model
@@ -103,16 +113,19 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                    f"{c.cell.upper()} encoder (H={c.hidden}, {m.num_parameters():,} parameters, "
                    f"{c.dtype}{start}, views {c.views}{f', dropout {c.dropout:g}' if c.dropout else ''}) "
                    f"on {what}: {len(trainer.train_ids):,} training paragraphs, "
-                   f"{len(trainer.val_queries):,} held-out, vocabulary {trainer.tokenizer.vocab_size}")
+                   f"{len(trainer.val_queries):,} for validation, {len(trainer.test_paras):,} for testing, "
+                   f"vocabulary {trainer.tokenizer.vocab_size}")
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
 
         def on_event(kind, info):
             if kind == "step":
                 progress.step(info)
             elif kind == "val":
-                progress.message(f"step {info['step']}: held-out Recall@1 {info['val_recall@1']:.3f}, "
+                hybrid = (f"; hybrid α {info['val_alpha']:g} with {info['val_lexical']}: Recall@10 "
+                          f"{info['val_hybrid_recall@10']:.3f}" if "val_alpha" in info else "")
+                progress.message(f"step {info['step']}: validation Recall@1 {info['val_recall@1']:.3f}, "
                                  f"Recall@10 {info['val_recall@10']:.3f}, MRR {info['val_mrr']:.3f} "
-                                 f"({info['val_queries']} queries)")
+                                 f"({info['val_queries']} queries){hybrid}")
 
         summary = trainer.run(on_event)
     except KeyboardInterrupt:
@@ -123,12 +136,16 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
         click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
                    f"continue with --resume --out {out_dir}")
     v = summary["val"] or {}
-    click.echo(f"final: step {summary['step']}, held-out MRR {v.get('val_mrr', float('nan')):.3f}, "
+    click.echo(f"final: step {summary['step']}, validation MRR {v.get('val_mrr', float('nan')):.3f}, "
                f"Recall@10 {v.get('val_recall@10', float('nan')):.3f}; checkpoint {summary['checkpoint']}")
     if summary["best_step"] is not None and summary["best_step"] != summary["step"]:
-        click.echo(f"best: step {summary['best_step']}, held-out MRR {summary['best']:.3f}; "
+        click.echo(f"best: step {summary['best_step']}, validation MRR {summary['best']:.3f}; "
                    f"checkpoint {summary['best_checkpoint']}")
-    click.echo(f"held-out paragraphs: {summary['heldout']} (bptt retrieval {out_dir} {summary['heldout']})")
+    f = summary["fusion"]
+    if f is not None:
+        click.echo(f"hybrid search: α = {f['alpha']:g} with {f['lexical']} (fitted on {f['pairs']} validation "
+                   f"pairs: Recall@10 {f['recall@10']:.3f}, MRR {f['mrr']:.3f})")
+    click.echo(f"test paragraphs: {summary['heldout']} (bptt retrieval {out_dir} {summary['heldout']})")
 
 
 COMMANDS = [contrastive]

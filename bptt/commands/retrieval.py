@@ -16,29 +16,52 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
 @click.option("--min-words", type=click.IntRange(min=2), default=16, show_default=True,
               help="Paragraphs shorter than this are skipped.")
 @click.option("--rrf-k", type=FiniteFloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="The constant k of reciprocal-rank fusion for the hybrid row.")
+              help="The constant k of reciprocal-rank fusion for the RRF hybrid row.")
+@click.option("--alpha", type=FiniteFloatRange(min=0, max=1), default=None,
+              help="The weight α of the vectors' z-scores in the score-fusion hybrid row. "
+                   "[default: the one fitted in CHECKPOINT's training, else 0.5]")
+@click.option("--fit-on", "fit_on", type=click.Path(dir_okay=False), default=None, metavar="TEXT",
+              help="Fit α (and the lexical method) on the paragraphs of this validation text, not "
+                   "on the pairs reported, e.g. RUN/validation.txt.")
+@click.option("--lexical", type=click.Choice(["bm25", "tfidf", "tfidf-sub"]), default=None,
+              help="The lexical method of the score-fusion row. [default: the fitted one, else bm25]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the sample of paragraphs and the random baseline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Also write the numbers as JSON to PATH ('-' for standard output).")
-def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, seed, json_path):
+def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, alpha, fit_on, lexical,
+              seed, json_path):
     """Retrieval benchmark: Recall@1, Recall@10 and MRR of CHECKPOINT's embeddings.
 
     Each paragraph (blocks separated by blank lines) of TEXT_FILES, or of the built-in corpus if
     none are given, is cut at its middle word: the first half is a query, the second half a
     document, and each query must find its own document among all of them. The checkpoint (a
     language model or a contrastive encoder) is scored with last and mean pooling, mean pooling
-    centred, and whitened (fitted on the documents), next to random scores, TF-IDF, BM25, and the
-    hybrid: reciprocal-rank fusion of the centred mean-pooled ranking and BM25's.
+    centred, and whitened (fitted on the documents), next to random scores, TF-IDF, BM25, subword TF-IDF, and two
+    hybrids of the centred mean-pooled vectors with a lexical method: reciprocal-rank fusion with
+    BM25 (--rrf-k), and score fusion, α·z(cosine) + (1 − α)·z(lexical score) with per-query
+    z-scores, its α fitted on validation paragraphs by `bptt contrastive` (or --fit-on, --alpha).
     """
     import json
 
     from bptt.contrastive import load_embedder
     from bptt.data import load_corpus
     from bptt.generate import embed_texts
-    from bptt.retrieval import benchmark, dense_variants, format_table, paragraph_pairs, read_pairs
+    from bptt.lexical import LEXICAL
+    from bptt.retrieval import (
+        benchmark,
+        centred_cosines,
+        dense_variants,
+        fit_fusion,
+        format_table,
+        lexical_scores,
+        paragraph_pairs,
+        read_pairs,
+        resolve_fusion,
+    )
     try:
-        model, tok, _ = load_embedder(checkpoint)
+        model, tok, ckpt = load_embedder(checkpoint)
+        fitted = ckpt.get("fusion")
         if pairs_file:
             if text_files:
                 raise ValueError("give either TEXT_FILES or --pairs, not both")
@@ -49,15 +72,28 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, s
             queries, docs = paragraph_pairs(text, max_pairs=max_pairs, seed=seed, min_words=min_words)
             source = ", ".join(text_files) or "the built-in corpus"
         click.echo(f"{len(queries)} queries against {len(docs)} documents from {source}", err=True)
-        dense = dense_variants(lambda texts, pool: embed_texts(model, tok, texts, pool=pool, normalize=False),
-                               queries, docs)
-        rows = benchmark(queries, docs, dense, seed=seed, rrf_k=rrf_k, hybrid_with="mean, centred")
+        embed = lambda texts, pool: embed_texts(model, tok, texts, pool=pool, normalize=False)
+        if fit_on:
+            fq, fd = paragraph_pairs(load_corpus([fit_on]), max_pairs=max_pairs, seed=seed, min_words=min_words)
+            fitted = fit_fusion(centred_cosines(embed(fq, "mean"), embed(fd, "mean")),
+                                {k: lexical_scores(k, fq, fd) for k in LEXICAL})
+            shared = len(set(fq) & set(queries))
+            click.echo(f"fitted α = {fitted['alpha']:g} with {fitted['lexical']} on {len(fq)} pairs of {fit_on}"
+                       + (f" (warning: {shared} of them are also reported here, so the hybrid row is "
+                          "optimistic)" if shared else ""), err=True)
+        spec, where = resolve_fusion(fitted, fusion="score", alpha=alpha, lexical=lexical)
+        if where == "default":
+            click.echo(f"no fitted α in {checkpoint}: the score-fusion row uses α = {spec['alpha']:g} "
+                       "(--fit-on TEXT fits one)", err=True)
+        dense = dense_variants(embed, queries, docs)
+        rows = benchmark(queries, docs, dense, seed=seed, rrf_k=rrf_k, hybrid_with="mean, centred", fusion=spec)
     except user_errors() as e:
         fail(str(e))
     click.echo(format_table(rows))
     if json_path:
         doc = {"checkpoint": str(checkpoint), "source": source, "pairs": len(queries), "seed": seed,
-               "rrf_k": rrf_k, "methods": rows}
+               "rrf_k": rrf_k, "fusion": {**spec, "from": "--fit-on" if fit_on and where == "fitted" else where},
+               "methods": rows}
         if json_path == "-":
             click.echo(json.dumps(doc, indent=1))
         else:
