@@ -37,7 +37,7 @@ import hashlib
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,8 @@ import numpy as np
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
-from .layers.base import as_dtype
+from .config import SavedConfig
+from .layers.base import as_dtype, copy_params, load_params
 from .layers.contrastive import InfoNCELoss
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
@@ -73,7 +74,7 @@ RESUME_KEYS = ("config", "model_config", "model", "tokenizer", "step", "optim", 
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(SavedConfig):
     """What an encoder is, saved in every checkpoint."""
     vocab_size: int
     cell: str = "lstm"
@@ -86,13 +87,6 @@ class EncoderConfig:
     dtype: str = "float32"
     seed: int = 0
     dropout: float = 0.0
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class Encoder:
@@ -157,23 +151,12 @@ class Encoder:
         return int(sum(p.size for p in self.params.values()))
 
     def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
+        return copy_params(self.params)
 
     def load_state(self, state, *, partial: bool = False) -> list[str]:
         """Copy parameters by name. ``partial``: load those present (a language model's), skip the
         rest, and return the names loaded; otherwise every parameter must be there."""
-        loaded = []
-        for name, p in self.params.items():
-            if name not in state:
-                if partial:
-                    continue
-                raise ValueError(f"missing parameter {name!r}")
-            v = np.asarray(state[name])
-            if v.shape != p.shape:
-                raise ValueError(f"parameter {name!r} has shape {v.shape}, expected {p.shape}")
-            p[...] = v
-            loaded.append(name)
-        return loaded
+        return load_params(self.params, state, partial=partial)
 
     # -- forward / backward ---------------------------------------------------------------------
     def hidden_states(self, ids: np.ndarray, state=None, rng=None):
@@ -292,7 +275,7 @@ class ContrastiveError(RuntimeError):
 
 
 @dataclass
-class ContrastiveConfig:
+class ContrastiveConfig(SavedConfig):
     """Every option of a contrastive run. Saved in the checkpoint."""
     cell: str = "lstm"
     hidden: int = 256
@@ -327,14 +310,11 @@ class ContrastiveConfig:
     dtype: str = "float32"
     sources: list = field(default_factory=list)
 
-    def to_dict(self):
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d):
         if "test_fraction" not in d:   # a run from before the validation/test split: its held-out
             d = {**d, "test_fraction": d.get("val_fraction", 0.1), "val_fraction": 0.0}   # set was both
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        return super().from_dict(d)
 
     def validate(self):
         for name in ("hidden", "layers", "embed_dim", "max_vocab", "crop_min", "crop_max", "min_tokens",

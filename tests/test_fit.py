@@ -7,7 +7,6 @@ import signal
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bptt import gradcheck, jit
 from bptt.checkpoint import load_checkpoint
@@ -17,7 +16,7 @@ from bptt.sequence import SequenceModel, reverse_index
 from bptt.supervised import CHECKPOINT_NAME, SupervisedConfig, SupervisedTrainer
 from bptt.tabular import TabularMLP, read_csv
 from bptt.train import TrainingError
-from cli import main
+from clihelp import one_line_error, run
 
 FAST = ["--dtype", "float64", "--threads", "1", "--epochs", "3", "--hidden", "8"]
 
@@ -28,20 +27,6 @@ def _one_thread():
     jit.set_threads(1)   # tiny shapes: the serial builds
     yield
     jit.set_threads(before)
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r, *parts):
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    lines = [l for l in r.output.splitlines() if l.startswith("Error:")]
-    assert len(lines) == 1, r.output
-    for p in parts:
-        assert p in lines[0], lines[0]
-    return lines[0]
 
 
 def write(path, rows):

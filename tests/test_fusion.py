@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bptt.checkpoint import load_checkpoint
 from bptt.contrastive import ContrastiveConfig, split_paragraphs
@@ -21,19 +20,7 @@ from bptt.retrieval import (
     score_fusion,
     zscore_rows,
 )
-from cli import main
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r, code=1):
-    assert r.exit_code == code, r.output
-    assert "Traceback" not in r.output
-    err = [line for line in r.output.splitlines() if line.startswith("Error:")]
-    assert len(err) == 1, r.output
-    return err[0]
+from clihelp import one_line_error, run
 
 
 def test_zscore_and_score_fusion():

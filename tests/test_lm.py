@@ -5,7 +5,6 @@ import signal
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bptt import jit
 from bptt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -14,7 +13,7 @@ from bptt.generate import cosine_top_k, embed_texts, sample
 from bptt.finitediff import gradcheck
 from bptt.model import LanguageModel, LMConfig
 from bptt.train import BEST_NAME, CHECKPOINT_NAME, Trainer, TrainConfig, TrainingError, load_model
-from cli import main
+from clihelp import one_line_error, run
 
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang in trees".split()
 TINY = dict(hidden=16, embed_dim=8, batch_size=4, seq_len=8, val_every=5, val_tokens=500, lr=0.01)
@@ -40,18 +39,6 @@ def corpus(tmp_path, text):
     p = tmp_path / "tiny.txt"
     p.write_text(text, encoding="utf-8")
     return p
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r, code=1):
-    assert r.exit_code == code, r.output
-    assert "Traceback" not in r.output
-    err = [line for line in r.output.splitlines() if line.startswith("Error:")]
-    assert len(err) == 1, r.output
-    return err[0]
 
 
 def params_of(path):

@@ -6,25 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bptt.lexical import BM25Index, TfidfIndex, terms
 from bptt.retrieval import (apply_postprocess, benchmark, fit_postprocess, gold_ranks, metrics_from_ranks,
                             paragraph_pairs, read_pairs, rrf_matrix, rrf_scores, split_pair)
 from bptt.train import Trainer, TrainConfig
-from cli import main
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(r, code=1):
-    assert r.exit_code == code, r.output
-    assert "Traceback" not in r.output
-    err = [line for line in r.output.splitlines() if line.startswith("Error:")]
-    assert len(err) == 1, r.output
-    return err[0]
+from clihelp import one_line_error, run
 
 
 # -- metrics -------------------------------------------------------------------------------------
