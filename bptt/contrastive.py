@@ -46,7 +46,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
 from .config import SavedConfig
-from .layers.base import as_dtype, copy_params, load_params
+from .layers.base import Parameterised, as_dtype, load_params
 from .layers.contrastive import InfoNCELoss
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
@@ -89,7 +89,7 @@ class EncoderConfig(SavedConfig):
     dropout: float = 0.0
 
 
-class Encoder:
+class Encoder(Parameterised):
     """Embedding → recurrent stack → mean pooling, trained with :class:`InfoNCELoss`.
 
     ``hidden_states(ids)`` has the language model's signature, so :func:`bptt.generate.embed_texts`
@@ -132,26 +132,10 @@ class Encoder:
     def width(self) -> int:
         return self.config.hidden * (2 if self.config.bidirectional else 1)
 
-    def parameters(self):
-        return self.params
-
-    def gradients(self):
-        return self.grads
-
     def trainable(self) -> dict:
         """The parameters the optimiser updates (the temperature only if it is learnt)."""
         keep = {f"loss.{k}" for k in self.loss.trainable()}
         return {k: v for k, v in self.params.items() if not k.startswith("loss.") or k in keep}
-
-    def zero_grad(self):
-        for part in self.parts.values():
-            part.zero_grad()
-
-    def num_parameters(self) -> int:
-        return int(sum(p.size for p in self.params.values()))
-
-    def state_dict(self):
-        return copy_params(self.params)
 
     def load_state(self, state, *, partial: bool = False) -> list[str]:
         """Copy parameters by name. ``partial``: load those present (a language model's), skip the

@@ -58,7 +58,7 @@ import numpy as np
 from .config import SavedConfig
 from .data import DataError
 from .layers import Dense, mse_loss
-from .layers.base import as_dtype, copy_params, load_params
+from .layers.base import Parameterised, as_dtype
 from .layers.recurrent import GRU, LSTM, RNN
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -428,7 +428,7 @@ class ForecastModelConfig(SavedConfig):
     seed: int = 0
 
 
-class Forecaster:
+class Forecaster(Parameterised):
     """Stacked RNN/LSTM/GRU over a window, then a dense head from the last hidden state to the K·S
     outputs. Parameters ``rnn.weight_ih_l0`` ..., ``head.weight``, ``head.bias``.
 
@@ -472,26 +472,6 @@ class Forecaster:
         c = self.config
         return (f"Forecaster({c.cell}, input_size={c.input_size}, hidden={c.hidden}, layers={c.layers}, "
                 f"horizon={c.horizon}, n_series={c.n_series}, dropout={c.dropout}, dtype={self.dtype.name})")
-
-    # -- parameters ---------------------------------------------------------------------------
-    def parameters(self):
-        return self.params
-
-    def gradients(self):
-        return self.grads
-
-    def zero_grad(self):
-        for part in self.parts.values():
-            part.zero_grad()
-
-    def num_parameters(self) -> int:
-        return int(sum(p.size for p in self.params.values()))
-
-    def state_dict(self):
-        return copy_params(self.params)
-
-    def load_state(self, state):
-        load_params(self.params, state)
 
     # -- forward / backward -------------------------------------------------------------------
     def forward(self, x: np.ndarray, rng=None) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SavedConfig
 from .layers import Dense, softmax_cross_entropy
-from .layers.base import as_dtype, copy_params, load_params
+from .layers.base import Parameterised, as_dtype
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .layers.recurrent import GRU, LSTM, RNN
@@ -98,7 +98,7 @@ class DroppedStack:
         return dout
 
 
-class LanguageModel:
+class LanguageModel(Parameterised):
     """Embedding → stacked recurrent layers → dense head, trained with softmax cross-entropy."""
 
     def __init__(self, config: LMConfig):
@@ -132,26 +132,6 @@ class LanguageModel:
     @property
     def is_lstm(self) -> bool:
         return self.config.cell == "lstm"
-
-    # -- parameters ---------------------------------------------------------------------------
-    def parameters(self):
-        return self.params
-
-    def gradients(self):
-        return self.grads
-
-    def zero_grad(self):
-        for part in self.parts.values():
-            part.zero_grad()
-
-    def num_parameters(self) -> int:
-        return int(sum(p.size for p in self.params.values()))
-
-    def load_state(self, state):
-        load_params(self.params, state)
-
-    def state_dict(self):
-        return copy_params(self.params)
 
     # -- recurrent state ----------------------------------------------------------------------
     def initial_state(self, batch: int):

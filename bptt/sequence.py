@@ -31,7 +31,7 @@ from .data import DataError, fit_tokenizer, tokenizer_from_dict
 from .jit import SERIAL_WORK, serial_when
 from .kernels.pooling import POOL_MODES
 from .kernels.pooling import pool_backward as _pool_backward, pool_forward as _pool_forward
-from .layers.base import copy_params, load_params
+from .layers.base import Parameterised
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .layers.recurrent import GRU, LSTM, RNN
@@ -146,7 +146,7 @@ def pool_backward(dv, arg, shape, lengths, pool, D, H):
     return dout
 
 
-class SequenceModel:
+class SequenceModel(Parameterised):
     """Embedding (token ids) or raw features -> :class:`RecurrentEncoder` -> pooling -> MLP head.
 
     Built from a ``spec`` dict (saved in the checkpoint as ``model_spec``); see :meth:`from_spec`.
@@ -191,16 +191,6 @@ class SequenceModel:
                 f"pool={s['pool']}) -> MLP({[self.pooled_size] + list(s['head_hidden']) + [s['out_features']]})")
 
     # -- the model protocol ---------------------------------------------------------------------
-    def parameters(self):
-        return self.params
-
-    def gradients(self):
-        return self.grads
-
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
     def train(self, mode=True):
         self.encoder.train(mode)
         self.head.train(mode)
@@ -209,15 +199,6 @@ class SequenceModel:
 
     def eval(self):
         self.train(False)
-
-    def state_dict(self):
-        return copy_params(self.params)
-
-    def load_state(self, state):
-        load_params(self.params, state)
-
-    def num_parameters(self):
-        return int(sum(p.size for p in self.params.values()))
 
     # -- forward / backward ---------------------------------------------------------------------
     def _inputs(self, batch):

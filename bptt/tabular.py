@@ -35,7 +35,7 @@ import numpy as np
 from .data import DataError
 from .jit import SERIAL_WORK, serial_when
 from .layers import Dense
-from .layers.base import copy_params, load_params
+from .layers.base import Parameterised
 from .layers.dropout import Dropout
 from .layers.losses import bce_with_logits, mse_loss, softmax_cross_entropy
 
@@ -478,7 +478,7 @@ def probabilities(task: str, out: np.ndarray) -> np.ndarray:
 # the model
 # ---------------------------------------------------------------------------------------------
 
-class TabularMLP:
+class TabularMLP(Parameterised):
     """x (B, I) ─ [Dense(act) ─ Dropout] × len(hidden) ─ Dense(O) ─> out, with the task's loss.
 
     Parameters ``layers.{k}.weight`` / ``layers.{k}.bias`` as :class:`~bptt.layers.MLP`. Follows
@@ -506,16 +506,6 @@ class TabularMLP:
         self._work = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
     # -- the model protocol ---------------------------------------------------------------------
-    def parameters(self):
-        return self.params
-
-    def gradients(self):
-        return self.grads
-
-    def zero_grad(self):
-        for d in self.dense:
-            d.zero_grad()
-
     def train(self, mode=True):
         self.training = mode
         for d in self.drops:
@@ -523,15 +513,6 @@ class TabularMLP:
 
     def eval(self):
         self.train(False)
-
-    def state_dict(self):
-        return copy_params(self.params)
-
-    def load_state(self, state):
-        load_params(self.params, state)
-
-    def num_parameters(self):
-        return int(sum(p.size for p in self.params.values()))
 
     def forward(self, x, rng=None):
         """out (B, O) from features x (B, I)."""

@@ -116,26 +116,10 @@ def copy_params(params: dict) -> dict:
     """A copy of each array in ``params``, by name (a model's ``state_dict``)."""
     return {k: v.copy() for k, v in params.items()}
 
-class Layer:
-    """Base class: named parameters and gradients, ``zero_grad``, and gradcheck hooks."""
-
-    def __init__(self, dtype=np.float64):
-        self.dtype = as_dtype(dtype)
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-
-    # -- parameters -------------------------------------------------------------------------
-    def add_param(self, name: str, value: np.ndarray) -> None:
-        value = np.ascontiguousarray(value, dtype=self.dtype)
-        self.params[name] = value
-        self.grads[name] = aligned_zeros(value.shape, value.dtype)   # products accumulate into its rows
-
-    def __getattr__(self, name):
-        # Only called when normal lookup fails: expose parameters as attributes (layer.weight).
-        params = self.__dict__.get("params")
-        if params is not None and name in params:
-            return params[name]
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+class Parameterised:
+    """What every layer and model with named parameters offers, from ``self.params`` and
+    ``self.grads`` (name → array, the same names; a model's are its parts' own arrays under
+    prefixed names, so zeroing them zeroes the parts')."""
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Live parameter arrays by name (perturbing one in place changes the layer)."""
@@ -159,6 +143,28 @@ class Layer:
 
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.params.values()))
+
+
+class Layer(Parameterised):
+    """Base class: named parameters and gradients, ``zero_grad``, and gradcheck hooks."""
+
+    def __init__(self, dtype=np.float64):
+        self.dtype = as_dtype(dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    # -- parameters -------------------------------------------------------------------------
+    def add_param(self, name: str, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        self.params[name] = value
+        self.grads[name] = aligned_zeros(value.shape, value.dtype)   # products accumulate into its rows
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: expose parameters as attributes (layer.weight).
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     # -- gradcheck interface ----------------------------------------------------------------
     # gradcheck calls check_forward(**inputs) -> tuple of float outputs, then
