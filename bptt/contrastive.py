@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ from .retrieval import (
     paragraphs,
     split_pair,
 )
-from .train import append_metrics, trim_metrics
+from .train import append_metrics, ctrl_c_stops, trim_metrics
 
 KIND = "contrastive"
 CHECKPOINT_NAME = "checkpoint.bptt"
@@ -545,24 +544,18 @@ class ContrastiveTrainer:
     def optimizer_keys(self):
         return list(self.model.trainable())
 
+    def request_stop(self) -> None:
+        """Finish the current step, then validate, save and return (what Ctrl-C does)."""
+        self._stop = True
+
     def run(self, on_event=None) -> dict:
         c = self.config
         on_event = on_event or (lambda kind, info: None)
         trim_metrics(self.out_dir, self.step)
         self._stop = False
-
-        def _sigint(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt
-            self._stop = True
-
-        try:
-            old = signal.signal(signal.SIGINT, _sigint)
-        except ValueError:
-            old = None
         start = time.perf_counter()
         reason, first = "done", self.step
-        try:
+        with ctrl_c_stops(self):
             while self.step < self.total_steps:
                 if self._stop:
                     reason = "interrupted"
@@ -579,9 +572,6 @@ class ContrastiveTrainer:
                 on_event("step", info)
                 if self.step % c.val_every == 0 or self.step == self.total_steps:
                     self._validate_and_save(on_event)
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
         if self.step > first and (self.last_val is None or self.last_val.get("step") != self.step):
             self._validate_and_save(on_event)
         elif not (self.out_dir / CHECKPOINT_NAME).exists():

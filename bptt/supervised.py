@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,7 @@ import numpy as np
 from .config import SavedConfig
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import clip_grad_norm, make_optimizer, make_schedule
-from .train import TrainingError, append_metrics, trim_metrics
+from .train import TrainingError, append_metrics, ctrl_c_stops, trim_metrics
 
 CHECKPOINT_NAME = "checkpoint.bptt"
 BEST_NAME = "best.bptt"
@@ -314,22 +313,12 @@ class SupervisedTrainer:
         on_event = on_event or (lambda kind, info: None)
         trim_metrics(self.out_dir, self.step)
         self._stop = False
-
-        def _sigint(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt
-            self.request_stop()
-
-        try:
-            old_handler = signal.signal(signal.SIGINT, _sigint)
-        except ValueError:  # not the main thread
-            old_handler = None
         start = time.perf_counter()
         reason = "done"
         first = self.step
         if c.patience is not None and self.bad_vals >= c.patience:
             reason = "early stop"
-        try:
+        with ctrl_c_stops(self):
             while reason == "done" and self.step < self.total_steps:
                 if self._stop:
                     reason = "interrupted"
@@ -351,9 +340,6 @@ class SupervisedTrainer:
                         reason = "early stop"
                         on_event("stop", {"step": self.step, "best_step": self.best_step,
                                           "best_val": self.best_val, "patience": c.patience})
-        finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
         if self.step > first and (self.last_val is None or self.last_val.get("step") != self.step):
             self._validate_and_save(on_event)
         elif not (self.out_dir / CHECKPOINT_NAME).exists():

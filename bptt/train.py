@@ -13,6 +13,7 @@ depend on the total, i.e. constant or step; a cosine schedule is exact when resu
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -35,6 +36,29 @@ BEST_NAME = "best.bptt"   # the checkpoint of the lowest validation loss so far
 # What a language-model checkpoint must hold to be loaded for use, and to resume training.
 MODEL_KEYS = ("config.seq_len", "config.batch_size", "model_config", "model", "tokenizer")
 RESUME_KEYS = MODEL_KEYS + ("step", "optim", "batcher", "rng", "data.fingerprint", "metrics")
+
+
+
+@contextlib.contextmanager
+def ctrl_c_stops(trainer):
+    """While inside: the first Ctrl-C calls ``trainer.request_stop()`` (the run finishes its step,
+    validates, saves and returns), a second raises KeyboardInterrupt at once. The handler that was
+    there before is put back on the way out. Off the main thread (no signals there) nothing is
+    installed. Every trainer's ``run`` loop runs inside it."""
+    def handler(signum, frame):
+        if trainer._stop:
+            raise KeyboardInterrupt   # a second Ctrl-C: leave at once
+        trainer.request_stop()
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:   # not the main thread
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
 
 
 def append_metrics(out_dir: Path, record: dict) -> None:
@@ -332,21 +356,11 @@ class Trainer:
         on_event = on_event or (lambda kind, info: None)
         trim_metrics(self.out_dir, self.step)
         self._stop = False
-
-        def _sigint(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt  # a second Ctrl-C: leave at once
-            self.request_stop()
-
-        try:
-            old_handler = signal.signal(signal.SIGINT, _sigint)
-        except ValueError:  # not the main thread
-            old_handler = None
         start = time.perf_counter()
         tokens = c.batch_size * c.seq_len
         reason = "done"
         first_step = self.step
-        try:
+        with ctrl_c_stops(self):
             while self.step < self.total_steps:
                 if self._stop:
                     reason = "interrupted"
@@ -365,9 +379,6 @@ class Trainer:
                     self._validate_and_save(on_event)
                 elif c.save_every and self.step % c.save_every == 0:
                     on_event("save", {"path": str(self.save()), "step": self.step})
-        finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
         if self.step > first_step and (self.last_val is None or self.last_val.get("step") != self.step):
             self._validate_and_save(on_event)
         elif not (self.out_dir / CHECKPOINT_NAME).exists():

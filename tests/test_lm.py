@@ -436,3 +436,24 @@ def test_bad_vectors_file(tmp_path):
     bad = tmp_path / "v.jsonl"
     bad.write_text("not json\n")
     assert "vectors file" in one_line_error(run("search", bad, "q"))
+
+
+def test_ctrl_c_stops_asks_once_then_raises_and_restores_the_handler():
+    """What every trainer's run loop runs inside: the first Ctrl-C asks the trainer to stop, a
+    second one raises at once, and the previous handler is back afterwards."""
+    from bptt.train import ctrl_c_stops
+
+    class Stub:
+        _stop = False
+
+        def request_stop(self):
+            self._stop = True
+
+    before = signal.getsignal(signal.SIGINT)
+    stub = Stub()
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_stops(stub):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stub._stop
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
