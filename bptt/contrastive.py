@@ -50,7 +50,7 @@ from .layers.contrastive import InfoNCELoss
 from .layers.dropout import Dropout
 from .layers.embedding import Embedding
 from .lexical import LEXICAL
-from .model import CELLS
+from .model import CELLS, check_stack_config
 from .optim import clip_grad_norm, make_optimizer
 from .retrieval import (
     centred_cosines,
@@ -99,18 +99,10 @@ class Encoder(Parameterised):
     default_pool = "mean"
 
     def __init__(self, config: EncoderConfig):
-        if config.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {config.cell!r}")
-        for name in ("vocab_size", "hidden", "layers", "embed_dim"):
-            v = getattr(config, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        p = check_stack_config(config)
         self.config = config
         self.dtype = as_dtype(config.dtype)
         rng = np.random.default_rng(config.seed)
-        p = config.dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {p!r}")
         self.embedding = Embedding(config.vocab_size, config.embed_dim, dtype=self.dtype, rng=rng)
         if p > 0:   # the same parameter names, with dropout between the layers
             from .sequence import RecurrentEncoder

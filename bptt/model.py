@@ -28,6 +28,22 @@ from .layers.recurrent import GRU, LSTM, RNN
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
+def check_stack_config(config) -> float:
+    """What every embedding → recurrent stack model checks of its config (a language model's, a
+    contrastive encoder's): the cell, whole positive sizes, and dropout in [0, 1), which it
+    returns as a float. ValueError naming the setting otherwise."""
+    if config.cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {config.cell!r}")
+    for name in ("vocab_size", "hidden", "layers", "embed_dim"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    p = config.dropout
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+    return float(p)
+
+
 @dataclass
 class LMConfig(SavedConfig):
     """What a language model is, saved in every checkpoint."""
@@ -102,19 +118,11 @@ class LanguageModel(Parameterised):
     """Embedding → stacked recurrent layers → dense head, trained with softmax cross-entropy."""
 
     def __init__(self, config: LMConfig):
-        if config.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {config.cell!r}")
-        for name in ("vocab_size", "hidden", "layers", "embed_dim"):
-            v = getattr(config, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        p = check_stack_config(config)
         self.config = config
         self.dtype = as_dtype(config.dtype)
         rng = np.random.default_rng(config.seed)
         self.embedding = Embedding(config.vocab_size, config.embed_dim, dtype=self.dtype, rng=rng)
-        p = float(config.dropout)
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {config.dropout!r}")
         if p > 0 and config.layers > 1:
             self.rnn = DroppedStack(CELLS[config.cell], config.embed_dim, config.hidden, config.layers,
                                     p, dtype=self.dtype, rng=rng)

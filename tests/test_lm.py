@@ -457,3 +457,17 @@ def test_ctrl_c_stops_asks_once_then_raises_and_restores_the_handler():
             assert stub._stop
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("bad, match", [({"cell": "tcn"}, "cell must be one of"),
+                                        ({"layers": 0}, "layers must be a positive integer"),
+                                        ({"hidden": 2.5}, "hidden must be a positive integer"),
+                                        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+                                        ({"dropout": True}, r"dropout must be in \[0, 1\)")])
+def test_stack_models_refuse_a_bad_config(bad, match):
+    """The language model and the contrastive encoder check their configs the same way."""
+    from bptt.contrastive import Encoder, EncoderConfig
+    from bptt.model import LanguageModel, LMConfig
+    for Model, Config in ((LanguageModel, LMConfig), (Encoder, EncoderConfig)):
+        with pytest.raises(ValueError, match=match):
+            Model(Config(**{"vocab_size": 5, "hidden": 4, "embed_dim": 3, **bad}))
