@@ -6,8 +6,9 @@ import sys
 import click
 
 from bptt.commands import register
-from bptt.commands.common import (CONTEXT, FiniteFloatRange, Progress as _Progress, fail as _fail,
-                                  set_threads as _set_threads, user_errors as _user_errors)
+from bptt.commands.common import (CONTEXT, FiniteFloatRange, Progress as _Progress, echo_interrupted,
+                                  fail as _fail, set_threads as _set_threads, training_errors,
+                                  user_errors as _user_errors)
 
 
 @click.group(context_settings=CONTEXT)
@@ -172,7 +173,7 @@ def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_v
     from bptt.data import load_corpus
     from bptt.train import Trainer, TrainConfig
     _set_threads(threads)
-    try:
+    with training_errors():
         if resume:
             text = load_corpus(list(text_files)) if text_files else None
             trainer = Trainer.resume(out_dir, steps=steps, epochs=epochs, minutes=minutes, text=text)
@@ -209,13 +210,8 @@ def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_v
                                  f"(unigram baseline {info['unigram']:.4f})")
 
         summary = trainer.run(on_event)
-    except KeyboardInterrupt:
-        _fail("interrupted twice: stopped without saving; the last checkpoint is kept")
-    except _user_errors() as e:
-        _fail(str(e))
     if summary["reason"] == "interrupted":
-        click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
-                   f"continue with --resume --out {out_dir}")
+        echo_interrupted(summary, out_dir)
     val = summary["val"]["val_loss"] if summary["val"] else float("nan")
     click.echo(f"final: step {summary['step']}, validation loss {val:.4f} nats/token vs unigram "
                f"baseline {summary['unigram']:.4f}; checkpoint {summary['checkpoint']}")

@@ -2,6 +2,7 @@
 exception types that mean bad input. Part of the CLI layer: it holds no math."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
@@ -88,6 +89,25 @@ def set_threads(threads):
             jit.set_threads(threads)
         except ValueError as e:
             fail(str(e), 2)
+
+
+@contextlib.contextmanager
+def training_errors(*extra):
+    """Around a training command's work: a second Ctrl-C (the trainer saved at the first and
+    returned; a second one leaves at once) or bad input (:func:`user_errors`, and the exception
+    types ``extra``) ends the command with one line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail("interrupted twice: stopped without saving; the last checkpoint is kept")
+    except user_errors() + tuple(extra) as e:
+        fail(str(e))
+
+
+def echo_interrupted(summary: dict, out_dir) -> None:
+    """After a run that Ctrl-C stopped: the step it saved, where, and how to go on."""
+    where = f" to {summary['checkpoint']}" if summary.get("checkpoint") else ""
+    click.echo(f"interrupted: saved step {summary['step']}{where}; continue with --resume --out {out_dir}")
 
 
 def user_errors():

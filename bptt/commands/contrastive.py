@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user_errors
+from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_threads, training_errors
 
 
 @click.command(context_settings=CONTEXT)
@@ -86,7 +86,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
     from bptt.contrastive import ContrastiveConfig, ContrastiveError, ContrastiveTrainer
     from bptt.data import load_corpus
     set_threads(threads)
-    try:
+    with training_errors(ContrastiveError):
         if resume:
             text = load_corpus(list(text_files)) if text_files else None
             trainer = ContrastiveTrainer.resume(out_dir, steps=steps, minutes=minutes, text=text)
@@ -128,13 +128,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                                  f"({info['val_queries']} queries){hybrid}")
 
         summary = trainer.run(on_event)
-    except KeyboardInterrupt:
-        fail("interrupted twice: stopped without saving; the last checkpoint is kept")
-    except user_errors() + (ContrastiveError,) as e:
-        fail(str(e))
     if summary["reason"] == "interrupted":
-        click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
-                   f"continue with --resume --out {out_dir}")
+        echo_interrupted(summary, out_dir)
     v = summary["val"] or {}
     click.echo(f"final: step {summary['step']}, validation MRR {v.get('val_mrr', float('nan')):.3f}, "
                f"Recall@10 {v.get('val_recall@10', float('nan')):.3f}; checkpoint {summary['checkpoint']}")

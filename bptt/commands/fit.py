@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, fail, set_threads, user_errors
+from .common import CONTEXT, FiniteFloatRange, echo_interrupted, fail, set_threads, training_errors, user_errors
 
 # Per kind of job, the training defaults a user would expect (an option given wins).
 DEFAULTS = {
@@ -155,7 +155,7 @@ def fit(data, target, text_col, features, drop, task, header, missing, val_file,
     from bptt.fitting import FitOptions, make_trainer, prepare, resume_job
     from bptt.supervised import SupervisedConfig
     set_threads(threads)
-    try:
+    with training_errors():
         if resume:
             job, opts, config, ckpt = resume_job(out_dir, data, epochs, minutes)
             click.echo(f"resuming {out_dir} at step {ckpt['step']} (epoch {ckpt['epoch']})")
@@ -194,10 +194,6 @@ def fit(data, target, text_col, features, drop, task, header, missing, val_file,
         extra = None
         if job.kind == "table" and opts.demo == "spirals" and not resume:
             extra = _linear_contrast(job, opts, config, out_dir)
-    except KeyboardInterrupt:
-        fail("interrupted twice: stopped without saving; the last checkpoint is kept")
-    except user_errors() as e:
-        fail(str(e))
     if json_path:
         _write_json(json_path, summary, result, extra)
 
@@ -255,7 +251,7 @@ def _linear_contrast(job, opts, config, out_dir):
 
 def _report(summary, result, out_dir):
     if summary["reason"] == "interrupted":
-        click.echo(f"interrupted: saved step {summary['step']}; continue with --resume --out {out_dir}")
+        echo_interrupted(summary, out_dir)
     best = f"best epoch {summary['best_epoch']:g}; " if summary.get("best_epoch") is not None else ""
     click.echo(f"final: {_metrics_text(result['metrics'])} vs {result['baseline_name']}: "
                f"{_metrics_text(result['baseline'])} ({result['val_rows']} validation rows; "

@@ -5,7 +5,7 @@ import math
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, Progress, fail, set_threads, user_errors
+from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, fail, set_threads, training_errors
 
 
 def _fmt(v, width=8):
@@ -147,7 +147,7 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
             fail("--plot needs matplotlib: pip install 'bptt[plot]'")
     from bptt.forecast import (ForecastConfig, ForecastTrainer, demo_series, plot_forecast,
                                write_series_csv)
-    try:
+    with training_errors():
         if series_csv is not None and demo is not None:
             raise ValueError("give SERIES_CSV or --demo, not both")
         if resume:
@@ -203,13 +203,8 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                                  f"validations (the best was at step {info['best_step']})")
 
         summary = trainer.run(on_event)
-    except KeyboardInterrupt:
-        fail("interrupted twice: stopped without saving; the last checkpoint is kept")
-    except user_errors() as e:
-        fail(str(e))
     if summary["reason"] == "interrupted":
-        click.echo(f"interrupted: saved step {summary['step']} to {summary['checkpoint']}; "
-                   f"continue with --resume --out {out_dir}")
+        echo_interrupted(summary, out_dir)
     elif summary["reason"] == "time":
         click.echo(f"time budget spent: saved step {summary['step']}; continue with --resume --out {out_dir}")
     best_step = summary.get("best_step")
