@@ -62,11 +62,10 @@ from .retrieval import (
     paragraphs,
     split_pair,
 )
-from .train import append_metrics, ctrl_c_stops, trim_metrics
+from .train import (BEST_NAME, CHECKPOINT_NAME, append_metrics, ctrl_c_stops, save_at_end, stop_reason,
+                    trim_metrics)
 
 KIND = "contrastive"
-CHECKPOINT_NAME = "checkpoint.bptt"
-BEST_NAME = "best.bptt"
 HELDOUT_NAME = "heldout.txt"
 VALIDATION_NAME = "validation.txt"
 RESUME_KEYS = ("config", "model_config", "model", "tokenizer", "step", "optim", "rng", "data", "metrics")
@@ -549,11 +548,8 @@ class ContrastiveTrainer:
         reason, first = "done", self.step
         with ctrl_c_stops(self):
             while self.step < self.total_steps:
-                if self._stop:
-                    reason = "interrupted"
-                    break
-                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
-                    reason = "time"
+                reason = stop_reason(self, start, c.minutes) or reason
+                if reason != "done":
                     break
                 t0 = time.perf_counter()
                 info = self.train_step()
@@ -564,10 +560,7 @@ class ContrastiveTrainer:
                 on_event("step", info)
                 if self.step % c.val_every == 0 or self.step == self.total_steps:
                     self._validate_and_save(on_event)
-        if self.step > first and (self.last_val is None or self.last_val.get("step") != self.step):
-            self._validate_and_save(on_event)
-        elif not (self.out_dir / CHECKPOINT_NAME).exists():
-            on_event("save", {"path": str(self.save()), "step": self.step})
+        save_at_end(self, first, on_event)
         return {"reason": reason, "step": self.step, "val": self.last_val, "best": self.best,
                 "best_step": self.best_step, "elapsed": time.perf_counter() - start,
                 "checkpoint": str(self.out_dir / CHECKPOINT_NAME),

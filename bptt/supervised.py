@@ -62,10 +62,9 @@ import numpy as np
 from .config import SavedConfig
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import clip_grad_norm, make_optimizer, make_schedule
-from .train import TrainingError, append_metrics, ctrl_c_stops, trim_metrics
+from .train import (BEST_NAME, CHECKPOINT_NAME, TrainingError, append_metrics, ctrl_c_stops, save_at_end,
+                    stop_reason, trim_metrics)
 
-CHECKPOINT_NAME = "checkpoint.bptt"
-BEST_NAME = "best.bptt"
 RESUME_KEYS = ("kind", "supervised", "model", "optim", "rng", "step", "epoch", "pos", "data", "early")
 
 
@@ -320,11 +319,8 @@ class SupervisedTrainer:
             reason = "early stop"
         with ctrl_c_stops(self):
             while reason == "done" and self.step < self.total_steps:
-                if self._stop:
-                    reason = "interrupted"
-                    break
-                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
-                    reason = "time"
+                reason = stop_reason(self, start, c.minutes) or reason
+                if reason != "done":
                     break
                 t0 = time.perf_counter()
                 epoch_before = self.epoch
@@ -340,10 +336,7 @@ class SupervisedTrainer:
                         reason = "early stop"
                         on_event("stop", {"step": self.step, "best_step": self.best_step,
                                           "best_val": self.best_val, "patience": c.patience})
-        if self.step > first and (self.last_val is None or self.last_val.get("step") != self.step):
-            self._validate_and_save(on_event)
-        elif not (self.out_dir / CHECKPOINT_NAME).exists():
-            self.save()
+        save_at_end(self, first, on_event)
         return {"reason": reason, "step": self.step, "epoch": self.epoch + self.pos / self.n_train,
                 "val": self.last_val, "best_val": self.best_val, "best_step": self.best_step,
                 "best_epoch": None if self.best_step is None else round(self.best_step / self.steps_per_epoch, 3),

@@ -61,6 +61,27 @@ def ctrl_c_stops(trainer):
             signal.signal(signal.SIGINT, old)
 
 
+
+def stop_reason(trainer, start: float, minutes) -> str | None:
+    """Why a run loop stops before its next step: ``"interrupted"`` (Ctrl-C, or
+    ``request_stop``), ``"time"`` (the ``minutes`` since ``start`` are spent), or None to go on."""
+    if trainer._stop:
+        return "interrupted"
+    if minutes is not None and time.perf_counter() - start > 60 * minutes:
+        return "time"
+    return None
+
+
+def save_at_end(trainer, first_step: int, on_event) -> None:
+    """After a run loop: validate and save the last step if the run made steps its last
+    validation did not see; otherwise make sure a checkpoint exists (a run with nothing left to
+    do still leaves one), with a ``"save"`` event."""
+    if trainer.step > first_step and (trainer.last_val is None or trainer.last_val.get("step") != trainer.step):
+        trainer._validate_and_save(on_event)
+    elif not (trainer.out_dir / CHECKPOINT_NAME).exists():
+        on_event("save", {"path": str(trainer.save()), "step": trainer.step})
+
+
 def append_metrics(out_dir: Path, record: dict) -> None:
     """Add one JSON record as a line of the run's metrics.jsonl (every trainer writes it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -362,11 +383,8 @@ class Trainer:
         first_step = self.step
         with ctrl_c_stops(self):
             while self.step < self.total_steps:
-                if self._stop:
-                    reason = "interrupted"
-                    break
-                if c.minutes is not None and time.perf_counter() - start > 60 * c.minutes:
-                    reason = "time"
+                reason = stop_reason(self, start, c.minutes) or reason
+                if reason != "done":
                     break
                 t0 = time.perf_counter()
                 info = self.train_step()
@@ -379,10 +397,7 @@ class Trainer:
                     self._validate_and_save(on_event)
                 elif c.save_every and self.step % c.save_every == 0:
                     on_event("save", {"path": str(self.save()), "step": self.step})
-        if self.step > first_step and (self.last_val is None or self.last_val.get("step") != self.step):
-            self._validate_and_save(on_event)
-        elif not (self.out_dir / CHECKPOINT_NAME).exists():
-            on_event("save", {"path": str(self.save()), "step": self.step})
+        save_at_end(self, first_step, on_event)
         return {"reason": reason, "step": self.step, "val": self.last_val, "unigram": self.unigram,
                 "elapsed": time.perf_counter() - start, "checkpoint": str(self.out_dir / CHECKPOINT_NAME),
                 "best_val": self.best_val, "best_step": self.best_step,
