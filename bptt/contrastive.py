@@ -62,8 +62,8 @@ from .retrieval import (
     paragraphs,
     split_pair,
 )
-from .train import (BEST_NAME, CHECKPOINT_NAME, append_metrics, ctrl_c_stops, save_at_end, stop_reason,
-                    trim_metrics)
+from .train import (BEST_NAME, CHECKPOINT_NAME, TrainingError, append_metrics, ctrl_c_stops, save_at_end,
+                    stop_reason, trim_metrics)
 
 KIND = "contrastive"
 HELDOUT_NAME = "heldout.txt"
@@ -244,8 +244,9 @@ VIEWS = {"crop": crop_views, "disjoint": disjoint_views, "dropout": dropout_view
 
 
 # -- training ------------------------------------------------------------------------------------
-class ContrastiveError(RuntimeError):
-    """Training stopped for a reason the user must see (a NaN loss, a bad resume)."""
+class ContrastiveError(TrainingError):
+    """Training stopped for a reason the user must see (a NaN loss, a bad resume): a
+    :class:`~bptt.train.TrainingError`, so the CLI shows it as one line like the other trainers'."""
 
 
 @dataclass

@@ -83,10 +83,10 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
     nothing: `bptt retrieval OUT OUT/heldout.txt` reports on it. Use the checkpoint with
     `bptt embed`, `bptt search` and `bptt retrieval`.
     """
-    from bptt.contrastive import ContrastiveConfig, ContrastiveError, ContrastiveTrainer
+    from bptt.contrastive import ContrastiveConfig, ContrastiveTrainer
     from bptt.data import load_corpus
     set_threads(threads)
-    with training_errors(ContrastiveError):
+    with training_errors():
         if resume:
             text = load_corpus(list(text_files)) if text_files else None
             trainer = ContrastiveTrainer.resume(out_dir, steps=steps, minutes=minutes, text=text)
