@@ -70,20 +70,18 @@ def test_every_option_has_help():
 
 
 def test_training_errors_end_a_command_with_one_line(capsys):
-    """What the training commands run inside: a second Ctrl-C, or bad input of the listed types,
-    is one ``Error:`` line and exit status 1; anything else passes through."""
+    """What the training commands run inside: a second Ctrl-C, or bad input, is one ``Error:``
+    line and exit status 1; anything else passes through."""
     from bptt.commands.common import training_errors
-
-    class Mine(Exception):
-        pass
+    from bptt.data import DataError
 
     with pytest.raises(SystemExit) as e:
         with training_errors():
             raise KeyboardInterrupt
     assert e.value.code == 1 and "Error: interrupted twice" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        with training_errors(Mine):
-            raise Mine("bad input")
+        with training_errors():
+            raise DataError("bad input")
     assert capsys.readouterr().err.strip() == "Error: bad input"
     with pytest.raises(RuntimeError):
         with training_errors():

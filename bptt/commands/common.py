@@ -92,15 +92,15 @@ def set_threads(threads):
 
 
 @contextlib.contextmanager
-def training_errors(*extra):
+def training_errors():
     """Around a training command's work: a second Ctrl-C (the trainer saved at the first and
-    returned; a second one leaves at once) or bad input (:func:`user_errors`, and the exception
-    types ``extra``) ends the command with one line."""
+    returned; a second one leaves at once) or bad input (:func:`user_errors`) ends the command
+    with one line."""
     try:
         yield
     except KeyboardInterrupt:
         fail("interrupted twice: stopped without saving; the last checkpoint is kept")
-    except user_errors() + tuple(extra) as e:
+    except user_errors() as e:
         fail(str(e))
 
 
