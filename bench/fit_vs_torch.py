@@ -121,6 +121,33 @@ class TorchText(object):
         return Net()
 
 
+def fit_torch(net, opt, backward, val_loss, n, batch_size, epochs, args):
+    """torch's side of the comparison, as bptt's trainer runs it: epochs of seeded shuffled
+    mini-batches (``backward(idx)`` computes a batch's gradients), a validation loss after each,
+    early stopping after ``args.patience`` epochs without a better one, then the best weights."""
+    import torch
+    gen = np.random.default_rng(args.seed)
+    best, best_state, bad = float("inf"), None, 0
+    for epoch in range(epochs):
+        net.train()
+        perm = gen.permutation(n)
+        for s in range(0, len(perm), batch_size):
+            idx = torch.from_numpy(np.sort(perm[s:s + batch_size]))
+            opt.zero_grad()
+            backward(idx)
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            v = float(val_loss())
+        if v < best:
+            best, bad = v, 0
+            best_state = {k: t.clone() for k, t in net.state_dict().items()}
+        else:
+            bad += 1
+            if args.patience and bad >= args.patience:
+                break
+    net.load_state_dict(best_state)
+
 def run_torch_text(job, args):
     import torch
     from bptt import jit
@@ -132,29 +159,14 @@ def run_torch_text(job, args):
     loss_fn = torch.nn.CrossEntropyLoss()
     tr = {k: torch.from_numpy(v) for k, v in job.train.items()}
     va = {k: torch.from_numpy(v) for k, v in job.val.items()}
-    gen = np.random.default_rng(args.seed)
-    best, best_state, bad = float("inf"), None, 0
     t0 = time.perf_counter()
-    for epoch in range(args.text_epochs):
-        net.train()
-        perm = gen.permutation(len(tr["y"]))
-        for s in range(0, len(perm), 32):
-            idx = torch.from_numpy(np.sort(perm[s:s + 32]))
-            opt.zero_grad()
-            loss_fn(net(tr["ids"][idx], tr["len"][idx]), tr["y"][idx]).backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            v = float(loss_fn(net(va["ids"], va["len"]), va["y"]))
-        if v < best:
-            best, bad = v, 0
-            best_state = {k: t.clone() for k, t in net.state_dict().items()}
-        else:
-            bad += 1
-            if args.patience and bad >= args.patience:
-                break
-    net.load_state_dict(best_state)
+
+    def batch(idx):
+        loss_fn(net(tr["ids"][idx], tr["len"][idx]), tr["y"][idx]).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+
+    fit_torch(net, opt, batch, lambda: loss_fn(net(va["ids"], va["len"]), va["y"]), len(tr["y"]), 32,
+              args.text_epochs, args)
     with torch.no_grad():
         out = net(va["ids"], va["len"]).numpy()
     return metrics_of(job, out, job.y_val), time.perf_counter() - t0
@@ -184,28 +196,9 @@ def run_torch(job, args):
 
     xtr, ytr = torch.from_numpy(job.train["x"]).float(), target(job.train["y"])
     xva, yva = torch.from_numpy(job.val["x"]).float(), target(job.val["y"])
-    gen = np.random.default_rng(args.seed)
-    best, best_state, bad = float("inf"), None, 0
     t0 = time.perf_counter()
-    for epoch in range(args.epochs):
-        net.train()
-        perm = gen.permutation(len(xtr))
-        for s in range(0, len(perm), args.batch_size):
-            idx = torch.from_numpy(np.sort(perm[s:s + args.batch_size]))
-            opt.zero_grad()
-            loss_fn(net(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            v = float(loss_fn(net(xva), yva))
-        if v < best:
-            best, bad = v, 0
-            best_state = {k: t.clone() for k, t in net.state_dict().items()}
-        else:
-            bad += 1
-            if args.patience and bad >= args.patience:
-                break
-    net.load_state_dict(best_state)
+    fit_torch(net, opt, lambda idx: loss_fn(net(xtr[idx]), ytr[idx]).backward(),
+              lambda: loss_fn(net(xva), yva), len(xtr), args.batch_size, args.epochs, args)
     with torch.no_grad():
         out = net(xva).numpy()
     return metrics_of(job, out, job.y_val), time.perf_counter() - t0
