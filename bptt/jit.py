@@ -1,8 +1,9 @@
 """The one place that holds bptt's Numba settings.
 
 Every kernel in :mod:`bptt.kernels` is compiled through :func:`kernel` (entry points called from
-Python) or :func:`inline` (scalar helpers called from other kernels). Nothing else in the package
-calls ``numba.njit`` directly.
+Python), :func:`jobs` (the body of a parallel loop, compiled once; see "job sets" below) or
+:func:`inline` (scalar helpers called from other kernels); :func:`composite` makes a kernel out of
+other kernels and job sets in Python. Nothing else in the package calls ``numba.njit`` directly.
 
 Settings
 --------
@@ -59,6 +60,16 @@ kernels
     dispatch point: layers, models and commands call the kernels as always. The default is
     ``fast``. Only the ``dispatch`` of :func:`kernel` looks at it (``.serial``/``.parallel`` stay
     the compiled builds).
+job sets
+    ``@jobs`` compiles ``body(job, njobs, *args)`` once, as a serial function, and runs its jobs
+    from two small launchers, a ``range`` loop and a ``prange`` loop, that call the body by a
+    symbol name (Numba's calling convention, arrays as Numba passes them): the call links none of
+    the body's code, so each launcher compiles in well under a second, where a ``prange`` loop
+    holding the body compiled it a second time, with every helper it calls (Numba makes each
+    ``prange`` loop a function of its own). The recurrent sweeps, the packing of panels and the
+    weight-gradient passes are job sets, inside composite kernels: the first training step's
+    compilation went from about 80 to about 37 CPU seconds (docs/performance.md). The jobs must
+    write disjoint outputs, so the serial and parallel runs give the same bits.
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
     start of a process skips compilation. ``BPTT_CACHE=0`` turns it off. Cache entries are named
@@ -87,7 +98,7 @@ from numba.extending import intrinsic as _intrinsic
 __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
            "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
-           "KERNELS", "set_kernels", "get_kernels", "reference_twin"]
+           "KERNELS", "set_kernels", "get_kernels", "reference_twin", "jobs", "composite", "compiled_jobs"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 ERROR_MODEL = "numpy"  # x / 0 is inf or NaN (IEEE), not a ZeroDivisionError check in every loop
@@ -433,6 +444,190 @@ def kernel(fn=None, *, parallel: bool = True):
     dispatch.serial_build = serial
     dispatch.parallel_build = par
     dispatch.py_func = fn
+    return dispatch
+
+
+# -- job sets: a parallel loop whose body is compiled once, for both builds ----------------------
+#
+# A kernel's ``prange`` loop is compiled by Numba as a function of its own (a "gufunc"), and every
+# helper its body calls is linked into that function and optimised and compiled again there; the
+# serial build compiles the same body once more. For the recurrent sweeps and the weight-gradient
+# passes that was about half of a cold first training step (docs/performance.md, "Compile time").
+# A job set compiles its body once, as an ordinary serial function, and runs it from two small
+# launchers (a ``range`` loop and a ``prange`` loop) that call it by a symbol name: the call links
+# no code, so each launcher compiles in a fraction of a second, and the on-disk cache keeps working
+# (the symbol is registered, from the body's compiled or cached code, before a launcher is
+# compiled or loaded).
+
+_job_sets = []   # every JobSet made, for tests (compiled_jobs)
+
+
+def _body_symbol(body, argtys) -> str:
+    import hashlib
+    sig = hashlib.sha1(str(tuple(argtys)).encode()).hexdigest()[:16]
+    return f"bptt_job_{body.py_func.__module__}_{body.py_func.__qualname__}_{sig}".replace(".", "_")
+
+
+def _register_body(body, argtys, registered) -> str:
+    """Compile (or load from the cache) ``body`` for (int64, int64, *argtys) and register its
+    address under its symbol name, once per process; returns the name."""
+    name = _body_symbol(body, argtys)
+    if name not in registered:
+        import llvmlite.binding as ll
+        sig = (_types.int64, _types.int64) + tuple(argtys)
+        body.compile(sig)
+        cres = body.overloads[sig]
+        ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+        registered.add(name)
+    return name
+
+
+def _body_caller(body, registered):
+    """An intrinsic ``call(job, njobs, args)``: ``body(job, njobs, *args)``, called by symbol
+    with Numba's own calling convention (arrays as Numba passes them). The body must not raise."""
+    from numba.core import cgutils
+
+    @_intrinsic
+    def call(typingctx, job, njobs, args):
+        if not isinstance(args, _types.BaseTuple):
+            return None
+        argtys = tuple(args.types)
+        name = _register_body(body, argtys, registered)
+
+        def codegen(context, builder, signature, llargs):
+            i64 = _types.int64
+            j = context.cast(builder, llargs[0], signature.args[0], i64)
+            n = context.cast(builder, llargs[1], signature.args[1], i64)
+            vals = cgutils.unpack_tuple(builder, llargs[2], len(argtys))
+            full = (i64, i64) + argtys
+            fnty = context.call_conv.get_function_type(_types.void, full)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            context.call_conv.call_function(builder, fn, _types.void, full, [j, n] + list(vals))
+            return context.get_dummy_value()
+        return _types.void(job, njobs, args), codegen
+    return call
+
+
+_call = None   # in each launcher's own globals: its body's caller (_launcher)
+
+
+def _parallel_jobs(njobs, *args):
+    for j in prange(njobs):
+        _call(j, njobs, args)
+
+
+def _serial_jobs(njobs, *args):
+    for j in range(njobs):
+        _call(j, njobs, args)
+
+
+def _launcher(template, call, qualname):
+    """A copy of ``template`` whose ``_call`` is ``call``, under its own qualname (its own cache file)."""
+    g = dict(template.__globals__)
+    g["_call"] = call
+    f = types.FunctionType(template.__code__, g, qualname.rsplit(".", 1)[-1])
+    f.__qualname__ = qualname
+    f.__module__ = template.__module__
+    return f
+
+
+class JobSet:
+    """``run(njobs, *args)`` runs ``body(job, njobs, *args)`` for job = 0 .. njobs-1: in parallel
+    (a ``prange`` over the jobs) when the thread count and the layer allow (as :func:`kernel`'s
+    builds), else in order on this thread. The jobs must write disjoint outputs: each output is
+    then computed as in the serial order, so both give the same bits."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.__module__ = fn.__module__
+        if numba.config.DISABLE_JIT:
+            return
+        self._registered = set()
+        self.body = numba.njit(_renamed(fn, f"__job_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
+                               error_model=ERROR_MODEL)
+        call = _body_caller(self.body, self._registered)
+        q = self.body.py_func.__qualname__
+        self.parallel_build = numba.njit(_launcher(_parallel_jobs, call, q + "_parallel"), cache=CACHE,
+                                         parallel=True, nogil=True, error_model=ERROR_MODEL)
+        self.serial_build = numba.njit(_launcher(_serial_jobs, call, q + "_serial"), cache=CACHE, nogil=True,
+                                       error_model=ERROR_MODEL)
+        for build in (self.serial_build, self.parallel_build):
+            self._before_new_signature(build)
+        _job_sets.append(self)
+
+    def _before_new_signature(self, build) -> None:
+        """Register the body's symbol for a launcher's argument types before the launcher is
+        compiled or loaded from the cache for them: Numba calls ``_compile_for_args`` on every call
+        whose types it has no machine code for yet, and on no other, so known calls cost nothing."""
+        compile_for_args = build._compile_for_args
+
+        def register_then_compile(njobs, args):   # Numba passes a launcher's *args as one tuple
+            _register_body(self.body, tuple(numba.typeof(a) for a in args), self._registered)
+            return compile_for_args(njobs, args)
+        build._compile_for_args = register_then_compile
+
+    def __call__(self, njobs, *args):
+        if numba.config.DISABLE_JIT:
+            for j in range(njobs):
+                self.py_func(j, njobs, *args)
+        elif njobs > 1 and ((_threads > 1 and not _serial_scope) or _parallel_scope):
+            if _pool_threads != _threads:
+                _size_pool()
+            self.parallel_build(njobs, *args)
+        else:
+            self.serial_build(njobs, *args)
+
+
+def jobs(fn):
+    """Decorate ``fn(job, njobs, *args)``, one of ``njobs`` independent jobs: a :class:`JobSet`."""
+    return JobSet(fn)
+
+
+def compiled_jobs() -> list:
+    """The names of the job sets whose body has been compiled (or loaded) in this process."""
+    return [js.__name__ for js in _job_sets if js.body.signatures]
+
+
+_parallel_scope = 0   # >0 inside a composite's .parallel(): job sets run their parallel launcher
+
+
+def composite(fn):
+    """A kernel written in Python from other kernels and job sets (allocation, packing, then the
+    jobs), with :func:`kernel`'s interface: the reference twin under ``BPTT_KERNELS=reference``,
+    the first-use hooks, and ``.serial`` / ``.parallel`` to force a build."""
+    twin = []
+
+    @functools.wraps(fn)
+    def dispatch(*args):
+        if not _all_prepared:   # as kernel's dispatch
+            if _reference:
+                if not twin:
+                    twin.append(reference_twin(fn))
+                return _run_twin(twin[0], args)
+            if not args or getattr(args[0], "dtype", None) not in _prepared:
+                _prepare(args)
+        return fn(*args)
+
+    def run_serial(*args):
+        _prepare(args)
+        with serial_when(True):
+            return fn(*args)
+
+    def run_parallel(*args):
+        global _parallel_scope
+        _prepare(args)
+        _parallel_scope += 1
+        try:
+            return fn(*args)
+        finally:
+            _parallel_scope -= 1
+
+    dispatch.serial = run_serial
+    dispatch.parallel = run_parallel
+    dispatch.py_func = fn
+    dispatch.composite = True
     return dispatch
 
 

@@ -25,16 +25,17 @@ SHAPES = [(1, 1, 3, 5), (1, 4, 2, 3), (3, 2, 9, 17), (5, 5, 4, 7)]
 
 
 def kernel_functions():
-    """(module name, name, dispatch) of every @kernel function in bptt.kernels."""
+    """(module name, name, dispatch) of every @kernel and @composite function in bptt.kernels."""
     out = []
     for info in pkgutil.iter_modules(bptt.kernels.__path__):
         path = f"{bptt.kernels.__name__}.{info.name}"
         src = importlib.util.find_spec(path).origin
-        if "@kernel" not in open(src, encoding="utf-8").read():
+        text = open(src, encoding="utf-8").read()
+        if "@kernel" not in text and "@composite" not in text:
             continue
         mod = importlib.import_module(path)
         for name, obj in vars(mod).items():
-            if callable(obj) and hasattr(obj, "serial_build") and obj.__module__ == path:
+            if callable(obj) and hasattr(obj, "serial") and obj.__module__ == path:   # not job sets
                 out.append((info.name, name, obj))
     return out
 
@@ -302,8 +303,9 @@ def test_reference_kernels_compile_nothing():
             "m = bptt.MLP([3, 5, 2], 'gelu', seed=0); y = m.forward(np.ones((4, 3))); m.backward(np.ones_like(y))\n"
             "loss, d = bptt.softmax_cross_entropy(y, np.array([0, 1, 1, 0]))\n"
             "import sys; sys.path.insert(0, 'tests'); from test_reference import kernel_functions\n"
-            "print(sorted(n for _, n, f in kernel_functions() if f.serial_build.signatures\n"
-            "             or f.parallel_build.signatures), sorted(map(str, jit._prepared)))\n")
+            "print(sorted(n for _, n, f in kernel_functions() if hasattr(f, 'serial_build') and\n"
+            "             (f.serial_build.signatures or f.parallel_build.signatures)) + jit.compiled_jobs(),\n"
+            "      sorted(map(str, jit._prepared)))\n")
     env = dict(__import__("os").environ, BPTT_KERNELS="reference")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -32,7 +32,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from .. import jit
-from ..jit import helper, inline, max_threads, prange
+from ..jit import helper, inline, jobs, max_threads, prange
 from .microcall import acc_scalar, element_ptr, ensure, tile_caller
 
 micro = importlib.import_module(f"{__package__}.micro_{jit.ISA}")   # the ISA's family
@@ -48,7 +48,8 @@ KC = 256              # k per block inside a tile
 CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
                          # in the compiled kernels: only speed depends on it, never the bits)
 
-__all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "pack_panel",
+__all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
+           "new_panels", "sweep_chunks", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
@@ -205,6 +206,64 @@ def packed_T(W):
     for p in prange(n_panels(W.shape[0])):
         pack_panel_T(P, W, p)
     return P
+
+
+# The same packings for kernels written in Python (:func:`bptt.jit.composite`): the panels are
+# allocated here and each panel (or block of a panel's rows) is one job of a job set, so the
+# packing code is compiled once per dtype and layout instead of inside every kernel that packs.
+
+@helper
+def _new_panels(M, K, like):
+    return empty_panels(M, K, like)
+
+
+_ONE = {}   # a 1-element array per dtype: what _new_panels is compiled for (once per dtype)
+
+
+def new_panels(M, K, dtype):
+    """:func:`empty_panels` for Python callers: an uninitialised (n_panels(M), K, PANEL) array of
+    ``dtype`` starting on a 64-byte boundary (allocated by compiled code: numpy's own alignment
+    check from Python costs more than the allocation)."""
+    like = _ONE.get(dtype)
+    if like is None:
+        like = _ONE[dtype] = np.zeros(1, dtype)
+    return _new_panels(M, K, like)
+
+
+@jobs
+def _pack_T_panel(p, npan, P, W):
+    """Job p of :func:`panels_T`: panel p of Wᵀ."""
+    pack_panel_T(P, W, p)
+
+
+@jobs
+def _pack_rows(j, njobs, P, Bm, boff, M):
+    """Job j of :func:`panels`: ``PACK_ROWS`` rows of one panel (as :func:`packed`'s jobs)."""
+    K = Bm.shape[0]
+    nb = (K + PACK_ROWS - 1) // PACK_ROWS
+    k0 = j % nb * PACK_ROWS
+    pack_panel(P, Bm, j // nb, boff, M, k0, min(K, k0 + PACK_ROWS), k0)
+
+
+def panels_T(W):
+    """:func:`packed_T` for composite kernels: Wᵀ (I, O) in panels, for W (O, I)."""
+    P = new_panels(W.shape[0], W.shape[1], W.dtype)
+    _pack_T_panel(P.shape[0], P, W)
+    return P
+
+
+def panels(Bm, boff, M):
+    """:func:`packed` for composite kernels: columns boff ... boff+M-1 of Bm (K, ·) in panels."""
+    K = Bm.shape[0]
+    P = new_panels(M, K, Bm.dtype)
+    _pack_rows(P.shape[0] * ((K + PACK_ROWS - 1) // PACK_ROWS), P, Bm, boff, M)
+    return P
+
+
+def sweep_chunks(B):
+    """The number of chunks :func:`row_chunks` cuts a sweep's B sequences into, from Python."""
+    rc = (B + CHUNKS - 1) // CHUNKS
+    return (B + rc - 1) // rc
 
 
 @inline

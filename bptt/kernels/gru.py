@@ -13,12 +13,13 @@ and dgh = ∂L/∂[m_r, m_z, m_n] for W_hh and b_hh (equal to dgx on the r and z
 Reference twins: :mod:`bptt.reference.gru` (same names and signatures, plain NumPy).
 """
 
-from ..jit import kernel, prange
+from ..jit import composite, jobs
 from .activations import sigmoid, tanh
-from .engine import add_rows, chunk_rows, copy_bias_rows, copy_rows, packed, packed_T, row_chunks, step_product
+from .engine import (add_rows, chunk_rows, copy_bias_rows, copy_rows, panels, panels_T, row_chunks, step_product,
+                     sweep_chunks)
 
 
-@kernel
+@composite
 def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     """Forward over the sequence, keeping r, z, n and m_n of every step for backward.
 
@@ -30,40 +31,44 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     off : int column offset of this direction in y.  reverse : bool.
     Blocked and parallel as described in :mod:`bptt.kernels.rnn`.
     """
+    _gru_forward_rows(sweep_chunks(gates.shape[1]), y, gates, mn, m, h0, panels_T(W_hh), b_hh, off, reverse)
+
+
+@jobs
+def _gru_forward_rows(ch, nch, y, gates, mn, m, h0, P, b_hh, off, reverse):
+    """Chunk ch of :func:`gru_forward`'s sequences, every step; P: W_hhᵀ (H, 3H) in panels."""
     T, B, G3 = gates.shape
     H = G3 // 3
     one = gates.dtype.type(1.0)
-    P = packed_T(W_hh)   # W_hhᵀ (H, 3H) in panels
     nch, rc = row_chunks(B)
-    for ch in prange(nch):  # sequences are independent: one region, time inside
-        r0, r1 = chunk_rows(ch, nch, rc, B)
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
-            copy_bias_rows(m, b_hh, r0, r1)         # m = b_hh
-            step_product(m, hp, P, r0, r1, G3, H)   #   + h_prev·W_hhᵀ
-            # the gates and the new state, one simple loop per quantity so that each vectorises;
-            # each loop runs from 0 over a view (see lstm_forward), in the arrays' dtype
-            for b in range(r0, r1):
-                gb = gates[t, b]
-                gr, gz, gn = gb[0:H], gb[H:2 * H], gb[2 * H:G3]
-                mb = m[b]
-                mbn = mb[2 * H:G3]
-                mnb = mn[t, b]
-                hpb = hp[b]
-                yb = y[t, b, off:off + H]
-                for u in range(2 * H):                  # r, z
-                    gb[u] = sigmoid(gb[u] + mb[u])
-                for o in range(H):
-                    mnb[o] = mbn[o]
-                for o in range(H):                      # n = tanh(x_n + r ⊙ m_n)
-                    gn[o] = tanh(gn[o] + gr[o] * mnb[o])
-                for o in range(H):                      # h_t = (1 - z) ⊙ n + z ⊙ h_prev
-                    z = gz[o]
-                    yb[o] = (one - z) * gn[o] + z * hpb[o]
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
+        copy_bias_rows(m, b_hh, r0, r1)         # m = b_hh
+        step_product(m, hp, P, r0, r1, G3, H)   #   + h_prev·W_hhᵀ
+        # the gates and the new state, one simple loop per quantity so that each vectorises;
+        # each loop runs from 0 over a view (see lstm_forward), in the arrays' dtype
+        for b in range(r0, r1):
+            gb = gates[t, b]
+            gr, gz, gn = gb[0:H], gb[H:2 * H], gb[2 * H:G3]
+            mb = m[b]
+            mbn = mb[2 * H:G3]
+            mnb = mn[t, b]
+            hpb = hp[b]
+            yb = y[t, b, off:off + H]
+            for u in range(2 * H):                  # r, z
+                gb[u] = sigmoid(gb[u] + mb[u])
+            for o in range(H):
+                mnb[o] = mbn[o]
+            for o in range(H):                      # n = tanh(x_n + r ⊙ m_n)
+                gn[o] = tanh(gn[o] + gr[o] * mnb[o])
+            for o in range(H):                      # h_t = (1 - z) ⊙ n + z ⊙ h_prev
+                z = gz[o]
+                yb[o] = (one - z) * gn[o] + z * hpb[o]
 
 
-@kernel
+@composite
 def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, reverse):
     """Backward sweep through time (BPTT), from the last processed step to the first.
 
@@ -83,42 +88,46 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     gates, mn, y : from :func:`gru_forward`.  h0 : (B, H).  W_hh : (3H, H).
     off, reverse : as in :func:`gru_forward`.
     """
+    _gru_backward_rows(sweep_chunks(gates.shape[1]), dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, panels(W_hh, 0, W_hh.shape[1]), off, reverse)
+
+
+@jobs
+def _gru_backward_rows(ch, nch, dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, P, off, reverse):
+    """Chunk ch of :func:`gru_backward`'s sequences, every step; P: W_hh (3H, H) in panels."""
     T, B, G3 = gates.shape
     H = G3 // 3
     one = gates.dtype.type(1.0)
-    P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
-    for ch in prange(nch):
-        r0, r1 = chunk_rows(ch, nch, rc, B)
-        copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
-        for s in range(T - 1, -1, -1):
-            t = T - 1 - s if reverse else s
-            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
-            for b in range(r0, r1):       # row views, so that the loop vectorises
-                gb = gates[t, b]
-                gr, gz, gn = gb[0:H], gb[H:2 * H], gb[2 * H:G3]
-                dgxb = dgx[t, b]
-                dxr, dxz, dxn = dgxb[0:H], dgxb[H:2 * H], dgxb[2 * H:G3]
-                dghb = dgh[t, b]
-                dmr, dmz, dmn = dghb[0:H], dghb[H:2 * H], dghb[2 * H:G3]
-                mnb = mn[t, b]
-                dyb = dy[t, b, off:off + H]
-                hpb = hp[b]
-                dhb = dh[b]
-                for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
-                    r = gr[o]
-                    z = gz[o]
-                    n = gn[o]
-                    dht = dyb[o] + dhb[o]
-                    dan = dht * (one - z) * (one - n * n)
-                    dar = dan * mnb[o] * r * (one - r)
-                    daz = dht * (hpb[o] - n) * z * (one - z)
-                    dxr[o] = dar
-                    dxz[o] = daz
-                    dxn[o] = dan
-                    dmr[o] = dar
-                    dmz[o] = daz
-                    dmn[o] = dan * r
-                    dhb[o] = dht * z     # the direct path h_prev -> h_t
-            step_product(dh, dgh[t], P, r0, r1, H, G3)  # dh += dm_t·W_hh
-        add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if reverse else s
+        hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
+        for b in range(r0, r1):       # row views, so that the loop vectorises
+            gb = gates[t, b]
+            gr, gz, gn = gb[0:H], gb[H:2 * H], gb[2 * H:G3]
+            dgxb = dgx[t, b]
+            dxr, dxz, dxn = dgxb[0:H], dgxb[H:2 * H], dgxb[2 * H:G3]
+            dghb = dgh[t, b]
+            dmr, dmz, dmn = dghb[0:H], dghb[H:2 * H], dghb[2 * H:G3]
+            mnb = mn[t, b]
+            dyb = dy[t, b, off:off + H]
+            hpb = hp[b]
+            dhb = dh[b]
+            for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
+                r = gr[o]
+                z = gz[o]
+                n = gn[o]
+                dht = dyb[o] + dhb[o]
+                dan = dht * (one - z) * (one - n * n)
+                dar = dan * mnb[o] * r * (one - r)
+                daz = dht * (hpb[o] - n) * z * (one - z)
+                dxr[o] = dar
+                dxz[o] = daz
+                dxn[o] = dan
+                dmr[o] = dar
+                dmz[o] = daz
+                dmn[o] = dan * r
+                dhb[o] = dht * z     # the direct path h_prev -> h_t
+        step_product(dh, dgh[t], P, r0, r1, H, G3)  # dh += dm_t·W_hh
+    add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0

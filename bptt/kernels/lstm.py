@@ -15,12 +15,13 @@ described there.
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
-from ..jit import kernel, prange
+from ..jit import composite, jobs
 from .activations import sigmoid, tanh
-from .engine import add_bias_rows, add_rows, chunk_rows, copy_rows, packed, packed_T, row_chunks, step_product
+from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, panels, panels_T, row_chunks, step_product,
+                     sweep_chunks)
 
 
-@kernel
+@composite
 def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     """Forward over the sequence, keeping every gate and cell state for backward.
 
@@ -31,48 +32,52 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     h0, c0 : (B, H) initial state.  W_hh : (4H, H).  b_hh : (4H,).
     off : int column offset of this direction in y.  reverse : bool.
     """
+    _lstm_forward_rows(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, panels_T(W_hh), b_hh, off, reverse)
+
+
+@jobs
+def _lstm_forward_rows(ch, nch, y, gates, c, tc, h0, c0, P, b_hh, off, reverse):
+    """Chunk ch of :func:`lstm_forward`'s sequences, every step; P: W_hhᵀ (H, 4H) in panels."""
     T, B, G4 = gates.shape
     H = G4 // 4
-    P = packed_T(W_hh)   # W_hhᵀ (H, 4H) in panels
     nch, rc = row_chunks(B)
-    for ch in prange(nch):  # sequences are independent: one region, time inside
-        r0, r1 = chunk_rows(ch, nch, rc, B)
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            tp = t + 1 if reverse else t - 1
-            hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
-            cp = c0 if s == 0 else c[tp]                    # c_prev
-            a = gates[t]
-            add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
-            step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
-            # the gates and the cell, one simple loop per quantity so that each vectorises. Each
-            # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
-            # keeps the negative-index check in the loop, which then stays scalar (docs/performance.md)
-            for b in range(r0, r1):
-                ab = a[b]
-                ai = ab[0:H]
-                af = ab[H:2 * H]
-                ag = ab[2 * H:3 * H]
-                ao = ab[3 * H:G4]
-                for u in range(2 * H):                  # i, f
-                    ab[u] = sigmoid(ab[u])
-                for o in range(H):                      # g
-                    ag[o] = tanh(ag[o])
-                for o in range(H):                      # o
-                    ao[o] = sigmoid(ao[o])
-                cpb = cp[b]
-                cb = c[t, b]
-                tcb = tc[t, b]
-                yb = y[t, b, off:off + H]
-                for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
-                    cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
-                for o in range(H):
-                    tcb[o] = tanh(cb[o])
-                for o in range(H):                      # h_t = o ⊙ tanh(c_t)
-                    yb[o] = ao[o] * tcb[o]
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        tp = t + 1 if reverse else t - 1
+        hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
+        cp = c0 if s == 0 else c[tp]                    # c_prev
+        a = gates[t]
+        add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
+        step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
+        # the gates and the cell, one simple loop per quantity so that each vectorises. Each
+        # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
+        # keeps the negative-index check in the loop, which then stays scalar (docs/performance.md)
+        for b in range(r0, r1):
+            ab = a[b]
+            ai = ab[0:H]
+            af = ab[H:2 * H]
+            ag = ab[2 * H:3 * H]
+            ao = ab[3 * H:G4]
+            for u in range(2 * H):                  # i, f
+                ab[u] = sigmoid(ab[u])
+            for o in range(H):                      # g
+                ag[o] = tanh(ag[o])
+            for o in range(H):                      # o
+                ao[o] = sigmoid(ao[o])
+            cpb = cp[b]
+            cb = c[t, b]
+            tcb = tc[t, b]
+            yb = y[t, b, off:off + H]
+            for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
+                cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
+            for o in range(H):
+                tcb[o] = tanh(cb[o])
+            for o in range(H):                      # h_t = o ⊙ tanh(c_t)
+                yb[o] = ao[o] * tcb[o]
 
 
-@kernel
+@composite
 def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse):
     """Backward sweep through time (BPTT), from the last processed step to the first.
 
@@ -91,42 +96,46 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     gates, c, tc : from :func:`lstm_forward`.  c0 : (B, H).  W_hh : (4H, H).
     off, reverse : as in :func:`lstm_forward`.
     """
+    _lstm_backward_rows(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, panels(W_hh, 0, W_hh.shape[1]), off, reverse)
+
+
+@jobs
+def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, P, off, reverse):
+    """Chunk ch of :func:`lstm_backward`'s sequences, every step; P: W_hh (4H, H) in panels."""
     T, B, G4 = gates.shape
     H = G4 // 4
     one = gates.dtype.type(1.0)
-    P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
-    for ch in prange(nch):
-        r0, r1 = chunk_rows(ch, nch, rc, B)
-        copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
-        copy_rows(dc, dc_n, r0, r1)
-        for s in range(T - 1, -1, -1):
-            t = T - 1 - s if reverse else s
-            cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-            for b in range(r0, r1):       # row views from 0, so that the loop vectorises
-                gb = gates[t, b]
-                dab = da[t, b]
-                gi, gf, gg, go = gb[0:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:G4]
-                dai, daf, dag, dao = dab[0:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:G4]
-                tcb = tc[t, b]
-                dyb = dy[t, b, off:off + H]
-                cpb = cp[b]
-                dhb = dh[b]
-                dcb = dc[b]
-                for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
-                    ig = gi[o]
-                    fg = gf[o]
-                    ggo = gg[o]
-                    og = go[o]
-                    th = tcb[o]
-                    dht = dyb[o] + dhb[o]
-                    dct = dcb[o] + dht * og * (one - th * th)
-                    dai[o] = dct * ggo * ig * (one - ig)
-                    daf[o] = dct * cpb[o] * fg * (one - fg)
-                    dag[o] = dct * ig * (one - ggo * ggo)
-                    dao[o] = dht * th * og * (one - og)
-                    dcb[o] = dct * fg
-                    dhb[o] = 0.0
-            step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
-        add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0, ∂L/∂c0
-        add_rows(dc0, dc, r0, r1)
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
+    copy_rows(dc, dc_n, r0, r1)
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if reverse else s
+        cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
+        for b in range(r0, r1):       # row views from 0, so that the loop vectorises
+            gb = gates[t, b]
+            dab = da[t, b]
+            gi, gf, gg, go = gb[0:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:G4]
+            dai, daf, dag, dao = dab[0:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:G4]
+            tcb = tc[t, b]
+            dyb = dy[t, b, off:off + H]
+            cpb = cp[b]
+            dhb = dh[b]
+            dcb = dc[b]
+            for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
+                ig = gi[o]
+                fg = gf[o]
+                ggo = gg[o]
+                og = go[o]
+                th = tcb[o]
+                dht = dyb[o] + dhb[o]
+                dct = dcb[o] + dht * og * (one - th * th)
+                dai[o] = dct * ggo * ig * (one - ig)
+                daf[o] = dct * cpb[o] * fg * (one - fg)
+                dag[o] = dct * ig * (one - ggo * ggo)
+                dao[o] = dht * th * og * (one - og)
+                dcb[o] = dct * fg
+                dhb[o] = 0.0
+        step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
+    add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0, ∂L/∂c0
+    add_rows(dc0, dc, r0, r1)

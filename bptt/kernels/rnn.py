@@ -25,8 +25,9 @@ Output columns. The hidden states go straight into the layer's output y (T, B, D
 direction owns the columns ``off:off+H`` (0 forward, H reverse), so a bidirectional layer's
 output is assembled without a copy and the next layer reads it as its input.
 
-Parallelism. The cell kernels run ``prange`` over chunks of batch rows, one per core
-(:func:`bptt.kernels.engine.row_chunks`) with the time loop inside: sequences are independent, so
+Parallelism. The cell kernels are composites (:func:`bptt.jit.composite`): W_hh is packed into
+panels, then a job set (:func:`bptt.jit.jobs`) runs one job per chunk of batch rows, one chunk
+per core (:func:`bptt.kernels.engine.row_chunks`), with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
 written by one thread, and a chunk's rows share each panel of W_hh they load. From ``SPLIT_B``
 sequences on, the passes before and after the sweep split the batch into the same two halves
@@ -38,16 +39,15 @@ Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain Num
 
 import numpy as np
 
-from ..jit import inline, kernel, prange
+from ..jit import composite, inline, jobs, kernel, prange
 from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_bias_rows, add_rows,
-                     block_product, chunk_rows, copy_rows, step_product,
-                     empty_panels, n_panels, pack_panel, packed, packed_T, row_chunks,
-                     transposed)
+                     block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
+                     pack_panel, panels, panels_T, row_chunks, sweep_chunks, transposed)
 
 
-@kernel
+@composite
 def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     """Forward over the sequence: q_t += W_hh·h_prev + b_hh, h_t = f(q_t).
 
@@ -57,23 +57,28 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     h0 : (B, H) initial state.  W_hh : (H, H).  b_hh : (H,).
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
+    # sequences are independent: a job per chunk of rows, the time loop inside
+    _rnn_forward_rows(sweep_chunks(q.shape[1]), y, q, h0, panels_T(W_hh), b_hh, off, reverse, code)
+
+
+@jobs
+def _rnn_forward_rows(ch, nch, y, q, h0, P, b_hh, off, reverse, code):
+    """Chunk ch of :func:`rnn_forward`'s sequences, every step; P: W_hhᵀ (H, H) in panels."""
     T, B, H = q.shape
-    P = packed_T(W_hh)   # W_hhᵀ (H, H) in panels
     nch, rc = row_chunks(B)
-    for ch in prange(nch):  # sequences are independent: one region, time inside
-        r0, r1 = chunk_rows(ch, nch, rc, B)
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            # h_prev: h0 at the first processed step, else the previous step's columns of y
-            hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
-            qt = q[t]
-            add_bias_rows(qt, b_hh, r0, r1)         # q_t += b_hh
-            step_product(qt, hp, P, r0, r1, H, H)   # q_t += h_prev·W_hhᵀ
-            for b in range(r0, r1):
-                act_row(y[t, b, off:off + H], qt[b], code)
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        # h_prev: h0 at the first processed step, else the previous step's columns of y
+        hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
+        qt = q[t]
+        add_bias_rows(qt, b_hh, r0, r1)         # q_t += b_hh
+        step_product(qt, hp, P, r0, r1, H, H)   # q_t += h_prev·W_hhᵀ
+        for b in range(r0, r1):
+            act_row(y[t, b, off:off + H], qt[b], code)
 
 
-@kernel
+@composite
 def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     """Backward sweep through time (BPTT), from the last processed step to the first.
 
@@ -91,27 +96,33 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     q : (T, B, H) pre-activations from forward.  y : (T, B, D·H) outputs from forward.
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
+    H = q.shape[2]
+    _rnn_backward_rows(sweep_chunks(q.shape[1]), dq, dh0, dh, dy, dh_n, q, y, panels(W_hh, 0, H), off,
+                       reverse, code)
+
+
+@jobs
+def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, P, off, reverse, code):
+    """Chunk ch of :func:`rnn_backward`'s sequences, every step; P: W_hh (G·H, H) in panels."""
     T, B, H = q.shape
-    P = packed(W_hh, 0, H)   # W_hh (G·H, H) in panels
     nch, rc = row_chunks(B)
-    for ch in prange(nch):
-        r0, r1 = chunk_rows(ch, nch, rc, B)
-        copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
-        for s in range(T - 1, -1, -1):
-            t = T - 1 - s if reverse else s
-            for b in range(r0, r1):       # row views, so that the loop vectorises
-                dyb = dy[t, b, off:off + H]
-                yb = y[t, b, off:off + H]
-                qb = q[t, b]
-                dqb = dq[t, b]
-                dhb = dh[b]
-                for o in range(H):
-                    dhb[o] += dyb[o]
-                dact_row(dqb, dhb, qb, yb, code)   # dq = (dy + dh) ⊙ f'(q), vectorised per activation
-                for o in range(H):
-                    dhb[o] = 0.0
-            step_product(dh, dq[t], P, r0, r1, H, H)    # dh = dq_t·W_hh, carried to the earlier step
-        add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
+    for s in range(T - 1, -1, -1):
+        t = T - 1 - s if reverse else s
+        for b in range(r0, r1):       # row views, so that the loop vectorises
+            dyb = dy[t, b, off:off + H]
+            yb = y[t, b, off:off + H]
+            qb = q[t, b]
+            dqb = dq[t, b]
+            dhb = dh[b]
+            for o in range(H):
+                dhb[o] += dyb[o]
+            dact_row(dqb, dhb, qb, yb, code)   # dq = (dy + dh) ⊙ f'(q), vectorised per activation
+            for o in range(H):
+                dhb[o] = 0.0
+        step_product(dh, dq[t], P, r0, r1, H, H)    # dh = dq_t·W_hh, carried to the earlier step
+    add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
 
 
 # From SPLIT_B sequences on, the passes around a sweep split the batch in two halves (each half
@@ -142,32 +153,36 @@ def batch_half(B, nh, h):
 # by more than half (docs/performance.md, "Design measurements").
 
 
-@inline
-def step_products(C3, A3, P, M, K, b, bias):
-    """C[t, n, c] (= b[c] first if ``bias``) += Σ_k A[t, n, k] · Bm[k, c] for every step, with Bm
-    (K, M) given in panels P, the batch split in two halves (from ``SPLIT_B`` sequences on; below
-    it :func:`input_forward` and :func:`input_backward` run the dense kernels over all T·B rows).
-    The same fma chains as the dense kernels (so the same bits). C3 : (T, B, M). A3 : (T, B, K).
-    Inline: its ``prange`` joins the caller's parallel code.
+@jobs
+def step_products(j, njobs, C3, A3, P, M, K, b, bias):
+    """Job j of C[t, n, c] (= b[c] first if ``bias``) += Σ_k A[t, n, k] · Bm[k, c] for every
+    step, with Bm (K, M) given in panels P, the batch split in two halves (from ``SPLIT_B``
+    sequences on; below it :func:`input_forward` and :func:`input_backward` run the dense kernels
+    over all T·B rows). The same fma chains as the dense kernels (so the same bits).
+    C3 : (T, B, M). A3 : (T, B, K). Run as ``step_products(2 * ceil(M / COLS), C3, ...)``.
 
-    Jobs of one batch half × one column block, half 0's first: the ``prange`` hands a thread a
+    Jobs of one batch half × one column block, half 0's first: a parallel run hands a thread a
     contiguous range of jobs, so on two cores each thread gets one half. Inside, k-blocks
     outermost, then the steps: a KC × COLS block of Bm stays in L2 while every step's rows of the
     half pass (:func:`bptt.kernels.engine.block_product`'s order)."""
     T, B = C3.shape[0], C3.shape[1]
-    ncb = (M + COLS - 1) // COLS
-    for j in prange(2 * ncb):
-        b0, b1 = batch_half(B, 2, j // ncb)
-        c0 = j % ncb * COLS
-        c1 = min(M, c0 + COLS)
-        if bias:
-            for t in range(T):
-                fill_rows(C3[t], b, b0, b1, c0, c1)
-        for kb in range(0, K, KC):
-            ke = min(K, kb + KC)
-            for t in range(T):
-                for r0 in range(b0, b1, ROWS):
-                    acc_panels(C3[t], A3[t], P, r0, min(b1, r0 + ROWS), c0, c1, kb, ke)
+    ncb = njobs // 2
+    b0, b1 = batch_half(B, 2, j // ncb)
+    c0 = j % ncb * COLS
+    c1 = min(M, c0 + COLS)
+    if bias:
+        for t in range(T):
+            fill_rows(C3[t], b, b0, b1, c0, c1)
+    for kb in range(0, K, KC):
+        ke = min(K, kb + KC)
+        for t in range(T):
+            for r0 in range(b0, b1, ROWS):
+                acc_panels(C3[t], A3[t], P, r0, min(b1, r0 + ROWS), c0, c1, kb, ke)
+
+
+def column_jobs(M):
+    """Jobs of :func:`step_products` for M output columns: two halves × ceil(M / COLS) blocks."""
+    return 2 * ((M + COLS - 1) // COLS)
 
 
 def time_rows(a):
@@ -178,6 +193,7 @@ def time_rows(a):
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
 
+@composite
 def input_forward(g, x, W, b):
     """The input projection of every step, before the sweep:  g[t, n, o] = b[o] + Σ_i x[t, n, i] W[o, i].
 
@@ -191,12 +207,12 @@ def input_forward(g, x, W, b):
         _input_forward_halves(g, x, W, b)
 
 
-@kernel
 def _input_forward_halves(g, x, W, b):
     """:func:`input_forward` from ``SPLIT_B`` sequences on, on Wᵀ in panels."""
-    step_products(g, x, packed_T(W), W.shape[0], W.shape[1], b, True)
+    step_products(column_jobs(W.shape[0]), g, x, panels_T(W), W.shape[0], W.shape[1], b, True)
 
 
+@composite
 def input_backward(dx, dg, W):
     """dx[t, n, i] += Σ_u dg[t, n, u] W[u, i]   (∂L/∂x_t = dg_t·W_ih for every step at once).
 
@@ -211,10 +227,10 @@ def input_backward(dx, dg, W):
         _input_backward_halves(dx, dg, W)
 
 
-@kernel
 def _input_backward_halves(dx, dg, W):
     """:func:`input_backward` from ``SPLIT_B`` sequences on, on W in panels."""
-    step_products(dx, dg, packed(W, 0, W.shape[1]), W.shape[1], W.shape[0], W[0], False)
+    step_products(column_jobs(W.shape[1]), dx, dg, panels(W, 0, W.shape[1]), W.shape[1], W.shape[0], W[0],
+                  False)
 
 
 @inline
@@ -230,7 +246,6 @@ def part_row(B, T, nh, t, b):
     return T * Bh + t * (B - Bh) + b - Bh
 
 
-@inline
 def split_weight_grads(dW, db, dg, P, I):
     """dW[u, i] += Σ_t Σ_b dg[t, b, u] X[t, b, i],  db[u] += Σ_t Σ_b dg[t, b, u]: every
     weight-gradient pass of a recurrent layer, X given in panels P with rows in
@@ -250,48 +265,63 @@ def split_weight_grads(dW, db, dg, P, I):
     block of columns) into a contiguous buffer, summing the bias as it goes, then runs one
     :func:`bptt.kernels.engine.block_product` over the half's contiguous k range, with A = Gᵀ
     from a transposed copy (and :func:`acc_narrow` for the last
-    I mod NARROW columns). dg : (T, B, U).  dW : (U, I).  db : (U,). Inline: its ``prange`` loops
-    join the calling kernel's parallel code.
+    I mod NARROW columns), then a job per block of rows adds the parts. dg : (T, B, U).
+    dW : (U, I).  db : (U,).
     """
+    U = dg.shape[2]
+    nub = (U + COLS - 1) // COLS
+    S1 = np.empty((U, I), dW.dtype)        # part 1's sums, added at the end
+    sums = np.zeros((2, U), np.float64)    # the bias sums of each part
+    _split_parts(2 * nub, dW, S1, sums, dg, P, I)
+    _add_parts(nub, dW, db, S1, sums)
+
+
+@jobs
+def _split_parts(j, njobs, dW, S1, sums, dg, P, I):
+    """Job j of :func:`split_weight_grads`: part h = j // (njobs/2) (a batch half), rows
+    u0:u1 of dW (or of S1 for part 1)."""
     T, B, U = dg.shape
     I16 = I - I % NARROW
-    nub = (U + COLS - 1) // COLS
-    S1 = np.empty((U, I), dW.dtype)
-    sums = np.zeros((2, U), np.float64)
-    for j in prange(2 * nub):
-        h = j // nub
-        u0 = j % nub * COLS
-        u1 = min(U, u0 + COLS)
-        b0, b1 = batch_half(B, 2, h)
-        kb = part_row(B, T, 2, 0, b0)           # the half's first row
-        Nh = T * (b1 - b0)
-        C = dW[u0:u1]
-        if h == 1:
-            C = S1[u0:u1]
+    nub = njobs // 2
+    h = j // nub
+    u0 = j % nub * COLS
+    u1 = min(U, u0 + COLS)
+    b0, b1 = batch_half(B, 2, h)
+    kb = part_row(B, T, 2, 0, b0)           # the half's first row
+    Nh = T * (b1 - b0)
+    C = dW[u0:u1]
+    if h == 1:
+        C = S1[u0:u1]
+        for u in range(u1 - u0):
+            C[u, :] = 0.0
+    G = np.empty((Nh, u1 - u0), dg.dtype)   # the half's rows of dg, this block of columns
+    s = sums[h, u0:u1]
+    for t in range(T):
+        for b in range(b0, b1):
+            src = dg[t, b, u0:u1]
+            dst = G[t * (b1 - b0) + b - b0]
             for u in range(u1 - u0):
-                C[u, :] = 0.0
-        G = np.empty((Nh, u1 - u0), dg.dtype)   # the half's rows of dg, this block of columns
-        s = sums[h, u0:u1]
-        for t in range(T):
-            for b in range(b0, b1):
-                src = dg[t, b, u0:u1]
-                dst = G[t * (b1 - b0) + b - b0]
-                for u in range(u1 - u0):
-                    dst[u] = src[u]
-                    s[u] += src[u]
-        Ph = P[:, kb:kb + Nh]
-        block_product(C, transposed(G), Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
-        if I16 < I:
-            acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
-    for j in prange(nub):
-        for u in range(j * COLS, min(U, j * COLS + COLS)):
-            db[u] += sums[0, u] + sums[1, u]
-            dWu = dW[u]
-            S1u = S1[u]
-            for i in range(I):
-                dWu[i] += S1u[i]
+                dst[u] = src[u]
+                s[u] += src[u]
+    Ph = P[:, kb:kb + Nh]
+    block_product(C, transposed(G), Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
+    if I16 < I:
+        acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
 
 
+@jobs
+def _add_parts(j, njobs, dW, db, S1, sums):
+    """Job j of :func:`split_weight_grads`: rows j·COLS ... of dW += S1, db += both bias sums."""
+    U, I = S1.shape
+    for u in range(j * COLS, min(U, j * COLS + COLS)):
+        db[u] += sums[0, u] + sums[1, u]
+        dWu = dW[u]
+        S1u = S1[u]
+        for i in range(I):
+            dWu[i] += S1u[i]
+
+
+@composite
 def input_backward_params(dW_ih, db_ih, dg, x):
     """Input-side weight gradients in one pass over all steps, for every cell:
 
@@ -309,19 +339,26 @@ def input_backward_params(dW_ih, db_ih, dg, x):
         _input_backward_params_halves(dW_ih, db_ih, dg, x)
 
 
-@kernel
 def _input_backward_params_halves(dW_ih, db_ih, dg, x):
     """:func:`input_backward_params` from ``SPLIT_B`` sequences on."""
     T, B, I = x.shape
-    P = empty_panels(I, T * B, x)
-    for j in prange(2 * T):                  # each core packs its own half's rows
-        t = j % T
-        b0, b1 = batch_half(B, 2, j // T)
-        for p in range(n_panels(I)):
-            pack_panel(P, x[t], p, 0, I, b0, b1, part_row(B, T, 2, t, b0))
+    P = new_panels(I, T * B, x.dtype)
+    _pack_inputs(2 * T, P, x)   # each core packs its own half's rows
     split_weight_grads(dW_ih, db_ih, dg, P, I)
 
 
+@jobs
+def _pack_inputs(j, njobs, P, x):
+    """Job j of 2T: the rows of step t = j mod T of batch half j // T, into x's panels P (rows in
+    :func:`part_row` order)."""
+    T, B, I = x.shape
+    t = j % T
+    b0, b1 = batch_half(B, 2, j // T)
+    for p in range(n_panels(I)):
+        pack_panel(P, x[t], p, 0, I, b0, b1, part_row(B, T, 2, t, b0))
+
+
+@composite
 def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """Recurrent weight gradients in one pass over all steps, for every cell:
 
@@ -363,41 +400,52 @@ def previous_states(X, y, h0, off, reverse):
             copy_row(X[t * B + b], src)
 
 
-@kernel
 def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """:func:`recurrent_backward_params` from ``SPLIT_B`` sequences on."""
-    T, B, GH = dgh.shape
+    T, B = dgh.shape[0], dgh.shape[1]
     H = h0.shape[1]
-    first = T - 1 if reverse else 0          # the step that read h0
-    P = empty_panels(H, T * B, h0)
-    for j in prange(2 * T):                  # row block t·B... holds the state step t read
-        t = j % T
-        b0, b1 = batch_half(B, 2, j // T)
-        src = h0 if t == first else y[t + 1 if reverse else t - 1]
-        for p in range(n_panels(H)):
-            pack_panel(P, src, p, 0 if t == first else off, H, b0, b1, part_row(B, T, 2, t, b0))
+    P = new_panels(H, T * B, h0.dtype)
+    _pack_states(2 * T, P, y, h0, off, reverse)   # row block t·B... holds the state step t read
     split_weight_grads(dW_hh, db_hh, dgh, P, H)
 
 
-@kernel
+@jobs
+def _pack_states(j, njobs, P, y, h0, off, reverse):
+    """Job j of 2T: the states step t = j mod T read (h0 for the first processed step), rows of
+    batch half j // T, into panels P (rows in :func:`part_row` order)."""
+    T, B = y.shape[0], y.shape[1]
+    H = h0.shape[1]
+    first = T - 1 if reverse else 0          # the step that read h0
+    t = j % T
+    b0, b1 = batch_half(B, 2, j // T)
+    src = h0 if t == first else y[t + 1 if reverse else t - 1]
+    for p in range(n_panels(H)):
+        pack_panel(P, src, p, 0 if t == first else off, H, b0, b1, part_row(B, T, 2, t, b0))
+
+
+@composite
 def swap_01(dst, src, to_time_major):
     """dst[i, j, :] = src[j, i, :]: (B, T, F) to (T, B, F) (``to_time_major``) and back, for the
     layers' copies between the batch-first arrays users pass and the time-major workspaces.
-    Parallel over the batch axis, in contiguous ranges of sequences, so that on two cores each
+    A job per sequence: in parallel, contiguous ranges of the batch, so that on two cores each
     thread copies the half of the batch it runs in the sweep (see above); a copy, so the bits are
     src's (numpy's strided copy of a transposed view ran on one core).
 
     dst : (D0, D1, F).  src : (D1, D0, F).
     """
-    D0, D1, F = dst.shape
-    nb = D1 if to_time_major else D0    # the batch axis
-    for bb in prange(nb):               # one prange (each is a function Numba compiles apart)
-        if to_time_major:
-            for i in range(D0):
-                copy_row(dst[i, bb], src[bb, i])
-        else:
-            for j in range(D1):
-                copy_row(dst[bb, j], src[j, bb])
+    _swap_sequence(dst.shape[1] if to_time_major else dst.shape[0], dst, src, to_time_major)
+
+
+@jobs
+def _swap_sequence(bb, nb, dst, src, to_time_major):
+    """Sequence bb of :func:`swap_01`."""
+    D0, D1 = dst.shape[0], dst.shape[1]
+    if to_time_major:
+        for i in range(D0):
+            copy_row(dst[i, bb], src[bb, i])
+    else:
+        for j in range(D1):
+            copy_row(dst[bb, j], src[j, bb])
 
 
 @inline
