@@ -468,16 +468,21 @@ def _body_symbol(body, argtys) -> str:
     return f"bptt_job_{body.py_func.__module__}_{body.py_func.__qualname__}_{sig}".replace(".", "_")
 
 
+def _register_native(fn, sig, name) -> None:
+    """Compile (or load from the cache) the dispatcher ``fn`` for the argument types ``sig`` and
+    register its native entry point (Numba's calling convention) under the symbol ``name``."""
+    import llvmlite.binding as ll
+    fn.compile(sig)
+    cres = fn.overloads[sig]
+    ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+
+
 def _register_body(body, argtys, registered) -> str:
     """Compile (or load from the cache) ``body`` for (int64, int64, *argtys) and register its
     address under its symbol name, once per process; returns the name."""
     name = _body_symbol(body, argtys)
     if name not in registered:
-        import llvmlite.binding as ll
-        sig = (_types.int64, _types.int64) + tuple(argtys)
-        body.compile(sig)
-        cres = body.overloads[sig]
-        ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+        _register_native(body, (_types.int64, _types.int64) + tuple(argtys), name)
         registered.add(name)
     return name
 
@@ -508,12 +513,97 @@ def _body_caller(body, registered):
     return call
 
 
+# The one parallel loop every job set's parallel launcher calls: ``_run_jobs(tramp, ctx, njobs)``
+# runs tramp(job, njobs, ctx) for every job in a ``prange``, where tramp is a small function the
+# launcher generates (it unpacks the arguments the launcher stored at ctx and calls the body by
+# its symbol). Numba compiles this ``prange`` loop once per process (or loads it from the cache);
+# a ``prange`` loop in each launcher cost 0.4-1 s of compilation per job set, most of it LLVM
+# marshalling the arrays into and out of the loop's function.
+_RUNNER = "bptt_run_jobs_" + "v1"
+_runner_registered = []
+
+
+@_intrinsic
+def _call_tramp(typingctx, tramp, job, njobs, ctx):
+    """tramp(job, njobs, ctx) for the function and context addresses ``tramp`` and ``ctx``."""
+    if not all(isinstance(a, _types.Integer) for a in (tramp, job, njobs, ctx)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        i64, i8p = ir.IntType(64), ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i64, i64, i8p])
+        a = [context.cast(builder, v, ty, _types.int64) for v, ty in zip(args, signature.args)]
+        fn = builder.inttoptr(a[0], fnty.as_pointer())
+        builder.call(fn, [a[1], a[2], builder.inttoptr(a[3], i8p)])
+        return context.get_dummy_value()
+    return _types.void(tramp, job, njobs, ctx), codegen
+
+
+def _run_jobs(tramp, ctx, njobs):
+    for j in prange(njobs):
+        _call_tramp(tramp, j, njobs, ctx)
+
+
+def _ensure_runner() -> None:
+    if not _runner_registered:
+        runner = numba.njit(_renamed(_run_jobs, f"__{_HASH}"), cache=CACHE, parallel=True, nogil=True,
+                            error_model=ERROR_MODEL)
+        _register_native(runner, (_types.int64, _types.int64, _types.int64), _RUNNER)
+        _runner_registered.append(runner)
+
+
+def _parallel_caller(body, registered):
+    """An intrinsic ``run(njobs, args)``: every job of ``body`` through :func:`_run_jobs`. It
+    stores the argument tuple on the stack, defines a trampoline tramp(job, njobs, ctx) that loads
+    it and calls the body by symbol, and calls the runner by its symbol with their addresses."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    @_intrinsic
+    def run(typingctx, njobs, args):
+        if not isinstance(args, _types.BaseTuple):
+            return None
+        argtys = tuple(args.types)
+        name = _register_body(body, argtys, registered)
+        _ensure_runner()
+
+        def codegen(context, builder, signature, llargs):
+            i64t = _types.int64
+            mod = builder.module
+            tupty = llargs[1].type
+            ctx = cgutils.alloca_once(builder, tupty)
+            builder.store(llargs[1], ctx)
+            i64, i8p = ir.IntType(64), ir.IntType(8).as_pointer()
+            tname = name + "_tramp"
+            tramp = mod.globals.get(tname)
+            if tramp is None:
+                tramp = ir.Function(mod, ir.FunctionType(ir.VoidType(), [i64, i64, i8p]), tname)
+                tramp.linkage = "internal"
+                tb = ir.IRBuilder(tramp.append_basic_block("entry"))
+                j, n, c = tramp.args
+                tup = tb.load(tb.bitcast(c, tupty.as_pointer()))
+                vals = [tb.extract_value(tup, i) for i in range(len(argtys))]
+                full = (i64t, i64t) + argtys
+                fnty = context.call_conv.get_function_type(_types.void, full)
+                fn = cgutils.get_or_insert_function(mod, fnty, name)
+                context.call_conv.call_function(tb, fn, _types.void, full, [j, n] + vals)
+                tb.ret_void()
+            rty = context.call_conv.get_function_type(_types.void, (i64t, i64t, i64t))
+            runner = cgutils.get_or_insert_function(mod, rty, _RUNNER)
+            nj = context.cast(builder, llargs[0], signature.args[0], i64t)
+            context.call_conv.call_function(builder, runner, _types.void, (i64t, i64t, i64t),
+                                            [builder.ptrtoint(tramp, i64), builder.ptrtoint(ctx, i64), nj])
+            return context.get_dummy_value()
+        return _types.void(njobs, args), codegen
+    return run
+
+
 _call = None   # in each launcher's own globals: its body's caller (_launcher)
 
 
 def _parallel_jobs(njobs, *args):
-    for j in prange(njobs):
-        _call(j, njobs, args)
+    _call(njobs, args)   # the launcher's _parallel_caller: every job, through _run_jobs
 
 
 def _serial_jobs(njobs, *args):
@@ -549,8 +639,9 @@ class JobSet:
                                error_model=ERROR_MODEL)
         call = _body_caller(self.body, self._registered)
         q = self.body.py_func.__qualname__
-        self.parallel_build = numba.njit(_launcher(_parallel_jobs, call, q + "_parallel"), cache=CACHE,
-                                         parallel=True, nogil=True, error_model=ERROR_MODEL)
+        self.parallel_build = numba.njit(_launcher(_parallel_jobs, _parallel_caller(self.body, self._registered),
+                                                   q + "_parallel"), cache=CACHE, nogil=True,
+                                         error_model=ERROR_MODEL)
         self.serial_build = numba.njit(_launcher(_serial_jobs, call, q + "_serial"), cache=CACHE, nogil=True,
                                        error_model=ERROR_MODEL)
         for build in (self.serial_build, self.parallel_build):
@@ -565,6 +656,7 @@ class JobSet:
 
         def register_then_compile(njobs, args):   # Numba passes a launcher's *args as one tuple
             _register_body(self.body, tuple(numba.typeof(a) for a in args), self._registered)
+            _ensure_runner()
             return compile_for_args(njobs, args)
         build._compile_for_args = register_then_compile
 
