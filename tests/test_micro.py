@@ -91,3 +91,50 @@ def test_acc_narrow_gives_the_bits_of_the_scalar_fma_chain(dtype, R, K, W, r0):
     scalar(C2, AT.T, np.ascontiguousarray(Bw), c0, r0, r0 + R)
     assert np.array_equal(C1, C2)
     assert np.array_equal(C1[:, :c0], C0[:, :c0]) and np.array_equal(C1[:r0], C0[:r0])
+
+
+def _body_cases(fam):
+    """(R, W, blocks, pair) of the host family's largest body, its smallest, and its pair or
+    row-panel body."""
+    cases = [(fam.SIZES[0][0], fam.SIZES[0][1], 1, False), (1, 1, 1, False)]
+    cases += [(R, W, 1, True) for R, W in fam.PAIRS]
+    if fam.ROW_PANELS > 1:
+        cases.append((1, fam.PANEL, fam.ROW_PANELS, False))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_ir_bodies_give_the_bits_of_the_readable_bodies(dtype):
+    """The compiled bodies are written in LLVM vector IR (microcall.vector_body); the family
+    file's scalar bodies are their readable form. Both, compiled on their own, give the same bits
+    on the same block, with strided A and an overlapping pair (d < W)."""
+    import ctypes
+
+    import numba
+    from numba.core import types
+
+    from bptt.kernels import microcall
+    fam = engine.micro
+    nt = types.float32 if dtype == np.float32 else types.float64
+    p, i = types.CPointer(nt), types.int64
+    ct = ctypes.POINTER(ctypes.c_float if dtype == np.float32 else ctypes.c_double)
+    rng = np.random.default_rng(0)
+    K, ldc, ldb = 37, 3 * fam.PANEL * max(2, fam.ROW_PANELS), 2 * fam.PANEL * max(2, fam.ROW_PANELS)
+    A = rng.standard_normal((4, 2 * K)).astype(dtype)          # A[r, k] = A[r, 2k]: sa1 = 2
+    B = rng.standard_normal((K, ldb)).astype(dtype)
+    C0 = rng.standard_normal((4, ldc)).astype(dtype)
+    for R, W, blocks, pair in _body_cases(fam):
+        extra = (W // 2,) if pair else (fam.PANEL * K,) if blocks > 1 else ()
+        Bx = rng.standard_normal((blocks * K, fam.PANEL)).astype(dtype) if blocks > 1 else B
+        outs = []
+        for form in ("scalar", "vector"):
+            fn = microcall.body_function(fam, R, W, blocks, pair, form=form)
+            sig = types.void(p, i, p, i, i, p, i, i, i, *([i] * len(extra)))
+            c = numba.cfunc(sig, cache=False, error_model="numpy")(fn)
+            C = C0.copy()
+            ldb_ = Bx.shape[1]
+            c.ctypes(C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), 2 * K, 2, Bx.ctypes.data_as(ct), ldb_,
+                     2, K - 1, *extra)
+            outs.append(C)
+        assert not np.array_equal(outs[1], C0), (R, W, blocks, pair)
+        assert np.array_equal(outs[0], outs[1]), (R, W, blocks, pair)
