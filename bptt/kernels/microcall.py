@@ -25,7 +25,6 @@ forms and :func:`acc_scalar`), compiled in about a tenth of the time. ``BPTT_MIC
 compiles the readable bodies instead.
 """
 import importlib
-import os
 import types as _pytypes
 
 import numba
@@ -33,7 +32,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from ..jit import external, fma, helper
+from ..jit import MICRO, external, fma, helper
 
 
 @helper
@@ -116,10 +115,7 @@ def tile_symbol(isa, dtype) -> str:
 
 # -- the bodies as vector IR ---------------------------------------------------------------------
 
-FORMS = ("vector", "scalar")
-FORM = os.environ.get("BPTT_MICRO", "vector").strip().lower() or "vector"
-if FORM not in FORMS:
-    raise ValueError(f"BPTT_MICRO must be one of {', '.join(FORMS)}, got {FORM!r}")
+FORM = MICRO   # bptt.jit.MICRO: "vector" (default) or "scalar" (BPTT_MICRO)
 
 
 def vector_body(R, W, blocks=1, pair=False, lanes=8):
