@@ -620,10 +620,21 @@ def _serial_jobs(njobs, *args):
         _call(j, njobs, args)
 
 
-def _launcher(template, call, qualname):
-    """A copy of ``template`` whose ``_call`` is ``call``, under its own qualname (its own cache file)."""
+_last = None   # in a launcher's own globals: the job set's ``last`` preparation (compiled form)
+
+
+def _serial_jobs_last(njobs, *args):
+    a = args[:-1] + (_last(args[-1]),)
+    for j in range(njobs):
+        _call(j, njobs, a)
+
+
+def _launcher(template, call, qualname, last=None):
+    """A copy of ``template`` whose ``_call`` is ``call`` (and ``_last`` is ``last``), under its own
+    qualname (its own cache file)."""
     g = dict(template.__globals__)
     g["_call"] = call
+    g["_last"] = last
     f = types.FunctionType(template.__code__, g, qualname.rsplit(".", 1)[-1])
     f.__qualname__ = qualname
     f.__module__ = template.__module__
@@ -634,13 +645,20 @@ class JobSet:
     """``run(njobs, *args)`` runs ``body(job, njobs, *args)`` for job = 0 .. njobs-1: in parallel
     (a ``prange`` over the jobs) when the thread count and the layer allow (as :func:`kernel`'s
     builds), else in order on this thread. The jobs must write disjoint outputs: each output is
-    then computed as in the serial order, so both give the same bits."""
+    then computed as in the serial order, so both give the same bits.
 
-    def __init__(self, fn):
+    ``last = (compiled, python)`` prepares the last argument once before the jobs (a weight
+    matrix packed into panels, say): ``run(njobs, *args, W)`` runs the body on ``(*args,
+    prepare(W))``. The serial run does it inside its launcher (``compiled``, an inline function:
+    one call from Python, as small layers need), the parallel run from Python (``python``, which
+    may run jobs of its own), and both must give the same array."""
+
+    def __init__(self, fn, last=None):
         self.py_func = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self.__module__ = fn.__module__
+        self._last = last
         if numba.config.DISABLE_JIT:
             return
         self._registered = set()
@@ -651,39 +669,50 @@ class JobSet:
         self.parallel_build = numba.njit(_launcher(_parallel_jobs, _parallel_caller(self.body, self._registered),
                                                    q + "_parallel"), cache=CACHE, nogil=True,
                                          error_model=ERROR_MODEL)
-        self.serial_build = numba.njit(_launcher(_serial_jobs, call, q + "_serial"), cache=CACHE, nogil=True,
-                                       error_model=ERROR_MODEL)
-        for build in (self.serial_build, self.parallel_build):
-            self._before_new_signature(build)
+        self.serial_build = numba.njit(_launcher(_serial_jobs_last if last else _serial_jobs, call, q + "_serial",
+                                                 last[0] if last else None),
+                                       cache=CACHE, nogil=True, error_model=ERROR_MODEL)
+        self._before_new_signature(self.serial_build, prepare_last=last is not None)
+        self._before_new_signature(self.parallel_build)
         _job_sets.append(self)
 
-    def _before_new_signature(self, build) -> None:
+    def _before_new_signature(self, build, prepare_last=False) -> None:
         """Register the body's symbol for a launcher's argument types before the launcher is
         compiled or loaded from the cache for them: Numba calls ``_compile_for_args`` on every call
-        whose types it has no machine code for yet, and on no other, so known calls cost nothing."""
+        whose types it has no machine code for yet, and on no other, so known calls cost nothing.
+        With ``prepare_last`` the body's last argument is the prepared one (typed from one run of
+        the Python preparation)."""
         compile_for_args = build._compile_for_args
 
         def register_then_compile(njobs, args):   # Numba passes a launcher's *args as one tuple
-            _register_body(self.body, tuple(numba.typeof(a) for a in args), self._registered)
+            body_args = args[:-1] + (self._last[1](args[-1]),) if prepare_last else args
+            _register_body(self.body, tuple(numba.typeof(a) for a in body_args), self._registered)
             _ensure_runner()
             return compile_for_args(njobs, args)
         build._compile_for_args = register_then_compile
 
     def __call__(self, njobs, *args):
         if numba.config.DISABLE_JIT:
+            if self._last:
+                args = args[:-1] + (self._last[1](args[-1]),)
             for j in range(njobs):
                 self.py_func(j, njobs, *args)
         elif njobs > 1 and ((_threads > 1 and not _serial_scope) or _parallel_scope):
             if _pool_threads != _threads:
                 _size_pool()
+            if self._last:
+                args = args[:-1] + (self._last[1](args[-1]),)
             self.parallel_build(njobs, *args)
         else:
             self.serial_build(njobs, *args)
 
 
-def jobs(fn):
-    """Decorate ``fn(job, njobs, *args)``, one of ``njobs`` independent jobs: a :class:`JobSet`."""
-    return JobSet(fn)
+def jobs(fn=None, *, last=None):
+    """Decorate ``fn(job, njobs, *args)``, one of ``njobs`` independent jobs: a :class:`JobSet`
+    (``last``: see there)."""
+    if fn is None:
+        return functools.partial(jobs, last=last)
+    return JobSet(fn, last)
 
 
 def compiled_jobs() -> list:

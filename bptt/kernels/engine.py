@@ -49,7 +49,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
                          # in the compiled kernels: only speed depends on it, never the bits)
 
 __all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
-           "new_panels", "sweep_chunks", "pack_panel",
+           "new_panels", "sweep_chunks", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
@@ -258,6 +258,22 @@ def panels(Bm, boff, M):
     P = new_panels(M, K, Bm.dtype)
     _pack_rows(P.shape[0] * ((K + PACK_ROWS - 1) // PACK_ROWS), P, Bm, boff, M)
     return P
+
+
+@inline
+def packed_all(Bm):
+    """All columns of Bm (K, M) in panels: :func:`packed` (Bm, 0, M)."""
+    return packed(Bm, 0, Bm.shape[1])
+
+
+def panels_all(Bm):
+    """:func:`packed_all` for composite kernels (the packing a job set of its own)."""
+    return panels(Bm, 0, Bm.shape[1])
+
+
+# A job set's ``last`` preparation (bptt.jit.JobSet): its last argument, a matrix, used in panels.
+LAST_PANELS_T = (packed_T, panels_T)     # Wᵀ (I, O) in panels, for W (O, I)
+LAST_PANELS = (packed_all, panels_all)   # W (O, I) in panels
 
 
 def sweep_chunks(B):

@@ -15,8 +15,8 @@ Reference twins: :mod:`bptt.reference.gru` (same names and signatures, plain Num
 
 from ..jit import composite, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_rows, chunk_rows, copy_bias_rows, copy_rows, panels, panels_T, row_chunks, step_product,
-                     sweep_chunks)
+from .engine import (add_rows, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
+                     step_product, sweep_chunks)
 
 
 @composite
@@ -31,11 +31,11 @@ def gru_forward(y, gates, mn, m, h0, W_hh, b_hh, off, reverse):
     off : int column offset of this direction in y.  reverse : bool.
     Blocked and parallel as described in :mod:`bptt.kernels.rnn`.
     """
-    _gru_forward_rows(sweep_chunks(gates.shape[1]), y, gates, mn, m, h0, panels_T(W_hh), b_hh, off, reverse)
+    _gru_forward_rows(sweep_chunks(gates.shape[1]), y, gates, mn, m, h0, b_hh, off, reverse, W_hh)
 
 
-@jobs
-def _gru_forward_rows(ch, nch, y, gates, mn, m, h0, P, b_hh, off, reverse):
+@jobs(last=LAST_PANELS_T)
+def _gru_forward_rows(ch, nch, y, gates, mn, m, h0, b_hh, off, reverse, P):
     """Chunk ch of :func:`gru_forward`'s sequences, every step; P: W_hhᵀ (H, 3H) in panels."""
     T, B, G3 = gates.shape
     H = G3 // 3
@@ -88,11 +88,12 @@ def gru_backward(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, rever
     gates, mn, y : from :func:`gru_forward`.  h0 : (B, H).  W_hh : (3H, H).
     off, reverse : as in :func:`gru_forward`.
     """
-    _gru_backward_rows(sweep_chunks(gates.shape[1]), dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, panels(W_hh, 0, W_hh.shape[1]), off, reverse)
+    _gru_backward_rows(sweep_chunks(gates.shape[1]), dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, off,
+                       reverse, W_hh)
 
 
-@jobs
-def _gru_backward_rows(ch, nch, dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, P, off, reverse):
+@jobs(last=LAST_PANELS)
+def _gru_backward_rows(ch, nch, dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, off, reverse, P):
     """Chunk ch of :func:`gru_backward`'s sequences, every step; P: W_hh (3H, H) in panels."""
     T, B, G3 = gates.shape
     H = G3 // 3

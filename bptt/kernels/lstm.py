@@ -17,8 +17,8 @@ Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain Nu
 
 from ..jit import composite, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, panels, panels_T, row_chunks, step_product,
-                     sweep_chunks)
+from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
+                     step_product, sweep_chunks)
 
 
 @composite
@@ -32,11 +32,11 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     h0, c0 : (B, H) initial state.  W_hh : (4H, H).  b_hh : (4H,).
     off : int column offset of this direction in y.  reverse : bool.
     """
-    _lstm_forward_rows(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, panels_T(W_hh), b_hh, off, reverse)
+    _lstm_forward_rows(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh)
 
 
-@jobs
-def _lstm_forward_rows(ch, nch, y, gates, c, tc, h0, c0, P, b_hh, off, reverse):
+@jobs(last=LAST_PANELS_T)
+def _lstm_forward_rows(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, P):
     """Chunk ch of :func:`lstm_forward`'s sequences, every step; P: W_hhᵀ (H, 4H) in panels."""
     T, B, G4 = gates.shape
     H = G4 // 4
@@ -96,11 +96,12 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     gates, c, tc : from :func:`lstm_forward`.  c0 : (B, H).  W_hh : (4H, H).
     off, reverse : as in :func:`lstm_forward`.
     """
-    _lstm_backward_rows(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, panels(W_hh, 0, W_hh.shape[1]), off, reverse)
+    _lstm_backward_rows(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0,
+                        off, reverse, W_hh)
 
 
-@jobs
-def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, P, off, reverse):
+@jobs(last=LAST_PANELS)
+def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, P):
     """Chunk ch of :func:`lstm_backward`'s sequences, every step; P: W_hh (4H, H) in panels."""
     T, B, G4 = gates.shape
     H = G4 // 4

@@ -44,7 +44,8 @@ from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_bias_rows, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
-                     pack_panel, panels, panels_T, row_chunks, sweep_chunks, transposed)
+                     pack_panel, panels, panels_T, row_chunks, sweep_chunks, transposed, LAST_PANELS,
+                     LAST_PANELS_T)
 
 
 @composite
@@ -58,11 +59,11 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     off : int column offset of this direction in y.  reverse : bool.  code : activation code.
     """
     # sequences are independent: a job per chunk of rows, the time loop inside
-    _rnn_forward_rows(sweep_chunks(q.shape[1]), y, q, h0, panels_T(W_hh), b_hh, off, reverse, code)
+    _rnn_forward_rows(sweep_chunks(q.shape[1]), y, q, h0, b_hh, off, reverse, code, W_hh)
 
 
-@jobs
-def _rnn_forward_rows(ch, nch, y, q, h0, P, b_hh, off, reverse, code):
+@jobs(last=LAST_PANELS_T)
+def _rnn_forward_rows(ch, nch, y, q, h0, b_hh, off, reverse, code, P):
     """Chunk ch of :func:`rnn_forward`'s sequences, every step; P: W_hhᵀ (H, H) in panels."""
     T, B, H = q.shape
     nch, rc = row_chunks(B)
@@ -96,13 +97,12 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     q : (T, B, H) pre-activations from forward.  y : (T, B, D·H) outputs from forward.
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
-    H = q.shape[2]
-    _rnn_backward_rows(sweep_chunks(q.shape[1]), dq, dh0, dh, dy, dh_n, q, y, panels(W_hh, 0, H), off,
-                       reverse, code)
+    _rnn_backward_rows(sweep_chunks(q.shape[1]), dq, dh0, dh, dy, dh_n, q, y, off, reverse, code,
+                       W_hh)
 
 
-@jobs
-def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, P, off, reverse, code):
+@jobs(last=LAST_PANELS)
+def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, off, reverse, code, P):
     """Chunk ch of :func:`rnn_backward`'s sequences, every step; P: W_hh (G·H, H) in panels."""
     T, B, H = q.shape
     nch, rc = row_chunks(B)
