@@ -42,7 +42,7 @@ import numpy as np
 from numba.core import types as _types
 from numba.extending import overload as _overload
 
-from ..jit import float32_from_bits, fma, inline, kernel, prange
+from ..jit import composite, float32_from_bits, fma, inline, jobs
 
 IDENTITY, RELU, TANH, SIGMOID, GELU, GELU_TANH, GELU_SIGMOID = range(7)
 
@@ -234,26 +234,46 @@ def dact_row(dq, g, q, y, code):
             dq[o] = g[o] * dact(q[o], y[o], code)
 
 
-@kernel
+@composite
 def activation_forward(y, q, code):
     """y = f(q), elementwise.
 
     y : (N, O) output, q : (N, O) pre-activation, code : int activation code.
+    A job per block of ``ROW_BLOCK`` rows (:func:`bptt.jit.jobs`).
     """
-    N, O = q.shape
-    for n in prange(N):
+    _activation_rows(row_blocks(q.shape[0]), y, q, code)
+
+
+@jobs
+def _activation_rows(j, njobs, y, q, code):
+    """Rows j·ROW_BLOCK ... of :func:`activation_forward`."""
+    for n in range(j * ROW_BLOCK, min(q.shape[0], (j + 1) * ROW_BLOCK)):
         act_row(y[n], q[n], code)
 
 
-@kernel
+@composite
 def activation_backward(dq, dy, q, y, code):
     """dq = dy ⊙ f'(q), elementwise.
 
     dq : (N, O) output, dy : (N, O), q : (N, O) pre-activation, y : (N, O) = f(q).
+    A job per block of ``ROW_BLOCK`` rows.
     """
-    N, O = q.shape
-    for n in prange(N):
+    _dactivation_rows(row_blocks(q.shape[0]), dq, dy, q, y, code)
+
+
+@jobs
+def _dactivation_rows(j, njobs, dq, dy, q, y, code):
+    """Rows j·ROW_BLOCK ... of :func:`activation_backward`."""
+    for n in range(j * ROW_BLOCK, min(q.shape[0], (j + 1) * ROW_BLOCK)):
         dact_row(dq[n], dy[n], q[n], y[n], code)
+
+
+ROW_BLOCK = 8   # rows per job of the elementwise kernels (a few microseconds of work each)
+
+
+def row_blocks(N):
+    """Jobs of ``ROW_BLOCK`` rows covering N rows."""
+    return (N + ROW_BLOCK - 1) // ROW_BLOCK
 
 
 def activation_code(name: str) -> int:

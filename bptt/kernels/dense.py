@@ -7,31 +7,34 @@ Shapes: x (N, I), W (O, I), b (O,), y (N, O). N is any number of rows (B, or B·
                db[o] += Σ_n dy[n, o]
 
 Each product runs on the product engine (:mod:`bptt.kernels.engine`): its right-hand matrix in
-panels, tiles of the output in a ``prange``, every output one fma chain in a fixed order, so the
+panels, tiles of the output as parallel jobs, every output one fma chain in a fixed order, so the
 bits do not depend on the thread count or the ISA.
 Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain NumPy).
 """
-from ..jit import inline, kernel, prange
-from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_origin, block_product,
-                     n_blocks, packed, packed_T, transposed)
+from ..jit import composite, inline, jobs
+from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
+                     block_origin, block_product, n_blocks, packed, panels_all, transposed, transposed_copy)
 
 
-@kernel
+@composite
 def dense_forward(y, x, W, b):
     """y[n, o] = b[o] + Σ_i x[n, i] W[o, i].
 
     y : (N, O) output, x : (N, I), W : (O, I), b : (O,).
-    On Wᵀ (I, O), packed into panels once per call; parallel over blocks of y
+    On Wᵀ (I, O), packed into panels once per call; a job per block of y
     (:func:`bptt.kernels.engine.block_product`).
     """
+    _forward_blocks(block_jobs(x.shape[0], W.shape[0]), y, x, b, W)
+
+
+@jobs(last=LAST_PANELS_T)
+def _forward_blocks(job, njobs, y, x, b, P):
+    """Block ``job`` of :func:`dense_forward`'s y; P: Wᵀ in panels."""
     N, I = x.shape
-    O = W.shape[0]
-    P = packed_T(W)
-    ng, ncb = n_blocks(N, O)
-    for job in prange(ng * ncb):
-        n0, n1, c0, c1 = block_origin(job, N, O)
-        fill_rows(y, b, n0, n1, c0, c1)
-        block_product(y, x, P, n0, n1, c0, c1, 0, I)
+    O = y.shape[1]
+    n0, n1, c0, c1 = block_origin(job, N, O)
+    fill_rows(y, b, n0, n1, c0, c1)
+    block_product(y, x, P, n0, n1, c0, c1, 0, I)
 
 
 @inline
@@ -44,52 +47,86 @@ def fill_rows(C, b, n0, n1, c0, c1):
             Cn[o] = bt[o]
 
 
-@kernel
+@composite
 def dense_backward_input(dx, dy, W):
     """dx[n, i] += Σ_o dy[n, o] W[o, i]   (∂L/∂x = dy·W).
 
-    dx : (N, I) accumulated, dy : (N, O), W : (O, I). On W in panels; parallel over blocks of
+    dx : (N, I) accumulated, dy : (N, O), W : (O, I). On W in panels; a job per block of
     dx (:func:`bptt.kernels.engine.block_product`).
     """
+    _backward_input_blocks(block_jobs(dy.shape[0], W.shape[1]), dx, dy, W)
+
+
+@jobs(last=LAST_PANELS)
+def _backward_input_blocks(job, njobs, dx, dy, P):
+    """Block ``job`` of :func:`dense_backward_input`'s dx; P: W in panels."""
     N, O = dy.shape
-    I = W.shape[1]
-    P = packed(W, 0, I)
-    ng, ncb = n_blocks(N, I)
-    for job in prange(ng * ncb):
-        n0, n1, c0, c1 = block_origin(job, N, I)
-        block_product(dx, dy, P, n0, n1, c0, c1, 0, O)
+    I = dx.shape[1]
+    n0, n1, c0, c1 = block_origin(job, N, I)
+    block_product(dx, dy, P, n0, n1, c0, c1, 0, O)
 
 
 @inline
-def weight_grads(dW, db, dy, P, I):
-    """dW[o, i] += Σ_n dy[n, o] X[n, i],  db[o] += Σ_n dy[n, o], for X (N, I) given in panels P
-    (:func:`packed`): the dense layer's weight gradients, and a recurrent layer's below
-    ``bptt.kernels.rnn.SPLIT_B`` sequences. dW : (O, I), db : (O,), dy : (N, O).
+def weight_grad_operands(ops):
+    """(dyᵀ, x in panels) for ops = (dy, x): what every job of :func:`dense_backward_params`
+    reads, prepared once (in the serial launcher; :func:`weight_grad_operands_copy` for the
+    parallel run)."""
+    dy, x = ops
+    return transposed(dy), packed(x, 0, x.shape[1])
 
-    Parallel over blocks of dW (:func:`bptt.kernels.engine.block_product` with A = dyᵀ, from a
-    transposed copy; the last I mod NARROW columns with
-    :func:`acc_narrow`) and over blocks of db, so each entry has one writer and sums over n in
-    order. Inline: its ``prange`` loops join the calling kernel's parallel code."""
+
+def weight_grad_operands_copy(ops):
+    """:func:`weight_grad_operands` for composite kernels (each a job set of its own)."""
+    dy, x = ops
+    return transposed_copy(dy), panels_all(x)
+
+
+def weight_grad_jobs(O, I):
+    """Jobs of :func:`_weight_grads`: the bias sums by blocks of ``COLS`` outputs, the blocks of
+    dW's first I16 columns, and the last I mod NARROW columns by blocks of outputs."""
+    nsum = (O + COLS - 1) // COLS
+    I16 = I - I % NARROW
+    return nsum + block_jobs(O, I16) + (nsum if I16 < I else 0)
+
+
+@jobs(last=(weight_grad_operands, weight_grad_operands_copy))
+def _weight_grads(j, njobs, dW, db, dy, ops):
+    """Job j of the dense layer's weight gradients (and a recurrent layer's below
+    ``bptt.kernels.rnn.SPLIT_B`` sequences), for X (N, I) given in panels P and A = dyᵀ:
+
+        dW[o, i] += Σ_n dy[n, o] X[n, i],   db[o] += Σ_n dy[n, o]
+
+    ops = (dyᵀ, P) (:func:`weight_grad_operands`). dW : (O, I), db : (O,), dy : (N, O). Jobs in
+    three ranges (:func:`weight_grad_jobs`), which write disjoint outputs: blocks of db
+    (:func:`bptt.kernels.engine.add_column_sums`), blocks of dW's first I16 columns
+    (:func:`bptt.kernels.engine.block_product` with A = dyᵀ, read along its rows), and the last
+    I mod NARROW columns, by blocks of rows of dW (:func:`acc_narrow`). Each entry has one writer
+    and sums over n in order."""
+    dyT, P = ops
     N, O = dy.shape
+    I = dW.shape[1]
     I16 = I - I % NARROW   # whole NARROW-column groups; the rest lies in one panel
-    for blk in prange((O + COLS - 1) // COLS):
-        add_column_sums(db, dy, blk * COLS, min(O, blk * COLS + COLS))
-    dyT = transposed(dy)   # A = dyᵀ read along its rows (see engine.transposed)
-    ng, ncb = n_blocks(O, I16)
-    for job in prange(ng * ncb):
-        n0, n1, c0, c1 = block_origin(job, O, I16)
+    nsum = (O + COLS - 1) // COLS
+    nblk = 0
+    if I16 > 0:
+        ng, ncb = n_blocks(O, I16)
+        nblk = ng * ncb
+    if j < nsum:
+        add_column_sums(db, dy, j * COLS, min(O, j * COLS + COLS))
+    elif j < nsum + nblk:
+        n0, n1, c0, c1 = block_origin(j - nsum, O, I16)
         block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
-    if I16 < I:
+    else:
+        t = j - nsum - nblk
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
-        for tile in prange((O + COLS - 1) // COLS):
-            acc_narrow(dW, dy, tail, I16, tile * COLS, min(O, tile * COLS + COLS))
+        acc_narrow(dW, dy, tail, I16, t * COLS, min(O, t * COLS + COLS))
 
 
-@kernel
+@composite
 def dense_backward_params(dW, db, dy, x):
     """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
 
     dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
-    x is packed into panels, then :func:`weight_grads`.
+    x is packed into panels and dy transposed, then the jobs of :func:`_weight_grads`.
     """
-    weight_grads(dW, db, dy, packed(x, 0, x.shape[1]), x.shape[1])
+    _weight_grads(weight_grad_jobs(dW.shape[0], dW.shape[1]), dW, db, dy, (dy, x))

@@ -49,7 +49,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
                          # in the compiled kernels: only speed depends on it, never the bits)
 
 __all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
-           "new_panels", "sweep_chunks", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
+           "new_panels", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
@@ -276,6 +276,15 @@ LAST_PANELS_T = (packed_T, panels_T)     # Wᵀ (I, O) in panels, for W (O, I)
 LAST_PANELS = (packed_all, panels_all)   # W (O, I) in panels
 
 
+def block_jobs(N, M):
+    """The number of jobs of an (N, M) product (:func:`n_blocks`), from Python."""
+    ncb = (M + COLS - 1) // COLS
+    if ncb == 0:
+        return 0
+    nt = (N + ROWS - 1) // ROWS
+    return min(nt, max(1, (JOBS + ncb - 1) // ncb)) * ncb
+
+
 def sweep_chunks(B):
     """The number of chunks :func:`row_chunks` cuts a sweep's B sequences into, from Python."""
     rc = (B + CHUNKS - 1) // CHUNKS
@@ -308,6 +317,35 @@ def transposed(X):
                 XTm = XT[m]
                 for n in range(N):
                     XTm[n] = X[n, m]
+    return XT
+
+
+@jobs
+def _transpose_strip(j, njobs, XT, X):
+    """Strip j of :func:`transposed` (TB columns of X), for :func:`transposed_copy`."""
+    N, M = X.shape
+    nf = N // TB * TB
+    unit = X.strides[1] == X.itemsize
+    m0 = j * TB
+    if m0 + TB <= M and unit:
+        for n0 in range(0, nf, TB):
+            transpose_block(XT, X, n0, m0)
+        for m in range(m0, m0 + TB):
+            XTm = XT[m]
+            for n in range(nf, N):
+                XTm[n] = X[n, m]
+    else:
+        for m in range(m0, M):
+            XTm = XT[m]
+            for n in range(N):
+                XTm[n] = X[n, m]
+
+
+def transposed_copy(X):
+    """:func:`transposed` for composite kernels: Xᵀ as a new contiguous array, a job per strip."""
+    N, M = X.shape
+    XT = np.empty((M, N), X.dtype)
+    _transpose_strip((M + TB - 1) // TB, XT, X)
     return XT
 
 
