@@ -71,10 +71,13 @@ job sets
     symbol name (Numba's calling convention, arrays as Numba passes them): the call links none of
     the body's code, so each launcher compiles in well under a second, where a ``prange`` loop
     holding the body compiled it a second time, with every helper it calls (Numba makes each
-    ``prange`` loop a function of its own). The recurrent sweeps, the packing of panels and the
-    weight-gradient passes are job sets, inside composite kernels: the first training step's
-    compilation went from about 80 to about 37 CPU seconds (docs/performance.md). The jobs must
-    write disjoint outputs, so the serial and parallel runs give the same bits.
+    ``prange`` loop a function of its own). The recurrent sweeps, the packing of panels, the
+    dense layer's products, the weight-gradient passes and the elementwise activations are job
+    sets, inside composite kernels: the cold first training step of the three cells went from
+    about 80 to about 21 CPU seconds, an MLP's from 20 to 10 (docs/performance.md). A job set's
+    ``last`` preparation (a weight matrix packed into panels) runs inside the serial launcher, so
+    a small layer's kernel is still one call from Python. The jobs must write disjoint outputs,
+    so the serial and parallel runs give the same bits.
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
     start of a process skips compilation. ``BPTT_CACHE=0`` turns it off. Cache entries are named
