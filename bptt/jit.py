@@ -472,6 +472,7 @@ def kernel(fn=None, *, parallel: bool = True):
 # compiled or loaded).
 
 _job_sets = []   # every JobSet made, for tests (compiled_jobs)
+_NO_JIT = bool(numba.config.DISABLE_JIT)
 
 
 def _body_symbol(body, argtys) -> str:
@@ -695,19 +696,19 @@ class JobSet:
         build._compile_for_args = register_then_compile
 
     def __call__(self, njobs, *args):
-        if numba.config.DISABLE_JIT:
-            if self._last:
-                args = args[:-1] + (self._last[1](args[-1]),)
-            for j in range(njobs):
-                self.py_func(j, njobs, *args)
-        elif njobs > 1 and ((_threads > 1 and not _serial_scope) or _parallel_scope):
+        if njobs > 1 and ((_threads > 1 and not _serial_scope) or _parallel_scope) and not _NO_JIT:
             if _pool_threads != _threads:
                 _size_pool()
             if self._last:
                 args = args[:-1] + (self._last[1](args[-1]),)
             self.parallel_build(njobs, *args)
+        elif not _NO_JIT:
+            self.serial_build(njobs, *args)   # the common small case: one compiled call
         else:
-            self.serial_build(njobs, *args)
+            if self._last:
+                args = args[:-1] + (self._last[1](args[-1]),)
+            for j in range(njobs):
+                self.py_func(j, njobs, *args)
 
 
 def jobs(fn=None, *, last=None):
