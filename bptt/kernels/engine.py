@@ -13,8 +13,8 @@ Layers of the engine, each on the one below:
 3. tiles: :func:`acc_panels` runs a tile of at most ``ROWS`` rows × ``COLS`` columns panel by
    panel, k in blocks of ``KC`` (so that the panel's block of rows stays in cache while the
    tile's rows reuse it); :func:`n_blocks` and :func:`block_origin` number the jobs of a large
-   product for a ``prange`` and :func:`block_product` runs one, and :func:`row_chunks` splits a
-   recurrent sweep's batch across cores.
+   product (run as a job set, :func:`bptt.jit.jobs`) and :func:`block_product` runs one, and
+   :func:`row_chunks` splits a recurrent sweep's batch across cores.
 
 Every path computes each output the same way,
 
@@ -422,7 +422,7 @@ def add_column_sums(db, g, u0, u1):
 
     db : (U,) accumulated.  g : (N, U) with contiguous rows. g is read row by row and the
     independent sums advance together (vectorised); a column at a time would stride through g.
-    Kernels run blocks of columns in a ``prange`` (independent outputs).
+    Kernels run blocks of columns as parallel jobs (independent outputs).
     """
     N = g.shape[0]
     s = np.zeros(u1 - u0, np.float64)
