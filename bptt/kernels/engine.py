@@ -292,42 +292,13 @@ def sweep_chunks(B):
 
 
 @inline
-def transposed(X):
-    """Xᵀ as a new contiguous (M, N) array, for X (N, M) with contiguous rows; parallel over
-    strips of TB columns of X, each whole TB × TB block transposed in registers.
-
-    A product whose left operand is a transpose (a weight gradient's dyᵀ) would otherwise read
-    A[n, k] = X[k, n] one row of X per k: at M = 4096 float32 those rows are 16 KB apart, all in
-    the same L1 set and a handful of L2 sets (docs/performance.md). A copy: the bits are X's."""
-    N, M = X.shape
-    XT = np.empty((M, N), X.dtype)
-    nf = N // TB * TB
-    unit = X.strides[1] == X.itemsize   # transpose_block needs rows of unit stride
-    for j in prange((M + TB - 1) // TB):
-        m0 = j * TB
-        if m0 + TB <= M and unit:
-            for n0 in range(0, nf, TB):
-                transpose_block(XT, X, n0, m0)
-            for m in range(m0, m0 + TB):
-                XTm = XT[m]
-                for n in range(nf, N):
-                    XTm[n] = X[n, m]
-        else:
-            for m in range(m0, M):
-                XTm = XT[m]
-                for n in range(N):
-                    XTm[n] = X[n, m]
-    return XT
-
-
-@jobs
-def _transpose_strip(j, njobs, XT, X):
-    """Strip j of :func:`transposed` (TB columns of X), for :func:`transposed_copy`."""
+def transpose_strip(XT, X, j):
+    """XT[m, :] = X[:, m] for the TB columns m of strip j of X (N, M): whole TB × TB blocks
+    transposed in registers when X has rows of unit stride, the rest element by element."""
     N, M = X.shape
     nf = N // TB * TB
-    unit = X.strides[1] == X.itemsize
     m0 = j * TB
-    if m0 + TB <= M and unit:
+    if m0 + TB <= M and X.strides[1] == X.itemsize:   # transpose_block needs rows of unit stride
         for n0 in range(0, nf, TB):
             transpose_block(XT, X, n0, m0)
         for m in range(m0, m0 + TB):
@@ -339,6 +310,27 @@ def _transpose_strip(j, njobs, XT, X):
             XTm = XT[m]
             for n in range(N):
                 XTm[n] = X[n, m]
+
+
+@inline
+def transposed(X):
+    """Xᵀ as a new contiguous (M, N) array, for X (N, M) with contiguous rows; parallel over
+    strips of TB columns of X, each whole TB × TB block transposed in registers.
+
+    A product whose left operand is a transpose (a weight gradient's dyᵀ) would otherwise read
+    A[n, k] = X[k, n] one row of X per k: at M = 4096 float32 those rows are 16 KB apart, all in
+    the same L1 set and a handful of L2 sets (docs/performance.md). A copy: the bits are X's."""
+    N, M = X.shape
+    XT = np.empty((M, N), X.dtype)
+    for j in prange((M + TB - 1) // TB):
+        transpose_strip(XT, X, j)
+    return XT
+
+
+@jobs
+def _transpose_strip(j, njobs, XT, X):
+    """Strip j of :func:`transposed` (TB columns of X), for :func:`transposed_copy`."""
+    transpose_strip(XT, X, j)
 
 
 def transposed_copy(X):
