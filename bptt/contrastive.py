@@ -85,7 +85,6 @@ class EncoderConfig(SavedConfig):
     dtype: str = "float32"
     seed: int = 0
     dropout: float = 0.0
-    bag: bool = False   # append the scaled token embeddings to the states (their mean: a bag of words)
 
 
 class Encoder(Parameterised):
@@ -120,19 +119,8 @@ class Encoder(Parameterised):
         self.grads = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.grads.items()}
 
     @property
-    def rnn_width(self) -> int:
-        return self.config.hidden * (2 if self.config.bidirectional else 1)
-
-    @property
     def width(self) -> int:
-        """The vector's width: D·H, plus E with ``bag``."""
-        return self.rnn_width + (self.config.embed_dim if self.config.bag else 0)
-
-    @property
-    def bag_scale(self) -> float:
-        """1/√E: an embedding row (drawn N(0, I)) then has about unit norm, as a state of
-        tanh-bounded units has at most √(D·H): neither part swamps the other's cosine at the start."""
-        return 1.0 / math.sqrt(self.config.embed_dim)
+        return self.config.hidden * (2 if self.config.bidirectional else 1)
 
     def trainable(self) -> dict:
         """The parameters the optimiser updates (the temperature only if it is learnt)."""
@@ -147,30 +135,18 @@ class Encoder(Parameterised):
     # -- forward / backward ---------------------------------------------------------------------
     def hidden_states(self, ids: np.ndarray, state=None, rng=None):
         """The top layer's states (B, T, D·H) and the final state (None with dropout). Dropout
-        (if any) is on when a generator ``rng`` is given to draw its masks, one per row.
-
-        With ``bag`` each step's vector is [h_t, e_t/√E] (B, T, D·H + E), e_t the token's embedding
-        as the stack reads it (after dropout), so that mean pooling also gives the mean of the
-        embeddings: a learnt bag of words, which keeps each word's identity whatever the stack
-        does with the order."""
+        (if any) is on when a generator ``rng`` is given to draw its masks, one per row."""
         e = self.embedding.forward(ids)
         if self.drop is None:
-            hs, final = self.rnn.forward(e, state)
-        else:
-            self.drop.train(rng is not None)
-            self.rnn.train(rng is not None)
-            e = self.drop.forward(e, rng)
-            lengths = np.full(ids.shape[0], ids.shape[1], np.int64)
-            hs, final = self.rnn.forward(e, lengths, rng, state), None
-        if self.config.bag:
-            hs = np.concatenate([hs, e * self.dtype.type(self.bag_scale)], axis=2)
-        return hs, final
+            return self.rnn.forward(e, state)
+        self.drop.train(rng is not None)
+        self.rnn.train(rng is not None)
+        e = self.drop.forward(e, rng)
+        lengths = np.full(ids.shape[0], ids.shape[1], np.int64)
+        return self.rnn.forward(e, lengths, rng, state), None
 
     def _backward_states(self, dhs):
-        W = self.rnn_width
-        de = self.rnn.backward(np.ascontiguousarray(dhs[:, :, :W]))
-        if self.config.bag:   # ∂[h_t, e_t/√E]/∂e_t: the stack's gradient plus the bag's
-            de = de + dhs[:, :, W:] * self.dtype.type(self.bag_scale)
+        de = self.rnn.backward(dhs)
         self.embedding.backward(self.drop.backward(de) if self.drop is not None else de)
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
@@ -283,7 +259,6 @@ class ContrastiveConfig(SavedConfig):
     layers: int = 1
     embed_dim: int = 128
     bidirectional: bool = False
-    bag: bool = False
     tokenizer: str = "word"
     max_vocab: int = 20000
     lowercase: bool = True
@@ -318,8 +293,6 @@ class ContrastiveConfig(SavedConfig):
     def from_dict(cls, d):
         if "oov_buckets" not in d:     # a run from before the buckets: every unseen word was <unk>
             d = {**d, "oov_buckets": 0, "min_count": 1}
-        if "bag" not in d:             # and from before the bag of words
-            d = {**d, "bag": False}
         if "test_fraction" not in d:   # a run from before the validation/test split: its held-out
             d = {**d, "test_fraction": d.get("val_fraction", 0.1), "val_fraction": 0.0}   # set was both
         return super().from_dict(d)
@@ -472,8 +445,7 @@ class ContrastiveTrainer:
                                           embed_dim=config.embed_dim, bidirectional=config.bidirectional,
                                           temperature=config.temperature,
                                           learn_temperature=config.learn_temperature,
-                                          dtype=config.dtype, seed=config.seed, dropout=config.dropout,
-                                          bag=bool(config.bag))
+                                          dtype=config.dtype, seed=config.seed, dropout=config.dropout)
         self.model = Encoder(self.model_config)
         if lm is not None:
             self.model.load_state(lm.state_dict(), partial=True)

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from bptt.checkpoint import load_checkpoint
-from bptt.contrastive import ContrastiveConfig, ContrastiveTrainer, Encoder, EncoderConfig, load_embedder
-from bptt.finitediff import gradcheck
+from bptt.contrastive import ContrastiveConfig, ContrastiveTrainer, load_embedder
 from bptt.data import UNK_ID, UNK_TEXT, WordTokenizer, fit_tokenizer, oov_bucket, tokenizer_from_dict
 from cli import main
 
@@ -144,37 +143,3 @@ def test_bad_combinations_are_one_line_errors(tmp_path, args, message):
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     r = run("contrastive", tmp_path / "t.txt", "--oov-buckets", -1, "--steps", 1, "--out", tmp_path / "r")
     assert r.exit_code == 2 and "--oov-buckets" in r.output
-
-
-# -- the bag of words beside the recurrent states (EncoderConfig.bag) ------------------------------
-
-@pytest.mark.parametrize("cell, bidirectional, dropout", [("lstm", False, 0.0), ("gru", True, 0.3)])
-def test_bag_encoder_gradcheck_and_a_forgotten_bag_gradient_is_caught(cell, bidirectional, dropout):
-    m = Encoder(EncoderConfig(vocab_size=7, cell=cell, hidden=3, layers=2, embed_dim=4, bidirectional=bidirectional,
-                              temperature=0.5, learn_temperature=True, dtype="float64", seed=3,
-                              dropout=dropout, bag=True))
-    m.check_dropout_seed = 5 if dropout else None
-    rng = np.random.default_rng(2)
-    ids = {"ids_a": rng.integers(0, 7, (3, 5)), "ids_b": rng.integers(0, 7, (3, 5))}
-    hs, _ = m.hidden_states(ids["ids_a"])
-    assert hs.shape == (3, 5, m.width) and m.width == m.rnn_width + 4
-    assert np.allclose(hs[:, :, m.rnn_width:], m.params["embedding.weight"][ids["ids_a"]] / 2.0)   # e / √E
-    report = gradcheck(m, ids, max_checks=12)
-    assert report.passed, report
-    forward_only = m._backward_states
-
-    def forget_bag(dhs):    # the embedding's gradient through the stack only
-        dhs = dhs.copy()
-        dhs[:, :, m.rnn_width:] = 0
-        forward_only(dhs)
-    m._backward_states = forget_bag
-    assert not gradcheck(m, ids, max_checks=12).passed
-
-
-def test_an_old_encoder_config_has_no_bag():
-    old = EncoderConfig(vocab_size=5).to_dict()
-    del old["bag"]
-    assert EncoderConfig.from_dict(old).bag is False
-    cfg = ContrastiveConfig().to_dict()
-    del cfg["bag"]
-    assert ContrastiveConfig.from_dict(cfg).bag is False

@@ -18,10 +18,6 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 @click.option("--embed-dim", type=click.IntRange(min=1), default=128, show_default=True,
               help="Token embedding size.")
 @click.option("--bidirectional", is_flag=True, help="Read each text both ways (the vector is 2H wide).")
-@click.option("--bag/--no-bag", default=False, show_default=True,
-              help="Also average the token embeddings (each step's vector is [state, embedding/√E]): "
-                   "a learnt bag of words beside the recurrent reading, which keeps each word's "
-                   "identity. The vector is then D·H + E wide.")
 @click.option("--tokenizer", type=click.Choice(["word", "char"]), default="word", show_default=True,
               help="Tokens (lower-cased words, or characters), unless --init-from.")
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20000, show_default=True,
@@ -79,7 +75,7 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/embed", show_default=True,
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, validation.txt, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, bag, tokenizer,
+def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
                 max_vocab, oov_buckets, min_count, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature,
                 steps, minutes, lr, clip, val_every, val_fraction, test_fraction, seed, dtype, threads,
                 out_dir, resume):
@@ -112,7 +108,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                 dropout = 0.1 if views == "dropout" else 0.0
             config = ContrastiveConfig(
                 cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, bidirectional=bidirectional,
-                bag=bag, tokenizer=tokenizer, max_vocab=max_vocab, oov_buckets=oov_buckets, min_count=min_count,
+                tokenizer=tokenizer, max_vocab=max_vocab, oov_buckets=oov_buckets, min_count=min_count,
                 init_from=init_from, views=views,
                 dropout=dropout, mask=mask, crop_low=crop[0],
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
@@ -125,7 +121,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
         what = ", ".join(c.sources) if c.sources else "the built-in corpus"
         start = f", from {c.init_from}" if c.init_from else ""
         click.echo(f"training a {c.layers}-layer {'bidirectional ' if c.bidirectional else ''}"
-                   f"{c.cell.upper()} encoder{' with a bag of words' if c.bag else ''} (H={c.hidden}, {m.num_parameters():,} parameters, "
+                   f"{c.cell.upper()} encoder (H={c.hidden}, {m.num_parameters():,} parameters, "
                    f"{c.dtype}{start}, views {c.views}{f', dropout {c.dropout:g}' if c.dropout else ''}) "
                    f"on {what}: {len(trainer.train_ids):,} training paragraphs, "
                    f"{len(trainer.val_queries):,} for validation, {len(trainer.test_paras):,} for testing, "
