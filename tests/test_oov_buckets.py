@@ -93,8 +93,8 @@ def test_bad_bucket_arguments_raise():
         WordTokenizer.fit(FIT, min_count=0)
 
 
-TEXT = "\n\n".join(" ".join(f"t{i % 9} w{(i * j) % 17} x{j % 5} r{i}q{j % 2}" for j in range(9))
-                   for i in range(60)) + "\n"   # r{i}q{j}: words of one paragraph only, so rare
+TEXT = "\n\n".join(" ".join(f"t{i % 9} w{(i * j) % 17} x{j % 5} r{i}q{j}" for j in range(9))
+                   for i in range(60)) + "\n"   # r{i}q{j}: each word once only, so rare
 TINY = ["--hidden", 6, "--embed-dim", 4, "--batch-size", 4, "--val-every", 3, "--crop-tokens", 4, 16,
         "--oov-buckets", 16, "--min-count", 2]
 
