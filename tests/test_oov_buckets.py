@@ -9,19 +9,13 @@ import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 from bptt.checkpoint import load_checkpoint
 from bptt.contrastive import ContrastiveConfig, ContrastiveTrainer, load_embedder
 from bptt.data import UNK_ID, UNK_TEXT, WordTokenizer, fit_tokenizer, oov_bucket, tokenizer_from_dict
-from cli import main
+from clihelp import one_line_error, run
 
 FIT = "the cat sat on the mat . the dog sat on the log . a cat and a dog"
 PROBE = "the zebra sat on the quagga . Zebra xylophone"
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_unknown_words_go_to_their_crc32_bucket_after_the_words():
@@ -139,7 +133,7 @@ def test_old_runs_resume_without_buckets_and_defaults_follow_the_tokenizer(tmp_p
 def test_bad_combinations_are_one_line_errors(tmp_path, args, message):
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     r = run("contrastive", tmp_path / "t.txt", *args, "--steps", 1, "--out", tmp_path / "r")
-    assert r.exit_code == 1 and r.output.startswith("Error: ") and message in r.output, r.output
+    one_line_error(r, message)
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     r = run("contrastive", tmp_path / "t.txt", "--oov-buckets", -1, "--steps", 1, "--out", tmp_path / "r")
     assert r.exit_code == 2 and "--oov-buckets" in r.output
