@@ -244,8 +244,12 @@ VIEWS = {"crop": crop_views, "disjoint": disjoint_views, "dropout": dropout_view
 
 
 # -- training ------------------------------------------------------------------------------------
+# The word tokenizer's buckets for words outside the vocabulary, and the count below which a word
+# goes to them; chosen on validation paragraphs (docs/embeddings.md, "Words outside the vocabulary").
 DEFAULT_OOV_BUCKETS = 4096
 DEFAULT_MIN_COUNT = 2
+
+
 class ContrastiveError(TrainingError):
     """Training stopped for a reason the user must see (a NaN loss, a bad resume): a
     :class:`~bptt.train.TrainingError`, so the CLI shows it as one line like the other trainers'."""
@@ -324,10 +328,10 @@ class ContrastiveConfig(SavedConfig):
             raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         if self.steps is None and self.minutes is None:
             raise ValueError("give a length for the run: steps or minutes")
-        for name in ("oov_buckets", "min_count"):
+        for name, low in (("oov_buckets", 0), ("min_count", 1)):   # None: automatic (resolve_vocabulary)
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "oov_buckets" else 1)):
-                raise ValueError(f"{name} must be an integer >= {0 if name == 'oov_buckets' else 1}, got {v!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
         if (self.oov_buckets or (self.min_count or 1) > 1) and (self.tokenizer != "word" or self.init_from):
             raise ValueError("oov_buckets and min_count apply to the word tokenizer fitted by this run; "
                              "not with the char tokenizer or init_from (whose tokenizer is kept)")

@@ -76,9 +76,9 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, validation.txt, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
-                max_vocab, oov_buckets, min_count, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature,
-                steps, minutes, lr, clip, val_every, val_fraction, test_fraction, seed, dtype, threads,
-                out_dir, resume):
+                max_vocab, oov_buckets, min_count, batch_size, views, dropout, mask, crop, crop_tokens,
+                temperature, learn_temperature, steps, minutes, lr, clip, val_every, val_fraction,
+                test_fraction, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
     Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
