@@ -271,7 +271,7 @@ class ContrastiveConfig(SavedConfig):
     init_from: str | None = None
     views: str = "crop"
     dropout: float = 0.0
-    mask: float = 0.0
+    mask: float = 0.15      # chosen on validation paragraphs (docs/embeddings.md); 0 before 2026-12-01
     crop_low: float = 0.25
     crop_high: float = 0.6
     crop_min: int = 8
@@ -297,6 +297,8 @@ class ContrastiveConfig(SavedConfig):
     def from_dict(cls, d):
         if "oov_buckets" not in d:     # a run from before the buckets: every unseen word was <unk>
             d = {**d, "oov_buckets": 0, "min_count": 1}
+        if "mask" not in d:            # (every saved config has it; the default was 0)
+            d = {**d, "mask": 0.0}
         if "test_fraction" not in d:   # a run from before the validation/test split: its held-out
             d = {**d, "test_fraction": d.get("val_fraction", 0.1), "val_fraction": 0.0}   # set was both
         return super().from_dict(d)
