@@ -44,6 +44,7 @@ _EXPORTS = {
     'WordTokenizer': 'data',
     'builtin_corpus': 'data',
     'fit_tokenizer': 'data',
+    'oov_bucket': 'data',
     'load_corpus': 'data',
     'read_text_files': 'data',
     'split_train_val': 'data',

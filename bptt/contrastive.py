@@ -244,6 +244,12 @@ VIEWS = {"crop": crop_views, "disjoint": disjoint_views, "dropout": dropout_view
 
 
 # -- training ------------------------------------------------------------------------------------
+# The word tokenizer's buckets for words outside the vocabulary, and the count below which a word
+# goes to them; chosen on validation paragraphs (docs/embeddings.md, "Words outside the vocabulary").
+DEFAULT_OOV_BUCKETS = 4096
+DEFAULT_MIN_COUNT = 2
+
+
 class ContrastiveError(TrainingError):
     """Training stopped for a reason the user must see (a NaN loss, a bad resume): a
     :class:`~bptt.train.TrainingError`, so the CLI shows it as one line like the other trainers'."""
@@ -260,10 +266,12 @@ class ContrastiveConfig(SavedConfig):
     tokenizer: str = "word"
     max_vocab: int = 20000
     lowercase: bool = True
+    oov_buckets: int | None = None   # None: DEFAULT_OOV_BUCKETS for a word tokenizer fitted here, else 0
+    min_count: int | None = None     # None: DEFAULT_MIN_COUNT with buckets, else 1
     init_from: str | None = None
     views: str = "crop"
     dropout: float = 0.0
-    mask: float = 0.0
+    mask: float = 0.15      # chosen on validation paragraphs (docs/embeddings.md); 0 before 2026-12-01
     crop_low: float = 0.25
     crop_high: float = 0.6
     crop_min: int = 8
@@ -287,6 +295,10 @@ class ContrastiveConfig(SavedConfig):
 
     @classmethod
     def from_dict(cls, d):
+        if "oov_buckets" not in d:     # a run from before the buckets: every unseen word was <unk>
+            d = {**d, "oov_buckets": 0, "min_count": 1}
+        if "mask" not in d:            # (every saved config has it; the default was 0)
+            d = {**d, "mask": 0.0}
         if "test_fraction" not in d:   # a run from before the validation/test split: its held-out
             d = {**d, "test_fraction": d.get("val_fraction", 0.1), "val_fraction": 0.0}   # set was both
         return super().from_dict(d)
@@ -318,6 +330,21 @@ class ContrastiveConfig(SavedConfig):
             raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         if self.steps is None and self.minutes is None:
             raise ValueError("give a length for the run: steps or minutes")
+        for name, low in (("oov_buckets", 0), ("min_count", 1)):   # None: automatic (resolve_vocabulary)
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        if (self.oov_buckets or (self.min_count or 1) > 1) and (self.tokenizer != "word" or self.init_from):
+            raise ValueError("oov_buckets and min_count apply to the word tokenizer fitted by this run; "
+                             "not with the char tokenizer or init_from (whose tokenizer is kept)")
+
+    def resolve_vocabulary(self) -> None:
+        """Replace the automatic (None) oov_buckets and min_count by their values for this run."""
+        fitted_words = self.tokenizer == "word" and not self.init_from
+        if self.oov_buckets is None:
+            self.oov_buckets = DEFAULT_OOV_BUCKETS if fitted_words else 0
+        if self.min_count is None:
+            self.min_count = DEFAULT_MIN_COUNT if self.oov_buckets else 1
 
 
 def split_paragraphs(text: str, val_fraction: float, seed: int, min_words: int = 16,
@@ -387,6 +414,7 @@ class ContrastiveTrainer:
 
     def __init__(self, config: ContrastiveConfig, out_dir, text: str, checkpoint: dict | None = None):
         config.validate()
+        config.resolve_vocabulary()
         self.config = config
         self.out_dir = Path(out_dir)
         self.train_paras, self.val_paras, self.test_paras = split_paragraphs(
@@ -405,7 +433,8 @@ class ContrastiveTrainer:
             config.tokenizer = self.tokenizer.kind
         else:
             self.tokenizer = fit_tokenizer(config.tokenizer, "\n\n".join(self.train_paras),
-                                           max_vocab=config.max_vocab, lowercase=config.lowercase)
+                                           max_vocab=config.max_vocab, lowercase=config.lowercase,
+                                           oov_buckets=config.oov_buckets, min_count=config.min_count)
         self.train_ids = [ids for ids in (self.tokenizer.encode(p) for p in self.train_paras)
                           if ids.size >= config.min_tokens]
         if len(self.train_ids) < config.batch_size:

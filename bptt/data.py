@@ -9,7 +9,9 @@ Pure Python and NumPy. The pieces, in the order a training run uses them:
   the hidden state can be carried from one chunk to the next.
 
 Token id 0 is ``<unk>`` in both tokenizers: a symbol that was not seen when the tokenizer was fitted
-encodes to 0 (or raises with ``strict=True``) and decodes to U+FFFD '�'.
+encodes to 0 (or raises with ``strict=True``) and decodes to U+FFFD '�'. A :class:`WordTokenizer`
+with ``oov_buckets`` N > 0 instead hashes a word it does not know into one of N bucket ids (the same
+word, the same id, in every process), so that rare words keep an identity; see :func:`oov_bucket`.
 """
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ import os
 import re
 import sysconfig
 import warnings
+import zlib
 
 import numpy as np
 
 __all__ = ["DataError", "UNK_ID", "UNK_TOKEN", "UNK_TEXT", "CharTokenizer", "WordTokenizer",
-           "WORD_PATTERN", "TOKENIZERS", "fit_tokenizer", "tokenizer_from_dict", "builtin_corpus",
+           "WORD_PATTERN", "TOKENIZERS", "oov_bucket", "fit_tokenizer", "tokenizer_from_dict", "builtin_corpus",
            "BUILTIN_CORPUS_BYTES", "read_text_files", "load_corpus", "split_train_val",
            "StreamBatcher", "Batch"]
 
@@ -179,32 +182,52 @@ _NO_SPACE_BEFORE = set(".,;:!?%)]}…")
 _NO_SPACE_AFTER = set("([{")
 
 
+def oov_bucket(token: str, n: int) -> int:
+    """The bucket, in [0, n), of a word that is not in a vocabulary: CRC-32 of its UTF-8 bytes mod n.
+
+    CRC-32 (:func:`zlib.crc32`) is fixed by its standard, unlike Python's ``hash()`` of a str,
+    which is salted per process: the same word gets the same bucket in every process and on every
+    machine, so a rare name in a query and in a document (embedded another day) meet.
+    """
+    return zlib.crc32(token.encode("utf-8", "surrogatepass")) % n
+
+
 class WordTokenizer:
-    """Word-level tokenizer with a capped vocabulary.
+    """Word-level tokenizer with a capped vocabulary and, optionally, hash buckets for other words.
 
     Text is split by :data:`WORD_PATTERN` (words, newlines, single punctuation characters),
     lower-cased first if ``lowercase``. The vocabulary is ``<unk>`` (id 0) followed by the
-    ``max_vocab - 1`` most frequent tokens, ordered by descending count and, among equal counts, by
-    the token's code points, so it is the same on every run. Every other token encodes to 0.
+    ``max_vocab - 1`` most frequent tokens seen at least ``min_count`` times, ordered by descending
+    count and, among equal counts, by the token's code points, so it is the same on every run.
+
+    A token not in the vocabulary encodes to 0 when ``oov_buckets`` N is 0 (the default). With
+    N > 0 it encodes to bucket ``1 + len(vocab) + oov_bucket(token, N)``: ids
+    ``[1 + len(vocab), V)`` are the N buckets, after the words, so the words keep their ids
+    whatever N is. Many rare words share a bucket, but the same word always lands in the same
+    one, so an encoder can still tell that a query and a document share a name it never learnt.
+    Id 0 is then never produced by ``encode`` (it stays for masking and for old checkpoints).
 
     ``decode`` is not an exact inverse, because spaces are not tokens. It writes a space between
     tokens except after a newline or an opening bracket, and before closing punctuation
-    ``. , ; : ! ? % ) ] } …``; id 0 is written as U+FFFD.
+    ``. , ; : ! ? % ) ] } …``; id 0 is written as U+FFFD and bucket j as ``<oov:j>``.
     """
 
     kind = "word"
 
-    def __init__(self, vocab, lowercase: bool = False):
+    def __init__(self, vocab, lowercase: bool = False, oov_buckets: int = 0):
         vocab = list(vocab)
         for t in vocab:
             if not isinstance(t, str) or not t:
                 raise ValueError(f"vocab must hold non-empty strings, got {t!r}")
         if len(set(vocab)) != len(vocab):
             raise ValueError("vocab must not repeat a token")
-        self.vocab: list[str] = vocab          # tokens for ids 1..V-1
+        if isinstance(oov_buckets, bool) or not isinstance(oov_buckets, (int, np.integer)) or oov_buckets < 0:
+            raise ValueError(f"oov_buckets must be a non-negative integer, got {oov_buckets!r}")
+        self.vocab: list[str] = vocab          # tokens for ids 1..len(vocab)
         self.lowercase = bool(lowercase)
+        self.oov_buckets = int(oov_buckets)
         self._ids = {t: i + 1 for i, t in enumerate(vocab)}
-        self._text = [UNK_TEXT] + vocab
+        self._text = [UNK_TEXT] + vocab + [f"<oov:{j}>" for j in range(self.oov_buckets)]
 
     @staticmethod
     def split(text: str, lowercase: bool = False) -> list[str]:
@@ -212,33 +235,39 @@ class WordTokenizer:
         return _WORD_RE.findall(text.lower() if lowercase else text)
 
     @classmethod
-    def fit(cls, text: str, max_vocab: int = 10000, lowercase: bool = False) -> "WordTokenizer":
-        """The tokenizer of the ``max_vocab - 1`` most frequent tokens of ``text`` (plus ``<unk>``)."""
+    def fit(cls, text: str, max_vocab: int = 10000, lowercase: bool = False, *, oov_buckets: int = 0,
+            min_count: int = 1) -> "WordTokenizer":
+        """The tokenizer of the ``max_vocab - 1`` most frequent tokens of ``text`` seen at least
+        ``min_count`` times (plus ``<unk>``), with ``oov_buckets`` buckets for the others."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         max_vocab = _positive_int("max_vocab", max_vocab)
+        min_count = _positive_int("min_count", min_count)
         if max_vocab < 2:
             raise ValueError(f"max_vocab must be at least 2 (<unk> and one word), got {max_vocab}")
         counts = collections.Counter(cls.split(text, lowercase))
         if not counts:
             raise ValueError("text must contain at least one token to fit a tokenizer")
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls([t for t, _ in ranked[:max_vocab - 1]], lowercase=lowercase)
+        ranked = sorted(((t, n) for t, n in counts.items() if n >= min_count), key=lambda kv: (-kv[1], kv[0]))
+        if not ranked:
+            raise ValueError(f"no token of the text is seen min_count={min_count} times or more")
+        return cls([t for t, _ in ranked[:max_vocab - 1]], lowercase=lowercase, oov_buckets=oov_buckets)
 
     @property
     def vocab_size(self) -> int:
-        """V: the number of ids, ``<unk>`` included."""
-        return len(self.vocab) + 1
+        """V: the number of ids, ``<unk>`` and the buckets included."""
+        return len(self.vocab) + 1 + self.oov_buckets
 
     def __len__(self) -> int:
         return self.vocab_size
 
     def tokens(self) -> list[str]:
-        """The vocabulary by id: ``['<unk>', w1, w2, ...]``."""
-        return [UNK_TOKEN] + self.vocab
+        """The vocabulary by id: ``['<unk>', w1, w2, ..., '<oov:0>', '<oov:1>', ...]``."""
+        return [UNK_TOKEN] + self.vocab + self._text[1 + len(self.vocab):]
 
     def encode(self, text: str, strict: bool = False) -> np.ndarray:
-        """Token ids (1-D int64) of ``text``; unseen tokens -> 0, or ValueError if ``strict``."""
+        """Token ids (1-D int64) of ``text``; an unseen token -> its bucket (or 0 without buckets),
+        or ValueError if ``strict``."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         toks = self.split(text, self.lowercase)
@@ -247,6 +276,10 @@ class WordTokenizer:
         if strict and (ids == UNK_ID).any():
             unknown = sorted({t for t, i in zip(toks, ids.tolist()) if i == UNK_ID})
             raise ValueError("text contains " + _list_unknown(unknown, "words"))
+        if self.oov_buckets:
+            first, n = 1 + len(self.vocab), self.oov_buckets
+            for k in np.flatnonzero(ids == UNK_ID).tolist():
+                ids[k] = first + oov_bucket(toks[k], n)
         return ids
 
     def decode(self, ids) -> str:
@@ -265,8 +298,12 @@ class WordTokenizer:
         return "".join(out)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable description: ``{'kind': 'word', 'vocab': [...], 'lowercase': bool}``."""
-        return {"kind": self.kind, "vocab": list(self.vocab), "lowercase": self.lowercase}
+        """A JSON-serialisable description: ``{'kind': 'word', 'vocab': [...], 'lowercase': bool}``,
+        plus ``'oov_buckets': N`` when N > 0 (a description without it means N = 0, as before)."""
+        d = {"kind": self.kind, "vocab": list(self.vocab), "lowercase": self.lowercase}
+        if self.oov_buckets:
+            d["oov_buckets"] = self.oov_buckets
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "WordTokenizer":
@@ -274,14 +311,15 @@ class WordTokenizer:
                 or not isinstance(d.get("lowercase", False), bool)):
             raise ValueError("not a word tokenizer description: expected {'kind': 'word', 'vocab': list, "
                              f"'lowercase': bool}}, got {_describe(d)}")
-        return cls(d["vocab"], lowercase=d.get("lowercase", False))
+        return cls(d["vocab"], lowercase=d.get("lowercase", False), oov_buckets=d.get("oov_buckets", 0))
 
     def __eq__(self, other):
         return (isinstance(other, WordTokenizer) and self.vocab == other.vocab
-                and self.lowercase == other.lowercase)
+                and self.lowercase == other.lowercase and self.oov_buckets == other.oov_buckets)
 
     def __repr__(self):
-        return f"WordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
+        buckets = f", oov_buckets={self.oov_buckets}" if self.oov_buckets else ""
+        return f"WordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}{buckets})"
 
 
 TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
@@ -293,12 +331,18 @@ def _describe(d) -> str:
     return type(d).__name__
 
 
-def fit_tokenizer(kind: str, text: str, *, max_vocab: int = 10000, lowercase: bool = False):
-    """Fit a ``'char'`` or ``'word'`` tokenizer on ``text`` (``max_vocab``/``lowercase``: word only)."""
+def fit_tokenizer(kind: str, text: str, *, max_vocab: int = 10000, lowercase: bool = False,
+                  oov_buckets: int = 0, min_count: int = 1):
+    """Fit a ``'char'`` or ``'word'`` tokenizer on ``text`` (``max_vocab``, ``lowercase``,
+    ``oov_buckets``, ``min_count``: word only; ValueError if buckets are asked of a char tokenizer)."""
     if kind == "char":
+        if oov_buckets or min_count != 1:
+            raise ValueError("oov_buckets and min_count are for the word tokenizer; a char tokenizer "
+                             "has neither")
         return CharTokenizer.fit(text)
     if kind == "word":
-        return WordTokenizer.fit(text, max_vocab=max_vocab, lowercase=lowercase)
+        return WordTokenizer.fit(text, max_vocab=max_vocab, lowercase=lowercase, oov_buckets=oov_buckets,
+                                 min_count=min_count)
     raise ValueError(f"tokenizer must be one of {', '.join(TOKENIZERS)}; got {kind!r}")
 
 

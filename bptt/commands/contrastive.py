@@ -22,6 +22,16 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
               help="Tokens (lower-cased words, or characters), unless --init-from.")
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20000, show_default=True,
               help="Vocabulary cap for --tokenizer word.")
+@click.option("--oov-buckets", type=click.IntRange(min=0), default=None,
+              help="Hash each word outside the vocabulary (unseen in training, or seen fewer than "
+                   "--min-count times) into one of N shared embedding rows by a fixed hash (CRC-32), "
+                   "so a rare name shared by a query and a document still matches; 0: all such "
+                   "words are one <unk>. Word tokenizer only. [default: 4096, 0 with --tokenizer "
+                   "char or --init-from]")
+@click.option("--min-count", type=click.IntRange(min=1), default=None,
+              help="Words seen fewer times in the training paragraphs get no row of their own and go "
+                   "to the buckets, so the buckets are trained as they are used on new text. "
+                   "[default: 2 with buckets, else 1]")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
               help="Paragraphs per step; each one's views are the other paragraphs' negatives.")
 @click.option("--views", type=click.Choice(["crop", "disjoint", "dropout"]), default="crop", show_default=True,
@@ -30,8 +40,10 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 @click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
               help="Dropout on the token embeddings and between stacked layers, in training only. "
                    "[default: 0.1 with --views dropout, else 0]")
-@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
-              help="Replace each token of a view by <unk> with this probability (an augmentation).")
+@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.15, show_default=True,
+              help="Replace each token of a view by <unk> with this probability, in training only: an "
+                   "augmentation that keeps the encoder from matching views by their exact tokens "
+                   "alone (0: off).")
 @click.option("--crop", "crop", type=(FiniteFloatRange(min=0, max=1, min_open=True),
                                       FiniteFloatRange(min=0, max=1, min_open=True)),
               default=(0.25, 0.6), show_default=True, metavar="LOW HIGH",
@@ -66,9 +78,9 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, validation.txt, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
-                max_vocab, batch_size, views, dropout, mask, crop, crop_tokens, temperature, learn_temperature,
-                steps, minutes, lr, clip, val_every, val_fraction, test_fraction, seed, dtype, threads,
-                out_dir, resume):
+                max_vocab, oov_buckets, min_count, batch_size, views, dropout, mask, crop, crop_tokens,
+                temperature, learn_temperature, steps, minutes, lr, clip, val_every, val_fraction,
+                test_fraction, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
     Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
@@ -98,7 +110,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                 dropout = 0.1 if views == "dropout" else 0.0
             config = ContrastiveConfig(
                 cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, bidirectional=bidirectional,
-                tokenizer=tokenizer, max_vocab=max_vocab, init_from=init_from, views=views,
+                tokenizer=tokenizer, max_vocab=max_vocab, oov_buckets=oov_buckets, min_count=min_count,
+                init_from=init_from, views=views,
                 dropout=dropout, mask=mask, crop_low=crop[0],
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
                 batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
@@ -114,7 +127,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                    f"{c.dtype}{start}, views {c.views}{f', dropout {c.dropout:g}' if c.dropout else ''}) "
                    f"on {what}: {len(trainer.train_ids):,} training paragraphs, "
                    f"{len(trainer.val_queries):,} for validation, {len(trainer.test_paras):,} for testing, "
-                   f"vocabulary {trainer.tokenizer.vocab_size}")
+                   f"vocabulary {trainer.tokenizer.vocab_size}"
+                   f"{f' ({c.oov_buckets} of them buckets for rarer words)' if c.oov_buckets else ''}")
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
 
         def on_event(kind, info):
