@@ -107,7 +107,7 @@ __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
            "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
            "KERNELS", "set_kernels", "get_kernels", "reference_twin", "jobs", "composite", "compiled_jobs",
-           "MICRO"]
+           "MICRO", "renamed"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
 ERROR_MODEL = "numpy"  # x / 0 is inf or NaN (IEEE), not a ZeroDivisionError check in every loop
@@ -295,19 +295,21 @@ def _init_from_env() -> None:
             raise ValueError(f"BPTT_THREADS: {e}") from None
 
 
-def _renamed(fn, suffix: str):
-    """A copy of ``fn`` under another qualname, so its on-disk cache file is its own.
+def renamed(fn, suffix: str, **new_globals):
+    """A copy of ``fn`` under another qualname (``fn``'s + ``suffix``), so its on-disk cache file
+    is its own, with ``new_globals`` replacing some of its globals.
 
     Numba's cache index does not key on compile flags, so the serial and the parallel build of
-    one function must not share a cache file.
+    one function must not share a cache file; and one template (a launcher, a micro-kernel
+    wrapper) compiled with different globals must not either.
     """
-    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
-                           fn.__closure__)
-    g.__qualname__ = fn.__qualname__ + suffix
-    g.__module__ = fn.__module__
-    g.__doc__ = fn.__doc__
-    g.__kwdefaults__ = fn.__kwdefaults__
-    return g
+    g = fn.__globals__ if not new_globals else {**fn.__globals__, **new_globals}
+    f = types.FunctionType(fn.__code__, g, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    f.__qualname__ = fn.__qualname__ + suffix
+    f.__module__ = fn.__module__
+    f.__doc__ = fn.__doc__
+    f.__kwdefaults__ = fn.__kwdefaults__
+    return f
 
 
 def _sources_hash() -> str:
@@ -419,9 +421,9 @@ def kernel(fn=None, *, parallel: bool = True):
     """
     if fn is None:
         return functools.partial(kernel, parallel=parallel)
-    serial = numba.njit(_renamed(fn, f"__serial_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
+    serial = numba.njit(renamed(fn, f"__serial_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
                         error_model=ERROR_MODEL)
-    par = (numba.njit(_renamed(fn, f"__parallel_{_HASH}"), cache=CACHE, fastmath=FASTMATH, parallel=True,
+    par = (numba.njit(renamed(fn, f"__parallel_{_HASH}"), cache=CACHE, fastmath=FASTMATH, parallel=True,
                       error_model=ERROR_MODEL, nogil=True) if parallel else serial)
 
     twin = []   # the reference twin, found on its first call
@@ -500,6 +502,16 @@ def _register_body(body, argtys, registered) -> str:
     return name
 
 
+def _call_body(context, builder, name, argtys, job, njobs, vals):
+    """Generated code: the body registered as ``name`` on (job, njobs, *vals), by Numba's calling
+    convention (declared in the builder's module on first use)."""
+    from numba.core import cgutils
+    full = (_types.int64, _types.int64) + tuple(argtys)
+    fnty = context.call_conv.get_function_type(_types.void, full)
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+    context.call_conv.call_function(builder, fn, _types.void, full, [job, njobs] + list(vals))
+
+
 def _body_caller(body, registered):
     """An intrinsic ``call(job, njobs, args)``: ``body(job, njobs, *args)``, called by symbol
     with Numba's own calling convention (arrays as Numba passes them). The body must not raise."""
@@ -517,10 +529,7 @@ def _body_caller(body, registered):
             j = context.cast(builder, llargs[0], signature.args[0], i64)
             n = context.cast(builder, llargs[1], signature.args[1], i64)
             vals = cgutils.unpack_tuple(builder, llargs[2], len(argtys))
-            full = (i64, i64) + argtys
-            fnty = context.call_conv.get_function_type(_types.void, full)
-            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-            context.call_conv.call_function(builder, fn, _types.void, full, [j, n] + list(vals))
+            _call_body(context, builder, name, argtys, j, n, vals)
             return context.get_dummy_value()
         return _types.void(job, njobs, args), codegen
     return call
@@ -560,7 +569,7 @@ def _run_jobs(tramp, ctx, njobs):
 
 def _ensure_runner() -> None:
     if not _runner_registered:
-        runner = numba.njit(_renamed(_run_jobs, f"__{_HASH}"), cache=CACHE, parallel=True, nogil=True,
+        runner = numba.njit(renamed(_run_jobs, f"__{_HASH}"), cache=CACHE, parallel=True, nogil=True,
                             error_model=ERROR_MODEL)
         _register_native(runner, (_types.int64, _types.int64, _types.int64), _RUNNER)
         _runner_registered.append(runner)
@@ -597,10 +606,7 @@ def _parallel_caller(body, registered):
                 j, n, c = tramp.args
                 tup = tb.load(tb.bitcast(c, tupty.as_pointer()))
                 vals = [tb.extract_value(tup, i) for i in range(len(argtys))]
-                full = (i64t, i64t) + argtys
-                fnty = context.call_conv.get_function_type(_types.void, full)
-                fn = cgutils.get_or_insert_function(mod, fnty, name)
-                context.call_conv.call_function(tb, fn, _types.void, full, [j, n] + vals)
+                _call_body(context, tb, name, argtys, j, n, vals)
                 tb.ret_void()
             rty = context.call_conv.get_function_type(_types.void, (i64t, i64t, i64t))
             runner = cgutils.get_or_insert_function(mod, rty, _RUNNER)
@@ -612,7 +618,7 @@ def _parallel_caller(body, registered):
     return run
 
 
-_call = None   # in each launcher's own globals: its body's caller (_launcher)
+_call = None   # in each launcher's own globals: its body's caller (see JobSet)
 
 
 def _parallel_jobs(njobs, *args):
@@ -631,18 +637,6 @@ def _serial_jobs_last(njobs, *args):
     a = args[:-1] + (_last(args[-1]),)
     for j in range(njobs):
         _call(j, njobs, a)
-
-
-def _launcher(template, call, qualname, last=None):
-    """A copy of ``template`` whose ``_call`` is ``call`` (and ``_last`` is ``last``), under its own
-    qualname (its own cache file)."""
-    g = dict(template.__globals__)
-    g["_call"] = call
-    g["_last"] = last
-    f = types.FunctionType(template.__code__, g, qualname.rsplit(".", 1)[-1])
-    f.__qualname__ = qualname
-    f.__module__ = template.__module__
-    return f
 
 
 class JobSet:
@@ -666,15 +660,16 @@ class JobSet:
         if numba.config.DISABLE_JIT:
             return
         self._registered = set()
-        self.body = numba.njit(_renamed(fn, f"__job_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
+        self.body = numba.njit(renamed(fn, f"__job_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
                                error_model=ERROR_MODEL)
         call = _body_caller(self.body, self._registered)
         q = self.body.py_func.__qualname__
-        self.parallel_build = numba.njit(_launcher(_parallel_jobs, _parallel_caller(self.body, self._registered),
-                                                   q + "_parallel"), cache=CACHE, nogil=True,
-                                         error_model=ERROR_MODEL)
-        self.serial_build = numba.njit(_launcher(_serial_jobs_last if last else _serial_jobs, call, q + "_serial",
-                                                 last[0] if last else None),
+        # each launcher: a copy of its template with this body's _call (and _last), its own cache file
+        self.parallel_build = numba.njit(renamed(_parallel_jobs, f"__{q}",
+                                                 _call=_parallel_caller(self.body, self._registered)),
+                                         cache=CACHE, nogil=True, error_model=ERROR_MODEL)
+        self.serial_build = numba.njit(renamed(_serial_jobs_last if last else _serial_jobs, f"__{q}", _call=call,
+                                               _last=last[0] if last else None),
                                        cache=CACHE, nogil=True, error_model=ERROR_MODEL)
         self._before_new_signature(self.serial_build, prepare_last=last is not None)
         self._before_new_signature(self.parallel_build)
@@ -689,24 +684,25 @@ class JobSet:
         compile_for_args = build._compile_for_args
 
         def register_then_compile(njobs, args):   # Numba passes a launcher's *args as one tuple
-            body_args = args[:-1] + (self._last[1](args[-1]),) if prepare_last else args
+            body_args = self._prepare_last(args) if prepare_last else args
             _register_body(self.body, tuple(numba.typeof(a) for a in body_args), self._registered)
             _ensure_runner()
             return compile_for_args(njobs, args)
         build._compile_for_args = register_then_compile
 
+    def _prepare_last(self, args):
+        """``args`` with the last one prepared by the Python form of ``last`` (if any)."""
+        return args[:-1] + (self._last[1](args[-1]),) if self._last else args
+
     def __call__(self, njobs, *args):
         if njobs > 1 and ((_threads > 1 and not _serial_scope) or _parallel_scope) and not _NO_JIT:
             if _pool_threads != _threads:
                 _size_pool()
-            if self._last:
-                args = args[:-1] + (self._last[1](args[-1]),)
-            self.parallel_build(njobs, *args)
+            self.parallel_build(njobs, *self._prepare_last(args))
         elif not _NO_JIT:
             self.serial_build(njobs, *args)   # the common small case: one compiled call
         else:
-            if self._last:
-                args = args[:-1] + (self._last[1](args[-1]),)
+            args = self._prepare_last(args)
             for j in range(njobs):
                 self.py_func(j, njobs, *args)
 

@@ -277,18 +277,16 @@ LAST_PANELS = (packed_all, panels_all)   # W (O, I) in panels
 
 
 def block_jobs(N, M):
-    """The number of jobs of an (N, M) product (:func:`n_blocks`), from Python."""
-    ncb = (M + COLS - 1) // COLS
-    if ncb == 0:
+    """The number of jobs of an (N, M) product, from Python: :func:`n_blocks`'s count."""
+    if M == 0:
         return 0
-    nt = (N + ROWS - 1) // ROWS
-    return min(nt, max(1, (JOBS + ncb - 1) // ncb)) * ncb
+    ng, ncb = n_blocks(N, M)
+    return ng * ncb
 
 
 def sweep_chunks(B):
     """The number of chunks :func:`row_chunks` cuts a sweep's B sequences into, from Python."""
-    rc = (B + CHUNKS - 1) // CHUNKS
-    return (B + rc - 1) // rc
+    return row_chunks(B)[0]
 
 
 @inline

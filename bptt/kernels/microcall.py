@@ -25,14 +25,13 @@ forms and :func:`acc_scalar`), compiled in about a tenth of the time. ``BPTT_MIC
 compiles the readable bodies instead.
 """
 import importlib
-import types as _pytypes
 
 import numba
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from ..jit import MICRO, external, fma, helper
+from ..jit import MICRO, external, fma, helper, renamed, vector_floats
 
 
 @helper
@@ -228,14 +227,8 @@ def _vector_function(isa, R, W, blocks=1, pair=False):
     """A Python function for :func:`bptt.jit.external` whose body is :func:`vector_body`'s, under
     a qualname of its own (its own cache file)."""
     template = _vector_body_d if (pair or blocks > 1) else _vector_body
-    g = dict(template.__globals__)
-    from ..jit import vector_floats
-    g["_vector"] = vector_body(R, W, blocks, pair, lanes=vector_floats(isa))
-    name = f"vector_{isa}_{R}x{W}" + ("x2" if pair else f"x{blocks}p" if blocks > 1 else "")
-    f = _pytypes.FunctionType(template.__code__, g, name)
-    f.__qualname__ = name
-    f.__module__ = template.__module__
-    return f
+    suffix = f"_{isa}_{R}x{W}" + ("x2" if pair else f"x{blocks}p" if blocks > 1 else "")
+    return renamed(template, suffix, _vector=vector_body(R, W, blocks, pair, lanes=vector_floats(isa)))
 
 
 def body_function(fam, R, W, blocks=1, pair=False, form=None):
