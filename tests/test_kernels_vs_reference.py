@@ -178,3 +178,46 @@ def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
     ref_rnn.input_backward_params(dW0, db0, dg, x)
     close(res[0][1], dW0, np.float32, "dW_ih")
     close(res[0][2], db0, np.float32, "db_ih")
+
+
+@pytest.mark.parametrize("B", [rnn.SPLIT_B + 3, rnn.SPLIT_B + 12])
+def test_weight_grads_ignore_what_their_scratch_held(B):
+    """The split weight-gradient passes take their temporaries from scratch buffers kept from call
+    to call (engine.scratch). Whatever a buffer holds (NaN here, or a larger shape's leftovers)
+    never reaches a result: the sums are bitwise those of a run on freshly allocated buffers."""
+    from bptt.kernels.engine import release_scratch, scratch
+    T, I, H, GH = 4, 21, 19, 4 * 19
+    rng = np.random.default_rng(B)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    x, dg, y, h0 = r(T, B, I), r(T, B, GH), r(T, B, H), r(B, H)
+
+    def run():
+        dW_ih, dW_hh = np.full((GH, I), 0.25, np.float32), np.full((GH, H), 0.25, np.float32)
+        db_ih, db_hh = np.full(GH, 0.25, np.float32), np.full(GH, 0.25, np.float32)
+        rnn.input_backward_params(dW_ih, db_ih, dg, x)
+        rnn.recurrent_backward_params(dW_hh, db_hh, dg, y, h0, 0, False)
+        return dW_ih, db_ih, dW_hh, db_hh
+
+    release_scratch()
+    fresh = run()
+    for name in ("split_S1", "split_G", "split_GT"):   # poisoned, and larger than needed
+        scratch(name, 1 << 16, np.float32)[:] = np.nan
+    for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh"), fresh, run()):
+        assert np.array_equal(u, v), name
+    again = run()   # the same buffers, as the previous call left them
+    for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh"), fresh, again):
+        assert np.array_equal(u, v), name
+
+
+def test_scratch_is_reused_aligned_and_grows():
+    from bptt.kernels.engine import release_scratch, scratch
+    release_scratch()
+    a = scratch("t", 100, np.float32)
+    assert a.shape == (100,) and a.dtype == np.float32 and a.ctypes.data % 64 == 0
+    b = scratch("t", 50, np.float32)
+    assert b.ctypes.data == a.ctypes.data            # the same memory again
+    c = scratch("t", 1000, np.float32)
+    assert c.shape == (1000,) and c.ctypes.data % 64 == 0
+    assert scratch("t", 10, np.float64).dtype == np.float64   # a buffer per dtype
+    assert scratch("u", 10, np.float32).ctypes.data != scratch("t", 10, np.float32).ctypes.data
+    release_scratch()

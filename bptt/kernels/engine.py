@@ -24,6 +24,7 @@ one fused multiply-add chain in a fixed order (:func:`acc_scalar` is the plain v
 result is the same bits for any tiling, any thread count, any build and any ISA family.
 """
 import importlib
+import threading
 
 import numba
 import numpy as np
@@ -48,7 +49,7 @@ KC = 256              # k per block inside a tile
 CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
                          # in the compiled kernels: only speed depends on it, never the bits)
 
-__all__ = ["acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
+__all__ = ["scratch", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
@@ -337,6 +338,47 @@ def transposed_copy(X):
     XT = np.empty((M, N), X.dtype)
     _transpose_strip((M + TB - 1) // TB, XT, X)
     return XT
+
+
+@inline
+def transpose_into(XT, X):
+    """XT = Xᵀ for X (N, M) with contiguous rows and XT (M, N) contiguous, strip by strip on this
+    thread: :func:`transposed` into a given array, for a job that reuses a scratch buffer."""
+    for j in range((X.shape[1] + TB - 1) // TB):
+        transpose_strip(XT, X, j)
+
+
+# -- scratch buffers ----------------------------------------------------------------------------
+#
+# A kernel's large temporaries (a weight gradient's copy of dg, its transpose, a part's sums) are
+# taken from buffers kept from call to call instead of being allocated each call. Freed and
+# allocated again, a buffer of a few MB came back as fresh pages whenever the C allocator had
+# returned it to the system: the LSTM `char` step (B = 50, H = 128, two threads) then took 2,400
+# page faults and 14.7-16.5 ms instead of 10.5 (docs/performance.md). Whether it did depended on
+# what the process had allocated before, so the same step ran at either speed.
+
+_scratch = threading.local()   # each Python thread its own buffers: kernels may run from several
+
+
+def scratch(name: str, n: int, dtype) -> np.ndarray:
+    """A 1-D array of ``n`` elements of ``dtype``, starting on a 64-byte boundary, that the next
+    call with the same ``name`` (on this Python thread) gets again: its contents are garbage, and
+    it is valid only until then. A composite kernel uses it for one call, never returns it."""
+    dtype = np.dtype(dtype)
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:
+        pool = _scratch.pool = {}
+    buf = pool.get((name, dtype))
+    if buf is None or buf.size < n:
+        raw = np.empty(n + 64 // dtype.itemsize, dtype)
+        off = (64 - raw.ctypes.data % 64) % 64 // dtype.itemsize
+        buf = pool[(name, dtype)] = raw[off:off + n]
+    return buf[:n]
+
+
+def release_scratch() -> None:
+    """Free this Python thread's scratch buffers (they are allocated again when next needed)."""
+    _scratch.pool = {}
 
 
 acc_tile = tile_caller(jit.ISA)

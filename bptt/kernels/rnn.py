@@ -44,8 +44,8 @@ from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_bias_rows, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
-                     pack_panel, panels, panels_T, row_chunks, sweep_chunks, transposed, LAST_PANELS,
-                     LAST_PANELS_T)
+                     pack_panel, panels, panels_T, row_chunks, scratch, sweep_chunks, transpose_into,
+                     LAST_PANELS, LAST_PANELS_T)
 
 
 @composite
@@ -266,20 +266,24 @@ def split_weight_grads(dW, db, dg, P, I):
     :func:`bptt.kernels.engine.block_product` over the half's contiguous k range, with A = Gᵀ
     from a transposed copy (and :func:`acc_narrow` for the last
     I mod NARROW columns), then a job per block of rows adds the parts. dg : (T, B, U).
-    dW : (U, I).  db : (U,).
+    dW : (U, I).  db : (U,). The copies of dg, their transposes and S₁ live in scratch buffers
+    (:func:`bptt.kernels.engine.scratch`), kept from call to call.
     """
-    U = dg.shape[2]
+    T, B, U = dg.shape
     nub = (U + COLS - 1) // COLS
-    S1 = np.empty((U, I), dW.dtype)        # part 1's sums, added at the end
+    S1 = scratch("split_S1", U * I, dW.dtype).reshape(U, I)   # part 1's sums, added at the end
     sums = np.zeros((2, U), np.float64)    # the bias sums of each part
-    _split_parts(2 * nub, dW, S1, sums, dg, P, I)
+    per_job = T * ((B + 1) // 2) * min(U, COLS)   # the larger half's rows × a block's columns
+    G = scratch("split_G", 2 * nub * per_job, dg.dtype)     # each job's copy of dg, and its transpose
+    GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
+    _split_parts(2 * nub, dW, S1, sums, dg, P, I, G, GT, per_job)
     _add_parts(nub, dW, db, S1, sums)
 
 
 @jobs
-def _split_parts(j, njobs, dW, S1, sums, dg, P, I):
+def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job):
     """Job j of :func:`split_weight_grads`: part h = j // (njobs/2) (a batch half), rows
-    u0:u1 of dW (or of S1 for part 1)."""
+    u0:u1 of dW (or of S1 for part 1). Gs, GTs: scratch, ``per_job`` elements of each per job."""
     T, B, U = dg.shape
     I16 = I - I % NARROW
     nub = njobs // 2
@@ -294,7 +298,9 @@ def _split_parts(j, njobs, dW, S1, sums, dg, P, I):
         C = S1[u0:u1]
         for u in range(u1 - u0):
             C[u, :] = 0.0
-    G = np.empty((Nh, u1 - u0), dg.dtype)   # the half's rows of dg, this block of columns
+    w = u1 - u0
+    G = Gs[j * per_job:j * per_job + Nh * w].reshape((Nh, w))     # the half's rows of dg, this
+    GT = GTs[j * per_job:j * per_job + Nh * w].reshape((w, Nh))   # block of columns, and Gᵀ
     s = sums[h, u0:u1]
     for t in range(T):
         for b in range(b0, b1):
@@ -304,7 +310,8 @@ def _split_parts(j, njobs, dW, S1, sums, dg, P, I):
                 dst[u] = src[u]
                 s[u] += src[u]
     Ph = P[:, kb:kb + Nh]
-    block_product(C, transposed(G), Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
+    transpose_into(GT, G)
+    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
     if I16 < I:
         acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
 
