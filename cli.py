@@ -457,7 +457,9 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
     agree (relative error <= 1e-3), then times each framework after warm-up, in its own worker
     process (two OpenMP thread pools in one process slow each other down), in four slices that
     alternate between the two (so that a machine's slow spells slow both alike).
-    Columns: median ms of each, torch/bptt (above 1: bptt is faster), GFLOP/s of each counting
+    Columns: median ms of each, torch/bptt (above 1: bptt is faster), the lowest and highest
+    torch/bptt of the four rounds (a round: a slice of each, timed one after the other; how far
+    the machine moved the ratio while the row ran), GFLOP/s of each counting
     3*2*T*B*G*H*(I+H) per step, bptt's share of the float32 FMA peak of the ISA in use (measured
     in the run), and bptt's peak memory (parameters, gradients and the step's allocations).
     Extras: a char-LM step and an MLP step against torch, and the compile time (cold cache) and

@@ -64,6 +64,7 @@ def test_quick_rnn_writes_a_complete_report(tmp_path):
             assert row[key] > 0
         assert row["bptt"]["n"] == 2 and row["torch"]["n"] == 2   # --min-time 0: exactly --repeat
         assert row["ratio"] == pytest.approx(row["torch_ms"] / row["bptt_ms"])
+        assert len(row["ratio_rounds"]) == 2 and all(v > 0 for v in row["ratio_rounds"])   # --repeat 2: 2 rounds
         assert row["memory"]["peak_mb"] >= row["memory"]["params_grads_mb"] > 0
         assert all(isinstance(v, bool) for v in row["targets"].values())
     teach, char = report["rows"]
@@ -306,3 +307,11 @@ def test_the_generic_isa_is_reported_as_correctness_only():
     assert "held to generic (ATEN_CPU_CAPABILITY=default, DNNL_MAX_CPU_ISA=SSE41" in lines[0]
     assert "for correctness, not timed against torch" in lines[1]
     assert "no speed targets on the generic ISA" in bm.format_summary(rep)
+
+
+def test_round_ratios_pair_each_slice_of_bptt_with_the_torch_slice_beside_it():
+    bptt = [[1.0, 1.0, 3.0], [2.0], [0.5, 0.5]]
+    torch_ = [[2.0], [2.0, 2.0, 1.0], [1.0, 1.0]]
+    assert runner.round_ratios(bptt, torch_) == [2.0, 1.0, 2.0]
+    assert report.rounds_text([2.0, 1.0, 2.0]) == "1.00-2.00"
+    assert report.rounds_text([]) == "-" and report.rounds_text(None) == "-"

@@ -11,7 +11,7 @@ from .timing import NOISY
 
 # (header, width, right-aligned); every row is printed as soon as it is measured.
 _COLUMNS = [("cell", 4, False), ("shape (B,T,I,H)", 26, False), ("bptt ms", 9, True),
-            ("torch ms", 9, True), ("torch/bptt ", 11, True), ("bptt GF/s", 9, True),
+            ("torch ms", 9, True), ("torch/bptt ", 11, True), ("rounds", 9, True), ("bptt GF/s", 9, True),
             ("torch GF/s", 10, True), ("%peak", 6, True), ("mem MB", 7, True), ("n", 5, True),
             ("check", 10, False), ("targets", 0, False)]
 
@@ -51,13 +51,20 @@ def _slowed_text(rec) -> str:
     return f"  (plain torch {_ms(plain['median_ms'])} ms)"
 
 
+def rounds_text(rounds) -> str:
+    """The lowest and highest torch / bptt of a row's rounds, e.g. ``0.91-1.04``."""
+    if not rounds:
+        return "-"
+    return f"{min(rounds):.2f}-{max(rounds):.2f}"
+
+
 def format_row(row) -> str:
     shape = f"{row['shape']} ({row['B']},{row['T']},{row['I']},{row['H']})"
     pct = "-" if row["bptt_pct_peak"] is None else f"{row['bptt_pct_peak']:.1f}"
     mem = row["memory"].get("peak_mb")
     ratio = f"{row['ratio']:.2f}" + ("*" if row["noisy"] else " ")
     return _line([row["cell"], shape, _ms(row["bptt_ms"]), _ms(row["torch_ms"]), ratio,
-                  f"{row['bptt_gflops']:.1f}", f"{row['torch_gflops']:.1f}", pct,
+                  rounds_text(row.get("ratio_rounds")), f"{row['bptt_gflops']:.1f}", f"{row['torch_gflops']:.1f}", pct,
                   "-" if mem is None else f"{mem:.1f}", str(min(row["bptt"]["n"], row["torch"]["n"])),
                   _check_text(row["check"]), _targets_text(row) + _slowed_text(row)])
 
@@ -112,7 +119,7 @@ def format_extra(rec) -> str:
         return (f"compile: {rec['what']} ({rec['build']} build, {rec['isa']}): cold cache {rec['cold_s']:.2f} s, "
                 f"warm cache {rec['warm_s']:.2f} s (import bptt {rec['import_s']:.2f} s)")
     text = (f"{rec['name']}: {rec['what']}: bptt {_ms(rec['bptt_ms'])} ms, torch {_ms(rec['torch_ms'])} ms, "
-            f"torch/bptt {rec['ratio']:.2f}{'*' if rec['noisy'] else ''}, "
+            f"torch/bptt {rec['ratio']:.2f}{'*' if rec['noisy'] else ''} (rounds {rounds_text(rec.get('ratio_rounds'))}), "
             f"{rec['bptt_gflops']:.1f} vs {rec['torch_gflops']:.1f} GFLOP/s")
     if "bptt_tokens_per_s" in rec:
         text += f", {rec['bptt_tokens_per_s'] / 1e3:.1f}k vs {rec['torch_tokens_per_s'] / 1e3:.1f}k tok/s"

@@ -1,6 +1,7 @@
 """The whole run: every row and extra checked, timed, and measured against its targets."""
 from __future__ import annotations
 
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 
@@ -74,13 +75,21 @@ def _with_targets(rec: dict, isa) -> dict:
     return rec
 
 
+def round_ratios(bptt_slices, torch_slices) -> list:
+    """torch / bptt of each round: the median of torch's slice over the median of bptt's slice
+    next to it (the slices alternate, so a round's two ran within seconds of each other). Their
+    spread shows how far the machine moved the ratio while the row was timed."""
+    return [statistics.median(t) / statistics.median(b) for b, t in zip(bptt_slices, torch_slices) if b and t]
+
+
 def _record(kind, spec, check, timed, peak) -> dict:
     bt, tt = summary(timed["bptt"]["times"]), summary(timed["torch"]["times"])
     flops = job_flops(kind, spec)
     bg = flops / bt["median_ms"] / 1e6
     tg = flops / tt["median_ms"] / 1e6
+    rounds = round_ratios(timed["bptt"].get("slices", []), timed["torch"].get("slices", []))
     return {"flops": flops, "bptt": bt, "torch": tt, "bptt_ms": bt["median_ms"], "torch_ms": tt["median_ms"],
-            "ratio": tt["median_ms"] / bt["median_ms"], "noisy": is_noisy(bt) or is_noisy(tt),
+            "ratio": tt["median_ms"] / bt["median_ms"], "ratio_rounds": rounds, "noisy": is_noisy(bt) or is_noisy(tt),
             "bptt_gflops": bg, "torch_gflops": tg,
             "bptt_pct_peak": 100.0 * bg / peak if peak else None,
             "torch_pct_peak": 100.0 * tg / peak if peak else None, "check": check}

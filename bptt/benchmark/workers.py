@@ -194,11 +194,13 @@ class _Timers:
             job["data"] = path
         # one framework after the other, never both at once (they would share the cores), in
         # alternating slices: bptt, torch, torch, bptt, bptt, torch, ...
-        out = {fw: dict(self.call(fw, {"what": "setup", "job": job}), times=[]) for fw in FRAMEWORKS}
+        out = {fw: dict(self.call(fw, {"what": "setup", "job": job}), times=[], slices=[]) for fw in FRAMEWORKS}
         order = list(FRAMEWORKS)
         for r, m in slices(cfg.repeat, cfg.min_time):
             for fw in order:
-                out[fw]["times"] += self.call(fw, {"what": "slice", "repeat": r, "min_time": m})["times"]
+                times = self.call(fw, {"what": "slice", "repeat": r, "min_time": m})["times"]
+                out[fw]["times"] += times
+                out[fw]["slices"].append(times)
             order.reverse()
         for fw in FRAMEWORKS:
             self.call(fw, {"what": "done"})
