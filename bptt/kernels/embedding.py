@@ -69,15 +69,20 @@ def embedding_bag_backward(dW, dout, ids, weights):
     """dW[ids[n, k], d] += weights[n, k] · dout[n, d] for every filled slot: a weighted scatter-add.
 
     dW : (V, D) accumulated.  dout : (N, D) ∂L/∂out.  ids : (N, K) int64 in [-1, V).  weights : (N, K).
-    Parallel over the columns d only, as :func:`embedding_backward`: one id may fill many slots,
-    and per column the slots are added in order (n, then k), so the result is deterministic.
+    Parallel over blocks of 32 columns only, as :func:`embedding_backward` is over columns: one id
+    may fill many slots, and per column the slots are added in order (n, then k), so the result is
+    deterministic. A block (not one column) per pass reads a row segment of dW at a time, instead
+    of one number per row looked up.
     """
     N, K = ids.shape
     D = dW.shape[1]
-    for d in prange(D):
+    for blk in prange((D + 31) // 32):
+        d0 = blk * 32
+        d1 = min(D, d0 + 32)
         for n in range(N):
-            g = dout[n, d]
             for k in range(K):
                 v = ids[n, k]
                 if v >= 0:
-                    dW[v, d] += weights[n, k] * g
+                    w = weights[n, k]
+                    for d in range(d0, d1):
+                        dW[v, d] += w * dout[n, d]
