@@ -45,7 +45,7 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 @click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
               help="Dropout on the token embeddings and between stacked layers, in training only. "
                    "[default: 0.1 with --views dropout, else 0]")
-@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.15, show_default=True,
+@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.3, show_default=True,
               help="Replace each token of a view by <unk> with this probability, in training only: an "
                    "augmentation that keeps the encoder from matching views by their exact tokens "
                    "alone (0: off).")
