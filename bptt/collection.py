@@ -70,7 +70,8 @@ class Collection:
 
     def embed_query(self, query: str) -> np.ndarray:
         ids = self.tokenizer.encode(query)
-        if ids.size == 0 or np.all(ids == UNK_ID):
+        words = ids[:, 0] if ids.ndim == 2 else ids   # subword rows: their word ids
+        if words.size == 0 or np.all(words == UNK_ID):
             raise ValueError(f"the query {query[:40]!r} has no token the model knows: nothing to embed")
         raw = embed_texts(self.model, self.tokenizer, [query], pool=self.pool, normalize=self.normalize)
         return apply_postprocess(raw, self.post, True)[0]

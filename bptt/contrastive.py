@@ -1,8 +1,13 @@
 """Layer 3: a text encoder trained contrastively, so that its vectors find what a text means.
 
-    tokens (2B, T) ─ Embedding(V, E) ─ [Dropout] ─ RNN/LSTM/GRU × L (bidirectional allowed,
+    tokens (2B, T) ─ Embedding(V, E) [+ EmbeddingBag(S, E) of n-grams] ─ [Dropout] ─ RNN/LSTM/GRU × L (bidirectional allowed,
       [Dropout] between layers) ─> (2B, T, D·H) ─ mean over T ─> z (2B, D·H) ─ split ─> za, zb (B, D·H)
       ─ InfoNCE ─> L
+
+With ``subwords`` S > 0 the tokenizer is a :class:`~bptt.data.SubwordTokenizer`: a token is a
+row ``[word id, n-gram ids …]`` (so ids are (2B, T, 1 + K)), and its input vector is its word's
+row plus the mean of its character n-grams' rows (fastText), so that words the vocabulary lacks
+(names, versions, paths) still get vectors that say what they are made of.
 
 Training pairs come from unlabelled text. Each paragraph gives two *views*; in a batch of B
 paragraphs, view a_i must be nearer to b_i than to every other paragraph's view (the in-batch
@@ -42,13 +47,13 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import UNK_ID, fit_tokenizer, tokenizer_from_dict
+from .data import UNK_ID, SubwordTokenizer, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
 from .config import SavedConfig
 from .layers.base import Parameterised, as_dtype, load_params
 from .layers.contrastive import InfoNCELoss
 from .layers.dropout import Dropout
-from .layers.embedding import Embedding
+from .layers.embedding import Embedding, EmbeddingBag
 from .lexical import LEXICAL
 from .model import CELLS, check_stack_config
 from .optim import clip_grad_norm, make_optimizer
@@ -85,6 +90,7 @@ class EncoderConfig(SavedConfig):
     dtype: str = "float32"
     seed: int = 0
     dropout: float = 0.0
+    subword_buckets: int = 0   # S: rows of the n-gram table (0: no n-grams, as before 2026-12-01)
 
 
 class Encoder(Parameterised):
@@ -115,6 +121,12 @@ class Encoder(Parameterised):
         self.check_dropout_seed = None   # gradcheck: the same dropout masks on every forward
         self.loss = InfoNCELoss(config.temperature, config.learn_temperature, dtype=self.dtype)
         self.parts = {"embedding": self.embedding, "rnn": self.rnn, "loss": self.loss}
+        self.subword = None   # drawn last, so the other weights are those of an encoder without it
+        if config.subword_buckets:
+            self.subword = EmbeddingBag(config.subword_buckets, config.embed_dim, mode="mean",
+                                        dtype=self.dtype, rng=rng)
+            self.parts["subword"] = self.subword
+        self._bag = False
         self.params = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.params.items()}
         self.grads = {f"{p}.{k}": v for p, part in self.parts.items() for k, v in part.grads.items()}
 
@@ -133,10 +145,22 @@ class Encoder(Parameterised):
         return load_params(self.params, state, partial=partial)
 
     # -- forward / backward ---------------------------------------------------------------------
+    def _embed(self, ids):
+        """The input vectors (B, T, E): word rows, plus the mean n-gram rows for (B, T, 1 + K) ids."""
+        if isinstance(ids, np.ndarray) and ids.ndim == 3:
+            if self.subword is None:
+                raise ValueError(f"ids of shape {ids.shape} carry n-grams, but this encoder has no "
+                                 f"subword table; pass (B, T) word ids")
+            self._bag = True
+            return self.embedding.forward(ids[..., 0]) + self.subword.forward(ids[..., 1:])
+        self._bag = False
+        return self.embedding.forward(ids)
+
     def hidden_states(self, ids: np.ndarray, state=None, rng=None):
         """The top layer's states (B, T, D·H) and the final state (None with dropout). Dropout
-        (if any) is on when a generator ``rng`` is given to draw its masks, one per row."""
-        e = self.embedding.forward(ids)
+        (if any) is on when a generator ``rng`` is given to draw its masks, one per row. ``ids``:
+        (B, T) word ids, or (B, T, 1 + K) rows of a subword tokenizer."""
+        e = self._embed(ids)
         if self.drop is None:
             return self.rnn.forward(e, state)
         self.drop.train(rng is not None)
@@ -147,10 +171,13 @@ class Encoder(Parameterised):
 
     def _backward_states(self, dhs):
         de = self.rnn.backward(dhs)
-        self.embedding.backward(self.drop.backward(de) if self.drop is not None else de)
+        de = self.drop.backward(de) if self.drop is not None else de
+        self.embedding.backward(de)
+        if self._bag:
+            self.subword.backward(de)
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
-        """Mean-pooled embeddings (B, D·H) of equal-length token rows (B, T)."""
+        """Mean-pooled embeddings (B, D·H) of equal-length token rows (B, T) or (B, T, 1 + K)."""
         hs, _ = self.hidden_states(ids)
         z = np.empty((hs.shape[0], hs.shape[2]), self.dtype)
         mean_pool_forward(z, hs)
@@ -199,13 +226,13 @@ def crop_views(paras: list, rng: np.random.Generator, config) -> tuple[np.ndarra
 
     so a crop covers a random fraction of the paragraph (as Contriever's random cropping), and
     the views can be stacked into one (B, T) batch with no padding."""
-    shortest = min(p.size for p in paras)
+    shortest = min(len(p) for p in paras)
     r = rng.uniform(config.crop_low, config.crop_high)
     T = int(min(max(round(r * shortest), config.crop_min), config.crop_max, shortest))
-    a = np.empty((len(paras), T), np.int64)
-    b = np.empty((len(paras), T), np.int64)
+    a = np.empty((len(paras), T) + paras[0].shape[1:], np.int64)   # (B, T) or (B, T, 1 + K)
+    b = np.empty_like(a)
     for i, p in enumerate(paras):
-        s1, s2 = rng.integers(0, p.size - T + 1, size=2)
+        s1, s2 = rng.integers(0, len(p) - T + 1, size=2)
         a[i] = p[s1:s1 + T]
         b[i] = p[s2:s2 + T]
     return a, b
@@ -218,14 +245,14 @@ def disjoint_views(paras: list, rng: np.random.Generator, config) -> tuple[np.nd
 
     so the views share topic, not text (as a query and the passage that answers it); which span
     comes first in the paragraph is random."""
-    shortest = min(p.size for p in paras)
+    shortest = min(len(p) for p in paras)
     r = rng.uniform(config.crop_low, config.crop_high)
     T = int(max(1, min(max(round(r * shortest), config.crop_min), config.crop_max, shortest // 2)))
-    a = np.empty((len(paras), T), np.int64)
-    b = np.empty((len(paras), T), np.int64)
+    a = np.empty((len(paras), T) + paras[0].shape[1:], np.int64)
+    b = np.empty_like(a)
     for i, p in enumerate(paras):
-        s1 = int(rng.integers(0, p.size - 2 * T + 1))
-        s2 = int(rng.integers(s1 + T, p.size - T + 1))
+        s1 = int(rng.integers(0, len(p) - 2 * T + 1))
+        s2 = int(rng.integers(s1 + T, len(p) - T + 1))
         first, second = p[s1:s1 + T], p[s2:s2 + T]
         if rng.random() < 0.5:
             first, second = second, first
@@ -241,6 +268,17 @@ def dropout_views(paras: list, rng: np.random.Generator, config) -> tuple[np.nda
 
 
 VIEWS = {"crop": crop_views, "disjoint": disjoint_views, "dropout": dropout_views}
+
+
+def mask_tokens(ids: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """``ids`` (B, T) or (B, T, 1 + K) with the tokens where ``masked`` (B, T) is true made <unk>:
+    word id 0 and, for subword rows, no n-grams (-1)."""
+    if ids.ndim == 2:
+        return np.where(masked, UNK_ID, ids)
+    out = ids.copy()
+    out[masked] = -1
+    out[masked, 0] = UNK_ID
+    return out
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -267,11 +305,12 @@ class ContrastiveConfig(SavedConfig):
     max_vocab: int = 20000
     lowercase: bool = True
     oov_buckets: int | None = None   # None: DEFAULT_OOV_BUCKETS for a word tokenizer fitted here, else 0
+    subwords: int = 0                # S > 0: hashed character n-gram buckets per word (SubwordTokenizer)
     min_count: int | None = None     # None: DEFAULT_MIN_COUNT with buckets, else 1
     init_from: str | None = None
     views: str = "crop"
     dropout: float = 0.0
-    mask: float = 0.15      # chosen on validation paragraphs (docs/embeddings.md); 0 before 2026-12-01
+    mask: float = 0.3       # chosen on validation paragraphs (docs/embeddings.md); 0.15 before 2026-12-01 (second change), 0 before that
     crop_low: float = 0.25
     crop_high: float = 0.6
     crop_min: int = 8
@@ -297,6 +336,8 @@ class ContrastiveConfig(SavedConfig):
     def from_dict(cls, d):
         if "oov_buckets" not in d:     # a run from before the buckets: every unseen word was <unk>
             d = {**d, "oov_buckets": 0, "min_count": 1}
+        if "subwords" not in d:        # a run from before the n-grams
+            d = {**d, "subwords": 0}
         if "mask" not in d:            # (every saved config has it; the default was 0)
             d = {**d, "mask": 0.0}
         if "test_fraction" not in d:   # a run from before the validation/test split: its held-out
@@ -334,6 +375,10 @@ class ContrastiveConfig(SavedConfig):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        if isinstance(self.subwords, bool) or not isinstance(self.subwords, int) or self.subwords < 0:
+            raise ValueError(f"subwords must be an integer >= 0, got {self.subwords!r}")
+        if self.subwords and self.tokenizer != "word":
+            raise ValueError("subwords (character n-grams of each word) need the word tokenizer")
         if (self.oov_buckets or (self.min_count or 1) > 1) and (self.tokenizer != "word" or self.init_from):
             raise ValueError("oov_buckets and min_count apply to the word tokenizer fitted by this run; "
                              "not with the char tokenizer or init_from (whose tokenizer is kept)")
@@ -435,14 +480,19 @@ class ContrastiveTrainer:
             self.tokenizer = fit_tokenizer(config.tokenizer, "\n\n".join(self.train_paras),
                                            max_vocab=config.max_vocab, lowercase=config.lowercase,
                                            oov_buckets=config.oov_buckets, min_count=config.min_count)
+        if config.subwords and not isinstance(self.tokenizer, SubwordTokenizer):
+            if self.tokenizer.kind != "word":
+                raise ValueError(f"subwords need a word tokenizer; {config.init_from} has a "
+                                 f"{self.tokenizer.kind} tokenizer")
+            self.tokenizer = SubwordTokenizer.from_word(self.tokenizer, config.subwords)
         self.train_ids = [ids for ids in (self.tokenizer.encode(p) for p in self.train_paras)
-                          if ids.size >= config.min_tokens]
+                          if len(ids) >= config.min_tokens]
         if len(self.train_ids) < config.batch_size:
             raise ValueError(f"only {len(self.train_ids)} training paragraphs have {config.min_tokens}+ "
                              f"tokens, fewer than --batch-size {config.batch_size}")
         # A batch is a random window of the paragraphs sorted by length: paragraphs of similar
         # length, so the one crop length per batch is a similar fraction of each.
-        self.by_length = np.argsort([ids.size for ids in self.train_ids], kind="stable")
+        self.by_length = np.argsort([len(ids) for ids in self.train_ids], kind="stable")
         self.val_queries, self.val_docs = zip(*[split_pair(p) for p in self.val_paras[:config.val_pairs]])
         self._val_lexical = None   # the lexical methods' scores on the validation pairs, computed once
         self.fusion = None         # the score fusion fitted on the validation pairs at the last validation
@@ -451,7 +501,8 @@ class ContrastiveTrainer:
                                           embed_dim=config.embed_dim, bidirectional=config.bidirectional,
                                           temperature=config.temperature,
                                           learn_temperature=config.learn_temperature,
-                                          dtype=config.dtype, seed=config.seed, dropout=config.dropout)
+                                          dtype=config.dtype, seed=config.seed, dropout=config.dropout,
+                                          subword_buckets=getattr(self.tokenizer, "subword_buckets", 0))
         self.model = Encoder(self.model_config)
         if lm is not None:
             self.model.load_state(lm.state_dict(), partial=True)
@@ -546,9 +597,9 @@ class ContrastiveTrainer:
         c = self.config
         pick = self.by_length[self.rng.integers(0, len(self.by_length) - c.batch_size + 1) + np.arange(c.batch_size)]
         ids_a, ids_b = VIEWS[c.views]([self.train_ids[i] for i in pick], self.rng, c)
-        if c.mask > 0:   # token masking: each view token becomes <unk> with probability mask
-            ids_a = np.where(self.rng.random(ids_a.shape) < c.mask, UNK_ID, ids_a)
-            ids_b = np.where(self.rng.random(ids_b.shape) < c.mask, UNK_ID, ids_b)
+        if c.mask > 0:   # token masking: each view token becomes <unk> (and loses its n-grams)
+            ids_a = mask_tokens(ids_a, self.rng.random(ids_a.shape[:2]) < c.mask)   # with probability mask
+            ids_b = mask_tokens(ids_b, self.rng.random(ids_b.shape[:2]) < c.mask)
         self.model.zero_grad()
         loss = self.model.loss_and_grad(ids_a, ids_b, rng=self.rng)
         grads = {k: self.model.grads[k] for k in self.optimizer_keys}
@@ -558,7 +609,7 @@ class ContrastiveTrainer:
             raise self._diverged(f"the loss or gradient became non-finite ({loss}) at step {self.step + 1}")
         self.optimizer.step(grads)
         self.step += 1
-        return {"step": self.step, "loss": loss, "grad_norm": norm, "tokens": 2 * ids_a.size,
+        return {"step": self.step, "loss": loss, "grad_norm": norm, "tokens": 2 * ids_a.shape[0] * ids_a.shape[1],
                 "scale": self.model.loss.scale}
 
     @property

@@ -29,7 +29,7 @@ import zlib
 import numpy as np
 
 __all__ = ["DataError", "UNK_ID", "UNK_TOKEN", "UNK_TEXT", "CharTokenizer", "WordTokenizer",
-           "WORD_PATTERN", "TOKENIZERS", "oov_bucket", "fit_tokenizer", "tokenizer_from_dict", "builtin_corpus",
+           "SubwordTokenizer", "WORD_PATTERN", "TOKENIZERS", "oov_bucket", "fit_tokenizer", "tokenizer_from_dict", "builtin_corpus",
            "BUILTIN_CORPUS_BYTES", "read_text_files", "load_corpus", "split_train_val",
            "StreamBatcher", "Batch"]
 
@@ -322,7 +322,95 @@ class WordTokenizer:
         return f"WordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}{buckets})"
 
 
+class SubwordTokenizer(WordTokenizer):
+    """A :class:`WordTokenizer` that also gives each token its hashed character n-grams (fastText).
+
+    ``encode(text)`` returns an (N, 1 + K) int64 array, one row per token: column 0 is the
+    token's word id (exactly what the word tokenizer gives), columns 1..K the ids in
+    ``[0, subword_buckets)`` of the character n-grams of ``<token>`` (the token lower-cased as
+    the words are, between boundary markers ``<`` and ``>``), n from ``min_n`` to ``max_n``, in
+    order of start position then n, the first K of them; -1 fills the rest of a short token's row.
+    An n-gram's id is CRC-32 of its UTF-8 bytes mod ``subword_buckets`` (as :func:`oov_bucket`):
+    the same in every process. So a rare name, version or path that only reached an OOV bucket
+    still shares most of its n-grams with its neighbours (``libfoo2`` and ``libfoo3``).
+    ``decode`` accepts these rows (it reads column 0) or plain word ids.
+    """
+
+    kind = "subword"
+
+    def __init__(self, vocab, lowercase: bool = False, oov_buckets: int = 0, *, subword_buckets: int,
+                 min_n: int = 3, max_n: int = 5, max_ngrams: int = 32):
+        super().__init__(vocab, lowercase=lowercase, oov_buckets=oov_buckets)
+        self.subword_buckets = _positive_int("subword_buckets", subword_buckets)
+        self.min_n = _positive_int("min_n", min_n)
+        self.max_n = _positive_int("max_n", max_n)
+        self.max_ngrams = _positive_int("max_ngrams", max_ngrams)
+        if self.min_n > self.max_n:
+            raise ValueError(f"min_n ({self.min_n}) must not exceed max_n ({self.max_n})")
+        self._grams: dict = {}
+
+    @classmethod
+    def from_word(cls, word: WordTokenizer, subword_buckets: int, **kw) -> "SubwordTokenizer":
+        """The word tokenizer ``word`` with n-grams hashed into ``subword_buckets`` ids."""
+        return cls(word.vocab, lowercase=word.lowercase, oov_buckets=word.oov_buckets,
+                   subword_buckets=subword_buckets, **kw)
+
+    @property
+    def width(self) -> int:
+        """1 + K: the columns of an encoded row."""
+        return 1 + self.max_ngrams
+
+    def ngrams(self, token: str) -> tuple:
+        """The n-gram ids of one token (already lower-cased if the tokenizer lower-cases)."""
+        got = self._grams.get(token)
+        if got is None:
+            w, S = "<" + token + ">", self.subword_buckets
+            got = tuple(zlib.crc32(w[i:i + n].encode("utf-8", "surrogatepass")) % S
+                        for i in range(len(w)) for n in range(self.min_n, self.max_n + 1)
+                        if i + n <= len(w))[:self.max_ngrams]
+            if len(self._grams) < 1 << 20:   # a cache bounded for a long-lived process
+                self._grams[token] = got
+        return got
+
+    def encode(self, text: str, strict: bool = False) -> np.ndarray:
+        """(N, 1 + K) int64: each token's word id, then its n-gram ids (-1 after the last)."""
+        words = super().encode(text, strict)
+        rows = np.full((words.size, self.width), -1, np.int64)
+        rows[:, 0] = words
+        for k, tok in enumerate(self.split(text, self.lowercase)):
+            g = self.ngrams(tok)
+            rows[k, 1:1 + len(g)] = g
+        return rows
+
+    def decode(self, ids) -> str:
+        a = np.asarray(ids)
+        return super().decode(a[:, 0] if a.ndim == 2 else a)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "kind": self.kind, "subword_buckets": self.subword_buckets,
+                "min_n": self.min_n, "max_n": self.max_n, "max_ngrams": self.max_ngrams}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SubwordTokenizer":
+        if (not isinstance(d, dict) or d.get("kind") != cls.kind or not isinstance(d.get("vocab"), list)
+                or not isinstance(d.get("lowercase", False), bool) or "subword_buckets" not in d):
+            raise ValueError("not a subword tokenizer description: expected {'kind': 'subword', 'vocab': list, "
+                             f"'lowercase': bool, 'subword_buckets': int, ...}}, got {_describe(d)}")
+        return cls(d["vocab"], lowercase=d.get("lowercase", False), oov_buckets=d.get("oov_buckets", 0),
+                   subword_buckets=d["subword_buckets"], min_n=d.get("min_n", 3), max_n=d.get("max_n", 5),
+                   max_ngrams=d.get("max_ngrams", 32))
+
+    def __eq__(self, other):
+        return (isinstance(other, SubwordTokenizer) and super().__eq__(other)
+                and self.to_dict() == other.to_dict())
+
+    def __repr__(self):
+        return (f"SubwordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+                f"oov_buckets={self.oov_buckets}, subword_buckets={self.subword_buckets})")
+
+
 TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
+_DESCRIBED = {**TOKENIZERS, "subword": SubwordTokenizer}   # what a checkpoint may hold
 
 
 def _describe(d) -> str:
@@ -349,10 +437,10 @@ def fit_tokenizer(kind: str, text: str, *, max_vocab: int = 10000, lowercase: bo
 def tokenizer_from_dict(d: dict):
     """The tokenizer that ``to_dict()`` described (as stored in a checkpoint)."""
     kind = d.get("kind") if isinstance(d, dict) else None
-    if kind not in TOKENIZERS:
-        raise ValueError(f"tokenizer description must have 'kind' one of {', '.join(TOKENIZERS)}; "
+    if kind not in _DESCRIBED:
+        raise ValueError(f"tokenizer description must have 'kind' one of {', '.join(_DESCRIBED)}; "
                          f"got {kind!r}")
-    return TOKENIZERS[kind].from_dict(d)
+    return _DESCRIBED[kind].from_dict(d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,11 +106,11 @@ def embed_texts(model, tokenizer, texts, *, pool: str = "mean", normalize: bool 
 def _embed_by_length(model, tokenizer, texts, pool: str) -> np.ndarray:
     """Pooled hidden states (N, H) float32, texts of the same token length run as one batch; an
     empty text embeds as the zero vector."""
-    encoded = [tokenizer.encode(t) for t in texts]
+    encoded = [tokenizer.encode(t) for t in texts]   # (T,) ids, or (T, 1 + K) subword rows
     by_len: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
-        if ids.size:
-            by_len.setdefault(int(ids.size), []).append(i)
+        if len(ids):
+            by_len.setdefault(len(ids), []).append(i)
     out = None
     for T, rows in sorted(by_len.items()):
         step = max(1, EMBED_BATCH_TOKENS // T)

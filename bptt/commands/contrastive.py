@@ -32,6 +32,11 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
               help="Words seen fewer times in the training paragraphs get no row of their own and go "
                    "to the buckets, so the buckets are trained as they are used on new text. "
                    "[default: 2 with buckets, else 1]")
+@click.option("--subwords", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Give each word the mean of its character 3- to 5-grams' vectors as well as its own "
+                   "(fastText): the n-grams are hashed (CRC-32) into N shared rows, so names, versions "
+                   "and paths the vocabulary lacks still get vectors made of their parts (0: off). "
+                   "Word tokenizer only.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
               help="Paragraphs per step; each one's views are the other paragraphs' negatives.")
 @click.option("--views", type=click.Choice(["crop", "disjoint", "dropout"]), default="crop", show_default=True,
@@ -40,7 +45,7 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 @click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
               help="Dropout on the token embeddings and between stacked layers, in training only. "
                    "[default: 0.1 with --views dropout, else 0]")
-@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.15, show_default=True,
+@click.option("--mask", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.3, show_default=True,
               help="Replace each token of a view by <unk> with this probability, in training only: an "
                    "augmentation that keeps the encoder from matching views by their exact tokens "
                    "alone (0: off).")
@@ -78,7 +83,7 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, validation.txt, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
-                max_vocab, oov_buckets, min_count, batch_size, views, dropout, mask, crop, crop_tokens,
+                max_vocab, oov_buckets, min_count, subwords, batch_size, views, dropout, mask, crop, crop_tokens,
                 temperature, learn_temperature, steps, minutes, lr, clip, val_every, val_fraction,
                 test_fraction, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
@@ -111,7 +116,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
             config = ContrastiveConfig(
                 cell=cell, hidden=hidden, layers=layers, embed_dim=embed_dim, bidirectional=bidirectional,
                 tokenizer=tokenizer, max_vocab=max_vocab, oov_buckets=oov_buckets, min_count=min_count,
-                init_from=init_from, views=views,
+                subwords=subwords, init_from=init_from, views=views,
                 dropout=dropout, mask=mask, crop_low=crop[0],
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
                 batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
@@ -128,7 +133,8 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                    f"on {what}: {len(trainer.train_ids):,} training paragraphs, "
                    f"{len(trainer.val_queries):,} for validation, {len(trainer.test_paras):,} for testing, "
                    f"vocabulary {trainer.tokenizer.vocab_size}"
-                   f"{f' ({c.oov_buckets} of them buckets for rarer words)' if c.oov_buckets else ''}")
+                   f"{f' ({c.oov_buckets} of them buckets for rarer words)' if c.oov_buckets else ''}"
+                   f"{f', {c.subwords} character n-gram buckets' if c.subwords else ''}")
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
 
         def on_event(kind, info):

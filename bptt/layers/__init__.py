@@ -2,10 +2,10 @@
 from .base import Layer
 from .dense import Dense, MLP
 from .dropout import Dropout
-from .embedding import Embedding
+from .embedding import Embedding, EmbeddingBag
 from .losses import (BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, bce_with_logits, mse_loss,
                      softmax_cross_entropy)
 from .recurrent import GRU, LSTM, RNN
 
-__all__ = ["Layer", "Dense", "MLP", "Dropout", "Embedding", "RNN", "LSTM", "GRU", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
+__all__ = ["Layer", "Dense", "MLP", "Dropout", "Embedding", "EmbeddingBag", "RNN", "LSTM", "GRU", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
            "mse_loss", "softmax_cross_entropy", "bce_with_logits"]

@@ -1,9 +1,11 @@
-"""Token embedding, as ``torch.nn.Embedding``: a lookup table whose gradient is a scatter-add."""
+"""Token embedding, as ``torch.nn.Embedding``: a lookup table whose gradient is a scatter-add; and
+the embedding bag, as ``torch.nn.EmbeddingBag``: the sum or mean of a bag of rows per position."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.embedding import embedding_backward, embedding_forward
+from ..kernels.embedding import (embedding_backward, embedding_bag_backward, embedding_bag_forward,
+                                 embedding_forward)
 from .base import Layer, check_array, check_ids
 
 
@@ -54,6 +56,75 @@ class Embedding(Layer):
                            what=" (the shape of the output)")
         embedding_backward(self.grads["weight"], dout.reshape(-1, self.embedding_dim),
                            self._ids.reshape(-1))
+        return None
+
+    # gradcheck interface: ids are held fixed; only the weight is checked.
+    def check_forward(self, ids):
+        return (self.forward(ids),)
+
+    def check_backward(self, dout):
+        self.backward(dout)
+        return {}
+
+
+BAG_MODES = ("sum", "mean")
+
+
+class EmbeddingBag(Layer):
+    """out[..., :] = Σ_k w_k · weight[ids[..., k]] over the filled slots (id ≥ 0; -1 is an empty
+    slot), w_k = 1 (``mode='sum'``) or 1 / (number of filled slots) (``mode='mean'``); a bag with
+    no filled slot gives zeros, as ``torch.nn.EmbeddingBag``. weight (V, D) ~ N(0, 1).
+
+    ``forward(ids)``: integer ids of shape (B, T, K) or (N, K), each in [-1, V); returns
+    (B, T, D) or (N, D). ``backward(dout)`` adds w_k · dout into the rows looked up and returns None.
+    The contrastive encoder uses it for the hashed character n-grams of each word (fastText).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, mode: str = "mean", dtype=np.float64,
+                 seed=None, rng=None):
+        super().__init__(dtype)
+        if mode not in BAG_MODES:
+            raise ValueError(f"mode must be one of {', '.join(BAG_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.num_embeddings = _positive("num_embeddings", num_embeddings)
+        self.embedding_dim = _positive("embedding_dim", embedding_dim)
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        self.add_param("weight", rng.standard_normal((self.num_embeddings, self.embedding_dim)))
+        self._cache = None
+
+    def __repr__(self):
+        return f"EmbeddingBag({self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}, dtype={self.dtype.name})"
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        if isinstance(ids, np.ndarray) and ids.ndim not in (2, 3):
+            raise ValueError(f"ids must have shape (B, T, K) or (N, K), got {ids.shape} ({ids.ndim} dimensions)")
+        shape = ("N", "K") if isinstance(ids, np.ndarray) and ids.ndim == 2 else ("B", "T", "K")
+        # ids + 1 in [0, V + 1): -1 (an empty slot) is allowed, nothing below it
+        ids = check_ids("ids", ids + 1 if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" else ids,
+                        shape, self.num_embeddings + 1) - 1
+        flat = ids.reshape(-1, ids.shape[-1])
+        filled = flat >= 0
+        if self.mode == "sum":
+            w = filled.astype(self.dtype)
+        else:
+            count = filled.sum(axis=1, keepdims=True)
+            w = np.where(filled, 1.0 / np.maximum(count, 1), 0.0).astype(self.dtype)
+        out = np.empty((flat.shape[0], self.embedding_dim), self.dtype)
+        embedding_bag_forward(out, flat, w, self.params["weight"])
+        self._cache = (ids.shape[:-1], flat, w)
+        return out.reshape(ids.shape[:-1] + (self.embedding_dim,))
+
+    def __call__(self, ids):
+        return self.forward(ids)
+
+    def backward(self, dout: np.ndarray) -> None:
+        """grads['weight'][v] += Σ over the slots holding id v of w_k · dout at their position."""
+        if self._cache is None:
+            raise RuntimeError("EmbeddingBag.backward called before forward")
+        lead, flat, w = self._cache
+        dout = check_array("dout", dout, lead + (self.embedding_dim,), self.dtype,
+                           what=" (the shape of the output)")
+        embedding_bag_backward(self.grads["weight"], dout.reshape(-1, self.embedding_dim), flat, w)
         return None
 
     # gradcheck interface: ids are held fixed; only the weight is checked.

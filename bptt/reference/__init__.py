@@ -13,7 +13,8 @@ module                 what
 ``activations``        every activation f and its derivative f', the three GELU forms
 ``dense``              y = x·Wᵀ + b and its backward
 ``losses``             MSE, softmax cross-entropy (gradient p − y), BCE from logits
-``embedding``          the table lookup and its scatter-add gradient
+``embedding``          the table lookup and its scatter-add gradient; the embedding bag
+                       (a weighted sum of rows per position: a word's n-grams)
 ``rnn``                the Elman RNN over a sequence and its BPTT; the input projection
                        and the weight-gradient sums every cell shares
 ``lstm``, ``gru``      the LSTM and the GRU, gate by gate, forward and BPTT
