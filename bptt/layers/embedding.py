@@ -15,6 +15,14 @@ def _positive(name, v):
     return int(v)
 
 
+def _init_table(layer, num_embeddings, embedding_dim, seed, rng) -> None:
+    """The lookup table both layers own: ``weight`` (V, D) ~ N(0, 1), as torch initialises it."""
+    layer.num_embeddings = _positive("num_embeddings", num_embeddings)
+    layer.embedding_dim = _positive("embedding_dim", embedding_dim)
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    layer.add_param("weight", rng.standard_normal((layer.num_embeddings, layer.embedding_dim)))
+
+
 class Embedding(Layer):
     """out[..., :] = weight[ids[...]], weight (V, D) ~ N(0, 1) as in torch.
 
@@ -25,10 +33,7 @@ class Embedding(Layer):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=np.float64, seed=None, rng=None):
         super().__init__(dtype)
-        self.num_embeddings = _positive("num_embeddings", num_embeddings)
-        self.embedding_dim = _positive("embedding_dim", embedding_dim)
-        rng = rng if rng is not None else np.random.default_rng(seed)
-        self.add_param("weight", rng.standard_normal((self.num_embeddings, self.embedding_dim)))
+        _init_table(self, num_embeddings, embedding_dim, seed, rng)
         self._ids = None
 
     def __repr__(self):
@@ -86,10 +91,7 @@ class EmbeddingBag(Layer):
         if mode not in BAG_MODES:
             raise ValueError(f"mode must be one of {', '.join(BAG_MODES)}, got {mode!r}")
         self.mode = mode
-        self.num_embeddings = _positive("num_embeddings", num_embeddings)
-        self.embedding_dim = _positive("embedding_dim", embedding_dim)
-        rng = rng if rng is not None else np.random.default_rng(seed)
-        self.add_param("weight", rng.standard_normal((self.num_embeddings, self.embedding_dim)))
+        _init_table(self, num_embeddings, embedding_dim, seed, rng)
         self._cache = None
 
     def __repr__(self):
