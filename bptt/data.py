@@ -401,8 +401,7 @@ class SubwordTokenizer(WordTokenizer):
                    max_ngrams=d.get("max_ngrams", 32))
 
     def __eq__(self, other):
-        return (isinstance(other, SubwordTokenizer) and super().__eq__(other)
-                and self.to_dict() == other.to_dict())
+        return isinstance(other, SubwordTokenizer) and self.to_dict() == other.to_dict()
 
     def __repr__(self):
         return (f"SubwordTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "

@@ -64,7 +64,7 @@ def format_row(row) -> str:
     mem = row["memory"].get("peak_mb")
     ratio = f"{row['ratio']:.2f}" + ("*" if row["noisy"] else " ")
     return _line([row["cell"], shape, _ms(row["bptt_ms"]), _ms(row["torch_ms"]), ratio,
-                  rounds_text(row.get("ratio_rounds")), f"{row['bptt_gflops']:.1f}", f"{row['torch_gflops']:.1f}", pct,
+                  rounds_text(row["ratio_rounds"]), f"{row['bptt_gflops']:.1f}", f"{row['torch_gflops']:.1f}", pct,
                   "-" if mem is None else f"{mem:.1f}", str(min(row["bptt"]["n"], row["torch"]["n"])),
                   _check_text(row["check"]), _targets_text(row) + _slowed_text(row)])
 
@@ -119,7 +119,7 @@ def format_extra(rec) -> str:
         return (f"compile: {rec['what']} ({rec['build']} build, {rec['isa']}): cold cache {rec['cold_s']:.2f} s, "
                 f"warm cache {rec['warm_s']:.2f} s (import bptt {rec['import_s']:.2f} s)")
     text = (f"{rec['name']}: {rec['what']}: bptt {_ms(rec['bptt_ms'])} ms, torch {_ms(rec['torch_ms'])} ms, "
-            f"torch/bptt {rec['ratio']:.2f}{'*' if rec['noisy'] else ''} (rounds {rounds_text(rec.get('ratio_rounds'))}), "
+            f"torch/bptt {rec['ratio']:.2f}{'*' if rec['noisy'] else ''} (rounds {rounds_text(rec['ratio_rounds'])}), "
             f"{rec['bptt_gflops']:.1f} vs {rec['torch_gflops']:.1f} GFLOP/s")
     if "bptt_tokens_per_s" in rec:
         text += f", {rec['bptt_tokens_per_s'] / 1e3:.1f}k vs {rec['torch_tokens_per_s'] / 1e3:.1f}k tok/s"

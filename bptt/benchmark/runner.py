@@ -87,7 +87,7 @@ def _record(kind, spec, check, timed, peak) -> dict:
     flops = job_flops(kind, spec)
     bg = flops / bt["median_ms"] / 1e6
     tg = flops / tt["median_ms"] / 1e6
-    rounds = round_ratios(timed["bptt"].get("slices", []), timed["torch"].get("slices", []))
+    rounds = round_ratios(timed["bptt"]["slices"], timed["torch"]["slices"])
     return {"flops": flops, "bptt": bt, "torch": tt, "bptt_ms": bt["median_ms"], "torch_ms": tt["median_ms"],
             "ratio": tt["median_ms"] / bt["median_ms"], "ratio_rounds": rounds, "noisy": is_noisy(bt) or is_noisy(tt),
             "bptt_gflops": bg, "torch_gflops": tg,

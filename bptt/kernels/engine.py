@@ -49,7 +49,7 @@ KC = 256              # k per block inside a tile
 CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
                          # in the compiled kernels: only speed depends on it, never the bits)
 
-__all__ = ["scratch", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
+__all__ = ["aligned_empty", "scratch", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
@@ -357,6 +357,19 @@ def transpose_into(XT, X):
 # page faults and 14.7-16.5 ms instead of 10.5 (docs/performance.md). Whether it did depended on
 # what the process had allocated before, so the same step ran at either speed.
 
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on a 64-byte (cache line) boundary.
+
+    NumPy's large arrays often start 16 or 32 bytes into a line, so that every 64-byte vector
+    load or store of a row straddles two lines; the products read and write their rows of C (the
+    gate workspaces) that way. A copy of nothing: only the speed depends on it."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.empty(n + 64 // dt.itemsize, dt)
+    off = (-buf.ctypes.data) % 64 // dt.itemsize
+    return buf[off:off + n].reshape(shape)
+
+
 _scratch = threading.local()   # each Python thread its own buffers: kernels may run from several
 
 
@@ -370,9 +383,7 @@ def scratch(name: str, n: int, dtype) -> np.ndarray:
         pool = _scratch.pool = {}
     buf = pool.get((name, dtype))
     if buf is None or buf.size < n:
-        raw = np.empty(n + 64 // dtype.itemsize, dtype)
-        off = (64 - raw.ctypes.data % 64) % 64 // dtype.itemsize
-        buf = pool[(name, dtype)] = raw[off:off + n]
+        buf = pool[(name, dtype)] = aligned_empty((n,), dtype)
     return buf[:n]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.engine import aligned_empty   # the layers' workspaces start on a cache line
+
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
@@ -21,19 +23,6 @@ def as_dtype(dtype) -> np.dtype:
     if dt not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
     return dt
-
-
-def aligned_empty(shape, dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array starting on a 64-byte (cache line) boundary.
-
-    NumPy's large arrays often start 16 or 32 bytes into a line, so that every 64-byte vector
-    load or store of a row straddles two lines; the products read and write their rows of C (the
-    gate workspaces) that way. A copy of nothing: only the speed depends on it."""
-    dt = np.dtype(dtype)
-    n = int(np.prod(shape))
-    buf = np.empty(n + 64 // dt.itemsize, dt)
-    off = (-buf.ctypes.data) % 64 // dt.itemsize
-    return buf[off:off + n].reshape(shape)
 
 
 def aligned_zeros(shape, dtype) -> np.ndarray:
