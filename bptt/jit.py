@@ -104,6 +104,7 @@ from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
 __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
+           "atomic_load", "atomic_store", "atomic_add", "spin_pause",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
            "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
            "KERNELS", "set_kernels", "get_kernels", "reference_twin", "jobs", "composite", "compiled_jobs",
@@ -231,6 +232,97 @@ else:
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], context.get_value_type(_types.float32))
         return _types.float32(_types.int32), codegen
+
+
+# -- hand-offs between the two jobs of a pipeline (bptt.kernels.rnn's small-batch passes) ---------
+#
+# A pipeline is a job set of two jobs that run at the same time, one consuming what the other
+# produces as it goes (the backward sweep's gate gradients, step by step). The producer publishes
+# how far it has got with ``atomic_store`` (a release store: everything it wrote before is visible
+# to whoever reads the count with ``atomic_load``, an acquire load), and the consumer waits for the
+# count with ``spin_wait``. Nothing is summed by both jobs, so the bits do not depend on the timing.
+
+if numba.config.DISABLE_JIT:
+    def atomic_load(a, i):
+        """a[i] (plain Python under NUMBA_DISABLE_JIT=1, where jobs run one after the other)."""
+        return a[i]
+
+    def atomic_store(a, i, v):
+        """a[i] = v."""
+        a[i] = v
+
+    def atomic_add(a, i, v):
+        """a[i] += v, returning the old a[i]."""
+        old = a[i]
+        a[i] = old + v
+        return old
+
+    def spin_pause():
+        """Nothing (plain Python)."""
+else:
+    def _int64_vector(a):
+        return isinstance(a, _types.Array) and a.ndim == 1 and a.dtype == _types.int64
+
+    def _element(context, builder, aty, a, ity, i):
+        from numba.core import cgutils
+        ary = context.make_array(aty)(context, builder, a)
+        idx = context.cast(builder, i, ity, _types.intp)
+        return cgutils.get_item_pointer(context, builder, aty, ary, [idx])
+
+    @_intrinsic
+    def atomic_load(typingctx, a, i):
+        """a[i] of a 1-D int64 array, an acquire load: what the job that stored it (with
+        :func:`atomic_store`) wrote before the store is visible after it. No bounds check."""
+        if not (_int64_vector(a) and isinstance(i, _types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ptr = _element(context, builder, signature.args[0], args[0], signature.args[1], args[1])
+            return builder.load_atomic(ptr, "acquire", 8)
+        return _types.int64(a, i), codegen
+
+    @_intrinsic
+    def atomic_store(typingctx, a, i, v):
+        """a[i] = v for a 1-D int64 array, a release store (see :func:`atomic_load`)."""
+        if not (_int64_vector(a) and isinstance(i, _types.Integer) and isinstance(v, _types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ptr = _element(context, builder, signature.args[0], args[0], signature.args[1], args[1])
+            val = context.cast(builder, args[2], signature.args[2], _types.int64)
+            builder.store_atomic(val, ptr, "release", 8)
+            return context.get_dummy_value()
+        return _types.void(a, i, v), codegen
+
+    @_intrinsic
+    def atomic_add(typingctx, a, i, v):
+        """a[i] += v for a 1-D int64 array, atomically, returning the old a[i]: of several jobs
+        adding 1 to the same 0, exactly one gets 0 (a claim on a piece of work)."""
+        if not (_int64_vector(a) and isinstance(i, _types.Integer) and isinstance(v, _types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ptr = _element(context, builder, signature.args[0], args[0], signature.args[1], args[1])
+            val = context.cast(builder, args[2], signature.args[2], _types.int64)
+            return builder.atomic_rmw("add", ptr, val, "seq_cst")
+        return _types.int64(a, i, v), codegen
+
+    @_intrinsic
+    def spin_pause(typingctx):
+        """The CPU's spin-wait hint (x86's ``pause``, through its LLVM intrinsic; nothing on other
+        CPUs), for a loop that waits on :func:`atomic_load`."""
+        import platform
+        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+
+        def codegen(context, builder, signature, args):
+            if x86:
+                from llvmlite import ir
+                from numba.core import cgutils
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                    "llvm.x86.sse2.pause")
+                builder.call(fn, [])
+            return context.get_dummy_value()
+        return _types.void(), codegen
 
 
 def max_threads() -> int:
@@ -651,8 +743,9 @@ class JobSet:
     one call from Python, as small layers need), the parallel run from Python (``python``, which
     may run jobs of its own), and both must give the same array."""
 
-    def __init__(self, fn, last=None):
+    def __init__(self, fn, last=None, concurrent=False):
         self.py_func = fn
+        self.concurrent = concurrent
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self.__module__ = fn.__module__
@@ -695,7 +788,8 @@ class JobSet:
         return args[:-1] + (self._last[1](args[-1]),) if self._last else args
 
     def __call__(self, njobs, *args):
-        if njobs > 1 and ((_threads > 1 and not _serial_scope) or _parallel_scope) and not _NO_JIT:
+        if njobs > 1 and not _NO_JIT and (_parallel_scope or (
+                _threads > 1 and not _forced_serial and (self.concurrent or not _serial_scope))):
             if _pool_threads != _threads:
                 _size_pool()
             self.parallel_build(njobs, *self._prepare_last(args))
@@ -707,12 +801,19 @@ class JobSet:
                 self.py_func(j, njobs, *args)
 
 
-def jobs(fn=None, *, last=None):
+def jobs(fn=None, *, last=None, concurrent=False):
     """Decorate ``fn(job, njobs, *args)``, one of ``njobs`` independent jobs: a :class:`JobSet`
-    (``last``: see there)."""
+    (``last``: see there).
+
+    ``concurrent=True`` marks a pipeline: jobs that hand work to each other while they run
+    (:func:`atomic_store`, :func:`atomic_load`), so they gain only by running at the same time
+    even on small work. Its jobs run in parallel whenever there are threads to spare, inside a
+    layer's ``serial_when`` too (only a composite's ``.serial`` runs them in order). Job 0 must
+    never wait for another job: run in order, it then finishes before the others start, and the
+    others find everything done."""
     if fn is None:
-        return functools.partial(jobs, last=last)
-    return JobSet(fn, last)
+        return functools.partial(jobs, last=last, concurrent=concurrent)
+    return JobSet(fn, last, concurrent)
 
 
 def compiled_jobs() -> list:
@@ -721,6 +822,7 @@ def compiled_jobs() -> list:
 
 
 _parallel_scope = 0   # >0 inside a composite's .parallel(): job sets run their parallel launcher
+_forced_serial = 0    # >0 inside a composite's .serial(): even pipelines run their jobs in order
 
 
 def composite(fn):
@@ -741,9 +843,14 @@ def composite(fn):
         return fn(*args)
 
     def run_serial(*args):
+        global _forced_serial
         _prepare(args)
-        with serial_when(True):
-            return fn(*args)
+        _forced_serial += 1
+        try:
+            with serial_when(True):
+                return fn(*args)
+        finally:
+            _forced_serial -= 1
 
     def run_parallel(*args):
         global _parallel_scope

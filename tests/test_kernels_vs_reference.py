@@ -125,6 +125,67 @@ def test_lstm_kernels(shape, d, dtype, nthreads):
     _shared_backward(a, res[1][4], res[1][4], res[1][0], d, H, dtype)
 
 
+def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=None):
+    """Forward and backward of one LSTM direction, by the small-batch pipeline or by the classic
+    kernels (the projection, the sweep, then each pass); every output and accumulated gradient."""
+    y, g = a["y"].copy(), np.empty((T, B, 4 * H), dtype)
+    c, tc = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
+    da = np.empty_like(g)
+    dh0, dc0 = np.full((B, H), 0.5, dtype), np.full((B, H), 0.5, dtype)
+    dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    dW_ih, db_ih = np.full((4 * H, I), 0.25, dtype), np.full(4 * H, 0.25, dtype)
+    dW_hh, db_hh = np.full((4 * H, H), 0.25, dtype), np.full(4 * H, 0.25, dtype)
+    dx = np.full((T, B, I), 0.5, dtype)
+    fwd = (y, g, c, tc, a["h0"], a["c0"], a["W_hh"], a["b_hh"], d * H, d == 1)
+    bwd = (da, dh0, dc0, dh, dc, a["dy"], a["dh_n"], a["dc_n"], g, c, tc, a["c0"], a["W_hh"], d * H, d == 1)
+    if pipelined:
+        mod = ref_lstm if pipelined == "reference" else lstm
+        f, b = mod.lstm_forward_pipelined, mod.lstm_backward_pipelined
+        if build:
+            f, b = getattr(f, build), getattr(b, build)
+        f(*fwd, x, W_ih, b_ih)
+        b(*bwd, x, y, a["h0"], W_ih, dW_ih, db_ih, dW_hh, db_hh, dx)
+    else:
+        rnn.input_forward(g, x, W_ih, b_ih)
+        lstm.lstm_forward(*fwd)
+        lstm.lstm_backward(*bwd)
+        rnn.input_backward_params(dW_ih, db_ih, da, x)
+        rnn.recurrent_backward_params(dW_hh, db_hh, da, y, a["h0"], d * H, d == 1)
+        rnn.input_backward(dx, da, W_ih)
+    return dict(y=y, gates=g, c=c, tc=tc, da=da, dh0=dh0, dc0=dc0, dW_ih=dW_ih, db_ih=db_ih, dW_hh=dW_hh,
+                db_hh=db_hh, dx=dx)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (3, 9, 6, 5), (1, 13, 17, COLS // 4 + 3)])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_lstm_pipeline_same_bits(shape, d, dtype):
+    """The small-batch pipeline (the projection ahead of the forward sweep, the passes beside the
+    backward one, on two threads) against the classic kernels run one after another: the same
+    bits in every output, by its serial and its parallel build (T past a multiple of the chunk)."""
+    B, T, I, H = shape
+    rng = np.random.default_rng(B * T + d + 3)
+    a = _common(rng, B, T, I, H, 4, dtype)
+    x = (rng.standard_normal((T, B, I)) * 0.5).astype(dtype)
+    W_ih = (rng.standard_normal((4 * H, I)) * 0.5).astype(dtype)
+    b_ih = (rng.standard_normal(4 * H) * 0.5).astype(dtype)
+    args = (a, x, W_ih, b_ih, B, T, I, H, d, dtype)
+    old = jit.get_threads()
+    jit.set_threads(min(2, jit.max_threads()))
+    try:
+        want = _lstm_pipeline_run(False, *args)
+        for build in ("serial", "parallel", None):
+            for _ in range(3):   # the hand-offs fall differently from run to run
+                got = _lstm_pipeline_run(True, *args, build=build)
+                for name in want:
+                    assert np.array_equal(got[name], want[name]), f"{name} ({build})"
+    finally:
+        jit.set_threads(old)
+    ref = _lstm_pipeline_run("reference", *args)   # the twins BPTT_KERNELS=reference runs
+    for name in want:
+        close(want[name], ref[name], dtype, f"{name} (reference twin)")
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])

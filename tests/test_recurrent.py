@@ -98,6 +98,9 @@ def test_gradcheck_without_initial_state_and_single_step(rng):
 
 
 def test_gradcheck_catches_broken_gradients(rng, monkeypatch):
+    # the pieces broken below are those of the classic path (sweep, then each pass); the small-batch
+    # pipeline computes the same bits (tests/test_kernels_vs_reference.py), and is gradchecked above
+    monkeypatch.setattr(LSTM, "_PIPELINED", False)
     layer = make("lstm", 1, True, seed=1)
     inputs = make_inputs(layer, rng)
     assert gradcheck(layer, inputs).passed
@@ -115,6 +118,7 @@ def test_gradcheck_catches_broken_gradients(rng, monkeypatch):
     failed = {r.name for r in report.failures()}
     assert {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "x"} <= failed
     monkeypatch.undo()
+    monkeypatch.setattr(LSTM, "_PIPELINED", False)
 
     # 2. A dropped bias term: exactly the recurrent biases fail, nothing else.
     real_params = recurrent_mod.recurrent_backward_params

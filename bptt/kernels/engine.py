@@ -50,7 +50,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
                          # in the compiled kernels: only speed depends on it, never the bits)
 
 __all__ = ["aligned_empty", "scratch", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
-           "new_panels", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
+           "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
@@ -197,6 +197,23 @@ def packed(Bm, boff, M):
         k0 = j % nb * PACK_ROWS
         pack_panel(P, Bm, j // nb, boff, M, k0, min(K, k0 + PACK_ROWS), k0)
     return P
+
+
+@inline
+def pack_all_into(P, Bm):
+    """P = Bm (K, M) in panels, every panel on this thread: :func:`packed_all` into a given
+    (n_panels(M), K, PANEL) array, for a job that packs its own operand."""
+    K, M = Bm.shape
+    for p in range(n_panels(M)):
+        pack_panel(P, Bm, p, 0, M, 0, K, 0)
+
+
+@inline
+def pack_T_into(P, W):
+    """P = Wᵀ (I, O) in panels, for W (O, I), every panel on this thread: :func:`packed_T` into a
+    given (n_panels(O), I, PANEL) array."""
+    for p in range(n_panels(W.shape[0])):
+        pack_panel_T(P, W, p)
 
 
 @inline

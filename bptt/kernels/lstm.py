@@ -15,10 +15,12 @@ described there.
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
-from ..jit import composite, jobs
+from ..jit import atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
-                     step_product, sweep_chunks)
+from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, new_panels,
+                     pack_all_into, pack_T_into, row_chunks, step_product, sweep_chunks)
+from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_forward_buffers, pipe_input_side, pipe_project,
+                  pipe_recurrent_side)
 
 
 @composite
@@ -38,43 +40,78 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
 @jobs(last=LAST_PANELS_T)
 def _lstm_forward_rows(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, P):
     """Chunk ch of :func:`lstm_forward`'s sequences, every step; P: W_hhᵀ (H, 4H) in panels."""
-    T, B, G4 = gates.shape
-    H = G4 // 4
+    T, B = gates.shape[0], gates.shape[1]
     nch, rc = row_chunks(B)
     r0, r1 = chunk_rows(ch, nch, rc, B)
     for s in range(T):
-        t = T - 1 - s if reverse else s
-        tp = t + 1 if reverse else t - 1
-        hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
-        cp = c0 if s == 0 else c[tp]                    # c_prev
-        a = gates[t]
-        add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
-        step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
-        # the gates and the cell, one simple loop per quantity so that each vectorises. Each
-        # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
-        # keeps the negative-index check in the loop, which then stays scalar (docs/performance.md)
-        for b in range(r0, r1):
-            ab = a[b]
-            ai = ab[0:H]
-            af = ab[H:2 * H]
-            ag = ab[2 * H:3 * H]
-            ao = ab[3 * H:G4]
-            for u in range(2 * H):                  # i, f
-                ab[u] = sigmoid(ab[u])
-            for o in range(H):                      # g
-                ag[o] = tanh(ag[o])
-            for o in range(H):                      # o
-                ao[o] = sigmoid(ao[o])
-            cpb = cp[b]
-            cb = c[t, b]
-            tcb = tc[t, b]
-            yb = y[t, b, off:off + H]
-            for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
-                cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
-            for o in range(H):
-                tcb[o] = tanh(cb[o])
-            for o in range(H):                      # h_t = o ⊙ tanh(c_t)
-                yb[o] = ao[o] * tcb[o]
+        lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
+
+
+@inline
+def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1):
+    """Step s (in processing order) of :func:`lstm_forward`'s sweep, rows r0:r1 (P: W_hhᵀ (H, 4H)
+    in panels)."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    t = T - 1 - s if reverse else s
+    tp = t + 1 if reverse else t - 1
+    hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
+    cp = c0 if s == 0 else c[tp]                    # c_prev
+    a = gates[t]
+    add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
+    step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
+    # the gates and the cell, one simple loop per quantity so that each vectorises. Each
+    # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
+    # keeps the negative-index check in the loop, which then stays scalar (docs/performance.md)
+    for b in range(r0, r1):
+        ab = a[b]
+        ai = ab[0:H]
+        af = ab[H:2 * H]
+        ag = ab[2 * H:3 * H]
+        ao = ab[3 * H:G4]
+        for u in range(2 * H):                  # i, f
+            ab[u] = sigmoid(ab[u])
+        for o in range(H):                      # g
+            ag[o] = tanh(ag[o])
+        for o in range(H):                      # o
+            ao[o] = sigmoid(ao[o])
+        cpb = cp[b]
+        cb = c[t, b]
+        tcb = tc[t, b]
+        yb = y[t, b, off:off + H]
+        for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
+            cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
+        for o in range(H):
+            tcb[o] = tanh(cb[o])
+        for o in range(H):                      # h_t = o ⊙ tanh(c_t)
+            yb[o] = ao[o] * tcb[o]
+
+
+@composite
+def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+    """``input_forward`` (gates = W_ih·x_t + b_ih for every step) and then :func:`lstm_forward`,
+    for a small batch: the projection runs ahead of the sweep on a second thread, chunk by chunk
+    (:mod:`bptt.kernels.rnn`, "small batches"; in order on one). The arguments of
+    :func:`lstm_forward`, then x (T, B, I) the layer's input, W_ih (4H, I) and b_ih (4H,)."""
+    flags, Q = pipe_forward_buffers(gates.shape[0], W_ih)
+    P = new_panels(W_hh.shape[0], W_hh.shape[1], W_hh.dtype)
+    _lstm_forward_pipe(2, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags)
+
+
+@jobs(concurrent=True)
+def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags):
+    """Job j of :func:`lstm_forward_pipelined`: 0 the sweep, 1 the projection ahead of it
+    (:func:`bptt.kernels.rnn.pipe_project`)."""
+    T, B = gates.shape[0], gates.shape[1]
+    if j == 0:
+        pack_T_into(P, W_hh)
+        for s in range(T):
+            if s % PIPE_STEPS == 0:
+                pipe_project(flags, gates, x, W_ih, b_ih, Q, s // PIPE_STEPS, reverse, True)
+            lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, 0, B)
+    else:
+        for ch in range(pipe_chunks(T)):
+            pipe_project(flags, gates, x, W_ih, b_ih, Q, ch, reverse, False)
 
 
 @composite
@@ -103,40 +140,85 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
 @jobs(last=LAST_PANELS)
 def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, P):
     """Chunk ch of :func:`lstm_backward`'s sequences, every step; P: W_hh (4H, H) in panels."""
-    T, B, G4 = gates.shape
-    H = G4 // 4
-    one = gates.dtype.type(1.0)
+    T, B = gates.shape[0], gates.shape[1]
     nch, rc = row_chunks(B)
     r0, r1 = chunk_rows(ch, nch, rc, B)
     copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):
-        t = T - 1 - s if reverse else s
-        cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-        for b in range(r0, r1):       # row views from 0, so that the loop vectorises
-            gb = gates[t, b]
-            dab = da[t, b]
-            gi, gf, gg, go = gb[0:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:G4]
-            dai, daf, dag, dao = dab[0:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:G4]
-            tcb = tc[t, b]
-            dyb = dy[t, b, off:off + H]
-            cpb = cp[b]
-            dhb = dh[b]
-            dcb = dc[b]
-            for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
-                ig = gi[o]
-                fg = gf[o]
-                ggo = gg[o]
-                og = go[o]
-                th = tcb[o]
-                dht = dyb[o] + dhb[o]
-                dct = dcb[o] + dht * og * (one - th * th)
-                dai[o] = dct * ggo * ig * (one - ig)
-                daf[o] = dct * cpb[o] * fg * (one - fg)
-                dag[o] = dct * ig * (one - ggo * ggo)
-                dao[o] = dht * th * og * (one - og)
-                dcb[o] = dct * fg
-                dhb[o] = 0.0
-        step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
+        lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
     add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0, ∂L/∂c0
     add_rows(dc0, dc, r0, r1)
+
+
+@inline
+def lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1):
+    """Step s (in processing order) of :func:`lstm_backward`'s sweep, rows r0:r1: da_t from the
+    carried dh, dc, then dc ⊙= f and dh = da_t·W_hh (P: W_hh (4H, H) in panels)."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    one = gates.dtype.type(1.0)
+    t = T - 1 - s if reverse else s
+    cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
+    for b in range(r0, r1):       # row views from 0, so that the loop vectorises
+        gb = gates[t, b]
+        dab = da[t, b]
+        gi, gf, gg, go = gb[0:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:G4]
+        dai, daf, dag, dao = dab[0:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:G4]
+        tcb = tc[t, b]
+        dyb = dy[t, b, off:off + H]
+        cpb = cp[b]
+        dhb = dh[b]
+        dcb = dc[b]
+        for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
+            ig = gi[o]
+            fg = gf[o]
+            ggo = gg[o]
+            og = go[o]
+            th = tcb[o]
+            dht = dyb[o] + dhb[o]
+            dct = dcb[o] + dht * og * (one - th * th)
+            dai[o] = dct * ggo * ig * (one - ig)
+            daf[o] = dct * cpb[o] * fg * (one - fg)
+            dag[o] = dct * ig * (one - ggo * ggo)
+            dao[o] = dht * th * og * (one - og)
+            dcb[o] = dct * fg
+            dhb[o] = 0.0
+    step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
+
+
+@composite
+def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse,
+                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx):
+    """:func:`lstm_backward`, then every pass after it (``input_backward_params``,
+    ``recurrent_backward_params``, ``input_backward``), for a small batch: the sweep and the passes
+    run side by side on two threads (:mod:`bptt.kernels.rnn`, "small batches"; in order on one).
+
+    The arguments of :func:`lstm_backward`, then x (T, B, I) the layer's input, y (T, B, D·H) its
+    output, h0 (B, H), W_ih (4H, I), the gradients dW_ih, db_ih, dW_hh, db_hh (accumulated) and
+    dx (T, B, I) (accumulated)."""
+    T, B, G4 = gates.shape
+    flags, sums, Xh = pipe_buffers(T, B, G4 // 4, G4, gates.dtype)
+    P = new_panels(W_hh.shape[1], W_hh.shape[0], W_hh.dtype)
+    _lstm_backward_pipe(2, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh)
+
+
+@jobs(concurrent=True)
+def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh):
+    """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
+    then :func:`pipe_recurrent_side`; 1 :func:`pipe_input_side`."""
+    T, B = gates.shape[0], gates.shape[1]
+    if j == 0:
+        pack_all_into(P, W_hh)
+        copy_rows(dh, dh_n, 0, B)
+        copy_rows(dc, dc_n, 0, B)
+        for s in range(T - 1, -1, -1):
+            lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, 0, B)
+            atomic_store(flags, 0, T - s)
+        add_rows(dh0, dh, 0, B)
+        add_rows(dc0, dc, 0, B)
+        pipe_recurrent_side(flags, dx, da, da, W_ih, y, h0, off, reverse, dW_hh, Xh)
+    else:
+        pipe_input_side(flags, dx, da, da, W_ih, x, dW_ih, db_ih, db_hh, sums, reverse)

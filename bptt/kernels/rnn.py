@@ -39,12 +39,12 @@ Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain Num
 
 import numpy as np
 
-from ..jit import composite, inline, jobs, kernel, prange
+from ..jit import atomic_add, atomic_load, atomic_store, composite, inline, jobs, kernel, prange, spin_pause
 from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
-from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, add_bias_rows, add_rows,
+from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
-                     pack_panel, panels, panels_T, row_chunks, scratch, sweep_chunks, transpose_into,
+                     pack_panel, pack_T_into, panels, panels_T, row_chunks, scratch, sweep_chunks, transpose_into,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -460,3 +460,168 @@ def copy_row(d, s):
     """d[:] = s[:], a loop that vectorises."""
     for f in range(d.shape[0]):
         d[f] = s[f]
+
+
+# -- small batches: the passes after the backward sweep, run beside it -------------------------------
+#
+# With a few sequences (a layer whose work is below ``bptt.jit.SERIAL_WORK``) a sweep has no rows to
+# share between cores, and each pass after it is too small to share well on its own (a parallel
+# region costs microseconds). There the backward sweep and those passes run as one pipeline of two
+# jobs (``bptt.jit.jobs(concurrent=True)``):
+#
+# - job 0 runs the sweep, publishing after each step how many steps it has done (flags[0]); then
+#   the dx of every chunk job 1 has not taken, then dW_hh (:func:`pipe_recurrent_side`);
+# - job 1 follows the sweep ``PIPE_STEPS`` steps at a time, taking each chunk's dx (dx_t needs only
+#   dg_t), then, when the sweep is over, dW_ih and both bias sums (:func:`pipe_input_side`).
+#
+# A chunk's dx is claimed (``atomic_add``) by whichever job gets to it first. Every output is
+# summed exactly as on the other paths (each dx row over the gates in order; each weight-gradient
+# entry over all T·B rows in increasing (t, b); each bias sum in float64 from 0), so the bits are
+# the same whoever runs what, and when. Run in order (one thread), job 0 does the sweep, every dx
+# and dW_hh, then job 1 dW_ih and the biases.
+PIPE_STEPS = 4   # backward steps per chunk of dx that job 1 takes at a time
+
+
+@inline
+def pipe_rows(T, B, c, reverse):
+    """Rows r0:r1 of the (T·B, ·) views that hold chunk c of a backward sweep's steps (steps
+    c·PIPE_STEPS ... in processing order): the last steps first, forward; the first in reverse."""
+    q0 = c * PIPE_STEPS
+    q1 = min(T, q0 + PIPE_STEPS)
+    if reverse:
+        return q0 * B, q1 * B
+    return (T - q1) * B, (T - q0) * B
+
+
+@inline
+def pipe_chunks(T):
+    """The number of chunks of ``PIPE_STEPS`` steps in a sweep of T steps."""
+    return (T + PIPE_STEPS - 1) // PIPE_STEPS
+
+
+@inline
+def pipe_wait(flags, i, n):
+    """Wait until flags[i] >= n (another job's progress, published with ``atomic_store``)."""
+    while atomic_load(flags, i) < n:
+        spin_pause()
+
+
+@inline
+def pipe_dx(flags, dx, dg, W_ih, c, reverse):
+    """dx rows of chunk c += dg·W_ih (as :func:`input_backward`), if this job is the first to
+    claim the chunk (flags[1 + c]). dx : (T, B, I), dg : (T, B, U), W_ih : (U, I)."""
+    if atomic_add(flags, 1 + c, 1) == 0:
+        T, B, U = dg.shape
+        r0, r1 = pipe_rows(T, B, c, reverse)
+        acc_tile(dx.reshape((T * B, dx.shape[2])), dg.reshape((T * B, U)), W_ih, r0, r1, 0, dx.shape[2], 0,
+                 0, U, KC)
+
+
+@inline
+def pipe_recurrent_side(flags, dx, dg, dgh, W_ih, y, h0, off, reverse, dW_hh, Xh):
+    """Job 0 after its sweep: the dx of every chunk job 1 has not claimed (the last chunk first),
+    then dW_hh[u, j] += Σ_t Σ_b dgh[t, b, u] · h_prev_t[b, j] (as
+    :func:`recurrent_backward_params`; Xh : (T·B, H) scratch for the states)."""
+    T, B, U = dg.shape
+    for c in range(pipe_chunks(T) - 1, -1, -1):
+        pipe_dx(flags, dx, dg, W_ih, c, reverse)
+    gather_previous(Xh, y, h0, off, reverse)
+    acc_tile(dW_hh, dgh.reshape((T * B, U)).T, Xh, 0, U, 0, h0.shape[1], 0, 0, T * B, KC)
+
+
+@inline
+def pipe_input_side(flags, dx, dg, dgh, W_ih, x, dW_ih, db_ih, db_hh, sums, reverse):
+    """Job 1 of a small batch's backward pipeline: each chunk's dx as the sweep publishes its
+    steps in flags[0] (:func:`pipe_dx`), then, the sweep over,
+
+        dW_ih[u, i] += Σ_t Σ_b dg[t, b, u] x[t, b, i]      db_ih[u] += Σ dg[t, b, u]    db_hh[u] += Σ dgh[t, b, u]
+
+    as :func:`input_backward_params` (the bias sums in float64 from 0 in ``sums`` (2, U)).
+    dg : (T, B, U); dgh : (T, B, U) the recurrent product's gate gradients (dg itself but for the
+    GRU).  x : (T, B, I)."""
+    T, B, U = dg.shape
+    for c in range(pipe_chunks(T)):
+        pipe_wait(flags, 0, min(T, (c + 1) * PIPE_STEPS))
+        pipe_dx(flags, dx, dg, W_ih, c, reverse)
+    dg2 = dg.reshape((T * B, U))
+    dgh2 = dgh.reshape((T * B, U))
+    acc_tile(dW_ih, dg2.T, x.reshape((T * B, x.shape[2])), 0, U, 0, x.shape[2], 0, 0, T * B, KC)
+    for h in range(2):
+        for u in range(U):
+            sums[h, u] = 0.0
+    s0 = sums[0]
+    s1 = sums[1]
+    for r in range(T * B):
+        gr = dg2[r]
+        ghr = dgh2[r]
+        for u in range(U):
+            s0[u] += gr[u]
+            s1[u] += ghr[u]
+    for u in range(U):
+        db_ih[u] += s0[u]
+        db_hh[u] += s1[u]
+
+
+@inline
+def gather_previous(X, y, h0, off, reverse):
+    """X[t·B + b, :] = h_prev_t[b] (:func:`previous_states` on this thread)."""
+    T, B = y.shape[0], y.shape[1]
+    H = h0.shape[1]
+    first = T - 1 if reverse else 0
+    for t in range(T):
+        for b in range(B):
+            src = h0[b] if t == first else y[t + 1 if reverse else t - 1, b, off:off + H]
+            dst = X[t * B + b]
+            for j in range(H):
+                dst[j] = src[j]
+
+
+# The forward pipeline: job 0 runs the sweep, job 1 the input projection ahead of it, a chunk of
+# ``PIPE_STEPS`` steps at a time, in the sweep's order. Each piece (the packing of W_ihᵀ, each
+# chunk's projection) is claimed by whichever job gets to it first, and a job that needs a piece
+# the other has claimed waits for it to be published: it is being computed, so the wait ends. Run
+# in order, job 0 claims and computes every piece itself. Each projected row is computed as in
+# :func:`input_forward` (bias, then the sum over the inputs in order), so the bits are the same.
+# flags: [0] W_ihᵀ claimed, [1] W_ihᵀ packed, [2 + c] chunk c claimed, [2 + n + c] chunk c done.
+
+@inline
+def pipe_project(flags, g, x, W_ih, b_ih, Q, ch, reverse, wait):
+    """Chunk ch of the forward pipeline's projection, g[t] = b_ih + x[t]·W_ihᵀ for its steps, if
+    this job claims it first; else, if ``wait``, wait until the other job has done it.
+    Q : W_ihᵀ in panels (packed by whichever job first needs it)."""
+    T, B, U = g.shape
+    nc = pipe_chunks(T)
+    if atomic_add(flags, 2 + ch, 1) == 0:
+        if atomic_add(flags, 0, 1) == 0:
+            pack_T_into(Q, W_ih)
+            atomic_store(flags, 1, 1)
+        else:
+            pipe_wait(flags, 1, 1)
+        q0 = ch * PIPE_STEPS
+        q1 = min(T, q0 + PIPE_STEPS)
+        r0, r1 = (q0 * B, q1 * B) if not reverse else ((T - q1) * B, (T - q0) * B)
+        g2 = g.reshape((T * B, U))
+        x2 = x.reshape((T * B, x.shape[2]))
+        for c0 in range(0, U, COLS):
+            c1 = min(U, c0 + COLS)
+            fill_rows(g2, b_ih, r0, r1, c0, c1)
+            acc_panels(g2, x2, Q, r0, r1, c0, c1, 0, x.shape[2])
+        atomic_store(flags, 2 + nc + ch, 1)
+    elif wait:
+        pipe_wait(flags, 2 + nc + ch, 1)
+
+
+def pipe_forward_buffers(T, W_ih):
+    """(flags, Q) for a forward pipeline: the claims and hand-offs (zeros), and the panels for
+    W_ihᵀ."""
+    nc = (T + PIPE_STEPS - 1) // PIPE_STEPS
+    return np.zeros(2 + 2 * nc, np.int64), new_panels(W_ih.shape[0], W_ih.shape[1], W_ih.dtype)
+
+
+def pipe_buffers(T, B, H, U, dtype):
+    """(flags, sums, Xh) for a backward pipeline: the hand-off counters (zeros), the bias sums,
+    and the states the steps read (a scratch buffer, (T·B, H))."""
+    flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS, np.int64)
+    sums = np.empty((2, U), np.float64)
+    Xh = scratch("pipe_Xh", T * B * H, dtype).reshape((T * B, H))
+    return flags, sums, Xh

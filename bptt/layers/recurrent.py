@@ -38,7 +38,7 @@ import numpy as np
 
 from ..jit import SERIAL_WORK, serial_when
 from ..kernels.gru import gru_backward, gru_forward
-from ..kernels.lstm import lstm_backward, lstm_forward
+from ..kernels.lstm import lstm_backward, lstm_backward_pipelined, lstm_forward, lstm_forward_pipelined
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01)
 from ..kernels.activations import ACTIVATIONS
@@ -66,6 +66,9 @@ class _Recurrent(Layer):
     ``GATES`` and implement ``_cell_forward`` / ``_cell_backward`` for one layer and direction."""
 
     GATES = 1
+    # whether the cell has _cell_backward_pipelined: below SERIAL_WORK its backward sweep and the
+    # passes after it run side by side (bptt.kernels.rnn, "small batches")
+    _PIPELINED = False
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, *, dtype=np.float64, seed=None, rng=None):
@@ -185,10 +188,11 @@ class _Recurrent(Layer):
         return T * B * GH * (self.input_size + self.hidden_size) * self.num_layers * self.num_directions
 
     def _run_forward(self, x):
-        with serial_when(self._work(x.shape[0], x.shape[1]) < SERIAL_WORK):
-            return self._run_forward_kernels(x)
+        small = self._work(x.shape[0], x.shape[1]) < SERIAL_WORK
+        with serial_when(small):
+            return self._run_forward_kernels(x, small)
 
-    def _run_forward_kernels(self, x):
+    def _run_forward_kernels(self, x, small=False):
         B, T, _ = x.shape
         ws = self._ws
         swap_01(ws.xt, x, True)   # time-major, in parallel
@@ -198,6 +202,9 @@ class _Recurrent(Layer):
             for d in range(self.num_directions):
                 W_ih, W_hh, b_ih, b_hh = (params[n] for n in self._names(l, d))
                 k = l * self.num_directions + d
+                if small and self._PIPELINED:   # the projection runs ahead of the sweep
+                    self._cell_forward_pipelined(ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih)
+                    continue
                 input_forward(ws.gates[k], xin, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
@@ -221,10 +228,11 @@ class _Recurrent(Layer):
         the list of initial-state gradients (fresh arrays)."""
         if not self._ready:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        with serial_when(self._work(self._ws.B, self._ws.T) < SERIAL_WORK):
-            return self._run_backward_kernels(dout, dstates)
+        small = self._work(self._ws.B, self._ws.T) < SERIAL_WORK
+        with serial_when(small):
+            return self._run_backward_kernels(dout, dstates, small)
 
-    def _run_backward_kernels(self, dout, dstates):
+    def _run_backward_kernels(self, dout, dstates, small=False):
         ws = self._ws
         B, T, H, D, L = ws.B, ws.T, self.hidden_size, self.num_directions, self.num_layers
         top = ws.dy[L - 1]
@@ -246,7 +254,12 @@ class _Recurrent(Layer):
                 W_ih, W_hh = params[names[0]], params[names[1]]
                 dW_ih, dW_hh, db_ih, db_hh = (grads[n] for n in names)
                 k = l * D + d
-                dgh = self._cell_backward(ws, l, d, k, W_hh, [a[k] for a in dfinal], [a[k] for a in dinit])
+                dfk, dik = [a[k] for a in dfinal], [a[k] for a in dinit]
+                if small and self._PIPELINED:   # the sweep and the passes side by side
+                    self._cell_backward_pipelined(ws, l, d, k, W_ih, W_hh, dfk, dik, xin, dxin,
+                                                  dW_ih, db_ih, dW_hh, db_hh)
+                    continue
+                dgh = self._cell_backward(ws, l, d, k, W_hh, dfk, dik)
                 input_backward_params(dW_ih, db_ih, ws.dg, xin)
                 recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dxin, ws.dg, W_ih)
@@ -363,6 +376,19 @@ class LSTM(_Recurrent):
         lstm_backward(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
                       ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1)
         return ws.dg
+
+    _PIPELINED = True
+
+    def _cell_forward_pipelined(self, ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih):
+        lstm_forward_pipelined(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
+                               d * self.hidden_size, d == 1, xin, W_ih, b_ih)
+
+    def _cell_backward_pipelined(self, ws, l, d, k, W_ih, W_hh, dfinal, dinit, xin, dxin, dW_ih, db_ih,
+                                 dW_hh, db_hh):
+        (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
+        lstm_backward_pipelined(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
+                                ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, xin, ws.y[l],
+                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin)
 
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions

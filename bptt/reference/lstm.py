@@ -21,7 +21,8 @@ weight matrix and a squashing derivative. With f near 1 the gradient survives ma
 import numpy as np
 
 from .activations import sigmoid
-from .rnn import previous, time_steps
+from .rnn import (input_backward, input_backward_params, input_forward, previous,
+                  recurrent_backward_params, time_steps)
 
 
 def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
@@ -72,3 +73,20 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
         dh_next[...] = da[t] @ W_hh
     dh0 += dh_next
     dc0 += dc_next
+
+
+def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+    """The input projection, then :func:`lstm_forward` (the fast kernel runs the two side by side
+    for a small batch; here one after the other).   x : (T, B, I).  W_ih : (4H, I).  b_ih : (4H,)."""
+    input_forward(gates, x, W_ih, b_ih)
+    lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
+
+
+def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse,
+                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx):
+    """:func:`lstm_backward`, then the weight gradients and dx from its da (the fast kernel runs
+    them beside the sweep for a small batch; here one after the other)."""
+    lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
+    input_backward_params(dW_ih, db_ih, da, x)
+    recurrent_backward_params(dW_hh, db_hh, da, y, h0, off, reverse)
+    input_backward(dx, da, W_ih)
