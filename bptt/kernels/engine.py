@@ -49,7 +49,7 @@ KC = 256              # k per block inside a tile
 CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
                          # in the compiled kernels: only speed depends on it, never the bits)
 
-__all__ = ["aligned_empty", "scratch", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
+__all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "block_product", "JOBS",
@@ -402,6 +402,13 @@ def scratch(name: str, n: int, dtype) -> np.ndarray:
     if buf is None or buf.size < n:
         buf = pool[(name, dtype)] = aligned_empty((n,), dtype)
     return buf[:n]
+
+
+def scratch_panels(name: str, M: int, K: int, dtype) -> np.ndarray:
+    """:func:`new_panels` (M, K) from a scratch buffer (see :func:`scratch`): for a matrix a kernel
+    packs on every call (a freshly allocated 200 KB came back as fresh pages on some calls)."""
+    npan = (M + PANEL - 1) // PANEL
+    return scratch(name, npan * K * PANEL, dtype).reshape((npan, K, PANEL))
 
 
 def release_scratch() -> None:

@@ -17,8 +17,8 @@ Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain Nu
 
 from ..jit import atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, new_panels,
-                     pack_all_into, pack_T_into, row_chunks, step_product, sweep_chunks)
+from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
+                     pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
 from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_forward_buffers, pipe_input_side, pipe_project,
                   pipe_recurrent_side)
 
@@ -94,7 +94,7 @@ def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x,
     (:mod:`bptt.kernels.rnn`, "small batches"; in order on one). The arguments of
     :func:`lstm_forward`, then x (T, B, I) the layer's input, W_ih (4H, I) and b_ih (4H,)."""
     flags, Q = pipe_forward_buffers(gates.shape[0], W_ih)
-    P = new_panels(W_hh.shape[0], W_hh.shape[1], W_hh.dtype)
+    P = scratch_panels("pipe_W_hhT", W_hh.shape[0], W_hh.shape[1], W_hh.dtype)
     _lstm_forward_pipe(2, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags)
 
 
@@ -199,7 +199,7 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
     dx (T, B, I) (accumulated)."""
     T, B, G4 = gates.shape
     flags, sums, Xh = pipe_buffers(T, B, G4 // 4, G4, gates.dtype)
-    P = new_panels(W_hh.shape[1], W_hh.shape[0], W_hh.dtype)
+    P = scratch_panels("pipe_W_hh", W_hh.shape[1], W_hh.shape[0], W_hh.dtype)
     _lstm_backward_pipe(2, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
                         x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh)
 

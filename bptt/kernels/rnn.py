@@ -44,7 +44,8 @@ from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
-                     pack_panel, pack_T_into, panels, panels_T, row_chunks, scratch, sweep_chunks, transpose_into,
+                     pack_panel, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels, sweep_chunks,
+                     transpose_into,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -615,7 +616,7 @@ def pipe_forward_buffers(T, W_ih):
     """(flags, Q) for a forward pipeline: the claims and hand-offs (zeros), and the panels for
     W_ihᵀ."""
     nc = (T + PIPE_STEPS - 1) // PIPE_STEPS
-    return np.zeros(2 + 2 * nc, np.int64), new_panels(W_ih.shape[0], W_ih.shape[1], W_ih.dtype)
+    return np.zeros(2 + 2 * nc, np.int64), scratch_panels("pipe_W_ihT", W_ih.shape[0], W_ih.shape[1], W_ih.dtype)
 
 
 def pipe_buffers(T, B, H, U, dtype):
