@@ -19,8 +19,8 @@ from ..jit import atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
                      pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
-from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_forward_buffers, pipe_input_side, pipe_project,
-                  pipe_recurrent_side)
+from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep,
+                  pipe_forward_buffers, pipe_project)
 
 
 @composite
@@ -208,7 +208,7 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
 def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
                         x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh):
     """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
-    then :func:`pipe_recurrent_side`; 1 :func:`pipe_input_side`."""
+    then :func:`bptt.kernels.rnn.pipe_after_sweep`; 1 :func:`bptt.kernels.rnn.pipe_follow_sweep`."""
     T, B = gates.shape[0], gates.shape[1]
     if j == 0:
         pack_all_into(P, W_hh)
@@ -219,6 +219,6 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
             atomic_store(flags, 0, T - s)
         add_rows(dh0, dh, 0, B)
         add_rows(dc0, dc, 0, B)
-        pipe_recurrent_side(flags, dx, da, da, W_ih, y, h0, off, reverse, dW_hh, Xh)
+        pipe_after_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
     else:
-        pipe_input_side(flags, dx, da, da, W_ih, x, dW_ih, db_ih, db_hh, sums, reverse)
+        pipe_follow_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)

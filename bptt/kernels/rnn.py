@@ -470,17 +470,27 @@ def copy_row(d, s):
 # region costs microseconds). There the backward sweep and those passes run as one pipeline of two
 # jobs (``bptt.jit.jobs(concurrent=True)``):
 #
-# - job 0 runs the sweep, publishing after each step how many steps it has done (flags[0]); then
-#   the dx of every chunk job 1 has not taken, then dW_hh (:func:`pipe_recurrent_side`);
-# - job 1 follows the sweep ``PIPE_STEPS`` steps at a time, taking each chunk's dx (dx_t needs only
-#   dg_t), then, when the sweep is over, dW_ih and both bias sums (:func:`pipe_input_side`).
+# - job 0 runs the sweep, publishing after each step how many steps it has done (flags[0]);
+# - job 1 follows it ``PIPE_STEPS`` steps at a time, taking each chunk's dx (dx_t needs only dg_t),
+#   and as soon as the sweep has done the first half of its steps, that half's share of dW_ih and
+#   dW_hh (the first part, :func:`pipe_first_part`);
+# - when the sweep is over, job 0 takes the dx of the chunks job 1 has not reached (from the last
+#   chunk back), and then both jobs share the second half's share of dW_ih and dW_hh, by blocks of
+#   ``PIPE_ROWS`` rows, and the bias sums (:func:`pipe_second_part`).
 #
-# A chunk's dx is claimed (``atomic_add``) by whichever job gets to it first. Every output is
-# summed exactly as on the other paths (each dx row over the gates in order; each weight-gradient
-# entry over all T·B rows in increasing (t, b); each bias sum in float64 from 0), so the bits are
-# the same whoever runs what, and when. Run in order (one thread), job 0 does the sweep, every dx
-# and dW_hh, then job 1 dW_ih and the biases.
+# Every piece is claimed (``atomic_add``) by whichever job gets to it first, and a job waits only
+# for progress the other job is making (the sweep, or a piece it has claimed), so neither waits
+# for ever. Run in order (one thread), job 0 does everything and job 1 finds it done.
+#
+# The bits. Each dx row sums over the gates in order and each bias in float64 over all T·B rows
+# in increasing (t, b), as on the other paths. Each weight-gradient entry is one fma chain over the
+# rows of the first part (the steps the backward sweep processes first: the last ⌈T/2⌉ steps
+# forward, the first in reverse), then those of the second, each part in increasing (t, b): in
+# reverse the same order as the other paths, forward not (the test checks both against the
+# classic kernels run in this order). It depends on T, B and the direction only: the same bits
+# whoever runs what, and when.
 PIPE_STEPS = 4   # backward steps per chunk of dx that job 1 takes at a time
+PIPE_ROWS = 64   # rows of dW_ih and dW_hh per piece of the second part
 
 
 @inline
@@ -492,6 +502,16 @@ def pipe_rows(T, B, c, reverse):
     if reverse:
         return q0 * B, q1 * B
     return (T - q1) * B, (T - q0) * B
+
+
+@inline
+def pipe_part_rows(T, B, part, reverse):
+    """Rows k0:k1 of the (T·B, ·) views of part 0 (the first ⌈T/2⌉ steps the backward sweep
+    processes) or part 1 (the rest) of the weight-gradient sums."""
+    Th = (T + 1) // 2
+    if reverse:
+        return (0, Th * B) if part == 0 else (Th * B, T * B)
+    return ((T - Th) * B, T * B) if part == 0 else (0, (T - Th) * B)
 
 
 @inline
@@ -519,48 +539,94 @@ def pipe_dx(flags, dx, dg, W_ih, c, reverse):
 
 
 @inline
-def pipe_recurrent_side(flags, dx, dg, dgh, W_ih, y, h0, off, reverse, dW_hh, Xh):
-    """Job 0 after its sweep: the dx of every chunk job 1 has not claimed (the last chunk first),
-    then dW_hh[u, j] += Σ_t Σ_b dgh[t, b, u] · h_prev_t[b, j] (as
-    :func:`recurrent_backward_params`; Xh : (T·B, H) scratch for the states)."""
+def pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1):
+    """Rows u0:u1 of dW_ih += dgᵀ·x and dW_hh += dghᵀ·Xh over the rows k0:k1 of the (T·B, ·) views."""
     T, B, U = dg.shape
-    for c in range(pipe_chunks(T) - 1, -1, -1):
-        pipe_dx(flags, dx, dg, W_ih, c, reverse)
-    gather_previous(Xh, y, h0, off, reverse)
-    acc_tile(dW_hh, dgh.reshape((T * B, U)).T, Xh, 0, U, 0, h0.shape[1], 0, 0, T * B, KC)
+    acc_tile(dW_ih, dg.reshape((T * B, U)).T, x.reshape((T * B, x.shape[2])), u0, u1, 0, x.shape[2], 0, k0, k1,
+             KC)
+    acc_tile(dW_hh, dgh.reshape((T * B, U)).T, Xh, u0, u1, 0, Xh.shape[1], 0, k0, k1, KC)
 
 
 @inline
-def pipe_input_side(flags, dx, dg, dgh, W_ih, x, dW_ih, db_ih, db_hh, sums, reverse):
-    """Job 1 of a small batch's backward pipeline: each chunk's dx as the sweep publishes its
-    steps in flags[0] (:func:`pipe_dx`), then, the sweep over,
+def pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, wait):
+    """Part 0 of dW_ih and dW_hh (all their rows), and the states the steps read into Xh, if this
+    job claims it first (flags[-3]; done: flags[-2]); else, if ``wait``, wait until it is done."""
+    n = flags.shape[0]
+    if atomic_add(flags, n - 3, 1) == 0:
+        T, B, U = dg.shape
+        gather_previous(Xh, y, h0, off, reverse)
+        k0, k1 = pipe_part_rows(T, B, 0, reverse)
+        pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, 0, U, k0, k1)
+        atomic_store(flags, n - 2, 1)
+    elif wait:
+        pipe_wait(flags, n - 2, 1)
 
-        dW_ih[u, i] += Σ_t Σ_b dg[t, b, u] x[t, b, i]      db_ih[u] += Σ dg[t, b, u]    db_hh[u] += Σ dgh[t, b, u]
 
-    as :func:`input_backward_params` (the bias sums in float64 from 0 in ``sums`` (2, U)).
-    dg : (T, B, U); dgh : (T, B, U) the recurrent product's gate gradients (dg itself but for the
-    GRU).  x : (T, B, I)."""
+@inline
+def pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+    """After the sweep and part 0: pieces taken in turn from a shared counter (flags[-1]): piece 0
+    the bias sums (db_ih += Σ dg, db_hh += Σ dgh, in float64 from 0 in ``sums`` (2, U)), then
+    rows PIPE_ROWS·(i-1) ... of part 1 of dW_ih and dW_hh."""
     T, B, U = dg.shape
-    for c in range(pipe_chunks(T)):
-        pipe_wait(flags, 0, min(T, (c + 1) * PIPE_STEPS))
+    n = flags.shape[0]
+    k0, k1 = pipe_part_rows(T, B, 1, reverse)
+    pieces = 1 + (U + PIPE_ROWS - 1) // PIPE_ROWS
+    i = atomic_add(flags, n - 1, 1)
+    while i < pieces:
+        if i == 0:
+            dg2 = dg.reshape((T * B, U))
+            dgh2 = dgh.reshape((T * B, U))
+            s0 = sums[0]
+            s1 = sums[1]
+            for u in range(U):
+                s0[u] = 0.0
+                s1[u] = 0.0
+            for r in range(T * B):
+                gr = dg2[r]
+                ghr = dgh2[r]
+                for u in range(U):
+                    s0[u] += gr[u]
+                    s1[u] += ghr[u]
+            for u in range(U):
+                db_ih[u] += s0[u]
+                db_hh[u] += s1[u]
+        elif k1 > k0:
+            u0 = (i - 1) * PIPE_ROWS
+            pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, min(U, u0 + PIPE_ROWS), k0, k1)
+        i = atomic_add(flags, n - 1, 1)
+
+
+@inline
+def pipe_after_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+    """Job 0 of a backward pipeline once its sweep is over (and has published every step): the dx
+    of every chunk job 1 has not claimed (the last chunk first), part 0 (if job 1 has not taken it)
+    and its share of part 1."""
+    for c in range(pipe_chunks(dg.shape[0]) - 1, -1, -1):
         pipe_dx(flags, dx, dg, W_ih, c, reverse)
-    dg2 = dg.reshape((T * B, U))
-    dgh2 = dgh.reshape((T * B, U))
-    acc_tile(dW_ih, dg2.T, x.reshape((T * B, x.shape[2])), 0, U, 0, x.shape[2], 0, 0, T * B, KC)
-    for h in range(2):
-        for u in range(U):
-            sums[h, u] = 0.0
-    s0 = sums[0]
-    s1 = sums[1]
-    for r in range(T * B):
-        gr = dg2[r]
-        ghr = dgh2[r]
-        for u in range(U):
-            s0[u] += gr[u]
-            s1[u] += ghr[u]
-    for u in range(U):
-        db_ih[u] += s0[u]
-        db_hh[u] += s1[u]
+    pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+    pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+
+
+@inline
+def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+    """Job 1 of a backward pipeline: each chunk's dx as the sweep publishes its steps in flags[0],
+    part 0 as soon as the sweep has done ⌈T/2⌉ steps, then its share of part 1.
+    dg : (T, B, U) the gate gradients; dgh : (T, B, U) those of the recurrent product (dg itself
+    but for the GRU). x : (T, B, I). y, h0, off, reverse : as in :func:`recurrent_backward_params`.
+    Xh : (T·B, H) scratch for the states the steps read."""
+    T = dg.shape[0]
+    Th = (T + 1) // 2
+    first = False
+    for c in range(pipe_chunks(T)):
+        end = min(T, (c + 1) * PIPE_STEPS)
+        if not first and end > Th:
+            pipe_wait(flags, 0, Th)
+            pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, False)
+            first = True
+        pipe_wait(flags, 0, end)
+        pipe_dx(flags, dx, dg, W_ih, c, reverse)
+    pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+    pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
 
 
 @inline
@@ -620,9 +686,10 @@ def pipe_forward_buffers(T, W_ih):
 
 
 def pipe_buffers(T, B, H, U, dtype):
-    """(flags, sums, Xh) for a backward pipeline: the hand-off counters (zeros), the bias sums,
-    and the states the steps read (a scratch buffer, (T·B, H))."""
-    flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS, np.int64)
+    """(flags, sums, Xh) for a backward pipeline: the hand-offs and claims (zeros: the sweep's
+    progress, each chunk's dx, part 0 claimed and done, part 1's counter), the bias sums, and the
+    states the steps read (a scratch buffer, (T·B, H))."""
+    flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS + 3, np.int64)
     sums = np.empty((2, U), np.float64)
     Xh = scratch("pipe_Xh", T * B * H, dtype).reshape((T * B, H))
     return flags, sums, Xh
