@@ -472,11 +472,11 @@ def copy_row(d, s):
 #
 # - job 0 runs the sweep, publishing after each step how many steps it has done (flags[0]);
 # - job 1 follows it ``PIPE_STEPS`` steps at a time, taking each chunk's dx (dx_t needs only dg_t),
-#   and as soon as the sweep has done the first half of its steps, that half's share of dW_ih and
-#   dW_hh (the first part, :func:`pipe_first_part`);
+#   and, the steps being cut into ``PIPE_PARTS`` parts, each part's share of dW_ih and dW_hh as
+#   soon as the sweep has done that part's steps, but the last (:func:`pipe_part`);
 # - when the sweep is over, job 0 takes the dx of the chunks job 1 has not reached (from the last
-#   chunk back), and then both jobs share the second half's share of dW_ih and dW_hh, by blocks of
-#   ``PIPE_ROWS`` rows, and the bias sums (:func:`pipe_second_part`).
+#   chunk back), and then both jobs share the last part's share of dW_ih and dW_hh, by blocks of
+#   ``PIPE_ROWS`` rows, and the bias sums (:func:`pipe_last_part`).
 #
 # Every piece is claimed (``atomic_add``) by whichever job gets to it first, and a job waits only
 # for progress the other job is making (the sweep, or a piece it has claimed), so neither waits
@@ -484,13 +484,13 @@ def copy_row(d, s):
 #
 # The bits. Each dx row sums over the gates in order and each bias in float64 over all T·B rows
 # in increasing (t, b), as on the other paths. Each weight-gradient entry is one fma chain over the
-# rows of the first part (the steps the backward sweep processes first: the last ⌈T/2⌉ steps
-# forward, the first in reverse), then those of the second, each part in increasing (t, b): in
-# reverse the same order as the other paths, forward not (the test checks both against the
-# classic kernels run in this order). It depends on T, B and the direction only: the same bits
-# whoever runs what, and when.
+# rows of part 0 (the steps the backward sweep processes first: the last steps forward, the first
+# in reverse), then part 1, and so on, each part in increasing (t, b): in reverse the same order as
+# the other paths, forward not (the test checks both against the classic kernels run in this
+# order). It depends on T, B and the direction only: the same bits whoever runs what, and when.
 PIPE_STEPS = 4   # backward steps per chunk of dx that job 1 takes at a time
-PIPE_ROWS = 64   # rows of dW_ih and dW_hh per piece of the second part
+PIPE_ROWS = 64   # rows of dW_ih and dW_hh per piece of the last part
+PIPE_PARTS = 3   # parts of the weight-gradient sums (the steps cut in this many)
 
 
 @inline
@@ -505,13 +505,18 @@ def pipe_rows(T, B, c, reverse):
 
 
 @inline
-def pipe_part_rows(T, B, part, reverse):
-    """Rows k0:k1 of the (T·B, ·) views of part 0 (the first ⌈T/2⌉ steps the backward sweep
-    processes) or part 1 (the rest) of the weight-gradient sums."""
-    Th = (T + 1) // 2
+def pipe_part_steps(T, p):
+    """Steps q0:q1 (in the backward sweep's order) of part p of the weight-gradient sums."""
+    return p * T // PIPE_PARTS, (p + 1) * T // PIPE_PARTS
+
+
+@inline
+def pipe_part_rows(T, B, p, reverse):
+    """Rows k0:k1 of the (T·B, ·) views of part p of the weight-gradient sums."""
+    q0, q1 = pipe_part_steps(T, p)
     if reverse:
-        return (0, Th * B) if part == 0 else (Th * B, T * B)
-    return ((T - Th) * B, T * B) if part == 0 else (0, (T - Th) * B)
+        return q0 * B, q1 * B
+    return (T - q1) * B, (T - q0) * B
 
 
 @inline
@@ -548,28 +553,32 @@ def pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1):
 
 
 @inline
-def pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, wait):
-    """Part 0 of dW_ih and dW_hh (all their rows), and the states the steps read into Xh, if this
-    job claims it first (flags[-3]; done: flags[-2]); else, if ``wait``, wait until it is done."""
-    n = flags.shape[0]
-    if atomic_add(flags, n - 3, 1) == 0:
-        T, B, U = dg.shape
-        gather_previous(Xh, y, h0, off, reverse)
-        k0, k1 = pipe_part_rows(T, B, 0, reverse)
-        pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, 0, U, k0, k1)
-        atomic_store(flags, n - 2, 1)
+def pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, wait):
+    """Part p (< PIPE_PARTS - 1) of dW_ih and dW_hh, all their rows, if this job claims it first
+    (flags[P + 2p]; done: flags[P + 2p + 1], P = 1 + pipe_chunks(T)); else, if ``wait``, wait until
+    it is done. Parts run in order: the claimer of part p > 0 has seen part p - 1 done. Part 0's
+    claimer first gathers the states the steps read into Xh."""
+    T, B, U = dg.shape
+    P = 1 + pipe_chunks(T)
+    if atomic_add(flags, P + 2 * p, 1) == 0:
+        if p == 0:
+            gather_previous(Xh, y, h0, off, reverse)
+        k0, k1 = pipe_part_rows(T, B, p, reverse)
+        if k1 > k0:
+            pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, 0, U, k0, k1)
+        atomic_store(flags, P + 2 * p + 1, 1)
     elif wait:
-        pipe_wait(flags, n - 2, 1)
+        pipe_wait(flags, P + 2 * p + 1, 1)
 
 
 @inline
-def pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
-    """After the sweep and part 0: pieces taken in turn from a shared counter (flags[-1]): piece 0
-    the bias sums (db_ih += Σ dg, db_hh += Σ dgh, in float64 from 0 in ``sums`` (2, U)), then
-    rows PIPE_ROWS·(i-1) ... of part 1 of dW_ih and dW_hh."""
+def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+    """After the sweep and every other part: pieces taken in turn from a shared counter
+    (flags[-1]): piece 0 the bias sums (db_ih += Σ dg, db_hh += Σ dgh, in float64 from 0 in
+    ``sums`` (2, U)), then rows PIPE_ROWS·(i-1) ... of the last part of dW_ih and dW_hh."""
     T, B, U = dg.shape
     n = flags.shape[0]
-    k0, k1 = pipe_part_rows(T, B, 1, reverse)
+    k0, k1 = pipe_part_rows(T, B, PIPE_PARTS - 1, reverse)
     pieces = 1 + (U + PIPE_ROWS - 1) // PIPE_ROWS
     i = atomic_add(flags, n - 1, 1)
     while i < pieces:
@@ -599,34 +608,35 @@ def pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh,
 @inline
 def pipe_after_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
     """Job 0 of a backward pipeline once its sweep is over (and has published every step): the dx
-    of every chunk job 1 has not claimed (the last chunk first), part 0 (if job 1 has not taken it)
-    and its share of part 1."""
+    of every chunk job 1 has not claimed (the last chunk first), the parts job 1 has not taken, and
+    its share of the last part."""
     for c in range(pipe_chunks(dg.shape[0]) - 1, -1, -1):
         pipe_dx(flags, dx, dg, W_ih, c, reverse)
-    pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
-    pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+    for p in range(PIPE_PARTS - 1):
+        pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
 
 
 @inline
 def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
     """Job 1 of a backward pipeline: each chunk's dx as the sweep publishes its steps in flags[0],
-    part 0 as soon as the sweep has done ⌈T/2⌉ steps, then its share of part 1.
+    each part but the last as soon as the sweep has done its steps, then its share of the last.
     dg : (T, B, U) the gate gradients; dgh : (T, B, U) those of the recurrent product (dg itself
     but for the GRU). x : (T, B, I). y, h0, off, reverse : as in :func:`recurrent_backward_params`.
     Xh : (T·B, H) scratch for the states the steps read."""
     T = dg.shape[0]
-    Th = (T + 1) // 2
-    first = False
+    p = 0                                    # the next part to take
     for c in range(pipe_chunks(T)):
         end = min(T, (c + 1) * PIPE_STEPS)
-        if not first and end > Th:
-            pipe_wait(flags, 0, Th)
-            pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, False)
-            first = True
+        while p < PIPE_PARTS - 1 and end > pipe_part_steps(T, p)[1]:
+            pipe_wait(flags, 0, pipe_part_steps(T, p)[1])
+            pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+            p += 1
         pipe_wait(flags, 0, end)
         pipe_dx(flags, dx, dg, W_ih, c, reverse)
-    pipe_first_part(flags, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
-    pipe_second_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+    for q in range(p, PIPE_PARTS - 1):
+        pipe_part(flags, q, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
 
 
 @inline
@@ -687,9 +697,9 @@ def pipe_forward_buffers(T, W_ih):
 
 def pipe_buffers(T, B, H, U, dtype):
     """(flags, sums, Xh) for a backward pipeline: the hand-offs and claims (zeros: the sweep's
-    progress, each chunk's dx, part 0 claimed and done, part 1's counter), the bias sums, and the
-    states the steps read (a scratch buffer, (T·B, H))."""
-    flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS + 3, np.int64)
+    progress, each chunk's dx, each part but the last claimed and done, the last part's counter),
+    the bias sums, and the states the steps read (a scratch buffer, (T·B, H))."""
+    flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS + 2 * (PIPE_PARTS - 1) + 1, np.int64)
     sums = np.empty((2, U), np.float64)
     Xh = scratch("pipe_Xh", T * B * H, dtype).reshape((T * B, H))
     return flags, sums, Xh
