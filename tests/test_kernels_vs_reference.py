@@ -145,24 +145,33 @@ def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=
             f, b = getattr(f, build), getattr(b, build)
         f(*fwd, x, W_ih, b_ih)
         b(*bwd, x, y, a["h0"], W_ih, dW_ih, db_ih, dW_hh, db_hh, dx)
-    else:
+    else:   # the classic kernels, the weight gradients summed part by part as the pipeline does
         rnn.input_forward(g, x, W_ih, b_ih)
         lstm.lstm_forward(*fwd)
         lstm.lstm_backward(*bwd)
-        rnn.input_backward_params(dW_ih, db_ih, da, x)
-        rnn.recurrent_backward_params(dW_hh, db_hh, da, y, a["h0"], d * H, d == 1)
+        rnn.input_backward_params(np.zeros_like(dW_ih), db_ih, da, x)   # the biases as always
+        rnn.recurrent_backward_params(np.zeros_like(dW_hh), db_hh, da, y, a["h0"], d * H, d == 1)
         rnn.input_backward(dx, da, W_ih)
+        X = np.empty((T * B, H), dtype)
+        rnn.previous_states(X, y, a["h0"], d * H, d == 1)
+        da2, x2, unused = da.reshape(T * B, -1), x.reshape(T * B, -1), np.zeros(4 * H, dtype)
+        for p in range(rnn.PIPE_PARTS):
+            k0, k1 = rnn.pipe_part_rows(T, B, p, d == 1)
+            if k1 > k0:
+                dense.dense_backward_params(dW_ih, unused, da2[k0:k1], x2[k0:k1])
+                dense.dense_backward_params(dW_hh, unused, da2[k0:k1], X[k0:k1])
     return dict(y=y, gates=g, c=c, tc=tc, da=da, dh0=dh0, dc0=dc0, dW_ih=dW_ih, db_ih=db_ih, dW_hh=dW_hh,
                 db_hh=db_hh, dx=dx)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (3, 9, 6, 5), (1, 13, 17, COLS // 4 + 3)])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (1, 3, 5, 7), (3, 9, 6, 5), (1, 13, 17, COLS // 4 + 3)])
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
 def test_lstm_pipeline_same_bits(shape, d, dtype):
     """The small-batch pipeline (the projection ahead of the forward sweep, the passes beside the
-    backward one, on two threads) against the classic kernels run one after another: the same
-    bits in every output, by its serial and its parallel build (T past a multiple of the chunk)."""
+    backward one, on two threads) against the classic kernels run one after another, the weight
+    gradients summed part by part in the order the pipeline documents: the same bits in every
+    output, by its serial and its parallel build (T = 1, and T past a multiple of the chunk)."""
     B, T, I, H = shape
     rng = np.random.default_rng(B * T + d + 3)
     a = _common(rng, B, T, I, H, 4, dtype)

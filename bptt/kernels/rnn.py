@@ -490,7 +490,7 @@ def copy_row(d, s):
 # order). It depends on T, B and the direction only: the same bits whoever runs what, and when.
 PIPE_STEPS = 4   # backward steps per chunk of dx that job 1 takes at a time
 PIPE_ROWS = 64   # rows of dW_ih and dW_hh per piece of the last part
-PIPE_PARTS = 3   # parts of the weight-gradient sums (the steps cut in this many)
+PIPE_PARTS = 2   # parts of the weight-gradient sums: 1 to 4 measured, 2 fastest (docs/performance.md)
 
 
 @inline
