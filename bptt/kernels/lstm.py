@@ -11,7 +11,10 @@ Layout, direction (``reverse``) and output columns (``off``) are as in :mod:`bpt
 Weight gradients and dx are one pass each after the sweep, from the stored da (T, B, 4H), with the
 kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
 ``recurrent_backward_params`` and ``input_backward``. Products are blocked and parallel as
-described there.
+described there. For a small batch (a layer below ``bptt.jit.SERIAL_WORK``) the layer calls
+:func:`lstm_forward_pipelined` and :func:`lstm_backward_pipelined` instead: the same steps, with
+the projection running ahead of the forward sweep and the passes beside the backward one, on a
+second thread (:mod:`bptt.kernels.rnn`, "small batches").
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 

@@ -399,13 +399,18 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
 def previous_states(X, y, h0, off, reverse):
     """X[t·B + b, :] = h_prev_t[b]: the state the step at time t read (h0 for the first processed
     step, else the previous step's columns off:off+H of y). X : (T·B, H)."""
+    for t in prange(y.shape[0]):
+        previous_step(X, y, h0, off, reverse, t)
+
+
+@inline
+def previous_step(X, y, h0, off, reverse, t):
+    """The rows of step t of :func:`previous_states`."""
     T, B = y.shape[0], y.shape[1]
     H = h0.shape[1]
-    first = T - 1 if reverse else 0
-    for t in prange(T):
-        for b in range(B):
-            src = h0[b] if t == first else y[t + 1 if reverse else t - 1, b, off:off + H]
-            copy_row(X[t * B + b], src)
+    for b in range(B):
+        src = h0[b] if t == (T - 1 if reverse else 0) else y[t + 1 if reverse else t - 1, b, off:off + H]
+        copy_row(X[t * B + b], src)
 
 
 def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
@@ -642,15 +647,8 @@ def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, d
 @inline
 def gather_previous(X, y, h0, off, reverse):
     """X[t·B + b, :] = h_prev_t[b] (:func:`previous_states` on this thread)."""
-    T, B = y.shape[0], y.shape[1]
-    H = h0.shape[1]
-    first = T - 1 if reverse else 0
-    for t in range(T):
-        for b in range(B):
-            src = h0[b] if t == first else y[t + 1 if reverse else t - 1, b, off:off + H]
-            dst = X[t * B + b]
-            for j in range(H):
-                dst[j] = src[j]
+    for t in range(y.shape[0]):
+        previous_step(X, y, h0, off, reverse, t)
 
 
 # The forward pipeline: job 0 runs the sweep, job 1 the input projection ahead of it, a chunk of

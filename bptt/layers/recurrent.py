@@ -18,6 +18,11 @@ How a call runs (see :mod:`bptt.kernels.rnn` for the kernels' conventions):
   ``recurrent_backward_params``, ``input_backward``). Both directions add into the same ``dx``.
   Every pass gives each core the same half of the batch as the sweeps (see
   :mod:`bptt.kernels.rnn`).
+- Small work (below ``SERIAL_WORK``: one sequence, say), LSTM: a sweep has no rows to share, so
+  the projection runs ahead of the forward sweep and the passes beside the backward sweep, as two
+  concurrent jobs (``lstm_forward_pipelined``, ``lstm_backward_pipelined``; :mod:`bptt.kernels.rnn`,
+  "small batches"). The weight gradients then sum over the steps in two parts (the order is
+  documented there); the bits still depend on the shape only, never on the thread count.
 
 Workspaces are owned by the layer and reallocated only when (B, T) changes; nothing is allocated
 inside a time loop. The returned ``out``, ``h_n`` and ``dx`` are fresh arrays, so the caller may
