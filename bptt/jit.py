@@ -104,7 +104,7 @@ from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
 __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
-           "atomic_load", "atomic_store", "atomic_add", "spin_pause",
+           "atomic_load", "atomic_store", "atomic_add", "spin_pause", "yield_cpu",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
            "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
            "KERNELS", "set_kernels", "get_kernels", "reference_twin", "jobs", "composite", "compiled_jobs",
@@ -259,6 +259,9 @@ if numba.config.DISABLE_JIT:
 
     def spin_pause():
         """Nothing (plain Python)."""
+
+    def yield_cpu():
+        """Nothing (plain Python)."""
 else:
     def _int64_vector(a):
         return isinstance(a, _types.Array) and a.ndim == 1 and a.dtype == _types.int64
@@ -320,6 +323,40 @@ else:
                 from numba.core import cgutils
                 fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
                                                     "llvm.x86.sse2.pause")
+                builder.call(fn, [])
+            return context.get_dummy_value()
+        return _types.void(), codegen
+
+
+    def _has_sched_yield() -> bool:
+        """Register libc's ``sched_yield`` for the JIT as ``bptt_sched_yield``; False where there
+        is none (not a POSIX system)."""
+        import ctypes
+        import ctypes.util
+        import llvmlite.binding as ll
+        if ll.address_of_symbol("bptt_sched_yield"):
+            return True
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"))
+            ll.add_symbol("bptt_sched_yield", ctypes.cast(libc.sched_yield, ctypes.c_void_p).value)
+        except (OSError, AttributeError, TypeError):
+            return False
+        return True
+
+    # registered at import, before any cached kernel that calls it is loaded
+    _SCHED_YIELD = _has_sched_yield()
+
+    @_intrinsic
+    def yield_cpu(typingctx):
+        """Give this thread's core to another thread (POSIX ``sched_yield``; nothing where the
+        process has no such symbol): for a wait that has spun a while, so that on an
+        oversubscribed machine the thread being waited for gets to run."""
+        def codegen(context, builder, signature, args):
+            if _SCHED_YIELD:
+                from llvmlite import ir
+                from numba.core import cgutils
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                    "bptt_sched_yield")
                 builder.call(fn, [])
             return context.get_dummy_value()
         return _types.void(), codegen

@@ -39,7 +39,8 @@ Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain Num
 
 import numpy as np
 
-from ..jit import atomic_add, atomic_load, atomic_store, composite, inline, jobs, kernel, prange, spin_pause
+from ..jit import (atomic_add, atomic_load, atomic_store, composite, inline, jobs, kernel, prange, spin_pause,
+                   yield_cpu)
 from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows, add_rows,
@@ -530,11 +531,21 @@ def pipe_chunks(T):
     return (T + PIPE_STEPS - 1) // PIPE_STEPS
 
 
+PIPE_SPINS = 4096   # spins of a wait before it starts yielding its core (0.1 ms at Zen 4's 25 ns a pause)
+
+
 @inline
 def pipe_wait(flags, i, n):
-    """Wait until flags[i] >= n (another job's progress, published with ``atomic_store``)."""
+    """Wait until flags[i] >= n (another job's progress, published with ``atomic_store``): spin,
+    then, past ``PIPE_SPINS`` spins, yield the core at each turn (with more threads than cores the
+    job waited for may be waiting for one)."""
+    spins = 0
     while atomic_load(flags, i) < n:
-        spin_pause()
+        if spins < PIPE_SPINS:
+            spin_pause()
+            spins += 1
+        else:
+            yield_cpu()
 
 
 @inline
