@@ -9,7 +9,7 @@ import pytest
 from bptt import jit
 from bptt.kernels import dense, gru, lstm, rnn
 from bptt.kernels.activations import ACTIVATIONS
-from bptt.kernels.engine import COLS, ROWS
+from bptt.kernels.engine import COLS, ROWS, new_panels
 from bptt.reference import dense as ref_dense, gru as ref_gru, lstm as ref_lstm, rnn as ref_rnn
 
 pytestmark = pytest.mark.jit   # the tilings and builds of the compiled kernels
@@ -125,7 +125,7 @@ def test_lstm_kernels(shape, d, dtype, nthreads):
     _shared_backward(a, res[1][4], res[1][4], res[1][0], d, H, dtype)
 
 
-def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=None):
+def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=None, prepacked=True):
     """Forward and backward of one LSTM direction, by the small-batch pipeline or by the classic
     kernels (the projection, the sweep, then each pass); every output and accumulated gradient."""
     y, g = a["y"].copy(), np.empty((T, B, 4 * H), dtype)
@@ -143,8 +143,11 @@ def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=
         f, b = mod.lstm_forward_pipelined, mod.lstm_backward_pipelined
         if build:
             f, b = getattr(f, build), getattr(b, build)
-        f(*fwd, x, W_ih, b_ih)
-        b(*bwd, x, y, a["h0"], W_ih, dW_ih, db_ih, dW_hh, db_hh, dx)
+        P_hh = new_panels(H, 4 * H, dtype)   # the forward packs W_hh into it for the backward
+        f(*fwd, x, W_ih, b_ih, P_hh)
+        if not prepacked:
+            P_hh.fill(np.nan)                 # the backward must pack it itself
+        b(*bwd, x, y, a["h0"], W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, prepacked)
     else:   # the classic kernels, the weight gradients summed part by part as the pipeline does
         rnn.input_forward(g, x, W_ih, b_ih)
         lstm.lstm_forward(*fwd)
@@ -184,10 +187,10 @@ def test_lstm_pipeline_same_bits(shape, d, dtype):
     try:
         want = _lstm_pipeline_run(False, *args)
         for build in ("serial", "parallel", None):
-            for _ in range(3):   # the hand-offs fall differently from run to run
-                got = _lstm_pipeline_run(True, *args, build=build)
+            for prepacked in (True, False, True):   # the hand-offs fall differently from run to run
+                got = _lstm_pipeline_run(True, *args, build=build, prepacked=prepacked)
                 for name in want:
-                    assert np.array_equal(got[name], want[name]), f"{name} ({build})"
+                    assert np.array_equal(got[name], want[name]), f"{name} ({build}, prepacked {prepacked})"
     finally:
         jit.set_threads(old)
     ref = _lstm_pipeline_run("reference", *args)   # the twins BPTT_KERNELS=reference runs

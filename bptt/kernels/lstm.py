@@ -18,7 +18,7 @@ second thread (:mod:`bptt.kernels.rnn`, "small batches").
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
-from ..jit import atomic_store, composite, inline, jobs
+from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
                      pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
@@ -91,20 +91,24 @@ def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
 
 
 @composite
-def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih, P_hh):
     """``input_forward`` (gates = W_ih·x_t + b_ih for every step) and then :func:`lstm_forward`,
     for a small batch: the projection runs ahead of the sweep on a second thread, chunk by chunk
-    (:mod:`bptt.kernels.rnn`, "small batches"; in order on one). The arguments of
-    :func:`lstm_forward`, then x (T, B, I) the layer's input, W_ih (4H, I) and b_ih (4H,)."""
+    (:mod:`bptt.kernels.rnn`, "small batches"; in order on one), and that thread then packs W_hh
+    for the backward. The arguments of :func:`lstm_forward`, then x (T, B, I) the layer's input,
+    W_ih (4H, I), b_ih (4H,) and P_hh: out, W_hh (4H, H) in panels (``new_panels(H, 4H)``), for
+    :func:`lstm_backward_pipelined`."""
     flags, Q = pipe_forward_buffers(gates.shape[0], W_ih)
     P = scratch_panels("pipe_W_hhT", W_hh.shape[0], W_hh.shape[1], W_hh.dtype)
-    _lstm_forward_pipe(2, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags)
+    _lstm_forward_pipe(2, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags, P_hh)
 
 
 @jobs(concurrent=True)
-def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags):
+def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags,
+                       P_hh):
     """Job j of :func:`lstm_forward_pipelined`: 0 the sweep, 1 the projection ahead of it
-    (:func:`bptt.kernels.rnn.pipe_project`)."""
+    (:func:`bptt.kernels.rnn.pipe_project`), then the packing of W_hh for the backward (flags[-1]:
+    whichever job gets to it)."""
     T, B = gates.shape[0], gates.shape[1]
     if j == 0:
         pack_T_into(P, W_hh)
@@ -115,6 +119,8 @@ def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_
     else:
         for ch in range(pipe_chunks(T)):
             pipe_project(flags, gates, x, W_ih, b_ih, Q, ch, reverse, False)
+    if atomic_add(flags, flags.shape[0] - 1, 1) == 0:
+        pack_all_into(P_hh, W_hh)
 
 
 @composite
@@ -192,29 +198,30 @@ def lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0,
 
 @composite
 def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse,
-                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx):
+                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, packed):
     """:func:`lstm_backward`, then every pass after it (``input_backward_params``,
     ``recurrent_backward_params``, ``input_backward``), for a small batch: the sweep and the passes
     run side by side on two threads (:mod:`bptt.kernels.rnn`, "small batches"; in order on one).
 
     The arguments of :func:`lstm_backward`, then x (T, B, I) the layer's input, y (T, B, D·H) its
     output, h0 (B, H), W_ih (4H, I), the gradients dW_ih, db_ih, dW_hh, db_hh (accumulated) and
-    dx (T, B, I) (accumulated)."""
+    dx (T, B, I) (accumulated), P_hh: W_hh in panels (``new_panels(H, 4H)``), packed here unless
+    ``packed`` (by :func:`lstm_forward_pipelined`, from the same W_hh)."""
     T, B, G4 = gates.shape
     flags, sums, Xh = pipe_buffers(T, B, G4 // 4, G4, gates.dtype)
-    P = scratch_panels("pipe_W_hh", W_hh.shape[1], W_hh.shape[0], W_hh.dtype)
-    _lstm_backward_pipe(2, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
-                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh)
+    _lstm_backward_pipe(2, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P_hh,
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh, packed)
 
 
 @jobs(concurrent=True)
 def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
-                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh):
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh, packed):
     """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
     then :func:`bptt.kernels.rnn.pipe_after_sweep`; 1 :func:`bptt.kernels.rnn.pipe_follow_sweep`."""
     T, B = gates.shape[0], gates.shape[1]
     if j == 0:
-        pack_all_into(P, W_hh)
+        if not packed:
+            pack_all_into(P, W_hh)
         copy_rows(dh, dh_n, 0, B)
         copy_rows(dc, dc_n, 0, B)
         for s in range(T - 1, -1, -1):

@@ -668,7 +668,8 @@ def gather_previous(X, y, h0, off, reverse):
 # the other has claimed waits for it to be published: it is being computed, so the wait ends. Run
 # in order, job 0 claims and computes every piece itself. Each projected row is computed as in
 # :func:`input_forward` (bias, then the sum over the inputs in order), so the bits are the same.
-# flags: [0] W_ihᵀ claimed, [1] W_ihᵀ packed, [2 + c] chunk c claimed, [2 + n + c] chunk c done.
+# flags: [0] W_ihᵀ claimed, [1] W_ihᵀ packed, [2 + c] chunk c claimed, [2 + n + c] chunk c done,
+# [-1] the cell's own last piece claimed (the LSTM's: W_hh packed for the backward).
 
 @inline
 def pipe_project(flags, g, x, W_ih, b_ih, Q, ch, reverse, wait):
@@ -701,7 +702,7 @@ def pipe_forward_buffers(T, W_ih):
     """(flags, Q) for a forward pipeline: the claims and hand-offs (zeros), and the panels for
     W_ihᵀ."""
     nc = (T + PIPE_STEPS - 1) // PIPE_STEPS
-    return np.zeros(2 + 2 * nc, np.int64), scratch_panels("pipe_W_ihT", W_ih.shape[0], W_ih.shape[1], W_ih.dtype)
+    return np.zeros(2 + 2 * nc + 1, np.int64), scratch_panels("pipe_W_ihT", W_ih.shape[0], W_ih.shape[1], W_ih.dtype)
 
 
 def pipe_buffers(T, B, H, U, dtype):

@@ -32,7 +32,9 @@ Truncated BPTT: run a long sequence chunk by chunk, each chunk ``forward(x_k, h0
 ``backward(...)``. The state is carried forward; the gradient stops at the chunk boundary,
 because ``h_n_prev`` is a plain array (``layer.dh0`` holds the gradient that *would* cross the
 boundary, and is simply not used). ``backward`` must follow the ``forward`` it belongs to: a
-second ``forward`` reuses the workspaces.
+second ``forward`` reuses the workspaces. The weights must not change in between either (as in
+torch, where autograd refuses it): below ``SERIAL_WORK`` the LSTM's forward packs W_hh for its
+backward, which then uses W_hh as the forward did.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ from ..kernels.lstm import lstm_backward, lstm_backward_pipelined, lstm_forward,
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01)
 from ..kernels.activations import ACTIVATIONS
+from ..kernels.engine import new_panels
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
 
 RNN_ACTIVATIONS = ("tanh", "relu", "identity")
@@ -384,16 +387,29 @@ class LSTM(_Recurrent):
 
     _PIPELINED = True
 
+    def _packed_hh(self, ws, k):
+        """W_hh of layer·direction k in panels: packed by the pipelined forward for its backward
+        (which therefore uses W_hh as the forward did)."""
+        if getattr(ws, "P_hh", None) is None:
+            H = self.hidden_size
+            ws.P_hh = [new_panels(H, 4 * H, self.dtype) for _ in range(self.num_layers * self.num_directions)]
+            ws.hh_packed = [False] * len(ws.P_hh)
+        return ws.P_hh[k]
+
     def _cell_forward_pipelined(self, ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih):
+        P_hh = self._packed_hh(ws, k)
+        ws.hh_packed[k] = False
         lstm_forward_pipelined(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
-                               d * self.hidden_size, d == 1, xin, W_ih, b_ih)
+                               d * self.hidden_size, d == 1, xin, W_ih, b_ih, P_hh)
+        ws.hh_packed[k] = True
 
     def _cell_backward_pipelined(self, ws, l, d, k, W_ih, W_hh, dfinal, dinit, xin, dxin, dW_ih, db_ih,
                                  dW_hh, db_hh):
         (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
+        P_hh = self._packed_hh(ws, k)
         lstm_backward_pipelined(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
                                 ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, xin, ws.y[l],
-                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin)
+                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin, P_hh, ws.hh_packed[k])
 
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions

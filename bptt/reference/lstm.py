@@ -75,17 +75,19 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     dc0 += dc_next
 
 
-def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih, P_hh):
     """The input projection, then :func:`lstm_forward` (the fast kernel runs the two side by side
-    for a small batch; here one after the other).   x : (T, B, I).  W_ih : (4H, I).  b_ih : (4H,)."""
+    for a small batch; here one after the other).   x : (T, B, I).  W_ih : (4H, I).  b_ih : (4H,).
+    P_hh : the fast kernel's packed W_hh for the backward (not used here)."""
     input_forward(gates, x, W_ih, b_ih)
     lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
 
 
 def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse,
-                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx):
+                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, packed):
     """:func:`lstm_backward`, then the weight gradients and dx from its da (the fast kernel runs
-    them beside the sweep for a small batch; here one after the other)."""
+    them beside the sweep for a small batch; here one after the other). P_hh, packed: the fast
+    kernel's packed W_hh (not used here)."""
     lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
     input_backward_params(dW_ih, db_ih, da, x)
     recurrent_backward_params(dW_hh, db_hh, da, y, h0, off, reverse)
