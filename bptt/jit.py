@@ -768,6 +768,10 @@ def _serial_jobs_last(njobs, *args):
         _call(j, njobs, a)
 
 
+_PROBE_FIRST = 32    # a pipeline tries the other way of running its jobs after this many calls,
+_PROBE_MAX = 1024    # and, while that way keeps losing, after twice as many each time, up to this
+
+
 class JobSet:
     """``run(njobs, *args)`` runs ``body(job, njobs, *args)`` for job = 0 .. njobs-1: in parallel
     (a ``prange`` over the jobs) when the thread count and the layer allow (as :func:`kernel`'s
@@ -787,13 +791,22 @@ class JobSet:
         self.__doc__ = fn.__doc__
         self.__module__ = fn.__module__
         self._last = last
+        # a pipeline's choice between running its jobs side by side or in order (_run_timed)
+        self._side_by_side = True
+        self._seconds = {True: None, False: None}
+        self._runs = {True: 0, False: 0}
+        self._calls = 0
+        self._interval = _PROBE_FIRST
         if numba.config.DISABLE_JIT:
             return
         self._registered = set()
         self.body = numba.njit(renamed(fn, f"__job_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
                                error_model=ERROR_MODEL)
         call = _body_caller(self.body, self._registered)
-        q = self.body.py_func.__qualname__
+        # the launchers' cache files are named by the body's module and name: two job sets of one
+        # name in different modules must not load each other's launcher (it would call a body
+        # symbol that is not registered)
+        q = (fn.__module__ + "." + self.body.py_func.__qualname__).replace(".", "_")
         # each launcher: a copy of its template with this body's _call (and _last), its own cache file
         self.parallel_build = numba.njit(renamed(_parallel_jobs, f"__{q}",
                                                  _call=_parallel_caller(self.body, self._registered)),
@@ -820,6 +833,43 @@ class JobSet:
             return compile_for_args(njobs, args)
         build._compile_for_args = register_then_compile
 
+    def _run_timed(self, njobs, args):
+        """Run a pipeline's jobs side by side or one after the other, whichever has been faster
+        here: the same bits either way (job 0 never waits for unclaimed work), but side by side
+        needs both cores. With more threads than free cores (other processes, or ``pytest -n``)
+        a job can wait a whole time slice for the other: one LSTM `teach` step took 7.4 ms side
+        by side against 0.48 in order, beside two busy processes (docs/performance.md). So each
+        call is timed (a running average per way), and every ``_interval`` calls the other way is
+        tried once: it is taken if that call was under 0.8 of the current way's average; if not,
+        the next try waits twice as long (up to ``_PROBE_MAX`` calls). The first two calls of each
+        way (which compile or load its launcher) are not timed."""
+        import time
+        self._calls += 1
+        probe = self._calls >= self._interval
+        side = self._side_by_side != probe
+        t0 = time.perf_counter()
+        if side:
+            self.parallel_build(njobs, *self._prepare_last(args))
+        else:
+            self.serial_build(njobs, *args)
+        dt = time.perf_counter() - t0
+        self._runs[side] += 1
+        if self._runs[side] <= 2:
+            if probe:
+                self._calls = self._interval - 1   # try again on the next call
+            return
+        mean = self._seconds[self._side_by_side]
+        if not probe:
+            self._seconds[side] = dt if mean is None else mean + 0.25 * (dt - mean)
+            return
+        self._calls = 0
+        if mean is not None and dt < 0.8 * mean:
+            self._side_by_side = side
+            self._seconds[side] = dt
+            self._interval = _PROBE_FIRST
+        else:
+            self._interval = min(_PROBE_MAX, 2 * self._interval)
+
     def _prepare_last(self, args):
         """``args`` with the last one prepared by the Python form of ``last`` (if any)."""
         return args[:-1] + (self._last[1](args[-1]),) if self._last else args
@@ -829,7 +879,10 @@ class JobSet:
                 _threads > 1 and not _forced_serial and (self.concurrent or not _serial_scope))):
             if _pool_threads != _threads:
                 _size_pool()
-            self.parallel_build(njobs, *self._prepare_last(args))
+            if self.concurrent and not _parallel_scope:
+                self._run_timed(njobs, args)
+            else:
+                self.parallel_build(njobs, *self._prepare_last(args))
         elif not _NO_JIT:
             self.serial_build(njobs, *args)   # the common small case: one compiled call
         else:

@@ -57,6 +57,39 @@ def test_launchers_loaded_from_the_cache_give_the_bits_of_a_fresh_compile(tmp_pa
         assert cold[k] == warm[k] == serial[k], k
 
 
+_SAME_NAME = """
+import numpy as np
+from bptt import jit
+
+@jit.jobs
+def _same(j, njobs, out):
+    out[j] = {value}
+"""
+
+_USE = """
+import sys, numpy as np
+sys.path.insert(0, {path!r})
+import {module} as m
+out = np.zeros(4)
+m._same(4, out)
+print(out[0])
+"""
+
+
+@pytest.mark.skipif(not jit.CACHE or jit.max_threads() < 2, reason="needs the cache and two threads")
+def test_job_sets_of_one_name_in_two_modules_keep_their_own_launchers(tmp_path):
+    # the launchers' cache files are named by module and name: with the name alone, the second
+    # module loaded the first one's launcher, which called a body symbol nobody had registered
+    for module, value in (("mod_a", 1.0), ("mod_b", 2.0)):
+        (tmp_path / f"{module}.py").write_text(_SAME_NAME.format(value=value))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), BPTT_CACHE="1", BPTT_THREADS="2")
+    for module, value in (("mod_a", 1.0), ("mod_b", 2.0), ("mod_a", 1.0)):
+        r = subprocess.run([sys.executable, "-c", _USE.format(path=str(tmp_path), module=module)], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert float(r.stdout.strip().splitlines()[-1]) == value
+
+
 def test_a_job_set_runs_every_job_once_in_both_builds(threads):
     seen = np.zeros(37, np.int64)
 
@@ -71,3 +104,32 @@ def test_a_job_set_runs_every_job_once_in_both_builds(threads):
     with jit.serial_when(True):
         mark(37, seen)
     np.testing.assert_array_equal(seen, 3 * np.arange(1, 38))
+
+
+@jit.jobs(concurrent=True)
+def _two_jobs(j, njobs, out):
+    out[j] += 1.0
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+def test_a_pipeline_runs_its_jobs_in_order_where_side_by_side_is_slower(threads, monkeypatch):
+    # beside busy processes a pipeline's jobs can wait a time slice for each other: a pipeline
+    # times its calls and runs its jobs one after the other when that was faster
+    threads(2)
+    out = np.zeros(2)
+    real = _two_jobs.parallel_build
+    ways = []
+
+    def slow_side_by_side(*args):
+        import time
+        time.sleep(0.002)
+        ways.append("side by side")
+        real(*args)
+
+    monkeypatch.setattr(_two_jobs, "parallel_build", slow_side_by_side)
+    monkeypatch.setattr(_two_jobs, "_side_by_side", True)
+    for _ in range(200):
+        _two_jobs(2, out)
+    assert _two_jobs._side_by_side is False
+    assert 0 < len(ways) < 60            # tried again now and then, not on every call
+    assert out[0] == out[1] == 200       # every job ran once per call, either way
