@@ -77,7 +77,11 @@ job sets
     about 80 to about 21 CPU seconds, an MLP's from 20 to 10 (docs/performance.md). A job set's
     ``last`` preparation (a weight matrix packed into panels) runs inside the serial launcher, so
     a small layer's kernel is still one call from Python. The jobs must write disjoint outputs,
-    so the serial and parallel runs give the same bits.
+    so the serial and parallel runs give the same bits. A *pipeline* (``jobs(concurrent=True)``)
+    is a job set whose two jobs hand work to each other as they run, through
+    :func:`atomic_store` / :func:`atomic_load` / :func:`atomic_add` (the LSTM's small-batch
+    passes beside its sweeps, :mod:`bptt.kernels.rnn`); it runs its jobs side by side or in
+    order, whichever has been faster, with the same bits.
 cache
     Compiled machine code is cached on disk beside the sources (``__pycache__``), so the second
     start of a process skips compilation. ``BPTT_CACHE=0`` turns it off. Cache entries are named
