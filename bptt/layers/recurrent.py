@@ -224,6 +224,8 @@ class _Recurrent(Layer):
         """h_n (or c_n) from per-layer sequences (T, B, D·H): the last processed step of each
         direction, i.e. t = T-1 forward and t = 0 in reverse."""
         H, D = self.hidden_size, self.num_directions
+        if self.num_layers * D == 1:    # one layer, one direction: step T-1 as it is
+            return seq[0][T - 1:T].copy()
         B = seq[0].shape[1]
         out = np.empty((self.num_layers * D, B, H), self.dtype)
         for l in range(self.num_layers):
@@ -413,6 +415,8 @@ class LSTM(_Recurrent):
 
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions
+        if self.num_layers * D == 1:
+            return ws.c[0][ws.T - 1:ws.T].copy()
         c_n = np.empty((self.num_layers * D, ws.B, H), self.dtype)
         for l in range(self.num_layers):
             for d in range(D):
