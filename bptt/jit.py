@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import types
 
 import numba
@@ -847,7 +848,6 @@ class JobSet:
         tried once: it is taken if that call was under 0.8 of the current way's average; if not,
         the next try waits twice as long (up to ``_PROBE_MAX`` calls). The first two calls of each
         way (which compile or load its launcher) are not timed."""
-        import time
         self._calls += 1
         probe = self._calls >= self._interval
         side = self._side_by_side != probe

@@ -208,14 +208,14 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
     dx (T, B, I) (accumulated), P_hh: W_hh in panels (``new_panels(H, 4H)``), packed here unless
     ``packed`` (by :func:`lstm_forward_pipelined`, from the same W_hh)."""
     T, B, G4 = gates.shape
-    flags, sums, Xh = pipe_buffers(T, B, G4 // 4, G4, gates.dtype)
+    flags, Xh = pipe_buffers(T, B, G4 // 4, gates.dtype)
     _lstm_backward_pipe(2, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P_hh,
-                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh, packed)
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed)
 
 
 @jobs(concurrent=True)
 def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
-                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, sums, Xh, packed):
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed):
     """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
     then :func:`bptt.kernels.rnn.pipe_after_sweep`; 1 :func:`bptt.kernels.rnn.pipe_follow_sweep`."""
     T, B = gates.shape[0], gates.shape[1]
@@ -229,6 +229,6 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
             atomic_store(flags, 0, T - s)
         add_rows(dh0, dh, 0, B)
         add_rows(dc0, dc, 0, B)
-        pipe_after_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+        pipe_after_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
     else:
-        pipe_follow_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+        pipe_follow_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)

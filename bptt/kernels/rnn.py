@@ -43,7 +43,8 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, inline, job
                    yield_cpu)
 from .activations import act_row, dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
-from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows, add_rows,
+from .engine import (COLS, KC, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows,
+                     add_column_sums, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
                      pack_panel, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels, sweep_chunks,
                      transpose_into,
@@ -500,14 +501,19 @@ PIPE_PARTS = 2   # parts of the weight-gradient sums: 1 to 4 measured, 2 fastest
 
 
 @inline
-def pipe_rows(T, B, c, reverse):
-    """Rows r0:r1 of the (T·B, ·) views that hold chunk c of a backward sweep's steps (steps
-    c·PIPE_STEPS ... in processing order): the last steps first, forward; the first in reverse."""
-    q0 = c * PIPE_STEPS
-    q1 = min(T, q0 + PIPE_STEPS)
+def pipe_step_rows(T, B, q0, q1, reverse):
+    """Rows r0:r1 of the (T·B, ·) views that hold steps q0:q1 of a backward sweep, in its
+    processing order: the last steps first, forward; the first in reverse (a forward sweep's
+    order is the backward order of the other direction: pass ``not reverse``)."""
     if reverse:
         return q0 * B, q1 * B
     return (T - q1) * B, (T - q0) * B
+
+
+@inline
+def pipe_rows(T, B, c, reverse):
+    """Rows r0:r1 of chunk c of a backward sweep's steps (steps c·PIPE_STEPS ... in its order)."""
+    return pipe_step_rows(T, B, c * PIPE_STEPS, min(T, c * PIPE_STEPS + PIPE_STEPS), reverse)
 
 
 @inline
@@ -520,9 +526,7 @@ def pipe_part_steps(T, p):
 def pipe_part_rows(T, B, p, reverse):
     """Rows k0:k1 of the (T·B, ·) views of part p of the weight-gradient sums."""
     q0, q1 = pipe_part_steps(T, p)
-    if reverse:
-        return q0 * B, q1 * B
-    return (T - q1) * B, (T - q0) * B
+    return pipe_step_rows(T, B, q0, q1, reverse)
 
 
 @inline
@@ -588,10 +592,11 @@ def pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, wait)
 
 
 @inline
-def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
     """After the sweep and every other part: pieces taken in turn from a shared counter
-    (flags[-1]): piece 0 the bias sums (db_ih += Σ dg, db_hh += Σ dgh, in float64 from 0 in
-    ``sums`` (2, U)), then rows PIPE_ROWS·(i-1) ... of the last part of dW_ih and dW_hh."""
+    (flags[-1]): piece 0 the bias sums (db_ih += Σ dg, db_hh += Σ dgh, each in float64 from 0 over
+    the rows in order: :func:`bptt.kernels.engine.add_column_sums`), then rows PIPE_ROWS·(i-1) ...
+    of the last part of dW_ih and dW_hh."""
     T, B, U = dg.shape
     n = flags.shape[0]
     k0, k1 = pipe_part_rows(T, B, PIPE_PARTS - 1, reverse)
@@ -599,22 +604,8 @@ def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, s
     i = atomic_add(flags, n - 1, 1)
     while i < pieces:
         if i == 0:
-            dg2 = dg.reshape((T * B, U))
-            dgh2 = dgh.reshape((T * B, U))
-            s0 = sums[0]
-            s1 = sums[1]
-            for u in range(U):
-                s0[u] = 0.0
-                s1[u] = 0.0
-            for r in range(T * B):
-                gr = dg2[r]
-                ghr = dgh2[r]
-                for u in range(U):
-                    s0[u] += gr[u]
-                    s1[u] += ghr[u]
-            for u in range(U):
-                db_ih[u] += s0[u]
-                db_hh[u] += s1[u]
+            add_column_sums(db_ih, dg.reshape((T * B, U)), 0, U)
+            add_column_sums(db_hh, dgh.reshape((T * B, U)), 0, U)
         elif k1 > k0:
             u0 = (i - 1) * PIPE_ROWS
             pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, min(U, u0 + PIPE_ROWS), k0, k1)
@@ -622,7 +613,7 @@ def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, s
 
 
 @inline
-def pipe_after_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+def pipe_after_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
     """Job 0 of a backward pipeline once its sweep is over (and has published every step): the dx
     of every chunk job 1 has not claimed (the last chunk first), the parts job 1 has not taken, and
     its share of the last part."""
@@ -630,11 +621,11 @@ def pipe_after_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db
         pipe_dx(flags, dx, dg, W_ih, c, reverse)
     for p in range(PIPE_PARTS - 1):
         pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
-    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
 
 
 @inline
-def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums):
+def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
     """Job 1 of a backward pipeline: each chunk's dx as the sweep publishes its steps in flags[0],
     each part but the last as soon as the sweep has done its steps, then its share of the last.
     dg : (T, B, U) the gate gradients; dgh : (T, B, U) those of the recurrent product (dg itself
@@ -652,7 +643,7 @@ def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, d
         pipe_dx(flags, dx, dg, W_ih, c, reverse)
     for q in range(p, PIPE_PARTS - 1):
         pipe_part(flags, q, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
-    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, sums)
+    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
 
 
 @inline
@@ -686,13 +677,10 @@ def pipe_project(flags, g, x, W_ih, b_ih, Q, ch, reverse, wait):
             pipe_wait(flags, 1, 1)
         q0 = ch * PIPE_STEPS
         q1 = min(T, q0 + PIPE_STEPS)
-        r0, r1 = (q0 * B, q1 * B) if not reverse else ((T - q1) * B, (T - q0) * B)
+        r0, r1 = pipe_step_rows(T, B, q0, q1, not reverse)   # the forward sweep's order
         g2 = g.reshape((T * B, U))
-        x2 = x.reshape((T * B, x.shape[2]))
-        for c0 in range(0, U, COLS):
-            c1 = min(U, c0 + COLS)
-            fill_rows(g2, b_ih, r0, r1, c0, c1)
-            acc_panels(g2, x2, Q, r0, r1, c0, c1, 0, x.shape[2])
+        fill_rows(g2, b_ih, r0, r1, 0, U)          # as dense_forward's blocks
+        block_product(g2, x.reshape((T * B, x.shape[2])), Q, r0, r1, 0, U, 0, x.shape[2])
         atomic_store(flags, 2 + nc + ch, 1)
     elif wait:
         pipe_wait(flags, 2 + nc + ch, 1)
@@ -705,11 +693,10 @@ def pipe_forward_buffers(T, W_ih):
     return np.zeros(2 + 2 * nc + 1, np.int64), scratch_panels("pipe_W_ihT", W_ih.shape[0], W_ih.shape[1], W_ih.dtype)
 
 
-def pipe_buffers(T, B, H, U, dtype):
-    """(flags, sums, Xh) for a backward pipeline: the hand-offs and claims (zeros: the sweep's
-    progress, each chunk's dx, each part but the last claimed and done, the last part's counter),
-    the bias sums, and the states the steps read (a scratch buffer, (T·B, H))."""
+def pipe_buffers(T, B, H, dtype):
+    """(flags, Xh) for a backward pipeline: the hand-offs and claims (zeros: the sweep's progress,
+    each chunk's dx, each part but the last claimed and done, the last part's counter), and the
+    states the steps read (a scratch buffer, (T·B, H))."""
     flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS + 2 * (PIPE_PARTS - 1) + 1, np.int64)
-    sums = np.empty((2, U), np.float64)
     Xh = scratch("pipe_Xh", T * B * H, dtype).reshape((T * B, H))
-    return flags, sums, Xh
+    return flags, Xh

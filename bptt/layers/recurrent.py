@@ -395,23 +395,20 @@ class LSTM(_Recurrent):
         if getattr(ws, "P_hh", None) is None:
             H = self.hidden_size
             ws.P_hh = [new_panels(H, 4 * H, self.dtype) for _ in range(self.num_layers * self.num_directions)]
-            ws.hh_packed = [False] * len(ws.P_hh)
         return ws.P_hh[k]
 
     def _cell_forward_pipelined(self, ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih):
         P_hh = self._packed_hh(ws, k)
-        ws.hh_packed[k] = False
         lstm_forward_pipelined(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
                                d * self.hidden_size, d == 1, xin, W_ih, b_ih, P_hh)
-        ws.hh_packed[k] = True
 
     def _cell_backward_pipelined(self, ws, l, d, k, W_ih, W_hh, dfinal, dinit, xin, dxin, dW_ih, db_ih,
                                  dW_hh, db_hh):
         (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
-        P_hh = self._packed_hh(ws, k)
+        P_hh = self._packed_hh(ws, k)   # packed: a backward runs only after its whole forward
         lstm_backward_pipelined(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
                                 ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, xin, ws.y[l],
-                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin, P_hh, ws.hh_packed[k])
+                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin, P_hh, True)
 
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions
