@@ -253,6 +253,36 @@ def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
     close(res[0][2], db0, np.float32, "db_ih")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B, rnn.SPLIT_B + 3])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_shared_weight_grads_are_the_two_passes_bit_for_bit(B, d, dtype, nthreads):
+    """weight_grads_shared (the RNN's and the LSTM's dW_ih and dW_hh in one pass over dg: one
+    copy and transpose of dg for both products) gives exactly the bits of input_backward_params
+    then recurrent_backward_params, and agrees with the reference twin. I and H past a panel and
+    not a multiple of NARROW, so the narrow columns run too."""
+    from bptt.kernels.engine import PANEL
+    T, I, H = 5, PANEL + 5, PANEL // 2 + 3
+    GH = 4 * H
+    rng = np.random.default_rng(B + d)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x, dg, y, h0 = r(T, B, I), r(T, B, GH), r(T, B, 2 * H), r(B, H)
+    outs = []
+    for how in ("two", "shared", "reference"):
+        dW_ih, dW_hh = np.full((GH, I), 0.25, dtype), np.full((GH, H), 0.25, dtype)
+        db_ih, db_hh = np.full(GH, 0.25, dtype), np.full(GH, 0.25, dtype)
+        if how == "two":
+            rnn.input_backward_params(dW_ih, db_ih, dg, x)
+            rnn.recurrent_backward_params(dW_hh, db_hh, dg, y, h0, d * H, d == 1)
+        else:
+            mod = rnn if how == "shared" else ref_rnn
+            mod.weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, d * H, d == 1)
+        outs.append((dW_ih, db_ih, dW_hh, db_hh))
+    for name, two, shared, ref in zip(("dW_ih", "db_ih", "dW_hh", "db_hh"), *outs):
+        assert np.array_equal(two, shared), name
+        close(shared, ref, dtype, name)
+
+
 @pytest.mark.parametrize("B", [rnn.SPLIT_B + 3, rnn.SPLIT_B + 12])
 def test_weight_grads_ignore_what_their_scratch_held(B):
     """The split weight-gradient passes take their temporaries from scratch buffers kept from call

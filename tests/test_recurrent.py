@@ -121,12 +121,12 @@ def test_gradcheck_catches_broken_gradients(rng, monkeypatch):
     monkeypatch.setattr(LSTM, "_PIPELINED", False)
 
     # 2. A dropped bias term: exactly the recurrent biases fail, nothing else.
-    real_params = recurrent_mod.recurrent_backward_params
+    real_params = recurrent_mod.weight_grads_shared   # the LSTM's dW_ih and dW_hh in one pass
 
-    def no_bias(dW_hh, db_hh, *args):
-        real_params(dW_hh, np.zeros_like(db_hh), *args)
+    def no_bias(dW_ih, db_ih, dW_hh, db_hh, *args):
+        real_params(dW_ih, db_ih, dW_hh, np.zeros_like(db_hh), *args)
 
-    monkeypatch.setattr(recurrent_mod, "recurrent_backward_params", no_bias)
+    monkeypatch.setattr(recurrent_mod, "weight_grads_shared", no_bias)
     report = gradcheck(layer, inputs)
     assert {r.name for r in report.failures()} == {"bias_hh_l0", "bias_hh_l0_reverse"}
     monkeypatch.undo()

@@ -287,8 +287,16 @@ def split_weight_grads(dW, db, dg, P, I):
 def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job):
     """Job j of :func:`split_weight_grads`: part h = j // (njobs/2) (a batch half), rows
     u0:u1 of dW (or of S1 for part 1). Gs, GTs: scratch, ``per_job`` elements of each per job."""
+    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
+    split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh)
+
+
+@inline
+def split_copy(j, njobs, sums, dg, Gs, GTs, per_job):
+    """The first half of a job of :func:`split_weight_grads`: copies part h's rows of dg (its
+    block u0:u1 of columns) into G, summing the bias as it goes, and transposes G into GT.
+    Returns (G, GT, u0, u1, h, kb, Nh): kb the part's first row of X's panels, Nh its rows."""
     T, B, U = dg.shape
-    I16 = I - I % NARROW
     nub = njobs // 2
     h = j // nub
     u0 = j % nub * COLS
@@ -296,11 +304,6 @@ def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job):
     b0, b1 = batch_half(B, 2, h)
     kb = part_row(B, T, 2, 0, b0)           # the half's first row
     Nh = T * (b1 - b0)
-    C = dW[u0:u1]
-    if h == 1:
-        C = S1[u0:u1]
-        for u in range(u1 - u0):
-            C[u, :] = 0.0
     w = u1 - u0
     G = Gs[j * per_job:j * per_job + Nh * w].reshape((Nh, w))     # the half's rows of dg, this
     GT = GTs[j * per_job:j * per_job + Nh * w].reshape((w, Nh))   # block of columns, and Gᵀ
@@ -309,11 +312,24 @@ def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job):
         for b in range(b0, b1):
             src = dg[t, b, u0:u1]
             dst = G[t * (b1 - b0) + b - b0]
-            for u in range(u1 - u0):
+            for u in range(w):
                 dst[u] = src[u]
                 s[u] += src[u]
-    Ph = P[:, kb:kb + Nh]
     transpose_into(GT, G)
+    return G, GT, u0, u1, h, kb, Nh
+
+
+@inline
+def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
+    """The second half of a job of :func:`split_weight_grads`: rows u0:u1 of dW (part 0) or of
+    S1 (part 1, from 0) += Gᵀ · X over the part's rows kb:kb+Nh of X's panels P."""
+    I16 = I - I % NARROW
+    C = dW[u0:u1]
+    if h == 1:
+        C = S1[u0:u1]
+        for u in range(u1 - u0):
+            C[u, :] = 0.0
+    Ph = P[:, kb:kb + Nh]
     block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
     if I16 < I:
         acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
@@ -329,6 +345,49 @@ def _add_parts(j, njobs, dW, db, S1, sums):
         S1u = S1[u]
         for i in range(I):
             dWu[i] += S1u[i]
+
+
+def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg):
+    """:func:`split_weight_grads` for dW_ih (X = the inputs, panels P_x) and dW_hh (X = the
+    states the steps read, panels P_h) of a cell whose recurrent gradient is dg itself (the RNN's
+    and the LSTM's): one copy of dg and one transpose per job serve both products, and one bias
+    sum both biases. Every entry is the same sum, in the same order, as in two calls of
+    :func:`split_weight_grads` (the same bits); a copy and a transpose of dg (10 MB at the
+    char-LM's shape) are saved."""
+    T, B, U = dg.shape
+    nub = (U + COLS - 1) // COLS
+    S1x = scratch("split_S1", U * I, dW_ih.dtype).reshape(U, I)
+    S1h = scratch("split_S1h", U * H, dW_hh.dtype).reshape(U, H)
+    sums = np.zeros((2, U), np.float64)
+    per_job = T * ((B + 1) // 2) * min(U, COLS)
+    G = scratch("split_G", 2 * nub * per_job, dg.dtype)
+    GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
+    _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job)
+    _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums)
+
+
+@jobs
+def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job):
+    """Job j of :func:`split_weight_grads_pair`: one copy and transpose of dg, two products."""
+    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
+    split_product(dW_ih, S1x, P_x, I, G, GT, u0, u1, h, kb, Nh)
+    split_product(dW_hh, S1h, P_h, H, G, GT, u0, u1, h, kb, Nh)
+
+
+@jobs
+def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums):
+    """Job j of :func:`split_weight_grads_pair`: :func:`_add_parts` for both weights and biases."""
+    U = S1x.shape[0]
+    for u in range(j * COLS, min(U, j * COLS + COLS)):
+        s = sums[0, u] + sums[1, u]
+        db_ih[u] += s
+        db_hh[u] += s
+        a, b = dW_ih[u], S1x[u]
+        for i in range(a.shape[0]):
+            a[i] += b[i]
+        a, b = dW_hh[u], S1h[u]
+        for i in range(a.shape[0]):
+            a[i] += b[i]
 
 
 @composite
@@ -422,6 +481,31 @@ def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
     P = new_panels(H, T * B, h0.dtype)
     _pack_states(2 * T, P, y, h0, off, reverse)   # row block t·B... holds the state step t read
     split_weight_grads(dW_hh, db_hh, dgh, P, H)
+
+
+@composite
+def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
+    """Both weight-gradient passes of a cell whose recurrent gradient is dg itself (the RNN's dq,
+    the LSTM's da; not the GRU's):
+
+        dW_ih[u, i] += Σ_t Σ_b dg[t, b, u] · x[t, b, i]          db_ih[u] += Σ_t Σ_b dg[t, b, u]
+        dW_hh[u, j] += Σ_t Σ_b dg[t, b, u] · h_prev_t[b, j]      db_hh[u] += Σ_t Σ_b dg[t, b, u]
+
+    exactly :func:`input_backward_params` then :func:`recurrent_backward_params` (the same sums in
+    the same order, so the same bits; arguments as there). From ``SPLIT_B`` sequences on, both run
+    in one :func:`split_weight_grads_pair`: each job copies and transposes its block of dg once for
+    both products."""
+    if dg.shape[1] < SPLIT_B:
+        input_backward_params(dW_ih, db_ih, dg, x)
+        recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
+        return
+    T, B, I = x.shape
+    H = h0.shape[1]
+    P_x = new_panels(I, T * B, x.dtype)
+    P_h = new_panels(H, T * B, h0.dtype)
+    _pack_inputs(2 * T, P_x, x)
+    _pack_states(2 * T, P_h, y, h0, off, reverse)
+    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg)
 
 
 @jobs

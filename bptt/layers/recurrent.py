@@ -47,7 +47,8 @@ from ..jit import SERIAL_WORK, serial_when
 from ..kernels.gru import gru_backward, gru_forward
 from ..kernels.lstm import lstm_backward, lstm_backward_pipelined, lstm_forward, lstm_forward_pipelined
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
-                           recurrent_backward_params, rnn_backward, rnn_forward, swap_01)
+                           recurrent_backward_params, rnn_backward, rnn_forward, swap_01,
+                           weight_grads_shared)
 from ..kernels.activations import ACTIVATIONS
 from ..kernels.engine import new_panels
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
@@ -270,8 +271,11 @@ class _Recurrent(Layer):
                                                   dW_ih, db_ih, dW_hh, db_hh)
                     continue
                 dgh = self._cell_backward(ws, l, d, k, W_hh, dfk, dik)
-                input_backward_params(dW_ih, db_ih, ws.dg, xin)
-                recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
+                if dgh is ws.dg:   # RNN, LSTM: one pass over dg for both weight gradients
+                    weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, ws.dg, xin, ws.y[l], ws.h0[k], d * H, d == 1)
+                else:
+                    input_backward_params(dW_ih, db_ih, ws.dg, xin)
+                    recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
                 input_backward(dxin, ws.dg, W_ih)
         dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
         swap_01(dx, ws.dxt, False)

@@ -109,6 +109,13 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         db_hh += dgh[t].sum(axis=0)
 
 
+def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
+    """Both weight-gradient passes of a cell whose recurrent gradient is dg itself (RNN, LSTM):
+    :func:`input_backward_params`, then :func:`recurrent_backward_params` with dgh = dg."""
+    input_backward_params(dW_ih, db_ih, dg, x)
+    recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
+
+
 def previous_states(X, y, h0, off, reverse):
     """X[t·B + b] = h_prev_t[b], the state step t read (h0 for the first processed step).
     X : (T·B, H).  y : (T, B, D·H) the states (columns off:off+H).  h0 : (B, H)."""
