@@ -253,6 +253,27 @@ def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
     close(res[0][2], db0, np.float32, "db_ih")
 
 
+def test_step_products_in_chunks_of_steps_are_the_dense_sums(nthreads):
+    """From SPLIT_B sequences on, the input projection and dx run by batch half and in chunks of
+    steps (rnn.STEP_C_BYTES of C per chunk; T here makes several chunks and a partial last one):
+    bitwise the dense kernels' sums over all T·B rows."""
+    from bptt.kernels.engine import COLS as C_COLS
+    B, I, GH = rnn.SPLIT_B + 3, C_COLS + 5, C_COLS + 9
+    per_step = (B + 1) // 2 * C_COLS * 4
+    T = 2 * (rnn.STEP_C_BYTES // per_step) + 3
+    rng = np.random.default_rng(T)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    x, W, b, dg = r(T, B, I), r(GH, I), r(GH), r(T, B, GH)
+    g, g0 = np.empty((T, B, GH), np.float32), np.empty((T * B, GH), np.float32)
+    rnn.input_forward(g, x, W, b)
+    dense.dense_forward(g0, x.reshape(T * B, I), W, b)
+    assert np.array_equal(g.reshape(T * B, GH), g0)
+    dx, dx0 = np.full((T, B, I), 0.25, np.float32), np.full((T * B, I), 0.25, np.float32)
+    rnn.input_backward(dx, dg, W)
+    dense.dense_backward_input(dx0, dg.reshape(T * B, GH), W)
+    assert np.array_equal(dx.reshape(T * B, I), dx0)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B, rnn.SPLIT_B + 3])
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
