@@ -112,7 +112,7 @@ __all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits",
            "atomic_load", "atomic_store", "atomic_add", "spin_pause", "yield_cpu",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
            "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
-           "KERNELS", "set_kernels", "get_kernels", "reference_twin", "jobs", "composite", "compiled_jobs",
+           "KERNELS", "set_kernels", "get_kernels", "reference_twin", "jobs", "composite", "compiled_jobs", "side_by_side",
            "MICRO", "renamed"]
 
 FASTMATH = False  # see the module docstring: strict IEEE keeps every build bitwise equal
@@ -917,6 +917,14 @@ def compiled_jobs() -> list:
 
 _parallel_scope = 0   # >0 inside a composite's .parallel(): job sets run their parallel launcher
 _forced_serial = 0    # >0 inside a composite's .serial(): even pipelines run their jobs in order
+
+
+def side_by_side() -> bool:
+    """Whether a (non-pipeline) job set called now runs its jobs on two or more threads at once:
+    more than one thread, and neither a layer's ``serial_when`` nor a composite's ``.serial`` in
+    force (or a composite's ``.parallel``). A composite whose jobs wait for each other's progress
+    checks this first (:func:`bptt.kernels.lstm.lstm_forward`'s split by hidden units)."""
+    return not _NO_JIT and (_parallel_scope > 0 or (_threads > 1 and not _forced_serial and not _serial_scope))
 
 
 def composite(fn):

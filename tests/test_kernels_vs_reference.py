@@ -167,6 +167,50 @@ def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=
                 db_hh=db_hh, dx=dx)
 
 
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 3, 37), (9, 4, 20), (3, 2, COLS // 2 + 17)])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+@pytest.mark.parametrize("how", ["side_by_side", "in_order"])
+def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch):
+    """The LSTM sweeps split by hidden units (large W_hh: lstm.wide) give the bits of the split by
+    sequences (the serial build): on two threads side by side, and run in order on one thread,
+    where job 0 takes every piece of the other half (the claims' fallback). Thresholds lowered so
+    that small shapes take the split; H = 20 and 37 give unequal halves (16 + 4, 32 + 5)."""
+    monkeypatch.setattr(lstm, "WIDE_BYTES", 0)
+    monkeypatch.setattr(lstm, "WIDE_ALWAYS", 0)
+    B, T, H = shape
+    rng = np.random.default_rng(B * T + H + d)
+    r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
+    y0, g0, h0, c0, W, b = r(T, B, 2 * H), r(T, B, 4 * H), r(B, H), r(B, H), r(4 * H, H), r(4 * H)
+    dy, dh_n, dc_n = r(T, B, 2 * H), r(B, H), r(B, H)
+    outs = []
+    for mode in ("rows", "wide"):
+        y, g = y0.copy(), g0.copy()
+        c, tc = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
+        da = np.empty_like(g)
+        dh0, dc0 = np.full((B, H), 0.5, dtype), np.full((B, H), 0.5, dtype)
+        dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        if mode == "rows":
+            lstm.lstm_forward.serial(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
+            lstm.lstm_backward.serial(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
+        elif how == "side_by_side":
+            assert lstm.wide(W, B)
+            lstm.lstm_forward(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
+            lstm.lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
+        else:
+            old = jit.get_threads()
+            jit.set_threads(1)
+            try:
+                lstm.lstm_forward_wide(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
+                lstm.lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
+            finally:
+                jit.set_threads(old)
+        outs.append((y, g, c, tc, da, dh0, dc0))
+    for name, u, v in zip(("y", "gates", "c", "tanh c", "da", "dh0", "dc0"), *outs):
+        assert np.array_equal(u, v), name
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(1, 1, 2, 3), (1, 3, 5, 7), (3, 9, 6, 5), (1, 13, 17, COLS // 4 + 3)])
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])

@@ -18,11 +18,14 @@ second thread (:mod:`bptt.kernels.rnn`, "small batches").
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
-from ..jit import atomic_add, atomic_store, composite, inline, jobs
+import numpy as np
+
+from ..jit import atomic_add, atomic_load, atomic_store, composite, inline, jobs, side_by_side, spin_pause
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
+                     n_panels, pack_panel, pack_panel_T, scratch,
                      pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
-from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep,
+from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep, pipe_wait,
                   pipe_forward_buffers, pipe_project)
 
 
@@ -36,7 +39,14 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     c : (T, B, H) out: cell states c_t.   tc : (T, B, H) out: tanh(c_t).
     h0, c0 : (B, H) initial state.  W_hh : (4H, H).  b_hh : (4H,).
     off : int column offset of this direction in y.  reverse : bool.
+
+    With two threads and a W_hh larger than ``WIDE_BYTES``, the two jobs split the hidden units
+    instead of the sequences (:func:`lstm_forward_wide`); otherwise each job takes a chunk of the
+    sequences. The same sums either way (the same bits).
     """
+    if wide(W_hh, gates.shape[1]):
+        lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
+        return
     _lstm_forward_rows(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh)
 
 
@@ -141,7 +151,11 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
     dh_n, dc_n : (B, H) gradients on the final state.
     gates, c, tc : from :func:`lstm_forward`.  c0 : (B, H).  W_hh : (4H, H).
     off, reverse : as in :func:`lstm_forward`.
+    Split by hidden units as :func:`lstm_forward` (:func:`lstm_backward_wide`).
     """
+    if wide(W_hh, gates.shape[1]):
+        lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
+        return
     _lstm_backward_rows(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0,
                         off, reverse, W_hh)
 
@@ -232,3 +246,263 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
         pipe_after_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
     else:
         pipe_follow_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
+
+
+# -- large W_hh: the sweeps split by hidden units ----------------------------------------------
+#
+# Split by sequences, each job's product of a step reads all of W_hh for its rows. When W_hh does
+# not fit in a core's L2 (4H·H floats past WIDE_BYTES: H ≥ 256 in float32), both cores then stream
+# all of it from L3 or memory at every step: 32 MB a step at `deepbench` (H = 1024), where the
+# forward sweep ran at 42 GFLOP/s on one thread and 114-124 on two (Zen 4, memory-bound).
+# Split by hidden units instead, job p owns units j0:j1 (p = 0: the first WIDE_SPLIT ones): the
+# columns i, f, g, o of those units forward, and the columns j0:j1 of dh backward, and each job
+# reads only its half of W_hh, for all rows. A step's product needs the whole previous state
+# (forward) or the whole da_t (backward), so the jobs meet once per step.
+#
+# Each step is cut into pieces, one per half (backward: the gate gradients of a half, then its
+# product), and a piece is *claimed* (atomic_add on its counter) by whichever job gets to it: its
+# own half first, then the other's once that has been left unclaimed for WIDE_STEAL spins. A
+# piece only waits for pieces of the previous stage, each claimed by a job that is running it,
+# so no schedule deadlocks; run in order, job 0 does every piece. Every output is summed exactly
+# as in the split by sequences (each a single fma chain over k, from the same value), so the bits
+# do not depend on the split or on who ran what.
+
+WIDE_BYTES = 1 << 19     # W_hh past this (not in a core's L2): split by units for small batches,
+WIDE_ALWAYS = 1 << 23    # past this (not in an L3 share either): for every batch
+WIDE_B = 8               # "small": fewer sequences than this
+WIDE_STEAL = 1 << 15     # spins before a job takes the other half's piece (a stalled thread, or in order)
+
+# Measured (Zen 4, 2 threads, forward / backward sweep, ms, split by sequences → by units):
+# B = 1, H = 256: 0.73 / 0.69 → 0.49 / 0.39;  B = 1, H = 512: 3.35 / 3.30 → 2.31 / 2.22;
+# B = 4, H = 512: 6.61 / 6.56 → 4.47 / 4.20;  B = 32, H = 1024 (`deepbench`): 74 / 79 → 54 / 48;
+# but B = 50, H = 256: 8.3-9.3 → 10.3-11.4;  B = 64, H = 512: 79 / 78 → 93 / 81;
+# B = 16, H = 768: 12.4 / 12.1 → 13.4 / 12.6. With many rows each core's pass over W_hh serves
+# enough of them, and meeting at every step costs more than it saves.
+
+
+def wide(W_hh, B):
+    """Whether the sweeps of B sequences over this W_hh split by hidden units (see above), which
+    needs two threads running side by side (the jobs meet at every step)."""
+    n = W_hh.nbytes
+    return n > WIDE_BYTES and (B < WIDE_B or n > WIDE_ALWAYS) and side_by_side()
+
+
+@inline
+def wide_split(H):
+    """Units 0:Hs go to half 0 and Hs:H to half 1: H/2 rounded up to 16 (whole cache lines of
+    float32 in each half's columns)."""
+    return min(H, (H // 2 + 15) // 16 * 16)
+
+
+@inline
+def wide_units(H, p):
+    """(j0, j1): the hidden units of half p."""
+    Hs = wide_split(H)
+    return (0, Hs) if p == 0 else (Hs, H)
+
+
+@inline
+def wide_claim(flags, i, other):
+    """Claim piece i (flags[2i] counts claims, flags[2i + 1] is set when it is done): True if this
+    job got it. The other job's piece only once it has stayed unclaimed for ``WIDE_STEAL`` spins."""
+    if other:
+        n = 0
+        while atomic_load(flags, 2 * i) == 0 and n < WIDE_STEAL:
+            spin_pause()
+            n += 1
+    return atomic_add(flags, 2 * i, 1) == 0
+
+
+@inline
+def wide_done(flags, i):
+    atomic_store(flags, 2 * i + 1, 1)
+
+
+@inline
+def wide_wait(flags, i):
+    pipe_wait(flags, 2 * i + 1, 1)
+
+
+@jobs
+def _pack_wide_T(job, njobs, P, W_hh):
+    """Job (half p, gate g, panel q) of :func:`lstm_forward_wide`'s packing: P[p, g] holds
+    W_hh[g·H + j0 : g·H + j1]ᵀ (H, j1 - j0) in panels, the weights of half p's units in gate g."""
+    npp = P.shape[2]
+    H = W_hh.shape[1]
+    p = job // (4 * npp)
+    g = job // npp % 4
+    q = job % npp
+    j0, j1 = wide_units(H, p)
+    if q < n_panels(j1 - j0):
+        pack_panel_T(P[p, g], W_hh[g * H + j0:g * H + j1], q)
+
+
+@jobs
+def _pack_wide(job, njobs, P, W_hh):
+    """Job (half p, panel q) of :func:`lstm_backward_wide`'s packing: P[p] holds columns j0:j1
+    of W_hh (4H, H) in panels."""
+    npp = P.shape[1]
+    p = job // npp
+    q = job % npp
+    j0, j1 = wide_units(W_hh.shape[1], p)
+    if q < n_panels(j1 - j0):
+        pack_panel(P[p], W_hh, q, j0, j1 - j0, 0, W_hh.shape[0], 0)
+
+
+def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
+    """:func:`lstm_forward` split by hidden units (see above): W_hh's rows of each half and gate
+    packed transposed, then two jobs that meet at every step."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    npp = n_panels(H - H // 2 + 16)
+    from .engine import PANEL
+    P = scratch("wide_P", 2 * 4 * npp * H * PANEL, W_hh.dtype).reshape((2, 4, npp, H, PANEL))
+    _pack_wide_T(2 * 4 * npp, P, W_hh)
+    flags = np.zeros(4 * T, np.int64)
+    _lstm_forward_wide(2, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags)
+
+
+@jobs
+def _lstm_forward_wide(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags):
+    """Job j of :func:`lstm_forward_wide`: piece (s, p) = step s for half p, p = j first."""
+    T = gates.shape[0]
+    for s in range(T):
+        for k in range(2):
+            p = j ^ k
+            if wide_claim(flags, 2 * s + p, k == 1):
+                if s > 0:
+                    wide_wait(flags, 2 * s - 2)
+                    wide_wait(flags, 2 * s - 1)
+                lstm_forward_half(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P[p], p)
+                wide_done(flags, 2 * s + p)
+
+
+@inline
+def lstm_forward_half(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, p):
+    """Step s of :func:`lstm_forward` for the units j0:j1 of half p, every sequence (Pp[g]: gate
+    g's weights of those units, transposed, in panels): :func:`lstm_forward_step`'s sums and
+    gates on those columns."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    j0, j1 = wide_units(H, p)
+    n = j1 - j0
+    t = T - 1 - s if reverse else s
+    tp = t + 1 if reverse else t - 1
+    hp = h0 if s == 0 else y[tp, :, off:off + H]
+    cp = c0 if s == 0 else c[tp]
+    a = gates[t]
+    for g in range(4):
+        ag = a[:, g * H + j0:g * H + j1]
+        bg = b_hh[g * H + j0:g * H + j1]
+        for b in range(B):
+            abg = ag[b]
+            for u in range(n):
+                abg[u] += bg[u]
+        step_product(ag, hp, Pp[g], 0, B, n, H)
+    for b in range(B):
+        ab = a[b]
+        ai = ab[j0:j1]
+        af = ab[H + j0:H + j1]
+        ag = ab[2 * H + j0:2 * H + j1]
+        ao = ab[3 * H + j0:3 * H + j1]
+        for u in range(n):
+            ai[u] = sigmoid(ai[u])
+        for u in range(n):
+            af[u] = sigmoid(af[u])
+        for u in range(n):
+            ag[u] = tanh(ag[u])
+        for u in range(n):
+            ao[u] = sigmoid(ao[u])
+        cpb = cp[b, j0:j1]
+        cb = c[t, b, j0:j1]
+        tcb = tc[t, b, j0:j1]
+        yb = y[t, b, off + j0:off + j1]
+        for u in range(n):
+            cb[u] = af[u] * cpb[u] + ai[u] * ag[u]
+        for u in range(n):
+            tcb[u] = tanh(cb[u])
+        for u in range(n):
+            yb[u] = ao[u] * tcb[u]
+
+
+def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse):
+    """:func:`lstm_backward` split by hidden units (see above): W_hh's columns of each half packed,
+    then two jobs that meet twice a step (after the gate gradients, and after the products)."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    npp = n_panels(H - H // 2 + 16)
+    from .engine import PANEL
+    P = scratch("wide_P", 2 * npp * G4 * PANEL, W_hh.dtype).reshape((2, npp, G4, PANEL))
+    _pack_wide(2 * npp, P, W_hh)
+    np.copyto(dh, dh_n)
+    np.copyto(dc, dc_n)
+    flags = np.zeros(8 * T, np.int64)
+    _lstm_backward_wide(2, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags)
+    dh0 += dh
+    dc0 += dc
+
+
+@jobs
+def _lstm_backward_wide(j, njobs, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags):
+    """Job j of :func:`lstm_backward_wide`. Pieces of step s (in processing order, from T-1 down),
+    numbered i = 4(T-1-s) + ...: the gate gradients of half p (i + p; after the product of half
+    p of the later step), then the product of half p (i + 2 + p; after both halves' gate
+    gradients)."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    for s in range(T - 1, -1, -1):
+        i = 4 * (T - 1 - s)
+        for k in range(2):
+            p = j ^ k
+            if wide_claim(flags, i + p, k == 1):
+                if s < T - 1:
+                    wide_wait(flags, i - 4 + 2 + p)
+                lstm_backward_half(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, p)
+                wide_done(flags, i + p)
+        for k in range(2):
+            p = j ^ k
+            if wide_claim(flags, i + 2 + p, k == 1):
+                wide_wait(flags, i)
+                wide_wait(flags, i + 1)
+                j0, j1 = wide_units(H, p)
+                t = T - 1 - s if reverse else s
+                step_product(dh[:, j0:j1], da[t], P[p], 0, B, j1 - j0, G4)
+                wide_done(flags, i + 2 + p)
+
+
+@inline
+def lstm_backward_half(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, p):
+    """The gate gradients of step s of :func:`lstm_backward` for the units j0:j1 of half p, every
+    sequence (:func:`lstm_backward_step`'s formulas on those columns; dh ← 0 there for the
+    product)."""
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    j0, j1 = wide_units(H, p)
+    n = j1 - j0
+    one = gates.dtype.type(1.0)
+    t = T - 1 - s if reverse else s
+    cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]
+    for b in range(B):
+        gb = gates[t, b]
+        dab = da[t, b]
+        gi, gf, gg, go = gb[j0:j1], gb[H + j0:H + j1], gb[2 * H + j0:2 * H + j1], gb[3 * H + j0:3 * H + j1]
+        dai, daf, dag, dao = dab[j0:j1], dab[H + j0:H + j1], dab[2 * H + j0:2 * H + j1], dab[3 * H + j0:3 * H + j1]
+        tcb = tc[t, b, j0:j1]
+        dyb = dy[t, b, off + j0:off + j1]
+        cpb = cp[b, j0:j1]
+        dhb = dh[b, j0:j1]
+        dcb = dc[b, j0:j1]
+        for o in range(n):
+            ig = gi[o]
+            fg = gf[o]
+            ggo = gg[o]
+            og = go[o]
+            th = tcb[o]
+            dht = dyb[o] + dhb[o]
+            dct = dcb[o] + dht * og * (one - th * th)
+            dai[o] = dct * ggo * ig * (one - ig)
+            daf[o] = dct * cpb[o] * fg * (one - fg)
+            dag[o] = dct * ig * (one - ggo * ggo)
+            dao[o] = dht * th * og * (one - og)
+            dcb[o] = dct * fg
+            dhb[o] = 0.0
