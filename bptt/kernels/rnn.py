@@ -259,6 +259,9 @@ def part_row(B, T, nh, t, b):
     return T * Bh + t * (B - Bh) + b - Bh
 
 
+WG_ROWS = COLS   # rows of dW per weight-gradient job
+
+
 def split_weight_grads(dW, db, dg, P, I):
     """dW[u, i] += Σ_t Σ_b dg[t, b, u] X[t, b, i],  db[u] += Σ_t Σ_b dg[t, b, u]: every
     weight-gradient pass of a recurrent layer, X given in panels P with rows in
@@ -283,34 +286,35 @@ def split_weight_grads(dW, db, dg, P, I):
     (:func:`bptt.kernels.engine.scratch`), kept from call to call.
     """
     T, B, U = dg.shape
-    nub = (U + COLS - 1) // COLS
+    nub = (U + WG_ROWS - 1) // WG_ROWS
     S1 = scratch("split_S1", U * I, dW.dtype).reshape(U, I)   # part 1's sums, added at the end
     sums = np.zeros((2, U), np.float64)    # the bias sums of each part
-    per_job = T * ((B + 1) // 2) * min(U, COLS)   # the larger half's rows × a block's columns
+    per_job = T * ((B + 1) // 2) * min(U, WG_ROWS)   # the larger half's rows × a block's columns
     G = scratch("split_G", 2 * nub * per_job, dg.dtype)     # each job's copy of dg, and its transpose
     GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
-    _split_parts(2 * nub, dW, S1, sums, dg, P, I, G, GT, per_job)
-    _add_parts(nub, dW, db, S1, sums)
+    _split_parts(2 * nub, dW, S1, sums, dg, P, I, G, GT, per_job, WG_ROWS)
+    _add_parts(nub, dW, db, S1, sums, WG_ROWS)
 
 
 @jobs
-def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job):
+def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job, ub):
     """Job j of :func:`split_weight_grads`: part h = j // (njobs/2) (a batch half), rows
-    u0:u1 of dW (or of S1 for part 1). Gs, GTs: scratch, ``per_job`` elements of each per job."""
-    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
+    u0:u1 of dW (or of S1 for part 1), ``ub`` rows a job. Gs, GTs: scratch, ``per_job`` elements
+    of each per job."""
+    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub)
     split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh)
 
 
 @inline
-def split_copy(j, njobs, sums, dg, Gs, GTs, per_job):
+def split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub):
     """The first half of a job of :func:`split_weight_grads`: copies part h's rows of dg (its
     block u0:u1 of columns) into G, summing the bias as it goes, and transposes G into GT.
     Returns (G, GT, u0, u1, h, kb, Nh): kb the part's first row of X's panels, Nh its rows."""
     T, B, U = dg.shape
     nub = njobs // 2
     h = j // nub
-    u0 = j % nub * COLS
-    u1 = min(U, u0 + COLS)
+    u0 = j % nub * ub
+    u1 = min(U, u0 + ub)
     b0, b1 = batch_half(B, 2, h)
     kb = part_row(B, T, 2, 0, b0)           # the half's first row
     Nh = T * (b1 - b0)
@@ -346,10 +350,10 @@ def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
 
 
 @jobs
-def _add_parts(j, njobs, dW, db, S1, sums):
-    """Job j of :func:`split_weight_grads`: rows j·COLS ... of dW += S1, db += both bias sums."""
+def _add_parts(j, njobs, dW, db, S1, sums, ub):
+    """Job j of :func:`split_weight_grads`: rows j·ub ... of dW += S1, db += both bias sums."""
     U, I = S1.shape
-    for u in range(j * COLS, min(U, j * COLS + COLS)):
+    for u in range(j * ub, min(U, j * ub + ub)):
         db[u] += sums[0, u] + sums[1, u]
         dWu = dW[u]
         S1u = S1[u]
@@ -365,30 +369,30 @@ def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg):
     :func:`split_weight_grads` (the same bits); a copy and a transpose of dg (10 MB at the
     char-LM's shape) are saved."""
     T, B, U = dg.shape
-    nub = (U + COLS - 1) // COLS
+    nub = (U + WG_ROWS - 1) // WG_ROWS
     S1x = scratch("split_S1", U * I, dW_ih.dtype).reshape(U, I)
     S1h = scratch("split_S1h", U * H, dW_hh.dtype).reshape(U, H)
     sums = np.zeros((2, U), np.float64)
-    per_job = T * ((B + 1) // 2) * min(U, COLS)
+    per_job = T * ((B + 1) // 2) * min(U, WG_ROWS)
     G = scratch("split_G", 2 * nub * per_job, dg.dtype)
     GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
-    _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job)
-    _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums)
+    _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job, WG_ROWS)
+    _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS)
 
 
 @jobs
-def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job):
+def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job, ub):
     """Job j of :func:`split_weight_grads_pair`: one copy and transpose of dg, two products."""
-    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
+    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub)
     split_product(dW_ih, S1x, P_x, I, G, GT, u0, u1, h, kb, Nh)
     split_product(dW_hh, S1h, P_h, H, G, GT, u0, u1, h, kb, Nh)
 
 
 @jobs
-def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums):
+def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, ub):
     """Job j of :func:`split_weight_grads_pair`: :func:`_add_parts` for both weights and biases."""
     U = S1x.shape[0]
-    for u in range(j * COLS, min(U, j * COLS + COLS)):
+    for u in range(j * ub, min(U, j * ub + ub)):
         s = sums[0, u] + sums[1, u]
         db_ih[u] += s
         db_hh[u] += s
