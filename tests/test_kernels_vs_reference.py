@@ -167,6 +167,41 @@ def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=
                 db_hh=db_hh, dx=dx)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (rnn.SPLIT_B - 1, 3, 17, 9), (rnn.SPLIT_B + 3, 2, 5, COLS // 4 + 3)])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_lstm_sweeps_with_the_projection_and_dx_same_bits(shape, d, dtype, nthreads):
+    """The fused sweeps (the input projection before each step's product, dx after the backward
+    step's) give the bits of input_forward + lstm_forward and lstm_backward + input_backward, below
+    SPLIT_B (dense kernels) and from it on (halves), and agree with the reference twins."""
+    B, T, I, H = shape
+    rng = np.random.default_rng(B * T + H + d)
+    r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
+    x, W_ih, b_ih, h0, c0, W, b = r(T, B, I), r(4 * H, I), r(4 * H), r(B, H), r(B, H), r(4 * H, H), r(4 * H)
+    y0, dy, dh_n, dc_n, dx0 = r(T, B, 2 * H), r(T, B, 2 * H), r(B, H), r(B, H), r(T, B, I)
+    outs = []
+    for how in ("passes", "fused", "reference"):
+        y, g = y0.copy(), np.full((T, B, 4 * H), np.nan, dtype)
+        c, tc = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
+        da, dx = np.empty_like(g), dx0.copy()
+        dh0, dc0 = np.full((B, H), 0.5, dtype), np.full((B, H), 0.5, dtype)
+        dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        fwd = (d * H, d == 1)
+        if how == "passes":
+            rnn.input_forward(g, x, W_ih, b_ih)
+            lstm.lstm_forward(y, g, c, tc, h0, c0, W, b, *fwd)
+            lstm.lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, *fwd)
+            rnn.input_backward(dx, da, W_ih)
+        else:
+            mod = lstm if how == "fused" else ref_lstm
+            mod.lstm_forward_fused(y, g, c, tc, h0, c0, W, b, *fwd, x, W_ih, b_ih)
+            mod.lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, *fwd, dx, W_ih)
+        outs.append((y, g, c, tc, da, dh0, dc0, dx))
+    for name, passes, fused, ref in zip(("y", "gates", "c", "tanh c", "da", "dh0", "dc0", "dx"), *outs):
+        assert np.array_equal(passes, fused), name
+        close(fused, ref, dtype, name)
+
+
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(1, 3, 37), (9, 4, 20), (3, 2, COLS // 2 + 17)])

@@ -98,10 +98,23 @@ def test_gradcheck_lstm_with_the_sweeps_split_by_units(rng, monkeypatch, threads
     monkeypatch.setattr(recurrent_mod, "SERIAL_WORK", 0)   # not small: no pipeline, parallel builds
     monkeypatch.setattr(lstm_kernels, "WIDE_BYTES", 0)
     monkeypatch.setattr(lstm_kernels, "WIDE_ALWAYS", 0)
+    monkeypatch.setattr(lstm_kernels, "FUSE_BYTES", -1)   # small weights would take the fused sweeps
     threads(2)
     layer = LSTM(I, 20, 2, True, seed=4)
     assert lstm_kernels.wide(layer.params["weight_hh_l0"], 3)
     report = gradcheck(layer, make_inputs(layer, rng, batch=3, steps=3))
+    assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("batch", [2, 33])
+def test_gradcheck_lstm_with_the_projection_and_dx_in_the_sweeps(rng, monkeypatch, batch):
+    """Weights that fit in L2 together: the LSTM's sweeps take the input projection and dx with
+    them, step by step (kernels.lstm.fused). Not small (SERIAL_WORK lowered), so no pipeline; a
+    bidirectional stack, and a batch from SPLIT_B on (the weight gradients by halves)."""
+    monkeypatch.setattr(recurrent_mod, "SERIAL_WORK", 0)
+    layer = make("lstm", 2, True, seed=6)
+    assert layer._fused(layer.params["weight_ih_l0"], layer.params["weight_hh_l0"])
+    report = gradcheck(layer, make_inputs(layer, rng, batch=batch, steps=3))
     assert report.passed, report.table()
 
 
@@ -118,6 +131,7 @@ def test_gradcheck_catches_broken_gradients(rng, monkeypatch):
     # the pieces broken below are those of the classic path (sweep, then each pass); the small-batch
     # pipeline computes the same bits (tests/test_kernels_vs_reference.py), and is gradchecked above
     monkeypatch.setattr(LSTM, "_PIPELINED", False)
+    monkeypatch.setattr(LSTM, "_fused", lambda self, W_ih, W_hh: False)   # nor the fused sweeps
     layer = make("lstm", 1, True, seed=1)
     inputs = make_inputs(layer, rng)
     assert gradcheck(layer, inputs).passed
@@ -136,6 +150,7 @@ def test_gradcheck_catches_broken_gradients(rng, monkeypatch):
     assert {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "x"} <= failed
     monkeypatch.undo()
     monkeypatch.setattr(LSTM, "_PIPELINED", False)
+    monkeypatch.setattr(LSTM, "_fused", lambda self, W_ih, W_hh: False)   # nor the fused sweeps
 
     # 2. A dropped bias term: exactly the recurrent biases fail, nothing else.
     real_params = recurrent_mod.weight_grads_shared   # the LSTM's dW_ih and dW_hh in one pass

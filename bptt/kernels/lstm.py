@@ -23,8 +23,9 @@ import numpy as np
 from ..jit import atomic_add, atomic_load, atomic_store, composite, inline, jobs, side_by_side, spin_pause
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
-                     n_panels, pack_panel, pack_panel_T, scratch,
+                     n_panels, pack_panel, pack_panel_T, panels, panels_T, scratch,
                      pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
+from .dense import fill_rows
 from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep, pipe_wait,
                   pipe_forward_buffers, pipe_project)
 
@@ -98,6 +99,74 @@ def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
             tcb[o] = tanh(cb[o])
         for o in range(H):                      # h_t = o ⊙ tanh(c_t)
             yb[o] = ao[o] * tcb[o]
+
+
+# -- the passes beside the sweep, step by step ---------------------------------------------------
+#
+# When W_ih and W_hh fit in a core's L2 together (FUSE_BYTES), the input projection of a step is
+# computed inside the sweep, just before its recurrent product, by the thread that owns the rows
+# (and dx_t = da_t·W_ih just after the backward step's product): the (T, B, 4H) gates and da are
+# then not written by one pass and read again by another, and the small products run with the
+# sweep's chunks instead of a parallel region of their own. Each output is the same fma chain as
+# in input_forward / input_backward (b_ih, then x_t·W_ihᵀ over i in order; dx from its value
+# over u in order), so the bits are the same.
+
+FUSE_BYTES = 1 << 19
+
+
+def fused(W_ih, W_hh):
+    """Whether a sweep over W_hh takes its input projection and dx with it (see above)."""
+    return W_ih.nbytes + W_hh.nbytes <= FUSE_BYTES
+
+
+@composite
+def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+    """``input_forward`` (gates = W_ih·x_t + b_ih) and then :func:`lstm_forward`, step by step in
+    one sweep: the arguments of :func:`lstm_forward`, then x (T, B, I) the layer's input, W_ih
+    (4H, I) and b_ih (4H,); ``gates`` is written only (its input values are not read)."""
+    _lstm_forward_rows_fused(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih,
+                             panels_T(W_ih), W_hh)
+
+
+@jobs(last=LAST_PANELS_T)
+def _lstm_forward_rows_fused(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih, P_ih, P):
+    """Chunk ch of :func:`lstm_forward_fused`'s sequences, every step; P_ih: W_ihᵀ (I, 4H) and
+    P: W_hhᵀ (H, 4H) in panels."""
+    T, B, G4 = gates.shape
+    nch, rc = row_chunks(B)
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        a = gates[t]
+        fill_rows(a, b_ih, r0, r1, 0, G4)
+        step_product(a, x[t], P_ih, r0, r1, G4, x.shape[2])
+        lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
+
+
+@composite
+def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih):
+    """:func:`lstm_backward` and then ``input_backward`` (dx_t += da_t·W_ih), step by step in one
+    sweep: the arguments of :func:`lstm_backward`, then dx (T, B, I) accumulated and W_ih (4H, I)."""
+    _lstm_backward_rows_fused(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc,
+                              c0, off, reverse, dx, panels(W_ih, 0, W_ih.shape[1]), W_hh)
+
+
+@jobs(last=LAST_PANELS)
+def _lstm_backward_rows_fused(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, dx,
+                              P_ih, P):
+    """Chunk ch of :func:`lstm_backward_fused`'s sequences, every step; P_ih: W_ih (4H, I) and
+    P: W_hh (4H, H) in panels."""
+    T, B, G4 = gates.shape
+    nch, rc = row_chunks(B)
+    r0, r1 = chunk_rows(ch, nch, rc, B)
+    copy_rows(dh, dh_n, r0, r1)
+    copy_rows(dc, dc_n, r0, r1)
+    for s in range(T - 1, -1, -1):
+        lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
+        t = T - 1 - s if reverse else s
+        step_product(dx[t], da[t], P_ih, r0, r1, dx.shape[2], G4)
+    add_rows(dh0, dh, r0, r1)
+    add_rows(dc0, dc, r0, r1)
 
 
 @composite

@@ -45,7 +45,8 @@ import numpy as np
 
 from ..jit import SERIAL_WORK, serial_when
 from ..kernels.gru import gru_backward, gru_forward
-from ..kernels.lstm import lstm_backward, lstm_backward_pipelined, lstm_forward, lstm_forward_pipelined
+from ..kernels.lstm import (fused as lstm_fused, lstm_backward, lstm_backward_fused, lstm_backward_pipelined,
+                            lstm_forward, lstm_forward_fused, lstm_forward_pipelined)
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01,
                            weight_grads_shared)
@@ -214,6 +215,9 @@ class _Recurrent(Layer):
                 if small and self._PIPELINED:   # the projection runs ahead of the sweep
                     self._cell_forward_pipelined(ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih)
                     continue
+                if self._fused(W_ih, W_hh):   # the projection inside the sweep, step by step
+                    self._cell_forward_fused(ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih)
+                    continue
                 input_forward(ws.gates[k], xin, W_ih, b_ih)
                 self._cell_forward(ws, l, d, k, W_hh, b_hh)
         self._ready = True
@@ -270,16 +274,26 @@ class _Recurrent(Layer):
                     self._cell_backward_pipelined(ws, l, d, k, W_ih, W_hh, dfk, dik, xin, dxin,
                                                   dW_ih, db_ih, dW_hh, db_hh)
                     continue
-                dgh = self._cell_backward(ws, l, d, k, W_hh, dfk, dik)
+                fused = self._fused(W_ih, W_hh)
+                if fused:   # dx inside the sweep, step by step
+                    dgh = self._cell_backward_fused(ws, l, d, k, W_hh, dfk, dik, dxin, W_ih)
+                else:
+                    dgh = self._cell_backward(ws, l, d, k, W_hh, dfk, dik)
                 if dgh is ws.dg:   # RNN, LSTM: one pass over dg for both weight gradients
                     weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, ws.dg, xin, ws.y[l], ws.h0[k], d * H, d == 1)
                 else:
                     input_backward_params(dW_ih, db_ih, ws.dg, xin)
                     recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
-                input_backward(dxin, ws.dg, W_ih)
+                if not fused:
+                    input_backward(dxin, ws.dg, W_ih)
         dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
         swap_01(dx, ws.dxt, False)
         return dx, dinit
+
+    def _fused(self, W_ih, W_hh):
+        """Whether the sweeps take the input projection and dx with them, step by step (the LSTM
+        when its weights fit in a core's L2: :func:`bptt.kernels.lstm.fused`)."""
+        return False
 
     def _load_state(self, dst, name, a, B):
         if a is None:
@@ -392,6 +406,19 @@ class LSTM(_Recurrent):
         return ws.dg
 
     _PIPELINED = True
+
+    def _fused(self, W_ih, W_hh):
+        return lstm_fused(W_ih, W_hh)
+
+    def _cell_forward_fused(self, ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih):
+        lstm_forward_fused(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
+                           d * self.hidden_size, d == 1, xin, W_ih, b_ih)
+
+    def _cell_backward_fused(self, ws, l, d, k, W_hh, dfinal, dinit, dxin, W_ih):
+        (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
+        lstm_backward_fused(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
+                            ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, dxin, W_ih)
+        return ws.dg
 
     def _packed_hh(self, ws, k):
         """W_hh of layer·direction k in panels: packed by the pipelined forward for its backward

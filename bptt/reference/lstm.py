@@ -92,3 +92,15 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
     input_backward_params(dW_ih, db_ih, da, x)
     recurrent_backward_params(dW_hh, db_hh, da, y, h0, off, reverse)
     input_backward(dx, da, W_ih)
+
+
+def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+    """``input_forward`` (gates = W_ih·x_t + b_ih), then :func:`lstm_forward`."""
+    input_forward(gates, x, W_ih, b_ih)
+    lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
+
+
+def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih):
+    """:func:`lstm_backward`, then ``input_backward`` (dx += da·W_ih)."""
+    lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
+    input_backward(dx, da, W_ih)
