@@ -775,6 +775,7 @@ def _serial_jobs_last(njobs, *args):
 
 _PROBE_FIRST = 32    # a pipeline tries the other way of running its jobs after this many calls,
 _PROBE_MAX = 1024    # and, while that way keeps losing, after twice as many each time, up to this
+_PROBE_RUNS = 4      # calls of a try: one to wake the other way's threads, three timed
 
 
 class JobSet:
@@ -802,6 +803,8 @@ class JobSet:
         self._runs = {True: 0, False: 0}
         self._calls = 0
         self._interval = _PROBE_FIRST
+        self._probe_left = 0
+        self._probe_seconds = []
         if numba.config.DISABLE_JIT:
             return
         self._registered = set()
@@ -845,11 +848,16 @@ class JobSet:
         a job can wait a whole time slice for the other: one LSTM `teach` step took 7.4 ms side
         by side against 0.48 in order, beside two busy processes (docs/performance.md). So each
         call is timed (a running average per way), and every ``_interval`` calls the other way is
-        tried once: it is taken if that call was under 0.8 of the current way's average; if not,
-        the next try waits twice as long (up to ``_PROBE_MAX`` calls). The first two calls of each
-        way (which compile or load its launcher) are not timed."""
+        tried for ``_PROBE_RUNS`` calls: the first untimed (run in order for a while, the thread
+        pool has gone to sleep, and waking it took longer than the gain: a pipeline once stayed in
+        order for good), then it is taken if the others averaged under 0.8 of the current way's
+        average; if not, the next try waits twice as long (up to ``_PROBE_MAX`` calls). The first
+        two calls of each way (which compile or load its launcher) are not timed."""
         self._calls += 1
-        probe = self._calls >= self._interval
+        if self._probe_left == 0 and self._calls >= self._interval:
+            self._probe_left = _PROBE_RUNS
+            self._probe_seconds = []
+        probe = self._probe_left > 0
         side = self._side_by_side != probe
         t0 = time.perf_counter()
         if side:
@@ -859,17 +867,21 @@ class JobSet:
         dt = time.perf_counter() - t0
         self._runs[side] += 1
         if self._runs[side] <= 2:
-            if probe:
-                self._calls = self._interval - 1   # try again on the next call
-            return
+            return                 # a probe then goes on until it has its timed calls
         mean = self._seconds[self._side_by_side]
         if not probe:
             self._seconds[side] = dt if mean is None else mean + 0.25 * (dt - mean)
             return
+        self._probe_left -= 1
+        if self._probe_left < _PROBE_RUNS - 1:    # not the first call of the probe
+            self._probe_seconds.append(dt)
+        if self._probe_left > 0:
+            return
         self._calls = 0
-        if mean is not None and dt < 0.8 * mean:
+        tried = sum(self._probe_seconds) / len(self._probe_seconds)
+        if mean is not None and tried < 0.8 * mean:
             self._side_by_side = side
-            self._seconds[side] = dt
+            self._seconds[side] = tried
             self._interval = _PROBE_FIRST
         else:
             self._interval = min(_PROBE_MAX, 2 * self._interval)
