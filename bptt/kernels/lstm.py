@@ -23,7 +23,7 @@ import numpy as np
 from ..jit import atomic_add, atomic_load, atomic_store, composite, inline, jobs, side_by_side, spin_pause
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
-                     n_panels, pack_panel, pack_panel_T, panels, panels_T, scratch,
+                     L2_BYTES, L3_BYTES, n_panels, pack_panel, pack_panel_T, panels, panels_T, scratch,
                      pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
 from .dense import fill_rows
 from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep, pipe_wait,
@@ -111,7 +111,8 @@ def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
 # in input_forward / input_backward (b_ih, then x_t·W_ihᵀ over i in order; dx from its value
 # over u in order), so the bits are the same.
 
-FUSE_BYTES = 1 << 19
+FUSE_BYTES = L2_BYTES // 2   # Zen 4 (1 MB L2): the LSTM `char` step (395 KB of weights) 4-5 % faster;
+                             # the char-LM's LSTM (1.3 MB) gained nothing
 
 
 def fused(W_ih, W_hh):
@@ -320,13 +321,14 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
 # -- large W_hh: the sweeps split by hidden units ----------------------------------------------
 #
 # Split by sequences, each job's product of a step reads all of W_hh for its rows. When W_hh does
-# not fit in a core's L2 (4H·H floats past WIDE_BYTES: H ≥ 256 in float32), both cores then stream
-# all of it from L3 or memory at every step: 32 MB a step at `deepbench` (H = 1024), where the
-# forward sweep ran at 42 GFLOP/s on one thread and 114-124 on two (Zen 4, memory-bound).
-# Split by hidden units instead, job p owns units j0:j1 (p = 0: the first WIDE_SPLIT ones): the
-# columns i, f, g, o of those units forward, and the columns j0:j1 of dh backward, and each job
-# reads only its half of W_hh, for all rows. A step's product needs the whole previous state
-# (forward) or the whole da_t (backward), so the jobs meet once per step.
+# not fit in a core's L2 (past WIDE_BYTES, half of it: H ≥ 256 in float32 with a 1 MB L2), both
+# cores then stream all of it from L3 or memory at every step: 32 MB a step at `deepbench`
+# (H = 1024), where the forward sweep ran at 42 GFLOP/s on one thread and 114-124 on two (Zen 4,
+# memory-bound). Split by hidden units instead, job p owns units j0:j1 (p = 0: the first
+# wide_split(H) ones): the columns i, f, g, o of those units forward, and the columns j0:j1 of dh
+# backward, and each job reads only its half of W_hh, for all rows. A step's product needs the
+# whole previous state (forward) or the whole da_t (backward), so the jobs meet at every step
+# (backward twice: after the gate gradients, and after the products).
 #
 # Each step is cut into pieces, one per half (backward: the gate gradients of a half, then its
 # product), and a piece is *claimed* (atomic_add on its counter) by whichever job gets to it: its
@@ -336,12 +338,12 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
 # as in the split by sequences (each a single fma chain over k, from the same value), so the bits
 # do not depend on the split or on who ran what.
 
-WIDE_BYTES = 1 << 19     # W_hh past this (not in a core's L2): split by units for small batches,
-WIDE_ALWAYS = 1 << 23    # past this (not in an L3 share either): for every batch
+WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the rest): split by units
+WIDE_ALWAYS = L3_BYTES // 4   # for small batches; past this (not in its share of the L3): for every batch
 WIDE_B = 8               # "small": fewer sequences than this
 WIDE_STEAL = 1 << 15     # spins before a job takes the other half's piece (a stalled thread, or in order)
 
-# Measured (Zen 4, 2 threads, forward / backward sweep, ms, split by sequences → by units):
+# Measured (Zen 4: L2 1 MB, L3 32 MB; 2 threads, forward / backward sweep, ms, split by sequences → by units):
 # B = 1, H = 256: 0.73 / 0.69 → 0.49 / 0.39;  B = 1, H = 512: 3.35 / 3.30 → 2.31 / 2.22;
 # B = 4, H = 512: 6.61 / 6.56 → 4.47 / 4.20;  B = 32, H = 1024 (`deepbench`): 74 / 79 → 54 / 48;
 # but B = 50, H = 256: 8.3-9.3 → 10.3-11.4;  B = 64, H = 512: 79 / 78 → 93 / 81;
