@@ -424,3 +424,12 @@ def test_scratch_is_reused_aligned_and_grows():
     assert scratch("t", 10, np.float64).dtype == np.float64   # a buffer per dtype
     assert scratch("u", 10, np.float32).ctypes.data != scratch("t", 10, np.float32).ctypes.data
     release_scratch()
+
+
+def test_cache_sizes_are_read_from_the_host_or_defaulted():
+    """engine.cache_bytes: a cache level the host describes is a positive size; one it does not
+    (level 9) is the default. Thresholds derived from them move speed only, never bits."""
+    from bptt.kernels.engine import L2_BYTES, L3_BYTES, cache_bytes
+    assert cache_bytes(9, 12345) == 12345
+    for level, size in ((2, L2_BYTES), (3, L3_BYTES)):
+        assert size == cache_bytes(level, size) and size >= 64 * 1024
