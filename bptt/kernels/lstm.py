@@ -14,7 +14,11 @@ kernels every cell shares (:mod:`bptt.kernels.rnn`): ``input_backward_params``,
 described there. For a small batch (a layer below ``bptt.jit.SERIAL_WORK``) the layer calls
 :func:`lstm_forward_pipelined` and :func:`lstm_backward_pipelined` instead: the same steps, with
 the projection running ahead of the forward sweep and the passes beside the backward one, on a
-second thread (:mod:`bptt.kernels.rnn`, "small batches").
+second thread (:mod:`bptt.kernels.rnn`, "small batches"). When W_ih and W_hh fit in a core's L2
+together, the layer calls :func:`lstm_forward_fused` and :func:`lstm_backward_fused`: the input
+projection and dx step by step inside the sweeps. When W_hh does not fit in a core's L2, the
+sweeps split the hidden units between two jobs instead of the sequences (:func:`lstm_forward_wide`,
+below). Every variant computes the same sums in the same order: the same bits.
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
