@@ -78,31 +78,80 @@ def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
     a = gates[t]
     add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
     step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
-    # the gates and the cell, one simple loop per quantity so that each vectorises. Each
-    # loop runs from 0 over a view: an index like 2H + o, of unknown sign to the compiler,
-    # keeps the negative-index check in the loop, which then stays scalar (docs/performance.md)
+    lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, 0, H)
+
+
+@inline
+def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1):
+    """The gates and the cell of step t for rows r0:r1 and units u0:u1, from the pre-activations in
+    gates[t] (overwritten by the gates i, f, g, o): c_t = f ⊙ c_prev + i ⊙ g, tanh(c_t), and
+    h_t = o ⊙ tanh(c_t) into y's columns off + u0 : off + u1. cp: c_prev (B, H).
+
+    One simple loop per quantity, so that each vectorises, each from 0 over a view: an index like
+    2H + o, of unknown sign to the compiler, keeps the negative-index check in the loop, which
+    then stays scalar (docs/performance.md)."""
+    H = gates.shape[2] // 4
+    n = u1 - u0
     for b in range(r0, r1):
-        ab = a[b]
-        ai = ab[0:H]
-        af = ab[H:2 * H]
-        ag = ab[2 * H:3 * H]
-        ao = ab[3 * H:G4]
-        for u in range(2 * H):                  # i, f
-            ab[u] = sigmoid(ab[u])
-        for o in range(H):                      # g
+        ab = gates[t, b]
+        ai = ab[u0:u1]
+        af = ab[H + u0:H + u1]
+        ag = ab[2 * H + u0:2 * H + u1]
+        ao = ab[3 * H + u0:3 * H + u1]
+        for o in range(n):
+            ai[o] = sigmoid(ai[o])
+        for o in range(n):
+            af[o] = sigmoid(af[o])
+        for o in range(n):
             ag[o] = tanh(ag[o])
-        for o in range(H):                      # o
+        for o in range(n):
             ao[o] = sigmoid(ao[o])
-        cpb = cp[b]
-        cb = c[t, b]
-        tcb = tc[t, b]
-        yb = y[t, b, off:off + H]
-        for o in range(H):                      # c_t = f ⊙ c_prev + i ⊙ g
+        cpb = cp[b, u0:u1]
+        cb = c[t, b, u0:u1]
+        tcb = tc[t, b, u0:u1]
+        yb = y[t, b, off + u0:off + u1]
+        for o in range(n):                      # c_t = f ⊙ c_prev + i ⊙ g
             cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
-        for o in range(H):
+        for o in range(n):
             tcb[o] = tanh(cb[o])
-        for o in range(H):                      # h_t = o ⊙ tanh(c_t)
+        for o in range(n):                      # h_t = o ⊙ tanh(c_t)
             yb[o] = ao[o] * tcb[o]
+
+
+@inline
+def lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, r0, r1, u0, u1):
+    """da_t of step t for rows r0:r1 and units u0:u1 (the formulas of :func:`lstm_backward`) from
+    the carried dh, dc; then dc ⊙= f there, and dh ← 0 there (the product adds da_t·W_hh into it).
+    cp: c_prev (B, H). Row views from 0, so that the loops vectorise."""
+    H = gates.shape[2] // 4
+    n = u1 - u0
+    one = gates.dtype.type(1.0)   # in the arrays' dtype (a 1.0 would make it float64)
+    for b in range(r0, r1):
+        gb = gates[t, b]
+        dab = da[t, b]
+        gi, gf, gg, go = gb[u0:u1], gb[H + u0:H + u1], gb[2 * H + u0:2 * H + u1], gb[3 * H + u0:3 * H + u1]
+        dai, daf = dab[u0:u1], dab[H + u0:H + u1]
+        dag, dao = dab[2 * H + u0:2 * H + u1], dab[3 * H + u0:3 * H + u1]
+        tcb = tc[t, b, u0:u1]
+        dyb = dy[t, b, off + u0:off + u1]
+        cpb = cp[b, u0:u1]
+        dhb = dh[b, u0:u1]
+        dcb = dc[b, u0:u1]
+        for o in range(n):
+            ig = gi[o]
+            fg = gf[o]
+            ggo = gg[o]
+            og = go[o]
+            th = tcb[o]
+            dht = dyb[o] + dhb[o]
+            dct = dcb[o] + dht * og * (one - th * th)
+            dai[o] = dct * ggo * ig * (one - ig)
+            daf[o] = dct * cpb[o] * fg * (one - fg)
+            dag[o] = dct * ig * (one - ggo * ggo)
+            dao[o] = dht * th * og * (one - og)
+            dcb[o] = dct * fg
+            dhb[o] = 0.0
+
 
 
 # -- the passes beside the sweep, step by step ---------------------------------------------------
@@ -254,33 +303,9 @@ def lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0,
     carried dh, dc, then dc ⊙= f and dh = da_t·W_hh (P: W_hh (4H, H) in panels)."""
     T, B, G4 = gates.shape
     H = G4 // 4
-    one = gates.dtype.type(1.0)
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-    for b in range(r0, r1):       # row views from 0, so that the loop vectorises
-        gb = gates[t, b]
-        dab = da[t, b]
-        gi, gf, gg, go = gb[0:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:G4]
-        dai, daf, dag, dao = dab[0:H], dab[H:2 * H], dab[2 * H:3 * H], dab[3 * H:G4]
-        tcb = tc[t, b]
-        dyb = dy[t, b, off:off + H]
-        cpb = cp[b]
-        dhb = dh[b]
-        dcb = dc[b]
-        for o in range(H):          # in the arrays' dtype (a 1.0 would make it float64)
-            ig = gi[o]
-            fg = gf[o]
-            ggo = gg[o]
-            og = go[o]
-            th = tcb[o]
-            dht = dyb[o] + dhb[o]
-            dct = dcb[o] + dht * og * (one - th * th)
-            dai[o] = dct * ggo * ig * (one - ig)
-            daf[o] = dct * cpb[o] * fg * (one - fg)
-            dag[o] = dct * ig * (one - ggo * ggo)
-            dao[o] = dht * th * og * (one - og)
-            dcb[o] = dct * fg
-            dhb[o] = 0.0
+    lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, r0, r1, 0, H)
     step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
 
 
@@ -474,30 +499,7 @@ def lstm_forward_half(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, p):
             for u in range(n):
                 abg[u] += bg[u]
         step_product(ag, hp, Pp[g], 0, B, n, H)
-    for b in range(B):
-        ab = a[b]
-        ai = ab[j0:j1]
-        af = ab[H + j0:H + j1]
-        ag = ab[2 * H + j0:2 * H + j1]
-        ao = ab[3 * H + j0:3 * H + j1]
-        for u in range(n):
-            ai[u] = sigmoid(ai[u])
-        for u in range(n):
-            af[u] = sigmoid(af[u])
-        for u in range(n):
-            ag[u] = tanh(ag[u])
-        for u in range(n):
-            ao[u] = sigmoid(ao[u])
-        cpb = cp[b, j0:j1]
-        cb = c[t, b, j0:j1]
-        tcb = tc[t, b, j0:j1]
-        yb = y[t, b, off + j0:off + j1]
-        for u in range(n):
-            cb[u] = af[u] * cpb[u] + ai[u] * ag[u]
-        for u in range(n):
-            tcb[u] = tanh(cb[u])
-        for u in range(n):
-            yb[u] = ao[u] * tcb[u]
+    lstm_cells(y, gates, c, tc, cp, t, off, 0, B, j0, j1)
 
 
 def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse):
@@ -553,31 +555,6 @@ def lstm_backward_half(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, p):
     T, B, G4 = gates.shape
     H = G4 // 4
     j0, j1 = wide_units(H, p)
-    n = j1 - j0
-    one = gates.dtype.type(1.0)
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]
-    for b in range(B):
-        gb = gates[t, b]
-        dab = da[t, b]
-        gi, gf, gg, go = gb[j0:j1], gb[H + j0:H + j1], gb[2 * H + j0:2 * H + j1], gb[3 * H + j0:3 * H + j1]
-        dai, daf, dag, dao = dab[j0:j1], dab[H + j0:H + j1], dab[2 * H + j0:2 * H + j1], dab[3 * H + j0:3 * H + j1]
-        tcb = tc[t, b, j0:j1]
-        dyb = dy[t, b, off + j0:off + j1]
-        cpb = cp[b, j0:j1]
-        dhb = dh[b, j0:j1]
-        dcb = dc[b, j0:j1]
-        for o in range(n):
-            ig = gi[o]
-            fg = gf[o]
-            ggo = gg[o]
-            og = go[o]
-            th = tcb[o]
-            dht = dyb[o] + dhb[o]
-            dct = dcb[o] + dht * og * (one - th * th)
-            dai[o] = dct * ggo * ig * (one - ig)
-            daf[o] = dct * cpb[o] * fg * (one - fg)
-            dag[o] = dct * ig * (one - ggo * ggo)
-            dao[o] = dht * th * og * (one - og)
-            dcb[o] = dct * fg
-            dhb[o] = 0.0
+    lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1)
