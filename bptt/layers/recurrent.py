@@ -15,9 +15,14 @@ How a call runs (see :mod:`bptt.kernels.rnn` for the kernels' conventions):
 - Backward walks the layers top-down. Per direction: the cell's BPTT sweep writes the gate
   pre-activation gradients of every step, then ``dW_ih``/``b_ih``, ``dW_hh``/``b_hh`` and
   ``dx`` are each one pass over all T·B rows (``input_backward_params``,
-  ``recurrent_backward_params``, ``input_backward``). Both directions add into the same ``dx``.
-  Every pass gives each core the same half of the batch as the sweeps (see
-  :mod:`bptt.kernels.rnn`).
+  ``recurrent_backward_params``, ``input_backward``; the RNN and the LSTM, whose recurrent
+  gradient is the gate gradient itself, run both weight gradients in one pass,
+  ``weight_grads_shared``). Both directions add into the same ``dx``. Every pass gives each core
+  the same half of the batch as the sweeps (see :mod:`bptt.kernels.rnn`).
+- LSTM whose W_ih and W_hh fit in a core's L2 together: the input projection and dx run inside
+  the sweeps, step by step (``lstm_forward_fused``, ``lstm_backward_fused``); LSTM whose W_hh does
+  not fit in a core's L2: the sweeps split the hidden units between the cores, for small batches,
+  or always past a share of the L3 (:mod:`bptt.kernels.lstm`). Same bits either way.
 - Small work (below ``SERIAL_WORK``: one sequence, say), LSTM: a sweep has no rows to share, so
   the projection runs ahead of the forward sweep and the passes beside the backward sweep, as two
   concurrent jobs (``lstm_forward_pipelined``, ``lstm_backward_pipelined``; :mod:`bptt.kernels.rnn`,
