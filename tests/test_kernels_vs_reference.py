@@ -206,12 +206,13 @@ def test_lstm_sweeps_with_the_projection_and_dx_same_bits(shape, d, dtype, nthre
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(1, 3, 37), (9, 4, 20), (3, 2, COLS // 2 + 17)])
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
-@pytest.mark.parametrize("how", ["side_by_side", "in_order"])
+@pytest.mark.parametrize("how", ["side_by_side", "in_order", "three_parts"])
 def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch):
     """The LSTM sweeps split by hidden units (large W_hh: lstm.wide) give the bits of the split by
-    sequences (the serial build): on two threads side by side, and run in order on one thread,
-    where job 0 takes every piece of the other half (the claims' fallback). Thresholds lowered so
-    that small shapes take the split; H = 20 and 37 give unequal halves (16 + 4, 32 + 5)."""
+    sequences (the serial build): on two threads side by side (a part each), and run in order on
+    one thread, where job 0 takes every piece of the other parts (the claims' fallback), with two
+    parts and with three (a machine with three threads). Thresholds lowered so that small shapes
+    take the split; H = 20 and 37 give unequal parts (16 + 4, 32 + 5; 16 + 16 + 5)."""
     monkeypatch.setattr(lstm, "WIDE_BYTES", 0)
     monkeypatch.setattr(lstm, "WIDE_ALWAYS", 0)
     B, T, H = shape
@@ -234,11 +235,13 @@ def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch)
             lstm.lstm_forward(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
             lstm.lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
         else:
+            parts = 3 if how == "three_parts" else 2
             old = jit.get_threads()
             jit.set_threads(1)
             try:
-                lstm.lstm_forward_wide(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
-                lstm.lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
+                lstm.lstm_forward_wide(y, g, c, tc, h0, c0, W, b, d * H, d == 1, parts)
+                lstm.lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1,
+                                        parts)
             finally:
                 jit.set_threads(old)
         outs.append((y, g, c, tc, da, dh0, dc0))

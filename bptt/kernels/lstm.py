@@ -24,10 +24,11 @@ Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain Nu
 
 import numpy as np
 
-from ..jit import atomic_add, atomic_load, atomic_store, composite, inline, jobs, side_by_side, spin_pause
+from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, side_by_side,
+                   spin_pause)
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
-                     L2_BYTES, L3_BYTES, n_panels, pack_panel, pack_panel_T, panels, panels_T, scratch,
+                     L2_BYTES, L3_BYTES, PANEL, n_panels, pack_panel, pack_panel_T, panels, panels_T, scratch,
                      pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
 from .dense import fill_rows
 from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep, pipe_wait,
@@ -350,27 +351,27 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
 # -- large W_hh: the sweeps split by hidden units ----------------------------------------------
 #
 # Split by sequences, each job's product of a step reads all of W_hh for its rows. When W_hh does
-# not fit in a core's L2 (past WIDE_BYTES, half of it: H ≥ 256 in float32 with a 1 MB L2), both
-# cores then stream all of it from L3 or memory at every step: 32 MB a step at `deepbench`
-# (H = 1024), where the forward sweep ran at 42 GFLOP/s on one thread and 114-124 on two (Zen 4,
-# memory-bound). Split by hidden units instead, job p owns units j0:j1 (p = 0: the first
-# wide_split(H) ones): the columns i, f, g, o of those units forward, and the columns j0:j1 of dh
-# backward, and each job reads only its half of W_hh, for all rows. A step's product needs the
-# whole previous state (forward) or the whole da_t (backward), so the jobs meet at every step
-# (backward twice: after the gate gradients, and after the products).
+# not fit in a core's L2 (past WIDE_BYTES, half of it: H ≥ 256 in float32 with a 1 MB L2), every
+# core then streams all of it from L3 or memory at every step: 32 MB a step on two cores at
+# `deepbench` (H = 1024), where the forward sweep ran at 42 GFLOP/s on one thread and 114-124 on
+# two (Zen 4, memory-bound). Split by hidden units instead, one part per thread: job p owns units
+# j0:j1 (whole multiples of 16 but the last, :func:`wide_units`), the columns i, f, g, o of those
+# units forward and the columns j0:j1 of dh backward, and reads only its part of W_hh, for all
+# rows. A step's product needs the whole previous state (forward) or the whole da_t (backward), so
+# the jobs meet at every step (backward twice: after the gate gradients, and after the products).
 #
-# Each step is cut into pieces, one per half (backward: the gate gradients of a half, then its
+# Each step is cut into pieces, one per part (backward: the gate gradients of a part, then its
 # product), and a piece is *claimed* (atomic_add on its counter) by whichever job gets to it: its
-# own half first, then the other's once that has been left unclaimed for WIDE_STEAL spins. A
+# own part first, then each other one once it has been left unclaimed for WIDE_STEAL spins. A
 # piece only waits for pieces of the previous stage, each claimed by a job that is running it,
 # so no schedule deadlocks; run in order, job 0 does every piece. Every output is summed exactly
 # as in the split by sequences (each a single fma chain over k, from the same value), so the bits
-# do not depend on the split or on who ran what.
+# do not depend on the split, the number of parts or on who ran what.
 
 WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the rest): split by units
 WIDE_ALWAYS = L3_BYTES // 4   # for small batches; past this (not in its share of the L3): for every batch
 WIDE_B = 8               # "small": fewer sequences than this
-WIDE_STEAL = 1 << 15     # spins before a job takes the other half's piece (a stalled thread, or in order)
+WIDE_STEAL = 1 << 15     # spins before a job takes another part's piece (a stalled thread, or in order)
 
 # Measured (Zen 4: L2 1 MB, L3 32 MB; 2 threads, forward / backward sweep, ms, split by sequences → by units):
 # B = 1, H = 256: 0.73 / 0.69 → 0.49 / 0.39;  B = 1, H = 512: 3.35 / 3.30 → 2.31 / 2.22;
@@ -388,23 +389,25 @@ def wide(W_hh, B):
 
 
 @inline
-def wide_split(H):
-    """Units 0:Hs go to half 0 and Hs:H to half 1: H/2 rounded up to 16 (whole cache lines of
-    float32 in each half's columns)."""
-    return min(H, (H // 2 + 15) // 16 * 16)
+def wide_bound(H, q, NP):
+    """The first unit of part q of NP (H for q = NP): q·H/NP rounded up to 16 (whole cache lines
+    of float32 in each part's columns)."""
+    if q >= NP:
+        return H
+    return min(H, (q * H // NP + 15) // 16 * 16)
 
 
 @inline
-def wide_units(H, p):
-    """(j0, j1): the hidden units of half p."""
-    Hs = wide_split(H)
-    return (0, Hs) if p == 0 else (Hs, H)
+def wide_units(H, p, NP):
+    """(j0, j1): the hidden units of part p of NP."""
+    return wide_bound(H, p, NP), wide_bound(H, p + 1, NP)
 
 
 @inline
 def wide_claim(flags, i, other):
     """Claim piece i (flags[2i] counts claims, flags[2i + 1] is set when it is done): True if this
-    job got it. The other job's piece only once it has stayed unclaimed for ``WIDE_STEAL`` spins."""
+    job got it. Another part's piece (``other``) only once it has stayed unclaimed for
+    ``WIDE_STEAL`` spins."""
     if other:
         n = 0
         while atomic_load(flags, 2 * i) == 0 and n < WIDE_STEAL:
@@ -425,66 +428,73 @@ def wide_wait(flags, i):
 
 @jobs
 def _pack_wide_T(job, njobs, P, W_hh):
-    """Job (half p, gate g, panel q) of :func:`lstm_forward_wide`'s packing: P[p, g] holds
-    W_hh[g·H + j0 : g·H + j1]ᵀ (H, j1 - j0) in panels, the weights of half p's units in gate g."""
-    npp = P.shape[2]
+    """Job (part p, gate g, panel q) of :func:`lstm_forward_wide`'s packing: P[p, g] holds
+    W_hh[g·H + j0 : g·H + j1]ᵀ (H, j1 - j0) in panels, the weights of part p's units in gate g."""
+    NP, npp = P.shape[0], P.shape[2]
     H = W_hh.shape[1]
     p = job // (4 * npp)
     g = job // npp % 4
     q = job % npp
-    j0, j1 = wide_units(H, p)
+    j0, j1 = wide_units(H, p, NP)
     if q < n_panels(j1 - j0):
         pack_panel_T(P[p, g], W_hh[g * H + j0:g * H + j1], q)
 
 
 @jobs
 def _pack_wide(job, njobs, P, W_hh):
-    """Job (half p, panel q) of :func:`lstm_backward_wide`'s packing: P[p] holds columns j0:j1
+    """Job (part p, panel q) of :func:`lstm_backward_wide`'s packing: P[p] holds columns j0:j1
     of W_hh (4H, H) in panels."""
-    npp = P.shape[1]
+    NP, npp = P.shape[0], P.shape[1]
     p = job // npp
     q = job % npp
-    j0, j1 = wide_units(W_hh.shape[1], p)
+    j0, j1 = wide_units(W_hh.shape[1], p, NP)
     if q < n_panels(j1 - j0):
         pack_panel(P[p], W_hh, q, j0, j1 - j0, 0, W_hh.shape[0], 0)
 
 
-def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
-    """:func:`lstm_forward` split by hidden units (see above): W_hh's rows of each half and gate
-    packed transposed, then two jobs that meet at every step."""
+def wide_parts(parts):
+    """The number of parts (and jobs) of a split by units: one per thread unless given."""
+    return max(1, get_threads()) if parts is None else parts
+
+
+def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, parts=None):
+    """:func:`lstm_forward` split by hidden units (see above): W_hh's rows of each part and gate
+    packed transposed, then one job per part (per thread), meeting at every step."""
     T, B, G4 = gates.shape
     H = G4 // 4
-    npp = n_panels(H - H // 2 + 16)
-    from .engine import PANEL
-    P = scratch("wide_P", 2 * 4 * npp * H * PANEL, W_hh.dtype).reshape((2, 4, npp, H, PANEL))
-    _pack_wide_T(2 * 4 * npp, P, W_hh)
-    flags = np.zeros(4 * T, np.int64)
-    _lstm_forward_wide(2, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags)
+    NP = wide_parts(parts)
+    npp = n_panels(H // NP + 16)
+    P = scratch("wide_P", NP * 4 * npp * H * PANEL, W_hh.dtype).reshape((NP, 4, npp, H, PANEL))
+    _pack_wide_T(NP * 4 * npp, P, W_hh)
+    flags = np.zeros(2 * NP * T, np.int64)
+    _lstm_forward_wide(NP, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags)
 
 
 @jobs
 def _lstm_forward_wide(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags):
-    """Job j of :func:`lstm_forward_wide`: piece (s, p) = step s for half p, p = j first."""
-    T = gates.shape[0]
+    """Job j of :func:`lstm_forward_wide`: piece (s, p) = step s for part p (number s·NP + p),
+    part j first, then the others in turn; each after every piece of step s - 1."""
+    T, H = gates.shape[0], gates.shape[2] // 4
+    NP = njobs
     for s in range(T):
-        for k in range(2):
-            p = j ^ k
-            if wide_claim(flags, 2 * s + p, k == 1):
+        for k in range(NP):
+            p = (j + k) % NP
+            if wide_claim(flags, NP * s + p, k > 0):
                 if s > 0:
-                    wide_wait(flags, 2 * s - 2)
-                    wide_wait(flags, 2 * s - 1)
-                lstm_forward_half(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P[p], p)
-                wide_done(flags, 2 * s + p)
+                    for q in range(NP):
+                        wide_wait(flags, NP * (s - 1) + q)
+                j0, j1 = wide_units(H, p, NP)
+                lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P[p], j0, j1)
+                wide_done(flags, NP * s + p)
 
 
 @inline
-def lstm_forward_half(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, p):
-    """Step s of :func:`lstm_forward` for the units j0:j1 of half p, every sequence (Pp[g]: gate
-    g's weights of those units, transposed, in panels): :func:`lstm_forward_step`'s sums and
-    gates on those columns."""
+def lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, j0, j1):
+    """Step s of :func:`lstm_forward` for the units j0:j1, every sequence (Pp[g]: gate g's
+    weights of those units, transposed, in panels): :func:`lstm_forward_step`'s sums and gates on
+    those columns."""
     T, B, G4 = gates.shape
     H = G4 // 4
-    j0, j1 = wide_units(H, p)
     n = j1 - j0
     t = T - 1 - s if reverse else s
     tp = t + 1 if reverse else t - 1
@@ -502,19 +512,20 @@ def lstm_forward_half(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, p):
     lstm_cells(y, gates, c, tc, cp, t, off, 0, B, j0, j1)
 
 
-def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse):
-    """:func:`lstm_backward` split by hidden units (see above): W_hh's columns of each half packed,
-    then two jobs that meet twice a step (after the gate gradients, and after the products)."""
+def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, parts=None):
+    """:func:`lstm_backward` split by hidden units (see above): W_hh's columns of each part packed,
+    then one job per part (per thread), meeting twice a step (after the gate gradients, and after
+    the products)."""
     T, B, G4 = gates.shape
     H = G4 // 4
-    npp = n_panels(H - H // 2 + 16)
-    from .engine import PANEL
-    P = scratch("wide_P", 2 * npp * G4 * PANEL, W_hh.dtype).reshape((2, npp, G4, PANEL))
-    _pack_wide(2 * npp, P, W_hh)
+    NP = wide_parts(parts)
+    npp = n_panels(H // NP + 16)
+    P = scratch("wide_P", NP * npp * G4 * PANEL, W_hh.dtype).reshape((NP, npp, G4, PANEL))
+    _pack_wide(NP * npp, P, W_hh)
     np.copyto(dh, dh_n)
     np.copyto(dc, dc_n)
-    flags = np.zeros(8 * T, np.int64)
-    _lstm_backward_wide(2, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags)
+    flags = np.zeros(4 * NP * T, np.int64)
+    _lstm_backward_wide(NP, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags)
     dh0 += dh
     dc0 += dc
 
@@ -522,39 +533,38 @@ def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W
 @jobs
 def _lstm_backward_wide(j, njobs, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags):
     """Job j of :func:`lstm_backward_wide`. Pieces of step s (in processing order, from T-1 down),
-    numbered i = 4(T-1-s) + ...: the gate gradients of half p (i + p; after the product of half
-    p of the later step), then the product of half p (i + 2 + p; after both halves' gate
-    gradients)."""
+    numbered from i = 2·NP·(T-1-s): the gate gradients of part p (i + p; after the product of part
+    p of the later step), then the product of part p (i + NP + p; after every part's gate
+    gradients). Part j first, then the others in turn."""
     T, B, G4 = gates.shape
     H = G4 // 4
+    NP = njobs
     for s in range(T - 1, -1, -1):
-        i = 4 * (T - 1 - s)
-        for k in range(2):
-            p = j ^ k
-            if wide_claim(flags, i + p, k == 1):
+        i = 2 * NP * (T - 1 - s)
+        for k in range(NP):
+            p = (j + k) % NP
+            if wide_claim(flags, i + p, k > 0):
                 if s < T - 1:
-                    wide_wait(flags, i - 4 + 2 + p)
-                lstm_backward_half(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, p)
+                    wide_wait(flags, i - NP + p)
+                j0, j1 = wide_units(H, p, NP)
+                lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1)
                 wide_done(flags, i + p)
-        for k in range(2):
-            p = j ^ k
-            if wide_claim(flags, i + 2 + p, k == 1):
-                wide_wait(flags, i)
-                wide_wait(flags, i + 1)
-                j0, j1 = wide_units(H, p)
+        for k in range(NP):
+            p = (j + k) % NP
+            if wide_claim(flags, i + NP + p, k > 0):
+                for q in range(NP):
+                    wide_wait(flags, i + q)
+                j0, j1 = wide_units(H, p, NP)
                 t = T - 1 - s if reverse else s
                 step_product(dh[:, j0:j1], da[t], P[p], 0, B, j1 - j0, G4)
-                wide_done(flags, i + 2 + p)
+                wide_done(flags, i + NP + p)
 
 
 @inline
-def lstm_backward_half(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, p):
-    """The gate gradients of step s of :func:`lstm_backward` for the units j0:j1 of half p, every
-    sequence (:func:`lstm_backward_step`'s formulas on those columns; dh ← 0 there for the
-    product)."""
+def lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1):
+    """The gate gradients of step s of :func:`lstm_backward` for the units j0:j1, every sequence
+    (:func:`lstm_backward_step`'s formulas on those columns; dh ← 0 there for the product)."""
     T, B, G4 = gates.shape
-    H = G4 // 4
-    j0, j1 = wide_units(H, p)
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]
     lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1)
