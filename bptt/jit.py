@@ -891,8 +891,7 @@ class JobSet:
         return args[:-1] + (self._last[1](args[-1]),) if self._last else args
 
     def __call__(self, njobs, *args):
-        if njobs > 1 and not _NO_JIT and (_parallel_scope or (
-                _threads > 1 and not _forced_serial and (self.concurrent or not _serial_scope))):
+        if njobs > 1 and side_by_side(self.concurrent):
             if _pool_threads != _threads:
                 _size_pool()
             if self.concurrent and not _parallel_scope:
@@ -931,12 +930,15 @@ _parallel_scope = 0   # >0 inside a composite's .parallel(): job sets run their 
 _forced_serial = 0    # >0 inside a composite's .serial(): even pipelines run their jobs in order
 
 
-def side_by_side() -> bool:
-    """Whether a (non-pipeline) job set called now runs its jobs on two or more threads at once:
-    more than one thread, and neither a layer's ``serial_when`` nor a composite's ``.serial`` in
-    force (or a composite's ``.parallel``). A composite whose jobs wait for each other's progress
-    checks this first (:func:`bptt.kernels.lstm.lstm_forward`'s split by hidden units)."""
-    return not _NO_JIT and (_parallel_scope > 0 or (_threads > 1 and not _forced_serial and not _serial_scope))
+def side_by_side(concurrent: bool = False) -> bool:
+    """Whether a job set called now runs its jobs on two or more threads at once (a pipeline's,
+    ``concurrent``, may still choose to run them in order: :meth:`JobSet._run_timed`): compiled,
+    and a composite's ``.parallel`` in force, or more than one thread with neither a composite's
+    ``.serial`` nor (but for pipelines) a layer's ``serial_when``. A composite whose jobs wait for
+    each other's progress checks this first (:func:`bptt.kernels.lstm.lstm_forward`'s split by
+    hidden units)."""
+    return not _NO_JIT and (_parallel_scope > 0 or (
+        _threads > 1 and not _forced_serial and (concurrent or not _serial_scope)))
 
 
 def composite(fn):

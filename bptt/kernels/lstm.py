@@ -16,9 +16,9 @@ described there. For a small batch (a layer below ``bptt.jit.SERIAL_WORK``) the 
 the projection running ahead of the forward sweep and the passes beside the backward one, on a
 second thread (:mod:`bptt.kernels.rnn`, "small batches"). When W_ih and W_hh fit in a core's L2
 together, the layer calls :func:`lstm_forward_fused` and :func:`lstm_backward_fused`: the input
-projection and dx step by step inside the sweeps. When W_hh does not fit in a core's L2, the
-sweeps split the hidden units between two jobs instead of the sequences (:func:`lstm_forward_wide`,
-below). Every variant computes the same sums in the same order: the same bits.
+projection and dx step by step inside the sweeps. When W_hh does not fit in a core's L2 (and the
+batch is small, or W_hh is past a share of the L3), the sweeps split the hidden units between the
+threads instead of the sequences (:func:`lstm_forward_wide`, below). Every variant computes the same sums in the same order: the same bits.
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 
@@ -46,9 +46,10 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
     h0, c0 : (B, H) initial state.  W_hh : (4H, H).  b_hh : (4H,).
     off : int column offset of this direction in y.  reverse : bool.
 
-    With two threads and a W_hh larger than ``WIDE_BYTES``, the two jobs split the hidden units
-    instead of the sequences (:func:`lstm_forward_wide`); otherwise each job takes a chunk of the
-    sequences. The same sums either way (the same bits).
+    With a W_hh that does not fit in a core's L2 and a small batch, or past a share of the L3
+    (:func:`wide`), the jobs split the hidden units between the threads instead of the sequences
+    (:func:`lstm_forward_wide`); otherwise each job takes a chunk of the sequences. The same sums
+    either way (the same bits).
     """
     if wide(W_hh, gates.shape[1]):
         lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
@@ -383,7 +384,7 @@ WIDE_STEAL = 1 << 15     # spins before a job takes another part's piece (a stal
 
 def wide(W_hh, B):
     """Whether the sweeps of B sequences over this W_hh split by hidden units (see above), which
-    needs two threads running side by side (the jobs meet at every step)."""
+    needs the threads running side by side (the jobs meet at every step)."""
     n = W_hh.nbytes
     return n > WIDE_BYTES and (B < WIDE_B or n > WIDE_ALWAYS) and side_by_side()
 
@@ -503,12 +504,8 @@ def lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, j0, j1
     a = gates[t]
     for g in range(4):
         ag = a[:, g * H + j0:g * H + j1]
-        bg = b_hh[g * H + j0:g * H + j1]
-        for b in range(B):
-            abg = ag[b]
-            for u in range(n):
-                abg[u] += bg[u]
-        step_product(ag, hp, Pp[g], 0, B, n, H)
+        add_bias_rows(ag, b_hh[g * H + j0:g * H + j1], 0, B)   # (W_ih·x_t + b_ih) + b_hh
+        step_product(ag, hp, Pp[g], 0, B, n, H)                 #   + h_prev·W_hhᵀ, these units
     lstm_cells(y, gates, c, tc, cp, t, off, 0, B, j0, j1)
 
 
@@ -564,7 +561,7 @@ def _lstm_backward_wide(j, njobs, da, dh, dc, dy, gates, c, tc, c0, off, reverse
 def lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1):
     """The gate gradients of step s of :func:`lstm_backward` for the units j0:j1, every sequence
     (:func:`lstm_backward_step`'s formulas on those columns; dh ← 0 there for the product)."""
-    T, B, G4 = gates.shape
+    T, B = gates.shape[0], gates.shape[1]
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]
     lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1)

@@ -285,15 +285,23 @@ def split_weight_grads(dW, db, dg, P, I):
     dW : (U, I).  db : (U,). The copies of dg, their transposes and S₁ live in scratch buffers
     (:func:`bptt.kernels.engine.scratch`), kept from call to call.
     """
-    T, B, U = dg.shape
-    nub = (U + WG_ROWS - 1) // WG_ROWS
-    S1 = scratch("split_S1", U * I, dW.dtype).reshape(U, I)   # part 1's sums, added at the end
-    sums = np.zeros((2, U), np.float64)    # the bias sums of each part
-    per_job = T * ((B + 1) // 2) * min(U, WG_ROWS)   # the larger half's rows × a block's columns
-    G = scratch("split_G", 2 * nub * per_job, dg.dtype)     # each job's copy of dg, and its transpose
-    GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
+    nub, sums, per_job, G, GT = split_buffers(dg)
+    S1 = scratch("split_S1", dg.shape[2] * I, dW.dtype).reshape(dg.shape[2], I)   # part 1's sums
     _split_parts(2 * nub, dW, S1, sums, dg, P, I, G, GT, per_job, WG_ROWS)
     _add_parts(nub, dW, db, S1, sums, WG_ROWS)
+
+
+def split_buffers(dg):
+    """(jobs per part, bias sums, scratch per job, G, GT) of a split weight-gradient pass over
+    dg (T, B, U): ``WG_ROWS`` rows of dW a job; the bias sums of each part in float64 from 0; each
+    job's copy of dg (the larger half's rows × a block's columns) and its transpose, from scratch
+    buffers kept from call to call."""
+    T, B, U = dg.shape
+    nub = (U + WG_ROWS - 1) // WG_ROWS
+    per_job = T * ((B + 1) // 2) * min(U, WG_ROWS)
+    G = scratch("split_G", 2 * nub * per_job, dg.dtype)
+    GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
+    return nub, np.zeros((2, U), np.float64), per_job, G, GT
 
 
 @jobs
@@ -352,13 +360,19 @@ def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
 @jobs
 def _add_parts(j, njobs, dW, db, S1, sums, ub):
     """Job j of :func:`split_weight_grads`: rows j·ub ... of dW += S1, db += both bias sums."""
-    U, I = S1.shape
+    U = S1.shape[0]
     for u in range(j * ub, min(U, j * ub + ub)):
         db[u] += sums[0, u] + sums[1, u]
-        dWu = dW[u]
-        S1u = S1[u]
-        for i in range(I):
-            dWu[i] += S1u[i]
+        add_part_row(dW, S1, u)
+
+
+@inline
+def add_part_row(dW, S1, u):
+    """dW[u, :] += S1[u, :]: part 1's sums of row u added to part 0's."""
+    dWu = dW[u]
+    S1u = S1[u]
+    for i in range(dWu.shape[0]):
+        dWu[i] += S1u[i]
 
 
 def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg):
@@ -368,14 +382,10 @@ def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg):
     sum both biases. Every entry is the same sum, in the same order, as in two calls of
     :func:`split_weight_grads` (the same bits); a copy and a transpose of dg (10 MB at the
     char-LM's shape) are saved."""
-    T, B, U = dg.shape
-    nub = (U + WG_ROWS - 1) // WG_ROWS
+    U = dg.shape[2]
+    nub, sums, per_job, G, GT = split_buffers(dg)
     S1x = scratch("split_S1", U * I, dW_ih.dtype).reshape(U, I)
     S1h = scratch("split_S1h", U * H, dW_hh.dtype).reshape(U, H)
-    sums = np.zeros((2, U), np.float64)
-    per_job = T * ((B + 1) // 2) * min(U, WG_ROWS)
-    G = scratch("split_G", 2 * nub * per_job, dg.dtype)
-    GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
     _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job, WG_ROWS)
     _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS)
 
@@ -396,12 +406,8 @@ def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, ub):
         s = sums[0, u] + sums[1, u]
         db_ih[u] += s
         db_hh[u] += s
-        a, b = dW_ih[u], S1x[u]
-        for i in range(a.shape[0]):
-            a[i] += b[i]
-        a, b = dW_hh[u], S1h[u]
-        for i in range(a.shape[0]):
-            a[i] += b[i]
+        add_part_row(dW_ih, S1x, u)
+        add_part_row(dW_hh, S1h, u)
 
 
 @composite
