@@ -808,8 +808,9 @@ class JobSet:
         if numba.config.DISABLE_JIT:
             return
         self._registered = set()
+        # called only by symbol, from the launchers: no CPython or C wrapper to compile
         self.body = numba.njit(renamed(fn, f"__job_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
-                               error_model=ERROR_MODEL)
+                               error_model=ERROR_MODEL, no_cpython_wrapper=True, no_cfunc_wrapper=True)
         call = _body_caller(self.body, self._registered)
         # the launchers' cache files are named by the body's module and name: two job sets of one
         # name in different modules must not load each other's launcher (it would call a body

@@ -284,11 +284,16 @@ def split_weight_grads(dW, db, dg, P, I):
     I mod NARROW columns), then a job per block of rows adds the parts. dg : (T, B, U).
     dW : (U, I).  db : (U,). The copies of dg, their transposes and S₁ live in scratch buffers
     (:func:`bptt.kernels.engine.scratch`), kept from call to call.
+
+    The jobs are :func:`split_weight_grads_pair`'s with an empty second product (0 columns),
+    so that one job set serves every cell: a cold first step compiles one body, not two.
     """
+    U = dg.shape[2]
     nub, sums, per_job, G, GT = split_buffers(dg)
-    S1 = scratch("split_S1", dg.shape[2] * I, dW.dtype).reshape(dg.shape[2], I)   # part 1's sums
-    _split_parts(2 * nub, dW, S1, sums, dg, P, I, G, GT, per_job, WG_ROWS)
-    _add_parts(nub, dW, db, S1, sums, WG_ROWS)
+    S1 = scratch("split_S1", U * I, dW.dtype).reshape(U, I)   # part 1's sums
+    none = dW[:, :0]
+    _split_parts_pair(2 * nub, dW, S1, P, I, none, S1[:, :0], P, 0, sums, dg, G, GT, per_job, WG_ROWS)
+    _add_parts_pair(nub, dW, db, S1, none, np.empty_like(db), S1[:, :0], sums, WG_ROWS)
 
 
 def split_buffers(dg):
@@ -302,15 +307,6 @@ def split_buffers(dg):
     G = scratch("split_G", 2 * nub * per_job, dg.dtype)
     GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
     return nub, np.zeros((2, U), np.float64), per_job, G, GT
-
-
-@jobs
-def _split_parts(j, njobs, dW, S1, sums, dg, P, I, Gs, GTs, per_job, ub):
-    """Job j of :func:`split_weight_grads`: part h = j // (njobs/2) (a batch half), rows
-    u0:u1 of dW (or of S1 for part 1), ``ub`` rows a job. Gs, GTs: scratch, ``per_job`` elements
-    of each per job."""
-    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub)
-    split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh)
 
 
 @inline
@@ -357,15 +353,6 @@ def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
         acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
 
 
-@jobs
-def _add_parts(j, njobs, dW, db, S1, sums, ub):
-    """Job j of :func:`split_weight_grads`: rows j·ub ... of dW += S1, db += both bias sums."""
-    U = S1.shape[0]
-    for u in range(j * ub, min(U, j * ub + ub)):
-        db[u] += sums[0, u] + sums[1, u]
-        add_part_row(dW, S1, u)
-
-
 @inline
 def add_part_row(dW, S1, u):
     """dW[u, :] += S1[u, :]: part 1's sums of row u added to part 0's."""
@@ -400,7 +387,8 @@ def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg
 
 @jobs
 def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, ub):
-    """Job j of :func:`split_weight_grads_pair`: :func:`_add_parts` for both weights and biases."""
+    """Job j of :func:`split_weight_grads_pair`: rows j·ub ... of both dW += their S1, both
+    biases += both bias sums."""
     U = S1x.shape[0]
     for u in range(j * ub, min(U, j * ub + ub)):
         s = sums[0, u] + sums[1, u]
