@@ -612,3 +612,19 @@ def test_returned_arrays_are_fresh_even_for_one_sequence(cell, batch):
     layer.backward(rng.standard_normal(out.shape))
     assert np.array_equal(out, kept[0]) and np.array_equal(dx, kept[1])
     assert not np.array_equal(out, out2)
+
+
+def test_rnn_kernels_take_only_the_state_activations():
+    """The RNN's sweeps compile only identity, ReLU and tanh (STATE_CODES); another code is a
+    one-line ValueError before any job runs, not a silent identity."""
+    from bptt.kernels import rnn as K
+    from bptt.kernels.activations import ACTIVATIONS, STATE_CODES
+    assert sorted(STATE_CODES) == sorted(ACTIVATIONS[a] for a in recurrent_mod.RNN_ACTIVATIONS)
+    T, B, H = 2, 1, 3
+    f = np.float64
+    y, q, h0 = np.zeros((T, B, H), f), np.zeros((T, B, H), f), np.zeros((B, H), f)
+    W, b = np.zeros((H, H), f), np.zeros(H, f)
+    with pytest.raises(ValueError, match="activation code"):
+        K.rnn_forward(y, q, h0, W, b, 0, False, ACTIVATIONS["sigmoid"])
+    with pytest.raises(ValueError, match="activation code"):
+        K.rnn_backward(q.copy(), h0.copy(), h0.copy(), y, h0, q, y, W, 0, False, ACTIVATIONS["gelu"])

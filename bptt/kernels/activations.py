@@ -185,11 +185,16 @@ def dact(q, y, code):
     return s + _GELU_SIGMOID_C * q * s * (1.0 - s)
 
 
+STATE_CODES = (IDENTITY, RELU, TANH)   # the activations a recurrent state may take (bptt.RNN)
+
+
 @inline
-def act_row(y, q, code):
-    """y[o] = f(q[o]) along a row: one loop per common activation, in the row's dtype, so that
-    each vectorises (a test of ``code`` inside the loop, or a float64 literal mixed into float32,
-    keeps a loop scalar: ReLU took 2.4 ns an element that way)."""
+def state_act_row(y, q, code):
+    """y[o] = f(q[o]) along a row for f in ``STATE_CODES`` (any other code: the identity): one
+    loop per activation, in the row's dtype, so that each vectorises (a test of ``code`` inside
+    the loop, or a float64 literal mixed into float32, keeps a loop scalar: ReLU took 2.4 ns an
+    element that way). The RNN's sweeps call this one rather than :func:`act_row`, so that they
+    do not compile every other activation (GELU's erf among them) into their bodies."""
     n = q.shape[0]
     zero = y.dtype.type(0.0)
     if code == RELU:
@@ -199,9 +204,17 @@ def act_row(y, q, code):
     elif code == TANH:
         for o in range(n):
             y[o] = tanh(q[o])
-    elif code == IDENTITY:
+    else:
         for o in range(n):
             y[o] = q[o]
+
+
+@inline
+def act_row(y, q, code):
+    """y[o] = f(q[o]) along a row, one loop per common activation (:func:`state_act_row`)."""
+    n = q.shape[0]
+    if code == RELU or code == TANH or code == IDENTITY:
+        state_act_row(y, q, code)
     elif code == SIGMOID:
         for o in range(n):
             y[o] = sigmoid(q[o])
@@ -211,9 +224,10 @@ def act_row(y, q, code):
 
 
 @inline
-def dact_row(dq, g, q, y, code):
-    """dq[o] = g[o] · f'(q[o]) along a row, one loop per common activation (as :func:`act_row`).
-    dq must not be g (a possible overlap keeps LLVM from vectorising)."""
+def state_dact_row(dq, g, q, y, code):
+    """dq[o] = g[o] · f'(q[o]) along a row for f in ``STATE_CODES`` (any other code: the
+    identity), one loop per activation (as :func:`state_act_row`). dq must not be g (a possible
+    overlap keeps LLVM from vectorising)."""
     n = q.shape[0]
     one = dq.dtype.type(1.0)
     zero = dq.dtype.type(0.0)
@@ -223,12 +237,22 @@ def dact_row(dq, g, q, y, code):
     elif code == TANH:
         for o in range(n):
             dq[o] = g[o] * (one - y[o] * y[o])
+    else:
+        for o in range(n):
+            dq[o] = g[o]
+
+
+@inline
+def dact_row(dq, g, q, y, code):
+    """dq[o] = g[o] · f'(q[o]) along a row, one loop per common activation
+    (:func:`state_dact_row`). dq must not be g."""
+    n = q.shape[0]
+    one = dq.dtype.type(1.0)
+    if code == RELU or code == TANH or code == IDENTITY:
+        state_dact_row(dq, g, q, y, code)
     elif code == SIGMOID:
         for o in range(n):
             dq[o] = g[o] * (y[o] * (one - y[o]))
-    elif code == IDENTITY:
-        for o in range(n):
-            dq[o] = g[o]
     else:
         for o in range(n):
             dq[o] = g[o] * dact(q[o], y[o], code)

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..jit import (atomic_add, atomic_load, atomic_store, composite, inline, jobs, kernel, prange, spin_pause,
                    yield_cpu)
-from .activations import act_row, dact_row
+from .activations import STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows,
                      add_column_sums, add_rows,
@@ -59,10 +59,17 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     q : (T, B, H) in: the input projection W_ih·x_t + b_ih; out: the pre-activation q_t (kept
         for backward).
     h0 : (B, H) initial state.  W_hh : (H, H).  b_hh : (H,).
-    off : int column offset of this direction in y.  reverse : bool.  code : activation code.
+    off : int column offset of this direction in y.  reverse : bool.  code : activation code,
+    one of ``STATE_CODES`` (identity, ReLU, tanh: the RNN's).
     """
+    _check_state_code(code)
     # sequences are independent: a job per chunk of rows, the time loop inside
     _rnn_forward_rows(sweep_chunks(q.shape[1]), y, q, h0, b_hh, off, reverse, code, W_hh)
+
+
+def _check_state_code(code):
+    if code not in STATE_CODES:
+        raise ValueError(f"the RNN's activation code must be one of {STATE_CODES} (identity, relu, tanh), got {code}")
 
 
 @jobs(last=LAST_PANELS_T)
@@ -79,7 +86,7 @@ def _rnn_forward_rows(ch, nch, y, q, h0, b_hh, off, reverse, code, P):
         add_bias_rows(qt, b_hh, r0, r1)         # q_t += b_hh
         step_product(qt, hp, P, r0, r1, H, H)   # q_t += h_prev·W_hhᵀ
         for b in range(r0, r1):
-            act_row(y[t, b, off:off + H], qt[b], code)
+            state_act_row(y[t, b, off:off + H], qt[b], code)
 
 
 @composite
@@ -100,6 +107,7 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     q : (T, B, H) pre-activations from forward.  y : (T, B, D·H) outputs from forward.
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
+    _check_state_code(code)
     _rnn_backward_rows(sweep_chunks(q.shape[1]), dq, dh0, dh, dy, dh_n, q, y, off, reverse, code,
                        W_hh)
 
@@ -121,7 +129,7 @@ def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, off, reverse, code,
             dhb = dh[b]
             for o in range(H):
                 dhb[o] += dyb[o]
-            dact_row(dqb, dhb, qb, yb, code)   # dq = (dy + dh) ⊙ f'(q), vectorised per activation
+            state_dact_row(dqb, dhb, qb, yb, code)   # dq = (dy + dh) ⊙ f'(q), vectorised per activation
             for o in range(H):
                 dhb[o] = 0.0
         step_product(dh, dq[t], P, r0, r1, H, H)    # dh = dq_t·W_hh, carried to the earlier step
