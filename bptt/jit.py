@@ -108,7 +108,7 @@ from numba import prange  # re-exported: kernels import prange from here
 from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
-__all__ = ["kernel", "inline", "helper", "external", "fma", "float32_from_bits", "prange",
+__all__ = ["kernel", "inline", "helper", "typed_helper", "external", "fma", "float32_from_bits", "prange",
            "atomic_load", "atomic_store", "atomic_add", "spin_pause", "yield_cpu",
            "serial_when", "SERIAL_WORK", "set_threads", "get_threads", "max_threads", "FASTMATH",
            "CACHE", "ISA", "ISAS", "host_isa", "vector_floats", "isa_info", "pool_started",
@@ -1014,6 +1014,27 @@ class serial_when:
 def helper(fn):
     """Compile an array helper that kernels call; LLVM inlines it or not."""
     return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True, error_model=ERROR_MODEL)
+
+
+def typed_helper(signature):
+    """:func:`helper`, compiled for one signature per dtype: ``signature(numba_dtype)``, whose
+    arrays should have layout ``'A'``. Numba compiles a helper again for every combination of
+    its arguments' layouts (and for a literal ``0`` passed as an int); here it is compiled once per
+    dtype, when a kernel first runs on that dtype (:func:`on_first_use`), and every call converts
+    to that signature. For the large helpers that many kernels call (the panel products of
+    :mod:`bptt.kernels.engine`: four compilations each in a first training step)."""
+    def decorate(fn):
+        d = helper(fn)
+        if _NO_JIT:
+            return d
+
+        def compile_for(dtype_name):
+            d._can_compile = True
+            d.compile(signature(getattr(_types, dtype_name)))
+            d.disable_compile()
+        on_first_use(compile_for)
+        return d
+    return decorate
 
 
 def external(fn, signature, symbol: str):

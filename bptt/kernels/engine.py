@@ -452,7 +452,13 @@ family's ``tile`` (its micro-kernels), k in blocks of ``KC``. C and Bm must have
 A may be any view."""
 
 
-@helper
+def _panels_signature(dt):
+    """(C, A, P, n0, n1, c0, c1, k0, k1) of the panel products, any layouts."""
+    a2, i8 = types.Array(dt, 2, "A"), types.int64
+    return (a2, a2, types.Array(dt, 3, "A"), i8, i8, i8, i8, i8, i8)
+
+
+@jit.typed_helper(_panels_signature)
 def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1):
     """:func:`acc_tile` with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL]
     (see above), panel by panel; c0 must be a multiple of ``PANEL``. Each panel's k-blocks run in
@@ -461,7 +467,6 @@ def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1):
         acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC)
 
 
-@helper
 def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     """As :func:`_acc_panels_by_panel`, for families whose panel is one block wide: the rows in
     whole blocks of ``micro.R`` panel by panel, and each row left over (a single sequence, or
@@ -480,7 +485,9 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
             acc_tile(C, A, P[q], n, n + 1, q * PANEL, min(c1, (q + 1) * PANEL), -q * PANEL, k0, k1, KC)
 
 
-acc_panels = _acc_panels_rows_apart if micro.ROW_PANELS > 1 else _acc_panels_by_panel
+# compiled only for a family that has row panels (it calls micro.row_panels)
+acc_panels = (jit.typed_helper(_panels_signature)(_acc_panels_rows_apart) if micro.ROW_PANELS > 1
+              else _acc_panels_by_panel)
 """acc_panels(C, A, P, n0, n1, c0, c1, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for
 n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL];
 c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :func:`acc_tile`."""
