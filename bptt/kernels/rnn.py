@@ -389,8 +389,13 @@ def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg):
 def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job, ub):
     """Job j of :func:`split_weight_grads_pair`: one copy and transpose of dg, two products."""
     G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub)
-    split_product(dW_ih, S1x, P_x, I, G, GT, u0, u1, h, kb, Nh)
-    split_product(dW_hh, S1h, P_h, H, G, GT, u0, u1, h, kb, Nh)
+    for which in range(2):   # one call site in a loop: the product is compiled once, not twice
+        if which == 0:
+            dW, S1, P, K = dW_ih, S1x, P_x, I
+        else:
+            dW, S1, P, K = dW_hh, S1h, P_h, H
+        if K > 0:
+            split_product(dW, S1, P, K, G, GT, u0, u1, h, kb, Nh)
 
 
 @jobs
