@@ -3,7 +3,9 @@
 Every kernel in :mod:`bptt.kernels` is compiled through :func:`kernel` (entry points called from
 Python), :func:`jobs` (the body of a parallel loop, compiled once; see "job sets" below) or
 :func:`inline` (scalar helpers called from other kernels); :func:`composite` makes a kernel out of
-other kernels and job sets in Python. Nothing else in the package calls ``numba.njit`` directly.
+other kernels and job sets in Python; :func:`helper` and :func:`typed_helper` compile the array
+helpers kernels share (the latter once per dtype, for arrays of any layout). Nothing else in the
+package calls ``numba.njit`` directly.
 
 Settings
 --------
