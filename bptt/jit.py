@@ -101,6 +101,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import types
 
@@ -1018,6 +1019,9 @@ def helper(fn):
     return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True, error_model=ERROR_MODEL)
 
 
+_typed_lock = threading.RLock()
+
+
 def typed_helper(signature):
     """:func:`helper`, compiled for one signature per dtype: ``signature(numba_dtype)``, whose
     arrays should have layout ``'A'``. Numba compiles a helper again for every combination of
@@ -1031,9 +1035,14 @@ def typed_helper(signature):
             return d
 
         def compile_for(dtype_name):
-            d._can_compile = True
-            d.compile(signature(getattr(_types, dtype_name)))
-            d.disable_compile()
+            sig = tuple(signature(getattr(_types, dtype_name)))
+            with _typed_lock:   # two Python threads may first use a dtype at once
+                if sig not in d.overloads:
+                    d._can_compile = True
+                    try:
+                        d.compile(sig)
+                    finally:
+                        d.disable_compile()
         on_first_use(compile_for)
         return d
     return decorate
