@@ -185,7 +185,8 @@ def dact(q, y, code):
     return s + _GELU_SIGMOID_C * q * s * (1.0 - s)
 
 
-STATE_CODES = (IDENTITY, RELU, TANH)   # the activations a recurrent state may take (bptt.RNN)
+STATE_ACTIVATIONS = ("tanh", "relu", "identity")   # the activations a recurrent state may take (bptt.RNN)
+STATE_CODES = tuple(ACTIVATIONS[a] for a in STATE_ACTIVATIONS)
 
 
 @inline

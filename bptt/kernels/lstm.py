@@ -18,7 +18,8 @@ second thread (:mod:`bptt.kernels.rnn`, "small batches"). When W_ih and W_hh fit
 together, the layer calls :func:`lstm_forward_fused` and :func:`lstm_backward_fused`: the input
 projection and dx step by step inside the sweeps. When W_hh does not fit in a core's L2 (and the
 batch is small, or W_hh is past a share of the L3), the sweeps split the hidden units between the
-threads instead of the sequences (:func:`lstm_forward_wide`, below). Every variant computes the same sums in the same order: the same bits.
+threads instead of the sequences (:func:`lstm_forward_wide`, below). Every variant computes the
+same sums in the same order: the same bits.
 Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain NumPy).
 """
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..jit import (atomic_add, atomic_load, atomic_store, composite, inline, jobs, kernel, prange, spin_pause,
                    yield_cpu)
-from .activations import STATE_CODES, state_act_row, state_dact_row
+from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows,
                      add_column_sums, add_rows,
@@ -69,7 +69,8 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
 
 def _check_state_code(code):
     if code not in STATE_CODES:
-        raise ValueError(f"the RNN's activation code must be one of {STATE_CODES} (identity, relu, tanh), got {code}")
+        names = ", ".join(f"{c} ({a})" for c, a in zip(STATE_CODES, STATE_ACTIVATIONS))
+        raise ValueError(f"the RNN's activation code must be one of {names}; got {code}")
 
 
 @jobs(last=LAST_PANELS_T)

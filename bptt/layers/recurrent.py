@@ -55,11 +55,11 @@ from ..kernels.lstm import (fused as lstm_fused, lstm_backward, lstm_backward_fu
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01,
                            weight_grads_shared)
-from ..kernels.activations import ACTIVATIONS
+from ..kernels.activations import ACTIVATIONS, STATE_ACTIVATIONS
 from ..kernels.engine import new_panels
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
 
-RNN_ACTIVATIONS = ("tanh", "relu", "identity")
+RNN_ACTIVATIONS = STATE_ACTIVATIONS   # the ones the RNN's sweeps compile (bptt.kernels.activations)
 
 
 def _rng(seed, rng):
