@@ -208,13 +208,13 @@ def test_lstm_sweeps_with_the_projection_and_dx_same_bits(shape, d, dtype, nthre
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
 @pytest.mark.parametrize("how", ["side_by_side", "in_order", "three_parts"])
 def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch):
-    """The LSTM sweeps split by hidden units (large W_hh: lstm.wide) give the bits of the split by
+    """The LSTM sweeps split by hidden units (large W_hh: rnn.wide) give the bits of the split by
     sequences (the serial build): on two threads side by side (a part each), and run in order on
     one thread, where job 0 takes every piece of the other parts (the claims' fallback), with two
     parts and with three (a machine with three threads). Thresholds lowered so that small shapes
     take the split; H = 20 and 37 give unequal parts (16 + 4, 32 + 5; 16 + 16 + 5)."""
-    monkeypatch.setattr(lstm, "WIDE_BYTES", 0)
-    monkeypatch.setattr(lstm, "WIDE_ALWAYS", 0)
+    monkeypatch.setattr(rnn, "WIDE_BYTES", 0)
+    monkeypatch.setattr(rnn, "WIDE_ALWAYS", 0)
     B, T, H = shape
     rng = np.random.default_rng(B * T + H + d)
     r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
@@ -231,7 +231,7 @@ def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch)
             lstm.lstm_forward.serial(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
             lstm.lstm_backward.serial(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
         elif how == "side_by_side":
-            assert lstm.wide(W, B)
+            assert rnn.wide(W, B)
             lstm.lstm_forward(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
             lstm.lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
         else:
@@ -246,6 +246,49 @@ def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch)
                 jit.set_threads(old)
         outs.append((y, g, c, tc, da, dh0, dc0))
     for name, u, v in zip(("y", "gates", "c", "tanh c", "da", "dh0", "dc0"), *outs):
+        assert np.array_equal(u, v), name
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 3, 37), (9, 4, 20)])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+@pytest.mark.parametrize("how", ["side_by_side", "in_order", "three_parts"])
+def test_gru_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch):
+    """The GRU sweeps split by hidden units (rnn.wide, as the LSTM's) give the bits of the split by
+    sequences (the serial build), side by side on two threads, run in order on one, and in three
+    parts; H = 20 and 37 give unequal parts."""
+    monkeypatch.setattr(rnn, "WIDE_BYTES", 0)
+    monkeypatch.setattr(rnn, "WIDE_ALWAYS", 0)
+    B, T, H = shape
+    rng = np.random.default_rng(B * T + H + d + 7)
+    r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
+    y0, g0, h0, W, b = r(T, B, 2 * H), r(T, B, 3 * H), r(B, H), r(3 * H, H), r(3 * H)
+    dy, dh_n = r(T, B, 2 * H), r(B, H)
+    outs = []
+    for mode in ("rows", "wide"):
+        y, g = y0.copy(), g0.copy()
+        mn, m = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype)
+        dgx, dgh = np.empty_like(g), np.empty_like(g)
+        dh0, dh = np.full((B, H), 0.5, dtype), np.empty((B, H), dtype)
+        if mode == "rows":
+            gru.gru_forward.serial(y, g, mn, m, h0, W, b, d * H, d == 1)
+            gru.gru_backward.serial(dgx, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, d * H, d == 1)
+        elif how == "side_by_side":
+            assert rnn.wide(W, B)
+            gru.gru_forward(y, g, mn, m, h0, W, b, d * H, d == 1)
+            gru.gru_backward(dgx, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, d * H, d == 1)
+        else:
+            parts = 3 if how == "three_parts" else 2
+            old = jit.get_threads()
+            jit.set_threads(1)
+            try:
+                gru.gru_forward_wide(y, g, mn, m, h0, W, b, d * H, d == 1, parts)
+                gru.gru_backward_wide(dgx, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, d * H, d == 1, parts)
+            finally:
+                jit.set_threads(old)
+        outs.append((y, g, mn, dgx, dgh, dh0))
+    for name, u, v in zip(("y", "gates", "m_n", "dgx", "dgh", "dh0"), *outs):
         assert np.array_equal(u, v), name
 
 

@@ -89,19 +89,20 @@ def test_gradcheck_with_the_batch_split_in_halves(cell, rng):
 
 
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
-def test_gradcheck_lstm_with_the_sweeps_split_by_units(rng, monkeypatch, threads):
-    """A large W_hh (or a small batch with a W_hh past L2) splits the LSTM's sweeps by hidden units
-    between two threads that meet at every step (kernels.lstm.wide): thresholds lowered so that
-    a small bidirectional stack takes that path, on two threads, with unequal halves (H = 20:
-    16 + 4 units)."""
-    from bptt.kernels import lstm as lstm_kernels
+@pytest.mark.parametrize("cell", [LSTM, GRU], ids=["lstm", "gru"])
+def test_gradcheck_with_the_sweeps_split_by_units(cell, rng, monkeypatch, threads):
+    """A large W_hh (or a small batch with a W_hh past L2) splits the LSTM's and the GRU's sweeps
+    by hidden units between two threads that meet at every step (kernels.rnn.wide): thresholds
+    lowered so that a small bidirectional stack takes that path, on two threads, with unequal
+    halves (H = 20: 16 + 4 units)."""
+    from bptt.kernels import lstm as lstm_kernels, rnn as rnn_kernels
     monkeypatch.setattr(recurrent_mod, "SERIAL_WORK", 0)   # not small: no pipeline, parallel builds
-    monkeypatch.setattr(lstm_kernels, "WIDE_BYTES", 0)
-    monkeypatch.setattr(lstm_kernels, "WIDE_ALWAYS", 0)
+    monkeypatch.setattr(rnn_kernels, "WIDE_BYTES", 0)
+    monkeypatch.setattr(rnn_kernels, "WIDE_ALWAYS", 0)
     monkeypatch.setattr(lstm_kernels, "FUSE_BYTES", -1)   # small weights would take the fused sweeps
     threads(2)
-    layer = LSTM(I, 20, 2, True, seed=4)
-    assert lstm_kernels.wide(layer.params["weight_hh_l0"], 3)
+    layer = cell(I, 20, 2, True, seed=4)
+    assert rnn_kernels.wide(layer.params["weight_hh_l0"], 3)
     report = gradcheck(layer, make_inputs(layer, rng, batch=3, steps=3))
     assert report.passed, report.table()
 

@@ -25,15 +25,15 @@ Reference twins: :mod:`bptt.reference.lstm` (same names and signatures, plain Nu
 
 import numpy as np
 
-from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, side_by_side,
-                   spin_pause)
+from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
-                     L2_BYTES, L3_BYTES, PANEL, n_panels, pack_panel, pack_panel_T, panels, panels_T, scratch,
-                     pack_T_into, row_chunks, scratch_panels, step_product, sweep_chunks)
+                     L2_BYTES, panels, panels_T, pack_T_into, row_chunks, scratch_panels, step_product,
+                     sweep_chunks)
 from .dense import fill_rows
-from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep, pipe_wait,
-                  pipe_forward_buffers, pipe_project)
+from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep,
+                  pipe_forward_buffers, pipe_project, wide, wide_claim, wide_done, wide_packed, wide_packed_T,
+                  wide_units, wide_wait)
 
 
 @composite
@@ -350,124 +350,13 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
         pipe_follow_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
 
 
-# -- large W_hh: the sweeps split by hidden units ----------------------------------------------
-#
-# Split by sequences, each job's product of a step reads all of W_hh for its rows. When W_hh does
-# not fit in a core's L2 (past WIDE_BYTES, half of it: H ≥ 256 in float32 with a 1 MB L2), every
-# core then streams all of it from L3 or memory at every step: 32 MB a step on two cores at
-# `deepbench` (H = 1024), where the forward sweep ran at 42 GFLOP/s on one thread and 114-124 on
-# two (Zen 4, memory-bound). Split by hidden units instead, one part per thread: job p owns units
-# j0:j1 (whole multiples of 16 but the last, :func:`wide_units`), the columns i, f, g, o of those
-# units forward and the columns j0:j1 of dh backward, and reads only its part of W_hh, for all
-# rows. A step's product needs the whole previous state (forward) or the whole da_t (backward), so
-# the jobs meet at every step (backward twice: after the gate gradients, and after the products).
-#
-# Each step is cut into pieces, one per part (backward: the gate gradients of a part, then its
-# product), and a piece is *claimed* (atomic_add on its counter) by whichever job gets to it: its
-# own part first, then each other one once it has been left unclaimed for WIDE_STEAL spins. A
-# piece only waits for pieces of the previous stage, each claimed by a job that is running it,
-# so no schedule deadlocks; run in order, job 0 does every piece. Every output is summed exactly
-# as in the split by sequences (each a single fma chain over k, from the same value), so the bits
-# do not depend on the split, the number of parts or on who ran what.
-
-WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the rest): split by units
-WIDE_ALWAYS = L3_BYTES // 4   # for small batches; past this (not in its share of the L3): for every batch
-WIDE_B = 8               # "small": fewer sequences than this
-WIDE_STEAL = 1 << 15     # spins before a job takes another part's piece (a stalled thread, or in order)
-
-# Measured (Zen 4: L2 1 MB, L3 32 MB; 2 threads, forward / backward sweep, ms, split by sequences → by units):
-# B = 1, H = 256: 0.73 / 0.69 → 0.49 / 0.39;  B = 1, H = 512: 3.35 / 3.30 → 2.31 / 2.22;
-# B = 4, H = 512: 6.61 / 6.56 → 4.47 / 4.20;  B = 32, H = 1024 (`deepbench`): 74 / 79 → 54 / 48;
-# but B = 50, H = 256: 8.3-9.3 → 10.3-11.4;  B = 64, H = 512: 79 / 78 → 93 / 81;
-# B = 16, H = 768: 12.4 / 12.1 → 13.4 / 12.6. With many rows each core's pass over W_hh serves
-# enough of them, and meeting at every step costs more than it saves.
-
-
-def wide(W_hh, B):
-    """Whether the sweeps of B sequences over this W_hh split by hidden units (see above), which
-    needs the threads running side by side (the jobs meet at every step)."""
-    n = W_hh.nbytes
-    return n > WIDE_BYTES and (B < WIDE_B or n > WIDE_ALWAYS) and side_by_side()
-
-
-@inline
-def wide_bound(H, q, NP):
-    """The first unit of part q of NP (H for q = NP): q·H/NP rounded up to 16 (whole cache lines
-    of float32 in each part's columns)."""
-    if q >= NP:
-        return H
-    return min(H, (q * H // NP + 15) // 16 * 16)
-
-
-@inline
-def wide_units(H, p, NP):
-    """(j0, j1): the hidden units of part p of NP."""
-    return wide_bound(H, p, NP), wide_bound(H, p + 1, NP)
-
-
-@inline
-def wide_claim(flags, i, other):
-    """Claim piece i (flags[2i] counts claims, flags[2i + 1] is set when it is done): True if this
-    job got it. Another part's piece (``other``) only once it has stayed unclaimed for
-    ``WIDE_STEAL`` spins."""
-    if other:
-        n = 0
-        while atomic_load(flags, 2 * i) == 0 and n < WIDE_STEAL:
-            spin_pause()
-            n += 1
-    return atomic_add(flags, 2 * i, 1) == 0
-
-
-@inline
-def wide_done(flags, i):
-    atomic_store(flags, 2 * i + 1, 1)
-
-
-@inline
-def wide_wait(flags, i):
-    pipe_wait(flags, 2 * i + 1, 1)
-
-
-@jobs
-def _pack_wide_T(job, njobs, P, W_hh):
-    """Job (part p, gate g, panel q) of :func:`lstm_forward_wide`'s packing: P[p, g] holds
-    W_hh[g·H + j0 : g·H + j1]ᵀ (H, j1 - j0) in panels, the weights of part p's units in gate g."""
-    NP, npp = P.shape[0], P.shape[2]
-    H = W_hh.shape[1]
-    p = job // (4 * npp)
-    g = job // npp % 4
-    q = job % npp
-    j0, j1 = wide_units(H, p, NP)
-    if q < n_panels(j1 - j0):
-        pack_panel_T(P[p, g], W_hh[g * H + j0:g * H + j1], q)
-
-
-@jobs
-def _pack_wide(job, njobs, P, W_hh):
-    """Job (part p, panel q) of :func:`lstm_backward_wide`'s packing: P[p] holds columns j0:j1
-    of W_hh (4H, H) in panels."""
-    NP, npp = P.shape[0], P.shape[1]
-    p = job // npp
-    q = job % npp
-    j0, j1 = wide_units(W_hh.shape[1], p, NP)
-    if q < n_panels(j1 - j0):
-        pack_panel(P[p], W_hh, q, j0, j1 - j0, 0, W_hh.shape[0], 0)
-
-
-def wide_parts(parts):
-    """The number of parts (and jobs) of a split by units: one per thread unless given."""
-    return max(1, get_threads()) if parts is None else parts
-
+# -- large W_hh: the sweeps split by hidden units (bptt.kernels.rnn, "large W_hh") ----------------
 
 def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, parts=None):
-    """:func:`lstm_forward` split by hidden units (see above): W_hh's rows of each part and gate
+    """:func:`lstm_forward` split by hidden units (:mod:`bptt.kernels.rnn`, "large W_hh"): W_hh's rows of each part and gate
     packed transposed, then one job per part (per thread), meeting at every step."""
-    T, B, G4 = gates.shape
-    H = G4 // 4
-    NP = wide_parts(parts)
-    npp = n_panels(H // NP + 16)
-    P = scratch("wide_P", NP * 4 * npp * H * PANEL, W_hh.dtype).reshape((NP, 4, npp, H, PANEL))
-    _pack_wide_T(NP * 4 * npp, P, W_hh)
+    T = gates.shape[0]
+    NP, P = wide_packed_T(W_hh, parts)
     flags = np.zeros(2 * NP * T, np.int64)
     _lstm_forward_wide(NP, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags)
 
@@ -511,15 +400,11 @@ def lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, j0, j1
 
 
 def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, parts=None):
-    """:func:`lstm_backward` split by hidden units (see above): W_hh's columns of each part packed,
+    """:func:`lstm_backward` split by hidden units (as :func:`lstm_forward_wide`): W_hh's columns of each part packed,
     then one job per part (per thread), meeting twice a step (after the gate gradients, and after
     the products)."""
-    T, B, G4 = gates.shape
-    H = G4 // 4
-    NP = wide_parts(parts)
-    npp = n_panels(H // NP + 16)
-    P = scratch("wide_P", NP * npp * G4 * PANEL, W_hh.dtype).reshape((NP, npp, G4, PANEL))
-    _pack_wide(NP * npp, P, W_hh)
+    T = gates.shape[0]
+    NP, P = wide_packed(W_hh, parts)
     np.copyto(dh, dh_n)
     np.copyto(dc, dc_n)
     flags = np.zeros(4 * NP * T, np.int64)

@@ -39,14 +39,14 @@ Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain Num
 
 import numpy as np
 
-from ..jit import (atomic_add, atomic_load, atomic_store, composite, inline, jobs, kernel, prange, spin_pause,
-                   yield_cpu)
+from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, kernel, prange,
+                   side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
-from .engine import (COLS, KC, L2_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile, add_bias_rows,
-                     add_column_sums, add_rows,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
+                     add_bias_rows, add_column_sums, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
-                     pack_panel, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels, sweep_chunks,
+                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels, sweep_chunks,
                      transpose_into,
                      LAST_PANELS, LAST_PANELS_T)
 
@@ -806,3 +806,136 @@ def pipe_buffers(T, B, H, dtype):
     flags = np.zeros(1 + (T + PIPE_STEPS - 1) // PIPE_STEPS + 2 * (PIPE_PARTS - 1) + 1, np.int64)
     Xh = scratch("pipe_Xh", T * B * H, dtype).reshape((T * B, H))
     return flags, Xh
+
+
+# -- large W_hh: the sweeps split by hidden units (the LSTM's and the GRU's) ---------------------
+#
+# Split by sequences, each job's product of a step reads all of W_hh for its rows. When W_hh does
+# not fit in a core's L2 (past WIDE_BYTES, half of it: H ≥ 256 for the LSTM in float32 with a 1 MB
+# L2), every core then streams all of it from L3 or memory at every step: 32 MB a step on two cores
+# at the LSTM's `deepbench` (H = 1024), where the forward sweep ran at 42 GFLOP/s on one thread and
+# 114-124 on two (Zen 4, memory-bound). Split by hidden units instead, one part per thread: job p
+# owns units j0:j1 (whole multiples of 16 but the last, :func:`wide_units`), the columns of those
+# units in every gate forward and the columns j0:j1 of dh backward, and reads only its part of
+# W_hh, for all rows. A step's product needs the whole previous state (forward) or the whole gate
+# gradient of the step (backward), so the jobs meet at every step (backward twice: after the gate
+# gradients, and after the products).
+#
+# Each step is cut into pieces, one per part (backward: the gate gradients of a part, then its
+# product), and a piece is *claimed* (atomic_add on its counter) by whichever job gets to it: its
+# own part first, then each other one once it has been left unclaimed for WIDE_STEAL spins. A
+# piece only waits for pieces of the previous stage, each claimed by a job that is running it,
+# so no schedule deadlocks; run in order, job 0 does every piece. Every output is summed exactly
+# as in the split by sequences (each a single fma chain over k, from the same value), so the bits
+# do not depend on the split, the number of parts or on who ran what.
+
+WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the rest): split by units
+WIDE_ALWAYS = L3_BYTES // 4   # for small batches; past this (not in its share of the L3): for every batch
+WIDE_B = 8               # "small": fewer sequences than this
+WIDE_STEAL = 1 << 15     # spins before a job takes another part's piece (a stalled thread, or in order)
+
+# Measured with the LSTM (Zen 4: L2 1 MB, L3 32 MB; 2 threads, forward / backward sweep, ms, split
+# by sequences → by units):
+# B = 1, H = 256: 0.73 / 0.69 → 0.49 / 0.39;  B = 1, H = 512: 3.35 / 3.30 → 2.31 / 2.22;
+# B = 4, H = 512: 6.61 / 6.56 → 4.47 / 4.20;  B = 32, H = 1024 (`deepbench`): 74 / 79 → 54 / 48;
+# but B = 50, H = 256: 8.3-9.3 → 10.3-11.4;  B = 64, H = 512: 79 / 78 → 93 / 81;
+# B = 16, H = 768: 12.4 / 12.1 → 13.4 / 12.6. With many rows each core's pass over W_hh serves
+# enough of them, and meeting at every step costs more than it saves.
+
+
+def wide(W_hh, B):
+    """Whether the sweeps of B sequences over this W_hh split by hidden units (see above), which
+    needs the threads running side by side (the jobs meet at every step)."""
+    n = W_hh.nbytes
+    return n > WIDE_BYTES and (B < WIDE_B or n > WIDE_ALWAYS) and side_by_side()
+
+
+@inline
+def wide_bound(H, q, NP):
+    """The first unit of part q of NP (H for q = NP): q·H/NP rounded up to 16 (whole cache lines
+    of float32 in each part's columns)."""
+    if q >= NP:
+        return H
+    return min(H, (q * H // NP + 15) // 16 * 16)
+
+
+@inline
+def wide_units(H, p, NP):
+    """(j0, j1): the hidden units of part p of NP."""
+    return wide_bound(H, p, NP), wide_bound(H, p + 1, NP)
+
+
+@inline
+def wide_claim(flags, i, other):
+    """Claim piece i (flags[2i] counts claims, flags[2i + 1] is set when it is done): True if this
+    job got it. Another part's piece (``other``) only once it has stayed unclaimed for
+    ``WIDE_STEAL`` spins."""
+    if other:
+        n = 0
+        while atomic_load(flags, 2 * i) == 0 and n < WIDE_STEAL:
+            spin_pause()
+            n += 1
+    return atomic_add(flags, 2 * i, 1) == 0
+
+
+@inline
+def wide_done(flags, i):
+    atomic_store(flags, 2 * i + 1, 1)
+
+
+@inline
+def wide_wait(flags, i):
+    pipe_wait(flags, 2 * i + 1, 1)
+
+
+@jobs
+def _pack_wide_T(job, njobs, P, W_hh):
+    """Job (part p, gate g, panel q) of :func:`wide_packed_T`: P[p, g] holds
+    W_hh[g·H + j0 : g·H + j1]ᵀ (H, j1 - j0) in panels, the weights of part p's units in gate g."""
+    NP, G, npp = P.shape[0], P.shape[1], P.shape[2]
+    H = W_hh.shape[1]
+    p = job // (G * npp)
+    g = job // npp % G
+    q = job % npp
+    j0, j1 = wide_units(H, p, NP)
+    if q < n_panels(j1 - j0):
+        pack_panel_T(P[p, g], W_hh[g * H + j0:g * H + j1], q)
+
+
+@jobs
+def _pack_wide(job, njobs, P, W_hh):
+    """Job (part p, panel q) of :func:`wide_packed`: P[p] holds columns j0:j1 of W_hh (G·H, H)
+    in panels."""
+    NP, npp = P.shape[0], P.shape[1]
+    p = job // npp
+    q = job % npp
+    j0, j1 = wide_units(W_hh.shape[1], p, NP)
+    if q < n_panels(j1 - j0):
+        pack_panel(P[p], W_hh, q, j0, j1 - j0, 0, W_hh.shape[0], 0)
+
+
+def wide_parts(parts):
+    """The number of parts (and jobs) of a split by units: one per thread unless given."""
+    return max(1, get_threads()) if parts is None else parts
+
+
+def wide_packed_T(W_hh, parts):
+    """(NP, P) for a forward sweep split by units: NP parts (one per thread unless ``parts``), and
+    P (NP, G, panels, H, PANEL), P[p, g] gate g's weights of part p's units, transposed, in
+    panels (W_hh (G·H, H)), in a scratch buffer."""
+    G, H = W_hh.shape[0] // W_hh.shape[1], W_hh.shape[1]
+    NP = wide_parts(parts)
+    npp = n_panels(H // NP + 16)
+    P = scratch("wide_P", NP * G * npp * H * PANEL, W_hh.dtype).reshape((NP, G, npp, H, PANEL))
+    _pack_wide_T(NP * G * npp, P, W_hh)
+    return NP, P
+
+
+def wide_packed(W_hh, parts):
+    """(NP, P) for a backward sweep split by units: P (NP, panels, G·H, PANEL), P[p] columns
+    j0:j1 of W_hh (G·H, H) in panels, in a scratch buffer."""
+    NP = wide_parts(parts)
+    npp = n_panels(W_hh.shape[1] // NP + 16)
+    P = scratch("wide_P", NP * npp * W_hh.shape[0] * PANEL, W_hh.dtype).reshape((NP, npp, W_hh.shape[0], PANEL))
+    _pack_wide(NP * npp, P, W_hh)
+    return NP, P
