@@ -8,7 +8,7 @@ import pytest
 
 from bptt import jit
 from bptt.kernels import dense, gru, lstm, rnn
-from bptt.kernels.activations import ACTIVATIONS
+from bptt.kernels.activations import ACTIVATIONS, TANH
 from bptt.kernels.engine import COLS, ROWS, new_panels
 from bptt.reference import dense as ref_dense, gru as ref_gru, lstm as ref_lstm, rnn as ref_rnn
 
@@ -202,94 +202,68 @@ def test_lstm_sweeps_with_the_projection_and_dx_same_bits(shape, d, dtype, nthre
         close(fused, ref, dtype, name)
 
 
-@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(1, 3, 37), (9, 4, 20), (3, 2, COLS // 2 + 17)])
-@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
-@pytest.mark.parametrize("how", ["side_by_side", "in_order", "three_parts"])
-def test_lstm_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch):
-    """The LSTM sweeps split by hidden units (large W_hh: rnn.wide) give the bits of the split by
-    sequences (the serial build): on two threads side by side (a part each), and run in order on
-    one thread, where job 0 takes every piece of the other parts (the claims' fallback), with two
-    parts and with three (a machine with three threads). Thresholds lowered so that small shapes
-    take the split; H = 20 and 37 give unequal parts (16 + 4, 32 + 5; 16 + 16 + 5)."""
-    monkeypatch.setattr(rnn, "WIDE_BYTES", 0)
-    monkeypatch.setattr(rnn, "WIDE_ALWAYS", 0)
+def _sweeps(cell, shape, d, dtype, how):
+    """A forward and a backward sweep of ``cell`` (its kernels module's) on random arrays, run
+    ``how``: "rows" (split by sequences, the serial build), "side_by_side" (the composites, which
+    must take the split by units), "in_order" or "three_parts" (the split by units on one thread,
+    two or three parts). Returns the outputs by name."""
     B, T, H = shape
-    rng = np.random.default_rng(B * T + H + d)
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    mod = {"rnn": rnn, "gru": gru, "lstm": lstm}[cell]
+    rng = np.random.default_rng(B * T + H + d + G)
     r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
-    y0, g0, h0, c0, W, b = r(T, B, 2 * H), r(T, B, 4 * H), r(B, H), r(B, H), r(4 * H, H), r(4 * H)
+    y, g, h0, c0, W, b = r(T, B, 2 * H), r(T, B, G * H), r(B, H), r(B, H), r(G * H, H), r(G * H)
     dy, dh_n, dc_n = r(T, B, 2 * H), r(B, H), r(B, H)
-    outs = []
-    for mode in ("rows", "wide"):
-        y, g = y0.copy(), g0.copy()
-        c, tc = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
-        da = np.empty_like(g)
-        dh0, dc0 = np.full((B, H), 0.5, dtype), np.full((B, H), 0.5, dtype)
-        dh, dc = np.empty((B, H), dtype), np.empty((B, H), dtype)
-        if mode == "rows":
-            lstm.lstm_forward.serial(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
-            lstm.lstm_backward.serial(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
-        elif how == "side_by_side":
-            assert rnn.wide(W, B)
-            lstm.lstm_forward(y, g, c, tc, h0, c0, W, b, d * H, d == 1)
-            lstm.lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1)
-        else:
-            parts = 3 if how == "three_parts" else 2
-            old = jit.get_threads()
-            jit.set_threads(1)
-            try:
-                lstm.lstm_forward_wide(y, g, c, tc, h0, c0, W, b, d * H, d == 1, parts)
-                lstm.lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, d * H, d == 1,
-                                        parts)
-            finally:
-                jit.set_threads(old)
-        outs.append((y, g, c, tc, da, dh0, dc0))
-    for name, u, v in zip(("y", "gates", "c", "tanh c", "da", "dh0", "dc0"), *outs):
-        assert np.array_equal(u, v), name
+    dh0, dc0 = np.full((B, H), 0.5, dtype), np.full((B, H), 0.5, dtype)
+    dh, dc, da, dgh = np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty_like(g), np.empty_like(g)
+    mn, c, tc = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
+    off, rev = d * H, d == 1
+    fwd, bwd, extra = getattr(mod, f"{cell}_forward"), getattr(mod, f"{cell}_backward"), ()
+    if how == "rows":
+        fwd, bwd = fwd.serial, bwd.serial
+    elif how == "side_by_side":
+        assert rnn.wide(W, B)
+    else:
+        fwd, bwd = getattr(mod, f"{cell}_forward_wide"), getattr(mod, f"{cell}_backward_wide")
+        extra = (3 if how == "three_parts" else 2,)
+    old = jit.get_threads()
+    jit.set_threads(1 if how in ("in_order", "three_parts") else old)
+    try:
+        if cell == "rnn":
+            fwd(y, g, h0, W, b, off, rev, TANH, *extra)
+            bwd(da, dh0, dh, dy, dh_n, g, y, W, off, rev, TANH, *extra)
+            return {"y": y, "q": g, "dq": da, "dh0": dh0}
+        if cell == "gru":
+            fwd(y, g, mn, np.empty((B, 3 * H), dtype), h0, W, b, off, rev, *extra)
+            bwd(da, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, off, rev, *extra)
+            return {"y": y, "gates": g, "m_n": mn, "dgx": da, "dgh": dgh, "dh0": dh0}
+        fwd(y, g, c, tc, h0, c0, W, b, off, rev, *extra)
+        bwd(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, g, c, tc, c0, W, off, rev, *extra)
+        return {"y": y, "gates": g, "c": c, "tanh c": tc, "da": da, "dh0": dh0, "dc0": dc0}
+    finally:
+        jit.set_threads(old)
 
 
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(1, 3, 37), (9, 4, 20)])
+@pytest.mark.parametrize("cell,shape", [("lstm", (1, 3, 37)), ("lstm", (9, 4, 20)), ("lstm", (3, 2, COLS // 2 + 17)),
+                                        ("gru", (1, 3, 37)), ("gru", (9, 4, 20)), ("rnn", (1, 3, 37)),
+                                        ("rnn", (9, 4, 20))])
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
 @pytest.mark.parametrize("how", ["side_by_side", "in_order", "three_parts"])
-def test_gru_sweeps_split_by_units_same_bits(shape, d, dtype, how, monkeypatch):
-    """The GRU sweeps split by hidden units (rnn.wide, as the LSTM's) give the bits of the split by
-    sequences (the serial build), side by side on two threads, run in order on one, and in three
-    parts; H = 20 and 37 give unequal parts."""
+def test_sweeps_split_by_units_same_bits(cell, shape, d, dtype, how, monkeypatch):
+    """The sweeps split by hidden units (large W_hh: rnn.wide; the LSTM's, the GRU's and the
+    RNN's) give the bits of the split by sequences (the serial build): on two threads side by side
+    (a part each), and run in order on one thread, where job 0 takes every piece of the other parts
+    (the claims' fallback), with two parts and with three (a machine with three threads).
+    Thresholds lowered so that small shapes take the split; H = 20 and 37 give unequal parts
+    (16 + 4, 32 + 5; 16 + 16 + 5)."""
     monkeypatch.setattr(rnn, "WIDE_BYTES", 0)
     monkeypatch.setattr(rnn, "WIDE_ALWAYS", 0)
-    B, T, H = shape
-    rng = np.random.default_rng(B * T + H + d + 7)
-    r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
-    y0, g0, h0, W, b = r(T, B, 2 * H), r(T, B, 3 * H), r(B, H), r(3 * H, H), r(3 * H)
-    dy, dh_n = r(T, B, 2 * H), r(B, H)
-    outs = []
-    for mode in ("rows", "wide"):
-        y, g = y0.copy(), g0.copy()
-        mn, m = np.zeros((T, B, H), dtype), np.empty((B, 3 * H), dtype)
-        dgx, dgh = np.empty_like(g), np.empty_like(g)
-        dh0, dh = np.full((B, H), 0.5, dtype), np.empty((B, H), dtype)
-        if mode == "rows":
-            gru.gru_forward.serial(y, g, mn, m, h0, W, b, d * H, d == 1)
-            gru.gru_backward.serial(dgx, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, d * H, d == 1)
-        elif how == "side_by_side":
-            assert rnn.wide(W, B)
-            gru.gru_forward(y, g, mn, m, h0, W, b, d * H, d == 1)
-            gru.gru_backward(dgx, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, d * H, d == 1)
-        else:
-            parts = 3 if how == "three_parts" else 2
-            old = jit.get_threads()
-            jit.set_threads(1)
-            try:
-                gru.gru_forward_wide(y, g, mn, m, h0, W, b, d * H, d == 1, parts)
-                gru.gru_backward_wide(dgx, dgh, dh0, dh, dy, dh_n, g, mn, y, h0, W, d * H, d == 1, parts)
-            finally:
-                jit.set_threads(old)
-        outs.append((y, g, mn, dgx, dgh, dh0))
-    for name, u, v in zip(("y", "gates", "m_n", "dgx", "dgh", "dh0"), *outs):
-        assert np.array_equal(u, v), name
+    want = _sweeps(cell, shape, d, dtype, "rows")
+    got = _sweeps(cell, shape, d, dtype, how)
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -89,12 +89,12 @@ def test_gradcheck_with_the_batch_split_in_halves(cell, rng):
 
 
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
-@pytest.mark.parametrize("cell", [LSTM, GRU], ids=["lstm", "gru"])
+@pytest.mark.parametrize("cell", [LSTM, GRU, RNN], ids=["lstm", "gru", "rnn"])
 def test_gradcheck_with_the_sweeps_split_by_units(cell, rng, monkeypatch, threads):
-    """A large W_hh (or a small batch with a W_hh past L2) splits the LSTM's and the GRU's sweeps
-    by hidden units between two threads that meet at every step (kernels.rnn.wide): thresholds
-    lowered so that a small bidirectional stack takes that path, on two threads, with unequal
-    halves (H = 20: 16 + 4 units)."""
+    """A large W_hh (or a small batch with a W_hh past L2) splits the sweeps of the LSTM, the GRU
+    and the RNN by hidden units between two threads that meet at every step (kernels.rnn.wide):
+    thresholds lowered so that a small bidirectional stack takes that path, on two threads, with
+    unequal halves (H = 20: 16 + 4 units)."""
     from bptt.kernels import lstm as lstm_kernels, rnn as rnn_kernels
     monkeypatch.setattr(recurrent_mod, "SERIAL_WORK", 0)   # not small: no pipeline, parallel builds
     monkeypatch.setattr(rnn_kernels, "WIDE_BYTES", 0)

@@ -63,6 +63,9 @@ def rnn_forward(y, q, h0, W_hh, b_hh, off, reverse, code):
     one of ``STATE_CODES`` (identity, ReLU, tanh: the RNN's).
     """
     _check_state_code(code)
+    if wide(W_hh, q.shape[1]):   # a large W_hh: the hidden units split between the threads
+        rnn_forward_wide(y, q, h0, W_hh, b_hh, off, reverse, code)
+        return
     # sequences are independent: a job per chunk of rows, the time loop inside
     _rnn_forward_rows(sweep_chunks(q.shape[1]), y, q, h0, b_hh, off, reverse, code, W_hh)
 
@@ -90,6 +93,20 @@ def _rnn_forward_rows(ch, nch, y, q, h0, b_hh, off, reverse, code, P):
             state_act_row(y[t, b, off:off + H], qt[b], code)
 
 
+@inline
+def rnn_state_grads(dq, dh, dy, q, y, t, off, code, r0, r1, j0, j1):
+    """dq_t = (dy_t + dh) ⊙ f'(q_t) for rows r0:r1 and units j0:j1, then dh ← 0 there (the product
+    dq_t·W_hh is added after), with dh the gradient carried from the later step."""
+    for b in range(r0, r1):       # row views, so that the loop vectorises
+        dyb = dy[t, b, off + j0:off + j1]
+        dhb = dh[b, j0:j1]
+        for o in range(j1 - j0):
+            dhb[o] += dyb[o]
+        state_dact_row(dq[t, b, j0:j1], dhb, q[t, b, j0:j1], y[t, b, off + j0:off + j1], code)
+        for o in range(j1 - j0):
+            dhb[o] = 0.0
+
+
 @composite
 def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     """Backward sweep through time (BPTT), from the last processed step to the first.
@@ -109,6 +126,9 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
     W_hh : (H, H).  off, reverse, code : as in :func:`rnn_forward`.
     """
     _check_state_code(code)
+    if wide(W_hh, q.shape[1]):
+        rnn_backward_wide(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code)
+        return
     _rnn_backward_rows(sweep_chunks(q.shape[1]), dq, dh0, dh, dy, dh_n, q, y, off, reverse, code,
                        W_hh)
 
@@ -122,17 +142,7 @@ def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, off, reverse, code,
     copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s
-        for b in range(r0, r1):       # row views, so that the loop vectorises
-            dyb = dy[t, b, off:off + H]
-            yb = y[t, b, off:off + H]
-            qb = q[t, b]
-            dqb = dq[t, b]
-            dhb = dh[b]
-            for o in range(H):
-                dhb[o] += dyb[o]
-            state_dact_row(dqb, dhb, qb, yb, code)   # dq = (dy + dh) ⊙ f'(q), vectorised per activation
-            for o in range(H):
-                dhb[o] = 0.0
+        rnn_state_grads(dq, dh, dy, q, y, t, off, code, r0, r1, 0, H)
         step_product(dh, dq[t], P, r0, r1, H, H)    # dh = dq_t·W_hh, carried to the earlier step
     add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
 
@@ -939,3 +949,75 @@ def wide_packed(W_hh, parts):
     P = scratch("wide_P", NP * npp * W_hh.shape[0] * PANEL, W_hh.dtype).reshape((NP, npp, W_hh.shape[0], PANEL))
     _pack_wide(NP * npp, P, W_hh)
     return NP, P
+
+
+
+def rnn_forward_wide(y, q, h0, W_hh, b_hh, off, reverse, code, parts=None):
+    """:func:`rnn_forward` split by hidden units (above): each part's rows of W_hh packed
+    transposed, then one job per part (per thread), meeting at every step."""
+    NP, P = wide_packed_T(W_hh, parts)
+    flags = np.zeros(2 * NP * q.shape[0], np.int64)
+    _rnn_forward_wide(NP, y, q, h0, b_hh, off, reverse, code, P, flags)
+
+
+@jobs
+def _rnn_forward_wide(j, njobs, y, q, h0, b_hh, off, reverse, code, P, flags):
+    """Job j of :func:`rnn_forward_wide`: piece (s, p) = step s for part p (number s·NP + p),
+    part j first, then the others in turn; each after every piece of step s - 1."""
+    T, B, H = q.shape
+    NP = njobs
+    for s in range(T):
+        for k in range(NP):
+            p = (j + k) % NP
+            if wide_claim(flags, NP * s + p, k > 0):
+                if s > 0:
+                    for r in range(NP):
+                        wide_wait(flags, NP * (s - 1) + r)
+                j0, j1 = wide_units(H, p, NP)
+                t = T - 1 - s if reverse else s
+                hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
+                qt = q[t, :, j0:j1]
+                add_bias_rows(qt, b_hh[j0:j1], 0, B)          # q_t += b_hh
+                step_product(qt, hp, P[p, 0], 0, B, j1 - j0, H)   # q_t += h_prev·W_hhᵀ, these units
+                for b in range(B):
+                    state_act_row(y[t, b, off + j0:off + j1], qt[b], code)
+                wide_done(flags, NP * s + p)
+
+
+def rnn_backward_wide(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code, parts=None):
+    """:func:`rnn_backward` split by hidden units (above): each part's columns of W_hh packed, then
+    one job per part (per thread), meeting twice a step (after dq, and after the products)."""
+    NP, P = wide_packed(W_hh, parts)
+    np.copyto(dh, dh_n)
+    flags = np.zeros(4 * NP * q.shape[0], np.int64)
+    _rnn_backward_wide(NP, dq, dh, dy, q, y, off, reverse, code, P, flags)
+    dh0 += dh
+
+
+@jobs
+def _rnn_backward_wide(j, njobs, dq, dh, dy, q, y, off, reverse, code, P, flags):
+    """Job j of :func:`rnn_backward_wide`. Pieces of step s (in processing order, from T-1 down),
+    numbered from i = 2·NP·(T-1-s): dq of part p's units (i + p; after the product of part p of
+    the later step), then the product of part p (i + NP + p; after every part's dq). Part j
+    first, then the others in turn."""
+    T, B, H = q.shape
+    NP = njobs
+    for s in range(T - 1, -1, -1):
+        i = 2 * NP * (T - 1 - s)
+        t = T - 1 - s if reverse else s
+        for k in range(NP):
+            p = (j + k) % NP
+            if wide_claim(flags, i + p, k > 0):
+                if s < T - 1:
+                    wide_wait(flags, i - NP + p)
+                j0, j1 = wide_units(H, p, NP)
+                rnn_state_grads(dq, dh, dy, q, y, t, off, code, 0, B, j0, j1)
+                wide_done(flags, i + p)
+        for k in range(NP):
+            p = (j + k) % NP
+            if wide_claim(flags, i + NP + p, k > 0):
+                for r in range(NP):
+                    wide_wait(flags, i + r)
+                j0, j1 = wide_units(H, p, NP)
+                step_product(dh[:, j0:j1], dq[t], P[p], 0, B, j1 - j0, H)   # dh = dq_t·W_hh, these units
+                wide_done(flags, i + NP + p)
