@@ -24,7 +24,7 @@ from ..jit import composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_rows, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
                      step_product, sweep_chunks)
-from .rnn import wide, wide_claim, wide_done, wide_packed, wide_packed_T, wide_units, wide_wait
+from .rnn import wide, wide_done, wide_grads, wide_packed, wide_packed_T, wide_products, wide_step, wide_units
 
 
 @composite
@@ -188,18 +188,15 @@ def gru_forward_wide(y, gates, mn, m, h0, W_hh, b_hh, off, reverse, parts=None):
 
 @jobs
 def _gru_forward_wide(j, njobs, y, gates, mn, m, h0, b_hh, off, reverse, P, flags):
-    """Job j of :func:`gru_forward_wide`: piece (s, p) = step s for part p (number s·NP + p),
-    part j first, then the others in turn; each after every piece of step s - 1."""
+    """Job j of :func:`gru_forward_wide`: every step, the parts it claims
+    (:func:`bptt.kernels.rnn.wide_step`)."""
     T, B, G3 = gates.shape
     H = G3 // 3
     NP = njobs
     for s in range(T):
         for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, NP * s + p, k > 0):
-                if s > 0:
-                    for q in range(NP):
-                        wide_wait(flags, NP * (s - 1) + q)
+            p = wide_step(flags, j, k, s, NP)
+            if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 t = T - 1 - s if reverse else s
                 hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
@@ -224,30 +221,19 @@ def gru_backward_wide(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, 
 
 @jobs
 def _gru_backward_wide(j, njobs, dgx, dgh, dh, dy, gates, mn, y, h0, off, reverse, P, flags):
-    """Job j of :func:`gru_backward_wide`. Pieces of step s (in processing order, from T-1 down),
-    numbered from i = 2·NP·(T-1-s): the gate gradients of part p (i + p; after the product of part
-    p of the later step), then the product of part p (i + NP + p; after every part's gate
-    gradients). Part j first, then the others in turn."""
+    """Job j of :func:`gru_backward_wide`: at each step (from the last processed), the gate
+    gradients of the parts it claims (:func:`bptt.kernels.rnn.wide_grads`), then their products
+    (:func:`bptt.kernels.rnn.wide_products`)."""
     T, B, G3 = gates.shape
     H = G3 // 3
     NP = njobs
     for s in range(T - 1, -1, -1):
-        i = 2 * NP * (T - 1 - s)
         t = T - 1 - s if reverse else s
         for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, i + p, k > 0):
-                if s < T - 1:
-                    wide_wait(flags, i - NP + p)
+            p = wide_grads(flags, j, k, s, T, NP)
+            if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
                 gru_gate_grads(dgx, dgh, dh, dy, gates, mn, hp, t, off, 0, B, j0, j1)
-                wide_done(flags, i + p)
-        for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, i + NP + p, k > 0):
-                for q in range(NP):
-                    wide_wait(flags, i + q)
-                j0, j1 = wide_units(H, p, NP)
-                step_product(dh[:, j0:j1], dgh[t], P[p], 0, B, j1 - j0, G3)   # dh += dm_t·W_hh
-                wide_done(flags, i + NP + p)
+                wide_done(flags, 2 * NP * (T - 1 - s) + p)
+        wide_products(flags, j, s, T, NP, dh, dgh[t], P, G3)   # dh += dm_t·W_hh

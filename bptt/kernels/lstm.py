@@ -32,8 +32,8 @@ from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS
                      sweep_chunks)
 from .dense import fill_rows
 from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep,
-                  pipe_forward_buffers, pipe_project, wide, wide_claim, wide_done, wide_packed, wide_packed_T,
-                  wide_units, wide_wait)
+                  pipe_forward_buffers, pipe_project, wide, wide_done, wide_grads, wide_packed, wide_packed_T,
+                  wide_products, wide_step, wide_units)
 
 
 @composite
@@ -353,8 +353,9 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
 # -- large W_hh: the sweeps split by hidden units (bptt.kernels.rnn, "large W_hh") ----------------
 
 def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, parts=None):
-    """:func:`lstm_forward` split by hidden units (:mod:`bptt.kernels.rnn`, "large W_hh"): W_hh's rows of each part and gate
-    packed transposed, then one job per part (per thread), meeting at every step."""
+    """:func:`lstm_forward` split by hidden units (:mod:`bptt.kernels.rnn`, "large W_hh"): W_hh's
+    rows of each part and gate packed transposed, then one job per part (per thread), meeting at
+    every step."""
     T = gates.shape[0]
     NP, P = wide_packed_T(W_hh, parts)
     flags = np.zeros(2 * NP * T, np.int64)
@@ -363,17 +364,14 @@ def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, parts=N
 
 @jobs
 def _lstm_forward_wide(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags):
-    """Job j of :func:`lstm_forward_wide`: piece (s, p) = step s for part p (number s·NP + p),
-    part j first, then the others in turn; each after every piece of step s - 1."""
+    """Job j of :func:`lstm_forward_wide`: every step, the parts it claims
+    (:func:`bptt.kernels.rnn.wide_step`)."""
     T, H = gates.shape[0], gates.shape[2] // 4
     NP = njobs
     for s in range(T):
         for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, NP * s + p, k > 0):
-                if s > 0:
-                    for q in range(NP):
-                        wide_wait(flags, NP * (s - 1) + q)
+            p = wide_step(flags, j, k, s, NP)
+            if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P[p], j0, j1)
                 wide_done(flags, NP * s + p)
@@ -415,32 +413,20 @@ def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W
 
 @jobs
 def _lstm_backward_wide(j, njobs, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags):
-    """Job j of :func:`lstm_backward_wide`. Pieces of step s (in processing order, from T-1 down),
-    numbered from i = 2·NP·(T-1-s): the gate gradients of part p (i + p; after the product of part
-    p of the later step), then the product of part p (i + NP + p; after every part's gate
-    gradients). Part j first, then the others in turn."""
+    """Job j of :func:`lstm_backward_wide`: at each step (from the last processed), the gate
+    gradients of the parts it claims (:func:`bptt.kernels.rnn.wide_grads`), then their products
+    (:func:`bptt.kernels.rnn.wide_products`)."""
     T, B, G4 = gates.shape
     H = G4 // 4
     NP = njobs
     for s in range(T - 1, -1, -1):
-        i = 2 * NP * (T - 1 - s)
         for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, i + p, k > 0):
-                if s < T - 1:
-                    wide_wait(flags, i - NP + p)
+            p = wide_grads(flags, j, k, s, T, NP)
+            if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1)
-                wide_done(flags, i + p)
-        for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, i + NP + p, k > 0):
-                for q in range(NP):
-                    wide_wait(flags, i + q)
-                j0, j1 = wide_units(H, p, NP)
-                t = T - 1 - s if reverse else s
-                step_product(dh[:, j0:j1], da[t], P[p], 0, B, j1 - j0, G4)
-                wide_done(flags, i + NP + p)
+                wide_done(flags, 2 * NP * (T - 1 - s) + p)
+        wide_products(flags, j, s, T, NP, dh, da[T - 1 - s if reverse else s], P, G4)   # dh += da_t·W_hh
 
 
 @inline

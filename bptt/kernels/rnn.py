@@ -46,8 +46,8 @@ from .dense import dense_backward_input, dense_backward_params, dense_forward, f
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
                      add_bias_rows, add_column_sums, add_rows,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
-                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels, sweep_chunks,
-                     transpose_into,
+                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
+                     sweep_chunks, transpose_into,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -898,6 +898,51 @@ def wide_wait(flags, i):
     pipe_wait(flags, 2 * i + 1, 1)
 
 
+@inline
+def wide_step(flags, j, k, s, NP):
+    """Forward, step s: the part that job j tries k-th (part j first, then the others in turn),
+    claimed and ready (every piece of step s - 1 done), or -1 if another job has it. Piece
+    (s, p) is number s·NP + p."""
+    p = (j + k) % NP
+    if not wide_claim(flags, NP * s + p, k > 0):
+        return -1
+    if s > 0:
+        for q in range(NP):
+            wide_wait(flags, NP * (s - 1) + q)
+    return p
+
+
+@inline
+def wide_grads(flags, j, k, s, T, NP):
+    """Backward, step s (processed from T-1 down): as :func:`wide_step`, for the gate gradients of
+    a part (piece 2·NP·(T-1-s) + p), ready once the same part's product of the later step is done."""
+    p = (j + k) % NP
+    i = 2 * NP * (T - 1 - s)
+    if not wide_claim(flags, i + p, k > 0):
+        return -1
+    if s < T - 1:
+        wide_wait(flags, i - NP + p)
+    return p
+
+
+@inline
+def wide_products(flags, j, s, T, NP, dh, dgt, P, K):
+    """Backward, step s, after the gate gradients: dh[:, j0:j1] += dgt·M[:, j0:j1] for each part
+    this job claims (piece 2·NP·(T-1-s) + NP + p, ready once every part's gate gradients are
+    done), M (K, H) given by each part's columns in panels P[p] (dgt: the step's (B, K) gradient
+    of the products' outputs)."""
+    i = 2 * NP * (T - 1 - s)
+    H = dh.shape[1]
+    for k in range(NP):
+        p = (j + k) % NP
+        if wide_claim(flags, i + NP + p, k > 0):
+            for q in range(NP):
+                wide_wait(flags, i + q)
+            j0, j1 = wide_units(H, p, NP)
+            step_product(dh[:, j0:j1], dgt, P[p], 0, dh.shape[0], j1 - j0, K)
+            wide_done(flags, i + NP + p)
+
+
 @jobs
 def _pack_wide_T(job, njobs, P, W_hh):
     """Job (part p, gate g, panel q) of :func:`wide_packed_T`: P[p, g] holds
@@ -962,17 +1007,13 @@ def rnn_forward_wide(y, q, h0, W_hh, b_hh, off, reverse, code, parts=None):
 
 @jobs
 def _rnn_forward_wide(j, njobs, y, q, h0, b_hh, off, reverse, code, P, flags):
-    """Job j of :func:`rnn_forward_wide`: piece (s, p) = step s for part p (number s·NP + p),
-    part j first, then the others in turn; each after every piece of step s - 1."""
+    """Job j of :func:`rnn_forward_wide`: every step, the parts it claims (:func:`wide_step`)."""
     T, B, H = q.shape
     NP = njobs
     for s in range(T):
         for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, NP * s + p, k > 0):
-                if s > 0:
-                    for r in range(NP):
-                        wide_wait(flags, NP * (s - 1) + r)
+            p = wide_step(flags, j, k, s, NP)
+            if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 t = T - 1 - s if reverse else s
                 hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
@@ -996,28 +1037,16 @@ def rnn_backward_wide(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code, par
 
 @jobs
 def _rnn_backward_wide(j, njobs, dq, dh, dy, q, y, off, reverse, code, P, flags):
-    """Job j of :func:`rnn_backward_wide`. Pieces of step s (in processing order, from T-1 down),
-    numbered from i = 2·NP·(T-1-s): dq of part p's units (i + p; after the product of part p of
-    the later step), then the product of part p (i + NP + p; after every part's dq). Part j
-    first, then the others in turn."""
+    """Job j of :func:`rnn_backward_wide`: at each step (from the last processed), dq of the units
+    of the parts it claims (:func:`wide_grads`), then their products (:func:`wide_products`)."""
     T, B, H = q.shape
     NP = njobs
     for s in range(T - 1, -1, -1):
-        i = 2 * NP * (T - 1 - s)
         t = T - 1 - s if reverse else s
         for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, i + p, k > 0):
-                if s < T - 1:
-                    wide_wait(flags, i - NP + p)
+            p = wide_grads(flags, j, k, s, T, NP)
+            if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 rnn_state_grads(dq, dh, dy, q, y, t, off, code, 0, B, j0, j1)
-                wide_done(flags, i + p)
-        for k in range(NP):
-            p = (j + k) % NP
-            if wide_claim(flags, i + NP + p, k > 0):
-                for r in range(NP):
-                    wide_wait(flags, i + r)
-                j0, j1 = wide_units(H, p, NP)
-                step_product(dh[:, j0:j1], dq[t], P[p], 0, B, j1 - j0, H)   # dh = dq_t·W_hh, these units
-                wide_done(flags, i + NP + p)
+                wide_done(flags, 2 * NP * (T - 1 - s) + p)
+        wide_products(flags, j, s, T, NP, dh, dq[t], P, H)   # dh = dq_t·W_hh
