@@ -444,19 +444,8 @@ def _input_backward_params_halves(dW_ih, db_ih, dg, x):
     """:func:`input_backward_params` from ``SPLIT_B`` sequences on."""
     T, B, I = x.shape
     P = new_panels(I, T * B, x.dtype)
-    _pack_inputs(2 * T, P, x)   # each core packs its own half's rows
+    pack_inputs(P, x)
     split_weight_grads(dW_ih, db_ih, dg, P, I)
-
-
-@jobs
-def _pack_inputs(j, njobs, P, x):
-    """Job j of 2T: the rows of step t = j mod T of batch half j // T, into x's panels P (rows in
-    :func:`part_row` order)."""
-    T, B, I = x.shape
-    t = j % T
-    b0, b1 = batch_half(B, 2, j // T)
-    for p in range(n_panels(I)):
-        pack_panel(P, x[t], p, 0, I, b0, b1, part_row(B, T, 2, t, b0))
 
 
 @composite
@@ -511,7 +500,7 @@ def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
     T, B = dgh.shape[0], dgh.shape[1]
     H = h0.shape[1]
     P = new_panels(H, T * B, h0.dtype)
-    _pack_states(2 * T, P, y, h0, off, reverse)   # row block t·B... holds the state step t read
+    pack_states(P, y, h0, off, reverse)
     split_weight_grads(dW_hh, db_hh, dgh, P, H)
 
 
@@ -535,23 +524,42 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
     H = h0.shape[1]
     P_x = new_panels(I, T * B, x.dtype)
     P_h = new_panels(H, T * B, h0.dtype)
-    _pack_inputs(2 * T, P_x, x)
-    _pack_states(2 * T, P_h, y, h0, off, reverse)
+    pack_inputs(P_x, x)
+    pack_states(P_h, y, h0, off, reverse)
     split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg)
 
 
 @jobs
-def _pack_states(j, njobs, P, y, h0, off, reverse):
-    """Job j of 2T: the states step t = j mod T read (h0 for the first processed step), rows of
-    batch half j // T, into panels P (rows in :func:`part_row` order)."""
-    T, B = y.shape[0], y.shape[1]
+def _pack_steps(j, njobs, P, X, h0, off, prev, reverse):
+    """Job j of 2T: the rows of batch half j // T of step t = j mod T into panels P (rows in
+    :func:`part_row` order), h0.shape[1] columns from ``off``: X[t] itself (``prev`` False: the
+    inputs, with h0 any (B, I) array, say X[0]), or the state step t read (``prev``: the previous
+    step's rows of X, h0 for the first processed step). One job set for both, so that it is
+    compiled once."""
+    T, B = X.shape[0], X.shape[1]
     H = h0.shape[1]
-    first = T - 1 if reverse else 0          # the step that read h0
     t = j % T
     b0, b1 = batch_half(B, 2, j // T)
-    src = h0 if t == first else y[t + 1 if reverse else t - 1]
+    first = prev and t == (T - 1 if reverse else 0)   # the step that read h0
+    if first:
+        src = h0
+    elif prev:
+        src = X[t + 1 if reverse else t - 1]
+    else:
+        src = X[t]
     for p in range(n_panels(H)):
-        pack_panel(P, src, p, 0 if t == first else off, H, b0, b1, part_row(B, T, 2, t, b0))
+        pack_panel(P, src, p, 0 if first else off, H, b0, b1, part_row(B, T, 2, t, b0))
+
+
+def pack_inputs(P, x):
+    """x (T, B, I) into panels P, rows in :func:`part_row` order, each core its own half's rows."""
+    _pack_steps(2 * x.shape[0], P, x, x[0], 0, False, False)
+
+
+def pack_states(P, y, h0, off, reverse):
+    """The states the steps read (h0 for the first processed step, else the previous step's
+    columns off:off+H of y) into panels P, rows in :func:`part_row` order."""
+    _pack_steps(2 * y.shape[0], P, y, h0, off, True, reverse)
 
 
 @composite
