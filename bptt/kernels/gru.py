@@ -24,7 +24,8 @@ from ..jit import composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_rows, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
                      step_product, sweep_chunks)
-from .rnn import wide, wide_done, wide_grads, wide_packed, wide_packed_T, wide_products, wide_step, wide_units
+from .rnn import (wide, wide_grads, wide_grads_done, wide_packed, wide_packed_T, wide_products, wide_step,
+                  wide_step_done, wide_units)
 
 
 @composite
@@ -181,8 +182,7 @@ def gru_gate_grads(dgx, dgh, dh, dy, gates, mn, hp, t, off, r0, r1, j0, j1):
 def gru_forward_wide(y, gates, mn, m, h0, W_hh, b_hh, off, reverse, parts=None):
     """:func:`gru_forward` split by hidden units: each part's rows of W_hh, gate by gate, packed
     transposed, then one job per part (per thread), meeting at every step."""
-    NP, P = wide_packed_T(W_hh, parts)
-    flags = np.zeros(2 * NP * gates.shape[0], np.int64)
+    NP, P, flags = wide_packed_T(W_hh, gates.shape[0], parts)
     _gru_forward_wide(NP, y, gates, mn, m, h0, b_hh, off, reverse, P, flags)
 
 
@@ -205,16 +205,15 @@ def _gru_forward_wide(j, njobs, y, gates, mn, m, h0, b_hh, off, reverse, P, flag
                     copy_bias_rows(mg, b_hh[g * H + j0:g * H + j1], 0, B)
                     step_product(mg, hp, P[p, g], 0, B, j1 - j0, H)
                 gru_cells(y, gates, mn, m, hp, t, off, 0, B, j0, j1)
-                wide_done(flags, NP * s + p)
+                wide_step_done(flags, s, p, NP)
 
 
 def gru_backward_wide(dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, W_hh, off, reverse, parts=None):
     """:func:`gru_backward` split by hidden units: each part's columns of W_hh packed, then one
     job per part (per thread), meeting twice a step (after the gate gradients, and after the
     products)."""
-    NP, P = wide_packed(W_hh, parts)
+    NP, P, flags = wide_packed(W_hh, gates.shape[0], parts)
     np.copyto(dh, dh_n)
-    flags = np.zeros(4 * NP * gates.shape[0], np.int64)
     _gru_backward_wide(NP, dgx, dgh, dh, dy, gates, mn, y, h0, off, reverse, P, flags)
     dh0 += dh
 
@@ -235,5 +234,5 @@ def _gru_backward_wide(j, njobs, dgx, dgh, dh, dy, gates, mn, y, h0, off, revers
                 j0, j1 = wide_units(H, p, NP)
                 hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
                 gru_gate_grads(dgx, dgh, dh, dy, gates, mn, hp, t, off, 0, B, j0, j1)
-                wide_done(flags, 2 * NP * (T - 1 - s) + p)
+                wide_grads_done(flags, s, T, p, NP)
         wide_products(flags, j, s, T, NP, dh, dgh[t], P, G3)   # dh += dm_t·W_hh

@@ -32,8 +32,8 @@ from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS
                      sweep_chunks)
 from .dense import fill_rows
 from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep,
-                  pipe_forward_buffers, pipe_project, wide, wide_done, wide_grads, wide_packed, wide_packed_T,
-                  wide_products, wide_step, wide_units)
+                  pipe_forward_buffers, pipe_project, wide, wide_grads, wide_grads_done, wide_packed,
+                  wide_packed_T, wide_products, wide_step, wide_step_done, wide_units)
 
 
 @composite
@@ -356,9 +356,7 @@ def lstm_forward_wide(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, parts=N
     """:func:`lstm_forward` split by hidden units (:mod:`bptt.kernels.rnn`, "large W_hh"): W_hh's
     rows of each part and gate packed transposed, then one job per part (per thread), meeting at
     every step."""
-    T = gates.shape[0]
-    NP, P = wide_packed_T(W_hh, parts)
-    flags = np.zeros(2 * NP * T, np.int64)
+    NP, P, flags = wide_packed_T(W_hh, gates.shape[0], parts)
     _lstm_forward_wide(NP, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, flags)
 
 
@@ -374,7 +372,7 @@ def _lstm_forward_wide(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, P,
             if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P[p], j0, j1)
-                wide_done(flags, NP * s + p)
+                wide_step_done(flags, s, p, NP)
 
 
 @inline
@@ -401,11 +399,9 @@ def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W
     """:func:`lstm_backward` split by hidden units (as :func:`lstm_forward_wide`): W_hh's columns of each part packed,
     then one job per part (per thread), meeting twice a step (after the gate gradients, and after
     the products)."""
-    T = gates.shape[0]
-    NP, P = wide_packed(W_hh, parts)
+    NP, P, flags = wide_packed(W_hh, gates.shape[0], parts)
     np.copyto(dh, dh_n)
     np.copyto(dc, dc_n)
-    flags = np.zeros(4 * NP * T, np.int64)
     _lstm_backward_wide(NP, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, flags)
     dh0 += dh
     dc0 += dc
@@ -425,7 +421,7 @@ def _lstm_backward_wide(j, njobs, da, dh, dc, dy, gates, c, tc, c0, off, reverse
             if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1)
-                wide_done(flags, 2 * NP * (T - 1 - s) + p)
+                wide_grads_done(flags, s, T, p, NP)
         wide_products(flags, j, s, T, NP, dh, da[T - 1 - s if reverse else s], P, G4)   # dh += da_t·W_hh
 
 

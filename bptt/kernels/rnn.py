@@ -826,7 +826,7 @@ def pipe_buffers(T, B, H, dtype):
     return flags, Xh
 
 
-# -- large W_hh: the sweeps split by hidden units (the LSTM's and the GRU's) ---------------------
+# -- large W_hh: the sweeps split by hidden units (the LSTM's, the GRU's and the RNN's) -----------
 #
 # Split by sequences, each job's product of a step reads all of W_hh for its rows. When W_hh does
 # not fit in a core's L2 (past WIDE_BYTES, half of it: H ≥ 256 for the LSTM in float32 with a 1 MB
@@ -921,6 +921,12 @@ def wide_step(flags, j, k, s, NP):
 
 
 @inline
+def wide_step_done(flags, s, p, NP):
+    """Forward: piece (s, p) done (see :func:`wide_step`)."""
+    wide_done(flags, NP * s + p)
+
+
+@inline
 def wide_grads(flags, j, k, s, T, NP):
     """Backward, step s (processed from T-1 down): as :func:`wide_step`, for the gate gradients of
     a part (piece 2·NP·(T-1-s) + p), ready once the same part's product of the later step is done."""
@@ -931,6 +937,12 @@ def wide_grads(flags, j, k, s, T, NP):
     if s < T - 1:
         wide_wait(flags, i - NP + p)
     return p
+
+
+@inline
+def wide_grads_done(flags, s, T, p, NP):
+    """Backward: part p's gate gradients of step s done (see :func:`wide_grads`)."""
+    wide_done(flags, 2 * NP * (T - 1 - s) + p)
 
 
 @inline
@@ -982,34 +994,34 @@ def wide_parts(parts):
     return max(1, get_threads()) if parts is None else parts
 
 
-def wide_packed_T(W_hh, parts):
-    """(NP, P) for a forward sweep split by units: NP parts (one per thread unless ``parts``), and
-    P (NP, G, panels, H, PANEL), P[p, g] gate g's weights of part p's units, transposed, in
-    panels (W_hh (G·H, H)), in a scratch buffer."""
+def wide_packed_T(W_hh, T, parts):
+    """(NP, P, flags) for a forward sweep of T steps split by units: NP parts (one per thread
+    unless ``parts``), P (NP, G, panels, H, PANEL), P[p, g] gate g's weights of part p's units,
+    transposed, in panels (W_hh (G·H, H)), in a scratch buffer, and the pieces' flags (two per
+    piece, NP pieces a step: :func:`wide_step`)."""
     G, H = W_hh.shape[0] // W_hh.shape[1], W_hh.shape[1]
     NP = wide_parts(parts)
     npp = n_panels(H // NP + 16)
     P = scratch("wide_P", NP * G * npp * H * PANEL, W_hh.dtype).reshape((NP, G, npp, H, PANEL))
     _pack_wide_T(NP * G * npp, P, W_hh)
-    return NP, P
+    return NP, P, np.zeros(2 * NP * T, np.int64)
 
 
-def wide_packed(W_hh, parts):
-    """(NP, P) for a backward sweep split by units: P (NP, panels, G·H, PANEL), P[p] columns
-    j0:j1 of W_hh (G·H, H) in panels, in a scratch buffer."""
+def wide_packed(W_hh, T, parts):
+    """(NP, P, flags) for a backward sweep of T steps split by units: P (NP, panels, G·H, PANEL),
+    P[p] columns j0:j1 of W_hh (G·H, H) in panels, in a scratch buffer, and the pieces' flags
+    (two per piece, 2·NP pieces a step: :func:`wide_grads`, :func:`wide_products`)."""
     NP = wide_parts(parts)
     npp = n_panels(W_hh.shape[1] // NP + 16)
     P = scratch("wide_P", NP * npp * W_hh.shape[0] * PANEL, W_hh.dtype).reshape((NP, npp, W_hh.shape[0], PANEL))
     _pack_wide(NP * npp, P, W_hh)
-    return NP, P
-
+    return NP, P, np.zeros(4 * NP * T, np.int64)
 
 
 def rnn_forward_wide(y, q, h0, W_hh, b_hh, off, reverse, code, parts=None):
     """:func:`rnn_forward` split by hidden units (above): each part's rows of W_hh packed
     transposed, then one job per part (per thread), meeting at every step."""
-    NP, P = wide_packed_T(W_hh, parts)
-    flags = np.zeros(2 * NP * q.shape[0], np.int64)
+    NP, P, flags = wide_packed_T(W_hh, q.shape[0], parts)
     _rnn_forward_wide(NP, y, q, h0, b_hh, off, reverse, code, P, flags)
 
 
@@ -1030,15 +1042,14 @@ def _rnn_forward_wide(j, njobs, y, q, h0, b_hh, off, reverse, code, P, flags):
                 step_product(qt, hp, P[p, 0], 0, B, j1 - j0, H)   # q_t += h_prev·W_hhᵀ, these units
                 for b in range(B):
                     state_act_row(y[t, b, off + j0:off + j1], qt[b], code)
-                wide_done(flags, NP * s + p)
+                wide_step_done(flags, s, p, NP)
 
 
 def rnn_backward_wide(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code, parts=None):
     """:func:`rnn_backward` split by hidden units (above): each part's columns of W_hh packed, then
     one job per part (per thread), meeting twice a step (after dq, and after the products)."""
-    NP, P = wide_packed(W_hh, parts)
+    NP, P, flags = wide_packed(W_hh, q.shape[0], parts)
     np.copyto(dh, dh_n)
-    flags = np.zeros(4 * NP * q.shape[0], np.int64)
     _rnn_backward_wide(NP, dq, dh, dy, q, y, off, reverse, code, P, flags)
     dh0 += dh
 
@@ -1056,5 +1067,5 @@ def _rnn_backward_wide(j, njobs, dq, dh, dy, q, y, off, reverse, code, P, flags)
             if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 rnn_state_grads(dq, dh, dy, q, y, t, off, code, 0, B, j0, j1)
-                wide_done(flags, 2 * NP * (T - 1 - s) + p)
+                wide_grads_done(flags, s, T, p, NP)
         wide_products(flags, j, s, T, NP, dh, dq[t], P, H)   # dh = dq_t·W_hh
