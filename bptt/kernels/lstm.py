@@ -31,7 +31,7 @@ from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS
                      L2_BYTES, panels, panels_T, pack_T_into, row_chunks, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
-from .rnn import (PIPE_STEPS, pipe_after_sweep, pipe_buffers, pipe_chunks, pipe_follow_sweep,
+from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_passes,
                   pipe_forward_buffers, pipe_project, wide, wide_grads, wide_grads_done, wide_packed,
                   wide_packed_T, wide_products, wide_step, wide_step_done, wide_units)
 
@@ -248,13 +248,13 @@ def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_
     T, B = gates.shape[0], gates.shape[1]
     if j == 0:
         pack_T_into(P, W_hh)
-        for s in range(T):
-            if s % PIPE_STEPS == 0:
-                pipe_project(flags, gates, x, W_ih, b_ih, Q, s // PIPE_STEPS, reverse, True)
-            lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, 0, B)
-    else:
-        for ch in range(pipe_chunks(T)):
-            pipe_project(flags, gates, x, W_ih, b_ih, Q, ch, reverse, False)
+    # job 0: every step, projecting (or waiting for) each chunk first; job 1: every chunk. One
+    # call site of pipe_project: each is compiled again
+    for i in range(T if j == 0 else pipe_chunks(T)):
+        if j == 1 or i % PIPE_STEPS == 0:
+            pipe_project(flags, gates, x, W_ih, b_ih, Q, i if j == 1 else i // PIPE_STEPS, reverse, j == 0)
+        if j == 0:
+            lstm_forward_step(i, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, 0, B)
     if atomic_add(flags, flags.shape[0] - 1, 1) == 0:
         pack_all_into(P_hh, W_hh)
 
@@ -333,7 +333,7 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
 def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
                         x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed):
     """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
-    then :func:`bptt.kernels.rnn.pipe_after_sweep`; 1 :func:`bptt.kernels.rnn.pipe_follow_sweep`."""
+    then each its passes (:func:`bptt.kernels.rnn.pipe_passes`)."""
     T, B = gates.shape[0], gates.shape[1]
     if j == 0:
         if not packed:
@@ -345,9 +345,7 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
             atomic_store(flags, 0, T - s)
         add_rows(dh0, dh, 0, B)
         add_rows(dc0, dc, 0, B)
-        pipe_after_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
-    else:
-        pipe_follow_sweep(flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
+    pipe_passes(j, flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
 
 
 # -- large W_hh: the sweeps split by hidden units (bptt.kernels.rnn, "large W_hh") ----------------

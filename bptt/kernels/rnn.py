@@ -737,36 +737,56 @@ def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
 
 
 @inline
-def pipe_after_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
-    """Job 0 of a backward pipeline once its sweep is over (and has published every step): the dx
-    of every chunk job 1 has not claimed (the last chunk first), the parts job 1 has not taken, and
-    its share of the last part."""
-    for c in range(pipe_chunks(dg.shape[0]) - 1, -1, -1):
-        pipe_dx(flags, dx, dg, W_ih, c, reverse)
-    for p in range(PIPE_PARTS - 1):
-        pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
-    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
+def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
+    """The passes of a backward pipeline's job j, each piece claimed by whichever job gets to it
+    first (:func:`pipe_dx`, :func:`pipe_part`), then both jobs' share of the last part
+    (:func:`pipe_last_part`).
 
+    - Job 0, once its sweep is over (and has published every step): the dx of every chunk job 1
+      has not claimed (the last chunk first), then the parts job 1 has not taken.
+    - Job 1, following the sweep: each chunk's dx as the sweep publishes its steps in flags[0],
+      each part but the last as soon as the sweep has done its steps, then the parts left.
 
-@inline
-def pipe_follow_sweep(flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
-    """Job 1 of a backward pipeline: each chunk's dx as the sweep publishes its steps in flags[0],
-    each part but the last as soon as the sweep has done its steps, then its share of the last.
     dg : (T, B, U) the gate gradients; dgh : (T, B, U) those of the recurrent product (dg itself
     but for the GRU). x : (T, B, I). y, h0, off, reverse : as in :func:`recurrent_backward_params`.
-    Xh : (T·B, H) scratch for the states the steps read."""
+    Xh : (T·B, H) scratch for the states the steps read.
+    One loop picks the next piece and one call site runs each kind: every call site of an inlined
+    helper is compiled again (the two jobs' orders written out took the LSTM's pipeline ~20 s of
+    compiling, three times as long)."""
     T = dg.shape[0]
+    nc = pipe_chunks(T)
+    c = nc - 1 if j == 0 else 0              # the next chunk of dx
     p = 0                                    # the next part to take
-    for c in range(pipe_chunks(T)):
-        end = min(T, (c + 1) * PIPE_STEPS)
-        while p < PIPE_PARTS - 1 and end > pipe_part_steps(T, p)[1]:
-            pipe_wait(flags, 0, pipe_part_steps(T, p)[1])
+    while True:
+        part = False
+        need = 0                             # steps the sweep must have published first
+        chunk = c
+        if j == 0:
+            if c >= 0:
+                c -= 1
+            elif p < PIPE_PARTS - 1:
+                part = True
+            else:
+                break
+        elif c < nc:
+            end = min(T, (c + 1) * PIPE_STEPS)
+            if p < PIPE_PARTS - 1 and end > pipe_part_steps(T, p)[1]:
+                part = True
+                need = pipe_part_steps(T, p)[1]
+            else:
+                need = end
+                c += 1
+        elif p < PIPE_PARTS - 1:
+            part = True
+        else:
+            break
+        if need > 0:
+            pipe_wait(flags, 0, need)
+        if part:
             pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
             p += 1
-        pipe_wait(flags, 0, end)
-        pipe_dx(flags, dx, dg, W_ih, c, reverse)
-    for q in range(p, PIPE_PARTS - 1):
-        pipe_part(flags, q, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+        else:
+            pipe_dx(flags, dx, dg, W_ih, chunk, reverse)
     pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
 
 
