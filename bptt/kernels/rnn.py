@@ -604,10 +604,10 @@ def copy_row(d, s):
 # - job 0 runs the sweep, publishing after each step how many steps it has done (flags[0]);
 # - job 1 follows it ``PIPE_STEPS`` steps at a time, taking each chunk's dx (dx_t needs only dg_t),
 #   and, the steps being cut into ``PIPE_PARTS`` parts, each part's share of dW_ih and dW_hh as
-#   soon as the sweep has done that part's steps, but the last (:func:`pipe_part`);
+#   soon as the sweep has done that part's steps, but the last (:func:`pipe_passes`);
 # - when the sweep is over, job 0 takes the dx of the chunks job 1 has not reached (from the last
 #   chunk back), and then both jobs share the last part's share of dW_ih and dW_hh, by blocks of
-#   ``PIPE_ROWS`` rows, and the bias sums (:func:`pipe_last_part`).
+#   ``PIPE_ROWS`` rows, and the bias sums.
 #
 # Every piece is claimed (``atomic_add``) by whichever job gets to it first, and a job waits only
 # for progress the other job is making (the sweep, or a piece it has claimed), so neither waits
@@ -677,17 +677,6 @@ def pipe_wait(flags, i, n):
 
 
 @inline
-def pipe_dx(flags, dx, dg, W_ih, c, reverse):
-    """dx rows of chunk c += dg·W_ih (as :func:`input_backward`), if this job is the first to
-    claim the chunk (flags[1 + c]). dx : (T, B, I), dg : (T, B, U), W_ih : (U, I)."""
-    if atomic_add(flags, 1 + c, 1) == 0:
-        T, B, U = dg.shape
-        r0, r1 = pipe_rows(T, B, c, reverse)
-        acc_tile(dx.reshape((T * B, dx.shape[2])), dg.reshape((T * B, U)), W_ih, r0, r1, 0, dx.shape[2], 0,
-                 0, U, KC)
-
-
-@inline
 def pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1):
     """Rows u0:u1 of dW_ih += dgᵀ·x and dW_hh += dghᵀ·Xh over the rows k0:k1 of the (T·B, ·) views."""
     T, B, U = dg.shape
@@ -696,105 +685,98 @@ def pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1):
     acc_tile(dW_hh, dgh.reshape((T * B, U)).T, Xh, u0, u1, 0, Xh.shape[1], 0, k0, k1, KC)
 
 
-@inline
-def pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, wait):
-    """Part p (< PIPE_PARTS - 1) of dW_ih and dW_hh, all their rows, if this job claims it first
-    (flags[P + 2p]; done: flags[P + 2p + 1], P = 1 + pipe_chunks(T)); else, if ``wait``, wait until
-    it is done. Parts run in order: the claimer of part p > 0 has seen part p - 1 done. Part 0's
-    claimer first gathers the states the steps read into Xh."""
-    T, B, U = dg.shape
-    P = 1 + pipe_chunks(T)
-    if atomic_add(flags, P + 2 * p, 1) == 0:
-        if p == 0:
-            gather_previous(Xh, y, h0, off, reverse)
-        k0, k1 = pipe_part_rows(T, B, p, reverse)
-        if k1 > k0:
-            pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, 0, U, k0, k1)
-        atomic_store(flags, P + 2 * p + 1, 1)
-    elif wait:
-        pipe_wait(flags, P + 2 * p + 1, 1)
-
-
-@inline
-def pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
-    """After the sweep and every other part: pieces taken in turn from a shared counter
-    (flags[-1]): piece 0 the bias sums (db_ih += Σ dg, db_hh += Σ dgh, each in float64 from 0 over
-    the rows in order: :func:`bptt.kernels.engine.add_column_sums`), then rows PIPE_ROWS·(i-1) ...
-    of the last part of dW_ih and dW_hh."""
-    T, B, U = dg.shape
-    n = flags.shape[0]
-    k0, k1 = pipe_part_rows(T, B, PIPE_PARTS - 1, reverse)
-    pieces = 1 + (U + PIPE_ROWS - 1) // PIPE_ROWS
-    i = atomic_add(flags, n - 1, 1)
-    while i < pieces:
-        if i == 0:
-            add_column_sums(db_ih, dg.reshape((T * B, U)), 0, U)
-            add_column_sums(db_hh, dgh.reshape((T * B, U)), 0, U)
-        elif k1 > k0:
-            u0 = (i - 1) * PIPE_ROWS
-            pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, min(U, u0 + PIPE_ROWS), k0, k1)
-        i = atomic_add(flags, n - 1, 1)
+PIPE_DX, PIPE_PART, PIPE_LAST = 0, 1, 2   # the kinds of piece of a backward pipeline's passes
 
 
 @inline
 def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
-    """The passes of a backward pipeline's job j, each piece claimed by whichever job gets to it
-    first (:func:`pipe_dx`, :func:`pipe_part`), then both jobs' share of the last part
-    (:func:`pipe_last_part`).
+    """The passes of a backward pipeline's job j, in pieces, each claimed (``atomic_add``) by
+    whichever job gets to it first:
 
-    - Job 0, once its sweep is over (and has published every step): the dx of every chunk job 1
-      has not claimed (the last chunk first), then the parts job 1 has not taken.
-    - Job 1, following the sweep: each chunk's dx as the sweep publishes its steps in flags[0],
-      each part but the last as soon as the sweep has done its steps, then the parts left.
+    - job 0, once its sweep is over (and has published every step): the dx of every chunk job 1
+      has not claimed (the last chunk first), then the parts job 1 has not taken;
+    - job 1, following the sweep: each chunk's dx as the sweep publishes its steps in flags[0],
+      each part but the last as soon as the sweep has done that part's steps, then the parts left;
+    - then both: the last part's pieces from a shared counter.
+
+    The pieces. The dx of chunk c (flags[1 + c]): dx rows += dg·W_ih (as :func:`input_backward`).
+    Part p < PIPE_PARTS - 1 (claimed: flags[P + 2p], done: flags[P + 2p + 1], P = 1 + chunks):
+    every row of dW_ih and dW_hh over the part's steps; a job that finds it claimed waits until it
+    is done, so parts run in order, and part 0's claimer first gathers the states the steps read
+    into Xh. The last part, from the counter flags[-1]: piece 0 the bias sums (db_ih += Σ dg,
+    db_hh += Σ dgh, each in float64 from 0 over the rows in order:
+    :func:`bptt.kernels.engine.add_column_sums`), piece i rows PIPE_ROWS·(i-1) ... of dW_ih and
+    dW_hh over the last part's steps.
 
     dg : (T, B, U) the gate gradients; dgh : (T, B, U) those of the recurrent product (dg itself
     but for the GRU). x : (T, B, I). y, h0, off, reverse : as in :func:`recurrent_backward_params`.
     Xh : (T·B, H) scratch for the states the steps read.
-    One loop picks the next piece and one call site runs each kind: every call site of an inlined
-    helper is compiled again (the two jobs' orders written out took the LSTM's pipeline ~20 s of
-    compiling, three times as long)."""
-    T = dg.shape[0]
+
+    One loop picks the next piece and one call site runs each kind of work: every call site of an
+    inlined helper is compiled again (the orders written out as loops took the LSTM's pipeline
+    21 s of compiling, twice as long)."""
+    T, B, U = dg.shape
     nc = pipe_chunks(T)
+    P = 1 + nc
+    pieces = 1 + (U + PIPE_ROWS - 1) // PIPE_ROWS
     c = nc - 1 if j == 0 else 0              # the next chunk of dx
     p = 0                                    # the next part to take
     while True:
-        part = False
+        kind = PIPE_LAST
         need = 0                             # steps the sweep must have published first
         chunk = c
         if j == 0:
             if c >= 0:
+                kind = PIPE_DX
                 c -= 1
             elif p < PIPE_PARTS - 1:
-                part = True
-            else:
-                break
+                kind = PIPE_PART
         elif c < nc:
             end = min(T, (c + 1) * PIPE_STEPS)
             if p < PIPE_PARTS - 1 and end > pipe_part_steps(T, p)[1]:
-                part = True
+                kind = PIPE_PART
                 need = pipe_part_steps(T, p)[1]
             else:
+                kind = PIPE_DX
                 need = end
                 c += 1
         elif p < PIPE_PARTS - 1:
-            part = True
-        else:
-            break
+            kind = PIPE_PART
         if need > 0:
             pipe_wait(flags, 0, need)
-        if part:
-            pipe_part(flags, p, dg, dgh, x, y, h0, off, reverse, dW_ih, dW_hh, Xh, True)
+        u0, u1, k0, k1 = 0, U, 0, 0          # the rows and the (T·B) range of a weight piece
+        if kind == PIPE_DX:
+            if atomic_add(flags, 1 + chunk, 1) == 0:
+                r0, r1 = pipe_rows(T, B, chunk, reverse)
+                acc_tile(dx.reshape((T * B, dx.shape[2])), dg.reshape((T * B, U)), W_ih, r0, r1, 0,
+                         dx.shape[2], 0, 0, U, KC)
+            continue
+        if kind == PIPE_PART:
+            mine = atomic_add(flags, P + 2 * p, 1) == 0
+            if not mine:
+                pipe_wait(flags, P + 2 * p + 1, 1)
+            elif p == 0:
+                for t in range(T):
+                    previous_step(Xh, y, h0, off, reverse, t)
+            k0, k1 = pipe_part_rows(T, B, p, reverse)
             p += 1
+            if not mine:
+                continue
         else:
-            pipe_dx(flags, dx, dg, W_ih, chunk, reverse)
-    pipe_last_part(flags, dg, dgh, x, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
-
-
-@inline
-def gather_previous(X, y, h0, off, reverse):
-    """X[t·B + b, :] = h_prev_t[b] (:func:`previous_states` on this thread)."""
-    for t in range(y.shape[0]):
-        previous_step(X, y, h0, off, reverse, t)
+            i = atomic_add(flags, flags.shape[0] - 1, 1)
+            if i >= pieces:
+                break
+            if i == 0:
+                add_column_sums(db_ih, dg.reshape((T * B, U)), 0, U)
+                add_column_sums(db_hh, dgh.reshape((T * B, U)), 0, U)
+                continue
+            k0, k1 = pipe_part_rows(T, B, PIPE_PARTS - 1, reverse)
+            u0 = (i - 1) * PIPE_ROWS
+            u1 = min(U, u0 + PIPE_ROWS)
+        if k1 > k0:
+            pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1)
+        if kind == PIPE_PART:
+            atomic_store(flags, P + 2 * (p - 1) + 1, 1)
 
 
 # The forward pipeline: job 0 runs the sweep, job 1 the input projection ahead of it, a chunk of
