@@ -28,10 +28,10 @@ import numpy as np
 from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
-                     L2_BYTES, panels, panels_T, pack_T_into, row_chunks, scratch_panels, step_product,
+                     L2_BYTES, panels, panels_T, row_chunks, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
-from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_passes,
+from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,
                   pipe_forward_buffers, pipe_project, wide, wide_grads, wide_grads_done, wide_packed,
                   wide_packed_T, wide_products, wide_step, wide_step_done, wide_units)
 
@@ -246,8 +246,7 @@ def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_
     (:func:`bptt.kernels.rnn.pipe_project`), then the packing of W_hh for the backward (flags[-1]:
     whichever job gets to it)."""
     T, B = gates.shape[0], gates.shape[1]
-    if j == 0:
-        pack_T_into(P, W_hh)
+    pipe_pack(flags, j, P, W_hh, Q, W_ih)   # W_hhᵀ (job 0) and W_ihᵀ (whichever claims it)
     # job 0: every step, projecting (or waiting for) each chunk first; job 1: every chunk. One
     # call site of pipe_project: each is compiled again
     for i in range(T if j == 0 else pipe_chunks(T)):

@@ -780,11 +780,12 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
 
 
 # The forward pipeline: job 0 runs the sweep, job 1 the input projection ahead of it, a chunk of
-# ``PIPE_STEPS`` steps at a time, in the sweep's order. Each piece (the packing of W_ihᵀ, each
-# chunk's projection) is claimed by whichever job gets to it first, and a job that needs a piece
-# the other has claimed waits for it to be published: it is being computed, so the wait ends. Run
-# in order, job 0 claims and computes every piece itself. Each projected row is computed as in
-# :func:`input_forward` (bias, then the sum over the inputs in order), so the bits are the same.
+# ``PIPE_STEPS`` steps at a time, in the sweep's order. Each piece (the packing of W_ihᵀ, tried by
+# both jobs at their start, and each chunk's projection) is claimed by whichever job gets to it
+# first, and a job that needs a piece the other has claimed waits for it to be published: it is
+# being computed, so the wait ends. Run in order, job 0 claims and computes every piece itself.
+# Each projected row is computed as in :func:`input_forward` (bias, then the sum over the inputs
+# in order), so the bits are the same.
 # flags: [0] W_ihᵀ claimed, [1] W_ihᵀ packed, [2 + c] chunk c claimed, [2 + n + c] chunk c done,
 # [-1] the cell's own last piece claimed (the LSTM's: W_hh packed for the backward).
 
@@ -792,15 +793,11 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
 def pipe_project(flags, g, x, W_ih, b_ih, Q, ch, reverse, wait):
     """Chunk ch of the forward pipeline's projection, g[t] = b_ih + x[t]·W_ihᵀ for its steps, if
     this job claims it first; else, if ``wait``, wait until the other job has done it.
-    Q : W_ihᵀ in panels (packed by whichever job first needs it)."""
+    Q : W_ihᵀ in panels (packed by whichever job claimed it first: :func:`pipe_pack`)."""
     T, B, U = g.shape
     nc = pipe_chunks(T)
     if atomic_add(flags, 2 + ch, 1) == 0:
-        if atomic_add(flags, 0, 1) == 0:
-            pack_T_into(Q, W_ih)
-            atomic_store(flags, 1, 1)
-        else:
-            pipe_wait(flags, 1, 1)
+        pipe_wait(flags, 1, 1)                     # W_ihᵀ packed
         q0 = ch * PIPE_STEPS
         q1 = min(T, q0 + PIPE_STEPS)
         r0, r1 = pipe_step_rows(T, B, q0, q1, not reverse)   # the forward sweep's order
@@ -810,6 +807,25 @@ def pipe_project(flags, g, x, W_ih, b_ih, Q, ch, reverse, wait):
         atomic_store(flags, 2 + nc + ch, 1)
     elif wait:
         pipe_wait(flags, 2 + nc + ch, 1)
+
+
+@inline
+def pipe_pack(flags, j, P, W_hh, Q, W_ih):
+    """A forward pipeline's packings, before its projections: job 0 packs W_hhᵀ into P for its
+    sweep, and W_ihᵀ is packed into Q by whichever job claims it first (flags[0]; flags[1] once
+    packed). Both from one call site, as every inlined call site is compiled again."""
+    for task in range(2):
+        if task == 0:
+            if j != 0:
+                continue
+            dst, src = P, W_hh
+        elif atomic_add(flags, 0, 1) == 0:
+            dst, src = Q, W_ih
+        else:
+            continue
+        pack_T_into(dst, src)
+        if task == 1:
+            atomic_store(flags, 1, 1)
 
 
 def pipe_forward_buffers(T, W_ih):
