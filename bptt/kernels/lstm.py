@@ -242,9 +242,10 @@ def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x,
 @jobs(concurrent=True)
 def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_hh, P, x, W_ih, b_ih, Q, flags,
                        P_hh):
-    """Job j of :func:`lstm_forward_pipelined`: 0 the sweep, 1 the projection ahead of it
-    (:func:`bptt.kernels.rnn.pipe_project`), then the packing of W_hh for the backward (flags[-1]:
-    whichever job gets to it)."""
+    """Job j of :func:`lstm_forward_pipelined`: first the packings
+    (:func:`bptt.kernels.rnn.pipe_pack`), then 0 the sweep, 1 the projection ahead of it
+    (:func:`bptt.kernels.rnn.pipe_project`), then the packing of W_hh for the backward
+    (flags[-1]: whichever job gets to it)."""
     T, B = gates.shape[0], gates.shape[1]
     pipe_pack(flags, j, P, W_hh, Q, W_ih)   # W_hhᵀ (job 0) and W_ihᵀ (whichever claims it)
     # job 0: every step, projecting (or waiting for) each chunk first; job 1: every chunk. One
@@ -332,7 +333,8 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
 def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
                         x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed):
     """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
-    then each its passes (:func:`bptt.kernels.rnn.pipe_passes`)."""
+    then its share of the passes; 1 its share of the passes, following the sweep
+    (:func:`bptt.kernels.rnn.pipe_passes`)."""
     T, B = gates.shape[0], gates.shape[1]
     if j == 0:
         if not packed:

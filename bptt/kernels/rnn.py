@@ -713,8 +713,8 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
     Xh : (T·B, H) scratch for the states the steps read.
 
     One loop picks the next piece and one call site runs each kind of work: every call site of an
-    inlined helper is compiled again (the orders written out as loops took the LSTM's pipeline
-    21 s of compiling, twice as long)."""
+    inlined helper is compiled again (with the two jobs' orders written out as loops, the LSTM's
+    backward pipeline took 21 s to compile instead of 9 s)."""
     T, B, U = dg.shape
     nc = pipe_chunks(T)
     P = 1 + nc
