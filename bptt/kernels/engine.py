@@ -81,7 +81,7 @@ L3_BYTES = cache_bytes(3, 1 << 25)    # the L3 a core shares (32 MB where unknow
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
-           "n_blocks", "block_origin", "block_product", "JOBS",
+           "n_blocks", "block_origin", "even_columns", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
 
 
@@ -548,11 +548,15 @@ JOBS = 16   # parallel jobs a large product is cut into, at least (a multiple of
 
 @inline
 def n_blocks(N, M):
-    """(row groups, column blocks) of the jobs of an (N, M) product: column blocks of ``COLS``,
-    and as many groups of rows (whole tiles of ``ROWS``) as make at least ``JOBS`` jobs."""
+    """(row groups, column blocks) of the jobs of an (N, M) product: ceil(M / COLS) column
+    blocks, and as many groups of rows as make at least ``JOBS`` jobs and, where there are rows
+    enough, a multiple of the cores (``CHUNKS``): a parallel loop deals each thread an equal
+    range of jobs, and 21 jobs on two cores are 11 against 10."""
     ncb = (M + COLS - 1) // COLS
     nt = (N + ROWS - 1) // ROWS
     ng = min(nt, max(1, (JOBS + ncb - 1) // ncb))
+    while ng < nt and ng * ncb % CHUNKS != 0:   # a whole number of jobs per core
+        ng += 1
     return ng, ncb
 
 
@@ -560,14 +564,28 @@ def n_blocks(N, M):
 def block_origin(job, N, M):
     """(n0, n1, c0, c1) of job number ``job`` of an (N, M) product (:func:`n_blocks`): column
     blocks of one row group after another, so that a thread's contiguous range of jobs shares
-    the group's rows of A."""
+    the group's rows of A. The rows are spread evenly over the groups (in whole blocks of the
+    micro-kernels' rows) and the columns over the blocks (:func:`even_columns`), so that the
+    jobs are of one size to within a block and any thread count's equal ranges of jobs are
+    equal work: in whole tiles, 800 rows in 4 groups were 192, 192, 192 and 224, and two
+    threads' shares 384 and 416."""
     ng, ncb = n_blocks(N, M)
-    nt = (N + ROWS - 1) // ROWS
     g = job // ncb
-    cb = job % ncb
-    n0 = g * nt // ng * ROWS
-    n1 = min(N, (g + 1) * nt // ng * ROWS)
-    return n0, n1, cb * COLS, min(M, cb * COLS + COLS)
+    c0, c1 = even_columns(job % ncb, ncb, M)
+    R = micro.R
+    n0 = (g * N + ng * R // 2) // ng // R * R    # g·N/ng to the nearest multiple of R
+    n1 = N if g == ng - 1 else ((g + 1) * N + ng * R // 2) // ng // R * R
+    return n0, n1, c0, c1
+
+
+@inline
+def even_columns(i, n, M):
+    """(c0, c1): block i of n blocks of M columns, each of whole panels (the last may end
+    inside one), their panel counts differing by at most one. With n = ceil(M / COLS) none is
+    wider than ``COLS``; in blocks of exactly ``COLS`` the last could be a sliver (4096 = 17 ·
+    240 + 16), and a thread count's equal ranges of blocks unequal work."""
+    npan = (M + PANEL - 1) // PANEL
+    return i * npan // n * PANEL, min(M, (i + 1) * npan // n * PANEL)
 
 
 @inline

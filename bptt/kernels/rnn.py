@@ -44,7 +44,7 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
-                     add_bias_rows, add_column_sums, add_rows,
+                     add_bias_rows, add_column_sums, add_rows, even_columns,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
                      sweep_chunks, transpose_into,
@@ -186,7 +186,8 @@ def step_products(j, njobs, C3, A3, P, M, K, b, bias):
     over all T·B rows). The same fma chains as the dense kernels (so the same bits).
     C3 : (T, B, M). A3 : (T, B, K). Run as ``step_products(2 * ceil(M / COLS), C3, ...)``.
 
-    Jobs of one batch half × one column block, half 0's first: a parallel run hands a thread a
+    Jobs of one batch half × one column block (ceil(M / COLS) blocks of whole panels, spread
+    evenly: :func:`bptt.kernels.engine.even_columns`), half 0's first: a parallel run hands a thread a
     contiguous range of jobs, so on two cores each thread gets one half. Inside, chunks of steps
     whose block of C fits in ``STEP_C_BYTES``, then k-blocks, then the steps of the chunk: a KC ×
     COLS block of Bm stays in L2 while the chunk's rows pass
@@ -197,8 +198,7 @@ def step_products(j, njobs, C3, A3, P, M, K, b, bias):
     T, B = C3.shape[0], C3.shape[1]
     ncb = njobs // 2
     b0, b1 = batch_half(B, 2, j // ncb)
-    c0 = j % ncb * COLS
-    c1 = min(M, c0 + COLS)
+    c0, c1 = even_columns(j % ncb, ncb, M)
     tc = max(1, STEP_C_BYTES // ((b1 - b0) * (c1 - c0) * C3.itemsize))
     for t0 in range(0, T, tc):
         t1 = min(T, t0 + tc)
