@@ -109,7 +109,7 @@ def test_gradcheck_with_the_sweeps_split_by_units(cell, rng, monkeypatch, thread
 
 @pytest.mark.parametrize("batch", [2, 33])
 def test_gradcheck_lstm_with_the_projection_and_dx_in_the_sweeps(rng, monkeypatch, batch):
-    """Weights that fit in L2 together: the LSTM's sweeps take the input projection and dx with
+    """W_ih in half a core's L2: the LSTM's sweeps take the input projection and dx with
     them, step by step (kernels.lstm.fused). Not small (SERIAL_WORK lowered), so no pipeline; a
     bidirectional stack, and a batch from SPLIT_B on (the weight gradients by halves)."""
     monkeypatch.setattr(recurrent_mod, "SERIAL_WORK", 0)

@@ -159,21 +159,30 @@ def lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, r0, r1, u0, u1):
 
 # -- the passes beside the sweep, step by step ---------------------------------------------------
 #
-# When W_ih and W_hh fit in a core's L2 together (FUSE_BYTES), the input projection of a step is
-# computed inside the sweep, just before its recurrent product, by the thread that owns the rows
-# (and dx_t = da_t·W_ih just after the backward step's product): the (T, B, 4H) gates and da are
-# then not written by one pass and read again by another, and the small products run with the
-# sweep's chunks instead of a parallel region of their own. Each output is the same fma chain as
-# in input_forward / input_backward (b_ih, then x_t·W_ihᵀ over i in order; dx from its value
-# over u in order), so the bits are the same.
+# When W_ih fits in half a core's L2 (FUSE_BYTES), the input projection of a step is computed
+# inside the sweep, just before its recurrent product, by the thread that owns the rows (and
+# dx_t = da_t·W_ih just after the backward step's product): the (T, B, 4H) gates and da are then
+# not written by one pass and read again by another, and the small products run with the sweep's
+# chunks instead of a parallel region of their own. What it costs is a pass over W_ih by every
+# core at every step, cheap while W_ih stays in the core's L2; W_hh is streamed by the sweep
+# either way. Each output is the same fma chain as in input_forward / input_backward (b_ih, then
+# x_t·W_ihᵀ over i in order; dx from its value over u in order), so the bits are the same.
+#
+# Whole layer step, fused against not, A/B in one process (Zen 3, avx2, 2 threads, 512 KB L2):
+# (B, T, I, H) = (50, 50, 65, 128), W_ih 133 KB: 23.3 -> 21.7 ms; (50, 50, 64, 256), 256 KB (the
+# char-LM's, W_hh 1 MB): 62.7 -> 59.9; (16, 50, 65, 128): 6.71 -> 6.61; but W_ih past the L2:
+# (50, 50, 128, 384), 768 KB: 127.5 -> 126.0; (32, 25, 256, 512), 2 MB: 79.2 -> 86.1;
+# (64, 100, 512, 512), 4 MB: 791 -> 872. (Zen 4, 1 MB L2: `char` 4-5 % faster, the char-LM's
+# LSTM unchanged.) Until then the rule was W_ih and W_hh together in half the L2.
 
-FUSE_BYTES = L2_BYTES // 2   # Zen 4 (1 MB L2): the LSTM `char` step (395 KB of weights) 4-5 % faster;
-                             # the char-LM's LSTM (1.3 MB) gained nothing
+FUSE_BYTES = L2_BYTES // 2
 
 
-def fused(W_ih, W_hh):
-    """Whether a sweep over W_hh takes its input projection and dx with it (see above)."""
-    return W_ih.nbytes + W_hh.nbytes <= FUSE_BYTES
+def fused(W_ih, W_hh, B):
+    """Whether a sweep of B sequences over W_hh takes its input projection and dx with it (see
+    above): W_ih in half a core's L2, and the sweep split by sequences (not by units,
+    :func:`bptt.kernels.rnn.wide`, which has no fused form)."""
+    return W_ih.nbytes <= FUSE_BYTES and not wide(W_hh, B)
 
 
 @composite

@@ -19,10 +19,11 @@ How a call runs (see :mod:`bptt.kernels.rnn` for the kernels' conventions):
   gradient is the gate gradient itself, run both weight gradients in one pass,
   ``weight_grads_shared``). Both directions add into the same ``dx``. Every pass gives each core
   the same half of the batch as the sweeps (see :mod:`bptt.kernels.rnn`).
-- LSTM whose W_ih and W_hh fit in a core's L2 together: the input projection and dx run inside
-  the sweeps, step by step (``lstm_forward_fused``, ``lstm_backward_fused``); LSTM whose W_hh does
-  not fit in a core's L2: the sweeps split the hidden units between the cores, for small batches,
-  or always past a share of the L3 (:mod:`bptt.kernels.lstm`). Same bits either way.
+- LSTM whose W_ih fits in half a core's L2: the input projection and dx run inside the sweeps,
+  step by step (``lstm_forward_fused``, ``lstm_backward_fused``), unless the sweeps split by
+  units; LSTM whose W_hh does not fit in a core's L2: the sweeps split the hidden units between
+  the cores, for small batches, or always past a share of the L3 (:mod:`bptt.kernels.lstm`).
+  Same bits either way.
 - Small work (below ``SERIAL_WORK``: one sequence, say), LSTM: a sweep has no rows to share, so
   the projection runs ahead of the forward sweep and the passes beside the backward sweep, as two
   concurrent jobs (``lstm_forward_pipelined``, ``lstm_backward_pipelined``; :mod:`bptt.kernels.rnn`,
@@ -413,7 +414,8 @@ class LSTM(_Recurrent):
     _PIPELINED = True
 
     def _fused(self, W_ih, W_hh):
-        return lstm_fused(W_ih, W_hh)
+        B = self._ws.B if self._ws is not None else 1   # before a forward: as for one sequence
+        return lstm_fused(W_ih, W_hh, B)
 
     def _cell_forward_fused(self, ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih):
         lstm_forward_fused(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
