@@ -298,7 +298,7 @@ class _Recurrent(Layer):
 
     def _fused(self, W_ih, W_hh):
         """Whether the sweeps take the input projection and dx with them, step by step (the LSTM
-        when its weights fit in a core's L2: :func:`bptt.kernels.lstm.fused`)."""
+        when its W_ih fits in half a core's L2: :func:`bptt.kernels.lstm.fused`)."""
         return False
 
     def _load_state(self, dst, name, a, B):
