@@ -449,18 +449,54 @@ def renamed(fn, suffix: str, **new_globals):
     return f
 
 
+def cache_bytes(level: int, default: int) -> int:
+    """The size of a core's level-``level`` data (or unified) cache in bytes, as Linux reports it
+    for CPU 0 (/sys/devices/system/cpu/cpu0/cache), or ``default`` where it cannot be read. The
+    size of a piece of work that should stay in a cache level is then a share of that level on
+    the host (Zen 3: L2 512 KB; Zen 4: 1 MB; recent Intel cores: 1.25-2 MB), not of the machine
+    it was measured on. Only speed depends on it, never the bits."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for name in sorted(os.listdir(base)):
+            d = os.path.join(base, name)
+            with open(os.path.join(d, "level")) as f:
+                lv = int(f.read())
+            with open(os.path.join(d, "type")) as f:
+                kind = f.read().strip()
+            if lv == level and kind in ("Data", "Unified"):
+                with open(os.path.join(d, "size")) as f:
+                    text = f.read().strip().upper()
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+                return int(text.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return default
+
+
+L2_BYTES = cache_bytes(2, 1 << 19)    # a core's L2 (512 KB where unknown)
+L3_BYTES = cache_bytes(3, 1 << 25)    # the L3 a core shares (32 MB where unknown)
+
+
 def _sources_hash() -> str:
-    """A short hash of this module and every kernel source file.
+    """A short hash of this module and every kernel source file, and of the host's values that
+    the kernels hold as constants.
 
     Numba's cache checks only the timestamp of the file that defines a function, not of the
     helpers compiled into it: after an edit to :mod:`bptt.kernels.dense`, the cached RNN kernels
     would still hold the old ``acc_panels``. Every kernel's cache name carries this hash, so an edit
     to any kernel source compiles everything afresh (old cache files are left unused).
+
+    Nor does its index key on module globals. The kernels hold the ISA family, the cores Numba
+    may use (``engine.CHUNKS``: a sweep's chunks of rows) and the cache sizes as constants, and
+    Python code sizes the jobs with the same values: a cache filled with ``NUMBA_NUM_THREADS=2``
+    and loaded with 1 gave kernels that cut a sweep into two chunks where the launcher ran one
+    (or the reverse), rows past the batch, and a corrupted heap. So these are hashed too: a
+    cache shared by processes or machines that differ in them keeps one set of files for each.
     """
     import hashlib
     here = os.path.dirname(os.path.abspath(__file__))
     kdir = os.path.join(here, "kernels")
-    h = hashlib.sha1()
+    h = hashlib.sha1(f"{ISA} {max_threads()} {L2_BYTES} {L3_BYTES}".encode())
     try:
         for path in [os.path.join(here, "jit.py")] + sorted(
                 os.path.join(kdir, f) for f in os.listdir(kdir) if f.endswith(".py")):
@@ -1019,8 +1055,9 @@ class serial_when:
 
 
 def helper(fn):
-    """Compile an array helper that kernels call; LLVM inlines it or not."""
-    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, nogil=True, error_model=ERROR_MODEL, no_cfunc_wrapper=True)
+    """Compile an array helper that kernels call; LLVM inlines it or not. (Its cache name carries
+    :func:`_sources_hash`, as every kernel's: Python calls some helpers too.)"""
+    return numba.njit(renamed(fn, f"__{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True, error_model=ERROR_MODEL, no_cfunc_wrapper=True)
 
 
 _typed_lock = threading.RLock()
@@ -1070,8 +1107,11 @@ def external(fn, signature, symbol: str):
 
 
 def inline(fn):
-    """Compile a scalar helper that other kernels call (``x -> f(x)``); inlined into its callers."""
-    return numba.njit(fn, cache=CACHE, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+    """Compile a scalar helper that other kernels call (``x -> f(x)``); inlined into its callers.
+    Called from Python it is compiled on its own, and cached under a name that carries
+    :func:`_sources_hash`: ``engine.sweep_chunks`` counts a sweep's jobs with the compiled
+    ``row_chunks``, which must hold the same ``CHUNKS`` as the job bodies."""
+    return numba.njit(renamed(fn, f"__{_HASH}"), cache=CACHE, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 
 
 _init_from_env()

@@ -65,3 +65,33 @@ def test_parallel_builds_loaded_from_the_cache_give_the_bits_of_a_fresh_compile(
     assert warm["launcher_hits"] >= 1 and warm["launcher_misses"] == 0, warm
     assert any((tmp_path / "numba-cache").rglob("*.nbi")), "the second run did not use a disk cache"
     assert cold["bits"] == warm["bits"], runs
+
+
+COUNTS = textwrap.dedent("""
+    import json
+    from bptt.kernels import engine
+    print(json.dumps({"chunks": engine.CHUNKS, "sweep_chunks": engine.sweep_chunks(40),
+                      "block_jobs": engine.block_jobs(1500, 700)}))
+""")
+
+
+@pytest.mark.skipif(not jit.CACHE, reason="needs the cache")
+def test_a_cache_filled_with_other_core_counts_gives_this_count_s_jobs(tmp_path):
+    """The kernels hold the cores Numba may use (engine.CHUNKS) as a constant, and Python counts
+    the jobs with compiled helpers (engine.sweep_chunks, block_jobs). A cache filled by a process
+    with NUMBA_NUM_THREADS=2 and read by one with 1, 3 (or the reverse) handed the second the first one's
+    counts, so that Python launched jobs for one count and the bodies cut the rows for the other:
+    rows left out, or rows past the batch written (a corrupted heap). Each count must get its own
+    (jit._sources_hash names the cache files by it)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"), BPTT_CACHE="1")
+    env.pop("BPTT_THREADS", None)
+    got = {}
+    for n in (2, 1, 3, 2):
+        p = subprocess.run([sys.executable, "-c", COUNTS], env=dict(env, NUMBA_NUM_THREADS=str(n)),
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        got[n] = json.loads(p.stdout.strip().splitlines()[-1])
+    for n, r in got.items():
+        assert r["chunks"] == n, got
+        assert r["sweep_chunks"] == min(n, 40), got   # one chunk of rows per core
+        assert r["block_jobs"] % n == 0, got          # a whole number of jobs per core

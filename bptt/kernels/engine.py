@@ -24,7 +24,6 @@ one fused multiply-add chain in a fixed order (:func:`acc_scalar` is the plain v
 result is the same bits for any tiling, any thread count, any build and any ISA family.
 """
 import importlib
-import os
 import threading
 
 import numba
@@ -34,7 +33,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from .. import jit
-from ..jit import helper, inline, jobs, max_threads, prange
+from ..jit import L2_BYTES, L3_BYTES, cache_bytes, helper, inline, jobs, max_threads, prange
 from .microcall import acc_scalar, element_ptr, ensure, tile_caller
 
 micro = importlib.import_module(f"{__package__}.micro_{jit.ISA}")   # the ISA's family
@@ -48,41 +47,16 @@ COLS = 256 // PANEL * PANEL   # columns of C per tile, whole panels (256 for avx
                               # a tile's block of A (ROWS × KC) is reused by every panel from L2
 KC = 256              # k per block inside a tile
 CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
-                         # in the compiled kernels: only speed depends on it, never the bits)
+                         # in the compiled kernels, and in their cache names: jit._sources_hash;
+                         # only speed depends on it, never the bits)
 
-
-def cache_bytes(level: int, default: int) -> int:
-    """The size of a core's level-``level`` data (or unified) cache in bytes, as Linux reports it
-    for CPU 0 (/sys/devices/system/cpu/cpu0/cache), or ``default`` where it cannot be read. The
-    size of a piece of work that should stay in a cache level is then a share of that level on
-    the host (Zen 3: L2 512 KB; Zen 4: 1 MB; recent Intel cores: 1.25-2 MB), not of the machine
-    it was measured on. Only speed depends on it, never the bits."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for name in sorted(os.listdir(base)):
-            d = os.path.join(base, name)
-            with open(os.path.join(d, "level")) as f:
-                lv = int(f.read())
-            with open(os.path.join(d, "type")) as f:
-                kind = f.read().strip()
-            if lv == level and kind in ("Data", "Unified"):
-                with open(os.path.join(d, "size")) as f:
-                    text = f.read().strip().upper()
-                mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-                return int(text.rstrip("KM")) * mult
-    except (OSError, ValueError):
-        pass
-    return default
-
-
-L2_BYTES = cache_bytes(2, 1 << 19)    # a core's L2 (512 KB where unknown)
-L3_BYTES = cache_bytes(3, 1 << 25)    # the L3 a core shares (32 MB where unknown)
 
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "even_columns", "block_product", "JOBS",
-           "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB"]
+           "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
+           "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
 
 def _transpose_block_intrinsic(N):
