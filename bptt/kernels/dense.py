@@ -82,11 +82,12 @@ def weight_grad_operands_copy(ops):
 
 
 def weight_grad_jobs(O, I):
-    """Jobs of :func:`_weight_grads`: the bias sums by blocks of ``COLS`` outputs, the blocks of
-    dW's first I16 columns, and the last I mod NARROW columns by blocks of outputs."""
+    """Jobs of :func:`_weight_grads`: the blocks of dW's first I16 columns (those of the first
+    column block with their rows' bias sums; with no such column, the bias sums by blocks of
+    ``COLS`` outputs), then the last I mod NARROW columns by blocks of outputs."""
     nsum = (O + COLS - 1) // COLS
     I16 = I - I % NARROW
-    return nsum + block_jobs(O, I16) + (nsum if I16 < I else 0)
+    return (block_jobs(O, I16) if I16 > 0 else nsum) + (nsum if I16 < I else 0)
 
 
 @jobs(last=(weight_grad_operands, weight_grad_operands_copy))
@@ -97,27 +98,32 @@ def _weight_grads(j, njobs, dW, db, dy, ops):
         dW[o, i] += Σ_n dy[n, o] X[n, i],   db[o] += Σ_n dy[n, o]
 
     ops = (dyᵀ, P) (:func:`weight_grad_operands`). dW : (O, I), db : (O,), dy : (N, O). Jobs in
-    three ranges (:func:`weight_grad_jobs`), which write disjoint outputs: blocks of db
-    (:func:`bptt.kernels.engine.add_column_sums`), blocks of dW's first I16 columns
-    (:func:`bptt.kernels.engine.block_product` with A = dyᵀ, read along its rows), and the last
-    I mod NARROW columns, by blocks of rows of dW (:func:`acc_narrow`). Each entry has one writer
-    and sums over n in order."""
+    two ranges (:func:`weight_grad_jobs`), which write disjoint outputs: blocks of dW's first
+    I16 columns (:func:`bptt.kernels.engine.block_product` with A = dyᵀ, read along its rows),
+    the first column block's jobs also summing db for their rows of dW
+    (:func:`bptt.kernels.engine.add_column_sums`), and the last I mod NARROW columns, by blocks
+    of rows of dW (:func:`acc_narrow`); with I < NARROW the first range is blocks of db alone.
+    Each entry has one writer and sums over n in order. (The bias sums were jobs of their own,
+    first: on two threads the first thread's share then held two fewer blocks of dW than the
+    other's, at the MLP's 512 × 512 layer 8 against 10.)"""
     dyT, P = ops
     N, O = dy.shape
     I = dW.shape[1]
     I16 = I - I % NARROW   # whole NARROW-column groups; the rest lies in one panel
-    nsum = (O + COLS - 1) // COLS
-    nblk = 0
+    nfirst = (O + COLS - 1) // COLS
     if I16 > 0:
         ng, ncb = n_blocks(O, I16)
-        nblk = ng * ncb
-    if j < nsum:
-        add_column_sums(db, dy, j * COLS, min(O, j * COLS + COLS))
-    elif j < nsum + nblk:
-        n0, n1, c0, c1 = block_origin(j - nsum, O, I16)
+        nfirst = ng * ncb
+    if j < nfirst:
+        if I16 == 0:
+            add_column_sums(db, dy, j * COLS, min(O, j * COLS + COLS))
+            return
+        n0, n1, c0, c1 = block_origin(j, O, I16)
+        if c0 == 0:
+            add_column_sums(db, dy, n0, n1)
         block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
     else:
-        t = j - nsum - nblk
+        t = j - nfirst
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         acc_narrow(dW, dy, tail, I16, t * COLS, min(O, t * COLS + COLS))
 
