@@ -54,7 +54,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
-           "n_blocks", "block_origin", "even_columns", "block_product", "JOBS",
+           "n_blocks", "block_origin", "even_bound", "even_columns", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
@@ -546,10 +546,16 @@ def block_origin(job, N, M):
     ng, ncb = n_blocks(N, M)
     g = job // ncb
     c0, c1 = even_columns(job % ncb, ncb, M)
-    R = micro.R
-    n0 = (g * N + ng * R // 2) // ng // R * R    # g·N/ng to the nearest multiple of R
-    n1 = N if g == ng - 1 else ((g + 1) * N + ng * R // 2) // ng // R * R
-    return n0, n1, c0, c1
+    return even_bound(g, ng, N, micro.R), even_bound(g + 1, ng, N, micro.R), c0, c1
+
+
+@inline
+def even_bound(q, n, N, m):
+    """Where part q of n parts of N items starts (N for q = n): q·N/n rounded up to a multiple
+    of m, so that the parts are whole groups of m (but the last) and differ by at most m."""
+    if q >= n:
+        return N
+    return min(N, (q * N // n + m - 1) // m * m)
 
 
 @inline

@@ -44,7 +44,7 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
-                     add_bias_rows, add_column_sums, add_rows, even_columns,
+                     add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
                      block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
                      sweep_chunks, transpose_into,
@@ -890,9 +890,7 @@ def wide(W_hh, B):
 def wide_bound(H, q, NP):
     """The first unit of part q of NP (H for q = NP): q·H/NP rounded up to 16 (whole cache lines
     of float32 in each part's columns)."""
-    if q >= NP:
-        return H
-    return min(H, (q * H // NP + 15) // 16 * 16)
+    return even_bound(q, NP, H, 16)
 
 
 @inline
