@@ -117,7 +117,7 @@ def tile_symbol(isa, dtype) -> str:
 FORM = MICRO   # bptt.jit.MICRO: "vector" (default) or "scalar" (BPTT_MICRO)
 
 
-def vector_body(R, W, blocks=1, pair=False, lanes=8):
+def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
     """An intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1[, d])``: the micro-kernel body
     ``body_RxW`` of the family files, in LLVM vector IR.
 
@@ -129,7 +129,14 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8):
     Each row of a block is held through the k loop in vectors of the ISA's width (``lanes``
     float32 lanes; half as many float64), lane w of the row being the fma chain of output (r, w),
     the scalar body's ``s<r>_<w>``: one wide ``<W x T>`` vector is split by LLVM element by
-    element when W is not a power of two, which ran 8× slower."""
+    element when W is not a power of two, which ran 8× slower.
+
+    With ``prefetch`` (blocks of two rows or more), the body first asks for the cache lines of
+    the next block down, rows R ... 2R-1 of the same columns, which is the block a family's
+    ``tile`` runs next: its sums start from C, and a block of C that had to come from L3 or
+    memory stalled every fma chain at the start of the k loop. One core's product of 800 ×
+    1024 by 1024 × 960 (K in blocks of 256) ran 6-20 % faster with it, A/B in one process
+    (docs/performance.md, eleventh session). A prefetch never changes a result."""
     nb = 2 if pair else blocks
 
     def generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, *d):
@@ -172,6 +179,18 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8):
             slots = [(r, j, w0, n) for r in range(R) for j in range(nb) for w0, n in pieces]
             start = [builder.load(vector_at(pc, builder.add(c_off[r][j], cst(w0)), n), align=align)
                      for r, j, w0, n in slots]
+            if prefetch and R > 1:   # C's next block down (the tile's order), while this one runs
+                i8p = ir.IntType(8).as_pointer()
+                i32 = ir.IntType(32)
+                pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                    "llvm.prefetch.p0i8")
+                line = 64 // align   # elements per cache line
+                for r in range(R, 2 * R):
+                    for j in range(nb):
+                        for w in sorted(set(range(0, W, line)) | {W - 1}):
+                            off = builder.add(builder.mul(cst(r), ldc_), builder.add(c_col[j], cst(w)))
+                            builder.call(pf, [builder.bitcast(builder.gep(pc, [off]), i8p),
+                                              ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
             entry = builder.block
             head = builder.append_basic_block("micro_k")
             body = builder.append_basic_block("micro_fma")
