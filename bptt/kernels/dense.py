@@ -78,7 +78,7 @@ def weight_grad_operands(ops):
 def weight_grad_operands_copy(ops):
     """:func:`weight_grad_operands` for composite kernels (each a job set of its own)."""
     dy, x = ops
-    return transposed_copy(dy), panels_all(x)
+    return transposed_copy(dy, "wg_dyT"), panels_all(x, "wg_x")
 
 
 def weight_grad_jobs(O, I):

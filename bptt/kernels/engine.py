@@ -256,17 +256,28 @@ def _pack_rows(j, njobs, P, Bm, boff, M):
     pack_panel(P, Bm, j // nb, boff, M, k0, min(K, k0 + PACK_ROWS), k0)
 
 
-def panels_T(W):
-    """:func:`packed_T` for composite kernels: Wᵀ (I, O) in panels, for W (O, I)."""
-    P = new_panels(W.shape[0], W.shape[1], W.dtype)
+def _panels_for(M, K, dtype, scratch_name):
+    """(n_panels(M), K, PANEL) panels: new, or a scratch buffer (:func:`scratch_panels`)."""
+    if scratch_name is None:
+        return new_panels(M, K, dtype)
+    return scratch_panels(scratch_name, M, K, dtype)
+
+
+def panels_T(W, scratch_name=None):
+    """:func:`packed_T` for composite kernels: Wᵀ (I, O) in panels, for W (O, I). With a
+    ``scratch_name``, in that scratch buffer (:func:`scratch`: valid until the next call that
+    names it), for a kernel that packs on every call: a fresh array of megabytes came back as
+    fresh pages, 1,237 page faults in a char-LM step (docs/performance.md)."""
+    P = _panels_for(W.shape[0], W.shape[1], W.dtype, scratch_name)
     _pack_T_panel(P.shape[0], P, W)
     return P
 
 
-def panels(Bm, boff, M):
-    """:func:`packed` for composite kernels: columns boff ... boff+M-1 of Bm (K, ·) in panels."""
+def panels(Bm, boff, M, scratch_name=None):
+    """:func:`packed` for composite kernels: columns boff ... boff+M-1 of Bm (K, ·) in panels
+    (``scratch_name``: as :func:`panels_T`)."""
     K = Bm.shape[0]
-    P = new_panels(M, K, Bm.dtype)
+    P = _panels_for(M, K, Bm.dtype, scratch_name)
     _pack_rows(P.shape[0] * ((K + PACK_ROWS - 1) // PACK_ROWS), P, Bm, boff, M)
     return P
 
@@ -277,14 +288,26 @@ def packed_all(Bm):
     return packed(Bm, 0, Bm.shape[1])
 
 
-def panels_all(Bm):
-    """:func:`packed_all` for composite kernels (the packing a job set of its own)."""
-    return panels(Bm, 0, Bm.shape[1])
+def panels_all(Bm, scratch_name=None):
+    """:func:`packed_all` for composite kernels (the packing a job set of its own;
+    ``scratch_name``: as :func:`panels_T`)."""
+    return panels(Bm, 0, Bm.shape[1], scratch_name)
+
+
+def last_panels_T(W):
+    """:func:`panels_T` into the scratch buffer of job sets' ``last`` matrices: a job set
+    prepares its last argument just before its jobs and holds it only while they run."""
+    return panels_T(W, "last_panels_T")
+
+
+def last_panels_all(Bm):
+    """:func:`panels_all` into a scratch buffer, as :func:`last_panels_T`."""
+    return panels_all(Bm, "last_panels")
 
 
 # A job set's ``last`` preparation (bptt.jit.JobSet): its last argument, a matrix, used in panels.
-LAST_PANELS_T = (packed_T, panels_T)     # Wᵀ (I, O) in panels, for W (O, I)
-LAST_PANELS = (packed_all, panels_all)   # W (O, I) in panels
+LAST_PANELS_T = (packed_T, last_panels_T)     # Wᵀ (I, O) in panels, for W (O, I)
+LAST_PANELS = (packed_all, last_panels_all)   # W (O, I) in panels
 
 
 def block_jobs(N, M):
@@ -342,10 +365,11 @@ def _transpose_strip(j, njobs, XT, X):
     transpose_strip(XT, X, j)
 
 
-def transposed_copy(X):
-    """:func:`transposed` for composite kernels: Xᵀ as a new contiguous array, a job per strip."""
+def transposed_copy(X, scratch_name=None):
+    """:func:`transposed` for composite kernels: Xᵀ as a new contiguous array, a job per strip
+    (or in a scratch buffer: ``scratch_name``, as :func:`panels_T`)."""
     N, M = X.shape
-    XT = np.empty((M, N), X.dtype)
+    XT = np.empty((M, N), X.dtype) if scratch_name is None else scratch(scratch_name, M * N, X.dtype).reshape((M, N))
     _transpose_strip((M + TB - 1) // TB, XT, X)
     return XT
 

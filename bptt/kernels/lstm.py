@@ -191,7 +191,7 @@ def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_i
     one sweep: the arguments of :func:`lstm_forward`, then x (T, B, I) the layer's input, W_ih
     (4H, I) and b_ih (4H,); ``gates`` is written only (its input values are not read)."""
     _lstm_forward_rows_fused(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih,
-                             panels_T(W_ih), W_hh)
+                             panels_T(W_ih, "fused_W_ih_T"), W_hh)
 
 
 @jobs(last=LAST_PANELS_T)
@@ -214,7 +214,7 @@ def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, 
     """:func:`lstm_backward` and then ``input_backward`` (dx_t += da_t·W_ih), step by step in one
     sweep: the arguments of :func:`lstm_backward`, then dx (T, B, I) accumulated and W_ih (4H, I)."""
     _lstm_backward_rows_fused(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc,
-                              c0, off, reverse, dx, panels(W_ih, 0, W_ih.shape[1]), W_hh)
+                              c0, off, reverse, dx, panels(W_ih, 0, W_ih.shape[1], "fused_W_ih"), W_hh)
 
 
 @jobs(last=LAST_PANELS)

@@ -45,7 +45,7 @@ from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_da
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
                      add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_blocks,
-                     block_product, chunk_rows, copy_rows, step_product, new_panels, n_panels,
+                     block_product, chunk_rows, copy_rows, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
                      sweep_chunks, transpose_into,
                      LAST_PANELS, LAST_PANELS_T)
@@ -243,7 +243,7 @@ def input_forward(g, x, W, b):
 
 def _input_forward_halves(g, x, W, b):
     """:func:`input_forward` from ``SPLIT_B`` sequences on, on Wᵀ in panels."""
-    step_products(column_jobs(W.shape[0]), g, x, panels_T(W), W.shape[0], W.shape[1], b, True)
+    step_products(column_jobs(W.shape[0]), g, x, panels_T(W, "proj_W_T"), W.shape[0], W.shape[1], b, True)
 
 
 @composite
@@ -263,7 +263,7 @@ def input_backward(dx, dg, W):
 
 def _input_backward_halves(dx, dg, W):
     """:func:`input_backward` from ``SPLIT_B`` sequences on, on W in panels."""
-    step_products(column_jobs(W.shape[1]), dx, dg, panels(W, 0, W.shape[1]), W.shape[1], W.shape[0], W[0],
+    step_products(column_jobs(W.shape[1]), dx, dg, panels(W, 0, W.shape[1], "proj_W"), W.shape[1], W.shape[0], W[0],
                   False)
 
 
@@ -445,7 +445,7 @@ def input_backward_params(dW_ih, db_ih, dg, x):
 def _input_backward_params_halves(dW_ih, db_ih, dg, x):
     """:func:`input_backward_params` from ``SPLIT_B`` sequences on."""
     T, B, I = x.shape
-    P = new_panels(I, T * B, x.dtype)
+    P = scratch_panels("wg_P_x", I, T * B, x.dtype)
     pack_inputs(P, x)
     split_weight_grads(dW_ih, db_ih, dg, P, I)
 
@@ -501,7 +501,7 @@ def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """:func:`recurrent_backward_params` from ``SPLIT_B`` sequences on."""
     T, B = dgh.shape[0], dgh.shape[1]
     H = h0.shape[1]
-    P = new_panels(H, T * B, h0.dtype)
+    P = scratch_panels("wg_P_h", H, T * B, h0.dtype)
     pack_states(P, y, h0, off, reverse)
     split_weight_grads(dW_hh, db_hh, dgh, P, H)
 
@@ -524,8 +524,8 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
         return
     T, B, I = x.shape
     H = h0.shape[1]
-    P_x = new_panels(I, T * B, x.dtype)
-    P_h = new_panels(H, T * B, h0.dtype)
+    P_x = scratch_panels("wg_P_x", I, T * B, x.dtype)   # scratch: packed on every call
+    P_h = scratch_panels("wg_P_h", H, T * B, h0.dtype)
     pack_inputs(P_x, x)
     pack_states(P_h, y, h0, off, reverse)
     split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg)
