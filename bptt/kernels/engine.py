@@ -52,7 +52,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 
 
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
-           "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
+           "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_origin", "even_bound", "even_columns", "k_blocks", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
@@ -363,6 +363,12 @@ def transposed(X):
 def _transpose_strip(j, njobs, XT, X):
     """Strip j of :func:`transposed` (TB columns of X), for :func:`transposed_copy`."""
     transpose_strip(XT, X, j)
+
+
+def transpose_copy_into(XT, X):
+    """XT = Xᵀ for X (N, M) and XT (M, N), both with contiguous rows: :func:`transposed_copy`
+    into a given array."""
+    _transpose_strip((X.shape[1] + TB - 1) // TB, XT, X)
 
 
 def transposed_copy(X, scratch_name=None):
