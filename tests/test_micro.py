@@ -138,3 +138,43 @@ def test_vector_ir_bodies_give_the_bits_of_the_readable_bodies(dtype):
             outs.append(C)
         assert not np.array_equal(outs[1], C0), (R, W, blocks, pair)
         assert np.array_equal(outs[0], outs[1]), (R, W, blocks, pair)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_streaming_body_gives_the_bits_of_the_plain_one(dtype):
+    """The main block's streaming body (prefetching the next sliver of B as it goes) computes
+    the same sums as the plain body, in both forms, wherever its prefetch points (here: past the
+    end of B, which a prefetch may do)."""
+    import ctypes
+
+    import numba
+    from numba.core import types
+
+    from bptt.kernels import microcall
+    fam = engine.micro
+    if fam.STREAM is None:
+        pytest.skip(f"the {fam.ISA} family has no streaming body")
+    R, W = fam.STREAM
+    nt = types.float32 if dtype == np.float32 else types.float64
+    p, i = types.CPointer(nt), types.int64
+    ct = ctypes.POINTER(ctypes.c_float if dtype == np.float32 else ctypes.c_double)
+    rng = np.random.default_rng(1)
+    K, ldc = 300, 2 * W
+    A = rng.standard_normal((R, K)).astype(dtype)
+    B = rng.standard_normal((K, W)).astype(dtype)
+    C0 = rng.standard_normal((R, ldc)).astype(dtype)
+    outs = []
+    for form in ("scalar", "vector"):
+        for stream in (False, True):
+            fn = microcall.body_function(fam, R, W, form=form, stream=stream)
+            extra = (p, i) if stream else ()
+            c = numba.cfunc(types.void(p, i, p, i, i, p, i, i, i, *extra), cache=False, error_model="numpy")(fn)
+            C = C0.copy()
+            args = [C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), K, 1, B.ctypes.data_as(ct), W, 3, K - 1]
+            if stream:
+                args += [ctypes.cast(B.ctypes.data + B.nbytes, ct), 16 * 64]   # a line a step, past B
+            c.ctypes(*args)
+            outs.append(C)
+    assert not np.array_equal(outs[0], C0)
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])

@@ -21,7 +21,7 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller, panels_caller
+from .microcall import caller, panels_caller, stream_caller
 
 ISA = 'avx2'
 SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
@@ -30,6 +30,7 @@ PANEL = 24   # columns of a packed panel of B: a whole number of 24-wide blocks
 NARROW = 8   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = 4   # rows of the main block
 ROW_PANELS = 4   # a single row takes this many panels at once (body_1x24x4p), when > 1
+STREAM = (4, 24)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
 
 def body_4x24(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -363,6 +364,9 @@ micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
 
+# the same with the next sliver's share prefetched as it goes (bptt.kernels.microcall.stream_caller)
+micro_4x24s = stream_caller(ISA, 4, 24)
+
 # row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+4)·PANEL] += A[n, k0:k1] · panels p..p+3
 row_panels = panels_caller(ISA, 24, 4)
 
@@ -374,15 +378,28 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
 
     Blocks of 4 rows × 24 columns cover the tile, then 16, 8, 4, 2, 1 columns
     the rest; a single row runs blocks of 24, then the same tails.
+
+    Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh
+    from memory at every step), each row block's body also fetches its share of the next
+    sliver of B as it goes (body_4x24s; the next sliver follows this one in the panels, the
+    next panel's first after the last).
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     n0 = 0; n1 = N; c0 = 0; c1 = M
+    stream = k1 - k0 > KC and ldb == 24
+    share = KC * ldb // max(1, (n1 - n0) // 4)    # elements of the next sliver per row block
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
         c = c0
         while c + 24 <= c1:               # a column block down every row block
-            for n in range(n0, nR, 4):
-                micro_4x24(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            if stream:
+                step = share * 16 // (ke - kb)
+                for n in range(n0, nR, 4):
+                    micro_4x24s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,
+                               c + ke * ldb + (n - n0) // 4 * share, step)
+            else:
+                for n in range(n0, nR, 4):
+                    micro_4x24(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 24
         if c + 16 <= c1:
             for n in range(n0, nR, 4):

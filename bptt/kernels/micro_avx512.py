@@ -30,6 +30,7 @@ PANEL = 128   # columns of a packed panel of B: a whole number of 64-wide blocks
 NARROW = 16   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = 4   # rows of the main block
 ROW_PANELS = 1   # a single row takes this many panels at once (body_1x64x1p), when > 1
+STREAM = None   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
 
 def body_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):

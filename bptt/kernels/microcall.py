@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from ..jit import MICRO, external, fma, helper, renamed, vector_floats
+from ..jit import MICRO, external, fma, helper, inline, renamed, vector_floats
 
 
 @helper
@@ -117,7 +117,7 @@ def tile_symbol(isa, dtype) -> str:
 FORM = MICRO   # bptt.jit.MICRO: "vector" (default) or "scalar" (BPTT_MICRO)
 
 
-def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
+def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False):
     """An intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1[, d])``: the micro-kernel body
     ``body_RxW`` of the family files, in LLVM vector IR.
 
@@ -130,6 +130,14 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
     float32 lanes; half as many float64), lane w of the row being the fma chain of output (r, w),
     the scalar body's ``s<r>_<w>``: one wide ``<W x T>`` vector is split by LLVM element by
     element when W is not a power of two, which ran 8× slower.
+
+    With ``stream`` the body takes two more arguments, ``pP`` and ``step``, and at step k of its
+    loop asks for the cache line at element ((k - k0)·step) / 16 past pP: a family's ``tile``
+    points them at this block's share of the next sliver of B, so that a product whose panels
+    stream from memory (a sweep's W_hh, at every step) has the next sliver on its way while the
+    current one is used: one core's 32-row step product over 16.7 MB of panels ran 53.7 →
+    76 GFLOP/s (docs/performance.md, eleventh session), where prefetching whole slivers at once,
+    between the calls, had lost.
 
     With ``prefetch`` (blocks of two rows or more), the body first asks for the cache lines of
     the next block down, rows R ... 2R-1 of the same columns, which is the block a family's
@@ -182,8 +190,7 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
             if prefetch and R > 1:   # C's next block down (the tile's order), while this one runs
                 i8p = ir.IntType(8).as_pointer()
                 i32 = ir.IntType(32)
-                pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                                    "llvm.prefetch.p0i8")
+                pf = _prefetch_fn(builder)
                 line = 64 // align   # elements per cache line
                 for r in range(R, 2 * R):
                     for j in range(nb):
@@ -211,6 +218,13 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
             a = [builder.load(builder.gep(pa, [builder.add(a_off[r], ka)])) for r in range(R)]
             av = {(r, n): splat(a[r], n) for r in range(R) for n in {n for _, n in pieces}}
             new = [builder.call(fma_for(n), [av[r, n], b[j, w0], phi]) for (r, j, w0, n), phi in zip(slots, acc)]
+            if stream:   # one line of the next sliver's share per step (most steps: the same line)
+                pfp = args[9]
+                step = context.cast(builder, args[10], tys[10], types.int64)
+                off = builder.ashr(builder.mul(builder.sub(k, k0_), step), cst(4))
+                builder.call(_prefetch_fn(builder), [builder.bitcast(builder.gep(pfp, [off]), ir.IntType(8).as_pointer()),
+                                                     ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                                                     ir.Constant(ir.IntType(32), 1)])
             k_next = builder.add(k, cst(1))
             builder.branch(head)
             k.add_incoming(k_next, body)
@@ -222,6 +236,10 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
             return context.get_dummy_value()
         return sig, codegen
 
+    if stream:
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step)
+        return intrinsic(body)
     if nb > 1:
         def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
             return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d)
@@ -229,6 +247,13 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True):
         def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
             return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1)
     return intrinsic(body)
+
+
+def _prefetch_fn(builder):
+    """LLVM's prefetch intrinsic (address, write, locality, data) in the builder's module."""
+    i32 = ir.IntType(32)
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+                                          "llvm.prefetch.p0i8")
 
 
 _vector = None   # in each vector body's own globals (_vector_function)
@@ -242,22 +267,44 @@ def _vector_body_d(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
     _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d)
 
 
-def _vector_function(isa, R, W, blocks=1, pair=False):
+def _vector_body_s(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step):
+    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step)
+
+
+def _vector_function(isa, R, W, blocks=1, pair=False, stream=False):
     """A Python function for :func:`bptt.jit.external` whose body is :func:`vector_body`'s, under
     a qualname of its own (its own cache file)."""
-    template = _vector_body_d if (pair or blocks > 1) else _vector_body
-    suffix = f"_{isa}_{R}x{W}" + ("x2" if pair else f"x{blocks}p" if blocks > 1 else "")
-    return renamed(template, suffix, _vector=vector_body(R, W, blocks, pair, lanes=vector_floats(isa)))
+    template = _vector_body_s if stream else _vector_body_d if (pair or blocks > 1) else _vector_body
+    suffix = f"_{isa}_{R}x{W}" + ("x2" if pair else f"x{blocks}p" if blocks > 1 else "s" if stream else "")
+    return renamed(template, suffix, _vector=vector_body(R, W, blocks, pair, lanes=vector_floats(isa), stream=stream))
 
 
-def body_function(fam, R, W, blocks=1, pair=False, form=None):
+def body_function(fam, R, W, blocks=1, pair=False, form=None, stream=False):
     """The function compiled as family ``fam``'s body R × W (pair, or ``blocks`` row panels):
     the family file's readable scalar body, or the same body in vector IR (``form``, by default
-    ``BPTT_MICRO``'s)."""
+    ``BPTT_MICRO``'s). ``stream``: the vector body that prefetches as it goes (the scalar form
+    has none: :func:`stream_scalar`, the same sums)."""
+    if stream:
+        if (form or FORM) == "scalar":
+            return renamed(_stream_scalar_template, f"_{fam.ISA}_{R}x{W}s", _body=inline(getattr(fam, f"body_{R}x{W}")))
+        return _vector_function(fam.ISA, R, W, stream=True)
     if (form or FORM) == "scalar":
         suffix = "x2" if pair else f"x{blocks}p" if blocks > 1 else ""
         return getattr(fam, f"body_{R}x{W}{suffix}")
     return _vector_function(fam.ISA, R, W, blocks, pair)
+
+
+_body = None   # in each scalar streaming body's own globals (body_function)
+
+
+def _stream_scalar_template(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step):
+    """The streaming body in the readable form: the plain body, without the prefetches (which
+    never change a result)."""
+    _body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1)
+
+
+def stream_symbol(isa, R, W, dtype) -> str:
+    return f"bptt_micro_{isa}_{R}x{W}s_{dtype}"
 
 
 _compiled = set()   # (isa, dtype name) whose bodies and tile are registered
@@ -281,12 +328,46 @@ def ensure(isa: str, dtype) -> None:
         for R, W in sizes:
             external(body_function(fam, R, W, pair=pair), types.void(p, i, p, i, i, p, i, i, i, *([i] * pair)),
                      symbol(isa, R, W, dt, pair))
+    if getattr(fam, "STREAM", None):   # the main block's streaming body (the tile calls it by name)
+        R, W = fam.STREAM
+        external(body_function(fam, R, W, stream=True), types.void(p, i, p, i, i, p, i, i, i, p, i),
+                 stream_symbol(isa, R, W, dt))
     if fam.ROW_PANELS > 1:
         NP = fam.ROW_PANELS
         external(body_function(fam, 1, fam.PANEL, blocks=NP), types.void(p, i, p, i, i, p, i, i, i, i),
                  panels_symbol(isa, fam.PANEL, NP, dt))
     external(fam.tile, types.void(p, i, p, i, i, p, i, i, i, i, i, i), tile_symbol(isa, dt))
     _compiled.add((isa, str(dt)))
+
+
+def stream_caller(isa, R, W):
+    """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step): family ``isa``'s
+    streaming body R × W (:func:`vector_body` with ``stream``) on the block at offsets oC, oA, oB,
+    prefetching from pB[oP] on at ``step`` / 16 elements per step of k; used inside ``tile``."""
+    if numba.config.DISABLE_JIT:
+        return None
+
+    @intrinsic
+    def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step):
+        if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
+            return None
+        sig = types.void(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step)
+        name = stream_symbol(isa, R, W, pC.dtype)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            a = [context.cast(builder, v, ty, types.int64) if not isinstance(ty, types.CPointer) else v
+                 for v, ty in zip(args, tys)]
+            i64t = ir.IntType(64)
+            pc, pa, pb, pp = (builder.gep(a[0], [a[1]]), builder.gep(a[3], [a[4]]), builder.gep(a[7], [a[8]]),
+                              builder.gep(a[7], [a[12]]))
+            fnty = ir.FunctionType(ir.VoidType(), [pc.type, i64t, pa.type, i64t, i64t, pb.type, i64t, i64t, i64t,
+                                                   pp.type, i64t])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [pc, a[2], pa, a[5], a[6], pb, a[9], a[10], a[11], pp, a[13]])
+            return context.get_dummy_value()
+        return sig, codegen
+    return call
 
 
 def caller(isa, R, W, pair=False):

@@ -114,6 +114,7 @@ PANEL = {panel}   # columns of a packed panel of B: a whole number of {W}-wide b
 NARROW = {narrow}   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = {R}   # rows of the main block
 ROW_PANELS = {row_panels}   # a single row takes this many panels at once (body_1x{W1}x{row_panels}p), when > 1
+STREAM = {stream!r}   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 '''
 
 
@@ -197,6 +198,13 @@ def pair_source(R: int, W: int, order: str = "rows") -> str:
     return "\n".join(lines) + "\n"
 
 
+def stream(f: Family):
+    """(R, W) of the block whose streaming body the tile runs when B streams, or None: the
+    ``bcast`` families, whose tile runs a sliver of B down every row block, so that each row
+    block can fetch its share of the next sliver while the current one is in L1."""
+    return (f.R, f.W) if f.order == "bcast" else None
+
+
 def callers_source(f: Family) -> str:
     lines = ["", "", "# micro_RxW(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1): body_RxW on the block at",
              "# offsets oC, oA, oB of the pointers, called by its symbol (bptt.kernels.microcall)"]
@@ -204,6 +212,10 @@ def callers_source(f: Family) -> str:
         lines.append(f"micro_{R}x{W} = caller(ISA, {R}, {W})")
     for R, W in pairs(f):
         lines.append(f"micro_{R}x{W}x2 = caller(ISA, {R}, {W}, pair=True)")
+    if stream(f):
+        R, W = stream(f)
+        lines += ["", "# the same with the next sliver's share prefetched as it goes (bptt.kernels.microcall.stream_caller)",
+                  f"micro_{R}x{W}s = stream_caller(ISA, {R}, {W})"]
     if row_panels(f) > 1:
         lines += ["", f"# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+{row_panels(f)})·PANEL] += A[n, k0:k1] · panels p..p+{row_panels(f) - 1}",
                   f"row_panels = panels_caller(ISA, {f.W1}, {row_panels(f)})"]
@@ -283,12 +295,27 @@ def tile_source(f: Family) -> str:
         L += _single_rows("                ", f)
         L += ["                n += 1"]
         return "\n".join(L) + "\n"
-    L = doc + [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}",
-               "        c = c0",
-               f"        while c + {W} <= c1:               # a column block down every row block",
-               f"            for n in range(n0, nR, {R}):",
-               f"                {_call(R, W)}",
-               f"            c += {W}"]
+    doc = doc[:-4] + [
+        "",
+        "    Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh",
+        "    from memory at every step), each row block's body also fetches its share of the next",
+        f"    sliver of B as it goes (body_{R}x{W}s; the next sliver follows this one in the panels, the",
+        "    next panel's first after the last)."] + doc[-4:]
+    L = doc[:-2] + [
+        f"    stream = k1 - k0 > KC and ldb == {W}",
+        f"    share = KC * ldb // max(1, (n1 - n0) // {R})    # elements of the next sliver per row block"] + doc[-2:]
+    L += [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}",
+          "        c = c0",
+          f"        while c + {W} <= c1:               # a column block down every row block",
+          "            if stream:",
+          "                step = share * 16 // (ke - kb)",
+          f"                for n in range(n0, nR, {R}):",
+          f"                    micro_{R}x{W}s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,",
+          f"                               c + ke * ldb + (n - n0) // {R} * share, step)",
+          "            else:",
+          f"                for n in range(n0, nR, {R}):",
+          f"                    {_call(R, W)}",
+          f"            c += {W}"]
     for w in wR[1:]:
         L += [f"        if c + {w} <= c1:" if w > 1 else "        if c < c1:",
               f"            for n in range(n0, nR, {R}):",
@@ -304,7 +331,9 @@ def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
                           panel=f.panel, W=f.W, narrow=f.narrow, R=f.R,
-                          imports='caller, panels_caller' if row_panels(f) > 1 else 'caller',
+                          imports=", ".join(["caller"] + ["panels_caller"] * (row_panels(f) > 1)
+                                            + ["stream_caller"] * (stream(f) is not None)),
+                          stream=stream(f),
                           W1=f.W1, row_panels=row_panels(f))
             + "".join(kernel_source(R, W, f.order) for R, W in sizes(f))
             + "".join(pair_source(R, W, f.order) for R, W in pairs(f))
