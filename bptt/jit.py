@@ -432,6 +432,47 @@ def _init_from_env() -> None:
             raise ValueError(f"BPTT_THREADS: {e}") from None
 
 
+def _lock_numba_cache() -> None:
+    """Make Numba's on-disk cache safe for processes that fill one directory at once.
+
+    Numba saves an entry by reading the function's index, picking the first free data file name,
+    writing the index, then the data. Two processes saving different signatures of one function
+    at once (``pytest -n 2``, a sweep's trials, a cache shared by a cluster's nodes) both read the
+    same index and both pick ``1.nbc``: the index ends up naming one signature and the file
+    holding the other's machine code. Found when a float32 panel product loaded from such a cache
+    called the float64 micro-kernels, whose symbols did not exist yet: the process aborted
+    (``LLVM ERROR: Symbol not found``). Here each save holds an exclusive lock on a file beside the
+    index (so it reads the index others have just written) and each load a shared one. Where
+    ``fcntl`` is missing (Windows) or the lock file cannot be opened, Numba's own behaviour."""
+    try:
+        import fcntl
+        from numba.core import caching
+    except ImportError:
+        return
+    cls = caching.IndexDataCacheFile
+    if getattr(cls, "_bptt_locked", False):
+        return
+
+    def locked(method, mode):
+        @functools.wraps(method)
+        def run(self, *args):
+            try:
+                lock = open(self._index_path + ".lock", "a")
+            except OSError:
+                return method(self, *args)
+            with lock:
+                fcntl.flock(lock, mode)
+                return method(self, *args)   # the lock goes with the file's closing
+        return run
+
+    cls.save = locked(cls.save, fcntl.LOCK_EX)
+    cls.load = locked(cls.load, fcntl.LOCK_SH)
+    cls._bptt_locked = True
+
+
+_lock_numba_cache()
+
+
 def renamed(fn, suffix: str, **new_globals):
     """A copy of ``fn`` under another qualname (``fn``'s + ``suffix``), so its on-disk cache file
     is its own, with ``new_globals`` replacing some of its globals.

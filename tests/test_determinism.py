@@ -95,3 +95,32 @@ def test_a_cache_filled_with_other_core_counts_gives_this_count_s_jobs(tmp_path)
         assert r["chunks"] == n, got
         assert r["sweep_chunks"] == min(n, 40), got   # one chunk of rows per core
         assert r["block_jobs"] % n == 0, got          # a whole number of jobs per core
+
+
+def _save_entries(args):
+    """One process's saves into a shared Numba cache index: key (worker, i) -> its own payload."""
+    from numba.core import caching
+    path, worker, n = args
+    index = caching.IndexDataCacheFile(path, "race", "stamp")
+    for i in range(n):
+        index.save((worker, i), ("payload", worker, i))
+
+
+def test_processes_filling_one_numba_cache_keep_every_entry(tmp_path):
+    """Numba picks a cache entry's file name from the index it read: two processes saving at once
+    both took ``1.nbc``, and the index then named one signature beside the other's machine code
+    (a float32 product that called float64 symbols: an LLVM abort). bptt.jit locks each save and
+    load; four processes saving 25 entries each at once must find every entry as it was saved
+    (without the lock about three quarters were wrong or missing)."""
+    import multiprocessing
+
+    from numba.core import caching
+    pytest.importorskip("fcntl")   # the lock's module (not on Windows)
+    assert getattr(caching.IndexDataCacheFile, "_bptt_locked", False)
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs fork: the saves must start together, in processes that imported bptt.jit")
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_save_entries, [(str(tmp_path), w, 25) for w in range(4)])
+    index = caching.IndexDataCacheFile(str(tmp_path), "race", "stamp")
+    wrong = [(w, i) for w in range(4) for i in range(25) if index.load((w, i)) != ("payload", w, i)]
+    assert not wrong, f"{len(wrong)} of 100 entries wrong or missing"

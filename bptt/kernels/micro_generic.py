@@ -21,7 +21,7 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller, stream_caller
+from .microcall import caller
 
 ISA = 'generic'
 SIZES = ((4, 12), (4, 8), (4, 4), (4, 2), (4, 1), (1, 12), (1, 8), (1, 4), (1, 2), (1, 1))
@@ -30,7 +30,7 @@ PANEL = 24   # columns of a packed panel of B: a whole number of 12-wide blocks
 NARROW = 4   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = 4   # rows of the main block
 ROW_PANELS = 1   # a single row takes this many panels at once (body_1x12x1p), when > 1
-STREAM = (4, 12)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
+STREAM = None   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
 
 def body_4x12(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -265,9 +265,6 @@ micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
 micro_1x12x2 = caller(ISA, 1, 12, pair=True)
 
-# the same with the next sliver's share prefetched as it goes (bptt.kernels.microcall.stream_caller)
-micro_4x12s = stream_caller(ISA, 4, 12)
-
 
 def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · B[k, c]   for 0 ≤ n < N, 0 ≤ c < M, by pointers
@@ -277,28 +274,15 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     Blocks of 4 rows × 12 columns cover the tile, then 8, 4, 2, 1 columns
     the rest; a single row runs pairs of 12-wide blocks (overlapping for 13 to 23
     columns left), then the same tails.
-
-    Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh
-    from memory at every step), each row block's body also fetches its share of the next
-    sliver of B as it goes (body_4x12s; the next sliver follows this one in the panels, the
-    next panel's first after the last).
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     n0 = 0; n1 = N; c0 = 0; c1 = M
-    stream = k1 - k0 > KC and ldb == 12
-    share = KC * ldb // max(1, (n1 - n0) // 4)    # elements of the next sliver per row block
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
         nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
         c = c0
         while c + 12 <= c1:               # a column block down every row block
-            if stream:
-                step = share * 16 // (ke - kb)
-                for n in range(n0, nR, 4):
-                    micro_4x12s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,
-                               c + ke * ldb + (n - n0) // 4 * share, step)
-            else:
-                for n in range(n0, nR, 4):
-                    micro_4x12(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            for n in range(n0, nR, 4):
+                micro_4x12(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 12
         if c + 8 <= c1:
             for n in range(n0, nR, 4):

@@ -200,9 +200,10 @@ def pair_source(R: int, W: int, order: str = "rows") -> str:
 
 def stream(f: Family):
     """(R, W) of the block whose streaming body the tile runs when B streams, or None: the
-    ``bcast`` families, whose tile runs a sliver of B down every row block, so that each row
-    block can fetch its share of the next sliver while the current one is in L1."""
-    return (f.R, f.W) if f.order == "bcast" else None
+    ``bcast`` families whose panels are one block wide (avx2), whose tile runs a panel's sliver
+    of B down every row block, so that each row block can fetch its share of the next sliver
+    (the panel's next rows) while the current one is in L1."""
+    return (f.R, f.W) if f.order == "bcast" and f.panel == f.W else None
 
 
 def callers_source(f: Family) -> str:
@@ -295,27 +296,33 @@ def tile_source(f: Family) -> str:
         L += _single_rows("                ", f)
         L += ["                n += 1"]
         return "\n".join(L) + "\n"
-    doc = doc[:-4] + [
-        "",
-        "    Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh",
-        "    from memory at every step), each row block's body also fetches its share of the next",
-        f"    sliver of B as it goes (body_{R}x{W}s; the next sliver follows this one in the panels, the",
-        "    next panel's first after the last)."] + doc[-4:]
-    L = doc[:-2] + [
-        f"    stream = k1 - k0 > KC and ldb == {W}",
-        f"    share = KC * ldb // max(1, (n1 - n0) // {R})    # elements of the next sliver per row block"] + doc[-2:]
-    L += [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}",
-          "        c = c0",
-          f"        while c + {W} <= c1:               # a column block down every row block",
-          "            if stream:",
-          "                step = share * 16 // (ke - kb)",
-          f"                for n in range(n0, nR, {R}):",
-          f"                    micro_{R}x{W}s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,",
-          f"                               c + ke * ldb + (n - n0) // {R} * share, step)",
-          "            else:",
-          f"                for n in range(n0, nR, {R}):",
-          f"                    {_call(R, W)}",
-          f"            c += {W}"]
+    main = [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}",
+            "        c = c0",
+            f"        while c + {W} <= c1:               # a column block down every row block"]
+    if stream(f) is None:
+        L = doc + main + [f"            for n in range(n0, nR, {R}):",
+                          f"                {_call(R, W)}",
+                          f"            c += {W}"]
+    else:
+        doc = doc[:-4] + [
+            "",
+            "    Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh",
+            "    from memory at every step), each row block's body also fetches its share of the next",
+            f"    sliver of B as it goes (body_{R}x{W}s; the next sliver follows this one in the panels, the",
+            "    next panel's first after the last)."] + doc[-4:]
+        L = doc[:-2] + [
+            f"    stream = k1 - k0 > KC and ldb == {W}",
+            f"    share = KC * ldb // max(1, (n1 - n0) // {R})    # elements of the next sliver per row block"] + doc[-2:]
+        L += main + [
+            "            if stream:",
+            "                step = share * 16 // (ke - kb)",
+            f"                for n in range(n0, nR, {R}):",
+            f"                    micro_{R}x{W}s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,",
+            f"                               c + ke * ldb + (n - n0) // {R} * share, step)",
+            "            else:",
+            f"                for n in range(n0, nR, {R}):",
+            f"                    {_call(R, W)}",
+            f"            c += {W}"]
     for w in wR[1:]:
         L += [f"        if c + {w} <= c1:" if w > 1 else "        if c < c1:",
               f"            for n in range(n0, nR, {R}):",
