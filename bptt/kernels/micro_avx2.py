@@ -21,7 +21,7 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller, panels_caller, stream_caller
+from .microcall import caller, panels_caller
 
 ISA = 'avx2'
 SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
@@ -364,8 +364,8 @@ micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
 
-# the same with the next sliver's share prefetched as it goes (bptt.kernels.microcall.stream_caller)
-micro_4x24s = stream_caller(ISA, 4, 24)
+# the same with the next sliver's share prefetched as it goes (caller's stream)
+micro_4x24s = caller(ISA, 4, 24, stream=True)
 
 # row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+4)·PANEL] += A[n, k0:k1] · panels p..p+3
 row_panels = panels_caller(ISA, 24, 4)

@@ -283,7 +283,7 @@ def body_function(fam, R, W, blocks=1, pair=False, form=None, stream=False):
     """The function compiled as family ``fam``'s body R × W (pair, or ``blocks`` row panels):
     the family file's readable scalar body, or the same body in vector IR (``form``, by default
     ``BPTT_MICRO``'s). ``stream``: the vector body that prefetches as it goes (the scalar form
-    has none: :func:`stream_scalar`, the same sums)."""
+    has none: ``_stream_scalar_template``, the same sums)."""
     if stream:
         if (form or FORM) == "scalar":
             return renamed(_stream_scalar_template, f"_{fam.ISA}_{R}x{W}s", _body=inline(getattr(fam, f"body_{R}x{W}")))
@@ -340,50 +340,22 @@ def ensure(isa: str, dtype) -> None:
     _compiled.add((isa, str(dt)))
 
 
-def stream_caller(isa, R, W):
-    """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step): family ``isa``'s
-    streaming body R × W (:func:`vector_body` with ``stream``) on the block at offsets oC, oA, oB,
-    prefetching from pB[oP] on at ``step`` / 16 elements per step of k; used inside ``tile``."""
-    if numba.config.DISABLE_JIT:
-        return None
-
-    @intrinsic
-    def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step):
-        if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
-            return None
-        sig = types.void(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step)
-        name = stream_symbol(isa, R, W, pC.dtype)
-
-        def codegen(context, builder, signature, args):
-            tys = signature.args
-            a = [context.cast(builder, v, ty, types.int64) if not isinstance(ty, types.CPointer) else v
-                 for v, ty in zip(args, tys)]
-            i64t = ir.IntType(64)
-            pc, pa, pb, pp = (builder.gep(a[0], [a[1]]), builder.gep(a[3], [a[4]]), builder.gep(a[7], [a[8]]),
-                              builder.gep(a[7], [a[12]]))
-            fnty = ir.FunctionType(ir.VoidType(), [pc.type, i64t, pa.type, i64t, i64t, pb.type, i64t, i64t, i64t,
-                                                   pp.type, i64t])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-            builder.call(fn, [pc, a[2], pa, a[5], a[6], pb, a[9], a[10], a[11], pp, a[13]])
-            return context.get_dummy_value()
-        return sig, codegen
-    return call
-
-
-def caller(isa, R, W, pair=False):
+def caller(isa, R, W, pair=False, stream=False):
     """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1[, d]): family ``isa``'s compiled
     ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are pC[oC],
-    pA[oA] and pB[oB], for the pointers' dtype; used inside the generated ``tile``."""
+    pA[oA] and pB[oB], for the pointers' dtype; used inside the generated ``tile``. With
+    ``stream``, call(..., k0, k1, oP, step): the streaming body ``body_RxWs``, prefetching from
+    pB[oP] on at ``step`` / 16 elements per step of k (:func:`vector_body`)."""
     if numba.config.DISABLE_JIT:
         return None   # the tile is never run under NUMBA_DISABLE_JIT (acc_tile runs acc_scalar)
 
     def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, *d):
         if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
             return None
-        if len(d) != int(pair):
+        if len(d) != (2 if stream else int(pair)):
             return None
         sig = types.void(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, *d)
-        name = symbol(isa, R, W, pC.dtype, pair)
+        name = stream_symbol(isa, R, W, pC.dtype) if stream else symbol(isa, R, W, pC.dtype, pair)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
@@ -393,15 +365,19 @@ def caller(isa, R, W, pair=False):
             pa = builder.gep(a[3], [a[4]])
             pb = builder.gep(a[7], [a[8]])
             i64t = ir.IntType(64)
-            rest = [a[2]], [a[5], a[6]], [a[9], a[10], a[11]] + a[12:]
+            last = [builder.gep(a[7], [a[12]]), a[13]] if stream else a[12:]   # (pP, step) or [d]
+            rest = [a[2]], [a[5], a[6]], [a[9], a[10], a[11]] + last
             fnty = ir.FunctionType(ir.VoidType(), [pc.type, i64t, pa.type, i64t, i64t, pb.type]
-                                   + [i64t] * len(rest[2]))
+                                   + [v.type for v in rest[2]])
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
             builder.call(fn, [pc, *rest[0], pa, *rest[1], pb, *rest[2]])
             return context.get_dummy_value()
         return sig, codegen
 
-    if pair:
+    if stream:
+        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step):
+            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step)
+    elif pair:
         def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, d):
             return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, d)
     else:

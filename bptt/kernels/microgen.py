@@ -215,8 +215,8 @@ def callers_source(f: Family) -> str:
         lines.append(f"micro_{R}x{W}x2 = caller(ISA, {R}, {W}, pair=True)")
     if stream(f):
         R, W = stream(f)
-        lines += ["", "# the same with the next sliver's share prefetched as it goes (bptt.kernels.microcall.stream_caller)",
-                  f"micro_{R}x{W}s = stream_caller(ISA, {R}, {W})"]
+        lines += ["", "# the same with the next sliver's share prefetched as it goes (caller's stream)",
+                  f"micro_{R}x{W}s = caller(ISA, {R}, {W}, stream=True)"]
     if row_panels(f) > 1:
         lines += ["", f"# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+{row_panels(f)})·PANEL] += A[n, k0:k1] · panels p..p+{row_panels(f) - 1}",
                   f"row_panels = panels_caller(ISA, {f.W1}, {row_panels(f)})"]
@@ -338,8 +338,7 @@ def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
                           panel=f.panel, W=f.W, narrow=f.narrow, R=f.R,
-                          imports=", ".join(["caller"] + ["panels_caller"] * (row_panels(f) > 1)
-                                            + ["stream_caller"] * (stream(f) is not None)),
+                          imports='caller, panels_caller' if row_panels(f) > 1 else 'caller',
                           stream=stream(f),
                           W1=f.W1, row_panels=row_panels(f))
             + "".join(kernel_source(R, W, f.order) for R, W in sizes(f))
