@@ -54,7 +54,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
-           "n_blocks", "block_origin", "even_bound", "even_columns", "k_blocks", "block_product", "JOBS",
+           "n_blocks", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
@@ -376,7 +376,7 @@ def transposed_copy(X, scratch_name=None):
     (or in a scratch buffer: ``scratch_name``, as :func:`panels_T`)."""
     N, M = X.shape
     XT = np.empty((M, N), X.dtype) if scratch_name is None else scratch(scratch_name, M * N, X.dtype).reshape((M, N))
-    _transpose_strip((M + TB - 1) // TB, XT, X)
+    transpose_copy_into(XT, X)
     return XT
 
 
@@ -600,9 +600,15 @@ def even_columns(i, n, M):
 
 @inline
 def k_blocks(K):
-    """How many k-blocks a product over K terms runs in: equal blocks of at most ``KC``, block q
-    starting at ``even_bound(q, k_blocks(K), K, 1)``."""
+    """How many k-blocks a product over K terms runs in: equal blocks of at most ``KC``
+    (:func:`k_block`)."""
     return max(1, (K + KC - 1) // KC)
+
+
+@inline
+def k_block(q, nkb, k0, k1):
+    """(kb, ke): block q of the ``nkb = k_blocks(k1 - k0)`` equal k-blocks of k0 ... k1-1."""
+    return k0 + even_bound(q, nkb, k1 - k0, 1), k0 + even_bound(q + 1, nkb, k1 - k0, 1)
 
 
 @inline
@@ -620,8 +626,7 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
     for cb in range(c0, c1, COLS):
         ce = min(c1, cb + COLS)
         for q in range(nkb):
-            kb = k0 + even_bound(q, nkb, k1 - k0, 1)
-            ke = k0 + even_bound(q + 1, nkb, k1 - k0, 1)
+            kb, ke = k_block(q, nkb, k0, k1)
             for r0 in range(n0, n1, ROWS):
                 acc_panels(C, A, P, r0, min(n1, r0 + ROWS), cb, ce, kb, ke)
 

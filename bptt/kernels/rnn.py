@@ -44,7 +44,7 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
-                     add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_blocks,
+                     add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
                      sweep_chunks, transpose_into,
@@ -207,8 +207,7 @@ def step_products(j, njobs, C3, A3, P, M, K, b, bias):
                 fill_rows(C3[t], b, b0, b1, c0, c1)
         nkb = k_blocks(K)
         for q in range(nkb):   # equal k-blocks, as block_product's
-            kb = even_bound(q, nkb, K, 1)
-            ke = even_bound(q + 1, nkb, K, 1)
+            kb, ke = k_block(q, nkb, 0, K)
             for t in range(t0, t1):
                 for r0 in range(b0, b1, ROWS):
                     acc_panels(C3[t], A3[t], P, r0, min(b1, r0 + ROWS), c0, c1, kb, ke)
