@@ -53,6 +53,15 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask=None, ig
     z = np.ascontiguousarray(logits).reshape(-1, V)
     t = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
     w = np.ones(t.shape[0], logits.dtype)
+    if mask is None and ignore_index is None:   # every row counts: no row weights to work out
+        if t.size and (t.min() < 0 or t.max() >= V):
+            bad = int(t.min()) if t.min() < 0 else int(t.max())
+            raise ValueError(f"targets must be class ids in the range [0, {V}), found {bad}")
+        row = np.empty(z.shape[0], logits.dtype)
+        d = np.empty_like(z)
+        scale = 1.0 / t.shape[0] if t.shape[0] else 0.0
+        softmax_xent_rows(row, d, z, t, w, scale)
+        return float(np.sum(row, dtype=np.float64)) * scale, d.reshape(logits.shape)
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != lead:
