@@ -18,6 +18,11 @@ ISA
     build, test and time the AVX2 and generic paths. The ISA picks the micro-kernel family
     (:mod:`bptt.kernels.engine`); every family computes each output as the same fma chain, so all
     give the same bits. Asking for an ISA the CPU lacks is a one-line ``ValueError``.
+    ``BPTT_ISA=<isa>@host`` (``avx512@host``) takes that family's kernels (its blocks, panels and
+    loop orders, its vectors of the family's width) but compiles them for the host's own
+    instructions: LLVM splits each 512-bit vector into the host's. So a machine without AVX-512
+    tests the avx512 family's code, bit for bit against its own (``tests/test_isa.py``), slowly:
+    for testing, never for timing (``bptt bench`` refuses it).
 threads
     ``BPTT_THREADS`` in the environment, or the CLI's global ``--threads``, or
     :func:`set_threads`. ``1`` runs the *serial* build of every kernel (``prange`` is plain
@@ -168,14 +173,23 @@ def _target_features(isa: str, features: dict) -> str:
     return ",".join(("+" if v else "-") + k for k, v in sorted(on.items()))
 
 
+FAMILY_ONLY = "BPTT_ISA, the family only (this CPU's own instructions)"   # ISA_SOURCE of <isa>@host
+
+
 def _choose_isa():
     """(ISA, where it came from): BPTT_ISA if set (checked against the host), else the host's."""
     host = host_isa()
     want = os.environ.get("BPTT_ISA", "").strip().lower()
     if not want or want == "native":
         return host, "host"
+    if want.endswith("@host"):   # the family's code on the host's target: any family runs
+        family = want[:-len("@host")]
+        if family not in ISAS:
+            raise ValueError(f"BPTT_ISA={want}: the family must be one of {', '.join(ISAS)}, got {family!r}")
+        return family, FAMILY_ONLY
     if want not in ISAS:
-        raise ValueError(f"BPTT_ISA must be one of {', '.join(ISAS)} (or native), got {want!r}")
+        raise ValueError(f"BPTT_ISA must be one of {', '.join(ISAS)}, native, or a family@host "
+                         f"(avx512@host), got {want!r}")
     if ISAS.index(want) < ISAS.index(host):
         raise ValueError(f"BPTT_ISA={want}: this CPU cannot run it (its widest is {host}); "
                          f"use {', '.join(ISAS[ISAS.index(host):])}")

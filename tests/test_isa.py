@@ -51,6 +51,35 @@ def test_every_isa_family_gives_the_native_bits(isa, native, tmp_path):
     assert not differ, f"{isa} differs from {jit.ISA} in {differ[:5]}"
 
 
+WIDER = [isa for isa in jit.ISAS if jit.ISAS.index(isa) < jit.ISAS.index(jit.host_isa())]
+
+
+@pytest.mark.parametrize("isa", WIDER)
+def test_a_wider_family_on_this_cpu_gives_the_native_bits(isa, native, tmp_path):
+    # BPTT_ISA=avx512@host: the avx512 family's kernels (blocks 4 x 64, panels of 128, its loop
+    # orders) compiled for this CPU's own vectors, so that a machine without AVX-512 still checks
+    # that family's code bit for bit (its instructions themselves are LLVM's)
+    path = tmp_path / f"{isa}_at_host.npz"
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "isa_probe.py"), str(path)],
+                          env=_env(BPTT_ISA=f"{isa}@host", BPTT_THREADS="1"), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    other = dict(np.load(path))
+    assert str(other.pop("isa")) == isa
+    mine = {k: v for k, v in native.items() if k != "isa"}
+    assert sorted(other) == sorted(mine)
+    differ = [k for k in mine if not np.array_equal(mine[k], other[k])]
+    assert not differ, f"{isa}@host differs from {jit.ISA} in {differ[:5]}"
+
+
+def test_a_family_at_host_is_refused_by_bench():
+    pytest.importorskip("torch")   # bench needs torch before it looks at the ISA
+    proc = subprocess.run([sys.executable, "-m", "bptt", "bench", "--quick"], env=_env(BPTT_ISA="avx512@host"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "@host" in proc.stderr.strip().splitlines()[-1]
+
+
 def test_the_probe_compares_something(native):
     # a probe that computed nothing would make the comparison above vacuous
     assert len(native) > 60

@@ -149,6 +149,10 @@ def choose_isa(cfg: BenchConfig):
     ``cfg.isa`` if given (refused if the host cannot run it); else ``BPTT_ISA`` if the user set
     it, so that torch is held to the same ISA; else None: bptt's is the host's widest and torch
     picks its own."""
+    if jit.ISA_SOURCE == jit.FAMILY_ONLY:
+        raise ValueError(f"BPTT_ISA={jit.ISA}@host compiles the {jit.ISA} family for this CPU's own "
+                         "instructions, to test its code, not to time it; unset BPTT_ISA to time bptt (--isa to "
+                         "choose an ISA this CPU runs)")
     isa = check_isa(cfg.isa)
     if isa is not None:
         source = "--isa"
