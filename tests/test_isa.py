@@ -35,12 +35,11 @@ def native():
 OTHER = [isa for isa in jit.ISAS if isa != jit.ISA and jit.ISAS.index(isa) >= jit.ISAS.index(jit.host_isa())]
 
 
-@pytest.mark.parametrize("isa", OTHER)
-def test_every_isa_family_gives_the_native_bits(isa, native, tmp_path):
-    path = tmp_path / f"{isa}.npz"
-    # one thread: the serial builds only (the parallel ones give the same bits, tests/test_determinism.py)
+def _assert_probe_gives_native_bits(setting, isa, native, path):
+    """Run the ISA probe with BPTT_ISA=setting (one thread: the serial builds only; the parallel
+    ones give the same bits, tests/test_determinism.py) and compare every array with ``native``."""
     proc = subprocess.run([sys.executable, os.path.join(HERE, "isa_probe.py"), str(path)],
-                          env=_env(BPTT_ISA=isa, BPTT_THREADS="1"), capture_output=True, text=True,
+                          env=_env(BPTT_ISA=setting, BPTT_THREADS="1"), capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     other = dict(np.load(path))
@@ -48,7 +47,12 @@ def test_every_isa_family_gives_the_native_bits(isa, native, tmp_path):
     mine = {k: v for k, v in native.items() if k != "isa"}
     assert sorted(other) == sorted(mine)
     differ = [k for k in mine if not np.array_equal(mine[k], other[k])]
-    assert not differ, f"{isa} differs from {jit.ISA} in {differ[:5]}"
+    assert not differ, f"{setting} differs from {jit.ISA} in {differ[:5]}"
+
+
+@pytest.mark.parametrize("isa", OTHER)
+def test_every_isa_family_gives_the_native_bits(isa, native, tmp_path):
+    _assert_probe_gives_native_bits(isa, isa, native, tmp_path / f"{isa}.npz")
 
 
 WIDER = [isa for isa in jit.ISAS if jit.ISAS.index(isa) < jit.ISAS.index(jit.host_isa())]
@@ -59,17 +63,7 @@ def test_a_wider_family_on_this_cpu_gives_the_native_bits(isa, native, tmp_path)
     # BPTT_ISA=avx512@host: the avx512 family's kernels (blocks 4 x 64, panels of 128, its loop
     # orders) compiled for this CPU's own vectors, so that a machine without AVX-512 still checks
     # that family's code bit for bit (its instructions themselves are LLVM's)
-    path = tmp_path / f"{isa}_at_host.npz"
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "isa_probe.py"), str(path)],
-                          env=_env(BPTT_ISA=f"{isa}@host", BPTT_THREADS="1"), capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    other = dict(np.load(path))
-    assert str(other.pop("isa")) == isa
-    mine = {k: v for k, v in native.items() if k != "isa"}
-    assert sorted(other) == sorted(mine)
-    differ = [k for k in mine if not np.array_equal(mine[k], other[k])]
-    assert not differ, f"{isa}@host differs from {jit.ISA} in {differ[:5]}"
+    _assert_probe_gives_native_bits(f"{isa}@host", isa, native, tmp_path / f"{isa}_at_host.npz")
 
 
 def test_a_family_at_host_is_refused_by_bench():
