@@ -36,6 +36,14 @@ def mse_loss(pred: np.ndarray, target: np.ndarray):
     return float(np.sum(row, dtype=np.float64)) / max(pred.size, 1), d.reshape(pred.shape)
 
 
+def _check_classes(t, V):
+    """ValueError unless every target in ``t`` is a class id in [0, V)."""
+    if t.size:
+        lo, hi = t.min(), t.max()
+        if lo < 0 or hi >= V:
+            raise ValueError(f"targets must be class ids in the range [0, {V}), found {int(lo) if lo < 0 else int(hi)}")
+
+
 def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask=None, ignore_index=None):
     """Mean softmax cross-entropy from logits (..., V) and integer targets (...).
 
@@ -54,29 +62,20 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask=None, ig
     t = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
     w = np.ones(t.shape[0], logits.dtype)
     if mask is None and ignore_index is None:   # every row counts: no row weights to work out
-        if t.size and (t.min() < 0 or t.max() >= V):
-            bad = int(t.min()) if t.min() < 0 else int(t.max())
-            raise ValueError(f"targets must be class ids in the range [0, {V}), found {bad}")
-        row = np.empty(z.shape[0], logits.dtype)
-        d = np.empty_like(z)
-        scale = 1.0 / t.shape[0] if t.shape[0] else 0.0
-        softmax_xent_rows(row, d, z, t, w, scale)
-        return float(np.sum(row, dtype=np.float64)) * scale, d.reshape(logits.shape)
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != lead:
-            raise ValueError(f"mask must have shape {lead}, got {mask.shape}")
-        w[mask.reshape(-1) == 0] = 0
-    if ignore_index is not None:
-        w[t == ignore_index] = 0
-    live = w > 0
-    if live.any():
-        tl = t[live]
-        if tl.min() < 0 or tl.max() >= V:
-            bad = int(tl.min()) if tl.min() < 0 else int(tl.max())
-            raise ValueError(f"targets must be class ids in the range [0, {V}), found {bad}")
-    t = np.where(live, t, 0)
-    count = float(w.sum())
+        _check_classes(t, V)
+        count = float(t.shape[0])
+    else:
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != lead:
+                raise ValueError(f"mask must have shape {lead}, got {mask.shape}")
+            w[mask.reshape(-1) == 0] = 0
+        if ignore_index is not None:
+            w[t == ignore_index] = 0
+        live = w > 0
+        _check_classes(t[live], V)
+        t = np.where(live, t, 0)
+        count = float(w.sum())
     scale = 1.0 / count if count > 0 else 0.0
     row = np.empty(z.shape[0], logits.dtype)
     d = np.empty_like(z)
