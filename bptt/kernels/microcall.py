@@ -188,16 +188,12 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
             start = [builder.load(vector_at(pc, builder.add(c_off[r][j], cst(w0)), n), align=align)
                      for r, j, w0, n in slots]
             if prefetch and R > 1:   # C's next block down (the tile's order), while this one runs
-                i8p = ir.IntType(8).as_pointer()
-                i32 = ir.IntType(32)
-                pf = _prefetch_fn(builder)
                 line = 64 // align   # elements per cache line
                 for r in range(R, 2 * R):
                     for j in range(nb):
                         for w in sorted(set(range(0, W, line)) | {W - 1}):
                             off = builder.add(builder.mul(cst(r), ldc_), builder.add(c_col[j], cst(w)))
-                            builder.call(pf, [builder.bitcast(builder.gep(pc, [off]), i8p),
-                                              ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                            _prefetch(builder, pc, off, write=True)
             entry = builder.block
             head = builder.append_basic_block("micro_k")
             body = builder.append_basic_block("micro_fma")
@@ -222,9 +218,7 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
                 pfp = args[9]
                 step = context.cast(builder, args[10], tys[10], types.int64)
                 off = builder.ashr(builder.mul(builder.sub(k, k0_), step), cst(4))
-                builder.call(_prefetch_fn(builder), [builder.bitcast(builder.gep(pfp, [off]), ir.IntType(8).as_pointer()),
-                                                     ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
-                                                     ir.Constant(ir.IntType(32), 1)])
+                _prefetch(builder, pfp, off, write=False)
             k_next = builder.add(k, cst(1))
             builder.branch(head)
             k.add_incoming(k_next, body)
@@ -249,11 +243,15 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
     return intrinsic(body)
 
 
-def _prefetch_fn(builder):
-    """LLVM's prefetch intrinsic (address, write, locality, data) in the builder's module."""
+def _prefetch(builder, p, off, write):
+    """Ask for the cache line of element p[off] (into L1: LLVM's prefetch intrinsic, locality 3),
+    for writing or for reading."""
     i32 = ir.IntType(32)
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-                                          "llvm.prefetch.p0i8")
+    i8p = ir.IntType(8).as_pointer()
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                        "llvm.prefetch.p0i8")
+    builder.call(fn, [builder.bitcast(builder.gep(p, [off]), i8p), ir.Constant(i32, int(write)), ir.Constant(i32, 3),
+                      ir.Constant(i32, 1)])
 
 
 _vector = None   # in each vector body's own globals (_vector_function)
