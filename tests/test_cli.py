@@ -86,3 +86,27 @@ def test_training_errors_end_a_command_with_one_line(capsys):
     with pytest.raises(RuntimeError):
         with training_errors():
             raise RuntimeError("a bug, shown as one")
+
+
+def test_refuse_changed_options_names_each_differing_option_given():
+    import click
+    from bptt.commands.common import refuse_changed_options
+
+    @click.command()
+    @click.option("--hidden", type=int, default=8)
+    @click.option("--lr", type=float, default=None)
+    @click.option("--sizes", default="4,4")
+    @click.option("--steps", type=int, default=10)
+    def cmd(hidden, lr, sizes, steps):
+        ctx = click.get_current_context()
+        refuse_changed_options(ctx, {"hidden": 16, "lr": 0.001, "sizes": "4,4"})
+        click.echo("ok")
+
+    r = CliRunner().invoke(cmd, ["--steps", "99"])              # not named by the run: free to change
+    assert r.exit_code == 0 and "ok" in r.output
+    r = CliRunner().invoke(cmd, ["--hidden", "16", "--lr", "1e-3", "--sizes", "4,4"])   # the same values
+    assert r.exit_code == 0 and "ok" in r.output
+    r = CliRunner().invoke(cmd, ["--hidden", "32", "--lr", "0.5"])
+    assert r.exit_code != 0
+    msg = str(r.exception)
+    assert "--hidden 32 (the run's: 16)" in msg and "--lr 0.5 (the run's: 0.001)" in msg

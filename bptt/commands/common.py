@@ -110,6 +110,45 @@ def echo_interrupted(summary: dict, out_dir) -> None:
     click.echo(f"interrupted: saved step {summary['step']}{where}; continue with --resume --out {out_dir}")
 
 
+def _same(given, saved) -> bool:
+    if isinstance(given, (list, tuple)) or isinstance(saved, (list, tuple)):
+        if not isinstance(given, (list, tuple)) or not isinstance(saved, (list, tuple)) or len(given) != len(saved):
+            return False
+        return all(_same(a, b) for a, b in zip(given, saved))
+    if isinstance(given, float) or isinstance(saved, float):
+        try:
+            return float(given) == float(saved)
+        except (TypeError, ValueError):
+            return False
+    return given == saved
+
+
+def _shown(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v) or "none"
+    return "off" if v is False else "on" if v is True else "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def refuse_changed_options(ctx: click.Context, saved: dict) -> None:
+    """On ``--resume``: the options given on the command line (or by environment variable) whose
+    value differs from the run's are a ValueError naming each, since a resumed run keeps the
+    configuration it was started with. ``saved`` maps click's parameter names to the run's
+    values; options it does not name (--steps, --minutes, --out, ...) may change."""
+    from click.core import ParameterSource
+    changed = []
+    for p in ctx.command.params:
+        if p.name not in saved or ctx.get_parameter_source(p.name) not in (ParameterSource.COMMANDLINE,
+                                                                           ParameterSource.ENVIRONMENT):
+            continue
+        given = ctx.params[p.name]
+        if not _same(given, saved[p.name]):
+            flag = max(p.opts, key=len)
+            changed.append(f"{flag} {_shown(given)} (the run's: {_shown(saved[p.name])})")
+    if changed:
+        raise ValueError("--resume continues a run with the options it was started with, but "
+                         + "; ".join(changed) + ": drop them, or start a new run in another --out")
+
+
 def user_errors():
     """The exception types that mean bad input: shown as one line, exit code 1."""
     from bptt.checkpoint import CheckpointError
