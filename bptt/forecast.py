@@ -120,15 +120,24 @@ def _resolve(path, header, spec, what):
     raise DataError(f"{path}: no {what} column {spec!r} (columns: {shown})")
 
 
+def _is_blank(row) -> bool:
+    return not row or all(not c.strip() for c in row)
+
+
 def read_series_csv(path, columns=None, covariates=None, header=None) -> Series:
     """Read the target ``columns`` (default: the last column) and the ``covariates`` of a CSV.
 
-    A header row is detected when some column of the first row is not a number while the second
-    row's is (``header=True/False`` overrides). Without one, columns are named 0, 1, ...; a column
-    may always be given by its index (-1 the last). Other columns (a date, say) are not read.
-    Blank lines are skipped. DataError, one line naming the file, the line and the column, for a
-    missing file or column, an empty file, a ragged row, an empty, non-numeric, NaN or infinite cell.
+    The delimiter (, ; tab | or runs of spaces) is detected as ``bptt fit`` does
+    (:func:`bptt.tabular.sniff_delimiter`). A header row is detected when some column of the first
+    row is not a number while the second row's is (``header=True/False`` overrides). Without one,
+    columns are named 0, 1, ...; a column may always be given by its index (-1 the last). Other
+    columns (a date, say) are not read. Blank lines before the first row and after the last are
+    skipped; inside a file of several columns too, but in a file of one column a blank line inside
+    the series is an empty cell (a missing value would shift every later step). DataError, one
+    line naming the file, the line and the column, for a missing file or column, an empty file, a
+    ragged row, an empty, non-numeric, NaN or infinite cell.
     """
+    from .tabular import sniff_delimiter
     path = str(path)
     p = Path(path)
     if not p.exists():
@@ -138,25 +147,37 @@ def read_series_csv(path, columns=None, covariates=None, header=None) -> Series:
     rows = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                if not row or all(not c.strip() for c in row):
-                    continue
-                rows.append((reader.line_num, [c.strip() for c in row]))
+            delimiter = sniff_delimiter(f.read(65536))
+            f.seek(0)
+            if delimiter == " ":            # columns separated by runs of spaces: no quoting
+                for line_num, line in enumerate(f, 1):
+                    rows.append((line_num, line.split()))
+            else:                           # tab-separated files do not quote (IANA TSV)
+                reader = csv.reader(f, delimiter=delimiter,
+                                    quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+                for row in reader:
+                    rows.append((reader.line_num, [c.strip() for c in row]))
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
     except csv.Error as e:
         raise DataError(f"{path}: not a readable CSV file ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not rows:
+    filled = [i for i, (_, row) in enumerate(rows) if not _is_blank(row)]
+    if not filled:
         raise DataError(f"{path}: the file is empty")
+    rows = rows[filled[0]:filled[-1] + 1]          # blank lines before and after: none of the series
+    one_column = len(rows[0][1]) == 1
+    # in a one-column file a blank line is an empty cell; in a wider one, a line left blank
+    rows = [(line, [""] if _is_blank(row) else row) for line, row in rows
+            if one_column or not _is_blank(row)]
     first = rows[0][1]
     if header is None:
-        if len(rows) == 1:
+        filled_rows = [row for _, row in rows if not _is_blank(row)]
+        if len(filled_rows) == 1:
             header = not any(_is_number(c) for c in first)
         else:
-            second = rows[1][1]
+            second = filled_rows[1]
             header = any(not _is_number(a) and b != "" and _is_number(b)
                          for a, b in zip(first, second))
     if header:
@@ -250,21 +271,33 @@ def write_series_csv(series: Series, path) -> None:
 # statistics of the training part
 # ---------------------------------------------------------------------------------------------
 
+def max_abs(values: np.ndarray) -> np.ndarray:
+    """max |v| per column of (N, C); 1 for an empty or all-zero column (what divides safely)."""
+    a = np.max(np.abs(values), axis=0) if values.shape[0] else np.ones(values.shape[1:])
+    return np.where(a > 0, a, 1.0)
+
+
 @dataclass
 class Scaler:
-    """Per-column standardisation z = (v - mean) / std, fitted on the training part only."""
+    """Per-column standardisation z = (v - mean) / std, fitted on the training part only.
+
+    The statistics are taken of v / max|v| and scaled back (mean = m·a, std = s·a with |m|, s ≤ 1),
+    so that neither overflows for values near 1e308 nor underflows for values near 1e-300. A
+    constant column (s ≤ 1e-12) is divided by max|v| instead: z stays the relative change."""
     mean: np.ndarray
     std: np.ndarray
 
     @classmethod
     def fit(cls, values: np.ndarray) -> Scaler:
-        mean = values.mean(axis=0)
-        std = values.std(axis=0)
-        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # a constant column
-        return cls(mean, std)
+        a = max_abs(values)
+        u = values / a
+        m, sd = u.mean(axis=0), u.std(axis=0)
+        return cls(m * a, np.where(sd > 1e-12, sd, 1.0) * a)
 
     def transform(self, values):
-        return (values - self.mean) / self.std
+        # v/std - mean/std rather than (v - mean)/std: the difference of two values near the
+        # largest float may overflow, each quotient does not
+        return values / self.std - self.mean / self.std
 
     def inverse(self, z, cols=slice(None)):
         return z * self.std[cols] + self.mean[cols]
@@ -297,6 +330,7 @@ def detect_season(train: np.ndarray, min_acf: float = SEASON_MIN_ACF) -> int:
     n = y.shape[0]
     if n < 8:
         return 1
+    y = y / max_abs(y)          # r(l) does not depend on the scale; squares of 1e±300 do
     t = np.arange(n, dtype=np.float64)
     A = np.stack([np.ones(n), t], axis=1)
     r = np.zeros(n)
@@ -315,8 +349,10 @@ def detect_season(train: np.ndarray, min_acf: float = SEASON_MIN_ACF) -> int:
 
 
 def naive_scale(train: np.ndarray) -> np.ndarray:
-    """MASE's scale per series: the in-sample MAE of the naive one-step forecast, (S,)."""
-    return np.mean(np.abs(np.diff(train, axis=0)), axis=0)
+    """MASE's scale per series: the in-sample MAE of the naive one-step forecast, (S,).
+    (Of train / max|train|, scaled back: a difference of two huge values does not overflow.)"""
+    a = max_abs(train)
+    return np.mean(np.abs(np.diff(train / a, axis=0)), axis=0) * a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,10 +380,13 @@ def make_split(n: int, window: int, horizon: int, *, val_fraction: float = 0.2,
     if W < 1 or K < 1:
         raise ValueError(f"window and horizon must be positive, got window={W}, horizon={K}")
     wl = window_label or f"--window {W}"
-    if K >= n:
-        raise DataError(f"{source}: --horizon {K} is longer than the series ({n} steps)")
+    if K > n:
+        raise DataError(f"{source}: --horizon {K} is longer than the series ({steps(n)})")
+    if K == n:
+        raise DataError(f"{source}: --horizon {K} is as long as the series ({steps(n)}): no step is "
+                        f"left for a window to read")
     if W + K > n:
-        raise DataError(f"{source}: {wl} plus --horizon {K} is longer than the series ({n} steps)")
+        raise DataError(f"{source}: {wl} plus --horizon {K} is longer than the series ({steps(n)})")
     if val_steps is None:
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -359,11 +398,16 @@ def make_split(n: int, window: int, horizon: int, *, val_fraction: float = 0.2,
                             f"window fits")
     n_train = n - V
     if n_train < W + K:
-        raise DataError(f"{source}: {n} steps leave {n_train} for training after {V} validation "
-                        f"steps, fewer than {wl} plus --horizon {K}; use a shorter window "
-                        f"or horizon, or fewer validation steps")
+        raise DataError(f"{source}: {steps(n)} leave {n_train} for training after {V} validation "
+                        f"step{'s' if V != 1 else ''}, fewer than {wl} plus --horizon {K}; use a "
+                        f"shorter window or horizon, or fewer validation steps")
     return Split(n, W, K, n_train, np.arange(W, n_train - K + 1, dtype=np.int64),
                  np.arange(n_train, n - K + 1, dtype=np.int64))
+
+
+def steps(n: int) -> str:
+    """'1 step', '2 steps'."""
+    return f"{n} step" if n == 1 else f"{n} steps"
 
 
 def gather_windows(z: np.ndarray, origins: np.ndarray, window: int) -> np.ndarray:
@@ -395,18 +439,35 @@ def forecast_metrics(pred: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> 
     """MAE, RMSE and MASE per horizon step and series, each (K, S), from (B, K, S) arrays."""
     err = pred - truth
     mae = np.mean(np.abs(err), axis=0)
-    rmse = np.sqrt(np.mean(err ** 2, axis=0))
+    # RMSE = m·sqrt(mean((e/m)²)), m = max|e|: e² of a 1e300 error would overflow
+    m = np.max(np.abs(err), axis=0) if err.shape[0] else np.ones(err.shape[1:])
+    m = np.where((m > 0) & np.isfinite(m), m, 1.0)
+    rmse = m * np.sqrt(np.mean((err / m) ** 2, axis=0))
     with np.errstate(divide="ignore", invalid="ignore"):
         mase = np.where(scale > 0, mae / np.where(scale > 0, scale, 1.0), np.nan)
     return {"mae": mae, "rmse": rmse, "mase": mase}
 
 
+def _mean_defined(x: np.ndarray, defined: np.ndarray, axis=None) -> np.ndarray:
+    """The mean of x (K, S) over the series where ``defined`` (S,) holds; NaN if none."""
+    if not defined.any():
+        return np.full(x.shape[0], np.nan) if axis == 1 else np.float64(np.nan)
+    return np.mean(x[:, defined], axis=axis)
+
+
 def summarize(metrics: dict) -> dict:
-    """Per horizon step (lists of K, averaged over the series) and overall (averaged over both)."""
+    """Per horizon step (lists of K, averaged over the series) and overall (averaged over both).
+    MASE is averaged over the series where it is defined (a training part that is not constant);
+    ``mase_series`` counts them, out of ``n_series``."""
     out = {}
     for name, m in metrics.items():
-        out[name] = {k: [float(v) for v in m[k].mean(axis=1)] for k in ("mae", "rmse", "mase")}
-        out[name].update({f"{k}_mean": float(np.mean(m[k])) for k in ("mae", "rmse", "mase")})
+        defined = ~np.isnan(m["mase"]).any(axis=0)     # NaN: the series' MASE scale is 0
+        per_step = {k: m[k].mean(axis=1) for k in ("mae", "rmse")}
+        per_step["mase"] = _mean_defined(m["mase"], defined, axis=1)
+        out[name] = {k: [float(v) for v in per_step[k]] for k in ("mae", "rmse", "mase")}
+        out[name].update({f"{k}_mean": float(np.mean(m[k])) for k in ("mae", "rmse")})
+        out[name]["mase_mean"] = float(_mean_defined(m["mase"], defined))
+        out[name]["mase_series"], out[name]["n_series"] = int(defined.sum()), int(defined.size)
     return out
 
 
@@ -564,7 +625,7 @@ class ForecastData:
         n_train = self.split.n_train
         values = series.values()
         self.scaler = scaler if scaler is not None else Scaler.fit(values[:n_train])
-        self.z = self.scaler.transform(values)
+        self.z = scaled_values(self.scaler, values, series)
         self.n_series = series.targets.shape[1]
         self.input_size = values.shape[1]
         self.y = series.targets
@@ -605,6 +666,27 @@ class ForecastData:
     def baselines(self, origins: np.ndarray) -> dict:
         return {"naive": naive_forecast(self.y, origins, self.horizon),
                 "seasonal_naive": seasonal_naive_forecast(self.y, origins, self.horizon, self.season)}
+
+
+Z_LIMIT = 1e30   # |z| beyond this is no input a network can use (and float32 ends near 3.4e38)
+
+
+def scaled_values(scaler: Scaler, values: np.ndarray, series: Series) -> np.ndarray:
+    """scaler.transform(values), (N, I); DataError naming the first column (targets, then
+    covariates) whose scaled values are not finite or beyond ``Z_LIMIT``: values so far outside
+    the training part's range that no network input can hold them."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        z = scaler.transform(values)
+    bad = ~np.all(np.isfinite(z) & (np.abs(z) < Z_LIMIT), axis=0) if z.shape[0] else np.zeros(0, bool)
+    if bad.any():
+        j = int(np.argmax(bad))
+        name = (list(series.target_names) + list(series.covariate_names))[j]
+        col = values[:, j]
+        raise DataError(f"{series.source or 'the series'}: column {name!r} cannot be scaled: its "
+                        f"values ({col.min():.3g} to {col.max():.3g}) are too far from the training "
+                        f"part's mean {scaler.mean[j]:.3g} for its standard deviation "
+                        f"{scaler.std[j]:.3g}")
+    return z
 
 
 def evaluate_forecast(model: Forecaster, data: ForecastData, origins=None, batch_size: int = 256) -> dict:
@@ -688,11 +770,14 @@ class ForecastConfig(SavedConfig):
                                 clip=self.clip, patience=self.patience, seed=self.seed)
 
 
-def default_window(horizon: int, season: int, n_train: int) -> int:
+def default_window(horizon: int, season: int, n_train: int | None = None) -> int:
     """The window when none is given: one season (if one is found), at least 2·K and 16 steps,
-    at most 256, and short enough to leave K training targets."""
-    w = max(season if season > 1 else 0, 2 * horizon, 16)
-    return max(1, min(w, MAX_DEFAULT_WINDOW, n_train - horizon))
+    at most 256, and short enough to leave K training targets (unless ``n_train`` is None)."""
+    w = min(max(season if season > 1 else 0, 2 * horizon, 16), MAX_DEFAULT_WINDOW)
+    return w if n_train is None else max(1, min(w, n_train - horizon))
+
+
+FEW_TRAIN_WINDOWS = 10
 
 
 def load_series(config: ForecastConfig) -> Series:
@@ -791,16 +876,27 @@ class ForecastTrainer:
         # the season and the default window come from the training part, which needs V only
         n = self.series.length
         V = c.val_steps if c.val_steps is not None else max(c.horizon, int(round(c.val_fraction * n)))
-        window, label = c.window, None
+        window, label, self.notes = c.window, None, []
         if checkpoint is not None:
             window = int(checkpoint["forecast"]["window"])
         elif window is None:
             season = c.season or (detect_season(self.series.targets[:n - V]) if n > V else 1)
+            usual = default_window(c.horizon, season)
             window = default_window(c.horizon, season, n - V)
-            label = f"the default window ({window} steps)"
+            label = f"the default window ({steps(window)})"
+            if window < usual:
+                label = f"the default window ({steps(usual)}, even shortened to {steps(window)})"
+                self.notes.append(f"note: the default window ({steps(usual)}) is shortened to "
+                                  f"{window} to fit the {n - V} training steps; pass --window to choose")
         self.data = d = ForecastData(self.series, window, c.horizon, val_fraction=c.val_fraction,
                                      val_steps=c.val_steps, season=c.season, target_mode=c.target,
                                      window_label=label)
+        nw = len(d.split.train_origins)
+        if nw < FEW_TRAIN_WINDOWS:
+            self.notes.append(f"note: only {nw} training window{'s' if nw != 1 else ''} (the "
+                              f"{d.split.n_train} training steps minus the window, {d.window}, and "
+                              f"the horizon, {d.horizon}): too few to learn much from; use a longer "
+                              f"series, a shorter --window, or fewer validation steps")
         self.model_config = ForecastModelConfig(input_size=d.input_size, horizon=c.horizon,
                                                 n_series=d.n_series, cell=c.cell, hidden=c.hidden,
                                                 layers=c.layers, dropout=c.dropout, dtype=c.dtype,
@@ -835,20 +931,29 @@ class ForecastTrainer:
                                 f"or choose another --out folder")
         return cls(config, out_dir, series)
 
-    @classmethod
-    def resume(cls, out_dir, *, epochs=None, minutes=None, series: Series | None = None,
-               source: str | None = None):
-        """Continue the run in ``out_dir``; ``epochs`` is the new total. The series is read again
-        from the file (or demo) the run was made from, or ``source``, or ``series``."""
+    @staticmethod
+    def load_run(out_dir) -> tuple:
+        """(config, checkpoint) of the run in ``out_dir``: what it was started with, to resume it.
+        CheckpointError (one line) if the checkpoint lacks an entry."""
         from .checkpoint import CheckpointError
         from .supervised import SupervisedTrainer
         ckpt = SupervisedTrainer.load(out_dir, kind=KIND)
         try:
             config = ForecastConfig.from_dict(ckpt["forecast_config"])
-            ckpt["forecast"]["fingerprint"], ckpt["forecast"]["window"]
+            ckpt["forecast"]["fingerprint"], ckpt["forecast"]["window"], ckpt["forecast"]["season"]
+            ckpt["forecast"]["target_names"], ckpt["forecast"]["covariate_names"]
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{Path(out_dir) / CHECKPOINT_NAME}: checkpoint content is "
                                   f"inconsistent ({e})") from None
+        return config, ckpt
+
+    @classmethod
+    def resume(cls, out_dir, *, epochs=None, minutes=None, series: Series | None = None,
+               source: str | None = None, checkpoint: tuple | None = None):
+        """Continue the run in ``out_dir``; ``epochs`` is the new total. The series is read again
+        from the file (or demo) the run was made from, or ``source``, or ``series``.
+        ``checkpoint``: what :meth:`load_run` returned, if it was called already."""
+        config, ckpt = checkpoint if checkpoint is not None else cls.load_run(out_dir)
         if source is not None:
             config.source, config.demo = source, None
         if epochs is not None:
@@ -856,6 +961,20 @@ class ForecastTrainer:
         config.minutes = minutes
         ckpt["supervised"]["epochs"], ckpt["supervised"]["minutes"] = config.epochs, minutes
         return cls(config, out_dir, series, checkpoint=ckpt)
+
+    def finished(self) -> str | None:
+        """Why the run has nothing left to train (early stopping ended it, or its epochs are
+        done) and what to do instead, in a line; None if it has."""
+        t, c = self.trainer, self.trainer.config
+        best = f"its best weights are in {self.out_dir / BEST_NAME}"
+        if c.patience is not None and t.bad_vals >= c.patience:
+            return (f"early stopping ended it at epoch {self.epoch:.3g} (no better validation loss "
+                    f"in {c.patience} validations; the best was at step {t.best_step}); {best}. "
+                    f"To train more, start a new run in another --out")
+        if t.step >= t.total_steps:
+            return (f"its {c.epochs:g} epochs are done (step {t.step}); {best}. To train on, pass "
+                    f"a larger --epochs (a total), or start a new run in another --out")
+        return None
 
     # -- the trainer's state, for reports -------------------------------------------------------
     @property
@@ -925,7 +1044,7 @@ def forecast_next(model: Forecaster, ckpt: dict, series: Series) -> np.ndarray:
         raise DataError(f"{series.source or 'the series'}: {series.length} rows, fewer than the "
                         f"window of {W} steps this forecaster reads")
     scaler = Scaler.from_dict(d["scaler"])
-    z = scaler.transform(series.values()[-W:])
+    z = scaled_values(scaler, series.values()[-W:], series)
     out = model.forward(np.ascontiguousarray(z[None], dtype=model.dtype))
     S = series.targets.shape[1]
     pred = np.asarray(out, np.float64).reshape(K, S)

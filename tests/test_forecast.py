@@ -137,6 +137,11 @@ BAD = [
      "leave 32 for training after 8 validation steps, fewer than --window 30 plus --horizon 4"),
     ("t,value\n" + "".join(f"{i},{i}\n" for i in range(20)), "--horizon 12", "value",
      "fewer than the default window"),
+    ("t,value\n1,5\n", "--horizon 1", "value",
+     "--horizon 1 is as long as the series (1 step): no step is left for a window to read"),
+    ("t,value\n" + "".join(f"{i},{i}\n" for i in range(200)), "--val-steps 199", "value",
+     "200 steps leave 1 for training after 199 validation steps, fewer than the default window "
+     "(16 steps, even shortened to 1 step) plus --horizon 1"),
     ("t,value\n" + "".join(f"{i},{i}\n" for i in range(40)), "--season 39", "value",
      "--season 39 is longer than the 32 steps before the first validation forecast"),
 ]
@@ -295,3 +300,176 @@ def test_gradcheck_cli_covers_the_forecaster_and_plot_needs_matplotlib(monkeypat
                                   "--plot", str(tmp_path / "f.png")])
     assert r.exit_code == 1 and "pip install 'bptt[plot]'" in r.output
     assert not (tmp_path / "r").exists()
+
+
+# -- robustness: blank cells, huge and tiny values, resume, delimiters, messages -----------------
+
+def sales_csv(path, n=48, scale=1.0, sep=",", header="sales", fmt=repr, extra=None):
+    """A one-column (or ``extra``-prefixed) seasonal series of n steps, values times ``scale``."""
+    t = np.arange(n)
+    y = (10 + 3 * np.sin(2 * np.pi * t / 6) + 0.3 * np.random.default_rng(0).standard_normal(n)) * scale
+    lines = [header] + [(f"{extra(i)}{sep}" if extra else "") + fmt(float(v)) for i, v in enumerate(y)]
+    path.write_text("\n".join(lines) + "\n")
+    return y
+
+
+FAST = ["--epochs", "1", "--hidden", "3", "--batch-size", "64", "--dtype", "float64"]
+
+
+def test_blank_line_in_a_one_column_series_is_an_empty_cell(tmp_path):
+    p = tmp_path / "s.csv"
+    sales_csv(p)
+    lines = p.read_text().splitlines()
+    for blank in ("", '""', "   "):
+        gap = tmp_path / "gap.csv"
+        gap.write_text("\n".join(lines[:3] + [blank] + lines[4:]) + "\n\n\n")
+        with pytest.raises(DataError, match=r"gap.csv, line 4, column 'sales': empty cell"):
+            read_series_csv(gap)
+    r = CliRunner().invoke(main, ["forecast", str(gap), "--out", str(tmp_path / "r")] + FAST)
+    assert r.exit_code == 1 and r.output.startswith("Error: ")
+    assert "line 4, column 'sales': empty cell" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    # trailing (and leading) blank lines are not part of the series
+    padded = tmp_path / "padded.csv"
+    padded.write_text("\n" + "\n".join(lines) + "\n\n  \n\n")
+    assert read_series_csv(padded).length == read_series_csv(p).length == 48
+    # predict reads the same way
+    r = CliRunner().invoke(main, ["forecast", str(p), "--out", str(tmp_path / "run")] + FAST)
+    assert r.exit_code == 0, r.output
+    with pytest.raises(DataError, match="line 4, column 'sales': empty cell"):
+        predict_forecast(tmp_path / "run", gap, tmp_path / "o.csv")
+
+
+def test_json_report_has_no_infinity():
+    from bptt.commands.forecast import _finite
+    assert _finite({"a": [float("inf"), -float("inf"), float("nan"), 1.5], "b": 2}) == \
+        {"a": [None, None, None, 1.5], "b": 2}
+
+
+def test_huge_and_tiny_values_scale_without_overflow(tmp_path):
+    base = sales_csv(tmp_path / "s.csv")
+    reports = {}
+    for name, scale in (("s", 1.0), ("huge", 1e300), ("tiny", 1e-300)):
+        if scale != 1.0:
+            sales_csv(tmp_path / f"{name}.csv", scale=scale)
+        js = tmp_path / f"{name}.json"
+        r = CliRunner().invoke(main, ["forecast", str(tmp_path / f"{name}.csv"), "--horizon", "2",
+                                      "--window", "6", "--out", str(tmp_path / name), "--json", str(js)]
+                               + FAST)
+        assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+        assert "nan" not in r.output and "inf" not in r.output, r.output
+        reports[name] = json.loads(js.read_text())
+        if scale != 1.0:
+            pred = predict_forecast(tmp_path / name, tmp_path / f"{name}.csv", tmp_path / "o.csv")
+            assert np.all(np.isfinite(pred)) and np.all(np.abs(pred / scale) < 100)
+    for name, scale in (("huge", 1e300), ("tiny", 1e-300)):
+        a, b = reports["s"], reports[name]
+        assert b["season"] == a["season"]
+        for key in ("model", "naive", "seasonal_naive"):
+            for m in ("mae_mean", "rmse_mean"):
+                assert b[key][m] / scale == pytest.approx(a[key][m], rel=1e-6), (name, key, m)
+            assert b[key]["mase_mean"] == pytest.approx(a[key]["mase_mean"], rel=1e-6)
+    sc = Scaler.fit(base[:, None] * 1e300)
+    assert np.all(np.isfinite(sc.mean)) and np.all(np.isfinite(sc.std))
+    plain = Scaler.fit(base[:, None]).transform(base[:, None])
+    assert np.allclose(sc.transform(base[:, None] * 1e300), plain)
+    # a column that no scaling can hold: tiny in the training part, huge in the validation part
+    y = np.concatenate([base[:38] * 1e-300, base[38:] * 1e300])
+    with pytest.raises(DataError, match="column 'y0' cannot be scaled"):
+        ForecastData(series(y), 4, 1, val_steps=10)
+
+
+def test_metrics_of_huge_errors_are_finite():
+    m = forecast_metrics(np.full((3, 1, 1), 1e300), np.full((3, 1, 1), -1e300), np.array([1e299]))
+    assert m["rmse"][0, 0] == pytest.approx(2e300) and m["mae"][0, 0] == pytest.approx(2e300)
+    assert m["mase"][0, 0] == pytest.approx(20)
+    assert naive_scale(np.array([[8e307], [-8e307], [8e307]]))[0] == pytest.approx(1.6e308)
+    assert detect_season(1e300 * np.sin(2 * np.pi * np.arange(120) / 12)) == 12
+    assert detect_season(1e-300 * np.sin(2 * np.pi * np.arange(120) / 12)) == 12
+
+
+def test_resume_refuses_changed_options_and_says_when_a_run_is_finished(tmp_path):
+    p = tmp_path / "s.csv"
+    sales_csv(p, header="date,sales,temp", extra=lambda i: f"d{i}", fmt=lambda v: f"{v},{v / 2}")
+    out = str(tmp_path / "run")
+    cmd = ["forecast", str(p), "--column", " sales", "--covariates", "temp", "--header", "--horizon", "2",
+           "--window", "5", "--season", "6", "--val-steps", "8", "--val-fraction", "0.2", "--target",
+           "level", "--cell", "gru", "--hidden", "3", "--layers", "1", "--dropout", "0", "--batch-size",
+           "64", "--lr", "0.01", "--optimizer", "adam", "--weight-decay", "0", "--clip", "0",
+           "--patience", "0", "--seed", "1", "--dtype", "float64", "--out", out]
+    r = CliRunner().invoke(main, cmd + ["--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    ckpt = (tmp_path / "run" / "checkpoint.bptt").read_bytes()
+    # every option as it was: resumes (a larger --epochs is a new total)
+    r = CliRunner().invoke(main, cmd + ["--epochs", "2", "--resume"])
+    assert r.exit_code == 0 and "resuming" in r.output and "final: epoch 2 " in r.output, r.output
+    ckpt = (tmp_path / "run" / "checkpoint.bptt").read_bytes()
+    # so does a bare --resume that names only the options it may change, or the detected ones
+    r = CliRunner().invoke(main, ["forecast", "--resume", "--out", out, "--epochs", "3", "--window", "5"])
+    assert r.exit_code == 0 and "final: epoch 3 " in r.output, r.output
+    ckpt = (tmp_path / "run" / "checkpoint.bptt").read_bytes()
+    # changed options: one line naming each, nothing trained
+    r = CliRunner().invoke(main, ["forecast", "--resume", "--out", out, "--epochs", "4", "--horizon", "5",
+                                  "--cell", "lstm", "--window", "4", "--column", "temp"])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    for part in ("--horizon 5 (the run's: 2)", "--cell lstm (the run's: gru)", "--window 4 (the run's: 5)",
+                 "--column temp (the run's: sales)"):
+        assert part in r.output, r.output
+    assert (tmp_path / "run" / "checkpoint.bptt").read_bytes() == ckpt
+    # a run whose epochs are done says so
+    r = CliRunner().invoke(main, cmd + ["--epochs", "3", "--resume"])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "the run already finished: its 3 epochs are done" in r.output and "larger --epochs" in r.output
+    # and so does one that early stopping ended (SGD with a vanishing rate: no better loss)
+    stop = ["forecast", str(p), "--column", "sales", "--window", "5", "--val-steps", "8", "--hidden", "3",
+            "--optimizer", "sgd", "--lr", "1e-300", "--patience", "1", "--epochs", "6", "--batch-size",
+            "64", "--dtype", "float64", "--out", str(tmp_path / "stop")]
+    r = CliRunner().invoke(main, stop)
+    assert r.exit_code == 0 and "early stopping" in r.output, r.output
+    r = CliRunner().invoke(main, stop + ["--resume", "--epochs", "10"])
+    assert r.exit_code == 1 and "the run already finished: early stopping ended it" in r.output, r.output
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_delimiter_is_detected(tmp_path, sep):
+    p = tmp_path / "s.csv"
+    y = sales_csv(p, n=30, sep=sep, header=f"date{sep}sales", extra=lambda i: f"d{i}")
+    s = read_series_csv(p, "sales")
+    assert s.target_names == ["sales"] and np.array_equal(s.targets[:, 0], y)
+    r = CliRunner().invoke(main, ["forecast", str(p), "--column", "sales", "--window", "4",
+                                  "--out", str(tmp_path / "r")] + FAST)
+    assert r.exit_code == 0 and "forecasting sales from" in r.output, r.output
+
+
+def test_notes_on_a_shortened_window_and_few_training_windows(tmp_path):
+    p = tmp_path / "s.csv"
+    sales_csv(p, n=12)
+    r = CliRunner().invoke(main, ["forecast", str(p), "--out", str(tmp_path / "r")] + FAST)
+    assert r.exit_code == 0, r.output
+    assert "1 training and 2 validation windows" in r.output
+    assert "note: the default window (16 steps) is shortened to 9 to fit the 10 training steps" in r.output
+    assert "note: only 1 training window " in r.output
+    sales_csv(p, n=48)
+    r = CliRunner().invoke(main, ["forecast", str(p), "--window", "8", "--out", str(tmp_path / "r2")] + FAST)
+    assert r.exit_code == 0 and "note:" not in r.output, r.output
+
+
+def test_mase_is_averaged_over_the_series_where_it_is_defined(tmp_path):
+    from bptt.forecast import summarize
+    mase = np.array([[1.0, np.nan], [3.0, np.nan]])
+    m = summarize({"model": {"mae": np.ones((2, 2)), "rmse": np.ones((2, 2)), "mase": mase}})["model"]
+    assert m["mase"] == [1.0, 3.0] and m["mase_mean"] == 2.0
+    assert m["mase_series"] == 1 and m["n_series"] == 2
+    p = tmp_path / "s.csv"
+    y = sales_csv(p, n=40)
+    p.write_text("a,b\n" + "".join(f"{float(v)!r},7\n" for v in y))
+    r = CliRunner().invoke(main, ["forecast", str(p), "--column", "a,b", "--window", "4",
+                                  "--out", str(tmp_path / "r")] + FAST)
+    assert r.exit_code == 0, r.output
+    assert "MASE over the 1 of 2 whose training part is not constant" in r.output
+    assert "(over 1 of 2 series)" in r.output and "MASE n/a" not in r.output
+    # one constant series: MASE undefined, printed n/a in the epoch line as in the table
+    p.write_text("b\n" + "7\n" * 40)
+    r = CliRunner().invoke(main, ["forecast", str(p), "--window", "4", "--out", str(tmp_path / "c")] + FAST)
+    assert r.exit_code == 0, r.output
+    assert "MASE n/a" in r.output and "nan" not in r.output

@@ -29,14 +29,39 @@ def _table(report) -> str:
 
 
 def _finite(obj):
-    """The report with NaN (a MASE whose scale is 0) as null, so that the file is strict JSON."""
+    """The report with NaN (a MASE whose scale is 0) and ±inf as null, so that the file is
+    strict JSON."""
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def _g(v) -> str:
+    """A metric for a line of text: n/a for NaN (a MASE whose scale is 0), as in the table."""
+    return f"{v:.4g}" if not math.isnan(v) else "n/a"
+
+
+def _saved_options(config, ckpt) -> dict:
+    """The run's value of every option that --resume may not change, by click's parameter names,
+    in the types the command line gives them (what was detected, if the option was not given)."""
+    f = ckpt["forecast"]
+    saved = {k: getattr(config, k) for k in ("header", "horizon", "val_fraction", "val_steps",
+                                             "target", "cell", "hidden", "layers", "dropout",
+                                             "batch_size", "lr", "optimizer", "weight_decay",
+                                             "seed", "dtype")}
+    saved.update(columns=list(config.columns) or list(f["target_names"]),
+                 covariates=list(config.covariates), window=int(f["window"]),
+                 season=int(config.season if config.season is not None else f["season"]),
+                 clip=float(config.clip or 0.0), patience=int(config.patience or 0))
+    return saved
+
+
+def _names(spec) -> list:
+    return [c.strip() for c in (spec or "").split(",") if c.strip()]
 
 
 def _json_report(summary, config, series) -> dict:
@@ -147,20 +172,28 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
             fail("--plot needs matplotlib: pip install 'bptt[plot]'")
     from bptt.forecast import (ForecastConfig, ForecastTrainer, demo_series, plot_forecast,
                                write_series_csv)
+    from bptt.commands.common import refuse_changed_options
+    ctx = click.get_current_context()
     with training_errors():
         if series_csv is not None and demo is not None:
             raise ValueError("give SERIES_CSV or --demo, not both")
         if resume:
+            run = ForecastTrainer.load_run(out_dir)
+            # compare lists of names, as the run saved them, not the command line's text
+            ctx.params["columns"], ctx.params["covariates"] = _names(columns), _names(covariates)
+            refuse_changed_options(ctx, _saved_options(*run))
             trainer = ForecastTrainer.resume(out_dir, epochs=epochs, minutes=minutes,
                                              series=demo_series(demo) if demo else None,
-                                             source=series_csv)
+                                             source=series_csv, checkpoint=run)
+            why = trainer.finished()
+            if why:
+                raise ValueError(f"{out_dir}: the run already finished: {why}")
             click.echo(f"resuming {out_dir} at epoch {trainer.epoch:g}, step {trainer.step}")
         else:
             if series_csv is None and demo is None:
                 raise ValueError("give a SERIES_CSV file, or --demo seasonal")
-            config = ForecastConfig(source=series_csv, demo=demo,
-                                    columns=[c.strip() for c in (columns or "").split(",") if c.strip()],
-                                    covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
+            config = ForecastConfig(source=series_csv, demo=demo, columns=_names(columns),
+                                    covariates=_names(covariates),
                                     header=header, horizon=horizon, window=window, season=season,
                                     val_fraction=val_fraction, val_steps=val_steps, target=target,
                                     cell=cell, hidden=hidden, layers=layers, dropout=dropout,
@@ -183,11 +216,14 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                 if trainer.series.covariate_names else "")
         click.echo(f"forecasting {names}{covs} from {c.source or 'the ' + str(c.demo) + ' demo'}: "
                    f"{sp.n} steps ({sp.n_train} training, {sp.n - sp.n_train} validation), "
-                   f"{len(sp.train_origins)} training and {len(sp.val_origins)} validation windows")
+                   f"{len(sp.train_origins)} training and {len(sp.val_origins)} validation window"
+                   f"{'s' if len(sp.train_origins) + len(sp.val_origins) > 2 else ''}")
         click.echo(f"window {d.window}, horizon {d.horizon}, season {d.season} "
                    f"({'detected' if d.season_detected else 'given'}); a {c.layers}-layer "
                    f"{c.cell.upper()} (H={c.hidden}, {trainer.model.num_parameters():,} parameters, "
                    f"{c.dtype}), target: {c.target}")
+        for note in trainer.notes:
+            click.echo(note)
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
         window = d.window
 
@@ -196,8 +232,8 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                 progress.step({**info, "tokens_per_sec": info["rows_per_sec"] * window})
             elif kind == "val":
                 progress.message(f"epoch {info['epoch']:g}: val loss {info['val_loss']:.4f}, MAE "
-                                 f"{info['val_mae']:.4g}, RMSE {info['val_rmse']:.4g}, MASE "
-                                 f"{info['val_mase']:.4g}{'  (best)' if info['improved'] else ''}")
+                                 f"{_g(info['val_mae'])}, RMSE {_g(info['val_rmse'])}, MASE "
+                                 f"{_g(info['val_mase'])}{'  (best)' if info['improved'] else ''}")
             elif kind == "stop":
                 progress.message(f"early stopping: no better validation loss in {info['patience']} "
                                  f"validations (the best was at step {info['best_step']})")
@@ -210,11 +246,15 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
     best_step = summary.get("best_step")
     nb = trainer.batches_per_epoch
     best_epoch = f"{best_step / nb:.3g}" if best_step else None
-    click.echo(f"validation metrics of the best weights (step {best_step}, epoch {best_epoch}), per "
-               f"horizon step (mean over {len(trainer.series.target_names)} series):" if best_step else
-               "validation metrics (no step trained: the initial weights):")
-    click.echo(_table(summary))
     m = summary["metrics"]
+    n_series, n_mase = m["model"]["n_series"], m["model"]["mase_series"]
+    mase_over = ("" if n_mase == n_series else
+                 f"; MASE over the {n_mase} of {n_series} whose training part is not constant"
+                 if n_mase else "; MASE undefined: every series is constant in the training part")
+    click.echo(f"validation metrics of the best weights (step {best_step}, epoch {best_epoch}), per "
+               f"horizon step (mean over {n_series} series{mase_over}):" if best_step else
+               f"validation metrics (no step trained: the initial weights{mase_over}):")
+    click.echo(_table(summary))
     if json_path:
         try:
             Path(json_path).write_text(json.dumps(_finite(_json_report(summary, c, trainer.series)),
@@ -229,10 +269,11 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         click.echo(f"plot: {plot_path}")
     beats = [name for key, name in (("naive", "naive"), ("seasonal_naive", "seasonal-naive"))
              if m["model"]["mae_mean"] < m[key]["mae_mean"]]
-    g = lambda v: f"{v:.4g}" if not math.isnan(v) else "n/a"   # noqa: E731 (NaN: a zero MASE scale)
+    g = _g
+    of = f" (over {n_mase} of {n_series} series)" if 0 < n_mase < n_series else ""
     click.echo(f"final: epoch {summary['epoch']:.3g} (best {best_epoch}), validation MAE "
                f"{g(m['model']['mae_mean'])} RMSE {g(m['model']['rmse_mean'])} MASE "
-               f"{g(m['model']['mase_mean'])}; naive MAE {g(m['naive']['mae_mean'])} MASE "
+               f"{g(m['model']['mase_mean'])}{of}; naive MAE {g(m['naive']['mae_mean'])} MASE "
                f"{g(m['naive']['mase_mean'])}; seasonal-naive (S={summary['season']}) MAE "
                f"{g(m['seasonal_naive']['mae_mean'])} MASE {g(m['seasonal_naive']['mase_mean'])}; "
                f"beats {' and '.join(beats) if beats else 'neither baseline'} on MAE; "
