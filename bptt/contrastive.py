@@ -316,6 +316,7 @@ class ContrastiveConfig(SavedConfig):
     crop_min: int = 8
     crop_max: int = 128
     min_tokens: int = 12
+    min_words: int = 16     # held-out paragraphs need this many words (retrieval's MIN_WORDS; 16 before it was an option)
     batch_size: int = 64
     temperature: float = 0.05
     learn_temperature: bool = False
@@ -346,10 +347,13 @@ class ContrastiveConfig(SavedConfig):
 
     def validate(self):
         for name in ("hidden", "layers", "embed_dim", "max_vocab", "crop_min", "crop_max", "min_tokens",
-                     "batch_size", "temperature", "lr", "val_every", "val_pairs"):
+                     "min_words", "batch_size", "temperature", "lr", "val_every", "val_pairs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise ValueError(f"{name} must be positive and finite, got {v!r}")
+        if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 2:
+            raise ValueError(f"min_words must be an integer >= 2 (a query and a document of 1+ words), "
+                             f"got {self.min_words!r}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (the other paragraphs are the negatives), got {self.batch_size}")
         if not 0 < self.crop_low <= self.crop_high <= 1:
@@ -446,11 +450,42 @@ def load_embedder(path):
     return model, tok, ckpt
 
 
+# What each kind of checkpoint is, for errors that name it.
+CHECKPOINT_KINDS = {"lm": "a language model (`bptt train`)",
+                    "contrastive": "a contrastive encoder (`bptt contrastive`)",
+                    "text": "a text classifier (`bptt fit --text`)",
+                    "table": "a table model (`bptt fit`)",
+                    "sequence": "a sequence model (`bptt fit`)",
+                    "forecast": "a forecaster (`bptt forecast`)"}
+
+
+def checkpoint_kind(kind) -> str:
+    """``a text classifier (`bptt fit --text`)``: what a checkpoint ``kind`` is, in words."""
+    return CHECKPOINT_KINDS.get(kind, f"a checkpoint of kind {kind!r}")
+
+
+def load_init_model(path):
+    """(model, tokenizer, checkpoint) of the language model an encoder starts from (``init_from``:
+    a file or a run folder). Any other kind of checkpoint is a CheckpointError naming it: only a
+    language model has the cell, sizes and weight names an encoder copies."""
+    from .train import load_model
+    p = Path(path)
+    ckpt = load_checkpoint(p / CHECKPOINT_NAME if p.is_dir() else p)
+    if ckpt.get("kind") != "lm":
+        raise CheckpointError(f"--init-from {path} is {checkpoint_kind(ckpt.get('kind'))}; it takes a "
+                              f"language-model checkpoint of `bptt train`")
+    return load_model(p)
+
+
 def _fingerprint(paras) -> str:
     h = hashlib.sha256()
     for p in paras:
         h.update(p.encode("utf-8") + b"\0")
     return h.hexdigest()[:16]
+
+
+TEXT_DIFFERS = ("the text differs from the one this run was trained on; resume with the same files "
+                "(or none, for the built-in corpus)")
 
 
 class ContrastiveTrainer:
@@ -462,16 +497,28 @@ class ContrastiveTrainer:
         config.resolve_vocabulary()
         self.config = config
         self.out_dir = Path(out_dir)
-        self.train_paras, self.val_paras, self.test_paras = split_paragraphs(
-            text, config.val_fraction, config.seed, test_fraction=config.test_fraction)
+        try:
+            self.train_paras, self.val_paras, self.test_paras = split_paragraphs(
+                text, config.val_fraction, config.seed, min_words=config.min_words,
+                test_fraction=config.test_fraction)
+        except ValueError:
+            if checkpoint is None:
+                raise
+            raise ContrastiveError(TEXT_DIFFERS) from None   # the run's own text split with this config
         separate = self.val_paras is not self.test_paras
         self.fingerprint = _fingerprint(self.train_paras + self.test_paras + (self.val_paras if separate else []))
+        if checkpoint is not None:   # the text is judged before anything else about it
+            data = checkpoint["data"]
+            if not isinstance(data, dict) or "fingerprint" not in data:
+                raise CheckpointError(f"{self.out_dir / CHECKPOINT_NAME}: checkpoint content is "
+                                      f"inconsistent (no fingerprint of the text)")
+            if data["fingerprint"] != self.fingerprint:
+                raise ContrastiveError(TEXT_DIFFERS)
         lm = None
         if checkpoint is not None:
             self.tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
         elif config.init_from:
-            from .train import load_model
-            lm, self.tokenizer, lm_ckpt = load_model(config.init_from)
+            lm, self.tokenizer, lm_ckpt = load_init_model(config.init_from)
             mc = lm_ckpt["model_config"]
             config.cell, config.hidden, config.layers, config.embed_dim = (
                 mc["cell"], mc["hidden"], mc["layers"], mc["embed_dim"])
@@ -537,9 +584,6 @@ class ContrastiveTrainer:
         return cls(config, out_dir, text, checkpoint=ckpt)
 
     def _restore(self, ckpt):
-        if ckpt["data"]["fingerprint"] != self.fingerprint:
-            raise ContrastiveError("the text differs from the one this run was trained on; resume with "
-                                   "the same files (or none, for the built-in corpus)")
         try:
             self.model.load_state(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optim"])

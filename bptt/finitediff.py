@@ -11,6 +11,12 @@ Method (as in CS231n and ``torch.autograd.gradcheck``):
    random sample of ``max_checks`` entries.
 4. Report per tensor: the maximum absolute error |a − n|, the maximum relative error
    |a − n| / max(|a| + |n|, tiny), the entries checked, and pass/fail.
+5. An entry that fails is examined once more for a *kink* (:func:`_at_kink`): a ReLU's corner
+   (or any point where L is not differentiable) between θ − ε and θ + ε makes the central
+   difference an average of two slopes, right for neither. If L is not smooth across
+   [θ − ε, θ + ε] and the analytic value is L's derivative on one side, the entry is counted as
+   skipped at a kink (shown in the report) and left out of the errors; a wrong gradient matches
+   neither side, so it still fails.
 
 Threshold (documented default): a tensor passes when its maximum relative error is ≤ ``rtol`` =
 1e-5, with ε = 1e-5 and tiny = 1e-4. In float64, central differences carry a truncation error of
@@ -44,6 +50,8 @@ EPS = 1e-5
 RTOL = 1e-5
 TINY = 1e-4
 MAX_CHECKS = 100
+KINK_JUMP = 1e-3      # one-sided differences at ε this far apart (relative): a jump in L′, not ε·L″
+ONE_SIDED_RTOL = 1e-4   # a one-sided difference at step h carries h·L″/2 of truncation error
 
 
 @dataclass
@@ -55,6 +63,7 @@ class Row:
     max_abs: float
     max_rel: float
     passed: bool
+    kinks: int = 0      # entries skipped at a kink of L (not counted in max_abs, max_rel)
 
 
 @dataclass
@@ -68,6 +77,7 @@ class Entry:
     numeric: float       # (L(θ + ε) − L(θ − ε)) / 2ε
     analytic: float      # from backward
     rel: float           # |a − n| / max(|a| + |n|, tiny)
+    kink: bool = False   # skipped: L is not smooth across [θ − ε, θ + ε] (see _at_kink)
 
 
 @dataclass
@@ -90,6 +100,9 @@ class Report:
                     f"  numeric  = (L(θ + ε) − L(θ − ε)) / 2ε = {e.numeric:.12g}",
                     f"  analytic = {e.analytic:.12g}   (backward)",
                     f"  relative error |a − n| / max(|a| + |n|, {self.tiny:g}) = {e.rel:.2e}"]
+            if e.kink:
+                out.append("  skipped at a kink: L bends between θ − ε and θ + ε, and the analytic "
+                           "value is its derivative on one side")
         return "\n".join(out)
 
     @property
@@ -99,16 +112,27 @@ class Report:
     def failures(self):
         return [r for r in self.rows if not r.passed]
 
+    @property
+    def kinks(self) -> int:
+        """Entries skipped at a kink of the loss, over all tensors."""
+        return sum(r.kinks for r in self.rows)
+
     def table(self) -> str:
         head = ("tensor", "kind", "shape", "checked", "max abs err", "max rel err", "result")
         body = [(r.name, r.kind, "x".join(map(str, r.shape)) or "scalar", str(r.checked),
-                 f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", "pass" if r.passed else "FAIL") for r in self.rows]
+                 f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", ("pass" if r.passed else "FAIL")
+                 + (f", {r.kinks} at a kink" if r.kinks else "")) for r in self.rows]
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
         n_fail = len(self.failures())
         out.append(f"{len(self.rows) - n_fail}/{len(self.rows)} tensors pass "
                    f"(threshold: max rel err <= {self.rtol:g}, eps = {self.eps:g}, float64)")
+        if self.kinks:
+            n = self.kinks
+            out.append(f"{n} entr{'y' if n == 1 else 'ies'} skipped at a kink: the loss is not smooth "
+                       f"between θ − ε and θ + ε (a ReLU's corner), so the central difference is no "
+                       f"derivative there; the analytic value matched the derivative on one side")
         return "\n".join(out)
 
     def __str__(self):
@@ -126,6 +150,36 @@ def _loss(target, inputs, gouts) -> float:
     return math.fsum(float(np.dot(o.ravel(), g.ravel())) for o, g in zip(outs, gouts))
 
 
+def _at_kink(loss_at, theta, a, eps, rtol, tiny) -> bool:
+    """Whether an entry whose central difference failed sits at a kink of L: L is not smooth
+    across [θ − ε, θ + ε], and the analytic value ``a`` is its derivative on one side.
+
+    Not smooth: the one-sided differences at ε, (L(θ+ε) − L(θ))/ε and (L(θ) − L(θ−ε))/ε, differ
+    by a jump (for a smooth L by ε·L″ only), or the central differences at ε and ε/10 disagree
+    (for a smooth L by ε²·L‴ only). One side: at a smaller step h = ε/10, ε/100, ε/1000, the
+    central difference (which no longer reaches a kink at least h away) agrees with a within
+    ``rtol``, or a one-sided difference does within ``ONE_SIDED_RTOL``. ``loss_at(v)``: L with
+    the entry set to v.
+    """
+    def rel(x, y):
+        return abs(x - y) / max(abs(x) + abs(y), tiny)
+
+    def central(h):
+        return (loss_at(theta + h) - loss_at(theta - h)) / (2 * h)
+
+    L0 = loss_at(theta)
+    right, left = (loss_at(theta + eps) - L0) / eps, (L0 - loss_at(theta - eps)) / eps
+    if rel(right, left) <= KINK_JUMP and rel(central(eps), central(eps / 10)) <= rtol:
+        return False   # smooth at this scale: the failure is the gradient's
+    for h in (eps / 10, eps / 100, eps / 1000):
+        if rel(central(h), a) <= rtol:
+            return True
+        r, l = (loss_at(theta + h) - L0) / h, (L0 - loss_at(theta - h)) / h
+        if min(rel(r, a), rel(l, a)) <= ONE_SIDED_RTOL:
+            return True
+    return False
+
+
 def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rtol, tiny, max_checks,
                   explain=0, entries=None):
     flat = arr.reshape(-1)          # a view: perturbing it perturbs the live array
@@ -133,6 +187,15 @@ def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rt
     n = flat.size
     idx = np.arange(n) if n <= max_checks else np.sort(rng.choice(n, size=max_checks, replace=False))
     max_abs = max_rel = 0.0
+    kinks = 0
+
+    def loss_at(j, v, old):   # L with entry j set to v, then put back
+        flat[j] = v
+        try:
+            return _loss(target, inputs, gouts)
+        finally:
+            flat[j] = old
+
     shown = set(idx[np.linspace(0, len(idx) - 1, min(explain, len(idx))).astype(int)]) if explain else ()
     for j in idx:
         old = flat[j]
@@ -145,14 +208,18 @@ def _check_tensor(name, kind, arr, analytic, target, inputs, gouts, rng, eps, rt
         a = float(an[j])
         err = abs(a - num)
         rel = err / max(abs(a) + abs(num), tiny)
-        max_abs = max(max_abs, err)
-        max_rel = max(max_rel, rel)
+        kink = rel > rtol and _at_kink(lambda v: loss_at(j, v, old), float(old), a, eps, rtol, tiny)
+        if kink:
+            kinks += 1     # no central difference measures a derivative across a kink
+        else:
+            max_abs = max(max_abs, err)
+            max_rel = max(max_rel, rel)
         if j in shown:
             entries.append(Entry(name, tuple(int(i) for i in np.unravel_index(j, arr.shape)), float(old),
-                                 lp, lm, num, a, rel))
+                                 lp, lm, num, a, rel, kink))
     if not (math.isfinite(max_abs) and math.isfinite(max_rel)):
         max_rel = max_abs = float("inf")
-    return Row(name, kind, tuple(arr.shape), len(idx), max_abs, max_rel, max_rel <= rtol)
+    return Row(name, kind, tuple(arr.shape), len(idx), max_abs, max_rel, max_rel <= rtol, kinks)
 
 
 def gradcheck(target, inputs: dict, *, seed: int = 0, eps: float = EPS, rtol: float = RTOL,

@@ -79,6 +79,9 @@ class Stack:
         """The recurrent layers and head of a :class:`bptt.model.LanguageModel`, one layer per
         object: float64 copies of its weights (gradients 1e-40 down are still seen, where
         float32 would flush them to 0)."""
+        from .model import LanguageModel
+        if not isinstance(model, LanguageModel):
+            raise ValueError(f"gradflow reads a language model here, got a {type(model).__name__}")
         cfg, rnn = model.config, model.rnn
         layers = []
         for k in range(cfg.layers):
@@ -200,6 +203,18 @@ class _MLPHead:
 
     def zero_grad(self):
         self.mlp.zero_grad()
+
+
+READS = ("lm", "sequence")   # the kinds of checkpoint gradflow reads
+
+
+def check_kind(path, kind) -> None:
+    """ValueError naming what the checkpoint at ``path`` is, unless gradflow reads its ``kind``
+    (a language model's loss on the next token, or a sequence regressor's on the last step)."""
+    if kind not in READS:
+        from .contrastive import checkpoint_kind
+        raise ValueError(f"{path} is {checkpoint_kind(kind)}; gradflow reads language models of "
+                         "`bptt train` and sequence regressors of `bptt fit` (such as --demo adding)")
 
 
 def sequence_model_float64(ckpt):

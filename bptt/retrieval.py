@@ -404,6 +404,17 @@ def benchmark(queries, docs, dense: dict | None = None, *, seed: int = 0, rrf_k:
     return rows
 
 
+def trivial_recall_note(n_docs: int, ks=KS) -> str | None:
+    """A note when the collection is too small for Recall@k to mean anything: with N ≤ k
+    documents every rank is ≤ k, so Recall@k is 1 for every method, random scores too."""
+    trivial = [k for k in ks if k > 1 and n_docs <= k]
+    if not trivial:
+        return None
+    which = ", ".join(f"Recall@{k}" for k in trivial)
+    return (f"note: the collection has {n_docs} documents, so {which} is 1 for every method (random "
+            f"too), as no rank can exceed {n_docs}; compare Recall@1 and MRR, or use more paragraphs")
+
+
 def format_table(rows: dict) -> str:
     """A Markdown table of the benchmark's rows."""
     lines = ["| method | Recall@1 | Recall@10 | MRR |", "|---|---:|---:|---:|"]

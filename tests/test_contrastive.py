@@ -133,3 +133,67 @@ def test_same_bits_at_any_thread_count(tmp_path):
     finally:
         jit.set_threads(before)
     assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def _text_classifier(tmp_path):
+    """A tiny `bptt fit --text` run folder: a text classifier's checkpoint."""
+    csv = tmp_path / "reviews.csv"
+    rows = ["good nice item", "bad poor item", "very good thing", "awful bad thing"] * 6
+    csv.write_text("review,label\n" + "".join(f"{t},{'pos' if 'good' in t else 'neg'}\n" for t in rows))
+    out = tmp_path / "rev"
+    r = run("fit", csv, "--text", "review", "--target", "label", "--tokenizer", "word", "--epochs", 1,
+            "--rnn-hidden", 3, "--embed-dim", 3, "--hidden", 3, "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_init_from_a_text_classifier_is_a_one_line_error(tmp_path):
+    rev = _text_classifier(tmp_path)
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    r = run("contrastive", tmp_path / "t.txt", "--init-from", rev, "--steps", 2, "--batch-size", 4,
+            "--out", tmp_path / "c")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "text classifier" in r.output and "language-model checkpoint" in r.output, r.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_resume_refuses_changed_options_and_takes_the_same_command(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "run"
+    cmd = ["contrastive", tmp_path / "t.txt", *TINY, "--tokenizer", "word", "--clip", 0, "--out", out]
+    r = run(*cmd, "--steps", 2)
+    assert r.exit_code == 0, r.output
+    r = run(*cmd[:2], "--resume", "--hidden", 64, "--cell", "gru", "--tokenizer", "char", "--batch-size", 8,
+            "--steps", 4, "--out", out)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    for flag in ("--hidden 64 (the run's: 6)", "--cell gru (the run's: lstm)", "--tokenizer char (the run's: word)",
+                 "--batch-size 8 (the run's: 4)"):
+        assert flag in r.output, r.output
+    r = run(*cmd, "--resume", "--steps", 2)   # --steps is a total: 2 is where the run already is
+    assert r.exit_code == 1 and "--steps 2" in r.output and "step 2" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = run(*cmd, "--resume", "--steps", 3)   # the very command that started it: goes on
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    assert load_checkpoint(out / "checkpoint.bptt")["step"] == 3
+
+
+def test_resume_on_another_text_says_the_text_differs(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    six = "\n\n".join(" ".join(f"s{i} v{j}" for j in range(10)) for i in range(6)) + "\n"
+    (tmp_path / "six.txt").write_text(six, encoding="utf-8")
+    out = tmp_path / "run"
+    assert run("contrastive", tmp_path / "t.txt", *TINY, "--steps", 1, "--out", out).exit_code == 0
+    r = run("contrastive", tmp_path / "six.txt", "--resume", "--out", out)
+    assert r.exit_code == 1 and "the text differs" in r.output and "batch-size" not in r.output, r.output
+    r = run("contrastive", tmp_path / "t.txt", "--min-words", 8, "--resume", "--out", out)
+    assert r.exit_code == 1 and "--min-words 8 (the run's: 16)" in r.output, r.output
+
+
+def test_min_words_is_an_option_saved_in_the_run(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")   # paragraphs of 27 words
+    r = run("contrastive", tmp_path / "t.txt", *TINY, "--steps", 1, "--min-words", 28, "--out", tmp_path / "a")
+    assert r.exit_code == 1 and "0 paragraph(s) of at least 28 words" in r.output, r.output
+    r = run("contrastive", tmp_path / "t.txt", *TINY, "--steps", 1, "--min-words", 20, "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.bptt")["config"]["min_words"] == 20
+    assert ContrastiveConfig.from_dict({"cell": "gru"}).min_words == 16   # runs from before the option

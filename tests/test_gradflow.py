@@ -178,3 +178,72 @@ def test_cli_gradflow_on_a_fit_adding_model(tmp_path):
     x, y = adding_problem(3, 6, 0)
     _, norms = stack.grad_norms(x, y[:, None])
     assert f"{norms[0, 0]:.2e}" in r.output
+
+
+def _text_classifier(tmp_path):
+    """A tiny `bptt fit --text` run folder: a text classifier's checkpoint."""
+    csv = tmp_path / "reviews.csv"
+    rows = ["good nice item", "bad poor item", "very good thing", "awful bad thing"] * 6
+    csv.write_text("review,label\n" + "".join(f"{t},{'pos' if 'good' in t else 'neg'}\n" for t in rows))
+    out = tmp_path / "rev"
+    r = CliRunner().invoke(main, ["fit", str(csv), "--text", "review", "--target", "label", "--tokenizer", "word",
+                                  "--epochs", "1", "--rnn-hidden", "3", "--embed-dim", "3", "--hidden", "3",
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_gradflow_refuses_a_text_classifier_in_one_line(tmp_path):
+    out = _text_classifier(tmp_path)
+    r = CliRunner().invoke(main, ["gradflow", str(out), "--length", "10"])
+    assert r.exit_code == 1, r.output
+    assert "text classifier" in r.output and "language models" in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# -- finite differences at a kink (a ReLU's corner) ----------------------------------------------
+def _relu_at_a_kink():
+    """Dense(2, 2, relu) whose unit 0 has the pre-activation 3e-6 > 0: moving its weights or x by
+    ε = 1e-5 crosses ReLU's corner, so the central difference averages the slopes 1 and 0."""
+    from bptt import Dense
+    layer = Dense(2, 2, "relu", seed=0)
+    layer.params["weight"][...] = [[1.0, -0.5], [0.3, 0.8]]
+    x = np.array([[1.0, 0.5], [0.7, -1.2]])
+    layer.params["bias"][...] = [-(1.0 - 0.25) + 3e-6, 0.2]   # row 0, unit 0: 1 − 0.25 + b = 3e-6
+    return layer, x
+
+
+def test_gradcheck_skips_entries_at_a_kink_and_says_so():
+    from bptt.finitediff import gradcheck
+    layer, x = _relu_at_a_kink()
+    report = gradcheck(layer, {"x": x}, explain=4)
+    assert report.passed, report
+    assert report.kinks >= 2 and "at a kink" in report.table(), report.table()
+    rows = {r.name: r for r in report.rows}
+    assert rows["weight"].kinks >= 1 and rows["weight"].max_rel <= 1e-5
+    assert "1e-05" in report.table()   # the documented rule still shown for the smooth entries
+
+
+def test_a_wrong_gradient_still_fails_at_a_kink_and_off_it():
+    from bptt.finitediff import gradcheck
+    layer, x = _relu_at_a_kink()
+    right = layer.backward
+
+    def broken(dout, **kw):
+        dx = right(dout, **kw)
+        layer.grads["weight"] *= 0.5           # the bug: half of every weight's gradient
+        return dx
+    layer.backward = broken
+    report = gradcheck(layer, {"x": x})
+    assert not report.passed and [r.name for r in report.failures()] == ["weight"], report
+    assert rows_kinks(report, "weight") == 0   # a wrong value matches neither side of the kink
+
+
+def rows_kinks(report, name):
+    return next(r.kinks for r in report.rows if r.name == name)
+
+
+def test_cli_gradcheck_relu_rnn_seed_34_passes_with_a_kink_note():
+    r = CliRunner().invoke(main, ["gradcheck", "--model", "rnn", "--activation", "relu", "--seed", "34"])
+    assert r.exit_code == 0, r.output
+    assert "FAIL" not in r.output and "6/6 tensors pass" in r.output and "skipped at a kink" in r.output

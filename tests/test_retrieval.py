@@ -189,3 +189,24 @@ def test_index_matches_exact_and_refuses_a_mismatch(lm, tmp_path):
     assert "does not belong" in one_line_error(run("search", w, "topic"))
     r = run("embed", lm / "b", lm / "lines.txt", "--out", v)       # new vectors: the old index goes
     assert r.exit_code == 0 and "removed the index" in r.output and run("search", v, "topic").exit_code == 0
+
+
+def test_json_to_stdout_is_json_alone_and_a_small_collection_gets_a_note(lm, tmp_path):
+    six = "\n\n".join(" ".join(f"topic{i} word{j} filler" for j in range(8)) for i in range(6)) + "\n"
+    (tmp_path / "six.txt").write_text(six, encoding="utf-8")
+    r = run("retrieval", lm / "a", tmp_path / "six.txt", "--json", "-")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)                         # stdout holds the JSON and nothing else
+    assert doc["pairs"] == 6 and doc["methods"]["random"]["recall@10"] == 1.0
+    assert "| BM25 |" in r.stderr and "Recall@10 is 1 for every method" in r.stderr, r.stderr
+    assert "Recall@10" in doc["note"]
+    r = run("retrieval", lm / "a", lm / "paras.txt", "--max-pairs", 30)
+    assert r.exit_code == 0 and "| BM25 |" in r.stdout and "note:" not in r.output, r.output
+
+
+def test_fit_on_a_text_too_short_is_named(lm, tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("two words\n\nthree more words\n", encoding="utf-8")
+    one_line_error(run("retrieval", lm / "a", lm / "paras.txt", "--fit-on", tiny), f"--fit-on {tiny}",
+                   "0 paragraph(s)")
+    one_line_error(run("retrieval", lm / "a", tiny), f"{tiny}: the text has 0 paragraph(s)")

@@ -3,7 +3,24 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_threads, training_errors
+from .common import (CONTEXT, FiniteFloatRange, Progress, echo_interrupted, refuse_changed_options, set_threads,
+                     training_errors)
+
+
+def _run_options(c) -> dict:
+    """A run's configuration by click's parameter names, with the types click gives them, for
+    :func:`refuse_changed_options`. With --init-from the cell, sizes and tokenizer are the
+    language model's, whatever the command said, so they are not compared."""
+    saved = {"init_from": c.init_from, "bidirectional": bool(c.bidirectional), "max_vocab": c.max_vocab,
+             "oov_buckets": c.oov_buckets, "min_count": c.min_count, "subwords": c.subwords,
+             "batch_size": c.batch_size, "views": c.views, "dropout": c.dropout, "mask": c.mask,
+             "crop": (c.crop_low, c.crop_high), "crop_tokens": (c.crop_min, c.crop_max),
+             "temperature": c.temperature, "learn_temperature": bool(c.learn_temperature), "lr": c.lr,
+             "clip": c.clip or 0.0, "val_every": c.val_every, "val_fraction": c.val_fraction,
+             "test_fraction": c.test_fraction, "min_words": c.min_words, "seed": c.seed, "dtype": c.dtype}
+    if not c.init_from:
+        saved.update(cell=c.cell, hidden=c.hidden, layers=c.layers, embed_dim=c.embed_dim, tokenizer=c.tokenizer)
+    return saved
 
 
 @click.command(context_settings=CONTEXT)
@@ -75,6 +92,9 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 @click.option("--test-fraction", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True),
               default=0.1, show_default=True,
               help="Paragraphs held out for testing only (OUT/heldout.txt), never used in training.")
+@click.option("--min-words", type=click.IntRange(min=2), default=16, show_default=True,
+              help="Paragraphs held out for validation and testing have at least this many words "
+                   "(as `bptt retrieval --min-words`); shorter ones are all for training.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, split and batches.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type.")
@@ -85,7 +105,7 @@ from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, set_t
 def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirectional, tokenizer,
                 max_vocab, oov_buckets, min_count, subwords, batch_size, views, dropout, mask, crop, crop_tokens,
                 temperature, learn_temperature, steps, minutes, lr, clip, val_every, val_fraction,
-                test_fraction, seed, dtype, threads, out_dir, resume):
+                test_fraction, min_words, seed, dtype, threads, out_dir, resume):
     """Train a text encoder contrastively on the paragraphs of TEXT_FILES (or the built-in corpus).
 
     Each step takes --batch-size paragraphs (blocks separated by blank lines) and makes two views
@@ -107,6 +127,10 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
         if resume:
             text = load_corpus(list(text_files)) if text_files else None
             trainer = ContrastiveTrainer.resume(out_dir, steps=steps, minutes=minutes, text=text)
+            refuse_changed_options(click.get_current_context(), _run_options(trainer.config))
+            if steps is not None and steps <= trainer.step:
+                raise ValueError(f"--steps {steps} is not beyond the run's step {trainer.step}: --steps is the "
+                                 f"total to train up to, so give more than {trainer.step} to go on")
             click.echo(f"resuming {out_dir} at step {trainer.step}")
         else:
             if steps is None and minutes is None:
@@ -121,7 +145,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                 crop_high=crop[1], crop_min=crop_tokens[0], crop_max=crop_tokens[1],
                 batch_size=batch_size, temperature=temperature, learn_temperature=learn_temperature,
                 steps=steps, minutes=minutes, lr=lr, clip=clip or None, val_every=val_every,
-                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, dtype=dtype, sources=[str(p) for p in text_files])
+                val_fraction=val_fraction, test_fraction=test_fraction, min_words=min_words, seed=seed, dtype=dtype, sources=[str(p) for p in text_files])
             text = load_corpus(list(text_files))
             trainer = ContrastiveTrainer.fresh(config, out_dir, text)
         c, m = trainer.config, trainer.model

@@ -65,6 +65,8 @@ def gradflow(checkpoints, cell, hidden, layers, init_scale, forget_bias, seed, d
                     ckpt, _ = load_fit_checkpoint(path)
                 except CheckpointError:
                     ckpt = None
+                if ckpt is not None:
+                    gf.check_kind(path, ckpt.get("kind"))
                 if ckpt is not None and ckpt.get("kind") == "sequence":
                     # a `bptt fit` sequence regressor (--demo adding): its own kind of data
                     if text_file:

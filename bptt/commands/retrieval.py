@@ -28,7 +28,8 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the sample of paragraphs and the random baseline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-              help="Also write the numbers as JSON to PATH ('-' for standard output).")
+              help="Also write the numbers as JSON to PATH ('-': standard output, which then holds the JSON "
+                   "alone; the table goes to stderr).")
 def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, alpha, fit_on, lexical,
               seed, json_path):
     """Retrieval benchmark: Recall@1, Recall@10 and MRR of CHECKPOINT's embeddings.
@@ -58,6 +59,7 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
         paragraph_pairs,
         read_pairs,
         resolve_fusion,
+        trivial_recall_note,
     )
     try:
         model, tok, ckpt = load_embedder(checkpoint)
@@ -68,13 +70,23 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
             queries, docs = read_pairs(pairs_file)
             source = pairs_file
         else:
-            text = load_corpus(list(text_files) or None)
-            queries, docs = paragraph_pairs(text, max_pairs=max_pairs, seed=seed, min_words=min_words)
             source = ", ".join(text_files) or "the built-in corpus"
+            text = load_corpus(list(text_files) or None)
+            try:
+                queries, docs = paragraph_pairs(text, max_pairs=max_pairs, seed=seed, min_words=min_words)
+            except ValueError as e:
+                raise ValueError(f"{source}: {e}") from None
         click.echo(f"{len(queries)} queries against {len(docs)} documents from {source}", err=True)
+        note = trivial_recall_note(len(docs))
+        if note:
+            click.echo(note, err=True)
         embed = lambda texts, pool: embed_texts(model, tok, texts, pool=pool, normalize=False)
         if fit_on:
-            fq, fd = paragraph_pairs(load_corpus([fit_on]), max_pairs=max_pairs, seed=seed, min_words=min_words)
+            try:
+                fq, fd = paragraph_pairs(load_corpus([fit_on]), max_pairs=max_pairs, seed=seed,
+                                         min_words=min_words)
+            except ValueError as e:   # say which of the texts it is
+                raise ValueError(f"--fit-on {fit_on}: {e}") from None
             fitted = fit_fusion(centred_cosines(embed(fq, "mean"), embed(fd, "mean")),
                                 {k: lexical_scores(k, fq, fd) for k in LEXICAL})
             shared = len(set(fq) & set(queries))
@@ -89,11 +101,14 @@ def retrieval(checkpoint, text_files, pairs_file, max_pairs, min_words, rrf_k, a
         rows = benchmark(queries, docs, dense, seed=seed, rrf_k=rrf_k, hybrid_with="mean, centred", fusion=spec)
     except user_errors() as e:
         fail(str(e))
-    click.echo(format_table(rows))
+    # with --json -, standard output is the JSON alone (so it parses); the table goes to stderr
+    click.echo(format_table(rows), err=json_path == "-")
     if json_path:
         doc = {"checkpoint": str(checkpoint), "source": source, "pairs": len(queries), "seed": seed,
                "rrf_k": rrf_k, "fusion": {**spec, "from": "--fit-on" if fit_on and where == "fitted" else where},
                "methods": rows}
+        if note:
+            doc["note"] = note[len("note: "):]
         if json_path == "-":
             click.echo(json.dumps(doc, indent=1))
         else:
