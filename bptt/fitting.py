@@ -23,10 +23,10 @@ from .config import SavedConfig
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError
 from .supervised import BEST_NAME, CHECKPOINT_NAME, SupervisedConfig, SupervisedTrainer
-from .tabular import (Encoder, TabularMLP, Table, baseline_metrics, class_label,
-                      classification_metrics, column_kind, confusion_matrix, detect_task,
-                      drop_missing, output_size, probabilities, read_csv, regression_metrics,
-                      split_rows)
+from .tabular import (Encoder, TabularMLP, Table, baseline_metrics, canonical_label, class_label,
+                      classification_metrics, column_kind, confusion_matrix, decimal_comma_example,
+                      detect_task, drop_missing, empty_columns, label_spellings, output_size,
+                      probabilities, read_csv, regression_metrics, split_rows)
 
 DEMOS = ("spirals", "adding")
 
@@ -108,29 +108,58 @@ def _select(table: Table, opts: FitOptions):
     return t, feats
 
 
+def _plural(n, word):
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _empty_features(table: Table, t: int, feats: list, opts: FitOptions, notes: list) -> list:
+    """``feats`` without the columns no cell of which is filled: an unnamed one (Excel's trailing
+    delimiter) is left out with a note; a named one, or an empty target, is a DataError."""
+    if empty_columns(table, [t]):
+        raise DataError(f"{table.path}, column {table.names[t]!r}: the target is missing in every row")
+    for j in empty_columns(table, feats):
+        name = table.names[j]
+        if j in table.unnamed and opts.features is None:
+            feats = [f for f in feats if f != j]
+            notes.append(f"note: left out column {name!r}: it has no name and is empty in every row")
+        else:
+            how = f"--drop {name}" if opts.features is None else "leave it out of --features"
+            raise DataError(f"{table.path}, column {name!r}: every cell is missing; {how}")
+    if not feats:
+        raise DataError(f"{table.path}: no feature columns left (the target is {table.names[t]!r})")
+    return feats
+
+
 def _table_job(table: Table, opts: FitOptions, val_table: Table | None, encoder_dict=None) -> Job:
     t, feats = _select(table, opts)
     notes = []
+    feats = _empty_features(table, t, feats, opts, notes)
     table, dropped = drop_missing(table, feats + [t], opts.missing)
     if dropped:
-        notes.append(f"dropped {dropped} row{'s' * (dropped != 1)} with missing values")
+        notes.append(f"dropped {_plural(dropped, 'row')} with missing values")
     kinds = [column_kind(table, j) for j in feats]
     for j, kind in zip(feats, kinds):
         n_cat = len(set(table.column(j))) if kind == "categorical" else 0
         if n_cat > 100 and n_cat > len(table) / 2:
             notes.append(f"note: column {table.names[j]!r} has {n_cat} distinct strings, one-hot encoded; "
                          "--drop it if it is an identifier or free text")
+    for j in [j for j, kind in zip(feats, kinds) if kind == "categorical"] + [t]:
+        example = decimal_comma_example(table.column(j))
+        if example is not None:
+            notes.append(f"note: column {table.names[j]!r} holds numbers written with a comma (such as "
+                         f"{example!r}), read as text, not numbers; write them with a decimal point to use them as numbers")
     task, classes, numeric_labels, why = detect_task(table, t, opts.task)
     notes.append(f"task: {task} ({why}{'' if opts.task else '; --task overrides'})")
     if val_table is not None:
         val_table, vdropped = drop_missing(val_table, [val_table.index_of(table.names[j], "column") for j in feats + [t]],
                                            opts.missing)
+        if vdropped:
+            notes.append(f"dropped {_plural(vdropped, 'row')} with missing values from {val_table.path}")
         train_rows, val_rows = np.arange(len(table)), None
     else:
         strat = None
         if task != "regression":
             pos = {c: k for k, c in enumerate(classes)}
-            from .tabular import canonical_label
             strat = np.array([pos[canonical_label(r[t], numeric_labels)] for r in table.rows])
         train_rows, val_rows = split_rows(len(table), strat, opts.val_fraction, opts.seed, table.path)
     if encoder_dict is None:
@@ -138,10 +167,19 @@ def _table_job(table: Table, opts: FitOptions, val_table: Table | None, encoder_
         enc.stats["numeric_labels"] = bool(numeric_labels)
         enc.stats["has_header"] = bool(table.has_header)
         enc.stats["n_columns"] = len(table.names)
+        enc.stats["columns"] = list(table.names)   # predict accepts any of them
+        if task != "regression":
+            enc.stats["labels"] = label_spellings(table, t, classes, numeric_labels)
     else:
         enc = Encoder.from_dict(encoder_dict)
     tr = table.subset(train_rows)
     va = val_table if val_table is not None else table.subset(val_rows)
+    if val_table is not None:
+        unseen = enc.unknown_categories(va)
+        if unseen:
+            n = sum(unseen.values())
+            notes.append(f"note: {_plural(n, 'cell')} of {va.path} hold categories the training rows do not have ("
+                         + ", ".join(f"{k}: {v}" for k, v in unseen.items()) + "), encoded as all zeros")
     Xtr, ytr = enc.encode_x(tr), enc.encode_y(tr)
     Xva, yva = enc.encode_x(va, unknown="zeros"), enc.encode_y(va)
     dt = np.dtype(opts.dtype)
@@ -149,7 +187,7 @@ def _table_job(table: Table, opts: FitOptions, val_table: Table | None, encoder_
             "out_features": output_size(task, classes), "task": task, "activation": opts.activation,
             "dropout": opts.dropout, "dtype": opts.dtype, "seed": opts.seed}
     model = build_model(spec)
-    notes.append(f"{len(tr)} training and {len(va)} validation rows, {len(feats)} feature columns "
+    notes.append(f"{len(tr)} training and {len(va)} validation rows, {_plural(len(feats), 'feature column')} "
                  f"-> {enc.width} inputs")
     job = Job("table", task, model, {"x": Xtr.astype(dt), "y": _ydt(ytr, task, dt)},
               {"x": Xva.astype(dt), "y": _ydt(yva, task, dt)}, enc, spec, notes)
@@ -218,6 +256,9 @@ def prepare(opts: FitOptions, encoder_dict=None) -> Job:
     table = read_csv(opts.data, opts.header)
     val_table = read_csv(opts.val, table.has_header) if opts.val else None
     if opts.text is not None:
+        if opts.features is not None or _names(opts.drop):
+            raise ValueError("--features and --drop choose the columns of a table; with --text the model "
+                             "reads only the text column")
         from .sequence import text_job
         return text_job(table, opts, val_table, encoder_dict)
     return _table_job(table, opts, val_table, encoder_dict)
@@ -279,18 +320,70 @@ def encoder_to_dict(enc):
     return None if enc is None else enc.to_dict()
 
 
-def resume_job(out_dir, data=None, epochs=None, minutes=None):
-    """(job, options, config, checkpoint) of the run in ``out_dir``, to continue it."""
-    ckpt = SupervisedTrainer.load(out_dir, kind=("table", "text", "sequence"))
-    opts = FitOptions.from_dict(ckpt["fit"])
-    if data is not None:
-        opts.data = str(data)
-    config = SupervisedConfig.from_dict(ckpt["supervised"])
+FIT_KINDS = ("table", "text", "sequence")
+OTHER_RUNS = {   # kind -> (what it is, the command that continues it)
+    "lm": ("a language model run of `bptt train`", "bptt train --resume --out {out}"),
+    "forecast": ("a `bptt forecast` run", "bptt forecast SERIES.csv --resume --out {out}"),
+    "contrastive": ("a `bptt contrastive` run", "bptt contrastive --resume --out {out}"),
+}
+
+
+def load_run(out_dir):
+    """(checkpoint, saved FitOptions, saved SupervisedConfig) of the ``bptt fit`` run in ``out_dir``;
+    CheckpointError, saying what it is and which command continues it, for another kind of run."""
+    from .supervised import RESUME_KEYS
+    path = Path(out_dir) / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path)
+    kind = ckpt.get("kind")
+    if kind not in FIT_KINDS:
+        if kind in OTHER_RUNS:
+            what, how = OTHER_RUNS[kind]
+            raise CheckpointError(f"{path}: {what}, not a `bptt fit` run; continue it with "
+                                  f"`{how.format(out=out_dir)}`")
+        raise CheckpointError(f"{path}: not a `bptt fit` run (its kind is {kind!r})")
+    missing = [k for k in RESUME_KEYS + ("fit",) if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks the entry {missing[0]!r}")
+    return ckpt, FitOptions.from_dict(ckpt["fit"]), SupervisedConfig.from_dict(ckpt["supervised"])
+
+
+def resume_config(config: SupervisedConfig, epochs=None, minutes=None) -> SupervisedConfig:
+    """The saved config with the resumed run's length: ``epochs`` (a total) if given, ``minutes``."""
     if epochs is not None:
         config.epochs = epochs
     config.minutes = minutes
     if config.epochs is None and config.minutes is None:
         raise ValueError("give --epochs or --minutes to resume a run that was limited by time")
+    return config
+
+
+def run_finished(ckpt: dict, config: SupervisedConfig, out_dir) -> str | None:
+    """Why the run in ``out_dir`` has nothing left to train with ``config`` (early stopping ended
+    it, or its epochs are done), as one line, or None. (As ``bptt forecast --resume``.)"""
+    import math
+    e, step = ckpt["early"], int(ckpt["step"])
+    best = Path(out_dir) / BEST_NAME
+    if config.patience is not None and int(e.get("bad_vals") or 0) >= config.patience:
+        return (f"{out_dir}: the run already finished: early stopping ended it at step {step} (no better "
+                f"validation loss in {config.patience} epoch{'s' * (config.patience != 1)}; the best was at "
+                f"step {e.get('best_step')}); its best weights are in {best}. Start a new run in another "
+                "--out to train with other options")
+    rows = (ckpt.get("data") or {}).get("train_rows")
+    if config.epochs is not None and rows:
+        per_epoch = -(-int(rows) // config.batch_size)
+        if step >= max(1, int(math.ceil(config.epochs * per_epoch))):
+            return (f"{out_dir}: the run already finished: its {config.epochs:g} epochs are done (step {step}); "
+                    f"its best weights are in {best}. To train on, pass a larger --epochs (a total)")
+    return None
+
+
+def resume_job(out_dir, data=None, epochs=None, minutes=None, loaded=None):
+    """(job, options, config, checkpoint) of the run in ``out_dir``, to continue it (``loaded``:
+    what :func:`load_run` returned, if the caller has it)."""
+    ckpt, opts, config = loaded if loaded is not None else load_run(out_dir)
+    if data is not None:
+        opts.data = str(data)
+    resume_config(config, epochs, minutes)
     job = prepare(opts, ckpt.get("encoder"))
     return job, opts, config, ckpt
 
@@ -329,7 +422,10 @@ def predict_file(ckpt: dict, ckpt_path, csv_path, out_path) -> dict:
     enc = Encoder.from_dict(ckpt["encoder"]) if kind == "table" else None
     table = read_csv(csv_path, ckpt["encoder"].get("stats", {}).get("has_header", opts.header))
     if kind == "table":
-        known = set(enc.features) | {enc.target} | set(_names(opts.drop))
+        # the training file's columns (older checkpoints: the features, target and --drop), and
+        # unnamed empty ones (a trailing delimiter)
+        known = set(enc.features) | {enc.target} | set(_names(opts.drop)) | set(enc.stats.get("columns", ()))
+        known |= {table.names[j] for j in empty_columns(table, sorted(table.unnamed))}
         if table.has_header:
             extra = [n for n in table.names if n not in known]
             if extra:
@@ -343,7 +439,8 @@ def predict_file(ckpt: dict, ckpt_path, csv_path, out_path) -> dict:
         for name in enc.features:
             table.index_of(name, "feature column")
         cols = [table.index_of(n, "column") for n in enc.features]
-        table, _ = drop_missing(table, cols, "error")
+        table, _ = drop_missing(table, cols, "error", "predict needs every feature: fill the cell in, "
+                                                      "or remove the row")
         x = enc.encode_x(table, unknown="error")
         data = {"x": x.astype(model.dtype)}
         task, labels, target = enc.task, None, enc.target
@@ -376,8 +473,9 @@ def predict_file(ckpt: dict, ckpt_path, csv_path, out_path) -> dict:
     if target in table.names:
         try:
             y = enc.encode_y(table)
-        except DataError:
+        except DataError as e:
             y = None
+            summary["metrics_skipped"] = str(e)
         if y is not None:
             job = Job(kind, task, model, {}, {}, enc, {}, [])
             if task == "regression":

@@ -332,7 +332,8 @@ def _spec(opts, task, out_features, **kw):
 
 def text_job(table, opts, val_table=None, encoder_dict=None):
     from .fitting import Job, _units
-    from .tabular import canonical_label, class_label, detect_task, drop_missing, output_size, split_rows
+    from .tabular import (canonical_label, class_label, detect_task, drop_missing, label_spellings, mean_std,
+                          output_size, split_rows)
     j = table.index_of(opts.text, "text column")
     if opts.target is None:
         raise DataError("give the label column with --target COL")
@@ -346,7 +347,10 @@ def text_job(table, opts, val_table=None, encoder_dict=None):
     task, classes, numeric_labels, why = detect_task(table, t, opts.task)
     notes.append(f"task: {task} ({why}{'' if opts.task else '; --task overrides'})")
     if val_table is not None:
-        val_table, _ = drop_missing(val_table, [val_table.index_of(table.names[t], "target column")], opts.missing)
+        val_table, vdropped = drop_missing(val_table, [val_table.index_of(table.names[t], "target column")],
+                                           opts.missing)
+        if vdropped:
+            notes.append(f"dropped {vdropped} row{'s' * (vdropped != 1)} with a missing label from {val_table.path}")
         tr_rows, va = np.arange(len(table)), val_table
     else:
         strat = None
@@ -361,8 +365,10 @@ def text_job(table, opts, val_table=None, encoder_dict=None):
         tok = fit_tokenizer(opts.tokenizer, "\n".join(texts), max_vocab=opts.max_vocab)
         stats = {"classes": classes, "numeric_labels": bool(numeric_labels), "has_header": table.has_header}
         if task == "regression":
-            y = np.array([float(r[t]) for r in tr.rows])
-            stats["y_mean"], stats["y_std"] = float(y.mean()), float(y.std()) or 1.0
+            y_mean, y_std = mean_std([float(r[t]) for r in tr.rows])   # overflow-safe
+            stats["y_mean"], stats["y_std"] = y_mean, y_std or 1.0
+        else:
+            stats["labels"] = label_spellings(table, t, classes, numeric_labels)
         enc = TextEncoder(table.names[j], table.names[t], task, stats, tok, opts.max_len)
     else:
         enc = text_encoder_from_dict(encoder_dict)

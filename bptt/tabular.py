@@ -12,13 +12,16 @@ Typing (:func:`column_kind`)
     ``missing="drop"``, which drops their rows.
 Encoding (:class:`Encoder`)
     Numeric features are standardised, x' = (x - mean) / std, with mean and std (std 0 -> 1) from
-    the training rows only; categorical features are one-hot encoded over the categories of the
+    the training rows only (computed on x / max|x| when x² would overflow or underflow, so that
+    columns of 1e300s or 1e-300s keep their information; a column that still cannot be
+    standardised is a DataError); categorical features are one-hot encoded over the categories of the
     training file. The statistics are saved in the checkpoint (``Encoder.to_dict``).
 Tasks
     regression: one linear output, MSE on the standardised target; binary: one logit, binary
     cross-entropy; multiclass: softmax cross-entropy. A numeric target is regression, unless it
     has two values (binary) or at most 10 integer values (multiclass); a string target is binary
-    with two labels, else multiclass.
+    with two labels, else multiclass. A target of mostly numbers with a few non-numbers is an error
+    (the rule of ``column_kind``), and class labels are printed as the file first wrote them.
 Metrics (:func:`regression_metrics`, :func:`classification_metrics`)
     RMSE, MAE and R² (1 - SSE/SST, SST about the validation mean), next to the mean predictor (the
     training mean); accuracy, macro-F1 (the mean over classes of 2PR/(P+R)) and log loss, next to
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 
 import numpy as np
 
@@ -60,12 +64,13 @@ def parse_number(cell: str):
 class Table:
     """Columns of strings read from a CSV file, with their names and file line numbers."""
 
-    def __init__(self, path, names, rows, lines, has_header):
+    def __init__(self, path, names, rows, lines, has_header, unnamed=()):
         self.path = str(path)
         self.names = list(names)
         self.rows = rows            # list of lists of str
         self.lines = lines          # file line of each row (1-based, for error messages)
         self.has_header = has_header
+        self.unnamed = set(unnamed)  # columns without a name in the file (no header, or an empty header cell)
 
     def __len__(self):
         return len(self.rows)
@@ -96,7 +101,7 @@ class Table:
 
     def subset(self, keep):
         return Table(self.path, self.names, [self.rows[i] for i in keep], [self.lines[i] for i in keep],
-                     self.has_header)
+                     self.has_header, self.unnamed)
 
 
 def _looks_like_header(first, rest) -> bool:
@@ -184,15 +189,17 @@ def read_csv(path, header=None) -> Table:
     has_header = _looks_like_header(rows[0], rows[1:]) if header is None else bool(header)
     if has_header:
         names = [c if c else str(j) for j, c in enumerate(rows[0])]
+        unnamed = {j for j, c in enumerate(rows[0]) if not c}
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise DataError(f"{path}, row {lines[0]}: the header names column {dup!r} twice")
         rows, lines = rows[1:], lines[1:]
     else:
         names = [str(j) for j in range(width)]
+        unnamed = set(range(width))
     if not rows:
         raise DataError(f"{path}: the file has a header but no data rows")
-    return Table(path, names, rows, lines, has_header)
+    return Table(path, names, rows, lines, has_header, unnamed)
 
 
 def column_kind(table: Table, j: int) -> str:
@@ -209,17 +216,33 @@ def column_kind(table: Table, j: int) -> str:
     raise DataError(f"{table.where(i, j)}: {c!r} is not a finite number, but the column is numeric")
 
 
-def drop_missing(table: Table, cols, missing: str):
+def empty_columns(table: Table, cols) -> list:
+    """The columns among ``cols`` whose every cell is missing."""
+    return [j for j in cols if all(is_missing(r[j]) for r in table.rows)]
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
+
+
+def decimal_comma_example(cells):
+    """A cell such as '-1,217' if most present cells look like numbers written with a comma
+    (a decimal comma, or a thousands separator), else None."""
+    present = [c for c in cells if not is_missing(c)]
+    hits = [c for c in present if _DECIMAL_COMMA.fullmatch(c)]
+    return hits[0] if present and len(hits) > len(present) / 2 else None
+
+
+def drop_missing(table: Table, cols, missing: str, advice: str = "pass --missing drop to drop such rows"):
     """The table without rows that have a missing cell in ``cols`` (``missing='drop'``), or
-    DataError naming the first such cell (``missing='error'``). Returns (table, rows dropped)."""
+    DataError naming the first such cell and giving ``advice`` (``missing='error'``). Returns
+    (table, rows dropped)."""
     keep = []
     for i, row in enumerate(table.rows):
         gone = [j for j in cols if is_missing(row[j])]
         if not gone:
             keep.append(i)
         elif missing != "drop":
-            raise DataError(f"{table.where(i, gone[0])}: missing value {row[gone[0]]!r} "
-                            "(pass --missing drop to drop such rows)")
+            raise DataError(f"{table.where(i, gone[0])}: missing value {row[gone[0]]!r} ({advice})")
     if not keep:
         raise DataError(f"{table.path}: every row has a missing value")
     return table.subset(keep), len(table) - len(keep)
@@ -228,6 +251,41 @@ def drop_missing(table: Table, cols, missing: str):
 # ---------------------------------------------------------------------------------------------
 # encoding
 # ---------------------------------------------------------------------------------------------
+
+SAFE = (1e-150, 1e150)   # |v| in this range: v² neither overflows nor underflows
+
+
+def _scale(*arrays) -> float:
+    """1, or max |v| over the finite values when squaring them could overflow or underflow."""
+    s = max((float(np.max(np.abs(a[np.isfinite(a)]))) for a in arrays if np.any(np.isfinite(a))), default=0.0)
+    return 1.0 if s == 0 or SAFE[0] <= s <= SAFE[1] else s
+
+
+def mean_std(v) -> tuple:
+    """(mean, std) of the values v, computed on v / max|v| when v² would overflow or underflow
+    (std of 1e305s, or of 1e-300s), then scaled back: both are finite for finite v."""
+    v = np.asarray(v, np.float64)
+    s = _scale(v)
+    u = v / s
+    return float(u.mean()) * s, float(u.std()) * s
+
+
+def standardise(v, mean: float, std: float) -> np.ndarray:
+    """(v - mean) / std, halving both first where v - mean overflows."""
+    v = np.asarray(v, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (v - mean) / std
+        bad = ~np.isfinite(z)
+        if bad.any():
+            z[bad] = (v[bad] / 2 - mean / 2) / std * 2
+    return z
+
+
+def _stats_of(v, where: str) -> tuple:
+    mean, std = mean_std(v)
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise DataError(f"{where}: the values cannot be standardised (mean {mean:g}, std {std:g}); rescale the column")
+    return mean, (std if std > 0 else 1.0)
 
 class Encoder:
     """Features and target of a table as float arrays; fitted on the training rows."""
@@ -246,14 +304,12 @@ class Encoder:
             name = table.names[j]
             if kind == "numeric":
                 v = np.array([float(table.rows[i][j]) for i in train_rows])
-                std = float(v.std())
-                stats["mean"][name] = float(v.mean())
-                stats["std"][name] = std if std > 0 else 1.0
+                stats["mean"][name], stats["std"][name] = _stats_of(v, f"{table.path}, column {name!r}")
             else:
                 stats["categories"][name] = sorted({r[j] for r in table.rows})
         if task == "regression":
             y = np.array([float(table.rows[i][target_idx]) for i in train_rows])
-            stats["y_mean"], stats["y_std"] = float(y.mean()), float(y.std()) or 1.0
+            stats["y_mean"], stats["y_std"] = _stats_of(y, f"{table.path}, column {table.names[target_idx]!r}")
         else:
             stats["classes"] = classes
         return cls([table.names[j] for j in feat_idx], kinds, table.names[target_idx], task, stats)
@@ -277,11 +333,17 @@ class Encoder:
             cells = table.column(j)
             if kind == "numeric":
                 mean, std = self.stats["mean"][name], self.stats["std"][name]
+                v = np.empty(len(cells))
                 for i, c in enumerate(cells):
-                    v = parse_number(c)
-                    if v is None:
+                    x = parse_number(c)
+                    if x is None:
                         raise DataError(f"{table.where(i, j)}: {c!r} is not a finite number, but the column is numeric")
-                    X[i, col] = (v - mean) / std
+                    v[i] = x
+                X[:, col] = z = standardise(v, mean, std)
+                if not np.all(np.isfinite(z)):
+                    i = int(np.flatnonzero(~np.isfinite(z))[0])
+                    raise DataError(f"{table.where(i, j)}: {cells[i]!r} cannot be standardised with the "
+                                    f"training mean {mean:g} and std {std:g}")
                 col += 1
             else:
                 cats = self.stats["categories"][name]
@@ -296,17 +358,36 @@ class Encoder:
                 col += len(cats)
         return X
 
+    def unknown_categories(self, table: Table) -> dict:
+        """{feature: cells of ``table`` whose category the training rows did not have}, nonzero only."""
+        counts = {}
+        for name, kind in zip(self.features, self.kinds):
+            if kind == "categorical":
+                cats = set(self.stats["categories"][name])
+                n = sum(c not in cats for c in table.column(table.index_of(name, "feature column")))
+                if n:
+                    counts[name] = n
+        return counts
+
     def encode_y(self, table: Table, *, unknown: str = "error") -> np.ndarray:
         """Targets: standardised floats (regression) or class ids (int64)."""
         j = table.index_of(self.target, "target column")
         cells = table.column(j)
+        for i, c in enumerate(cells):
+            if is_missing(c):
+                raise DataError(f"{table.where(i, j)}: missing target value {c!r}")
         if self.task == "regression":
             y = np.empty(len(cells))
             for i, c in enumerate(cells):
                 v = parse_number(c)
                 if v is None:
                     raise DataError(f"{table.where(i, j)}: {c!r} is not a finite number, but the target is numeric")
-                y[i] = (v - self.stats["y_mean"]) / self.stats["y_std"]
+                y[i] = v
+            y = standardise(y, self.stats["y_mean"], self.stats["y_std"])
+            if not np.all(np.isfinite(y)):
+                i = int(np.flatnonzero(~np.isfinite(y))[0])
+                raise DataError(f"{table.where(i, j)}: {cells[i]!r} cannot be standardised with the training "
+                                f"mean {self.stats['y_mean']:g} and std {self.stats['y_std']:g}")
             return y
         pos = {c: k for k, c in enumerate(self.classes)}
         y = np.empty(len(cells), np.int64)
@@ -340,6 +421,12 @@ def detect_task(table: Table, j: int, requested=None):
     cells = table.column(j)
     numeric = all(parse_number(c) is not None for c in cells)
     name = table.names[j]
+    if requested is None and not numeric:   # the rule of column_kind: mostly numbers is a typo
+        bad = [i for i, c in enumerate(cells) if parse_number(c) is None]
+        if len(bad) < len(cells) / 2:
+            i = bad[0]
+            raise DataError(f"{table.where(i, j)}: {cells[i]!r} is not a finite number, but the target column "
+                            "is numeric (a typo?); --task multiclass treats the column as labels")
     if numeric:
         vals = np.array([float(c) for c in cells])
         distinct = np.unique(vals)
@@ -369,8 +456,20 @@ def detect_task(table: Table, j: int, requested=None):
     return task, classes, numeric, why
 
 
+def label_spellings(table: Table, j: int, classes, numeric: bool) -> list:
+    """Each class's label as first written in column j ('007', not 7.0), in the order of ``classes``."""
+    first = {}
+    for c in table.column(j):
+        first.setdefault(canonical_label(c, numeric), c)
+    return [first.get(k, k) for k in classes]
+
+
 def class_label(encoder: Encoder, k: int) -> str:
-    """The printable label of class k (numeric labels as they would be written: 1, not 1.0)."""
+    """The printable label of class k: as written in the training file (``stats['labels']``), or,
+    for checkpoints without it, numeric labels as they would be written (1, not 1.0)."""
+    spelled = encoder.stats.get("labels")
+    if spelled:
+        return spelled[k]
     key = encoder.classes[k]
     if encoder.stats.get("numeric_labels"):
         v = float(key)
@@ -382,6 +481,7 @@ def split_rows(n: int, y=None, fraction: float = 0.2, seed: int = 0, where: str 
     """(train rows, val rows), seeded; stratified by class when ``y`` (class ids) is given: each
     class sends round(fraction·n_c) of its rows (at least one if it has two) to validation."""
     rng = np.random.default_rng(seed)
+    single = 0
     if y is None:
         perm = rng.permutation(n)
         k = int(round(fraction * n))
@@ -394,13 +494,18 @@ def split_rows(n: int, y=None, fraction: float = 0.2, seed: int = 0, where: str 
             if idx.size >= 2:
                 k = min(max(k, 1), idx.size - 1)
             else:
-                k = 0
+                k, single = 0, single + 1
             val.extend(idx[:k])
         val = np.sort(np.array(val, np.int64))
     train = np.setdiff1d(np.arange(n), val)
     if val.size == 0 or train.size < 2:
+        why = ""
+        if single:
+            k = np.unique(y).size
+            why = (f"; {single} of the {k} classes have a single row, which can only go to training"
+                   if single > 1 else f"; 1 of the {k} classes has a single row, which can only go to training")
         raise DataError(f"{where}: {n} rows are too few to split with --val-fraction {fraction} "
-                        f"({train.size} training, {val.size} validation); give more rows or --val FILE")
+                        f"({train.size} training, {val.size} validation{why}); give more rows or --val FILE")
     return train, val
 
 
@@ -409,9 +514,15 @@ def split_rows(n: int, y=None, fraction: float = 0.2, seed: int = 0, where: str 
 # ---------------------------------------------------------------------------------------------
 
 def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict:
-    err = pred - y
-    sst = float(np.sum((y - y.mean()) ** 2))
-    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
+    """RMSE, MAE and R², on values divided by max |v| when squaring them would overflow or
+    underflow (the errors of 1e305s), so they are finite wherever pred and y are. R² is NaN
+    (undefined) when the true values are all equal."""
+    pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
+    s = _scale(pred, y)
+    p, t = pred / s, y / s
+    err = p - t
+    sst = float(np.sum((t - t.mean()) ** 2))
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))) * s, "mae": float(np.mean(np.abs(err))) * s,
             "r2": 1.0 - float(np.sum(err ** 2)) / sst if sst > 0 else float("nan")}
 
 
@@ -440,7 +551,7 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray) -> dict:
 def baseline_metrics(task: str, y_train: np.ndarray, y_val: np.ndarray, k: int | None = None) -> dict:
     """The mean predictor's (regression) or the majority class's (classification) metrics."""
     if task == "regression":
-        return regression_metrics(np.full(y_val.shape, y_train.mean()), y_val)
+        return regression_metrics(np.full(y_val.shape, mean_std(y_train)[0]), y_val)
     freq = np.bincount(y_train, minlength=k) / y_train.size
     majority = int(np.argmax(freq))
     m = classification_metrics(np.tile(freq, (y_val.size, 1)), y_val)

@@ -411,3 +411,220 @@ def test_adding_demo_runs_and_reports_mse(tmp_path):
     doc = json.loads(js.read_text())
     assert doc["metrics"]["mse"] == pytest.approx(doc["metrics"]["rmse"] ** 2)
     assert 0.05 < doc["baseline"]["mse"] < 0.4
+
+
+# -- robustness: audit of bptt fit / predict --------------------------------------------------------
+
+def _table(n=60, seed=0, label=lambda a: "yes" if a > 0 else "no"):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        a = float(rng.standard_normal())
+        rows.append([i, f"{a:.3f}", ["red", "green", "blue"][i % 3], label(a)])
+    return rows
+
+
+FAST2 = ["--dtype", "float64", "--threads", "1", "--epochs", "2", "--hidden", "8"]
+
+
+def test_predict_accepts_the_columns_features_left_out(tmp_path):
+    write(tmp_path / "t.csv", [["id", "a", "color", "label"]] + _table())
+    r = run("fit", tmp_path / "t.csv", "--target", "label", "--features", "a,color", "--out", tmp_path / "r", *FAST2)
+    assert r.exit_code == 0, r.output
+    r = run("predict", tmp_path / "r", tmp_path / "t.csv", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0 and "wrote 60 predictions" in r.output, r.output
+    write(tmp_path / "x.csv", [["id", "a", "color", "zzz"], [1, 0.5, "red", 3]])   # still refused
+    one_line_error(run("predict", tmp_path / "r", tmp_path / "x.csv", "--out", tmp_path / "p.csv"), "'zzz'")
+
+
+def test_huge_and_tiny_magnitudes_give_finite_statistics_and_metrics(tmp_path):
+    from bptt.tabular import mean_std, regression_metrics
+    for scale in (1e305, 1e-300):
+        v = np.array([1.0, 2.0, 4.0]) * scale
+        m, s = mean_std(v)
+        assert m == pytest.approx(7 / 3 * scale) and s == pytest.approx(np.std([1.0, 2.0, 4.0]) * scale)
+        met = regression_metrics(v[::-1].copy(), v)
+        assert met["rmse"] == pytest.approx(np.sqrt(6) * scale) and met["mae"] == pytest.approx(2 * scale)
+        assert np.isfinite(met["r2"])
+    rng = np.random.default_rng(1)
+    x = [float(a) for a in rng.standard_normal(40)]
+    write(tmp_path / "hy.csv", [["x", "y"]] + [[f"{a:.3f}", repr(abs(a) * 1e305)] for a in x])
+    write(tmp_path / "hx.csv", [["big", "y"]] + [[repr(a * 1e300), repr(2 * a + 1)] for a in x])
+    write(tmp_path / "ty.csv", [["x", "y"]] + [[f"{a:.3f}", repr(a * 1e-300)] for a in x])
+    for name in ("hy", "hx", "ty"):
+        js = tmp_path / f"{name}.json"
+        r = run("fit", tmp_path / f"{name}.csv", "--target", "y", "--out", tmp_path / name, "--json", js, *FAST2)
+        assert r.exit_code == 0, r.output
+        assert "nan" not in r.output.lower(), r.output
+        doc = json.loads(js.read_text())
+        assert all(np.isfinite(doc[k][m]) for k in ("metrics", "baseline") for m in ("rmse", "mae", "r2")), doc
+    ck = load_checkpoint(tmp_path / "hx" / "best.bptt")["encoder"]["stats"]
+    assert np.isfinite(ck["std"]["big"]) and ck["std"]["big"] > 1e299    # not zeroed: std was inf before
+    ck = load_checkpoint(tmp_path / "ty" / "best.bptt")["encoder"]["stats"]
+    assert 0 < ck["y_std"] < 1e-299                                     # not underflowed to 0 -> 1
+    # a value that cannot be standardised with the training statistics: one line naming the cell
+    write(tmp_path / "tiny.csv", [["x", "y"]] + [[repr(a * 1e-300), f"{a:.3f}"] for a in x])
+    assert run("fit", tmp_path / "tiny.csv", "--target", "y", "--out", tmp_path / "tiny", *FAST2).exit_code == 0
+    write(tmp_path / "far.csv", [["x", "y"], ["1e300", "1"]])
+    one_line_error(run("predict", tmp_path / "tiny", tmp_path / "far.csv", "--out", tmp_path / "p.csv"),
+                   "far.csv", "row 2", "column 'x'", "cannot be standardised")
+
+
+def test_resume_refuses_changed_options_but_takes_the_same_command(tmp_path):
+    write(tmp_path / "t.csv", [["id", "a", "color", "label"]] + _table())
+    args = [tmp_path / "t.csv", "--target", "label", "--features", "a,color", "--drop", "id", "--hidden", "8",
+            "--lr", "0.01", "--patience", "0", "--dtype", "float64", "--threads", "1", "--out", tmp_path / "r"]
+    assert run("fit", *args, "--epochs", 2).exit_code == 0
+    before = (tmp_path / "r" / CHECKPOINT_NAME).read_bytes()
+    e = one_line_error(run("fit", "--resume", "--out", tmp_path / "r", "--hidden", "32", "--target", "color",
+                           "--lr", "0.5", "--features", "a"), "--hidden 32", "--target color", "--lr 0.5", "--features a")
+    assert "8" in e and "label" in e
+    assert (tmp_path / "r" / CHECKPOINT_NAME).read_bytes() == before
+    # the identical command (the comma lists spaced differently) resumes
+    args[4] = "a, color"
+    r = run("fit", *args, "--epochs", 3, "--resume")
+    assert r.exit_code == 0 and "resuming" in r.output and "epoch 3:" in r.output, r.output
+    # a run whose epochs are done, or that stopped early, says so first, trains nothing and
+    # reports its final metrics again (exit 0: a sweep re-running a finished trial reads them)
+    before = (tmp_path / "r" / CHECKPOINT_NAME).read_bytes()
+    r = run("fit", *args, "--epochs", 3, "--resume")
+    assert r.exit_code == 0 and "already finished" in r.output and "epochs are done" in r.output, r.output
+    assert "epoch 4:" not in r.output and "final:" in r.output
+    assert (tmp_path / "r" / CHECKPOINT_NAME).read_bytes() == before
+    write(tmp_path / "n.csv", [["a", "y"]] + [[i % 7, ["p", "q"][i % 2]] for i in range(40)])   # nothing to learn
+    assert run("fit", tmp_path / "n.csv", "--target", "y", "--patience", "1", "--epochs", "30", "--lr", "0.05",
+               "--out", tmp_path / "es", *FAST2[:4], "--hidden", "4").exit_code == 0
+    r = run("fit", "--resume", "--out", tmp_path / "es", "--epochs", "60")
+    assert r.exit_code == 0 and "already finished" in r.output and "early stopping" in r.output, r.output
+
+
+def test_a_typo_in_a_numeric_target_is_an_error_not_classes(tmp_path):
+    rng = np.random.default_rng(2)
+    rows = [["x", "price"]] + [[f"{a:.3f}", f"{100 + 3 * a:.3f}"] for a in rng.standard_normal(40)]
+    rows[6][1] = "1O4.2"
+    write(tmp_path / "p.csv", rows)
+    one_line_error(run("fit", tmp_path / "p.csv", "--target", "price", "--out", tmp_path / "o", *FAST2),
+                   "p.csv", "row 7", "column 'price'", "'1O4.2'", "--task multiclass")
+    rows = [["x", "rooms"]] + [[i, 1 + i % 6] for i in range(40)]
+    rows[3][1] = "three"
+    write(tmp_path / "r.csv", rows)
+    one_line_error(run("fit", tmp_path / "r.csv", "--target", "rooms", "--out", tmp_path / "o", *FAST2),
+                   "row 4", "'three'")
+    r = run("fit", tmp_path / "r.csv", "--target", "rooms", "--task", "multiclass", "--out", tmp_path / "o", *FAST2)
+    assert r.exit_code == 0, r.output
+    # a split that fails because classes have one row says so
+    write(tmp_path / "s.csv", [["x", "y"]] + [[i, f"c{i}"] for i in range(6)])
+    one_line_error(run("fit", tmp_path / "s.csv", "--target", "y", "--out", tmp_path / "s", *FAST2),
+                   "too few", "6 of the 6 classes have a single row")
+
+
+def test_predict_gives_advice_that_fits_and_says_why_metrics_are_skipped(tmp_path):
+    rows = _table()
+    write(tmp_path / "t.csv", [["id", "a", "color", "label"]] + rows)
+    assert run("fit", tmp_path / "t.csv", "--target", "label", "--drop", "id", "--out", tmp_path / "r", *FAST2).exit_code == 0
+    bad = [r[:] for r in rows]
+    bad[3][1] = ""
+    write(tmp_path / "m.csv", [["id", "a", "color", "label"]] + bad)
+    e = one_line_error(run("predict", tmp_path / "r", tmp_path / "m.csv", "--out", tmp_path / "p.csv"),
+                       "m.csv", "row 5", "column 'a'")
+    assert "--missing" not in e
+    for cell, why in (("maybe", "'maybe' was not among the training labels"), ("", "missing target value")):
+        bad = [r[:] for r in rows]
+        bad[3][3] = cell
+        write(tmp_path / "b.csv", [["id", "a", "color", "label"]] + bad)
+        r = run("predict", tmp_path / "r", tmp_path / "b.csv", "--out", tmp_path / "p.csv")
+        assert r.exit_code == 0, r.output
+        line = [l for l in r.output.splitlines() if l.startswith("no metrics")]
+        assert len(line) == 1 and "b.csv, row 5" in line[0] and why in line[0], r.output
+    write(tmp_path / "one.csv", [["id", "a", "color"], [1, 0.5, "red"]])
+    r = run("predict", tmp_path / "r", tmp_path / "one.csv", "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0 and "wrote 1 prediction to" in r.output, r.output
+
+
+def test_an_empty_trailing_column_is_left_out_and_an_empty_named_one_is_an_error(tmp_path):
+    rows = _table()
+    p = tmp_path / "trail.csv"
+    p.write_text("id,a,color,label,\n" + "".join(",".join(map(str, r)) + ",\n" for r in rows))
+    r = run("fit", p, "--target", "label", "--drop", "id", "--out", tmp_path / "r", *FAST2)
+    assert r.exit_code == 0, r.output
+    assert "left out column '4'" in r.output and "2 feature columns" in r.output
+    r = run("predict", tmp_path / "r", p, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 0 and "accuracy" in r.output, r.output
+    write(tmp_path / "named.csv", [["id", "a", "color", "label", "notes"]] + [r + [""] for r in rows])
+    one_line_error(run("fit", tmp_path / "named.csv", "--target", "label", "--missing", "drop", "--out",
+                       tmp_path / "o", *FAST2), "named.csv", "column 'notes'", "--drop notes")
+
+
+def test_val_file_notes_dropped_rows_and_unseen_categories(tmp_path):
+    rows = _table(80)
+    write(tmp_path / "train.csv", [["id", "a", "color", "label"]] + rows[:60])
+    val = [r[:] for r in rows[60:]]
+    val[0][1], val[1][2], val[2][2] = "", "purple", "teal"
+    write(tmp_path / "val.csv", [["id", "a", "color", "label"]] + val)
+    r = run("fit", tmp_path / "train.csv", "--target", "label", "--drop", "id", "--val", tmp_path / "val.csv",
+            "--missing", "drop", "--out", tmp_path / "o", *FAST2)
+    assert r.exit_code == 0, r.output
+    assert "dropped 1 row with missing values from" in r.output and "val.csv" in r.output
+    assert "2 cells of" in r.output and "color: 2" in r.output and "all zeros" in r.output
+
+
+def test_decimal_comma_numbers_get_a_note(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = [[f"{a:.3f}".replace(".", ","), ["p", "q"][i % 2]] for i, a in enumerate(rng.standard_normal(40))]
+    with open(tmp_path / "semi.csv", "w", newline="") as f:
+        csv.writer(f, delimiter=";").writerows([["x", "label"]] + rows)
+    r = run("fit", tmp_path / "semi.csv", "--target", "label", "--out", tmp_path / "o", *FAST2)
+    assert r.exit_code == 0, r.output
+    assert "column 'x' holds numbers written with a comma" in r.output
+
+
+def test_small_metrics_keep_significant_digits():
+    from bptt.commands.fit import _fmt, _metrics_text
+    assert _fmt(0.95) == "0.9500" and _fmt(12.5) == "12.5000" and _fmt(0.0) == "0.0000"
+    assert _fmt(2.593e-05) == "2.593e-05" and _fmt(123456.0) == "1.235e+05"
+    assert _metrics_text({"r2": float("nan")}) == "R² n/a"
+
+
+def test_zero_padded_class_codes_keep_their_spelling(tmp_path):
+    rng = np.random.default_rng(4)
+    write(tmp_path / "c.csv", [["x", "code"]] + [[f"{a:.3f}", "007" if a > 0 else "010"] for a in rng.standard_normal(40)])
+    r = run("fit", tmp_path / "c.csv", "--target", "code", "--out", tmp_path / "c", *FAST2)
+    assert r.exit_code == 0, r.output
+    assert "007" in r.output.split("confusion matrix", 1)[1], r.output
+    assert run("predict", tmp_path / "c", tmp_path / "c.csv", "--out", tmp_path / "p.csv").exit_code == 0
+    rows = list(csv.reader(open(tmp_path / "p.csv")))
+    assert rows[0] == ["code", "p_007", "p_010"] and rows[1][0] in ("007", "010")
+    # a checkpoint saved before labels were kept still predicts (with the numbers' spelling)
+    from bptt.checkpoint import save_checkpoint
+    ck = load_checkpoint(tmp_path / "c" / "best.bptt")
+    del ck["encoder"]["stats"]["labels"], ck["encoder"]["stats"]["columns"]
+    save_checkpoint(tmp_path / "old.bptt", ck)
+    assert run("predict", tmp_path / "old.bptt", tmp_path / "c.csv", "--out", tmp_path / "q.csv").exit_code == 0
+    assert list(csv.reader(open(tmp_path / "q.csv")))[0] == ["code", "p_7", "p_10"]
+
+
+def test_resume_of_another_kind_of_run_and_early_option_checks(tmp_path):
+    from bptt.checkpoint import save_checkpoint
+    for kind, what, how in (("lm", "bptt train", "bptt train --resume"), ("forecast", "bptt forecast", "bptt forecast")):
+        (tmp_path / kind).mkdir()
+        save_checkpoint(tmp_path / kind / CHECKPOINT_NAME, {"kind": kind, "model": {}})
+        e = one_line_error(run("fit", "--resume", "--out", tmp_path / kind), what, how)
+        assert "lacks" not in e and "(" not in e.split("run")[0]
+    write(tmp_path / "t.csv", [["id", "a", "color", "label"]] + _table())
+    one_line_error(run("fit", tmp_path / "t.csv", "--target", "label", "--json", tmp_path / "no" / "x.json",
+                       "--out", tmp_path / "o", *FAST2), "--json", "no folder")
+    assert not (tmp_path / "o").exists()
+    write(tmp_path / "tx.csv", [["t", "y"]] + [["ab cd", "x"], ["ef", "z"]] * 10)
+    for opt in (["--features", "t"], ["--drop", "t"]):
+        one_line_error(run("fit", tmp_path / "tx.csv", "--text", "t", "--target", "y", *opt, "--out", tmp_path / "o",
+                           *FAST2), "--features and --drop", "--text")
+    # JSON has no NaN: an undefined R² (a constant validation target) is null
+    rows = [["x", "y"]] + [[i, 1.5 if i % 5 else i * 0.37] for i in range(40)]
+    write(tmp_path / "c.csv", rows)
+    val = tmp_path / "v.csv"
+    write(val, [["x", "y"], [1, 1.5], [2, 1.5], [3, 1.5]])
+    js = tmp_path / "c.json"
+    r = run("fit", tmp_path / "c.csv", "--target", "y", "--val", val, "--json", js, "--out", tmp_path / "cj", *FAST2)
+    assert r.exit_code == 0 and "R² n/a" in r.output, r.output
+    text = js.read_text()
+    assert "NaN" not in text and json.loads(text)["metrics"]["r2"] is None

@@ -4,11 +4,14 @@ the work is in :mod:`bptt.fitting`, :mod:`bptt.tabular`, :mod:`bptt.sequence` an
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, echo_interrupted, fail, set_threads, training_errors, user_errors
+from .common import (CONTEXT, FiniteFloatRange, echo_interrupted, fail, refuse_changed_options, set_threads,
+                     training_errors, user_errors)
 
 # Per kind of job, the training defaults a user would expect (an option given wins).
 DEFAULTS = {
@@ -33,8 +36,12 @@ def _hidden(ctx, param, value):
 
 
 def _fmt(v):
+    """0.9500 for ordinary values; 4 significant digits for large and small ones (2.593e-05, not
+    0.0000); n/a for an undefined metric (R² of a constant target)."""
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+        if not math.isfinite(v):
+            return "n/a"
+        return f"{v:.4f}" if v == 0 or 1e-3 <= abs(v) < 1e4 else f"{v:.4g}"
     return str(v)
 
 
@@ -131,7 +138,8 @@ def confusion_text(labels, cm) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the final metrics and the baseline's as JSON here.")
-def fit(data, target, text_col, features, drop, task, header, missing, val_file, val_fraction, hidden,
+@click.pass_context
+def fit(ctx, data, target, text_col, features, drop, task, header, missing, val_file, val_fraction, hidden,
         activation, dropout, cell, layers, bidirectional, pool, rnn_hidden, tokenizer, embed_dim,
         max_vocab, max_len, demo, save_data, length, samples, epochs, minutes, batch_size, lr, optimizer,
         momentum, weight_decay, clip, patience, seed, dtype, threads, out_dir, resume, json_path):
@@ -152,12 +160,22 @@ def fit(data, target, text_col, features, drop, task, header, missing, val_file,
     baseline's (mean predictor, or majority class) and classification adds the confusion matrix.
     Ctrl-C saves and stops; --resume continues bit for bit. Then: bptt predict OUT DATA.csv.
     """
-    from bptt.fitting import FitOptions, make_trainer, prepare, resume_job
+    from bptt.fitting import (FitOptions, load_run, make_trainer, prepare, resume_config, resume_job,
+                              run_finished)
     from bptt.supervised import SupervisedConfig
     set_threads(threads)
     with training_errors():
+        _check_json_path(json_path)
         if resume:
-            job, opts, config, ckpt = resume_job(out_dir, data, epochs, minutes)
+            ckpt, opts, config = load_run(out_dir)
+            for name in ("features", "drop"):   # compare lists, not the comma strings
+                if ctx.params[name] is not None:
+                    ctx.params[name] = _names(ctx.params[name])
+            refuse_changed_options(ctx, _saved_options(opts, config))
+            done = run_finished(ckpt, resume_config(config, epochs, minutes), out_dir)
+            if done:   # not an error: a sweep re-running a finished trial reads its final line
+                click.echo(done)
+            job, opts, config, ckpt = resume_job(out_dir, data, epochs, minutes, loaded=(ckpt, opts, config))
             click.echo(f"resuming {out_dir} at step {ckpt['step']} (epoch {ckpt['epoch']})")
         else:
             if demo and data:
@@ -196,6 +214,34 @@ def fit(data, target, text_col, features, drop, task, header, missing, val_file,
             extra = _linear_contrast(job, opts, config, out_dir)
     if json_path:
         _write_json(json_path, summary, result, extra)
+
+
+def _names(spec):
+    from bptt.fitting import _names as names
+    return names(spec)
+
+
+def _saved_options(opts, config) -> dict:
+    """The run's values of the options --resume may not change, by click parameter name, in the
+    types click gives them (lists of columns, 0 for an option that is off)."""
+    same = ("target", "task", "header", "missing", "val_fraction", "activation", "dropout", "cell", "layers",
+            "bidirectional", "pool", "rnn_hidden", "tokenizer", "embed_dim", "max_vocab", "max_len", "demo",
+            "length", "samples", "dtype", "seed")
+    saved = {k: getattr(opts, k) for k in same}
+    saved.update(text_col=opts.text, val_file=opts.val, hidden=list(opts.hidden), drop=_names(opts.drop),
+                 features=None if opts.features is None else _names(opts.features),
+                 batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
+                 momentum=config.momentum, weight_decay=config.weight_decay, clip=config.clip or 0.0,
+                 patience=config.patience or 0)
+    return saved
+
+
+def _check_json_path(json_path):
+    """Before training: the folder of --json must exist."""
+    if json_path:
+        folder = os.path.dirname(os.path.abspath(json_path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--json {json_path}: no folder {folder}")
 
 
 def _train(trainer, job):
@@ -260,6 +306,17 @@ def _report(summary, result, out_dir):
         click.echo(confusion_text(result["labels"], result["confusion"]))
 
 
+def _finite(obj):
+    """``obj`` with every non-finite float (an undefined R²) as None: JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _write_json(json_path, summary, result, extra):
     doc = {**result, "stopped": summary["reason"], "steps": summary["step"],
            "best_step": summary["best_step"], "best_epoch": summary["best_epoch"],
@@ -268,7 +325,7 @@ def _write_json(json_path, summary, result, extra):
         doc["linear"] = extra["metrics"]
     try:
         with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, allow_nan=True)
+            json.dump(_finite(doc), f, indent=1, allow_nan=False)
     except OSError as e:
         fail(f"cannot write {json_path}: {e.strerror or e}")
     click.echo(f"wrote {json_path}")
@@ -302,9 +359,12 @@ def predict(checkpoint, data, out_path):
         summary = predict_file(ckpt, path, data, out_path)
     except user_errors() as e:
         fail(str(e))
-    click.echo(f"wrote {summary['rows']} predictions to {out_path}")
+    n = summary["rows"]
+    click.echo(f"wrote {n} prediction{'s' * (n != 1)} to {out_path}")
     if "metrics" in summary:
         click.echo(f"metrics against the file's target column: {_metrics_text(summary['metrics'])}")
+    elif "metrics_skipped" in summary:
+        click.echo(f"no metrics against the file's target column: {summary['metrics_skipped']}")
 
 
 COMMANDS = [fit, predict]

@@ -186,8 +186,8 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                                              series=demo_series(demo) if demo else None,
                                              source=series_csv, checkpoint=run)
             why = trainer.finished()
-            if why:
-                raise ValueError(f"{out_dir}: the run already finished: {why}")
+            if why:   # not an error: a sweep re-running a finished trial reads its final line
+                click.echo(f"{out_dir}: the run already finished: {why}")
             click.echo(f"resuming {out_dir} at epoch {trainer.epoch:g}, step {trainer.step}")
         else:
             if series_csv is None and demo is None:
