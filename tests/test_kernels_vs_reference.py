@@ -219,16 +219,16 @@ def _sweeps(cell, shape, d, dtype, how):
     mn, c, tc = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
     off, rev = d * H, d == 1
     fwd, bwd, extra = getattr(mod, f"{cell}_forward"), getattr(mod, f"{cell}_backward"), ()
-    if how == "rows":
-        fwd, bwd = fwd.serial, bwd.serial
-    elif how == "side_by_side":
-        assert rnn.wide(W, B)
-    else:
-        fwd, bwd = getattr(mod, f"{cell}_forward_wide"), getattr(mod, f"{cell}_backward_wide")
-        extra = (3 if how == "three_parts" else 2,)
-    old = jit.get_threads()
-    jit.set_threads(1 if how in ("in_order", "three_parts") else old)
+    old = jit.get_threads()   # side by side needs two threads, also under BPTT_THREADS=1
+    jit.set_threads(1 if how in ("in_order", "three_parts") else max(old, 2) if how == "side_by_side" else old)
     try:
+        if how == "rows":
+            fwd, bwd = fwd.serial, bwd.serial
+        elif how == "side_by_side":
+            assert rnn.wide(W, B)
+        else:
+            fwd, bwd = getattr(mod, f"{cell}_forward_wide"), getattr(mod, f"{cell}_backward_wide")
+            extra = (3 if how == "three_parts" else 2,)
         if cell == "rnn":
             fwd(y, g, h0, W, b, off, rev, TANH, *extra)
             bwd(da, dh0, dh, dy, dh_n, g, y, W, off, rev, TANH, *extra)
