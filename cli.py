@@ -7,8 +7,16 @@ import click
 
 from bptt.commands import register
 from bptt.commands.common import (CONTEXT, FiniteFloatRange, Progress as _Progress, echo_interrupted,
-                                  fail as _fail, set_threads as _set_threads, training_errors,
-                                  user_errors as _user_errors)
+                                  fail as _fail, refuse_changed_options, set_threads as _set_threads,
+                                  training_errors, user_errors as _user_errors)
+
+
+def _perplexity(m: dict, decimals: int = 2) -> str:
+    """A perplexity as text: fixed-point while it is readable, then scientific, and ``inf`` once
+    exp(nats) overflows (a diverged model)."""
+    if not m["nats"] < 700:
+        return "inf"
+    return f"{m['ppl']:.{decimals}f}" if m["ppl"] < 1e6 else f"{m['ppl']:.3e}"
 
 
 @click.group(context_settings=CONTEXT)
@@ -157,8 +165,12 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/lm", show_default=True,
               help="Run folder: checkpoint.bptt (the latest), best.bptt (the lowest validation loss) "
                    "and metrics.jsonl go here.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
-def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_vocab, seq_len, batch_size,
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out exactly where it stopped, with its options (only --steps, "
+                   "--epochs, --minutes and --threads may change; TEXT_FILES: the same text, "
+                   "[default: the files the run recorded]).")
+@click.pass_context
+def train(ctx, text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_vocab, seq_len, batch_size,
           steps, epochs, minutes, lr, optimizer, momentum, weight_decay, schedule, warmup,
           lr_step_size, lr_gamma, clip,
           clip_value, val_every, val_tokens, seed, dtype, threads, out_dir, resume):
@@ -176,7 +188,8 @@ def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_v
     with training_errors():
         if resume:
             text = load_corpus(list(text_files)) if text_files else None
-            trainer = Trainer.resume(out_dir, steps=steps, epochs=epochs, minutes=minutes, text=text)
+            trainer = Trainer.resume(out_dir, steps=steps, epochs=epochs, minutes=minutes, text=text,
+                                     check_config=lambda saved: refuse_changed_options(ctx, saved.as_options()))
             click.echo(f"resuming {out_dir} at step {trainer.step}")
         else:
             if steps is None and epochs is None and minutes is None:
@@ -205,8 +218,9 @@ def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_v
             if kind == "step":
                 progress.step(info)
             elif kind == "val":
+                ppl = _perplexity({"nats": info["val_loss"], "ppl": info["val_ppl"]})
                 progress.message(f"step {info['step']}: val loss {info['val_loss']:.4f} nats/token, "
-                                 f"{info['val_bits']:.3f} {info['unit']}, perplexity {info['val_ppl']:.2f} "
+                                 f"{info['val_bits']:.3f} {info['unit']}, perplexity {ppl} "
                                  f"(unigram baseline {info['unigram']:.4f})")
 
         summary = trainer.run(on_event)
@@ -224,7 +238,8 @@ def train(text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, max_v
 @click.argument("checkpoint", type=click.Path())
 @click.option("--length", type=click.IntRange(min=0), default=500, show_default=True, help="Tokens to generate.")
 @click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True), default=0.8, show_default=True,
-              help="Divides the logits: lower is more conservative.")
+              help="Divides the logits: lower is more conservative (towards 0 it picks the likeliest "
+                   "token; --top-k 1 is greedy decoding).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample only from the k likeliest tokens.")
 @click.option("--prime", default="", help="Text to start from (its symbols must be in the vocabulary).")
 @click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same text.")
@@ -233,7 +248,7 @@ def sample(checkpoint, length, temperature, top_k, prime, seed):
     from bptt.generate import sample as run_sample
     from bptt.train import load_model
     try:
-        model, tok, _ = load_model(checkpoint)
+        model, tok, _ = load_model(checkpoint, "sample")
         gen = run_sample(model, tok, length=length, temperature=temperature, top_k=top_k,
                          prime=prime, seed=seed)
         click.echo(prime, nl=False)
@@ -253,23 +268,32 @@ def sample(checkpoint, length, temperature, top_k, prime, seed):
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Parallel streams B the text is read as. [default: the training --batch-size]")
 def eval_(checkpoint, text_files, seq_len, batch_size):
-    """Print the loss, perplexity and bits per character of CHECKPOINT on TEXT_FILES."""
-    from bptt.data import read_text_files
+    """Print the loss, perplexity and bits per character of CHECKPOINT on TEXT_FILES.
+
+    Every token after the first is scored once: the text is read as B streams of T-step chunks
+    with the hidden state carried, the last chunk of each stream shorter, and the few tokens left
+    after the last stream continue it. Characters (or words) the model never saw are read as
+    <unk>; their count is shown.
+    """
+    from bptt.data import count_unknown, read_text_files
     from bptt.train import evaluate, load_model, metrics_summary
     try:
-        model, tok, ckpt = load_model(checkpoint)
+        model, tok, ckpt = load_model(checkpoint, "eval")
         ids = tok.encode(read_text_files(list(text_files)))
         T = seq_len or ckpt["config"]["seq_len"]
         B = batch_size or ckpt["config"]["batch_size"]
         if ids.size < 2:
             raise ValueError("the text has fewer than 2 tokens: nothing to predict")
-        nats = evaluate(model, ids, batch_size=B, seq_len=min(T, ids.size - 1))
+        nats = evaluate(model, ids, batch_size=B, seq_len=min(T, ids.size - 1), whole=True)
     except _user_errors() as e:
         _fail(str(e))
     m = metrics_summary(nats, tok.kind)
-    click.echo(f"tokens: {ids.size:,}")
+    unit = "characters" if tok.kind == "char" else "words"
+    unknown = count_unknown(tok, ids)
+    click.echo(f"tokens: {ids.size:,} ({ids.size - 1:,} scored: every one after the first)")
+    click.echo(f"unseen {unit}: {unknown:,} of {ids.size:,} ({100 * unknown / ids.size:.2f}%), read as <unk>")
     click.echo(f"loss: {m['nats']:.4f} nats/token")
-    click.echo(f"perplexity: {m['ppl']:.3f}")
+    click.echo(f"perplexity: {_perplexity(m, 3)}")
     click.echo(f"{'bits per character' if tok.kind == 'char' else 'bits per word'}: {m['bits']:.4f}")
 
 
@@ -296,13 +320,15 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
     optionally whitened) by a transform fitted on them, stored with them and applied to queries.
     """
     from bptt.ann import build_index as make_index, have_faiss, INSTALL_HINT, save_index
-    from bptt.collection import embed_collection
+    from bptt.checkpoint import check_output_file
+    from bptt.collection import count_unknown_texts, embed_collection, postprocess_plan
     from bptt.contrastive import load_embedder
     from bptt.data import read_text_files
     from bptt.generate import save_vectors
     try:
         if build_index and not have_faiss():
             raise ValueError(INSTALL_HINT)
+        check_output_file(out_path)
         model, tok, _ = load_embedder(checkpoint)
         if per == "file":
             texts = [read_text_files([p]) for p in inputs]
@@ -315,6 +341,8 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
             raise ValueError("nothing to embed: the input has no non-empty lines")
         vecs, post = embed_collection(model, tok, texts, pool=pool, normalize=normalize,
                                       center=center, whiten=whiten)
+        note = postprocess_plan(len(texts), center, whiten)[2]
+        unknown = count_unknown_texts(tok, texts)
         save_vectors(out_path, vecs, texts, checkpoint=checkpoint, pool=pool, normalize=normalize,
                      model=model, post=post)
         from bptt.ann import remove_index
@@ -327,7 +355,12 @@ def embed(checkpoint, inputs, per, pool, normalize, center, whiten, build_index,
                                                               "checkpoint": os.path.abspath(checkpoint)})
     except _user_errors() as e:
         _fail(str(e))
-    click.echo(f"wrote {len(texts)} vectors of size {vecs.shape[1]} to {out_path}")
+    if note:
+        click.echo(f"note: {note}")
+    if unknown:
+        click.echo(f"note: {unknown} of {len(texts)} texts have no token the model knows (all <unk>); "
+                   "their vectors say nothing about them")
+    click.echo(f"wrote {len(texts)} vector{'' if len(texts) == 1 else 's'} of size {vecs.shape[1]} to {out_path}")
     if build_index:
         click.echo(f"wrote a {kind} index to {ipath}")
     elif stale:
@@ -366,7 +399,7 @@ def search(source, query, k, in_files, pool, checkpoint, hybrid, fusion, alpha, 
     that `bptt contrastive` fitted on validation paragraphs (stored in its checkpoint), else by
     reciprocal-rank fusion with BM25.
     """
-    from bptt.collection import Collection
+    from bptt.collection import Collection, postprocess_plan
     from bptt.contrastive import load_embedder
     from bptt.generate import search_corpus
     from bptt.retrieval import resolve_fusion
@@ -381,8 +414,11 @@ def search(source, query, k, in_files, pool, checkpoint, hybrid, fusion, alpha, 
             if checkpoint:
                 raise ValueError("--checkpoint goes with a vectors file as SOURCE, not a checkpoint")
             model, tok, ckpt = load_embedder(source)
-            col = Collection.from_texts(model, tok, search_corpus(list(in_files)), pool=pool or "mean",
-                                        fitted=ckpt.get("fusion"))
+            texts = search_corpus(list(in_files))
+            note = postprocess_plan(len(texts))[2]
+            if note:
+                click.echo(f"note: {note}", err=True)
+            col = Collection.from_texts(model, tok, texts, pool=pool or "mean", fitted=ckpt.get("fusion"))
         spec = resolve_fusion(col.fitted, fusion=fusion, alpha=alpha, rrf_k=rrf_k)[0] if hybrid else None
         idx, sims = col.search(query, k, hybrid=hybrid, fusion=spec)
     except _user_errors() as e:
@@ -401,8 +437,11 @@ def plot(run, out_path):
 
     Needs matplotlib: pip install "bptt[plot]".
     """
+    from bptt.checkpoint import check_output_file
     from bptt.plotting import plot_run
     try:
+        if out_path:
+            check_output_file(out_path)
         path = plot_run(run, out_path)
     except ImportError:
         _fail('bptt plot needs matplotlib: pip install "bptt[plot]"')

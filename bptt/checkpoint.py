@@ -34,6 +34,7 @@ A training checkpoint's payload, by convention: ``{'config': {...}, 'tokenizer':
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -46,7 +47,8 @@ import zlib
 
 import numpy as np
 
-__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT_NAME", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint",
+           "check_output_folder", "check_output_file"]
 
 FORMAT_NAME = "bptt-checkpoint"
 FORMAT_VERSION = 1
@@ -199,6 +201,38 @@ def save_checkpoint(path, payload: dict) -> None:
         os.close(dfd)
 
 
+def _first_existing(path: str) -> str:
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
+
+
+def check_output_folder(folder) -> None:
+    """ValueError (one line) unless ``folder`` is, or can be made as, a writable folder: checked
+    before a run's work starts, so a bad ``--out`` fails at once, not at the first save."""
+    folder = os.fspath(folder)
+    base = _first_existing(folder)
+    if not os.path.isdir(base):
+        raise ValueError(f"--out {folder}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {folder}: cannot write in {base} (permission denied)")
+
+
+def check_output_file(path) -> None:
+    """ValueError (one line) unless a file can be written at ``path``: its folder exists and is
+    writable, and ``path`` is not a folder. Checked before the work that makes the file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path}: is a folder, expected a file name")
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise ValueError(f"--out {path}: its folder {folder} {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: cannot write in {folder} (permission denied)")
+
+
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
@@ -289,4 +323,6 @@ def load_checkpoint(path, required=()) -> dict:
             NotImplementedError, ValueError) as e:
         raise corrupt(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     except OSError as e:
+        if e.errno == errno.EINVAL:   # a seek to a bad offset read from the zip's directory
+            raise corrupt(e.strerror or str(e)) from None
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None

@@ -25,14 +25,47 @@ from .retrieval import (
 )
 
 HYBRID_DEPTH = 100   # each ranking contributes its top max(100, 10·k) documents to the fusion
+# Too few texts to fit a transform on: one text centred on itself is the zero vector, two become
+# v and −v; a covariance needs many more texts than a mean.
+MIN_CENTER = 5
+MIN_WHITEN = 10
+
+
+def postprocess_plan(n: int, center: bool = True, whiten: bool = False):
+    """(center, whiten, note): what a collection of ``n`` texts is put through, given what was
+    asked; ``note`` (one line, or None) says what was skipped because ``n`` is too small."""
+    if whiten and n < MIN_WHITEN:
+        note = (f"not whitened: {n} text{'' if n == 1 else 's'} (whitening is fitted on "
+                f"{MIN_WHITEN} or more)")
+        if center and n < MIN_CENTER:
+            note = f"not centred or whitened: {n} text{'' if n == 1 else 's'} (centring needs {MIN_CENTER} or more)"
+        return center and n >= MIN_CENTER, False, note
+    if center and n < MIN_CENTER:
+        return False, whiten, (f"not centred: {n} text{'' if n == 1 else 's'} (centring on the "
+                               f"collection's mean needs {MIN_CENTER} or more)")
+    return center, whiten, None
+
+
+def count_unknown_texts(tokenizer, texts) -> int:
+    """How many of ``texts`` have no token the tokenizer knows (all ``<unk>``, or empty): they
+    embed as the model's state for ``<unk>`` alone (or as the zero vector)."""
+    return sum(1 for t in texts if not _knows_a_token(tokenizer, t))
+
+
+def _knows_a_token(tokenizer, text: str) -> bool:
+    ids = tokenizer.encode(text)
+    words = ids[:, 0] if ids.ndim == 2 else ids   # subword rows: their word ids
+    return bool(words.size) and not np.all(words == UNK_ID)
 
 
 def embed_collection(model, tokenizer, texts, *, pool: str = "mean", normalize: bool = True,
                      center: bool = True, whiten: bool = False):
     """(vectors (N, H'), post): the texts' vectors with centring/whitening fitted on them and
-    applied (``post`` is None when neither is asked for)."""
+    applied (``post`` is None when neither is asked for). A collection too small for them is
+    left as it is (see :func:`postprocess_plan`, whose note says so)."""
     if not texts:
         raise ValueError("the collection is empty: nothing to embed")
+    center, whiten, _ = postprocess_plan(len(texts), center, whiten)
     raw = embed_texts(model, tokenizer, texts, pool=pool, normalize=normalize)
     post = fit_postprocess(raw, whiten=whiten) if (center or whiten) else None
     if post is not None and not center:
@@ -69,12 +102,15 @@ class Collection:
         return cls(vecs, texts, model, tokenizer, pool=pool, normalize=True, post=post, fitted=fitted)
 
     def embed_query(self, query: str) -> np.ndarray:
-        ids = self.tokenizer.encode(query)
-        words = ids[:, 0] if ids.ndim == 2 else ids   # subword rows: their word ids
-        if words.size == 0 or np.all(words == UNK_ID):
+        if not _knows_a_token(self.tokenizer, query):
             raise ValueError(f"the query {query[:40]!r} has no token the model knows: nothing to embed")
         raw = embed_texts(self.model, self.tokenizer, [query], pool=self.pool, normalize=self.normalize)
-        return apply_postprocess(raw, self.post, True)[0]
+        q = apply_postprocess(raw, self.post, True)[0]
+        if q.size != self.vectors.shape[1]:
+            raise ValueError(f"the model embeds the query as {q.size} numbers but the stored vectors "
+                             f"have {self.vectors.shape[1]}: they were not made by this model; run "
+                             "`bptt embed` again")
+        return q
 
     def dense(self, q: np.ndarray, m: int):
         """(ids, cosines) of the m nearest vectors, best first: the index if any, else exact."""

@@ -29,7 +29,7 @@ import zlib
 import numpy as np
 
 __all__ = ["DataError", "UNK_ID", "UNK_TOKEN", "UNK_TEXT", "CharTokenizer", "WordTokenizer",
-           "SubwordTokenizer", "WORD_PATTERN", "TOKENIZERS", "oov_bucket", "fit_tokenizer", "tokenizer_from_dict", "builtin_corpus",
+           "SubwordTokenizer", "WORD_PATTERN", "TOKENIZERS", "oov_bucket", "count_unknown", "fit_tokenizer", "tokenizer_from_dict", "builtin_corpus",
            "BUILTIN_CORPUS_BYTES", "read_text_files", "load_corpus", "split_train_val",
            "StreamBatcher", "Batch"]
 
@@ -412,6 +412,19 @@ TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
 _DESCRIBED = {**TOKENIZERS, "subword": SubwordTokenizer}   # what a checkpoint may hold
 
 
+def count_unknown(tokenizer, ids) -> int:
+    """How many of ``ids`` (from ``tokenizer.encode``) stand for a symbol the tokenizer never saw:
+    ``<unk>`` (id 0) or, for a word tokenizer with ``oov_buckets``, one of its buckets. Subword
+    rows (N, 1 + K) count by their word id."""
+    a = np.asarray(ids)
+    if a.ndim == 2:
+        a = a[:, 0]
+    unknown = a == UNK_ID
+    if getattr(tokenizer, "oov_buckets", 0):
+        unknown |= a > len(tokenizer.vocab)
+    return int(unknown.sum())
+
+
 def _describe(d) -> str:
     if isinstance(d, dict):
         return "a dict with keys " + ", ".join(repr(k) for k in d)
@@ -697,6 +710,15 @@ class StreamBatcher:
         for k in range(self.num_chunks):
             x, y = self.chunk(k)
             yield Batch(x, y, k == 0, self.epoch, k)
+
+    def remainder(self):
+        """``(x, y)`` (B, S mod T) of the streams' last tokens, which no chunk covers, or None
+        when S is a multiple of T: what scoring the whole text adds after the last chunk."""
+        r = self.stream_len - self.num_chunks * self.seq_len
+        if r == 0:
+            return None
+        s = slice(self.stream_len - r, self.stream_len)
+        return np.ascontiguousarray(self._x[:, s]), np.ascontiguousarray(self._y[:, s])
 
     def __len__(self) -> int:
         return self.num_chunks

@@ -18,9 +18,16 @@ from .model import LanguageModel
 
 
 def _softmax_sample(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int:
-    z = logits.astype(np.float64) / temperature
+    with np.errstate(over="ignore"):
+        z = logits.astype(np.float64) / temperature
     if z.size > 1:
         z[UNK_ID] = -np.inf  # <unk> stands for any unseen symbol: it has no text to write
+    if not np.isfinite(z.max()):
+        # so small a temperature that logit / T overflows: take its limit, the likeliest token
+        best = logits.astype(np.float64)
+        if best.size > 1:
+            best[UNK_ID] = -np.inf
+        return int(np.argmax(best))
     if top_k is not None and top_k < z.size:
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
@@ -46,10 +53,11 @@ def sample(model: LanguageModel, tokenizer, *, length: int = 500, temperature: f
         raise ValueError(f"top_k must be at least 1, got {top_k!r}")
     ids = tokenizer.encode(prime, strict=True) if prime else np.zeros(0, np.int64)
     # Checked above, before the first token: a bad prime fails at the call, not mid-stream.
-    return _generate(model, tokenizer, ids, length, temperature, top_k, np.random.default_rng(seed))
+    return _generate(model, tokenizer, ids, length, temperature, top_k, np.random.default_rng(seed),
+                     prime_ends_in_space=prime[-1:].isspace())
 
 
-def _generate(model, tokenizer, ids, length, temperature, top_k, rng):
+def _generate(model, tokenizer, ids, length, temperature, top_k, rng, prime_ends_in_space=False):
     state = None
     if ids.size:
         logits, state = model.forward(ids.reshape(1, -1), state)
@@ -60,17 +68,17 @@ def _generate(model, tokenizer, ids, length, temperature, top_k, rng):
         logits, state = model.forward(start.reshape(1, -1)[:, :1], state)
         last = logits[0, -1]
     nxt = np.zeros((1, 1), np.int64)
-    made: list[int] = []
-    text_so_far = ""
+    prev = [int(ids[-1])] if ids.size else []   # the token before: it decides the space between
     for _ in range(length):
         tok = _softmax_sample(last, temperature, top_k, rng)
         if tokenizer.kind == "char":
             yield tokenizer.decode([tok])
-        else:  # words: decode the whole tail so the spacing between words comes out right
-            made.append(tok)
-            text = tokenizer.decode(made)
-            yield text[len(text_so_far):]
-            text_so_far = text
+        else:  # words: the space before a word depends on the one before it (decode is prefix-stable)
+            piece = tokenizer.decode(prev + [tok])[len(tokenizer.decode(prev)):]
+            if prime_ends_in_space:   # the prime's own space stands in for it
+                piece, prime_ends_in_space = piece.lstrip(" "), False
+            yield piece
+            prev = [tok]
         nxt[0, 0] = tok
         logits, state = model.forward(nxt, state)
         last = logits[0, -1]
@@ -198,6 +206,8 @@ def load_vectors(path):
     bad = f"{path}: not a vectors file written by `bptt embed`"
     try:
         if path.endswith(".npy"):
+            if not os.path.exists(path):
+                raise ValueError(f"{path}: no such vectors file")
             if not os.path.exists(path + ".json"):
                 raise ValueError(f"{path}: its texts file {path}.json is missing")
             vecs = np.load(path, allow_pickle=False)
@@ -218,6 +228,13 @@ def load_vectors(path):
         raise ValueError(bad)
     if vecs.ndim != 2 or len(texts) != vecs.shape[0] or vecs.shape[0] == 0:
         raise ValueError(f"{path}: vectors and texts do not match or are empty")
+    width = vecs.shape[1]
+    center, whiten = meta.get("center"), meta.get("whiten")
+    if (meta.get("dim", width) != width or (center is not None and np.shape(center) != (width,))
+            or (whiten is not None and np.shape(whiten) != (width, width))):
+        raise ValueError(f"{path}: the vectors are {width} wide but its metadata describes "
+                         f"{meta.get('dim', np.shape(center)[0] if center is not None else '?')}: "
+                         "the files do not belong together; run `bptt embed` again")
     return vecs.astype(np.float32), texts, meta
 
 

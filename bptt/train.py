@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import SavedConfig
-from .checkpoint import CheckpointError, _check_required, load_checkpoint, save_checkpoint
-from .data import StreamBatcher, fit_tokenizer, load_corpus, split_train_val, tokenizer_from_dict
+from .checkpoint import CheckpointError, _check_required, check_output_folder, load_checkpoint, save_checkpoint
+from .data import DataError, StreamBatcher, fit_tokenizer, load_corpus, split_train_val, tokenizer_from_dict
 from .model import CELLS, LanguageModel, LMConfig
 from .optim import clip_grad_norm, clip_grad_value, make_optimizer, make_schedule
 
@@ -142,6 +142,24 @@ class TrainConfig(SavedConfig):
     dtype: str = "float32"
     sources: list = field(default_factory=list)
 
+    # The options of `bptt train` that a resumed run keeps (--steps, --epochs, --minutes may change).
+    RESUME_FIXED = ("cell", "hidden", "layers", "embed_dim", "dropout", "tokenizer", "max_vocab", "seq_len",
+                    "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup",
+                    "lr_step_size", "lr_gamma", "clip", "clip_value", "val_every", "val_tokens", "seed",
+                    "dtype")
+
+    def as_options(self) -> dict:
+        """The run's fixed options as `bptt train` takes them (its click parameter names and value
+        types): what ``--resume`` compares the command line against. A default that depends on
+        another option is resolved (weight decay: 0, or 0.01 for adamw), and no clipping is
+        ``--clip 0``."""
+        opts = {k: getattr(self, k) for k in self.RESUME_FIXED}
+        if opts["weight_decay"] is None:
+            opts["weight_decay"] = 0.01 if self.optimizer == "adamw" else 0.0
+        if not opts["clip"]:
+            opts["clip"] = 0.0
+        return opts
+
     def validate(self):
         def pos(name, allow_none=False):
             v = getattr(self, name)
@@ -183,9 +201,14 @@ def metrics_summary(nats: float, tokenizer_kind: str) -> dict:
 
 
 def evaluate(model: LanguageModel, ids: np.ndarray, *, batch_size: int, seq_len: int,
-             max_tokens: int | None = None) -> float:
+             max_tokens: int | None = None, whole: bool = False) -> float:
     """Mean cross-entropy (nats/token) of ``model`` over ``ids``, read as B streams with the hidden
-    state carried across chunks, exactly as in training. At most ``max_tokens`` are used."""
+    state carried across chunks, exactly as in training. At most ``max_tokens`` are used.
+
+    The chunks cover B·T·⌊S/T⌋ of the N − 1 targets (validation during training scores those).
+    ``whole`` scores every target: each stream's last S mod T tokens as one shorter chunk, then
+    the N − 1 − B·S after the last stream as its continuation (from its final state), so every
+    token after the first is predicted exactly once, with its full left context in its stream."""
     if max_tokens is not None and ids.size > max_tokens + 1:
         ids = ids[:max_tokens + 1]
     B = max(1, min(batch_size, (ids.size - 1) // seq_len))
@@ -198,6 +221,20 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, batch_size: int, seq_len:
         loss, n, state = model.loss(batch.x, batch.y, state)
         total += loss * n
         count += n
+    if whole:
+        rest = batcher.remainder()
+        if rest is not None:
+            loss, n, state = model.loss(rest[0], rest[1], state)
+            total += loss * n
+            count += n
+        end = B * batcher.stream_len   # the last stream's last input is ids[end - 1]
+        if end < ids.size - 1:
+            row = lambda a: np.ascontiguousarray(a[:, -1:])   # (L, 1, H): stream B-1's state
+            last = tuple(row(a) for a in state) if isinstance(state, tuple) else row(state)
+            x, y = ids[end:-1].reshape(1, -1), ids[end + 1:].reshape(1, -1)
+            loss, n, _ = model.loss(np.ascontiguousarray(x), np.ascontiguousarray(y), last)
+            total += loss * n
+            count += n
     return total / count
 
 
@@ -231,8 +268,14 @@ class Trainer:
             self.tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
         ids = self.tokenizer.encode(text)
         self.fingerprint = corpus_fingerprint(ids)
-        self.train_ids, self.val_ids = split_train_val(ids, config.val_fraction,
-                                                       min_tokens=config.seq_len + 1)
+        try:
+            self.train_ids, self.val_ids = split_train_val(ids, config.val_fraction,
+                                                           min_tokens=config.seq_len + 1)
+        except ValueError:   # its advice (a larger val_fraction) is no option of `bptt train`
+            raise DataError(f"the text has {ids.size:,} tokens, too few for a training and a "
+                            f"{config.val_fraction:.0%} validation part of at least --seq-len + 1 = "
+                            f"{config.seq_len + 1} tokens each (about {self._min_tokens():,} tokens in "
+                            "all): use more text or a smaller --seq-len") from None
         self.batcher = StreamBatcher(self.train_ids, config.batch_size, config.seq_len)
         self.model_config = LMConfig(vocab_size=self.tokenizer.vocab_size, cell=config.cell,
                                      hidden=config.hidden, layers=config.layers,
@@ -266,19 +309,45 @@ class Trainer:
         if (out / CHECKPOINT_NAME).exists():
             raise TrainingError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                                 f"or choose another --out folder")
+        check_output_folder(out)
         return cls(config, out, text)
 
     @classmethod
-    def resume(cls, out_dir, *, steps=None, epochs=None, minutes=None, text: str | None = None):
+    def resume(cls, out_dir, *, steps=None, epochs=None, minutes=None, text: str | None = None,
+               check_config=None):
+        """The run in ``out_dir``, to continue up to ``steps`` (or ``epochs``; None: its own).
+        ``check_config(config)``, if given, sees the saved :class:`TrainConfig` first (the CLI
+        refuses changed options there). TrainingError if the run is already past ``steps``."""
         out = Path(out_dir)
         ckpt = load_lm_checkpoint(out / CHECKPOINT_NAME, required=RESUME_KEYS)
         config = TrainConfig.from_dict(ckpt["config"])
+        if check_config is not None:
+            check_config(config)
         if steps is not None or epochs is not None:
             config.steps, config.epochs = steps, epochs
         config.minutes = minutes
         if text is None:
-            text = load_corpus(config.sources or None)
-        return cls(config, out, text, checkpoint=ckpt)
+            try:
+                text = load_corpus(config.sources or None)
+            except DataError as e:
+                raise DataError(f"cannot read the text this run recorded ({', '.join(config.sources)}, "
+                                f"paths as given when it started): {e}; pass the text files to resume "
+                                f"with: bptt train FILE ... --resume --out {out}") from None
+        trainer = cls(config, out, text, checkpoint=ckpt)
+        if trainer.step > trainer.total_steps:
+            what = f"--steps {steps}" if steps is not None and trainer.total_steps == steps else \
+                f"its {trainer.total_steps} steps"
+            raise TrainingError(f"{out} is already at step {trainer.step}, past {what}: give a larger "
+                                "--steps (a total, not a number of more steps)")
+        return trainer
+
+    def _min_tokens(self) -> int:
+        """The fewest tokens the split accepts at this --seq-len (both parts need T + 1)."""
+        need = self.config.seq_len + 1
+        n = need
+        while not (n - round(n * self.config.val_fraction) >= need and round(n * self.config.val_fraction) >= need):
+            n += 1
+        return n
 
     def _total_steps(self) -> int:
         c = self.config
@@ -431,20 +500,30 @@ class Trainer:
                          "path": str(path)})
 
 
-def load_model(path):
+def load_model(path, command: str | None = None):
     """A trained :class:`LanguageModel` and its tokenizer from a checkpoint file (or run folder);
     for a text classifier's checkpoint (``bptt fit --text``), its :class:`~bptt.sequence.SequenceModel`
-    (the best weights, for a run folder), whose ``pooled`` state ``embed_texts`` uses."""
+    (the best weights, for a run folder), whose ``pooled`` state ``embed_texts`` uses.
+
+    With ``command`` (``"sample"``, ``"eval"``: what needs next-token predictions) a text
+    classifier's checkpoint is a CheckpointError naming it, instead."""
     path = folder = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     ckpt = load_checkpoint(path)
+    if ckpt.get("kind") == "text" and command:
+        raise CheckpointError(f"{folder}: a text-classifier checkpoint of `bptt fit`, which `bptt {command}` "
+                              "cannot use (it predicts labels, not the next token); give a language "
+                              "model of `bptt train` (a classifier can `bptt embed` and `bptt search`)")
     if ckpt.get("kind") == "text":   # a text classifier of `bptt fit --text`: its pooled encoder state
         from .fitting import load_fit_checkpoint, model_from_checkpoint
         from .sequence import text_encoder_from_dict
         ckpt, path = load_fit_checkpoint(folder)   # a run folder: its best.bptt
         return model_from_checkpoint(ckpt, path), text_encoder_from_dict(ckpt["encoder"]).tokenizer, ckpt
     if ckpt.get("kind") != "lm":
+        if command:
+            raise CheckpointError(f"{path}: not a language-model checkpoint of `bptt train`, which "
+                                  f"`bptt {command}` needs")
         raise CheckpointError(f"{path}: not a language-model or text-classifier checkpoint")
     _check_required(str(path), ckpt, MODEL_KEYS)
     try:

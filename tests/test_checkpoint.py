@@ -307,3 +307,41 @@ def test_load_params_checks_every_name_before_copying():
     copy = copy_params(params)
     copy["a"][0] = 5.0
     assert params["a"][0] == 1.0
+
+
+def test_flipped_byte_in_the_zip_directory_is_corrupt(tmp_path):
+    """A bit flip in the end-of-archive record (the offset of the zip directory, b[-5]) sends the
+    reader to a bad offset: a corrupt file, not an I/O error. Flips the reader ignores (entry
+    counts, the comment length) still load the exact payload, which the checksum vouches for."""
+    p, q = tmp_path / "c.ckpt", tmp_path / "flipped.ckpt"
+    save_checkpoint(p, payload())
+    data = p.read_bytes()
+    for back in range(1, 23):
+        flipped = bytearray(data)
+        flipped[-back] ^= 1
+        q.write_bytes(bytes(flipped))
+        try:
+            assert_same(load_checkpoint(q), payload())
+        except CheckpointError:
+            msg = load_error(q)
+            assert "truncated or corrupt" in msg or "not a bptt checkpoint" in msg, (back, msg)
+    flipped = bytearray(data)
+    flipped[-5] ^= 1
+    q.write_bytes(bytes(flipped))
+    assert "truncated or corrupt" in load_error(q)
+
+
+def test_output_locations_are_checked_before_the_work(tmp_path):
+    from bptt.checkpoint import check_output_file, check_output_folder
+    f = tmp_path / "afile"
+    f.write_text("x")
+    check_output_folder(tmp_path / "new" / "deeper")          # can be made: fine
+    check_output_file(tmp_path / "v.npy")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_folder(f / "sub")
+    with pytest.raises(ValueError, match="does not exist"):
+        check_output_file(tmp_path / "nodir" / "v.npy")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_file(f / "v.npy")
+    with pytest.raises(ValueError, match="is a folder"):
+        check_output_file(tmp_path)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bptt.data import (UNK_ID, UNK_TEXT, Batch, CharTokenizer, DataError, StreamBatcher, WordTokenizer,
-                       builtin_corpus, fit_tokenizer, load_corpus, read_text_files, split_train_val,
-                       tokenizer_from_dict)
+                       builtin_corpus, count_unknown, fit_tokenizer, load_corpus, read_text_files,
+                       split_train_val, tokenizer_from_dict)
 
 
 # -- CharTokenizer ------------------------------------------------------------------------------
@@ -290,3 +290,21 @@ def test_batcher_too_short_corpus_says_how_many_tokens():
         StreamBatcher(np.arange(41), 4, 0)
     with pytest.raises(ValueError, match="integer token ids"):
         StreamBatcher(np.linspace(0, 1, 100), 2, 3)
+
+
+def test_batcher_remainder_is_the_streams_uncovered_tail():
+    ids = np.arange(24)                      # S = 23 // 2 = 11, T = 4: 2 chunks, 3 left per stream
+    b = StreamBatcher(ids, 2, 4)
+    x, y = b.remainder()
+    assert np.array_equal(x, [[8, 9, 10], [19, 20, 21]]) and np.array_equal(y, x + 1)
+    assert StreamBatcher(np.arange(17), 2, 4).remainder() is None   # S = 8: whole chunks
+
+
+def test_count_unknown_counts_unk_and_buckets():
+    c = CharTokenizer.fit("abc")
+    assert count_unknown(c, c.encode("abxyc")) == 2
+    w = WordTokenizer.fit("the cat sat", oov_buckets=4)
+    assert count_unknown(w, w.encode("the dog sat on it")) == 3
+    w0 = WordTokenizer.fit("the cat sat")
+    assert count_unknown(w0, w0.encode("the dog")) == 1
+

@@ -471,3 +471,170 @@ def test_stack_models_refuse_a_bad_config(bad, match):
     for Model, Config in ((LanguageModel, LMConfig), (Encoder, EncoderConfig)):
         with pytest.raises(ValueError, match=match):
             Model(Config(**{"vocab_size": 5, "hidden": 4, "embed_dim": 3, **bad}))
+
+
+# -- robustness: what the audit found -----------------------------------------------------------
+
+def test_sample_and_eval_refuse_a_text_classifier_checkpoint(tmp_path):
+    """A `bptt fit --text` checkpoint has no next-token head: one line naming what it is."""
+    rows = ["text,label"] + [f"{'good fine' if i % 2 else 'bad poor'} the item {i % 3},{'pos' if i % 2 else 'neg'}"
+                             for i in range(16)]
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "rev"
+    r = run("fit", tmp_path / "r.csv", "--text", "text", "--target", "label", "--tokenizer", "word",
+            "--epochs", 1, "--hidden", 4, "--rnn-hidden", 4, "--embed-dim", 3, "--out", out)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "t.txt").write_text("the good item\n")
+    for args in (["sample", out], ["eval", out, tmp_path / "t.txt"], ["sample", out / BEST_NAME]):
+        one_line_error(run(*args), "text-classifier checkpoint of `bptt fit`", f"`bptt {args[0]}`", "embed")
+    assert run("embed", out, tmp_path / "t.txt", "--out", tmp_path / "v.npy").exit_code == 0
+
+
+def test_plot_a_run_without_val_loss_and_bad_lines(tmp_path):
+    """A contrastive run validates with retrieval metrics, not a loss: they are plotted; a line
+    that is not a JSON object is a one-line error."""
+    pytest.importorskip("matplotlib")
+    run_dir = tmp_path / "c"
+    run_dir.mkdir()
+    recs = [{"step": s, "loss": 1.5 / s, "grad_norm": 1.0} for s in range(1, 7)]
+    recs += [{"step": 3, "val_recall@1": 0.1, "val_mrr": 0.2, "val_lexical": "bm25"},
+             {"step": 6, "val_recall@1": 0.2, "val_mrr": 0.3, "val_lexical": "bm25"}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    r = run("plot", run_dir, "--out", tmp_path / "c.png")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write("[1, 2, 3]\n")
+    one_line_error(run("plot", run_dir, "--out", tmp_path / "d.png"), "line 9", "not a metrics record")
+    one_line_error(run("plot", run_dir, "--out", tmp_path / "nodir" / "d.png"), "does not exist")
+
+
+def test_embed_and_search_do_not_centre_a_tiny_collection(trained, tmp_path):
+    """One text centred on itself is the zero vector, two become v and -v: too few are left as
+    they are, with a note."""
+    one = tmp_path / "one.txt"
+    one.write_text("the cat sat\n")
+    r = run("embed", trained / "run", one, "--out", tmp_path / "one.npy")
+    assert r.exit_code == 0, r.output
+    assert "not centred" in r.output and "wrote 1 vector of size 16" in r.output
+    v = np.load(tmp_path / "one.npy")
+    assert abs(np.linalg.norm(v[0]) - 1) < 1e-5
+    two = tmp_path / "two.txt"
+    two.write_text("the cat sat\nbirds sang in trees\n")
+    r = run("embed", trained / "run", two, "--out", tmp_path / "two.npy", "--whiten")
+    assert r.exit_code == 0 and "not centred or whitened" in r.output, r.output
+    v = np.load(tmp_path / "two.npy")
+    assert not np.allclose(v[0], -v[1], atol=1e-4)
+    r = run("search", trained / "run", "the cat", "--in", one)
+    assert r.exit_code == 0, r.output
+    assert float(r.output.splitlines()[-1].split()[1]) > 0.1
+    r = run("embed", trained / "run", trained / "tiny.txt", "--out", tmp_path / "all.npy", "--whiten")
+    assert r.exit_code == 0 and "note" not in r.output, r.output
+
+
+def test_eval_scores_every_token_exactly(tmp_path):
+    """Whole T-chunks of B streams leave a tail; ``whole`` scores it too: the same as running each
+    stream alone, the last one to the end of the text."""
+    from bptt.train import evaluate
+    m = LanguageModel(LMConfig(vocab_size=7, cell="gru", hidden=5, layers=2, embed_dim=4, dtype="float64", seed=1))
+    ids = np.random.default_rng(0).integers(0, 7, 103)
+    B, T = 3, 5
+    S = (ids.size - 1) // B
+    total = 0.0
+    for b in range(B):
+        end = (b + 1) * S if b < B - 1 else ids.size - 1
+        loss, n, _ = m.loss(ids[b * S:end].reshape(1, -1), ids[b * S + 1:end + 1].reshape(1, -1))
+        total += loss * n
+    assert evaluate(m, ids, batch_size=B, seq_len=T, whole=True) == pytest.approx(total / (ids.size - 1), rel=1e-12)
+    assert evaluate(m, ids, batch_size=B, seq_len=T) != pytest.approx(total / (ids.size - 1), rel=1e-12)
+
+
+def test_eval_reports_scored_and_unseen_tokens(trained, tmp_path):
+    t = tmp_path / "t.txt"
+    t.write_text("the cat sat on a mat QQQ\n" * 7)        # 175 characters, 21 of them unseen
+    r = run("eval", trained / "run", t)
+    assert r.exit_code == 0, r.output
+    assert "tokens: 175 (174 scored" in r.output
+    assert "unseen characters: 21 of 175 (12.00%)" in r.output
+    r = run("embed", trained / "run", t, trained / "tiny.txt", "--out", tmp_path / "v.npy")
+    assert r.exit_code == 0 and "note" not in r.output, r.output
+    (tmp_path / "u.txt").write_text("QQQ\nthe cat\n€€\n")
+    r = run("embed", trained / "run", tmp_path / "u.txt", "--out", tmp_path / "v.npy")
+    assert r.exit_code == 0 and "2 of 3 texts have no token the model knows" in r.output, r.output
+
+
+def test_word_sample_puts_a_space_after_the_prime():
+    from bptt.data import WordTokenizer
+    tok = WordTokenizer.fit("the cat sat on the mat .")
+    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, hidden=4, embed_dim=3))
+    model.parameters()["head.bias"][tok.encode("cat")[0]] = 50.0   # "cat" wins every draw
+    assert "".join(sample(model, tok, length=2, prime="the")) == " cat cat"
+    assert "".join(sample(model, tok, length=2, prime="the ")) == "cat cat"
+    assert "".join(sample(model, tok, length=2)) == "cat cat"
+    model.parameters()["head.bias"][tok.encode(".")[0]] = 100.0
+    assert "".join(sample(model, tok, length=1, prime="the")) == "."
+
+
+def test_resume_refuses_changed_options_and_a_passed_step(corpus, tmp_path):
+    out = tmp_path / "r"
+    args = [corpus, *TINY_ARGS, "--steps", 5, "--out", out]
+    assert run("train", *args).exit_code == 0
+    before = (out / CHECKPOINT_NAME).read_bytes()
+    line = one_line_error(run("train", corpus, "--hidden", 32, "--cell", "gru", "--lr", 0.5, "--optimizer",
+                              "sgd", "--batch-size", 8, "--steps", 10, "--out", out, "--resume"))
+    for opt in ("--hidden 32 (the run's: 16)", "--cell gru", "--lr 0.5", "--optimizer sgd", "--batch-size 8"):
+        assert opt in line, line
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+    one_line_error(run("train", corpus, "--clip", 0, "--steps", 6, "--out", out, "--resume"), "--clip")
+    assert "past --steps 3" in one_line_error(run("train", *args[:-4], "--steps", 3, "--out", out, "--resume"))
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
+    r = run("train", *args, "--resume")                    # the same command again: nothing to do
+    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    r = run("train", *args[:-4], "--steps", 7, "--out", out, "--resume", "--clip", 1, "--weight-decay", 0)
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out / CHECKPOINT_NAME)["step"] == 7
+
+
+def test_perplexity_of_a_diverged_model_is_readable(trained, tmp_path):
+    payload = load_checkpoint(trained / "run" / CHECKPOINT_NAME)
+    payload["model"]["head.weight"] = payload["model"]["head.weight"] * 1e4
+    save_checkpoint(tmp_path / "big.bptt", payload)
+    r = run("eval", tmp_path / "big.bptt", trained / "tiny.txt")
+    assert r.exit_code == 0, r.output
+    ppl = r.output.split("perplexity: ")[1].split()[0]
+    assert ppl == "inf" or "e+" in ppl, ppl
+
+
+def test_tiny_temperature_is_greedy(trained):
+    r = run("sample", trained / "run", "--length", 30, "--temperature", "1e-310")
+    assert r.exit_code == 0 and "Error" not in r.output, r.output
+    assert r.output == run("sample", trained / "run", "--length", 30, "--top-k", 1).output
+    assert "--top-k 1" in run("sample", "--help").output
+
+
+def test_messages_name_the_real_problem(corpus, tmp_path, monkeypatch):
+    short = tmp_path / "short.txt"
+    short.write_text("just a single line of fifty characters, or so....\n")
+    line = one_line_error(run("train", short, "--out", tmp_path / "s"))
+    assert "--seq-len" in line and "val_fraction" not in line
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = run("train", corpus, *TINY_ARGS, "--steps", 2, "--out", f / "sub")
+    assert "is a file, not a folder" in one_line_error(r) and "training a" not in r.output
+    one_line_error(run("embed", tmp_path / "nowhere", corpus, "--out", tmp_path / "nodir" / "v.npy"),
+                   "does not exist")
+    assert "no such vectors file" in one_line_error(run("search", tmp_path / "none.npy", "x"))
+    # a run's text recorded by a relative path, resumed from another folder
+    monkeypatch.chdir(corpus.parent)
+    assert run("train", corpus.name, *TINY_ARGS, "--steps", 2, "--out", "rel").exit_code == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    one_line_error(run("train", "--steps", 3, "--out", tmp_path / "rel", "--resume"),
+                   "the text this run recorded", "pass the text files")
+
+
+def test_vectors_wider_than_their_metadata_are_one_line(trained, tmp_path):
+    v = tmp_path / "v.npy"
+    assert run("embed", trained / "run", trained / "tiny.txt", "--out", v).exit_code == 0
+    np.save(v, np.ones((len(np.load(v)), 8), np.float32))
+    one_line_error(run("search", v, "the cat"), "8 wide", "run `bptt embed` again")
