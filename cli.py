@@ -57,7 +57,8 @@ def main(threads, kernels):
                    "(an LSTM over a window and its head).")
 @click.option("--activation", default="tanh", show_default=True,
               help="identity, relu, tanh, sigmoid, gelu (exact), gelu_tanh or gelu_sigmoid; "
-                   "for rnn: tanh, relu or identity; ignored by lstm and gru.")
+                   "for rnn: tanh, relu or identity; table-* and text: of the hidden layers (not identity); "
+                   "lstm, gru, dropout and forecaster have fixed nonlinearities and refuse it.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Finite differences need float64; float32 is up-cast, with a note.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, inputs and the sample.")
@@ -74,7 +75,8 @@ def main(threads, kernels):
 @click.option("--explain", is_flag=True, default=False,
               help="Also show two checked entries of each tensor worked out: θ ± ε, the two losses, "
                    "the numeric and analytic values and their relative error.")
-def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks,
+@click.pass_context
+def gradcheck(ctx, model, activation, dtype, seed, batch, hidden, layers, bidirectional, seq_len, max_checks,
               explain):
     """Check hand-written gradients against central finite differences.
 
@@ -82,8 +84,11 @@ def gradcheck(model, activation, dtype, seed, batch, hidden, layers, bidirection
     for lstm, c0, with non-zero random initial states): entries checked, the maximum absolute and
     relative error, and pass/fail. Exits with status 1 if any row fails.
     """
-    from bptt.checks import build_problem
+    from click.core import ParameterSource
+    from bptt.checks import IGNORE_ACTIVATION, build_problem
     from bptt.finitediff import gradcheck as run_check
+    if model in IGNORE_ACTIVATION and ctx.get_parameter_source("activation") is not ParameterSource.DEFAULT:
+        _fail(f"--activation does not apply to --model {model}: its nonlinearities are fixed", 2)
     if dtype == "float32":
         click.echo("note: gradcheck runs in float64 (float32 rounding swamps finite differences); up-casting.")
     if layers is None:

@@ -14,6 +14,18 @@ MODELS = ["dense", "mlp", "rnn", "lstm", "gru", "dropout", "table-regression", "
 RECURRENT = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 
+HIDDEN_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "gelu_sigmoid", "tanh", "sigmoid")
+IGNORE_ACTIVATION = ("lstm", "gru", "dropout", "forecaster")   # their nonlinearities are fixed
+
+
+def _hidden_activation(model: str, activation: str) -> str:
+    """The hidden layers' activation of the table and text models (the heads of `bptt fit`)."""
+    if activation not in HIDDEN_ACTIVATIONS:
+        raise ValueError(f"--model {model} takes an activation among {', '.join(HIDDEN_ACTIVATIONS)} for its "
+                         f"hidden layers; got {activation!r}")
+    return activation
+
+
 def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch: int = 3,
                   input_size: int = 5, hidden: int = 8, layers: int = 1, seq_len: int = 4,
                   bidirectional: bool = False):
@@ -49,7 +61,7 @@ def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch:
         from .tabular import TabularMLP
         task = model[len("table-"):]
         O = 3 if task == "multiclass" else 1
-        act = activation if activation in ("relu", "gelu", "gelu_tanh", "gelu_sigmoid", "tanh", "sigmoid") else "tanh"
+        act = _hidden_activation(model, activation)
         target = TabularMLP(input_size, [hidden] * max(layers, 1), O, task, activation=act, dropout=0.25,
                             dtype="float64", rng=rng)
         for d in target.drops:
@@ -64,7 +76,8 @@ def build_problem(model: str, *, activation: str = "tanh", seed: int = 0, batch:
         target = SequenceModel({"type": "sequence", "input": "ids", "vocab_size": 11, "embed_dim": input_size,
                                 "cell": "lstm", "rnn_hidden": hidden, "layers": layers,
                                 "bidirectional": bidirectional, "pool": "mean", "head_hidden": [hidden],
-                                "activation": "tanh", "dropout": 0.25, "out_features": 3,
+                                "activation": _hidden_activation(model, activation), "dropout": 0.25,
+                                "out_features": 3,
                                 "task": "multiclass", "dtype": "float64", "seed": seed})
         target.check_dropout_seed = seed
         lengths = np.maximum(1, seq_len - np.arange(batch) % seq_len)   # seq_len, seq_len - 1, ...: padded

@@ -110,3 +110,16 @@ def test_refuse_changed_options_names_each_differing_option_given():
     assert r.exit_code != 0
     msg = str(r.exception)
     assert "--hidden 32 (the run's: 16)" in msg and "--lr 0.5 (the run's: 0.001)" in msg
+
+
+def test_gradcheck_activation_is_used_or_refused():
+    runner = CliRunner()
+    # the text classifier's head takes the activation: relu and sigmoid check different models
+    outs = [runner.invoke(main, ["gradcheck", "--model", "text", "--activation", a]) for a in ("relu", "sigmoid")]
+    assert all(r.exit_code == 0 for r in outs), [r.output for r in outs]
+    assert outs[0].output.splitlines()[-3:] != outs[1].output.splitlines()[-3:]
+    for model in ("lstm", "dropout", "forecaster"):
+        r = runner.invoke(main, ["gradcheck", "--model", model, "--activation", "relu"])
+        assert r.exit_code == 2 and "does not apply to --model " + model in r.output, r.output
+    r = runner.invoke(main, ["gradcheck", "--model", "table-binary", "--activation", "identity"])
+    assert r.exit_code == 2 and "got 'identity'" in r.output and len(r.output.strip().splitlines()) == 1, r.output
