@@ -341,7 +341,7 @@ def test_blank_line_in_a_one_column_series_is_an_empty_cell(tmp_path):
 
 
 def test_json_report_has_no_infinity():
-    from bptt.commands.forecast import _finite
+    from bptt.commands.common import json_safe as _finite
     assert _finite({"a": [float("inf"), -float("inf"), float("nan"), 1.5], "b": 2}) == \
         {"a": [None, None, None, 1.5], "b": 2}
 

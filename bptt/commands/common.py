@@ -110,6 +110,18 @@ def echo_interrupted(summary: dict, out_dir) -> None:
     click.echo(f"interrupted: saved step {summary['step']}{where}; continue with --resume --out {out_dir}")
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float (an undefined R² or MASE, an overflowed metric) as None,
+    so that the file written is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _same(given, saved) -> bool:
     if isinstance(given, (list, tuple)) or isinstance(saved, (list, tuple)):
         if not isinstance(given, (list, tuple)) or not isinstance(saved, (list, tuple)) or len(given) != len(saved):

@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from .common import (CONTEXT, FiniteFloatRange, echo_interrupted, fail, refuse_changed_options, set_threads,
-                     training_errors, user_errors)
+from .common import (CONTEXT, FiniteFloatRange, echo_interrupted, fail, json_safe, refuse_changed_options,
+                     set_threads, training_errors, user_errors)
 
 # Per kind of job, the training defaults a user would expect (an option given wins).
 DEFAULTS = {
@@ -306,17 +306,6 @@ def _report(summary, result, out_dir):
         click.echo(confusion_text(result["labels"], result["confusion"]))
 
 
-def _finite(obj):
-    """``obj`` with every non-finite float (an undefined R²) as None: JSON has no NaN."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _write_json(json_path, summary, result, extra):
     doc = {**result, "stopped": summary["reason"], "steps": summary["step"],
            "best_step": summary["best_step"], "best_epoch": summary["best_epoch"],
@@ -325,7 +314,7 @@ def _write_json(json_path, summary, result, extra):
         doc["linear"] = extra["metrics"]
     try:
         with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(_finite(doc), f, indent=1, allow_nan=False)
+            json.dump(json_safe(doc), f, indent=1, allow_nan=False)
     except OSError as e:
         fail(f"cannot write {json_path}: {e.strerror or e}")
     click.echo(f"wrote {json_path}")

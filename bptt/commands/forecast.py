@@ -5,7 +5,7 @@ import math
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, fail, set_threads, training_errors
+from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, fail, json_safe, set_threads, training_errors
 
 
 def _fmt(v, width=8):
@@ -26,18 +26,6 @@ def _table(report) -> str:
                       for key, _ in cols)
     lines.append(f"{'mean':>4}  {cells}")
     return "\n".join(lines)
-
-
-def _finite(obj):
-    """The report with NaN (a MASE whose scale is 0) and ±inf as null, so that the file is
-    strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _g(v) -> str:
@@ -257,7 +245,7 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
     click.echo(_table(summary))
     if json_path:
         try:
-            Path(json_path).write_text(json.dumps(_finite(_json_report(summary, c, trainer.series)),
+            Path(json_path).write_text(json.dumps(json_safe(_json_report(summary, c, trainer.series)),
                                                   indent=2, allow_nan=False), encoding="utf-8")
         except OSError as e:
             fail(f"{json_path}: cannot write ({e.strerror or e})")
