@@ -231,6 +231,9 @@ def gradcheck(target, inputs: dict, *, seed: int = 0, eps: float = EPS, rtol: fl
     ``print(report)``). With ``explain`` = n, n of the checked entries of every tensor keep all
     their numbers (``report.entries``, printed by ``report.explain()``).
     """
+    for name, v in (("eps", eps), ("rtol", rtol), ("tiny", tiny)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
     inputs = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
     for name, p in target.parameters().items():
         _require_float64("parameter", name, p)

@@ -69,8 +69,9 @@ def from_torch(module):
         layer.load_state(state)
         return layer
     if isinstance(module, nn.Embedding):
-        if module.padding_idx is not None or module.max_norm is not None:
-            raise ValueError("Embedding with padding_idx or max_norm is not supported by bptt.Embedding")
+        if module.padding_idx is not None or module.max_norm is not None or module.scale_grad_by_freq:
+            raise ValueError("Embedding with padding_idx, max_norm or scale_grad_by_freq is not supported by "
+                             "bptt.Embedding")
         layer = Embedding(module.num_embeddings, module.embedding_dim, dtype=_np_dtype(module))
         layer.load_state(_state_of(module))
         return layer

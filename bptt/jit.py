@@ -392,8 +392,10 @@ def max_threads() -> int:
 def _parse_threads(value) -> int:
     try:
         n = int(value)
+        if isinstance(value, bool) or (isinstance(value, float) and n != value):
+            raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"threads must be a whole number between 1 and {max_threads()}, got {value!r}")
+        raise ValueError(f"threads must be a whole number between 1 and {max_threads()}, got {value!r}") from None
     if not 1 <= n <= max_threads():
         raise ValueError(f"threads must be between 1 and {max_threads()} (the cores Numba sees), got {n}")
     return n

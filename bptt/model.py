@@ -182,7 +182,7 @@ class LanguageModel(Parameterised):
         if self.drop is not None:
             self.drop.train(rng is not None)
             hs = self.drop.forward(hs, rng)
-        logits = self.head.forward(hs)
+        logits = self.head.run(hs, own_input=True, own_output=False)   # hs: the model's own array
         return logits, new_state
 
     def hidden_states(self, ids: np.ndarray, state=None):

@@ -629,8 +629,9 @@ class TabularMLP(Parameterised):
         """out (B, O) from features x (B, I)."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
         with serial_when(x.shape[0] * self._work < SERIAL_WORK):
-            for k, d in enumerate(self.dense):
-                x = d.forward(x)
+            last = len(self.dense) - 1
+            for k, d in enumerate(self.dense):   # copies for backward: the caller's x and the output only
+                x = d.run(x, own_input=k > 0, own_output=k < last)
                 if k < len(self.drops):
                     x = self.drops[k].forward(x, rng)
         return x

@@ -283,3 +283,91 @@ def test_transposed_forward_gives_the_same_bits(dtype, rng, monkeypatch):
     assert len(calls) == 1
     np.testing.assert_array_equal(swapped, plain)
     np.testing.assert_allclose(plain, x @ W.T + b, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+
+
+def test_read_only_arrays_are_taken():
+    """np.load(mmap_mode='r') or np.frombuffer give read-only arrays: the same results as writable ones."""
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    want = []
+    for ro in (False, True):
+        m = MLP([3, 5, 2], activation="tanh", seed=0)
+        xx, gg = x.copy(), g.copy()
+        xx.flags.writeable = gg.flags.writeable = not ro
+        y = m.forward(xx)
+        dx = m.backward(gg)
+        want.append((y, dx, m.grads["layers.0.weight"].copy()))
+    for a, b in zip(*want):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu", "identity"])
+def test_changing_input_or_output_in_place_before_backward_changes_nothing(activation):
+    """Backward reads the layer's own copies: ``y -= target`` (or x[...] = 0) between forward
+    and backward gives the gradients of the values forward saw."""
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((8, 3)), rng.uniform(size=(8, 2))
+
+    def grads(inplace, model):
+        xx = x.copy()
+        y = model.forward(xx)
+        if inplace:
+            y -= t
+            d = 2 * y / y.size
+            xx[...] = 0
+        else:
+            d = 2 * (y - t) / y.size
+        model.backward(d)
+        return {k: v.copy() for k, v in model.grads.items()}
+
+    for make in (lambda: MLP([3, 4, 2], activation="tanh", out_activation=activation, seed=0),
+                 lambda: Dense(3, 2, activation, seed=0)):
+        a, b = grads(False, make()), grads(True, make())
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+
+
+def test_dense_without_bias_has_no_bias_parameter():
+    d = Dense(3, 4, bias=False, seed=0)
+    assert sorted(d.state_dict()) == ["weight"] and sorted(d.grads) == ["weight"]
+    d.load_state({"weight": np.ones((4, 3))})
+    assert np.array_equal(d.forward(np.zeros((1, 3))), np.zeros((1, 4)))
+    d.backward(np.ones((1, 4)))
+
+
+def test_parameters_assigned_as_attributes_are_written_into_the_layer():
+    d = Dense(3, 1, seed=0)
+    d.weight = np.zeros((1, 3))
+    d.bias = np.zeros(1)
+    assert np.array_equal(d.forward(np.ones((1, 3))), np.zeros((1, 1)))
+    assert d.params["weight"] is d.weight
+    with pytest.raises(ValueError, match="shape"):
+        d.weight = np.zeros((2, 3))
+
+
+def test_load_state_is_all_or_nothing_and_refuses_non_numbers():
+    d = MLP([3, 4, 2], seed=0)
+    before = d.state_dict()
+    bad = {k: v + 1 for k, v in before.items()}
+    bad["layers.1.bias"] = np.full(2, "x")
+    with pytest.raises(ValueError, match="real numbers"):
+        d.load_state(bad)
+    bad["layers.1.bias"] = np.full(2, 1 + 2j)
+    with pytest.raises(ValueError, match="real numbers"):
+        d.load_state(bad)
+    for k in before:
+        assert np.array_equal(d.params[k], before[k]), k
+
+
+def test_cross_entropy_mask_and_ignore_index_are_checked():
+    z = np.random.default_rng(0).standard_normal((4, 5))
+    t = np.array([0, 1, 4, 2])
+    for mask in (np.array(["1", "0", "1", "1"]), np.array([1, 0, -1, 1]), np.array([1.0, np.nan, 1, 1])):
+        with pytest.raises(ValueError, match="mask must hold 0/1"):
+            softmax_cross_entropy(z, t, mask=mask)
+    with pytest.raises(ValueError, match="ignore_index must be an integer"):
+        softmax_cross_entropy(z, t, ignore_index="1")
+    with pytest.raises(ValueError, match=r"class ids in \[0, 5\), found 18446744073709551516"):
+        softmax_cross_entropy(z, np.array([0, 2 ** 64 - 100, 4, 2], np.uint64), ignore_index=-100)
+    L, _ = softmax_cross_entropy(z, t, mask=np.array([True, False, True, True]))
+    assert L == softmax_cross_entropy(z, t, mask=np.array([1.0, 0.0, 1.0, 1.0]))[0]

@@ -147,3 +147,14 @@ def test_train_command_takes_dropout(tmp_path):
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT_NAME)["config"]["dropout"] == 0.3
     r = CliRunner().invoke(main, ["train", str(tmp_path / "t.txt"), "--dropout", "1"])
     assert r.exit_code == 2 and "dropout" in r.output
+
+
+def test_small_api_mistakes_are_one_line_errors():
+    from bptt import Dense, gradcheck, jit
+    from bptt.layers.dropout import Dropout
+    with pytest.raises(ValueError, match="numpy Generator"):
+        Dropout(0.5).forward(np.ones((2, 2)), rng=0)
+    with pytest.raises(ValueError, match="whole number"):
+        jit.set_threads(1.7)
+    with pytest.raises(ValueError, match="eps must be a positive number"):
+        gradcheck(Dense(2, 2, seed=0), {"x": np.ones((1, 2))}, eps=0)

@@ -85,3 +85,12 @@ def test_parity_with_torch_embedding(rng):
         emb.backward(dout)
         np.testing.assert_array_equal(out, out_t.detach().numpy())
         np.testing.assert_allclose(emb.grads["weight"], m.weight.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_ids_changed_after_forward_do_not_move_the_gradient():
+    e = Embedding(6, 2, seed=0)
+    ids = np.array([[0, 1, 2]])
+    e.forward(ids)
+    ids[0, 0] = 5
+    e.backward(np.ones((1, 3, 2)))
+    assert np.array_equal(e.grads["weight"][0], [1.0, 1.0]) and not e.grads["weight"][5].any()

@@ -99,3 +99,8 @@ def test_unsupported_configurations_raise_value_error():
         from_torch(torch.nn.Conv1d(2, 2, 3))
     with pytest.raises(ValueError, match="float32 and float64"):
         from_torch(torch.nn.Linear(2, 2, dtype=torch.float16))
+
+
+def test_embedding_scaled_by_frequency_is_refused():
+    with pytest.raises(ValueError, match="scale_grad_by_freq"):
+        from_torch(torch.nn.Embedding(5, 2, scale_grad_by_freq=True))

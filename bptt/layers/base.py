@@ -53,6 +53,8 @@ def check_array(name: str, a, shape, dtype, *, what: str = "") -> np.ndarray:
             raise ValueError(f"{name} must have shape {_fmt_shape(shape)}{what}, got {_fmt_shape(a.shape)}")
     if a.dtype != dtype:
         raise ValueError(f"{name} must have dtype {np.dtype(dtype)} (the layer's dtype), got {a.dtype}")
+    if not a.flags.writeable:   # a memory map opened 'r', np.frombuffer: the kernels take writable arrays
+        return np.array(a, order="C")
     return np.ascontiguousarray(a)
 
 
@@ -95,9 +97,12 @@ def load_params(params: dict, state: dict, *, partial: bool = False) -> list[str
         v = np.asarray(state[name])
         if v.shape != p.shape:
             raise ValueError(f"parameter {name!r} must have shape {_fmt_shape(p.shape)}, got {_fmt_shape(v.shape)}")
+        if v.dtype.kind not in "biuf":
+            raise ValueError(f"parameter {name!r} must hold real numbers, got dtype {v.dtype}")
         names.append(name)
+    values = {name: np.asarray(state[name]).astype(params[name].dtype) for name in names}   # then copy: all or nothing
     for name in names:
-        params[name][...] = state[name]
+        params[name][...] = values[name]
     return names
 
 
@@ -154,6 +159,15 @@ class Layer(Parameterised):
         if params is not None and name in params:
             return params[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        # layer.weight = W writes into the parameter (shape checked), as load_state does: an
+        # attribute of that name would be a second array the kernels never see
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            load_params({name: params[name]}, {name: value})
+            return
+        object.__setattr__(self, name, value)
 
     # -- gradcheck interface ----------------------------------------------------------------
     # gradcheck calls check_forward(**inputs) -> tuple of float outputs, then

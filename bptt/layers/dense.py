@@ -5,11 +5,13 @@ import math
 
 import numpy as np
 
-from ..kernels.activations import activation_backward, activation_code, activation_forward, IDENTITY
+from ..kernels.activations import (activation_backward, activation_code, activation_forward, IDENTITY,
+                                   SIGMOID, TANH)
 from ..kernels.dense import dense_backward_input, dense_backward_params, dense_forward
 from .base import Layer, check_array, uniform
 
 INITS = ("torch", "xavier", "he")
+READS_OUTPUT = (TANH, SIGMOID)   # activations whose derivative backward computes from y = f(q)
 
 
 def init_linear(rng: np.random.Generator, out_features: int, in_features: int, init: str, dtype):
@@ -51,8 +53,12 @@ def _positive(name, v):
 class Dense(Layer):
     """y = act(x·Wᵀ + b), as ``torch.nn.Linear`` followed by an activation.
 
-    Parameters ``weight`` (O, I) and ``bias`` (O,). ``x`` may be (N, I) or (B, T, I): every leading
-    dimension is treated as a row. See :func:`init_linear` for the initialisations.
+    Parameters ``weight`` (O, I) and ``bias`` (O,) (no ``bias`` with ``bias=False``, as torch).
+    ``x`` may be (N, I) or (B, T, I): every leading dimension is treated as a row. See
+    :func:`init_linear` for the initialisations.
+
+    What backward needs is the layer's own: changing ``x`` or the returned output in place
+    between forward and backward (``y -= target``) does not change the gradients.
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str = "identity", *,
@@ -64,16 +70,28 @@ class Dense(Layer):
         self.code = activation_code(activation)
         W, b = init_linear(_rng(seed, rng), self.out_features, self.in_features, init, self.dtype)
         self.add_param("weight", W)
-        self.add_param("bias", b)
-        self.has_bias = bias
-        if not bias:
-            self.params["bias"].fill(0)
+        self.has_bias = bool(bias)
+        if self.has_bias:
+            self.add_param("bias", b)
+        else:   # the kernels add a bias: a zero one, no parameter (torch's state has no "bias")
+            self._zero_bias = np.zeros(self.out_features, self.dtype)
         self._cache = None
 
     def __repr__(self):
         return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r}, dtype={self.dtype.name})"
 
+    def _bias(self):
+        return self.params["bias"] if self.has_bias else self._zero_bias
+
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = act(x·Wᵀ + b), with copies kept of what the caller could change before backward."""
+        return self.run(x, own_input=False, own_output=False)
+
+    def run(self, x: np.ndarray, *, own_input: bool, own_output: bool) -> np.ndarray:
+        """:meth:`forward`, without the copies for backward a caller does not need: ``own_input``,
+        nothing changes ``x`` before backward (it is kept, not copied); ``own_output``, nothing
+        changes the returned array (tanh and sigmoid read it back). What a model passes between
+        its own layers."""
         if isinstance(x, np.ndarray) and x.ndim == 3:
             B, T = x.shape[:2]
             x2 = check_array("x", x, ("B", "T", self.in_features), self.dtype).reshape(B * T, self.in_features)
@@ -82,14 +100,18 @@ class Dense(Layer):
             x2 = check_array("x", x, ("N", self.in_features), self.dtype)
             lead = (x2.shape[0],)
         N = x2.shape[0]
+        if not own_input and np.may_share_memory(x2, x):
+            x2 = x2.copy()   # the weight gradient reads x: the caller's array may change before backward
         q = np.empty((N, self.out_features), self.dtype)
-        dense_forward(q, x2, self.params["weight"], self.params["bias"])
+        dense_forward(q, x2, self.params["weight"], self._bias())
         if self.code == IDENTITY:
             y = q
         else:
             y = np.empty_like(q)
             activation_forward(y, q, self.code)
         self._cache = (x2, q, y, lead)
+        if not own_output and self.code in READS_OUTPUT:
+            y = y.copy()     # backward reads y = f(q): the caller's y -= target must not reach it
         return y.reshape(lead + (self.out_features,))
 
     def backward(self, dout: np.ndarray, *, input_grad: bool = True):
@@ -105,7 +127,7 @@ class Dense(Layer):
         else:
             dq = np.empty_like(q)
             activation_backward(dq, dy, q, y, self.code)
-        db = self.grads["bias"] if self.has_bias else np.zeros_like(self.grads["bias"])
+        db = self.grads["bias"] if self.has_bias else np.zeros_like(self._zero_bias)
         dense_backward_params(self.grads["weight"], db, dq, x2)
         if not input_grad:
             return None
@@ -144,8 +166,9 @@ class MLP(Layer):
         return f"MLP({self.sizes}, activation={self.activation!r}, dtype={self.dtype.name})"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x)
+        last = len(self.layers) - 1   # the caller's x and the returned output copied, not the rest
+        for k, layer in enumerate(self.layers):
+            x = layer.run(x, own_input=k > 0, own_output=k < last)
         return x
 
     def backward(self, dout: np.ndarray, *, input_grad: bool = True):

@@ -73,8 +73,9 @@ class Dropout(Layer):
             scale = check_array("fixed mask", self.fixed_mask, x.shape, self.dtype, what=" (the shape of x)")
         else:
             rng = rng if rng is not None else self.rng
-            if rng is None:
-                raise ValueError("Dropout in training mode needs a numpy Generator: pass rng= or set .rng")
+            if not isinstance(rng, np.random.Generator):
+                raise ValueError("Dropout in training mode needs a numpy Generator (np.random.default_rng(seed)): "
+                                 f"pass rng= or set .rng; got {type(rng).__name__}")
             scale = dropout_scale(rng, x.shape, self.p, self.dtype)
         self._scale = scale
         y = np.empty_like(x)

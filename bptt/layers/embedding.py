@@ -43,11 +43,12 @@ class Embedding(Layer):
         if isinstance(ids, np.ndarray) and ids.ndim not in (1, 2):
             raise ValueError(f"ids must have shape (B, T) or (N,), got {ids.shape} ({ids.ndim} dimensions)")
         shape = ("N",) if isinstance(ids, np.ndarray) and ids.ndim == 1 else ("B", "T")
+        orig = ids
         ids = check_ids("ids", ids, shape, self.num_embeddings)
         flat = ids.reshape(-1)
         out = np.empty((flat.shape[0], self.embedding_dim), self.dtype)
         embedding_forward(out, flat, self.params["weight"])
-        self._ids = ids
+        self._ids = ids.copy() if np.may_share_memory(ids, orig) else ids   # backward's, whatever the caller does to theirs
         return out.reshape(ids.shape + (self.embedding_dim,))
 
     def __call__(self, ids):

@@ -58,6 +58,8 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask=None, ig
                          f"got {getattr(targets, 'dtype', type(targets).__name__)}")
     if targets.shape != lead:
         raise ValueError(f"targets must have shape {lead} (logits' shape without the last axis), got {targets.shape}")
+    if targets.dtype.kind == "u" and targets.size and int(targets.max()) >= V:   # before a cast could wrap it
+        raise ValueError(f"targets must be class ids in [0, {V}), found {int(targets.max())}")
     z = np.ascontiguousarray(logits).reshape(-1, V)
     t = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
     w = np.ones(t.shape[0], logits.dtype)
@@ -69,8 +71,13 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask=None, ig
             mask = np.asarray(mask)
             if mask.shape != lead:
                 raise ValueError(f"mask must have shape {lead}, got {mask.shape}")
+            if mask.dtype.kind not in "biuf" or (mask.size and not np.all((mask == 0) | (mask == 1))):
+                raise ValueError(f"mask must hold 0/1 or False/True (rows left out / counted), got "
+                                 f"{'dtype ' + str(mask.dtype) if mask.dtype.kind not in 'biuf' else 'other values'}")
             w[mask.reshape(-1) == 0] = 0
         if ignore_index is not None:
+            if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+                raise ValueError(f"ignore_index must be an integer class id, got {ignore_index!r}")
             w[t == ignore_index] = 0
         live = w > 0
         _check_classes(t[live], V)
