@@ -605,17 +605,17 @@ class ContrastiveTrainer:
                 "metrics": {"val": self.last_val, "best": self.best, "best_step": self.best_step},
                 "fusion": self.fusion}
 
-    def save(self) -> Path:
+    def save(self, name: str = CHECKPOINT_NAME) -> Path:
         bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
         if bad:
             raise self._diverged(f"the weights became non-finite ({', '.join(bad[:2])}) at step {self.step}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name, paras in ((HELDOUT_NAME, self.test_paras), (VALIDATION_NAME, self.val_paras)):
-            if name == VALIDATION_NAME and paras is self.test_paras:
+        for text_name, paras in ((HELDOUT_NAME, self.test_paras), (VALIDATION_NAME, self.val_paras)):
+            if text_name == VALIDATION_NAME and paras is self.test_paras:
                 continue
-            if not (self.out_dir / name).exists():
-                (self.out_dir / name).write_text("\n\n".join(paras) + "\n", encoding="utf-8")
-        path = self.out_dir / CHECKPOINT_NAME
+            if not (self.out_dir / text_name).exists():
+                (self.out_dir / text_name).write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+        path = self.out_dir / name
         save_checkpoint(path, self.payload())
         return path
 
@@ -703,7 +703,7 @@ class ContrastiveTrainer:
         if improved:
             self.best, self.best_step = m["mrr"], self.step
         append_metrics(self.out_dir, rec)
-        path = self.save()
         if improved:
-            save_checkpoint(self.out_dir / BEST_NAME, self.payload())
+            self.save(BEST_NAME)
+        path = self.save()   # after best.bptt: a checkpoint never names a best that is not on disk
         on_event("val", {**rec, "path": str(path)})

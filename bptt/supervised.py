@@ -297,9 +297,9 @@ class SupervisedTrainer:
         else:
             self.bad_vals += 1
         append_metrics(self.out_dir, rec)
-        path = self.save()
         if improved:
-            save_checkpoint(self.out_dir / BEST_NAME, self.payload())
+            self.save(BEST_NAME)
+        path = self.save()   # after best.bptt: a checkpoint never names a best that is not on disk
         on_event("val", {**rec, "best_val": self.best_val, "improved": improved, "path": str(path)})
         return self.config.patience is not None and self.bad_vals >= self.config.patience
 

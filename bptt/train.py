@@ -395,15 +395,15 @@ class Trainer:
                         "unigram": self.unigram},
         }
 
-    def save(self) -> Path:
-        """Write the checkpoint; TrainingError, and the previous checkpoint kept, if any weight is
-        not finite."""
+    def save(self, name: str = CHECKPOINT_NAME) -> Path:
+        """Write the checkpoint (or ``best.bptt``); TrainingError, and the previous one kept, if
+        any weight is not finite."""
         bad = [k for k, v in self.model.parameters().items() if not np.all(np.isfinite(v))]
         if bad:
             more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
             raise self._diverged(f"the weights became non-finite ({', '.join(bad[:2])}{more}) at step {self.step}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / CHECKPOINT_NAME
+        path = self.out_dir / name
         save_checkpoint(path, self.payload())
         return path
 
@@ -493,9 +493,9 @@ class Trainer:
         if improved:
             self.best_val, self.best_step = val, self.step
         append_metrics(self.out_dir, rec)
-        path = self.save()
         if improved:   # a long run overfits: keep the weights of the best validation loss too
-            save_checkpoint(self.out_dir / BEST_NAME, self.payload())
+            self.save(BEST_NAME)
+        path = self.save()   # after best.bptt: a checkpoint never names a best that is not on disk
         on_event("val", {**rec, "unigram": self.unigram, "unit": metrics_summary(val, self.tokenizer.kind)["unit"],
                          "path": str(path)})
 

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -638,3 +639,24 @@ def test_vectors_wider_than_their_metadata_are_one_line(trained, tmp_path):
     assert run("embed", trained / "run", trained / "tiny.txt", "--out", v).exit_code == 0
     np.save(v, np.ones((len(np.load(v)), 8), np.float32))
     one_line_error(run("search", v, "the cat"), "8 wide", "run `bptt embed` again")
+
+
+def test_best_is_written_before_the_checkpoint_that_names_it(text, tmp_path, monkeypatch):
+    """A kill between the two writes must not leave a checkpoint whose best step has no best.bptt:
+    every trainer writes best.bptt first."""
+    import bptt.checkpoint as ck
+    import bptt.contrastive as con
+    import bptt.supervised as sup
+    import bptt.train as tr
+    order = []
+    real = ck.save_checkpoint
+
+    def spy(path, payload):
+        order.append(Path(path).name)
+        return real(path, payload)
+
+    for mod in (tr, sup, con):
+        monkeypatch.setattr(mod, "save_checkpoint", spy)
+    t = Trainer.fresh(TrainConfig(steps=2, **{**TINY, "val_every": 1}), tmp_path / "r", text)
+    t.run()
+    assert order[:2] == [tr.BEST_NAME, CHECKPOINT_NAME], order
