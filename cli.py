@@ -484,7 +484,8 @@ def plot(run, out_path):
               help="Skip the char-LM step, the MLP step and the compile-time report. [default: off]")
 @click.option("--in-process", is_flag=True,
               help="Time both frameworks in this process instead of one worker process each "
-                   "(their OpenMP thread pools then compete; for diagnosis). [default: off]")
+                   "(their OpenMP thread pools then compete: for diagnosis, so no speed target "
+                   "applies). [default: off]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and inputs.")
 @click.option("--isa", type=click.Choice(["avx512", "avx2", "generic"]), default=None,
               help="Vector ISA for both frameworks: bptt's worker runs with BPTT_ISA, torch's is held "

@@ -55,11 +55,12 @@ class BenchConfig:
         return " ".join(args)
 
 
-def evaluate_targets(rec: dict, isa=None) -> dict:
+def evaluate_targets(rec: dict, isa=None, in_process: bool = False) -> dict:
     """Every target that applies to a row (by its shape) or an extra (by its name), met or not.
 
-    A record that failed its check meets none; on an ISA in ``UNTIMED_ISAS`` none applies."""
-    if isa in UNTIMED_ISAS:
+    A record that failed its check meets none; on an ISA in ``UNTIMED_ISAS``, or timed
+    ``in_process`` (the two frameworks' thread pools competing: for diagnosis), none applies."""
+    if isa in UNTIMED_ISAS or in_process:
         return {}
     pct = rec.get("bptt_pct_peak")
     values = {"ratio_ge_1": rec["ratio"] >= RATIO_MIN, "ratio_ge_3": rec["ratio"] >= TEACH_RATIO_MIN,
@@ -69,8 +70,8 @@ def evaluate_targets(rec: dict, isa=None) -> dict:
     return {k: bool(ok and values[k]) for k, (_, names, _) in TARGETS.items() if names is None or name in names}
 
 
-def _with_targets(rec: dict, isa) -> dict:
-    rec["targets"] = evaluate_targets(rec, isa)
+def _with_targets(rec: dict, isa, in_process: bool) -> dict:
+    rec["targets"] = evaluate_targets(rec, isa, in_process)
     rec["all_targets_met"] = all(rec["targets"].values()) if rec["targets"] else None
     return rec
 
@@ -123,7 +124,7 @@ def bench_cell(timers, cell: str, shape_name: str, shape, cfg: BenchConfig, peak
     if plain:
         row["torch_plain"] = torch_plain_check("cell", spec, data, cfg, row["torch_ms"], isa)
         row["torch_worker_slowed"] = row["torch_plain"]["slowed"]
-    return _with_targets(row, isa)
+    return _with_targets(row, isa, cfg.in_process)
 
 
 def bench_extra(timers, name: str, cfg: BenchConfig, peak: float, isa=None) -> dict:
@@ -140,7 +141,7 @@ def bench_extra(timers, name: str, cfg: BenchConfig, peak: float, isa=None) -> d
         rec["torch_tokens_per_s"] = spec["B"] * spec["T"] / (rec["torch_ms"] / 1e3)
     else:
         rec["what"] = f"MLP({spec['sizes']}, relu) > cross-entropy, B={spec['B']}"
-    return _with_targets(rec, isa)
+    return _with_targets(rec, isa, cfg.in_process)
 
 
 def choose_isa(cfg: BenchConfig):
@@ -205,7 +206,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
                     "vector_floats": measured["vector_floats"], "torch_restricted_to": isa,
                     "torch_cpu_capability": info["torch_cpu_capability"],
                     "torch_env": info["torch_isa_env"],
-                    "targets_apply": bptt_isa not in UNTIMED_ISAS},
+                    "targets_apply": bptt_isa not in UNTIMED_ISAS and not cfg.in_process},
             "peak_gflops": peak, "peak_source": source, "peak_threads_gflops": measured["peak"],
             "peak_1_thread_gflops": measured["peak_1_thread"], "peak_isa": bptt_isa,
             "peak_vector_floats": measured["vector_floats"], "peak_chains": measured["chains"],
