@@ -61,7 +61,7 @@ def main(threads, kernels):
                    "lstm, gru, dropout and forecaster have fixed nonlinearities and refuse it.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
               help="Finite differences need float64; float32 is up-cast, with a note.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, inputs and the sample.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for weights, inputs and the sample.")
 @click.option("--batch", type=click.IntRange(min=1), default=3, show_default=True, help="Batch size B.")
 @click.option("--hidden", type=click.IntRange(min=1), default=8, show_default=True, help="Hidden/output units H.")
 @click.option("--layers", type=click.IntRange(min=1), default=None,
@@ -163,7 +163,7 @@ def gradcheck(ctx, model, activation, dtype, seed, batch, hidden, layers, bidire
               help="Steps between validations (each also writes a checkpoint).")
 @click.option("--val-tokens", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="At most this many validation tokens per validation.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and sampling.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the weights and sampling.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type of the weights and the arithmetic.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -248,7 +248,7 @@ def train(ctx, text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, 
                    "token; --top-k 1 is greedy decoding).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sample only from the k likeliest tokens.")
 @click.option("--prime", default="", help="Text to start from (its symbols must be in the vocabulary).")
-@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same text.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The same seed gives the same text.")
 def sample(checkpoint, length, temperature, top_k, prime, seed):
     """Generate text from a trained CHECKPOINT (a file, or a run folder), streamed as it comes."""
     from bptt.generate import sample as run_sample
@@ -487,7 +487,7 @@ def plot(run, out_path):
               help="Time both frameworks in this process instead of one worker process each "
                    "(their OpenMP thread pools then compete: for diagnosis, so no speed target "
                    "applies). [default: off]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights and inputs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for weights and inputs.")
 @click.option("--isa", type=click.Choice(["avx512", "avx2", "generic"]), default=None,
               help="Vector ISA for both frameworks: bptt's worker runs with BPTT_ISA, torch's is held "
                    "to the same ISA (ATEN_CPU_CAPABILITY, DNNL_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS). "

@@ -95,7 +95,7 @@ def _run_options(c) -> dict:
 @click.option("--min-words", type=click.IntRange(min=2), default=16, show_default=True,
               help="Paragraphs held out for validation and testing have at least this many words "
                    "(as `bptt retrieval --min-words`); shorter ones are all for training.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, split and batches.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for weights, split and batches.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the Numba kernels.")

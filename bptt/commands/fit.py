@@ -129,7 +129,7 @@ def confusion_text(labels, cm) -> str:
 @click.option("--patience", type=click.IntRange(min=0), default=None,
               help="Stop after this many epochs without a lower validation loss (0: never). "
                    "[default: 20 tables, 4 text, 8 adding]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, weights and batches.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the split, weights and batches.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type of the weights and the arithmetic.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the kernels.")

@@ -123,7 +123,7 @@ def _json_report(summary, config, series) -> dict:
 @click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
               help="Stop after this many validations (one per epoch) without a better validation "
                    "loss (0: never).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the weights and the order of the windows.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Float type of the weights and activations.")

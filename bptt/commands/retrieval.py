@@ -25,7 +25,7 @@ from .common import CONTEXT, FiniteFloatRange, fail, user_errors
                    "on the pairs reported, e.g. RUN/validation.txt.")
 @click.option("--lexical", type=click.Choice(["bm25", "tfidf", "tfidf-sub"]), default=None,
               help="The lexical method of the score-fusion row. [default: the fitted one, else bm25]")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the sample of paragraphs and the random baseline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Also write the numbers as JSON to PATH ('-': standard output, which then holds the JSON "
