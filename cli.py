@@ -580,5 +580,28 @@ def bench(cells, shapes, extra_shapes, repeat, min_time, warmup, threads, peak, 
 
 register(main)
 
+# One line each in `bptt --help` (click would cut every docstring's first sentence at about 60
+# characters, mid-phrase); `bptt COMMAND --help` shows the whole text.
+SHORT_HELP = {
+    "train": "Train a character/word language model on text files.",
+    "sample": "Generate text from a trained language model.",
+    "eval": "Loss, perplexity and bits per token of a model on a text.",
+    "embed": "Embed lines or files of text as vectors (the hidden state).",
+    "search": "Search embedded texts by cosine similarity to a query.",
+    "plot": "Plot a run's training and validation curves.",
+    "fit": "Train on a CSV table, labelled text or a built-in demo.",
+    "predict": "Predict the rows of a CSV file with a fit or forecast run.",
+    "forecast": "Forecast the next K values of a time series.",
+    "contrastive": "Train a text encoder contrastively for retrieval.",
+    "retrieval": "Recall@k and MRR of encoders against baselines.",
+    "gradcheck": "Check gradients against central finite differences.",
+    "gradflow": "How the gradient ‖∂L/∂h_t‖ fades back through time.",
+    "bench": "Time a training step of bptt against PyTorch.",
+    "sweep": "Run many trials of train, fit or forecast on Ray.",
+}
+for _name, _text in SHORT_HELP.items():
+    if _name in main.commands:
+        main.commands[_name].short_help = _text
+
 if __name__ == "__main__":
     main()

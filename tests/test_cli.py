@@ -123,3 +123,12 @@ def test_gradcheck_activation_is_used_or_refused():
         assert r.exit_code == 2 and "does not apply to --model " + model in r.output, r.output
     r = runner.invoke(main, ["gradcheck", "--model", "table-binary", "--activation", "identity"])
     assert r.exit_code == 2 and "got 'identity'" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_every_command_has_a_whole_line_in_the_group_help():
+    from cli import SHORT_HELP
+    out = CliRunner().invoke(main, ["--help"], terminal_width=80).output
+    assert set(SHORT_HELP) == set(main.commands)
+    for name, text in SHORT_HELP.items():
+        assert f"{name} " in out and text in out and len(text) <= 60, name
+    assert "..." not in out.split("Commands:")[1]
