@@ -98,7 +98,8 @@ def _run_options(c) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for weights, split and batches.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the Numba kernels.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for the Numba kernels. [default: all cores]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/embed", show_default=True,
               help="Run folder: checkpoint.bptt, best.bptt, metrics.jsonl, validation.txt, heldout.txt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")

@@ -110,7 +110,7 @@ def confusion_text(labels, cm) -> str:
               help="Sequence length T of --demo adding.")
 @click.option("--samples", type=click.IntRange(min=10), default=None,
               help="Size of the demo data: points per arm (spirals), sequences (adding). "
-                   "[default: 300; 20000]")
+                   "[default: 300 points per arm (spirals); 20000 sequences (adding)]")
 @click.option("--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Passes over the training rows (a total, also on --resume). [default: 200 for tables, 20 text, 40 adding]")
 @click.option("--minutes", type=FiniteFloatRange(min=0, min_open=True), default=None,
@@ -132,7 +132,8 @@ def confusion_text(labels, cm) -> str:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for the split, weights and batches.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating-point type of the weights and the arithmetic.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the kernels.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for the Numba kernels. [default: all cores]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/fit", show_default=True,
               help="Run folder: checkpoint.bptt (latest), best.bptt (lowest validation loss), metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")

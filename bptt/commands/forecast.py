@@ -117,7 +117,7 @@ def _json_report(summary, config, series) -> dict:
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop", "adagrad"]),
               default="adam", show_default=True, help="Optimiser.")
 @click.option("--weight-decay", type=FiniteFloatRange(min=0), default=None,
-              help="L2 penalty (decoupled for adamw).")
+              help="L2 penalty (decoupled for adamw). [default: 0, or 0.01 for adamw]")
 @click.option("--clip", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
               help="Clip the gradient's global norm to this (0: off).")
 @click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
