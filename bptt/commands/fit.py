@@ -109,7 +109,7 @@ def confusion_text(labels, cm) -> str:
 @click.option("--length", type=click.IntRange(min=2), default=100, show_default=True,
               help="Sequence length T of --demo adding.")
 @click.option("--samples", type=click.IntRange(min=10), default=None,
-              help="Size of the demo data: points per arm (spirals), sequences (adding). "
+              help="Size of the demo data. "
                    "[default: 300 points per arm (spirals); 20000 sequences (adding)]")
 @click.option("--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Passes over the training rows (a total, also on --resume). [default: 200 for tables, 20 text, 40 adding]")
