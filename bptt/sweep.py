@@ -56,6 +56,9 @@ class SweepSpec:
     name -> (low, high); ``choice``: name -> list of values; ``samples`` points are drawn from
     these with ``seed`` and each is crossed with the grid. ``args``: the fixed arguments of every
     trial (data files among them, marked by :data:`DATA_MARK` once the sweep has read them).
+    ``flags``: the swept names that are flag options of the command, each -> the option that
+    turns it off (None: leaving the flag out); their values are true or false (:func:`as_flag`).
+    None: not known (a sweep from before flags were known), booleans as ``--name``/``--no-name``.
     """
     command: str = "train"
     grid: dict = field(default_factory=dict)
@@ -67,6 +70,7 @@ class SweepSpec:
     scheduler: str = "fifo"
     cpus_per_trial: int | None = None
     args: list = field(default_factory=list)
+    flags: dict | None = None
 
     def validate(self):
         if self.command not in TRIAL_COMMANDS:
@@ -75,6 +79,8 @@ class SweepSpec:
             raise SweepError(f"scheduler must be fifo or asha; got {self.scheduler!r}")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise SweepError(f"samples must be a positive integer; got {self.samples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SweepError(f"seed must be a non-negative integer; got {self.seed!r}")
         if self.cpus_per_trial is not None and (isinstance(self.cpus_per_trial, bool) or
                                                 not isinstance(self.cpus_per_trial, int) or self.cpus_per_trial < 1):
             raise SweepError(f"cpus_per_trial must be a positive integer; got {self.cpus_per_trial!r}")
@@ -94,6 +100,14 @@ class SweepSpec:
                         raise SweepError(f"{kind} {name}: low must be below high; got {lo}, {hi}")
                     if kind == "loguniform" and lo <= 0:
                         raise SweepError(f"loguniform {name}: the bounds must be positive; got {lo}, {hi}")
+        for name in self.flags or {}:
+            for kind in ("uniform", "loguniform"):
+                if name in getattr(self, kind):
+                    raise SweepError(f"{kind} {name}: {_opt(name)} is a flag (true or false); sweep it "
+                                     f"with grid or choice")
+            for kind in ("grid", "choice"):
+                for v in getattr(self, kind).get(name, ()):
+                    as_flag(name, v)
 
     def random_names(self):
         return [n for kind in RANDOM_KINDS for n in getattr(self, kind)]
@@ -145,16 +159,44 @@ def load_spec(path) -> dict:
     return d
 
 
-def option_args(name: str, value) -> list:
-    """``lr`` = 0.001 -> ``["--lr", "0.001"]``; ``embed_dim`` -> ``--embed-dim``. A boolean is a
-    flag: ``["--name"]`` when true, ``["--no-name"]`` when false."""
-    flag = "--" + str(name).replace("_", "-")
-    if isinstance(value, bool):
-        return [flag] if value else ["--no-" + flag[2:]]
-    return [flag, format_value(value)]
+FLAG_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _opt(name) -> str:
+    return "--" + str(name).replace("_", "-")
+
+
+def as_flag(name, v) -> bool:
+    """The value of a flag option: a boolean, 1 or 0, or true/false/yes/no/1/0 in any case."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in FLAG_WORDS:
+        return FLAG_WORDS[v.strip().lower()]
+    raise SweepError(f"{_opt(name)} is a flag: give true or false (or yes/no, 1/0); got {v!r}")
+
+
+def option_args(name: str, value, flags: dict | None = None) -> list:
+    """``lr`` = 0.001 -> ``["--lr", "0.001"]``; ``embed_dim`` -> ``--embed-dim``.
+
+    ``flags``: the command's flag options, name -> the option that turns the flag off (None: the
+    flag left out). A flag's value is true or false (:func:`as_flag`): true -> ``["--name"]``,
+    false -> ``[off]`` or ``[]``. Without ``flags`` a boolean is taken for a ``--name/--no-name``
+    flag."""
+    opt = _opt(name)
+    if flags is not None and name in flags:
+        if as_flag(name, value):
+            return [opt]
+        return [flags[name]] if flags[name] else []
+    if isinstance(value, bool) and flags is None:
+        return [opt] if value else ["--no-" + opt[2:]]
+    return [opt, format_value(value)]
 
 
 def format_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"   # as TOML and click's BOOL write it
     if isinstance(v, float):
         return repr(v)   # the shortest string that reads back as the same float
     return str(v)
@@ -180,9 +222,15 @@ def make_trials(spec: SweepSpec) -> list:
     from the fixed one (``--seed`` among the fixed arguments, else 0), unless ``seed`` is swept.
     """
     spec.validate()
+    flags = spec.flags or {}
+
+    def values(kind, n):   # a flag's true/yes/1 all become True, so equal trials look equal
+        vs = getattr(spec, kind)[n]
+        return [as_flag(n, v) for v in vs] if n in flags else list(vs)
+
     rng = np.random.default_rng(spec.seed)
     names = list(spec.grid)
-    combos = list(itertools.product(*(spec.grid[n] for n in names))) or [()]
+    combos = list(itertools.product(*(values("grid", n) for n in names))) or [()]
     random_names = spec.random_names()
     repeat_seed = spec.samples > 1 and not random_names and "seed" not in spec.grid
     base_seed = _fixed_seed(spec.args) if repeat_seed else 0
@@ -191,7 +239,7 @@ def make_trials(spec: SweepSpec) -> list:
         drawn = {}
         for kind in RANDOM_KINDS:
             for n in sorted(getattr(spec, kind)):
-                drawn[n] = _draw(rng, kind, getattr(spec, kind)[n])
+                drawn[n] = _draw(rng, kind, values(kind, n))
         for combo in combos:
             params = dict(zip(names, combo))
             params.update(drawn)
@@ -199,6 +247,18 @@ def make_trials(spec: SweepSpec) -> list:
                 params["seed"] = base_seed + s
             trials.append({"id": f"t{len(trials):03d}", "params": params})
     return trials
+
+
+def repeated(trials) -> list:
+    """The ids of the trials whose options are those of an earlier trial: the same run again
+    (a run is deterministic given its options), e.g. a choice drawn the same in two samples."""
+    seen, out = set(), []
+    for t in trials:
+        key = json.dumps(t["params"], sort_keys=True, default=str)
+        if key in seen:
+            out.append(t["id"])
+        seen.add(key)
+    return out
 
 
 def _fixed_seed(args) -> int:
@@ -217,7 +277,7 @@ def trial_args(spec: SweepSpec, params: dict) -> list:
     """A trial's arguments to the command: the fixed ones, then one option per parameter."""
     args = list(spec.args)
     for name, value in params.items():
-        args += option_args(name, value)
+        args += option_args(name, value, spec.flags)
     return args
 
 

@@ -233,3 +233,104 @@ def test_an_address_where_nothing_answers_is_a_one_line_error(tmp_path):
         r = run("sweep", "--address", f"127.0.0.1:{port}", "--grid", "lr=1e-3", "--out", str(out), "--", *TINY)
         assert r.exit_code == 1 and "cannot connect to the Ray cluster" in r.output, r.output
         assert "Traceback" not in r.output and not (out / "sweep.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness of the spec: seeds, flags, option names, duplicates (all before Ray starts)
+# ---------------------------------------------------------------------------------------------
+
+def _dry(tmp_path, *args):
+    r = run("sweep", "--dry-run", "--out", str(tmp_path / "d"), *args)
+    assert "Traceback" not in r.output, r.output
+    return r
+
+
+def test_a_negative_seed_is_a_one_line_error(tmp_path):
+    r = _dry(tmp_path, "--seed", "-1", "--choice", "cell=lstm,gru", "--", "--steps", "1")
+    assert r.exit_code == 2 and "--seed" in r.output and "-1" in r.output, r.output
+    with pytest.raises(SweepError, match="seed must be a non-negative integer"):
+        make_trials(SweepSpec(choice={"cell": ["lstm"]}, seed=-1))   # as from a TOML spec
+
+
+def test_flags_in_a_grid_or_choice_become_the_flag_or_nothing(tmp_path):
+    fit = ["--command", "fit"]
+    r = _dry(tmp_path, *fit, "--grid", "bidirectional=true,False", "--", "--demo", "adding", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    t0, t1 = r.output.strip().splitlines()
+    assert t0.startswith("t000: bptt fit --demo adding --epochs 1 --bidirectional --out ")
+    assert t1.startswith("t001: bptt fit --demo adding --epochs 1 --out ")
+    r = _dry(tmp_path, *fit, "--grid", "header=YES,no,1,0", "--", "--demo", "adding")
+    assert r.exit_code == 0, r.output
+    lines = [l for l in r.output.strip().splitlines() if l.startswith("t0")]
+    assert ["--header --out" in l for l in lines] == [True, False, True, False]
+    assert "note: 2 of the 4 trials (t002, t003)" in r.output   # YES and 1 are the same run
+    assert ["--no-header --out" in l for l in lines] == [False, True, False, True]
+    r = _dry(tmp_path, *fit, "--choice", "bidirectional=true", "--", "--demo", "adding")
+    assert r.exit_code == 0 and "--bidirectional --out" in r.output, r.output
+    for bad in (["--grid", "bidirectional=maybe"], ["--choice", "header=2"], ["--uniform", "header=0,1"]):
+        r = _dry(tmp_path, *fit, *bad, "--", "--demo", "adding")
+        assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, (bad, r.output)
+        assert "is a flag" in r.output, (bad, r.output)
+    assert option_args("bidirectional", False, {"bidirectional": None}) == []
+    assert option_args("header", "No", {"header": "--no-header"}) == ["--no-header"]
+    assert option_args("steps", 5, {"header": "--no-header"}) == ["--steps", "5"]
+
+
+def test_toml_booleans_for_flags(tmp_path):
+    pytest.importorskip("tomllib")
+    spec = tmp_path / "s.toml"
+    spec.write_text('command = "fit"\nargs = ["--demo", "adding"]\n[grid]\nbidirectional = [true, false]\n'
+                    '[fixed]\nheader = false\n')
+    r = _dry(tmp_path, str(spec))
+    assert r.exit_code == 0, r.output
+    t0, t1 = r.output.strip().splitlines()
+    assert " --no-header --bidirectional --out " in t0 and " --no-header --out " in t1
+    spec.write_text('command = "fit"\nargs = ["--demo", "adding"]\n[fixed]\nbidirectional = false\n')
+    r = _dry(tmp_path, str(spec), "--grid", "epochs=1")
+    assert r.exit_code == 0 and "bidirectional" not in r.output, r.output
+    spec.write_text('command = "fit"\nargs = ["--demo", "adding"]\n[fixed]\nbidirectional = "sometimes"\n')
+    r = _dry(tmp_path, str(spec), "--grid", "epochs=1")
+    assert r.exit_code != 0 and "is a flag" in r.output, r.output
+
+
+def test_options_are_known_by_their_option_names_not_their_parameter_names(tmp_path):
+    r = _dry(tmp_path, "--command", "forecast", "--grid", "json=a.json,b.json", "--choice", "plot=p.png",
+             "--", "--demo", "seasonal")
+    assert r.exit_code == 0, r.output
+    assert "--json a.json" in r.output and "--json b.json" in r.output and "--plot p.png" in r.output
+    r = _dry(tmp_path, "--command", "forecast", "--grid", "json_path=a.json", "--", "--demo", "seasonal")
+    assert r.exit_code == 2 and "has no option --json-path" in r.output, r.output
+    r = _dry(tmp_path, "--command", "fit", "--grid", "val=v.csv", "--", "--demo", "adding")
+    assert "has no option" not in r.output, r.output
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--grid", "lr=1e-3", "--grid", "lr=2e-3"], "lr"),
+    (["--grid", "cell=lstm", "--choice", "cell=gru"], "cell"),
+    (["--uniform", "hidden=8,16", "--grid", "hidden=32"], "hidden"),
+    (["--grid", "steps=5,6", "--", "--steps", "5"], "--steps"),
+    (["--grid", "steps=5,6", "--", "--steps=5"], "--steps"),
+])
+def test_an_option_given_twice_is_a_one_line_error(tmp_path, args, msg):
+    r = _dry(tmp_path, *args)
+    assert r.exit_code == 2 and msg in r.output and "twice" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "t000" not in r.output
+
+
+def test_toml_fixed_and_grid_of_one_option(tmp_path):
+    pytest.importorskip("tomllib")
+    spec = tmp_path / "s.toml"
+    spec.write_text('[grid]\nsteps = [5, 6]\n[fixed]\nsteps = 5\n')
+    r = _dry(tmp_path, str(spec))
+    assert r.exit_code == 2 and "--steps" in r.output and "twice" in r.output, r.output
+    spec.write_text('[fixed]\nsteps = 5\n')
+    r = _dry(tmp_path, str(spec), "--grid", "steps=7,8")   # the command line's grid wins
+    assert r.exit_code == 0 and [l.count("--steps") for l in r.output.strip().splitlines()] == [1, 1], r.output
+
+
+def test_identical_trials_are_noted(tmp_path):
+    r = _dry(tmp_path, "--choice", "cell=lstm", "--samples", "3")
+    assert r.exit_code == 0, r.output
+    assert "note:" in r.output and "t001" in r.output and "t002" in r.output
+    r = _dry(tmp_path, "--grid", "cell=lstm", "--samples", "3")   # nothing random: the seed counts up
+    assert r.exit_code == 0 and "note:" not in r.output, r.output

@@ -15,16 +15,23 @@ from bptt.sweep_trial import TRIAL_COMMANDS   # standard library only: --help st
 from .common import CONTEXT, fail
 
 RESERVED = ("out", "resume", "threads", "help")   # the sweep sets these for every trial
+KINDS = ("grid", "uniform", "loguniform", "choice")
 
 
-def _pairs(option, items, kind):
-    """``--grid lr=1e-3,2e-3`` -> {"lr": ["1e-3", "2e-3"]}."""
+def _pairs(option, items, kind, seen):
+    """``--grid lr=1e-3,2e-3`` -> {"lr": ["1e-3", "2e-3"]}. ``seen``: name -> the option that
+    already gave it (a name is swept once)."""
     out = {}
     for item in items:
         name, sep, values = item.partition("=")
         name = name.strip().lstrip("-").replace("-", "_")
         if not sep or not name or not values.strip():
             fail(f"{option} {item!r}: write NAME=VALUE,VALUE,... (for example {option} lr=1e-3,2e-3)", 2)
+        if name in seen:
+            how = ("give its values once, " + f"{option} {name}=A,B" if seen[name] == option == "--grid"
+                   else "sweep it one way")
+            fail(f"{name} is given twice ({seen[name]} and {option}): {how}", 2)
+        seen[name] = option
         out[name] = [v.strip() for v in values.split(",")]
         if kind in ("uniform", "loguniform") and len(out[name]) != 2:
             fail(f"{option} {item!r}: give two bounds, NAME=LOW,HIGH", 2)
@@ -32,17 +39,42 @@ def _pairs(option, items, kind):
 
 
 def _option_names(cmd):
+    """name -> click.Option, by the command's long option strings (``--json`` -> ``json``,
+    ``--no-header`` -> ``no_header``), not by the parameter names (``json_path``)."""
     names = {}
     for p in cmd.params:
         if isinstance(p, click.Option):
-            names[p.name] = p
+            for opt in p.opts + p.secondary_opts:
+                if opt.startswith("--"):
+                    names[opt[2:].replace("-", "_")] = p
     return names
 
 
-def _check_trial_args(root, command, trials, spec):
+def _flags(cmd):
+    """The command's flag options: name -> the option that turns the flag off (None: leaving
+    it out), e.g. bidirectional -> None, header -> --no-header, no_header -> --header."""
+    flags = {}
+    for p in cmd.params:
+        if isinstance(p, click.Option) and p.is_flag:
+            on, off = [o for o in p.opts if o.startswith("--")], p.secondary_opts
+            for opt in on:
+                flags[opt[2:].replace("-", "_")] = off[0] if off else None
+            for opt in off:
+                flags[opt[2:].replace("-", "_")] = on[0] if on else None
+    return flags
+
+
+def _command(root, command):
+    if command not in TRIAL_COMMANDS:
+        return None   # SweepSpec.validate says which commands a sweep runs
+    return root.get_command(click.get_current_context(), command)
+
+
+def _check_trial_args(root, command, trials, spec, planned=False):
     """Parse every trial's arguments with the command's own options, so that a bad value is a
     one-line error now and not a failed trial later. Returns the parsed params of each trial and
-    the positional file arguments (the data files) of the fixed arguments."""
+    the positional file arguments (the data files) of the fixed arguments. ``planned``: the
+    sweep is resumed as it was planned, so an option both swept and fixed is not refused now."""
     from bptt.sweep import trial_args
     ctx = click.get_current_context()
     cmd = root.get_command(ctx, command)
@@ -54,9 +86,16 @@ def _check_trial_args(root, command, trials, spec):
             fail(f"{name} cannot be swept: the sweep sets --{name} for every trial", 2)
         if name not in options:
             fail(f"{name}: `bptt {command}` has no option --{name.replace('_', '-')}", 2)
+    by_opt = {o: p for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
+    swept = {n: kind for kind in KINDS for n in getattr(spec, kind)}
     for a in spec.args:
         if a.split("=", 1)[0].lstrip("-") in RESERVED and a.startswith("--"):
             fail(f"{a.split('=', 1)[0]} cannot be a fixed option: the sweep sets it for every trial", 2)
+        p = by_opt.get(a.split("=", 1)[0]) if a.startswith("-") else None
+        for name, kind in swept.items():
+            if p is not None and options.get(name) is p and not planned:
+                fail(f"{a.split('=', 1)[0]} is given twice, swept ({kind} {name}) and as a fixed "
+                     f"argument: give it one way", 2)
     parsed = []
     for t in trials:
         args = trial_args(spec, t["params"])
@@ -168,7 +207,7 @@ class _Status:
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help="Random draws, each crossed with the grid; with nothing random, repeats of the "
                    "grid with the trial's --seed counting up. [default: 1]")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed of the random draws: the same spec and seed give the same trials. [default: 0]")
 @click.option("--scheduler", type=click.Choice(["fifo", "asha"]), default=None,
               help="fifo runs every trial to its end; asha (Ray Tune's ASHA) stops poor trials at "
@@ -203,6 +242,10 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
     DIR/results.csv and DIR/best (a link to the best trial's best checkpoint). Ctrl-C keeps the
     finished trials; --resume --out DIR runs the rest. Needs Ray: pip install "bptt[sweep]".
 
+    NAME is the command's option name (json for --json). A flag takes true or false (yes/no,
+    1/0): --grid bidirectional=true,false runs with --bidirectional and without it. A name is
+    swept once, and not also given after `--`.
+
     A TOML spec holds command, samples, seed, scheduler, cpus_per_trial, args (a list of fixed
     arguments), and tables [grid] (name = [values]), [uniform] and [loguniform] (name = [low,
     high]), [choice] (name = [values]) and [fixed] (name = value); options given on the command
@@ -211,7 +254,7 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.tune") is None:
         fail('bptt sweep needs Ray Tune: pip install "bptt[sweep]"')
     from bptt.sweep import (SweepError, SweepSpec, SweepState, format_table, link_best, load_spec,
-                            make_trials, option_args, results_json, run_sweep,
+                            make_trials, option_args, repeated, results_json, run_sweep,
                             write_results)
     args = list(spec_and_args)
     state = None
@@ -223,32 +266,42 @@ def sweep(spec_and_args, command, grid, uniform, loguniform, choice, samples, se
                      "(and --address, --cpus-per-trial, --json)", 2)
             state = SweepState.load(out_dir)
             spec = state.spec()
-            parsed, _ = _check_trial_args(root, spec.command, state.trials, spec)
+            parsed, _ = _check_trial_args(root, spec.command, state.trials, spec, planned=True)
         else:
             d = {}
             if args and args[0].endswith(".toml"):
                 d = load_spec(args.pop(0))
-            fixed = d.pop("fixed", {})
-            d["args"] = list(d.get("args", []))
-            for k, v in fixed.items():
-                d["args"] += option_args(k, v)
-            d["args"] += args
-            for kind, items in (("grid", grid), ("uniform", uniform), ("loguniform", loguniform),
-                                ("choice", choice)):
-                given = _pairs(f"--{kind}", items, kind)
-                for other in ("grid", "uniform", "loguniform", "choice"):   # the command line wins
-                    d[other] = {k: v for k, v in d.get(other, {}).items() if k not in given}
-                d[kind].update(given)
+            seen = {}   # name -> the option that swept it on the command line
+            given = {kind: _pairs(f"--{kind}", items, kind, seen)
+                     for kind, items in zip(KINDS, (grid, uniform, loguniform, choice))}
+            for kind in KINDS:   # the command line wins over the spec's entries for its names
+                d[kind] = {k: v for k, v in d.get(kind, {}).items() if k not in seen}
+                d[kind].update(given[kind])
             for key, value in (("command", command), ("samples", samples), ("seed", seed),
                                ("scheduler", scheduler), ("cpus_per_trial", cpus_per_trial)):
                 if value is not None:
                     d[key] = value
+            cmd = _command(root, d.get("command", "train"))
+            flags = _flags(cmd) if cmd is not None else {}
+            fixed = d.pop("fixed", {})
+            d["args"] = list(d.get("args", []))
+            for k, v in fixed.items():
+                if k not in seen:   # swept on the command line: that wins over the spec's value
+                    d["args"] += option_args(k, v, flags)
+            d["args"] += args
+            d["flags"] = {n: off for n, off in flags.items() if any(n in d[kind] for kind in KINDS)}
             try:
                 spec = SweepSpec(**d)
             except TypeError as e:
                 raise SweepError(f"bad sweep spec: {e}") from None
             trials = make_trials(spec)
             parsed, data_paths = _check_trial_args(root, spec.command, trials, spec)
+            same = repeated(trials)
+            if same:
+                click.echo(f"note: {len(same)} of the {len(trials)} trials ({', '.join(same[:5])}"
+                           f"{', ...' if len(same) > 5 else ''}) have the options of an earlier trial: "
+                           f"the same run again (to repeat runs with other seeds, sweep --seed, "
+                           f"e.g. --grid seed=0,1,2)", err=True)
             if dry_run:
                 from bptt.sweep import trial_args
                 for t in trials:
