@@ -312,6 +312,24 @@ def _table(head, rows, left, last_left=False) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
+def check_plot_path(path) -> None:
+    """ValueError unless :func:`plot` can write ``path``: its extension a format matplotlib writes
+    and its folder one that exists. Checked before the O(T²) work, so that a typo costs nothing.
+    Needs matplotlib (ImportError otherwise)."""
+    import os
+
+    from matplotlib.figure import Figure
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(os.fspath(path))[1][1:].lower()
+    if ext not in formats:
+        got = f"'.{ext}'" if ext else "no extension"
+        raise ValueError(f"{path}: a plot file needs the extension of a format matplotlib writes "
+                         f"({', '.join(sorted(formats))}); got {got}")
+    folder = os.path.dirname(os.fspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"{path}: the folder {folder} does not exist")
+
+
 def plot(flows, path) -> None:
     """‖∂L/∂h_t‖ against t on a log scale, one curve per cell (dashed for lower layers)."""
     import matplotlib

@@ -247,3 +247,87 @@ def test_cli_gradcheck_relu_rnn_seed_34_passes_with_a_kink_note():
     r = CliRunner().invoke(main, ["gradcheck", "--model", "rnn", "--activation", "relu", "--seed", "34"])
     assert r.exit_code == 0, r.output
     assert "FAIL" not in r.output and "6/6 tensors pass" in r.output and "skipped at a kink" in r.output
+
+
+# -- bad input ends in one line, before the work --------------------------------------------------
+def _one_line_error(r, code=2):
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert "gradflow: loss" not in r.output        # refused before any work
+
+
+@pytest.mark.parametrize("name,msg", [("gf.txt", "got '.txt'"), ("gf", "got no extension"),
+                                      ("nodir/x.png", "does not exist")])
+def test_cli_gradflow_refuses_a_plot_path_it_cannot_write_before_the_work(name, msg, tmp_path):
+    pytest.importorskip("matplotlib")
+    r = CliRunner().invoke(main, ["gradflow", "--plot", str(tmp_path / name), "--length", "5", "--hidden", "2"])
+    _one_line_error(r)
+    assert "--plot" in r.output and msg in r.output, r.output
+    assert not (tmp_path / name).exists()
+
+
+def test_cli_gradflow_plots_any_format_matplotlib_writes(tmp_path):
+    pytest.importorskip("matplotlib")
+    svg = tmp_path / "flow.SVG"
+    r = CliRunner().invoke(main, ["gradflow", "--plot", str(svg), "--length", "4", "--hidden", "2", "--cell", "rnn"])
+    assert r.exit_code == 0, r.output
+    assert "<svg" in svg.read_text()
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """A `bptt train` run folder (one step of a tiny LSTM) and the text it read."""
+    tmp = tmp_path_factory.mktemp("lm")
+    text = tmp / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    r = CliRunner().invoke(main, ["train", str(text), "--steps", "1", "--hidden", "4", "--embed-dim", "3",
+                                  "--seq-len", "8", "--batch-size", "2", "--dtype", "float64",
+                                  "--out", str(tmp / "run")])
+    assert r.exit_code == 0, r.output
+    return tmp / "run", text
+
+
+@pytest.mark.parametrize("args,flags", [(["--cell", "gru"], "--cell"), (["--hidden", "8"], "--hidden"),
+                                        (["--layers", "2"], "--layers"), (["--init-scale", "3"], "--init-scale"),
+                                        (["--forget-bias", "1"], "--forget-bias"),
+                                        (["--cell", "lstm", "--hidden", "4"], "--cell and --hidden")])
+def test_cli_gradflow_refuses_fresh_model_options_with_a_checkpoint(args, flags, lm_run):
+    run, text = lm_run
+    r = CliRunner().invoke(main, ["gradflow", str(run), "--text", str(text), "--length", "6"] + args)
+    _one_line_error(r)
+    assert f"{flags} describe" in r.output and "the checkpoint fixes" in r.output, r.output
+    # their defaults, or the options that do apply to a checkpoint, are fine
+    r = CliRunner().invoke(main, ["gradflow", str(run), "--text", str(text), "--length", "6", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+
+
+def test_cli_gradflow_notes_a_text_shorter_than_length(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n")                        # 12 characters: T = 11
+    r = CliRunner().invoke(main, ["gradflow", "--text", str(text), "--length", "50", "--cell", "rnn",
+                                  "--hidden", "2"])
+    assert r.exit_code == 0, r.output
+    assert f"note: --length 50 cut to 11: {text} holds only 12 characters" in r.stderr, r.stderr
+    assert "11 characters of" in r.stdout and "note:" not in r.stdout
+    r = CliRunner().invoke(main, ["gradflow", "--text", str(text), "--length", "11", "--cell", "rnn",
+                                  "--hidden", "2"])
+    assert r.exit_code == 0 and "note:" not in r.output, r.output
+
+
+def test_cli_gradflow_notes_a_checkpoint_text_shorter_than_length(lm_run, tmp_path):
+    run, _ = lm_run
+    short = tmp_path / "short.txt"
+    short.write_text("the lazy dog.")                      # 13 characters: T = 12
+    r = CliRunner().invoke(main, ["gradflow", str(run), "--text", str(short), "--length", "40"])
+    assert r.exit_code == 0, r.output
+    assert f"note: --length 40 cut to 12: {short} holds only 13 tokens" in r.stderr, r.stderr
+    assert "12 tokens of" in r.stdout
+
+
+def test_cli_gradflow_bounds_length_and_says_why():
+    MAX_LENGTH = 1000                                    # as the README and --help say
+    r = CliRunner().invoke(main, ["gradflow", "--length", str(MAX_LENGTH + 1)])
+    _one_line_error(r)
+    assert f"--length {MAX_LENGTH + 1} is above {MAX_LENGTH}" in r.output and "square" in r.output, r.output
+    r = CliRunner().invoke(main, ["gradflow", "--help"])
+    assert f"at most {MAX_LENGTH}" in " ".join(r.output.split())
