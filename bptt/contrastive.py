@@ -692,7 +692,8 @@ class ContrastiveTrainer:
                 "best_checkpoint": str(self.out_dir / BEST_NAME),
                 "heldout": str(self.out_dir / HELDOUT_NAME), "fusion": self.fusion}
 
-    def _validate_and_save(self, on_event):
+    def _validate_and_save(self, on_event, scheduled: bool = True):
+        # no early stopping: every validation, on the schedule or not, may pick best.bptt
         m = self.validate_now()
         rec = {"step": self.step, **{f"val_{k}": v for k, v in m.items()}}
         if self.fusion is not None:

@@ -31,6 +31,9 @@ What the trainer does
   a new best validation loss also saves ``best.bptt``. Each training step appends
   ``{"step", "loss", "lr", "grad_norm", "elapsed"}``.
 - Early stopping: after ``patience`` validations without a lower validation loss, training stops.
+  A validation where a run paused off the schedule (Ctrl-C, --minutes, a fractional --epochs) is
+  logged but counts neither for early stopping nor for best.bptt (until a scheduled one exists),
+  so a resumed run stops and keeps its best exactly where one without the pause would.
   :meth:`SupervisedTrainer.restore_best` loads the best weights back.
 - Budget: ``epochs`` (a total, also on resume) and/or ``minutes`` of wall-clock time.
 - Exact resume: the checkpoint holds the weights, the optimiser state, the generator's state, the
@@ -284,24 +287,30 @@ class SupervisedTrainer:
             rec.update(self.metrics_fn(self.model))
         return rec
 
-    def _validate_and_save(self, on_event) -> bool:
-        """Validate, log, save; True if early stopping says stop."""
+    def _validate_and_save(self, on_event, scheduled: bool = True) -> bool:
+        """Validate, log, save; True if early stopping says stop.
+
+        Only ``scheduled`` validations (each epoch's end, every ``val_every`` steps) count for
+        early stopping and the best weights. One off the schedule (where a run paused: Ctrl-C,
+        --minutes, a fractional --epochs) is logged and reported but changes neither, so that the
+        resumed run stops and keeps its best exactly where one without the pause would; it writes
+        best.bptt only while no scheduled validation has."""
         rec = self.validate_now()
         val = rec["val_loss"]
         if not math.isfinite(val):
             raise self._diverged(f"the validation loss became non-finite at step {self.step}")
         self.last_val = rec
-        improved = self.best_val is None or val < self.best_val
+        improved = scheduled and (self.best_val is None or val < self.best_val)
         if improved:
             self.best_val, self.best_step, self.bad_vals = val, self.step, 0
-        else:
+        elif scheduled:
             self.bad_vals += 1
         append_metrics(self.out_dir, rec)
-        if improved:
+        if improved or self.best_val is None:
             self.save(BEST_NAME)
         path = self.save()   # after best.bptt: a checkpoint never names a best that is not on disk
         on_event("val", {**rec, "best_val": self.best_val, "improved": improved, "path": str(path)})
-        return self.config.patience is not None and self.bad_vals >= self.config.patience
+        return scheduled and self.config.patience is not None and self.bad_vals >= self.config.patience
 
     def request_stop(self) -> None:
         self._stop = True
@@ -330,9 +339,9 @@ class SupervisedTrainer:
                 info["elapsed"] = time.perf_counter() - start
                 append_metrics(self.out_dir, {k: info[k] for k in ("step", "loss", "lr", "grad_norm", "elapsed")})
                 on_event("step", info)
-                if self.epoch != epoch_before or (c.val_every and self.step % c.val_every == 0) \
-                        or self.step == self.total_steps:
-                    if self._validate_and_save(on_event):
+                scheduled = self.epoch != epoch_before or bool(c.val_every and self.step % c.val_every == 0)
+                if scheduled or self.step == self.total_steps:
+                    if self._validate_and_save(on_event, scheduled):
                         reason = "early stop"
                         on_event("stop", {"step": self.step, "best_step": self.best_step,
                                           "best_val": self.best_val, "patience": c.patience})

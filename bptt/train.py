@@ -77,7 +77,7 @@ def save_at_end(trainer, first_step: int, on_event) -> None:
     validation did not see; otherwise make sure a checkpoint exists (a run with nothing left to
     do still leaves one), with a ``"save"`` event."""
     if trainer.step > first_step and (trainer.last_val is None or trainer.last_val.get("step") != trainer.step):
-        trainer._validate_and_save(on_event)
+        trainer._validate_and_save(on_event, scheduled=False)   # off the schedule: where the run paused
     elif not (trainer.out_dir / CHECKPOINT_NAME).exists():
         on_event("save", {"path": str(trainer.save()), "step": trainer.step})
 
@@ -482,7 +482,10 @@ class Trainer:
                 else "no checkpoint had been written yet")
         return TrainingError(f"{what}; stopping: {kept}. Try a lower --lr or a --clip")
 
-    def _validate_and_save(self, on_event) -> None:
+    def _validate_and_save(self, on_event, scheduled: bool = True) -> None:
+        # ``scheduled`` (every val_every steps) or not (where the run paused): a language model's
+        # run has no early stopping, so every validation may pick best.bptt; the weights of a
+        # resumed run are exact either way.
         val = self.validate_now()
         if not math.isfinite(val):
             raise self._diverged(f"the validation loss became non-finite ({val}) at step {self.step}")

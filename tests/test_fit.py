@@ -628,3 +628,25 @@ def test_resume_of_another_kind_of_run_and_early_option_checks(tmp_path):
     assert r.exit_code == 0 and "R² n/a" in r.output, r.output
     text = js.read_text()
     assert "NaN" not in text and json.loads(text)["metrics"]["r2"] is None
+
+
+def test_a_pause_off_the_epoch_changes_neither_early_stopping_nor_the_weights(tmp_path):
+    """A run that stops mid-epoch (a fractional --epochs, Ctrl-C, --minutes) validates where it
+    stopped; that validation must not count for early stopping, or the resumed run stops
+    elsewhere than one without the pause. 1.5 epochs then a resume to 40 = 40 straight."""
+    rng = np.random.default_rng(3)
+    rows = [["a", "b", "y"]] + [[f"{a:.4f}", f"{b:.4f}", f"{a - 2 * b + 0.3 * rng.standard_normal():.4f}"]
+                                for a, b in rng.standard_normal((120, 2))]
+    write(tmp_path / "t.csv", rows)
+    args = [tmp_path / "t.csv", "--target", "y", "--hidden", "16,16", "--lr", "0.02", "--batch-size", "16",
+            "--patience", "2", "--dtype", "float64", "--threads", "1"]
+    straight = run("fit", *args, "--epochs", "40", "--out", tmp_path / "full")
+    assert straight.exit_code == 0 and "early stop" in straight.output, straight.output
+    assert run("fit", *args, "--epochs", "1.5", "--out", tmp_path / "p").exit_code == 0
+    r = run("fit", *args, "--epochs", "40", "--resume", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    for name in (CHECKPOINT_NAME, "best.bptt"):
+        a, b = load_checkpoint(tmp_path / "full" / name), load_checkpoint(tmp_path / "p" / name)
+        assert a["step"] == b["step"], name
+        for k in a["model"]:
+            assert np.array_equal(a["model"][k], b["model"][k]), (name, k)

@@ -241,7 +241,9 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
                  if n_mase else "; MASE undefined: every series is constant in the training part")
     click.echo(f"validation metrics of the best weights (step {best_step}, epoch {best_epoch}), per "
                f"horizon step (mean over {n_series} series{mase_over}):" if best_step else
-               f"validation metrics (no step trained: the initial weights{mase_over}):")
+               f"validation metrics (no step trained: the initial weights{mase_over}):" if not trainer.step else
+               f"validation metrics of the last weights (step {trainer.step}: no epoch ended yet, so no best"
+               f"{mase_over}):")
     click.echo(_table(summary))
     if json_path:
         try:
