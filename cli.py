@@ -196,6 +196,9 @@ def train(ctx, text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, 
             text = load_corpus(list(text_files)) if text_files else None
             trainer = Trainer.resume(out_dir, steps=steps, epochs=epochs, minutes=minutes, text=text,
                                      check_config=lambda saved: refuse_changed_options(ctx, saved.as_options()))
+            if trainer.step >= trainer.total_steps:
+                click.echo(f"{out_dir}: the run already finished: its {trainer.total_steps} steps are done; to "
+                           "train on, pass a larger --steps (a total)")
             click.echo(f"resuming {out_dir} at step {trainer.step}")
         else:
             if steps is None and epochs is None and minutes is None:

@@ -169,8 +169,12 @@ def test_resume_refuses_changed_options_and_takes_the_same_command(tmp_path):
     for flag in ("--hidden 64 (the run's: 6)", "--cell gru (the run's: lstm)", "--tokenizer char (the run's: word)",
                  "--batch-size 8 (the run's: 4)"):
         assert flag in r.output, r.output
+    before = (out / "checkpoint.bptt").read_bytes()
     r = run(*cmd, "--resume", "--steps", 2)   # --steps is a total: 2 is where the run already is
-    assert r.exit_code == 1 and "--steps 2" in r.output and "step 2" in r.output, r.output
+    assert r.exit_code == 0 and "already finished" in r.output, r.output   # a sweep re-running it reads it
+    assert (out / "checkpoint.bptt").read_bytes() == before
+    r = run(*cmd, "--resume", "--steps", 1)   # below it: an error
+    assert r.exit_code == 1 and "--steps 1" in r.output and "step 2" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
     r = run(*cmd, "--resume", "--steps", 3)   # the very command that started it: goes on
     assert r.exit_code == 0 and "resuming" in r.output, r.output

@@ -650,3 +650,14 @@ def test_a_pause_off_the_epoch_changes_neither_early_stopping_nor_the_weights(tm
         assert a["step"] == b["step"], name
         for k in a["model"]:
             assert np.array_equal(a["model"][k], b["model"][k]), (name, k)
+
+
+def test_resume_takes_default_weight_decay_and_paths_spelled_otherwise(tmp_path, monkeypatch):
+    write(tmp_path / "t.csv", [["id", "a", "color", "label"]] + _table())
+    write(tmp_path / "v.csv", [["id", "a", "color", "label"]] + _table(seed=1))
+    monkeypatch.chdir(tmp_path)
+    args = ["t.csv", "--target", "label", "--val", "v.csv", "--patience", "0", *FAST2[:4], "--hidden", "8"]
+    assert run("fit", *args, "--epochs", "1", "--out", "r").exit_code == 0
+    r = run("fit", "t.csv", "--target", "label", "--val", "./v.csv", "--patience", "0", *FAST2[:4], "--hidden", "8",
+            "--weight-decay", "0", "--epochs", "2", "--resume", "--out", "r/")
+    assert r.exit_code == 0 and "resuming" in r.output, r.output

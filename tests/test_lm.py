@@ -590,7 +590,8 @@ def test_resume_refuses_changed_options_and_a_passed_step(corpus, tmp_path):
     assert "past --steps 3" in one_line_error(run("train", *args[:-4], "--steps", 3, "--out", out, "--resume"))
     assert (out / CHECKPOINT_NAME).read_bytes() == before
     r = run("train", *args, "--resume")                    # the same command again: nothing to do
-    assert r.exit_code == 0 and "resuming" in r.output, r.output
+    assert r.exit_code == 0 and "resuming" in r.output and "already finished" in r.output, r.output
+    assert (out / CHECKPOINT_NAME).read_bytes() == before
     r = run("train", *args[:-4], "--steps", 7, "--out", out, "--resume", "--clip", 1, "--weight-decay", 0)
     assert r.exit_code == 0, r.output
     assert load_checkpoint(out / CHECKPOINT_NAME)["step"] == 7

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 
 import click
@@ -152,8 +153,10 @@ def refuse_changed_options(ctx: click.Context, saved: dict) -> None:
         if p.name not in saved or ctx.get_parameter_source(p.name) not in (ParameterSource.COMMANDLINE,
                                                                            ParameterSource.ENVIRONMENT):
             continue
-        given = ctx.params[p.name]
-        if not _same(given, saved[p.name]):
+        given, was = ctx.params[p.name], saved[p.name]
+        if isinstance(p.type, click.Path) and isinstance(given, str) and isinstance(was, str):
+            given, was = os.path.normpath(given), os.path.normpath(was)   # ./a.csv is a.csv, run/ is run
+        if not _same(given, was):
             flag = max(p.opts, key=len)
             changed.append(f"{flag} {_shown(given)} (the run's: {_shown(saved[p.name])})")
     if changed:

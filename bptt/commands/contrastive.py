@@ -129,9 +129,12 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
             text = load_corpus(list(text_files)) if text_files else None
             trainer = ContrastiveTrainer.resume(out_dir, steps=steps, minutes=minutes, text=text)
             refuse_changed_options(click.get_current_context(), _run_options(trainer.config))
-            if steps is not None and steps <= trainer.step:
-                raise ValueError(f"--steps {steps} is not beyond the run's step {trainer.step}: --steps is the "
+            if steps is not None and steps < trainer.step:
+                raise ValueError(f"--steps {steps} is below the run's step {trainer.step}: --steps is the "
                                  f"total to train up to, so give more than {trainer.step} to go on")
+            if steps is not None and steps == trainer.step:   # not an error: a sweep re-running a finished trial
+                click.echo(f"{out_dir}: the run already finished: its {steps} steps are done; to train on, "
+                           "pass a larger --steps (a total)")
             click.echo(f"resuming {out_dir} at step {trainer.step}")
         else:
             if steps is None and minutes is None:

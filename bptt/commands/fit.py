@@ -232,7 +232,9 @@ def _saved_options(opts, config) -> dict:
     saved.update(text_col=opts.text, val_file=opts.val, hidden=list(opts.hidden), drop=_names(opts.drop),
                  features=None if opts.features is None else _names(opts.features),
                  batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
-                 momentum=config.momentum, weight_decay=config.weight_decay, clip=config.clip or 0.0,
+                 momentum=config.momentum, clip=config.clip or 0.0,
+                 weight_decay=(config.weight_decay if config.weight_decay is not None   # the default, resolved
+                               else 0.01 if config.optimizer == "adamw" else 0.0),
                  patience=config.patience or 0)
     return saved
 

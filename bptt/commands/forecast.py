@@ -44,7 +44,9 @@ def _saved_options(config, ckpt) -> dict:
     saved.update(columns=list(config.columns) or list(f["target_names"]),
                  covariates=list(config.covariates), window=int(f["window"]),
                  season=int(config.season if config.season is not None else f["season"]),
-                 clip=float(config.clip or 0.0), patience=int(config.patience or 0))
+                 clip=float(config.clip or 0.0), patience=int(config.patience or 0),
+                 weight_decay=(config.weight_decay if config.weight_decay is not None   # the default, resolved
+                               else 0.01 if config.optimizer == "adamw" else 0.0))
     return saved
 
 
