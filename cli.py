@@ -194,8 +194,19 @@ def train(ctx, text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, 
     with training_errors():
         if resume:
             text = load_corpus(list(text_files)) if text_files else None
+            was = {}
+
+            def check(saved):
+                refuse_changed_options(ctx, saved.as_options())
+                was.update(schedule=saved.schedule, steps=saved.steps, epochs=saved.epochs)
+
             trainer = Trainer.resume(out_dir, steps=steps, epochs=epochs, minutes=minutes, text=text,
-                                     check_config=lambda saved: refuse_changed_options(ctx, saved.as_options()))
+                                     check_config=check)
+            if was["schedule"] == "cosine" and (steps, epochs) != (None, None) and \
+                    (steps, epochs) != (was["steps"], was["epochs"]):
+                click.echo("note: the cosine schedule is laid out over the run's length, so it changes with "
+                           "--steps/--epochs: this resume is not the run it would have been (give the same "
+                           "length for an exact resume)")
             if trainer.step >= trainer.total_steps:
                 click.echo(f"{out_dir}: the run already finished: its {trainer.total_steps} steps are done; to "
                            "train on, pass a larger --steps (a total)")
