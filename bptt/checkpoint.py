@@ -219,18 +219,19 @@ def check_output_folder(folder) -> None:
         raise ValueError(f"--out {folder}: cannot write in {base} (permission denied)")
 
 
-def check_output_file(path) -> None:
-    """ValueError (one line) unless a file can be written at ``path``: its folder exists and is
-    writable, and ``path`` is not a folder. Checked before the work that makes the file."""
+def check_output_file(path, option: str = "--out") -> None:
+    """ValueError (one line, naming ``option``) unless a file can be written at ``path``: its
+    folder exists and is writable, and ``path`` is not a folder. Checked before the work that
+    makes the file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise ValueError(f"--out {path}: is a folder, expected a file name")
+        raise ValueError(f"{option} {path}: is a folder, expected a file name")
     if not os.path.isdir(folder):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise ValueError(f"--out {path}: its folder {folder} {what}")
+        raise ValueError(f"{option} {path}: its folder {folder} {what}")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path}: cannot write in {folder} (permission denied)")
+        raise ValueError(f"{option} {path}: cannot write in {folder} (permission denied)")
 
 
 # ---------------------------------------------------------------------------------------------

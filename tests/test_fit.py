@@ -612,7 +612,7 @@ def test_resume_of_another_kind_of_run_and_early_option_checks(tmp_path):
         assert "lacks" not in e and "(" not in e.split("run")[0]
     write(tmp_path / "t.csv", [["id", "a", "color", "label"]] + _table())
     one_line_error(run("fit", tmp_path / "t.csv", "--target", "label", "--json", tmp_path / "no" / "x.json",
-                       "--out", tmp_path / "o", *FAST2), "--json", "no folder")
+                       "--out", tmp_path / "o", *FAST2), "--json", "does not exist")
     assert not (tmp_path / "o").exists()
     write(tmp_path / "tx.csv", [["t", "y"]] + [["ab cd", "x"], ["ef", "z"]] * 10)
     for opt in (["--features", "t"], ["--drop", "t"]):

@@ -474,3 +474,13 @@ def test_mase_is_averaged_over_the_series_where_it_is_defined(tmp_path):
     r = CliRunner().invoke(main, ["forecast", str(p), "--window", "4", "--out", str(tmp_path / "c")] + FAST)
     assert r.exit_code == 0, r.output
     assert "MASE n/a" in r.output and "nan" not in r.output
+
+
+def test_json_and_plot_paths_are_checked_before_training(tmp_path):
+    import importlib.util
+    plot = [("--plot", "x.png")] if importlib.util.find_spec("matplotlib") else []   # else --plot is refused first
+    for option, name in [("--json", "x.json")] + plot:
+        r = CliRunner().invoke(main, ["forecast", "--demo", "seasonal", "--horizon", "2", "--epochs", "1",
+                                      option, str(tmp_path / "no" / name), "--out", str(tmp_path / "o")])
+        assert r.exit_code == 1 and f"{option} " in r.output and "does not exist" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 
 import click
@@ -163,10 +162,12 @@ def fit(ctx, data, target, text_col, features, drop, task, header, missing, val_
     """
     from bptt.fitting import (FitOptions, load_run, make_trainer, prepare, resume_config, resume_job,
                               run_finished)
+    from bptt.checkpoint import check_output_file
     from bptt.supervised import SupervisedConfig
     set_threads(threads)
     with training_errors():
-        _check_json_path(json_path)
+        if json_path:   # before training: a bad path must not waste the run
+            check_output_file(json_path, "--json")
         if resume:
             ckpt, opts, config = load_run(out_dir)
             for name in ("features", "drop"):   # compare lists, not the comma strings
@@ -237,14 +238,6 @@ def _saved_options(opts, config) -> dict:
                                else 0.01 if config.optimizer == "adamw" else 0.0),
                  patience=config.patience or 0)
     return saved
-
-
-def _check_json_path(json_path):
-    """Before training: the folder of --json must exist."""
-    if json_path:
-        folder = os.path.dirname(os.path.abspath(json_path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"--json {json_path}: no folder {folder}")
 
 
 def _train(trainer, job):

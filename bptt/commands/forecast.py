@@ -154,7 +154,14 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
     """
     import json
     from pathlib import Path
+    from bptt.checkpoint import check_output_file
     set_threads(threads)
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path:   # before training: a bad path must not waste the run
+            try:
+                check_output_file(path, option)
+            except ValueError as e:
+                fail(str(e))
     if plot_path is not None:
         try:
             import matplotlib  # noqa: F401
