@@ -208,6 +208,20 @@ def _first_existing(path: str) -> str:
     return p
 
 
+# What each kind of checkpoint is, for errors that name it.
+CHECKPOINT_KINDS = {"lm": "a language model (`bptt train`)",
+                    "contrastive": "a contrastive encoder (`bptt contrastive`)",
+                    "text": "a text classifier (`bptt fit --text`)",
+                    "table": "a table model (`bptt fit`)",
+                    "sequence": "a sequence model (`bptt fit`)",
+                    "forecast": "a forecaster (`bptt forecast`)"}
+
+
+def checkpoint_kind(kind) -> str:
+    """``a text classifier (`bptt fit --text`)``: what a checkpoint ``kind`` is, in words."""
+    return CHECKPOINT_KINDS.get(kind, f"a checkpoint of kind {kind!r}")
+
+
 def check_output_folder(folder) -> None:
     """ValueError (one line) unless ``folder`` is, or can be made as, a writable folder: checked
     before a run's work starts, so a bad ``--out`` fails at once, not at the first save."""

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_kind, load_checkpoint, save_checkpoint
 from .data import UNK_ID, SubwordTokenizer, fit_tokenizer, tokenizer_from_dict
 from .kernels.pooling import mean_pool_backward, mean_pool_forward
 from .config import SavedConfig
@@ -448,20 +448,6 @@ def load_embedder(path):
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{p}: checkpoint content is inconsistent ({e})") from None
     return model, tok, ckpt
-
-
-# What each kind of checkpoint is, for errors that name it.
-CHECKPOINT_KINDS = {"lm": "a language model (`bptt train`)",
-                    "contrastive": "a contrastive encoder (`bptt contrastive`)",
-                    "text": "a text classifier (`bptt fit --text`)",
-                    "table": "a table model (`bptt fit`)",
-                    "sequence": "a sequence model (`bptt fit`)",
-                    "forecast": "a forecaster (`bptt forecast`)"}
-
-
-def checkpoint_kind(kind) -> str:
-    """``a text classifier (`bptt fit --text`)``: what a checkpoint ``kind`` is, in words."""
-    return CHECKPOINT_KINDS.get(kind, f"a checkpoint of kind {kind!r}")
 
 
 def load_init_model(path):

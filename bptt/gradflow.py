@@ -212,7 +212,7 @@ def check_kind(path, kind) -> None:
     """ValueError naming what the checkpoint at ``path`` is, unless gradflow reads its ``kind``
     (a language model's loss on the next token, or a sequence regressor's on the last step)."""
     if kind not in READS:
-        from .contrastive import checkpoint_kind
+        from .checkpoint import checkpoint_kind
         raise ValueError(f"{path} is {checkpoint_kind(kind)}; gradflow reads language models of "
                          "`bptt train` and sequence regressors of `bptt fit` (such as --demo adding)")
 

@@ -5,7 +5,8 @@ import math
 
 import click
 
-from .common import CONTEXT, FiniteFloatRange, Progress, echo_interrupted, fail, json_safe, set_threads, training_errors
+from .common import (CONTEXT, FiniteFloatRange, Progress, echo_interrupted, fail, json_safe, refuse_changed_options,
+                     set_threads, training_errors)
 
 
 def _fmt(v, width=8):
@@ -48,10 +49,6 @@ def _saved_options(config, ckpt) -> dict:
                  weight_decay=(config.weight_decay if config.weight_decay is not None   # the default, resolved
                                else 0.01 if config.optimizer == "adamw" else 0.0))
     return saved
-
-
-def _names(spec) -> list:
-    return [c.strip() for c in (spec or "").split(",") if c.strip()]
 
 
 def _json_report(summary, config, series) -> dict:
@@ -167,9 +164,8 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
             import matplotlib  # noqa: F401
         except ImportError:
             fail("--plot needs matplotlib: pip install 'bptt[plot]'")
-    from bptt.forecast import (ForecastConfig, ForecastTrainer, demo_series, plot_forecast,
+    from bptt.forecast import (ForecastConfig, ForecastTrainer, demo_series, plot_forecast, split_names,
                                write_series_csv)
-    from bptt.commands.common import refuse_changed_options
     ctx = click.get_current_context()
     with training_errors():
         if series_csv is not None and demo is not None:
@@ -177,7 +173,7 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         if resume:
             run = ForecastTrainer.load_run(out_dir)
             # compare lists of names, as the run saved them, not the command line's text
-            ctx.params["columns"], ctx.params["covariates"] = _names(columns), _names(covariates)
+            ctx.params["columns"], ctx.params["covariates"] = split_names(columns), split_names(covariates)
             refuse_changed_options(ctx, _saved_options(*run))
             trainer = ForecastTrainer.resume(out_dir, epochs=epochs, minutes=minutes,
                                              series=demo_series(demo) if demo else None,
@@ -189,8 +185,8 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         else:
             if series_csv is None and demo is None:
                 raise ValueError("give a SERIES_CSV file, or --demo seasonal")
-            config = ForecastConfig(source=series_csv, demo=demo, columns=_names(columns),
-                                    covariates=_names(covariates),
+            config = ForecastConfig(source=series_csv, demo=demo, columns=split_names(columns),
+                                    covariates=split_names(covariates),
                                     header=header, horizon=horizon, window=window, season=season,
                                     val_fraction=val_fraction, val_steps=val_steps, target=target,
                                     cell=cell, hidden=hidden, layers=layers, dropout=dropout,
@@ -268,13 +264,12 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         click.echo(f"plot: {plot_path}")
     beats = [name for key, name in (("naive", "naive"), ("seasonal_naive", "seasonal-naive"))
              if m["model"]["mae_mean"] < m[key]["mae_mean"]]
-    g = _g
     of = f" (over {n_mase} of {n_series} series)" if 0 < n_mase < n_series else ""
     click.echo(f"final: epoch {summary['epoch']:.3g} (best {best_epoch}), validation MAE "
-               f"{g(m['model']['mae_mean'])} RMSE {g(m['model']['rmse_mean'])} MASE "
-               f"{g(m['model']['mase_mean'])}{of}; naive MAE {g(m['naive']['mae_mean'])} MASE "
-               f"{g(m['naive']['mase_mean'])}; seasonal-naive (S={summary['season']}) MAE "
-               f"{g(m['seasonal_naive']['mae_mean'])} MASE {g(m['seasonal_naive']['mase_mean'])}; "
+               f"{_g(m['model']['mae_mean'])} RMSE {_g(m['model']['rmse_mean'])} MASE "
+               f"{_g(m['model']['mase_mean'])}{of}; naive MAE {_g(m['naive']['mae_mean'])} MASE "
+               f"{_g(m['naive']['mase_mean'])}; seasonal-naive (S={summary['season']}) MAE "
+               f"{_g(m['seasonal_naive']['mae_mean'])} MASE {_g(m['seasonal_naive']['mase_mean'])}; "
                f"beats {' and '.join(beats) if beats else 'neither baseline'} on MAE; "
                f"best weights {summary['best_checkpoint']}")
 
