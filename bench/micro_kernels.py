@@ -1,11 +1,13 @@
 """One core's GFLOP/s of single micro-kernels, compiled for this machine: the figures behind the
 block shapes of bptt/kernels/microgen.py.
 
-    python bench/micro_kernels.py                 # the host family's main block, and 4x64 for comparison
+    python bench/micro_kernels.py                 # the host family's main block, and others for comparison
     python bench/micro_kernels.py 4x24:bcast:24 4x64:rows:128 6x16:bcast:16
 
-Each spec is RxW:ORDER:PANEL: a body of R rows × W columns generated in ORDER (``rows`` or
-``bcast``, see microgen), run over a C of 32 rows and a B of K = 256 rows stored in panels
+Each spec is RxW:ORDER:PANEL: a body of R rows × W columns, ``vec`` the form bptt compiles
+(``microcall.vector_body``: LLVM vector IR), or the readable scalar form generated in ORDER
+(``rows`` or ``bcast``, see microgen; ``BPTT_MICRO=scalar``), which the SLP vectoriser packs
+less well (on an Intel Xeon with AVX-512: 8 × 32 at 205 GFLOP/s as ``vec``, 108-116 scalar), run over a C of 32 rows and a B of K = 256 rows stored in panels
 PANEL columns wide (the body reads a K × W sliver with row stride PANEL), one thread, repeated
 for about 0.3 s, best of 5. Any body can be compiled on any x86 host (LLVM targets the host's
 ISA): a 4 × 64 block on an AVX2 machine shows what a block written for AVX-512 costs there.
@@ -23,6 +25,12 @@ from bptt.kernels import microgen
 
 
 def _body(R, W, order):
+    if order == "vec":   # the form bptt compiles: microcall.vector_body, LLVM vector IR
+        from bptt.kernels import microcall
+        p = types.CPointer(types.float32)
+        i = types.int64
+        return numba.cfunc(types.void(p, i, p, i, i, p, i, i, i), error_model="numpy")(
+            microcall._vector_function(jit.ISA, R, W))
     ns = {"fma": jit.fma}
     exec(microgen.kernel_source(R, W, order), ns)   # noqa: S102 - our own generated source
     p = types.CPointer(types.float32)
@@ -88,8 +96,8 @@ def _driver(addr, R, W):
 def main(argv):
     from bptt.benchmark.machine import measure_peak
     fam = microgen.FAMILIES[jit.ISA]
-    specs = argv or [f"{fam.R}x{fam.W}:{fam.order}:{fam.panel}", "4x64:rows:128", "4x24:rows:24",
-                     "4x24:bcast:96"]
+    specs = argv or [f"{fam.R}x{fam.W}:vec:{fam.panel}", f"{fam.R}x{fam.W}:{fam.order}:{fam.panel}",
+                     "4x64:vec:128", "4x64:vec:64", "8x32:vec:32", "12x32:vec:32", "4x24:vec:24"]
     jit.set_threads(1)
     print(f"ISA {jit.ISA} ({jit.isa_info()['cpu_name']}); FMA peak on 1 thread: {measure_peak():.1f} GFLOP/s")
     for spec in specs:

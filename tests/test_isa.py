@@ -60,8 +60,8 @@ WIDER = [isa for isa in jit.ISAS if jit.ISAS.index(isa) < jit.ISAS.index(jit.hos
 
 @pytest.mark.parametrize("isa", WIDER)
 def test_a_wider_family_on_this_cpu_gives_the_native_bits(isa, native, tmp_path):
-    # BPTT_ISA=avx512@host: the avx512 family's kernels (blocks 4 x 64, panels of 128, its loop
-    # orders) compiled for this CPU's own vectors, so that a machine without AVX-512 still checks
+    # BPTT_ISA=avx512@host: the avx512 family's kernels (blocks 8 x 32 and 4 x 32, panels of 32,
+    # its loop orders) compiled for this CPU's own vectors, so that a machine without AVX-512 still checks
     # that family's code bit for bit (its instructions themselves are LLVM's)
     _assert_probe_gives_native_bits(f"{isa}@host", isa, native, tmp_path / f"{isa}_at_host.npz")
 

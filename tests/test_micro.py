@@ -120,9 +120,9 @@ def test_vector_ir_bodies_give_the_bits_of_the_readable_bodies(dtype):
     ct = ctypes.POINTER(ctypes.c_float if dtype == np.float32 else ctypes.c_double)
     rng = np.random.default_rng(0)
     K, ldc, ldb = 37, 3 * fam.PANEL * max(2, fam.ROW_PANELS), 2 * fam.PANEL * max(2, fam.ROW_PANELS)
-    A = rng.standard_normal((4, 2 * K)).astype(dtype)          # A[r, k] = A[r, 2k]: sa1 = 2
+    A = rng.standard_normal((fam.R, 2 * K)).astype(dtype)      # A[r, k] = A[r, 2k]: sa1 = 2
     B = rng.standard_normal((K, ldb)).astype(dtype)
-    C0 = rng.standard_normal((4, ldc)).astype(dtype)
+    C0 = rng.standard_normal((fam.R, ldc)).astype(dtype)      # the main block's rows
     for R, W, blocks, pair in _body_cases(fam):
         extra = (W // 2,) if pair else (fam.PANEL * K,) if blocks > 1 else ()
         Bx = rng.standard_normal((blocks * K, fam.PANEL)).astype(dtype) if blocks > 1 else B

@@ -7,7 +7,7 @@ Layers of the engine, each on the one below:
    × W columns of C held in registers for a whole range of k. The family is the one for the
    ISA :mod:`bptt.jit` chose (``bptt.jit.ISA``); each family's ``tile`` covers any block of C
    with its kernels.
-2. panels: Bm copied once per call into *panels* of ``PANEL`` columns (the family's: 128 for
+2. panels: Bm copied once per call into *panels* of ``PANEL`` columns (the family's: 32 for
    avx512, 24 for avx2 and generic), each panel one contiguous (K, PANEL) block
    (:func:`packed`, or :func:`packed_T` for Bm = Wᵀ).
 3. tiles: :func:`acc_panels` runs a tile of at most ``ROWS`` rows × ``COLS`` columns panel by
@@ -473,6 +473,8 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     the last of a chunk) ``micro.ROW_PANELS`` panels at a time in one k loop, for enough vector
     chains in flight (:mod:`bptt.kernels.microgen`). The same fma chains, so the same bits."""
     nR = n0 + (n1 - n0) // micro.R * micro.R
+    if micro.R2 and n1 - nR >= micro.R2:   # the tile runs these rows as one block of R2
+        nR += micro.R2
     p0 = c0 // PANEL
     p1 = (c1 + PANEL - 1) // PANEL
     _acc_panels_by_panel(C, A, P, n0, nR, c0, c1, k0, k1)

@@ -9,7 +9,7 @@ i.e. C[r, w] += Σ_k A[r, k] · B[k, w], each output one fused multiply-add chai
 exactly as :func:`bptt.kernels.engine.acc_scalar` computes it one element at a time. The
 arguments are pointers to the block's first element and strides in elements: C[r, w] is
 pC[r·ldc + w], A[r, k] is pA[r·sa0 + k·sa1], B[k, w] is pB[k·ldb + w]. The partial sums live in
-the scalar variables s<r>_<w> for the whole k loop; the k step is in ``rows`` order (see
+the scalar variables s<r>_<w> for the whole k loop; the k step is in ``bcast`` order (see
 :mod:`bptt.kernels.microgen`).
 
 ``body_RxWx2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d)`` does the same for two R × W blocks,
@@ -21,153 +21,321 @@ compute the same outputs from the same C, A and B in the same order, so both sto
 :func:`bptt.kernels.engine.acc_tile`.
 """
 from ..jit import fma
-from .microcall import caller
+from .microcall import caller, panels_caller
 
 ISA = 'avx512'
-SIZES = ((4, 64), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 64), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
-PAIRS = ((1, 64),)
-PANEL = 128   # columns of a packed panel of B: a whole number of 64-wide blocks
+SIZES = ((8, 32), (8, 16), (8, 8), (8, 4), (8, 2), (8, 1), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+PAIRS = ()
+PANEL = 32   # columns of a packed panel of B: a whole number of 32-wide blocks
 NARROW = 16   # a weight gradient's last I mod NARROW columns run transposed (one vector)
-R = 4   # rows of the main block
-ROW_PANELS = 1   # a single row takes this many panels at once (body_1x64x1p), when > 1
-STREAM = None   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
+R = 8   # rows of the main block
+R2 = 4   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
+ROW_PANELS = 4   # a single row takes this many panels at once (body_1x32x4p), when > 1
+STREAM = (8, 32)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
 
-def body_4x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:4, 0:64] += A[0:4, k0:k1] · B[k0:k1, 0:64], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0
+def body_8x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:8, 0:32] += A[0:8, k0:k1] · B[k0:k1, 0:32], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
     s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
     s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
     s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
-    s0_32 = pC[c0 + 32]; s0_33 = pC[c0 + 33]; s0_34 = pC[c0 + 34]; s0_35 = pC[c0 + 35]; s0_36 = pC[c0 + 36]; s0_37 = pC[c0 + 37]; s0_38 = pC[c0 + 38]; s0_39 = pC[c0 + 39]
-    s0_40 = pC[c0 + 40]; s0_41 = pC[c0 + 41]; s0_42 = pC[c0 + 42]; s0_43 = pC[c0 + 43]; s0_44 = pC[c0 + 44]; s0_45 = pC[c0 + 45]; s0_46 = pC[c0 + 46]; s0_47 = pC[c0 + 47]
-    s0_48 = pC[c0 + 48]; s0_49 = pC[c0 + 49]; s0_50 = pC[c0 + 50]; s0_51 = pC[c0 + 51]; s0_52 = pC[c0 + 52]; s0_53 = pC[c0 + 53]; s0_54 = pC[c0 + 54]; s0_55 = pC[c0 + 55]
-    s0_56 = pC[c0 + 56]; s0_57 = pC[c0 + 57]; s0_58 = pC[c0 + 58]; s0_59 = pC[c0 + 59]; s0_60 = pC[c0 + 60]; s0_61 = pC[c0 + 61]; s0_62 = pC[c0 + 62]; s0_63 = pC[c0 + 63]
     s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
     s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]; s1_12 = pC[c1 + 12]; s1_13 = pC[c1 + 13]; s1_14 = pC[c1 + 14]; s1_15 = pC[c1 + 15]
     s1_16 = pC[c1 + 16]; s1_17 = pC[c1 + 17]; s1_18 = pC[c1 + 18]; s1_19 = pC[c1 + 19]; s1_20 = pC[c1 + 20]; s1_21 = pC[c1 + 21]; s1_22 = pC[c1 + 22]; s1_23 = pC[c1 + 23]
     s1_24 = pC[c1 + 24]; s1_25 = pC[c1 + 25]; s1_26 = pC[c1 + 26]; s1_27 = pC[c1 + 27]; s1_28 = pC[c1 + 28]; s1_29 = pC[c1 + 29]; s1_30 = pC[c1 + 30]; s1_31 = pC[c1 + 31]
-    s1_32 = pC[c1 + 32]; s1_33 = pC[c1 + 33]; s1_34 = pC[c1 + 34]; s1_35 = pC[c1 + 35]; s1_36 = pC[c1 + 36]; s1_37 = pC[c1 + 37]; s1_38 = pC[c1 + 38]; s1_39 = pC[c1 + 39]
-    s1_40 = pC[c1 + 40]; s1_41 = pC[c1 + 41]; s1_42 = pC[c1 + 42]; s1_43 = pC[c1 + 43]; s1_44 = pC[c1 + 44]; s1_45 = pC[c1 + 45]; s1_46 = pC[c1 + 46]; s1_47 = pC[c1 + 47]
-    s1_48 = pC[c1 + 48]; s1_49 = pC[c1 + 49]; s1_50 = pC[c1 + 50]; s1_51 = pC[c1 + 51]; s1_52 = pC[c1 + 52]; s1_53 = pC[c1 + 53]; s1_54 = pC[c1 + 54]; s1_55 = pC[c1 + 55]
-    s1_56 = pC[c1 + 56]; s1_57 = pC[c1 + 57]; s1_58 = pC[c1 + 58]; s1_59 = pC[c1 + 59]; s1_60 = pC[c1 + 60]; s1_61 = pC[c1 + 61]; s1_62 = pC[c1 + 62]; s1_63 = pC[c1 + 63]
     s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
     s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]; s2_12 = pC[c2 + 12]; s2_13 = pC[c2 + 13]; s2_14 = pC[c2 + 14]; s2_15 = pC[c2 + 15]
     s2_16 = pC[c2 + 16]; s2_17 = pC[c2 + 17]; s2_18 = pC[c2 + 18]; s2_19 = pC[c2 + 19]; s2_20 = pC[c2 + 20]; s2_21 = pC[c2 + 21]; s2_22 = pC[c2 + 22]; s2_23 = pC[c2 + 23]
     s2_24 = pC[c2 + 24]; s2_25 = pC[c2 + 25]; s2_26 = pC[c2 + 26]; s2_27 = pC[c2 + 27]; s2_28 = pC[c2 + 28]; s2_29 = pC[c2 + 29]; s2_30 = pC[c2 + 30]; s2_31 = pC[c2 + 31]
-    s2_32 = pC[c2 + 32]; s2_33 = pC[c2 + 33]; s2_34 = pC[c2 + 34]; s2_35 = pC[c2 + 35]; s2_36 = pC[c2 + 36]; s2_37 = pC[c2 + 37]; s2_38 = pC[c2 + 38]; s2_39 = pC[c2 + 39]
-    s2_40 = pC[c2 + 40]; s2_41 = pC[c2 + 41]; s2_42 = pC[c2 + 42]; s2_43 = pC[c2 + 43]; s2_44 = pC[c2 + 44]; s2_45 = pC[c2 + 45]; s2_46 = pC[c2 + 46]; s2_47 = pC[c2 + 47]
-    s2_48 = pC[c2 + 48]; s2_49 = pC[c2 + 49]; s2_50 = pC[c2 + 50]; s2_51 = pC[c2 + 51]; s2_52 = pC[c2 + 52]; s2_53 = pC[c2 + 53]; s2_54 = pC[c2 + 54]; s2_55 = pC[c2 + 55]
-    s2_56 = pC[c2 + 56]; s2_57 = pC[c2 + 57]; s2_58 = pC[c2 + 58]; s2_59 = pC[c2 + 59]; s2_60 = pC[c2 + 60]; s2_61 = pC[c2 + 61]; s2_62 = pC[c2 + 62]; s2_63 = pC[c2 + 63]
     s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
     s3_8 = pC[c3 + 8]; s3_9 = pC[c3 + 9]; s3_10 = pC[c3 + 10]; s3_11 = pC[c3 + 11]; s3_12 = pC[c3 + 12]; s3_13 = pC[c3 + 13]; s3_14 = pC[c3 + 14]; s3_15 = pC[c3 + 15]
     s3_16 = pC[c3 + 16]; s3_17 = pC[c3 + 17]; s3_18 = pC[c3 + 18]; s3_19 = pC[c3 + 19]; s3_20 = pC[c3 + 20]; s3_21 = pC[c3 + 21]; s3_22 = pC[c3 + 22]; s3_23 = pC[c3 + 23]
     s3_24 = pC[c3 + 24]; s3_25 = pC[c3 + 25]; s3_26 = pC[c3 + 26]; s3_27 = pC[c3 + 27]; s3_28 = pC[c3 + 28]; s3_29 = pC[c3 + 29]; s3_30 = pC[c3 + 30]; s3_31 = pC[c3 + 31]
-    s3_32 = pC[c3 + 32]; s3_33 = pC[c3 + 33]; s3_34 = pC[c3 + 34]; s3_35 = pC[c3 + 35]; s3_36 = pC[c3 + 36]; s3_37 = pC[c3 + 37]; s3_38 = pC[c3 + 38]; s3_39 = pC[c3 + 39]
-    s3_40 = pC[c3 + 40]; s3_41 = pC[c3 + 41]; s3_42 = pC[c3 + 42]; s3_43 = pC[c3 + 43]; s3_44 = pC[c3 + 44]; s3_45 = pC[c3 + 45]; s3_46 = pC[c3 + 46]; s3_47 = pC[c3 + 47]
-    s3_48 = pC[c3 + 48]; s3_49 = pC[c3 + 49]; s3_50 = pC[c3 + 50]; s3_51 = pC[c3 + 51]; s3_52 = pC[c3 + 52]; s3_53 = pC[c3 + 53]; s3_54 = pC[c3 + 54]; s3_55 = pC[c3 + 55]
-    s3_56 = pC[c3 + 56]; s3_57 = pC[c3 + 57]; s3_58 = pC[c3 + 58]; s3_59 = pC[c3 + 59]; s3_60 = pC[c3 + 60]; s3_61 = pC[c3 + 61]; s3_62 = pC[c3 + 62]; s3_63 = pC[c3 + 63]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]; s4_2 = pC[c4 + 2]; s4_3 = pC[c4 + 3]; s4_4 = pC[c4 + 4]; s4_5 = pC[c4 + 5]; s4_6 = pC[c4 + 6]; s4_7 = pC[c4 + 7]
+    s4_8 = pC[c4 + 8]; s4_9 = pC[c4 + 9]; s4_10 = pC[c4 + 10]; s4_11 = pC[c4 + 11]; s4_12 = pC[c4 + 12]; s4_13 = pC[c4 + 13]; s4_14 = pC[c4 + 14]; s4_15 = pC[c4 + 15]
+    s4_16 = pC[c4 + 16]; s4_17 = pC[c4 + 17]; s4_18 = pC[c4 + 18]; s4_19 = pC[c4 + 19]; s4_20 = pC[c4 + 20]; s4_21 = pC[c4 + 21]; s4_22 = pC[c4 + 22]; s4_23 = pC[c4 + 23]
+    s4_24 = pC[c4 + 24]; s4_25 = pC[c4 + 25]; s4_26 = pC[c4 + 26]; s4_27 = pC[c4 + 27]; s4_28 = pC[c4 + 28]; s4_29 = pC[c4 + 29]; s4_30 = pC[c4 + 30]; s4_31 = pC[c4 + 31]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]; s5_4 = pC[c5 + 4]; s5_5 = pC[c5 + 5]; s5_6 = pC[c5 + 6]; s5_7 = pC[c5 + 7]
+    s5_8 = pC[c5 + 8]; s5_9 = pC[c5 + 9]; s5_10 = pC[c5 + 10]; s5_11 = pC[c5 + 11]; s5_12 = pC[c5 + 12]; s5_13 = pC[c5 + 13]; s5_14 = pC[c5 + 14]; s5_15 = pC[c5 + 15]
+    s5_16 = pC[c5 + 16]; s5_17 = pC[c5 + 17]; s5_18 = pC[c5 + 18]; s5_19 = pC[c5 + 19]; s5_20 = pC[c5 + 20]; s5_21 = pC[c5 + 21]; s5_22 = pC[c5 + 22]; s5_23 = pC[c5 + 23]
+    s5_24 = pC[c5 + 24]; s5_25 = pC[c5 + 25]; s5_26 = pC[c5 + 26]; s5_27 = pC[c5 + 27]; s5_28 = pC[c5 + 28]; s5_29 = pC[c5 + 29]; s5_30 = pC[c5 + 30]; s5_31 = pC[c5 + 31]
+    s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]; s6_4 = pC[c6 + 4]; s6_5 = pC[c6 + 5]; s6_6 = pC[c6 + 6]; s6_7 = pC[c6 + 7]
+    s6_8 = pC[c6 + 8]; s6_9 = pC[c6 + 9]; s6_10 = pC[c6 + 10]; s6_11 = pC[c6 + 11]; s6_12 = pC[c6 + 12]; s6_13 = pC[c6 + 13]; s6_14 = pC[c6 + 14]; s6_15 = pC[c6 + 15]
+    s6_16 = pC[c6 + 16]; s6_17 = pC[c6 + 17]; s6_18 = pC[c6 + 18]; s6_19 = pC[c6 + 19]; s6_20 = pC[c6 + 20]; s6_21 = pC[c6 + 21]; s6_22 = pC[c6 + 22]; s6_23 = pC[c6 + 23]
+    s6_24 = pC[c6 + 24]; s6_25 = pC[c6 + 25]; s6_26 = pC[c6 + 26]; s6_27 = pC[c6 + 27]; s6_28 = pC[c6 + 28]; s6_29 = pC[c6 + 29]; s6_30 = pC[c6 + 30]; s6_31 = pC[c6 + 31]
+    s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]; s7_4 = pC[c7 + 4]; s7_5 = pC[c7 + 5]; s7_6 = pC[c7 + 6]; s7_7 = pC[c7 + 7]
+    s7_8 = pC[c7 + 8]; s7_9 = pC[c7 + 9]; s7_10 = pC[c7 + 10]; s7_11 = pC[c7 + 11]; s7_12 = pC[c7 + 12]; s7_13 = pC[c7 + 13]; s7_14 = pC[c7 + 14]; s7_15 = pC[c7 + 15]
+    s7_16 = pC[c7 + 16]; s7_17 = pC[c7 + 17]; s7_18 = pC[c7 + 18]; s7_19 = pC[c7 + 19]; s7_20 = pC[c7 + 20]; s7_21 = pC[c7 + 21]; s7_22 = pC[c7 + 22]; s7_23 = pC[c7 + 23]
+    s7_24 = pC[c7 + 24]; s7_25 = pC[c7 + 25]; s7_26 = pC[c7 + 26]; s7_27 = pC[c7 + 27]; s7_28 = pC[c7 + 28]; s7_29 = pC[c7 + 29]; s7_30 = pC[c7 + 30]; s7_31 = pC[c7 + 31]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4); s1_4 = fma(a1, b, s1_4); s2_4 = fma(a2, b, s2_4); s3_4 = fma(a3, b, s3_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5); s1_5 = fma(a1, b, s1_5); s2_5 = fma(a2, b, s2_5); s3_5 = fma(a3, b, s3_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6); s1_6 = fma(a1, b, s1_6); s2_6 = fma(a2, b, s2_6); s3_6 = fma(a3, b, s3_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7); s1_7 = fma(a1, b, s1_7); s2_7 = fma(a2, b, s2_7); s3_7 = fma(a3, b, s3_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8); s1_8 = fma(a1, b, s1_8); s2_8 = fma(a2, b, s2_8); s3_8 = fma(a3, b, s3_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9); s1_9 = fma(a1, b, s1_9); s2_9 = fma(a2, b, s2_9); s3_9 = fma(a3, b, s3_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10); s1_10 = fma(a1, b, s1_10); s2_10 = fma(a2, b, s2_10); s3_10 = fma(a3, b, s3_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11); s1_11 = fma(a1, b, s1_11); s2_11 = fma(a2, b, s2_11); s3_11 = fma(a3, b, s3_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12); s1_12 = fma(a1, b, s1_12); s2_12 = fma(a2, b, s2_12); s3_12 = fma(a3, b, s3_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13); s1_13 = fma(a1, b, s1_13); s2_13 = fma(a2, b, s2_13); s3_13 = fma(a3, b, s3_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14); s1_14 = fma(a1, b, s1_14); s2_14 = fma(a2, b, s2_14); s3_14 = fma(a3, b, s3_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15); s1_15 = fma(a1, b, s1_15); s2_15 = fma(a2, b, s2_15); s3_15 = fma(a3, b, s3_15)
-        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16); s1_16 = fma(a1, b, s1_16); s2_16 = fma(a2, b, s2_16); s3_16 = fma(a3, b, s3_16)
-        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17); s1_17 = fma(a1, b, s1_17); s2_17 = fma(a2, b, s2_17); s3_17 = fma(a3, b, s3_17)
-        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18); s1_18 = fma(a1, b, s1_18); s2_18 = fma(a2, b, s2_18); s3_18 = fma(a3, b, s3_18)
-        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19); s1_19 = fma(a1, b, s1_19); s2_19 = fma(a2, b, s2_19); s3_19 = fma(a3, b, s3_19)
-        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20); s1_20 = fma(a1, b, s1_20); s2_20 = fma(a2, b, s2_20); s3_20 = fma(a3, b, s3_20)
-        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21); s1_21 = fma(a1, b, s1_21); s2_21 = fma(a2, b, s2_21); s3_21 = fma(a3, b, s3_21)
-        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22); s1_22 = fma(a1, b, s1_22); s2_22 = fma(a2, b, s2_22); s3_22 = fma(a3, b, s3_22)
-        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23); s1_23 = fma(a1, b, s1_23); s2_23 = fma(a2, b, s2_23); s3_23 = fma(a3, b, s3_23)
-        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24); s1_24 = fma(a1, b, s1_24); s2_24 = fma(a2, b, s2_24); s3_24 = fma(a3, b, s3_24)
-        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25); s1_25 = fma(a1, b, s1_25); s2_25 = fma(a2, b, s2_25); s3_25 = fma(a3, b, s3_25)
-        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26); s1_26 = fma(a1, b, s1_26); s2_26 = fma(a2, b, s2_26); s3_26 = fma(a3, b, s3_26)
-        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27); s1_27 = fma(a1, b, s1_27); s2_27 = fma(a2, b, s2_27); s3_27 = fma(a3, b, s3_27)
-        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28); s1_28 = fma(a1, b, s1_28); s2_28 = fma(a2, b, s2_28); s3_28 = fma(a3, b, s3_28)
-        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29); s1_29 = fma(a1, b, s1_29); s2_29 = fma(a2, b, s2_29); s3_29 = fma(a3, b, s3_29)
-        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30); s1_30 = fma(a1, b, s1_30); s2_30 = fma(a2, b, s2_30); s3_30 = fma(a3, b, s3_30)
-        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31); s1_31 = fma(a1, b, s1_31); s2_31 = fma(a2, b, s2_31); s3_31 = fma(a3, b, s3_31)
-        b = pB[kb + 32]; s0_32 = fma(a0, b, s0_32); s1_32 = fma(a1, b, s1_32); s2_32 = fma(a2, b, s2_32); s3_32 = fma(a3, b, s3_32)
-        b = pB[kb + 33]; s0_33 = fma(a0, b, s0_33); s1_33 = fma(a1, b, s1_33); s2_33 = fma(a2, b, s2_33); s3_33 = fma(a3, b, s3_33)
-        b = pB[kb + 34]; s0_34 = fma(a0, b, s0_34); s1_34 = fma(a1, b, s1_34); s2_34 = fma(a2, b, s2_34); s3_34 = fma(a3, b, s3_34)
-        b = pB[kb + 35]; s0_35 = fma(a0, b, s0_35); s1_35 = fma(a1, b, s1_35); s2_35 = fma(a2, b, s2_35); s3_35 = fma(a3, b, s3_35)
-        b = pB[kb + 36]; s0_36 = fma(a0, b, s0_36); s1_36 = fma(a1, b, s1_36); s2_36 = fma(a2, b, s2_36); s3_36 = fma(a3, b, s3_36)
-        b = pB[kb + 37]; s0_37 = fma(a0, b, s0_37); s1_37 = fma(a1, b, s1_37); s2_37 = fma(a2, b, s2_37); s3_37 = fma(a3, b, s3_37)
-        b = pB[kb + 38]; s0_38 = fma(a0, b, s0_38); s1_38 = fma(a1, b, s1_38); s2_38 = fma(a2, b, s2_38); s3_38 = fma(a3, b, s3_38)
-        b = pB[kb + 39]; s0_39 = fma(a0, b, s0_39); s1_39 = fma(a1, b, s1_39); s2_39 = fma(a2, b, s2_39); s3_39 = fma(a3, b, s3_39)
-        b = pB[kb + 40]; s0_40 = fma(a0, b, s0_40); s1_40 = fma(a1, b, s1_40); s2_40 = fma(a2, b, s2_40); s3_40 = fma(a3, b, s3_40)
-        b = pB[kb + 41]; s0_41 = fma(a0, b, s0_41); s1_41 = fma(a1, b, s1_41); s2_41 = fma(a2, b, s2_41); s3_41 = fma(a3, b, s3_41)
-        b = pB[kb + 42]; s0_42 = fma(a0, b, s0_42); s1_42 = fma(a1, b, s1_42); s2_42 = fma(a2, b, s2_42); s3_42 = fma(a3, b, s3_42)
-        b = pB[kb + 43]; s0_43 = fma(a0, b, s0_43); s1_43 = fma(a1, b, s1_43); s2_43 = fma(a2, b, s2_43); s3_43 = fma(a3, b, s3_43)
-        b = pB[kb + 44]; s0_44 = fma(a0, b, s0_44); s1_44 = fma(a1, b, s1_44); s2_44 = fma(a2, b, s2_44); s3_44 = fma(a3, b, s3_44)
-        b = pB[kb + 45]; s0_45 = fma(a0, b, s0_45); s1_45 = fma(a1, b, s1_45); s2_45 = fma(a2, b, s2_45); s3_45 = fma(a3, b, s3_45)
-        b = pB[kb + 46]; s0_46 = fma(a0, b, s0_46); s1_46 = fma(a1, b, s1_46); s2_46 = fma(a2, b, s2_46); s3_46 = fma(a3, b, s3_46)
-        b = pB[kb + 47]; s0_47 = fma(a0, b, s0_47); s1_47 = fma(a1, b, s1_47); s2_47 = fma(a2, b, s2_47); s3_47 = fma(a3, b, s3_47)
-        b = pB[kb + 48]; s0_48 = fma(a0, b, s0_48); s1_48 = fma(a1, b, s1_48); s2_48 = fma(a2, b, s2_48); s3_48 = fma(a3, b, s3_48)
-        b = pB[kb + 49]; s0_49 = fma(a0, b, s0_49); s1_49 = fma(a1, b, s1_49); s2_49 = fma(a2, b, s2_49); s3_49 = fma(a3, b, s3_49)
-        b = pB[kb + 50]; s0_50 = fma(a0, b, s0_50); s1_50 = fma(a1, b, s1_50); s2_50 = fma(a2, b, s2_50); s3_50 = fma(a3, b, s3_50)
-        b = pB[kb + 51]; s0_51 = fma(a0, b, s0_51); s1_51 = fma(a1, b, s1_51); s2_51 = fma(a2, b, s2_51); s3_51 = fma(a3, b, s3_51)
-        b = pB[kb + 52]; s0_52 = fma(a0, b, s0_52); s1_52 = fma(a1, b, s1_52); s2_52 = fma(a2, b, s2_52); s3_52 = fma(a3, b, s3_52)
-        b = pB[kb + 53]; s0_53 = fma(a0, b, s0_53); s1_53 = fma(a1, b, s1_53); s2_53 = fma(a2, b, s2_53); s3_53 = fma(a3, b, s3_53)
-        b = pB[kb + 54]; s0_54 = fma(a0, b, s0_54); s1_54 = fma(a1, b, s1_54); s2_54 = fma(a2, b, s2_54); s3_54 = fma(a3, b, s3_54)
-        b = pB[kb + 55]; s0_55 = fma(a0, b, s0_55); s1_55 = fma(a1, b, s1_55); s2_55 = fma(a2, b, s2_55); s3_55 = fma(a3, b, s3_55)
-        b = pB[kb + 56]; s0_56 = fma(a0, b, s0_56); s1_56 = fma(a1, b, s1_56); s2_56 = fma(a2, b, s2_56); s3_56 = fma(a3, b, s3_56)
-        b = pB[kb + 57]; s0_57 = fma(a0, b, s0_57); s1_57 = fma(a1, b, s1_57); s2_57 = fma(a2, b, s2_57); s3_57 = fma(a3, b, s3_57)
-        b = pB[kb + 58]; s0_58 = fma(a0, b, s0_58); s1_58 = fma(a1, b, s1_58); s2_58 = fma(a2, b, s2_58); s3_58 = fma(a3, b, s3_58)
-        b = pB[kb + 59]; s0_59 = fma(a0, b, s0_59); s1_59 = fma(a1, b, s1_59); s2_59 = fma(a2, b, s2_59); s3_59 = fma(a3, b, s3_59)
-        b = pB[kb + 60]; s0_60 = fma(a0, b, s0_60); s1_60 = fma(a1, b, s1_60); s2_60 = fma(a2, b, s2_60); s3_60 = fma(a3, b, s3_60)
-        b = pB[kb + 61]; s0_61 = fma(a0, b, s0_61); s1_61 = fma(a1, b, s1_61); s2_61 = fma(a2, b, s2_61); s3_61 = fma(a3, b, s3_61)
-        b = pB[kb + 62]; s0_62 = fma(a0, b, s0_62); s1_62 = fma(a1, b, s1_62); s2_62 = fma(a2, b, s2_62); s3_62 = fma(a3, b, s3_62)
-        b = pB[kb + 63]; s0_63 = fma(a0, b, s0_63); s1_63 = fma(a1, b, s1_63); s2_63 = fma(a2, b, s2_63); s3_63 = fma(a3, b, s3_63)
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
+        b24 = pB[kb + 24]; b25 = pB[kb + 25]; b26 = pB[kb + 26]; b27 = pB[kb + 27]; b28 = pB[kb + 28]; b29 = pB[kb + 29]; b30 = pB[kb + 30]; b31 = pB[kb + 31]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        s0_24 = fma(a0, b24, s0_24); s0_25 = fma(a0, b25, s0_25); s0_26 = fma(a0, b26, s0_26); s0_27 = fma(a0, b27, s0_27); s0_28 = fma(a0, b28, s0_28); s0_29 = fma(a0, b29, s0_29); s0_30 = fma(a0, b30, s0_30); s0_31 = fma(a0, b31, s0_31)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s1_16 = fma(a1, b16, s1_16); s1_17 = fma(a1, b17, s1_17); s1_18 = fma(a1, b18, s1_18); s1_19 = fma(a1, b19, s1_19); s1_20 = fma(a1, b20, s1_20); s1_21 = fma(a1, b21, s1_21); s1_22 = fma(a1, b22, s1_22); s1_23 = fma(a1, b23, s1_23)
+        s1_24 = fma(a1, b24, s1_24); s1_25 = fma(a1, b25, s1_25); s1_26 = fma(a1, b26, s1_26); s1_27 = fma(a1, b27, s1_27); s1_28 = fma(a1, b28, s1_28); s1_29 = fma(a1, b29, s1_29); s1_30 = fma(a1, b30, s1_30); s1_31 = fma(a1, b31, s1_31)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+        s2_16 = fma(a2, b16, s2_16); s2_17 = fma(a2, b17, s2_17); s2_18 = fma(a2, b18, s2_18); s2_19 = fma(a2, b19, s2_19); s2_20 = fma(a2, b20, s2_20); s2_21 = fma(a2, b21, s2_21); s2_22 = fma(a2, b22, s2_22); s2_23 = fma(a2, b23, s2_23)
+        s2_24 = fma(a2, b24, s2_24); s2_25 = fma(a2, b25, s2_25); s2_26 = fma(a2, b26, s2_26); s2_27 = fma(a2, b27, s2_27); s2_28 = fma(a2, b28, s2_28); s2_29 = fma(a2, b29, s2_29); s2_30 = fma(a2, b30, s2_30); s2_31 = fma(a2, b31, s2_31)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s3_8 = fma(a3, b8, s3_8); s3_9 = fma(a3, b9, s3_9); s3_10 = fma(a3, b10, s3_10); s3_11 = fma(a3, b11, s3_11); s3_12 = fma(a3, b12, s3_12); s3_13 = fma(a3, b13, s3_13); s3_14 = fma(a3, b14, s3_14); s3_15 = fma(a3, b15, s3_15)
+        s3_16 = fma(a3, b16, s3_16); s3_17 = fma(a3, b17, s3_17); s3_18 = fma(a3, b18, s3_18); s3_19 = fma(a3, b19, s3_19); s3_20 = fma(a3, b20, s3_20); s3_21 = fma(a3, b21, s3_21); s3_22 = fma(a3, b22, s3_22); s3_23 = fma(a3, b23, s3_23)
+        s3_24 = fma(a3, b24, s3_24); s3_25 = fma(a3, b25, s3_25); s3_26 = fma(a3, b26, s3_26); s3_27 = fma(a3, b27, s3_27); s3_28 = fma(a3, b28, s3_28); s3_29 = fma(a3, b29, s3_29); s3_30 = fma(a3, b30, s3_30); s3_31 = fma(a3, b31, s3_31)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1); s4_2 = fma(a4, b2, s4_2); s4_3 = fma(a4, b3, s4_3); s4_4 = fma(a4, b4, s4_4); s4_5 = fma(a4, b5, s4_5); s4_6 = fma(a4, b6, s4_6); s4_7 = fma(a4, b7, s4_7)
+        s4_8 = fma(a4, b8, s4_8); s4_9 = fma(a4, b9, s4_9); s4_10 = fma(a4, b10, s4_10); s4_11 = fma(a4, b11, s4_11); s4_12 = fma(a4, b12, s4_12); s4_13 = fma(a4, b13, s4_13); s4_14 = fma(a4, b14, s4_14); s4_15 = fma(a4, b15, s4_15)
+        s4_16 = fma(a4, b16, s4_16); s4_17 = fma(a4, b17, s4_17); s4_18 = fma(a4, b18, s4_18); s4_19 = fma(a4, b19, s4_19); s4_20 = fma(a4, b20, s4_20); s4_21 = fma(a4, b21, s4_21); s4_22 = fma(a4, b22, s4_22); s4_23 = fma(a4, b23, s4_23)
+        s4_24 = fma(a4, b24, s4_24); s4_25 = fma(a4, b25, s4_25); s4_26 = fma(a4, b26, s4_26); s4_27 = fma(a4, b27, s4_27); s4_28 = fma(a4, b28, s4_28); s4_29 = fma(a4, b29, s4_29); s4_30 = fma(a4, b30, s4_30); s4_31 = fma(a4, b31, s4_31)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3); s5_4 = fma(a5, b4, s5_4); s5_5 = fma(a5, b5, s5_5); s5_6 = fma(a5, b6, s5_6); s5_7 = fma(a5, b7, s5_7)
+        s5_8 = fma(a5, b8, s5_8); s5_9 = fma(a5, b9, s5_9); s5_10 = fma(a5, b10, s5_10); s5_11 = fma(a5, b11, s5_11); s5_12 = fma(a5, b12, s5_12); s5_13 = fma(a5, b13, s5_13); s5_14 = fma(a5, b14, s5_14); s5_15 = fma(a5, b15, s5_15)
+        s5_16 = fma(a5, b16, s5_16); s5_17 = fma(a5, b17, s5_17); s5_18 = fma(a5, b18, s5_18); s5_19 = fma(a5, b19, s5_19); s5_20 = fma(a5, b20, s5_20); s5_21 = fma(a5, b21, s5_21); s5_22 = fma(a5, b22, s5_22); s5_23 = fma(a5, b23, s5_23)
+        s5_24 = fma(a5, b24, s5_24); s5_25 = fma(a5, b25, s5_25); s5_26 = fma(a5, b26, s5_26); s5_27 = fma(a5, b27, s5_27); s5_28 = fma(a5, b28, s5_28); s5_29 = fma(a5, b29, s5_29); s5_30 = fma(a5, b30, s5_30); s5_31 = fma(a5, b31, s5_31)
+        s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3); s6_4 = fma(a6, b4, s6_4); s6_5 = fma(a6, b5, s6_5); s6_6 = fma(a6, b6, s6_6); s6_7 = fma(a6, b7, s6_7)
+        s6_8 = fma(a6, b8, s6_8); s6_9 = fma(a6, b9, s6_9); s6_10 = fma(a6, b10, s6_10); s6_11 = fma(a6, b11, s6_11); s6_12 = fma(a6, b12, s6_12); s6_13 = fma(a6, b13, s6_13); s6_14 = fma(a6, b14, s6_14); s6_15 = fma(a6, b15, s6_15)
+        s6_16 = fma(a6, b16, s6_16); s6_17 = fma(a6, b17, s6_17); s6_18 = fma(a6, b18, s6_18); s6_19 = fma(a6, b19, s6_19); s6_20 = fma(a6, b20, s6_20); s6_21 = fma(a6, b21, s6_21); s6_22 = fma(a6, b22, s6_22); s6_23 = fma(a6, b23, s6_23)
+        s6_24 = fma(a6, b24, s6_24); s6_25 = fma(a6, b25, s6_25); s6_26 = fma(a6, b26, s6_26); s6_27 = fma(a6, b27, s6_27); s6_28 = fma(a6, b28, s6_28); s6_29 = fma(a6, b29, s6_29); s6_30 = fma(a6, b30, s6_30); s6_31 = fma(a6, b31, s6_31)
+        s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3); s7_4 = fma(a7, b4, s7_4); s7_5 = fma(a7, b5, s7_5); s7_6 = fma(a7, b6, s7_6); s7_7 = fma(a7, b7, s7_7)
+        s7_8 = fma(a7, b8, s7_8); s7_9 = fma(a7, b9, s7_9); s7_10 = fma(a7, b10, s7_10); s7_11 = fma(a7, b11, s7_11); s7_12 = fma(a7, b12, s7_12); s7_13 = fma(a7, b13, s7_13); s7_14 = fma(a7, b14, s7_14); s7_15 = fma(a7, b15, s7_15)
+        s7_16 = fma(a7, b16, s7_16); s7_17 = fma(a7, b17, s7_17); s7_18 = fma(a7, b18, s7_18); s7_19 = fma(a7, b19, s7_19); s7_20 = fma(a7, b20, s7_20); s7_21 = fma(a7, b21, s7_21); s7_22 = fma(a7, b22, s7_22); s7_23 = fma(a7, b23, s7_23)
+        s7_24 = fma(a7, b24, s7_24); s7_25 = fma(a7, b25, s7_25); s7_26 = fma(a7, b26, s7_26); s7_27 = fma(a7, b27, s7_27); s7_28 = fma(a7, b28, s7_28); s7_29 = fma(a7, b29, s7_29); s7_30 = fma(a7, b30, s7_30); s7_31 = fma(a7, b31, s7_31)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
     pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
-    pC[c0 + 32] = s0_32; pC[c0 + 33] = s0_33; pC[c0 + 34] = s0_34; pC[c0 + 35] = s0_35; pC[c0 + 36] = s0_36; pC[c0 + 37] = s0_37; pC[c0 + 38] = s0_38; pC[c0 + 39] = s0_39
-    pC[c0 + 40] = s0_40; pC[c0 + 41] = s0_41; pC[c0 + 42] = s0_42; pC[c0 + 43] = s0_43; pC[c0 + 44] = s0_44; pC[c0 + 45] = s0_45; pC[c0 + 46] = s0_46; pC[c0 + 47] = s0_47
-    pC[c0 + 48] = s0_48; pC[c0 + 49] = s0_49; pC[c0 + 50] = s0_50; pC[c0 + 51] = s0_51; pC[c0 + 52] = s0_52; pC[c0 + 53] = s0_53; pC[c0 + 54] = s0_54; pC[c0 + 55] = s0_55
-    pC[c0 + 56] = s0_56; pC[c0 + 57] = s0_57; pC[c0 + 58] = s0_58; pC[c0 + 59] = s0_59; pC[c0 + 60] = s0_60; pC[c0 + 61] = s0_61; pC[c0 + 62] = s0_62; pC[c0 + 63] = s0_63
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
     pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11; pC[c1 + 12] = s1_12; pC[c1 + 13] = s1_13; pC[c1 + 14] = s1_14; pC[c1 + 15] = s1_15
     pC[c1 + 16] = s1_16; pC[c1 + 17] = s1_17; pC[c1 + 18] = s1_18; pC[c1 + 19] = s1_19; pC[c1 + 20] = s1_20; pC[c1 + 21] = s1_21; pC[c1 + 22] = s1_22; pC[c1 + 23] = s1_23
     pC[c1 + 24] = s1_24; pC[c1 + 25] = s1_25; pC[c1 + 26] = s1_26; pC[c1 + 27] = s1_27; pC[c1 + 28] = s1_28; pC[c1 + 29] = s1_29; pC[c1 + 30] = s1_30; pC[c1 + 31] = s1_31
-    pC[c1 + 32] = s1_32; pC[c1 + 33] = s1_33; pC[c1 + 34] = s1_34; pC[c1 + 35] = s1_35; pC[c1 + 36] = s1_36; pC[c1 + 37] = s1_37; pC[c1 + 38] = s1_38; pC[c1 + 39] = s1_39
-    pC[c1 + 40] = s1_40; pC[c1 + 41] = s1_41; pC[c1 + 42] = s1_42; pC[c1 + 43] = s1_43; pC[c1 + 44] = s1_44; pC[c1 + 45] = s1_45; pC[c1 + 46] = s1_46; pC[c1 + 47] = s1_47
-    pC[c1 + 48] = s1_48; pC[c1 + 49] = s1_49; pC[c1 + 50] = s1_50; pC[c1 + 51] = s1_51; pC[c1 + 52] = s1_52; pC[c1 + 53] = s1_53; pC[c1 + 54] = s1_54; pC[c1 + 55] = s1_55
-    pC[c1 + 56] = s1_56; pC[c1 + 57] = s1_57; pC[c1 + 58] = s1_58; pC[c1 + 59] = s1_59; pC[c1 + 60] = s1_60; pC[c1 + 61] = s1_61; pC[c1 + 62] = s1_62; pC[c1 + 63] = s1_63
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
     pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11; pC[c2 + 12] = s2_12; pC[c2 + 13] = s2_13; pC[c2 + 14] = s2_14; pC[c2 + 15] = s2_15
     pC[c2 + 16] = s2_16; pC[c2 + 17] = s2_17; pC[c2 + 18] = s2_18; pC[c2 + 19] = s2_19; pC[c2 + 20] = s2_20; pC[c2 + 21] = s2_21; pC[c2 + 22] = s2_22; pC[c2 + 23] = s2_23
     pC[c2 + 24] = s2_24; pC[c2 + 25] = s2_25; pC[c2 + 26] = s2_26; pC[c2 + 27] = s2_27; pC[c2 + 28] = s2_28; pC[c2 + 29] = s2_29; pC[c2 + 30] = s2_30; pC[c2 + 31] = s2_31
-    pC[c2 + 32] = s2_32; pC[c2 + 33] = s2_33; pC[c2 + 34] = s2_34; pC[c2 + 35] = s2_35; pC[c2 + 36] = s2_36; pC[c2 + 37] = s2_37; pC[c2 + 38] = s2_38; pC[c2 + 39] = s2_39
-    pC[c2 + 40] = s2_40; pC[c2 + 41] = s2_41; pC[c2 + 42] = s2_42; pC[c2 + 43] = s2_43; pC[c2 + 44] = s2_44; pC[c2 + 45] = s2_45; pC[c2 + 46] = s2_46; pC[c2 + 47] = s2_47
-    pC[c2 + 48] = s2_48; pC[c2 + 49] = s2_49; pC[c2 + 50] = s2_50; pC[c2 + 51] = s2_51; pC[c2 + 52] = s2_52; pC[c2 + 53] = s2_53; pC[c2 + 54] = s2_54; pC[c2 + 55] = s2_55
-    pC[c2 + 56] = s2_56; pC[c2 + 57] = s2_57; pC[c2 + 58] = s2_58; pC[c2 + 59] = s2_59; pC[c2 + 60] = s2_60; pC[c2 + 61] = s2_61; pC[c2 + 62] = s2_62; pC[c2 + 63] = s2_63
     pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
     pC[c3 + 8] = s3_8; pC[c3 + 9] = s3_9; pC[c3 + 10] = s3_10; pC[c3 + 11] = s3_11; pC[c3 + 12] = s3_12; pC[c3 + 13] = s3_13; pC[c3 + 14] = s3_14; pC[c3 + 15] = s3_15
     pC[c3 + 16] = s3_16; pC[c3 + 17] = s3_17; pC[c3 + 18] = s3_18; pC[c3 + 19] = s3_19; pC[c3 + 20] = s3_20; pC[c3 + 21] = s3_21; pC[c3 + 22] = s3_22; pC[c3 + 23] = s3_23
     pC[c3 + 24] = s3_24; pC[c3 + 25] = s3_25; pC[c3 + 26] = s3_26; pC[c3 + 27] = s3_27; pC[c3 + 28] = s3_28; pC[c3 + 29] = s3_29; pC[c3 + 30] = s3_30; pC[c3 + 31] = s3_31
-    pC[c3 + 32] = s3_32; pC[c3 + 33] = s3_33; pC[c3 + 34] = s3_34; pC[c3 + 35] = s3_35; pC[c3 + 36] = s3_36; pC[c3 + 37] = s3_37; pC[c3 + 38] = s3_38; pC[c3 + 39] = s3_39
-    pC[c3 + 40] = s3_40; pC[c3 + 41] = s3_41; pC[c3 + 42] = s3_42; pC[c3 + 43] = s3_43; pC[c3 + 44] = s3_44; pC[c3 + 45] = s3_45; pC[c3 + 46] = s3_46; pC[c3 + 47] = s3_47
-    pC[c3 + 48] = s3_48; pC[c3 + 49] = s3_49; pC[c3 + 50] = s3_50; pC[c3 + 51] = s3_51; pC[c3 + 52] = s3_52; pC[c3 + 53] = s3_53; pC[c3 + 54] = s3_54; pC[c3 + 55] = s3_55
-    pC[c3 + 56] = s3_56; pC[c3 + 57] = s3_57; pC[c3 + 58] = s3_58; pC[c3 + 59] = s3_59; pC[c3 + 60] = s3_60; pC[c3 + 61] = s3_61; pC[c3 + 62] = s3_62; pC[c3 + 63] = s3_63
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1; pC[c4 + 2] = s4_2; pC[c4 + 3] = s4_3; pC[c4 + 4] = s4_4; pC[c4 + 5] = s4_5; pC[c4 + 6] = s4_6; pC[c4 + 7] = s4_7
+    pC[c4 + 8] = s4_8; pC[c4 + 9] = s4_9; pC[c4 + 10] = s4_10; pC[c4 + 11] = s4_11; pC[c4 + 12] = s4_12; pC[c4 + 13] = s4_13; pC[c4 + 14] = s4_14; pC[c4 + 15] = s4_15
+    pC[c4 + 16] = s4_16; pC[c4 + 17] = s4_17; pC[c4 + 18] = s4_18; pC[c4 + 19] = s4_19; pC[c4 + 20] = s4_20; pC[c4 + 21] = s4_21; pC[c4 + 22] = s4_22; pC[c4 + 23] = s4_23
+    pC[c4 + 24] = s4_24; pC[c4 + 25] = s4_25; pC[c4 + 26] = s4_26; pC[c4 + 27] = s4_27; pC[c4 + 28] = s4_28; pC[c4 + 29] = s4_29; pC[c4 + 30] = s4_30; pC[c4 + 31] = s4_31
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3; pC[c5 + 4] = s5_4; pC[c5 + 5] = s5_5; pC[c5 + 6] = s5_6; pC[c5 + 7] = s5_7
+    pC[c5 + 8] = s5_8; pC[c5 + 9] = s5_9; pC[c5 + 10] = s5_10; pC[c5 + 11] = s5_11; pC[c5 + 12] = s5_12; pC[c5 + 13] = s5_13; pC[c5 + 14] = s5_14; pC[c5 + 15] = s5_15
+    pC[c5 + 16] = s5_16; pC[c5 + 17] = s5_17; pC[c5 + 18] = s5_18; pC[c5 + 19] = s5_19; pC[c5 + 20] = s5_20; pC[c5 + 21] = s5_21; pC[c5 + 22] = s5_22; pC[c5 + 23] = s5_23
+    pC[c5 + 24] = s5_24; pC[c5 + 25] = s5_25; pC[c5 + 26] = s5_26; pC[c5 + 27] = s5_27; pC[c5 + 28] = s5_28; pC[c5 + 29] = s5_29; pC[c5 + 30] = s5_30; pC[c5 + 31] = s5_31
+    pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3; pC[c6 + 4] = s6_4; pC[c6 + 5] = s6_5; pC[c6 + 6] = s6_6; pC[c6 + 7] = s6_7
+    pC[c6 + 8] = s6_8; pC[c6 + 9] = s6_9; pC[c6 + 10] = s6_10; pC[c6 + 11] = s6_11; pC[c6 + 12] = s6_12; pC[c6 + 13] = s6_13; pC[c6 + 14] = s6_14; pC[c6 + 15] = s6_15
+    pC[c6 + 16] = s6_16; pC[c6 + 17] = s6_17; pC[c6 + 18] = s6_18; pC[c6 + 19] = s6_19; pC[c6 + 20] = s6_20; pC[c6 + 21] = s6_21; pC[c6 + 22] = s6_22; pC[c6 + 23] = s6_23
+    pC[c6 + 24] = s6_24; pC[c6 + 25] = s6_25; pC[c6 + 26] = s6_26; pC[c6 + 27] = s6_27; pC[c6 + 28] = s6_28; pC[c6 + 29] = s6_29; pC[c6 + 30] = s6_30; pC[c6 + 31] = s6_31
+    pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3; pC[c7 + 4] = s7_4; pC[c7 + 5] = s7_5; pC[c7 + 6] = s7_6; pC[c7 + 7] = s7_7
+    pC[c7 + 8] = s7_8; pC[c7 + 9] = s7_9; pC[c7 + 10] = s7_10; pC[c7 + 11] = s7_11; pC[c7 + 12] = s7_12; pC[c7 + 13] = s7_13; pC[c7 + 14] = s7_14; pC[c7 + 15] = s7_15
+    pC[c7 + 16] = s7_16; pC[c7 + 17] = s7_17; pC[c7 + 18] = s7_18; pC[c7 + 19] = s7_19; pC[c7 + 20] = s7_20; pC[c7 + 21] = s7_21; pC[c7 + 22] = s7_22; pC[c7 + 23] = s7_23
+    pC[c7 + 24] = s7_24; pC[c7 + 25] = s7_25; pC[c7 + 26] = s7_26; pC[c7 + 27] = s7_27; pC[c7 + 28] = s7_28; pC[c7 + 29] = s7_29; pC[c7 + 30] = s7_30; pC[c7 + 31] = s7_31
+
+
+def body_8x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:8, 0:16] += A[0:8, k0:k1] · B[k0:k1, 0:16], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]; s1_12 = pC[c1 + 12]; s1_13 = pC[c1 + 13]; s1_14 = pC[c1 + 14]; s1_15 = pC[c1 + 15]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]; s2_12 = pC[c2 + 12]; s2_13 = pC[c2 + 13]; s2_14 = pC[c2 + 14]; s2_15 = pC[c2 + 15]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
+    s3_8 = pC[c3 + 8]; s3_9 = pC[c3 + 9]; s3_10 = pC[c3 + 10]; s3_11 = pC[c3 + 11]; s3_12 = pC[c3 + 12]; s3_13 = pC[c3 + 13]; s3_14 = pC[c3 + 14]; s3_15 = pC[c3 + 15]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]; s4_2 = pC[c4 + 2]; s4_3 = pC[c4 + 3]; s4_4 = pC[c4 + 4]; s4_5 = pC[c4 + 5]; s4_6 = pC[c4 + 6]; s4_7 = pC[c4 + 7]
+    s4_8 = pC[c4 + 8]; s4_9 = pC[c4 + 9]; s4_10 = pC[c4 + 10]; s4_11 = pC[c4 + 11]; s4_12 = pC[c4 + 12]; s4_13 = pC[c4 + 13]; s4_14 = pC[c4 + 14]; s4_15 = pC[c4 + 15]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]; s5_4 = pC[c5 + 4]; s5_5 = pC[c5 + 5]; s5_6 = pC[c5 + 6]; s5_7 = pC[c5 + 7]
+    s5_8 = pC[c5 + 8]; s5_9 = pC[c5 + 9]; s5_10 = pC[c5 + 10]; s5_11 = pC[c5 + 11]; s5_12 = pC[c5 + 12]; s5_13 = pC[c5 + 13]; s5_14 = pC[c5 + 14]; s5_15 = pC[c5 + 15]
+    s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]; s6_4 = pC[c6 + 4]; s6_5 = pC[c6 + 5]; s6_6 = pC[c6 + 6]; s6_7 = pC[c6 + 7]
+    s6_8 = pC[c6 + 8]; s6_9 = pC[c6 + 9]; s6_10 = pC[c6 + 10]; s6_11 = pC[c6 + 11]; s6_12 = pC[c6 + 12]; s6_13 = pC[c6 + 13]; s6_14 = pC[c6 + 14]; s6_15 = pC[c6 + 15]
+    s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]; s7_4 = pC[c7 + 4]; s7_5 = pC[c7 + 5]; s7_6 = pC[c7 + 6]; s7_7 = pC[c7 + 7]
+    s7_8 = pC[c7 + 8]; s7_9 = pC[c7 + 9]; s7_10 = pC[c7 + 10]; s7_11 = pC[c7 + 11]; s7_12 = pC[c7 + 12]; s7_13 = pC[c7 + 13]; s7_14 = pC[c7 + 14]; s7_15 = pC[c7 + 15]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s3_8 = fma(a3, b8, s3_8); s3_9 = fma(a3, b9, s3_9); s3_10 = fma(a3, b10, s3_10); s3_11 = fma(a3, b11, s3_11); s3_12 = fma(a3, b12, s3_12); s3_13 = fma(a3, b13, s3_13); s3_14 = fma(a3, b14, s3_14); s3_15 = fma(a3, b15, s3_15)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1); s4_2 = fma(a4, b2, s4_2); s4_3 = fma(a4, b3, s4_3); s4_4 = fma(a4, b4, s4_4); s4_5 = fma(a4, b5, s4_5); s4_6 = fma(a4, b6, s4_6); s4_7 = fma(a4, b7, s4_7)
+        s4_8 = fma(a4, b8, s4_8); s4_9 = fma(a4, b9, s4_9); s4_10 = fma(a4, b10, s4_10); s4_11 = fma(a4, b11, s4_11); s4_12 = fma(a4, b12, s4_12); s4_13 = fma(a4, b13, s4_13); s4_14 = fma(a4, b14, s4_14); s4_15 = fma(a4, b15, s4_15)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3); s5_4 = fma(a5, b4, s5_4); s5_5 = fma(a5, b5, s5_5); s5_6 = fma(a5, b6, s5_6); s5_7 = fma(a5, b7, s5_7)
+        s5_8 = fma(a5, b8, s5_8); s5_9 = fma(a5, b9, s5_9); s5_10 = fma(a5, b10, s5_10); s5_11 = fma(a5, b11, s5_11); s5_12 = fma(a5, b12, s5_12); s5_13 = fma(a5, b13, s5_13); s5_14 = fma(a5, b14, s5_14); s5_15 = fma(a5, b15, s5_15)
+        s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3); s6_4 = fma(a6, b4, s6_4); s6_5 = fma(a6, b5, s6_5); s6_6 = fma(a6, b6, s6_6); s6_7 = fma(a6, b7, s6_7)
+        s6_8 = fma(a6, b8, s6_8); s6_9 = fma(a6, b9, s6_9); s6_10 = fma(a6, b10, s6_10); s6_11 = fma(a6, b11, s6_11); s6_12 = fma(a6, b12, s6_12); s6_13 = fma(a6, b13, s6_13); s6_14 = fma(a6, b14, s6_14); s6_15 = fma(a6, b15, s6_15)
+        s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3); s7_4 = fma(a7, b4, s7_4); s7_5 = fma(a7, b5, s7_5); s7_6 = fma(a7, b6, s7_6); s7_7 = fma(a7, b7, s7_7)
+        s7_8 = fma(a7, b8, s7_8); s7_9 = fma(a7, b9, s7_9); s7_10 = fma(a7, b10, s7_10); s7_11 = fma(a7, b11, s7_11); s7_12 = fma(a7, b12, s7_12); s7_13 = fma(a7, b13, s7_13); s7_14 = fma(a7, b14, s7_14); s7_15 = fma(a7, b15, s7_15)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11; pC[c1 + 12] = s1_12; pC[c1 + 13] = s1_13; pC[c1 + 14] = s1_14; pC[c1 + 15] = s1_15
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11; pC[c2 + 12] = s2_12; pC[c2 + 13] = s2_13; pC[c2 + 14] = s2_14; pC[c2 + 15] = s2_15
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
+    pC[c3 + 8] = s3_8; pC[c3 + 9] = s3_9; pC[c3 + 10] = s3_10; pC[c3 + 11] = s3_11; pC[c3 + 12] = s3_12; pC[c3 + 13] = s3_13; pC[c3 + 14] = s3_14; pC[c3 + 15] = s3_15
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1; pC[c4 + 2] = s4_2; pC[c4 + 3] = s4_3; pC[c4 + 4] = s4_4; pC[c4 + 5] = s4_5; pC[c4 + 6] = s4_6; pC[c4 + 7] = s4_7
+    pC[c4 + 8] = s4_8; pC[c4 + 9] = s4_9; pC[c4 + 10] = s4_10; pC[c4 + 11] = s4_11; pC[c4 + 12] = s4_12; pC[c4 + 13] = s4_13; pC[c4 + 14] = s4_14; pC[c4 + 15] = s4_15
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3; pC[c5 + 4] = s5_4; pC[c5 + 5] = s5_5; pC[c5 + 6] = s5_6; pC[c5 + 7] = s5_7
+    pC[c5 + 8] = s5_8; pC[c5 + 9] = s5_9; pC[c5 + 10] = s5_10; pC[c5 + 11] = s5_11; pC[c5 + 12] = s5_12; pC[c5 + 13] = s5_13; pC[c5 + 14] = s5_14; pC[c5 + 15] = s5_15
+    pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3; pC[c6 + 4] = s6_4; pC[c6 + 5] = s6_5; pC[c6 + 6] = s6_6; pC[c6 + 7] = s6_7
+    pC[c6 + 8] = s6_8; pC[c6 + 9] = s6_9; pC[c6 + 10] = s6_10; pC[c6 + 11] = s6_11; pC[c6 + 12] = s6_12; pC[c6 + 13] = s6_13; pC[c6 + 14] = s6_14; pC[c6 + 15] = s6_15
+    pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3; pC[c7 + 4] = s7_4; pC[c7 + 5] = s7_5; pC[c7 + 6] = s7_6; pC[c7 + 7] = s7_7
+    pC[c7 + 8] = s7_8; pC[c7 + 9] = s7_9; pC[c7 + 10] = s7_10; pC[c7 + 11] = s7_11; pC[c7 + 12] = s7_12; pC[c7 + 13] = s7_13; pC[c7 + 14] = s7_14; pC[c7 + 15] = s7_15
+
+
+def body_8x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:8, 0:8] += A[0:8, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]; s4_2 = pC[c4 + 2]; s4_3 = pC[c4 + 3]; s4_4 = pC[c4 + 4]; s4_5 = pC[c4 + 5]; s4_6 = pC[c4 + 6]; s4_7 = pC[c4 + 7]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]; s5_4 = pC[c5 + 4]; s5_5 = pC[c5 + 5]; s5_6 = pC[c5 + 6]; s5_7 = pC[c5 + 7]
+    s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]; s6_4 = pC[c6 + 4]; s6_5 = pC[c6 + 5]; s6_6 = pC[c6 + 6]; s6_7 = pC[c6 + 7]
+    s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]; s7_4 = pC[c7 + 4]; s7_5 = pC[c7 + 5]; s7_6 = pC[c7 + 6]; s7_7 = pC[c7 + 7]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1); s4_2 = fma(a4, b2, s4_2); s4_3 = fma(a4, b3, s4_3); s4_4 = fma(a4, b4, s4_4); s4_5 = fma(a4, b5, s4_5); s4_6 = fma(a4, b6, s4_6); s4_7 = fma(a4, b7, s4_7)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3); s5_4 = fma(a5, b4, s5_4); s5_5 = fma(a5, b5, s5_5); s5_6 = fma(a5, b6, s5_6); s5_7 = fma(a5, b7, s5_7)
+        s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3); s6_4 = fma(a6, b4, s6_4); s6_5 = fma(a6, b5, s6_5); s6_6 = fma(a6, b6, s6_6); s6_7 = fma(a6, b7, s6_7)
+        s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3); s7_4 = fma(a7, b4, s7_4); s7_5 = fma(a7, b5, s7_5); s7_6 = fma(a7, b6, s7_6); s7_7 = fma(a7, b7, s7_7)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1; pC[c4 + 2] = s4_2; pC[c4 + 3] = s4_3; pC[c4 + 4] = s4_4; pC[c4 + 5] = s4_5; pC[c4 + 6] = s4_6; pC[c4 + 7] = s4_7
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3; pC[c5 + 4] = s5_4; pC[c5 + 5] = s5_5; pC[c5 + 6] = s5_6; pC[c5 + 7] = s5_7
+    pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3; pC[c6 + 4] = s6_4; pC[c6 + 5] = s6_5; pC[c6 + 6] = s6_6; pC[c6 + 7] = s6_7
+    pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3; pC[c7 + 4] = s7_4; pC[c7 + 5] = s7_5; pC[c7 + 6] = s7_6; pC[c7 + 7] = s7_7
+
+
+def body_8x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:8, 0:4] += A[0:8, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]; s4_2 = pC[c4 + 2]; s4_3 = pC[c4 + 3]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]
+    s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]
+    s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1); s4_2 = fma(a4, b2, s4_2); s4_3 = fma(a4, b3, s4_3)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3)
+        s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3)
+        s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1; pC[c4 + 2] = s4_2; pC[c4 + 3] = s4_3
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3
+    pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3
+    pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3
+
+
+def body_8x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:8, 0:2] += A[0:8, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]
+    s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]
+    s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1)
+        s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1)
+        s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1
+    pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1
+    pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1
+
+
+def body_8x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:8, 0:1] += A[0:8, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+    s0_0 = pC[c0 + 0]
+    s1_0 = pC[c1 + 0]
+    s2_0 = pC[c2 + 0]
+    s3_0 = pC[c3 + 0]
+    s4_0 = pC[c4 + 0]
+    s5_0 = pC[c5 + 0]
+    s6_0 = pC[c6 + 0]
+    s7_0 = pC[c7 + 0]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        b0 = pB[kb + 0]
+        s0_0 = fma(a0, b0, s0_0)
+        s1_0 = fma(a1, b0, s1_0)
+        s2_0 = fma(a2, b0, s2_0)
+        s3_0 = fma(a3, b0, s3_0)
+        s4_0 = fma(a4, b0, s4_0)
+        s5_0 = fma(a5, b0, s5_0)
+        s6_0 = fma(a6, b0, s6_0)
+        s7_0 = fma(a7, b0, s7_0)
+    pC[c0 + 0] = s0_0
+    pC[c1 + 0] = s1_0
+    pC[c2 + 0] = s2_0
+    pC[c3 + 0] = s3_0
+    pC[c4 + 0] = s4_0
+    pC[c5 + 0] = s5_0
+    pC[c6 + 0] = s6_0
+    pC[c7 + 0] = s7_0
 
 
 def body_4x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -193,38 +361,26 @@ def body_4x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4); s1_4 = fma(a1, b, s1_4); s2_4 = fma(a2, b, s2_4); s3_4 = fma(a3, b, s3_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5); s1_5 = fma(a1, b, s1_5); s2_5 = fma(a2, b, s2_5); s3_5 = fma(a3, b, s3_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6); s1_6 = fma(a1, b, s1_6); s2_6 = fma(a2, b, s2_6); s3_6 = fma(a3, b, s3_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7); s1_7 = fma(a1, b, s1_7); s2_7 = fma(a2, b, s2_7); s3_7 = fma(a3, b, s3_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8); s1_8 = fma(a1, b, s1_8); s2_8 = fma(a2, b, s2_8); s3_8 = fma(a3, b, s3_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9); s1_9 = fma(a1, b, s1_9); s2_9 = fma(a2, b, s2_9); s3_9 = fma(a3, b, s3_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10); s1_10 = fma(a1, b, s1_10); s2_10 = fma(a2, b, s2_10); s3_10 = fma(a3, b, s3_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11); s1_11 = fma(a1, b, s1_11); s2_11 = fma(a2, b, s2_11); s3_11 = fma(a3, b, s3_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12); s1_12 = fma(a1, b, s1_12); s2_12 = fma(a2, b, s2_12); s3_12 = fma(a3, b, s3_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13); s1_13 = fma(a1, b, s1_13); s2_13 = fma(a2, b, s2_13); s3_13 = fma(a3, b, s3_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14); s1_14 = fma(a1, b, s1_14); s2_14 = fma(a2, b, s2_14); s3_14 = fma(a3, b, s3_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15); s1_15 = fma(a1, b, s1_15); s2_15 = fma(a2, b, s2_15); s3_15 = fma(a3, b, s3_15)
-        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16); s1_16 = fma(a1, b, s1_16); s2_16 = fma(a2, b, s2_16); s3_16 = fma(a3, b, s3_16)
-        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17); s1_17 = fma(a1, b, s1_17); s2_17 = fma(a2, b, s2_17); s3_17 = fma(a3, b, s3_17)
-        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18); s1_18 = fma(a1, b, s1_18); s2_18 = fma(a2, b, s2_18); s3_18 = fma(a3, b, s3_18)
-        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19); s1_19 = fma(a1, b, s1_19); s2_19 = fma(a2, b, s2_19); s3_19 = fma(a3, b, s3_19)
-        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20); s1_20 = fma(a1, b, s1_20); s2_20 = fma(a2, b, s2_20); s3_20 = fma(a3, b, s3_20)
-        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21); s1_21 = fma(a1, b, s1_21); s2_21 = fma(a2, b, s2_21); s3_21 = fma(a3, b, s3_21)
-        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22); s1_22 = fma(a1, b, s1_22); s2_22 = fma(a2, b, s2_22); s3_22 = fma(a3, b, s3_22)
-        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23); s1_23 = fma(a1, b, s1_23); s2_23 = fma(a2, b, s2_23); s3_23 = fma(a3, b, s3_23)
-        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24); s1_24 = fma(a1, b, s1_24); s2_24 = fma(a2, b, s2_24); s3_24 = fma(a3, b, s3_24)
-        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25); s1_25 = fma(a1, b, s1_25); s2_25 = fma(a2, b, s2_25); s3_25 = fma(a3, b, s3_25)
-        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26); s1_26 = fma(a1, b, s1_26); s2_26 = fma(a2, b, s2_26); s3_26 = fma(a3, b, s3_26)
-        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27); s1_27 = fma(a1, b, s1_27); s2_27 = fma(a2, b, s2_27); s3_27 = fma(a3, b, s3_27)
-        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28); s1_28 = fma(a1, b, s1_28); s2_28 = fma(a2, b, s2_28); s3_28 = fma(a3, b, s3_28)
-        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29); s1_29 = fma(a1, b, s1_29); s2_29 = fma(a2, b, s2_29); s3_29 = fma(a3, b, s3_29)
-        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30); s1_30 = fma(a1, b, s1_30); s2_30 = fma(a2, b, s2_30); s3_30 = fma(a3, b, s3_30)
-        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31); s1_31 = fma(a1, b, s1_31); s2_31 = fma(a2, b, s2_31); s3_31 = fma(a3, b, s3_31)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
+        b24 = pB[kb + 24]; b25 = pB[kb + 25]; b26 = pB[kb + 26]; b27 = pB[kb + 27]; b28 = pB[kb + 28]; b29 = pB[kb + 29]; b30 = pB[kb + 30]; b31 = pB[kb + 31]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        s0_24 = fma(a0, b24, s0_24); s0_25 = fma(a0, b25, s0_25); s0_26 = fma(a0, b26, s0_26); s0_27 = fma(a0, b27, s0_27); s0_28 = fma(a0, b28, s0_28); s0_29 = fma(a0, b29, s0_29); s0_30 = fma(a0, b30, s0_30); s0_31 = fma(a0, b31, s0_31)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s1_16 = fma(a1, b16, s1_16); s1_17 = fma(a1, b17, s1_17); s1_18 = fma(a1, b18, s1_18); s1_19 = fma(a1, b19, s1_19); s1_20 = fma(a1, b20, s1_20); s1_21 = fma(a1, b21, s1_21); s1_22 = fma(a1, b22, s1_22); s1_23 = fma(a1, b23, s1_23)
+        s1_24 = fma(a1, b24, s1_24); s1_25 = fma(a1, b25, s1_25); s1_26 = fma(a1, b26, s1_26); s1_27 = fma(a1, b27, s1_27); s1_28 = fma(a1, b28, s1_28); s1_29 = fma(a1, b29, s1_29); s1_30 = fma(a1, b30, s1_30); s1_31 = fma(a1, b31, s1_31)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+        s2_16 = fma(a2, b16, s2_16); s2_17 = fma(a2, b17, s2_17); s2_18 = fma(a2, b18, s2_18); s2_19 = fma(a2, b19, s2_19); s2_20 = fma(a2, b20, s2_20); s2_21 = fma(a2, b21, s2_21); s2_22 = fma(a2, b22, s2_22); s2_23 = fma(a2, b23, s2_23)
+        s2_24 = fma(a2, b24, s2_24); s2_25 = fma(a2, b25, s2_25); s2_26 = fma(a2, b26, s2_26); s2_27 = fma(a2, b27, s2_27); s2_28 = fma(a2, b28, s2_28); s2_29 = fma(a2, b29, s2_29); s2_30 = fma(a2, b30, s2_30); s2_31 = fma(a2, b31, s2_31)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s3_8 = fma(a3, b8, s3_8); s3_9 = fma(a3, b9, s3_9); s3_10 = fma(a3, b10, s3_10); s3_11 = fma(a3, b11, s3_11); s3_12 = fma(a3, b12, s3_12); s3_13 = fma(a3, b13, s3_13); s3_14 = fma(a3, b14, s3_14); s3_15 = fma(a3, b15, s3_15)
+        s3_16 = fma(a3, b16, s3_16); s3_17 = fma(a3, b17, s3_17); s3_18 = fma(a3, b18, s3_18); s3_19 = fma(a3, b19, s3_19); s3_20 = fma(a3, b20, s3_20); s3_21 = fma(a3, b21, s3_21); s3_22 = fma(a3, b22, s3_22); s3_23 = fma(a3, b23, s3_23)
+        s3_24 = fma(a3, b24, s3_24); s3_25 = fma(a3, b25, s3_25); s3_26 = fma(a3, b26, s3_26); s3_27 = fma(a3, b27, s3_27); s3_28 = fma(a3, b28, s3_28); s3_29 = fma(a3, b29, s3_29); s3_30 = fma(a3, b30, s3_30); s3_31 = fma(a3, b31, s3_31)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
@@ -258,22 +414,16 @@ def body_4x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4); s1_4 = fma(a1, b, s1_4); s2_4 = fma(a2, b, s2_4); s3_4 = fma(a3, b, s3_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5); s1_5 = fma(a1, b, s1_5); s2_5 = fma(a2, b, s2_5); s3_5 = fma(a3, b, s3_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6); s1_6 = fma(a1, b, s1_6); s2_6 = fma(a2, b, s2_6); s3_6 = fma(a3, b, s3_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7); s1_7 = fma(a1, b, s1_7); s2_7 = fma(a2, b, s2_7); s3_7 = fma(a3, b, s3_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8); s1_8 = fma(a1, b, s1_8); s2_8 = fma(a2, b, s2_8); s3_8 = fma(a3, b, s3_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9); s1_9 = fma(a1, b, s1_9); s2_9 = fma(a2, b, s2_9); s3_9 = fma(a3, b, s3_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10); s1_10 = fma(a1, b, s1_10); s2_10 = fma(a2, b, s2_10); s3_10 = fma(a3, b, s3_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11); s1_11 = fma(a1, b, s1_11); s2_11 = fma(a2, b, s2_11); s3_11 = fma(a3, b, s3_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12); s1_12 = fma(a1, b, s1_12); s2_12 = fma(a2, b, s2_12); s3_12 = fma(a3, b, s3_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13); s1_13 = fma(a1, b, s1_13); s2_13 = fma(a2, b, s2_13); s3_13 = fma(a3, b, s3_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14); s1_14 = fma(a1, b, s1_14); s2_14 = fma(a2, b, s2_14); s3_14 = fma(a3, b, s3_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15); s1_15 = fma(a1, b, s1_15); s2_15 = fma(a2, b, s2_15); s3_15 = fma(a3, b, s3_15)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s3_8 = fma(a3, b8, s3_8); s3_9 = fma(a3, b9, s3_9); s3_10 = fma(a3, b10, s3_10); s3_11 = fma(a3, b11, s3_11); s3_12 = fma(a3, b12, s3_12); s3_13 = fma(a3, b13, s3_13); s3_14 = fma(a3, b14, s3_14); s3_15 = fma(a3, b15, s3_15)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
@@ -295,14 +445,11 @@ def body_4x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4); s1_4 = fma(a1, b, s1_4); s2_4 = fma(a2, b, s2_4); s3_4 = fma(a3, b, s3_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5); s1_5 = fma(a1, b, s1_5); s2_5 = fma(a2, b, s2_5); s3_5 = fma(a3, b, s3_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6); s1_6 = fma(a1, b, s1_6); s2_6 = fma(a2, b, s2_6); s3_6 = fma(a3, b, s3_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7); s1_7 = fma(a1, b, s1_7); s2_7 = fma(a2, b, s2_7); s3_7 = fma(a3, b, s3_7)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
@@ -320,10 +467,11 @@ def body_4x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2); s1_2 = fma(a1, b, s1_2); s2_2 = fma(a2, b, s2_2); s3_2 = fma(a3, b, s3_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3); s1_3 = fma(a1, b, s1_3); s2_3 = fma(a2, b, s2_3); s3_3 = fma(a3, b, s3_3)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3
@@ -341,8 +489,11 @@ def body_4x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1); s1_1 = fma(a1, b, s1_1); s2_1 = fma(a2, b, s2_1); s3_1 = fma(a3, b, s3_1)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1
@@ -360,100 +511,15 @@ def body_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0); s1_0 = fma(a1, b, s1_0); s2_0 = fma(a2, b, s2_0); s3_0 = fma(a3, b, s3_0)
+        b0 = pB[kb + 0]
+        s0_0 = fma(a0, b0, s0_0)
+        s1_0 = fma(a1, b0, s1_0)
+        s2_0 = fma(a2, b0, s2_0)
+        s3_0 = fma(a3, b0, s3_0)
     pC[c0 + 0] = s0_0
     pC[c1 + 0] = s1_0
     pC[c2 + 0] = s2_0
     pC[c3 + 0] = s3_0
-
-
-def body_1x64(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:1, 0:64] += A[0:1, k0:k1] · B[k0:k1, 0:64], by pointers and strides."""
-    c0 = 0 * ldc
-    a0_ = 0 * sa0
-    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
-    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
-    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
-    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
-    s0_32 = pC[c0 + 32]; s0_33 = pC[c0 + 33]; s0_34 = pC[c0 + 34]; s0_35 = pC[c0 + 35]; s0_36 = pC[c0 + 36]; s0_37 = pC[c0 + 37]; s0_38 = pC[c0 + 38]; s0_39 = pC[c0 + 39]
-    s0_40 = pC[c0 + 40]; s0_41 = pC[c0 + 41]; s0_42 = pC[c0 + 42]; s0_43 = pC[c0 + 43]; s0_44 = pC[c0 + 44]; s0_45 = pC[c0 + 45]; s0_46 = pC[c0 + 46]; s0_47 = pC[c0 + 47]
-    s0_48 = pC[c0 + 48]; s0_49 = pC[c0 + 49]; s0_50 = pC[c0 + 50]; s0_51 = pC[c0 + 51]; s0_52 = pC[c0 + 52]; s0_53 = pC[c0 + 53]; s0_54 = pC[c0 + 54]; s0_55 = pC[c0 + 55]
-    s0_56 = pC[c0 + 56]; s0_57 = pC[c0 + 57]; s0_58 = pC[c0 + 58]; s0_59 = pC[c0 + 59]; s0_60 = pC[c0 + 60]; s0_61 = pC[c0 + 61]; s0_62 = pC[c0 + 62]; s0_63 = pC[c0 + 63]
-    for k in range(k0, k1):
-        ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
-        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16)
-        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17)
-        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18)
-        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19)
-        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20)
-        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21)
-        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22)
-        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23)
-        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24)
-        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25)
-        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26)
-        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27)
-        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28)
-        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29)
-        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30)
-        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31)
-        b = pB[kb + 32]; s0_32 = fma(a0, b, s0_32)
-        b = pB[kb + 33]; s0_33 = fma(a0, b, s0_33)
-        b = pB[kb + 34]; s0_34 = fma(a0, b, s0_34)
-        b = pB[kb + 35]; s0_35 = fma(a0, b, s0_35)
-        b = pB[kb + 36]; s0_36 = fma(a0, b, s0_36)
-        b = pB[kb + 37]; s0_37 = fma(a0, b, s0_37)
-        b = pB[kb + 38]; s0_38 = fma(a0, b, s0_38)
-        b = pB[kb + 39]; s0_39 = fma(a0, b, s0_39)
-        b = pB[kb + 40]; s0_40 = fma(a0, b, s0_40)
-        b = pB[kb + 41]; s0_41 = fma(a0, b, s0_41)
-        b = pB[kb + 42]; s0_42 = fma(a0, b, s0_42)
-        b = pB[kb + 43]; s0_43 = fma(a0, b, s0_43)
-        b = pB[kb + 44]; s0_44 = fma(a0, b, s0_44)
-        b = pB[kb + 45]; s0_45 = fma(a0, b, s0_45)
-        b = pB[kb + 46]; s0_46 = fma(a0, b, s0_46)
-        b = pB[kb + 47]; s0_47 = fma(a0, b, s0_47)
-        b = pB[kb + 48]; s0_48 = fma(a0, b, s0_48)
-        b = pB[kb + 49]; s0_49 = fma(a0, b, s0_49)
-        b = pB[kb + 50]; s0_50 = fma(a0, b, s0_50)
-        b = pB[kb + 51]; s0_51 = fma(a0, b, s0_51)
-        b = pB[kb + 52]; s0_52 = fma(a0, b, s0_52)
-        b = pB[kb + 53]; s0_53 = fma(a0, b, s0_53)
-        b = pB[kb + 54]; s0_54 = fma(a0, b, s0_54)
-        b = pB[kb + 55]; s0_55 = fma(a0, b, s0_55)
-        b = pB[kb + 56]; s0_56 = fma(a0, b, s0_56)
-        b = pB[kb + 57]; s0_57 = fma(a0, b, s0_57)
-        b = pB[kb + 58]; s0_58 = fma(a0, b, s0_58)
-        b = pB[kb + 59]; s0_59 = fma(a0, b, s0_59)
-        b = pB[kb + 60]; s0_60 = fma(a0, b, s0_60)
-        b = pB[kb + 61]; s0_61 = fma(a0, b, s0_61)
-        b = pB[kb + 62]; s0_62 = fma(a0, b, s0_62)
-        b = pB[kb + 63]; s0_63 = fma(a0, b, s0_63)
-    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
-    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
-    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
-    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
-    pC[c0 + 32] = s0_32; pC[c0 + 33] = s0_33; pC[c0 + 34] = s0_34; pC[c0 + 35] = s0_35; pC[c0 + 36] = s0_36; pC[c0 + 37] = s0_37; pC[c0 + 38] = s0_38; pC[c0 + 39] = s0_39
-    pC[c0 + 40] = s0_40; pC[c0 + 41] = s0_41; pC[c0 + 42] = s0_42; pC[c0 + 43] = s0_43; pC[c0 + 44] = s0_44; pC[c0 + 45] = s0_45; pC[c0 + 46] = s0_46; pC[c0 + 47] = s0_47
-    pC[c0 + 48] = s0_48; pC[c0 + 49] = s0_49; pC[c0 + 50] = s0_50; pC[c0 + 51] = s0_51; pC[c0 + 52] = s0_52; pC[c0 + 53] = s0_53; pC[c0 + 54] = s0_54; pC[c0 + 55] = s0_55
-    pC[c0 + 56] = s0_56; pC[c0 + 57] = s0_57; pC[c0 + 58] = s0_58; pC[c0 + 59] = s0_59; pC[c0 + 60] = s0_60; pC[c0 + 61] = s0_61; pC[c0 + 62] = s0_62; pC[c0 + 63] = s0_63
 
 
 def body_1x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -467,38 +533,14 @@ def body_1x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
-        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16)
-        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17)
-        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18)
-        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19)
-        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20)
-        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21)
-        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22)
-        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23)
-        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24)
-        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25)
-        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26)
-        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27)
-        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28)
-        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29)
-        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30)
-        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
+        b24 = pB[kb + 24]; b25 = pB[kb + 25]; b26 = pB[kb + 26]; b27 = pB[kb + 27]; b28 = pB[kb + 28]; b29 = pB[kb + 29]; b30 = pB[kb + 30]; b31 = pB[kb + 31]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        s0_24 = fma(a0, b24, s0_24); s0_25 = fma(a0, b25, s0_25); s0_26 = fma(a0, b26, s0_26); s0_27 = fma(a0, b27, s0_27); s0_28 = fma(a0, b28, s0_28); s0_29 = fma(a0, b29, s0_29); s0_30 = fma(a0, b30, s0_30); s0_31 = fma(a0, b31, s0_31)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
@@ -514,22 +556,10 @@ def body_1x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
 
@@ -542,14 +572,8 @@ def body_1x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
 
 
@@ -561,10 +585,8 @@ def body_1x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
 
 
@@ -576,8 +598,8 @@ def body_1x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
 
 
@@ -589,197 +611,108 @@ def body_1x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
         a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
+        b0 = pB[kb + 0]
+        s0_0 = fma(a0, b0, s0_0)
     pC[c0 + 0] = s0_0
 
 
-def body_1x64x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
-    """C[0:1, 0:64] and C[0:1, d:d+64] += A[0:1, k0:k1] · B[k0:k1, same columns]."""
-    c0 = 0 * ldc
-    e0 = 0 * ldc + d
-    a0_ = 0 * sa0
-    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
-    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
-    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
-    s0_24 = pC[c0 + 24]; s0_25 = pC[c0 + 25]; s0_26 = pC[c0 + 26]; s0_27 = pC[c0 + 27]; s0_28 = pC[c0 + 28]; s0_29 = pC[c0 + 29]; s0_30 = pC[c0 + 30]; s0_31 = pC[c0 + 31]
-    s0_32 = pC[c0 + 32]; s0_33 = pC[c0 + 33]; s0_34 = pC[c0 + 34]; s0_35 = pC[c0 + 35]; s0_36 = pC[c0 + 36]; s0_37 = pC[c0 + 37]; s0_38 = pC[c0 + 38]; s0_39 = pC[c0 + 39]
-    s0_40 = pC[c0 + 40]; s0_41 = pC[c0 + 41]; s0_42 = pC[c0 + 42]; s0_43 = pC[c0 + 43]; s0_44 = pC[c0 + 44]; s0_45 = pC[c0 + 45]; s0_46 = pC[c0 + 46]; s0_47 = pC[c0 + 47]
-    s0_48 = pC[c0 + 48]; s0_49 = pC[c0 + 49]; s0_50 = pC[c0 + 50]; s0_51 = pC[c0 + 51]; s0_52 = pC[c0 + 52]; s0_53 = pC[c0 + 53]; s0_54 = pC[c0 + 54]; s0_55 = pC[c0 + 55]
-    s0_56 = pC[c0 + 56]; s0_57 = pC[c0 + 57]; s0_58 = pC[c0 + 58]; s0_59 = pC[c0 + 59]; s0_60 = pC[c0 + 60]; s0_61 = pC[c0 + 61]; s0_62 = pC[c0 + 62]; s0_63 = pC[c0 + 63]
-    t0_0 = pC[e0 + 0]; t0_1 = pC[e0 + 1]; t0_2 = pC[e0 + 2]; t0_3 = pC[e0 + 3]; t0_4 = pC[e0 + 4]; t0_5 = pC[e0 + 5]; t0_6 = pC[e0 + 6]; t0_7 = pC[e0 + 7]
-    t0_8 = pC[e0 + 8]; t0_9 = pC[e0 + 9]; t0_10 = pC[e0 + 10]; t0_11 = pC[e0 + 11]; t0_12 = pC[e0 + 12]; t0_13 = pC[e0 + 13]; t0_14 = pC[e0 + 14]; t0_15 = pC[e0 + 15]
-    t0_16 = pC[e0 + 16]; t0_17 = pC[e0 + 17]; t0_18 = pC[e0 + 18]; t0_19 = pC[e0 + 19]; t0_20 = pC[e0 + 20]; t0_21 = pC[e0 + 21]; t0_22 = pC[e0 + 22]; t0_23 = pC[e0 + 23]
-    t0_24 = pC[e0 + 24]; t0_25 = pC[e0 + 25]; t0_26 = pC[e0 + 26]; t0_27 = pC[e0 + 27]; t0_28 = pC[e0 + 28]; t0_29 = pC[e0 + 29]; t0_30 = pC[e0 + 30]; t0_31 = pC[e0 + 31]
-    t0_32 = pC[e0 + 32]; t0_33 = pC[e0 + 33]; t0_34 = pC[e0 + 34]; t0_35 = pC[e0 + 35]; t0_36 = pC[e0 + 36]; t0_37 = pC[e0 + 37]; t0_38 = pC[e0 + 38]; t0_39 = pC[e0 + 39]
-    t0_40 = pC[e0 + 40]; t0_41 = pC[e0 + 41]; t0_42 = pC[e0 + 42]; t0_43 = pC[e0 + 43]; t0_44 = pC[e0 + 44]; t0_45 = pC[e0 + 45]; t0_46 = pC[e0 + 46]; t0_47 = pC[e0 + 47]
-    t0_48 = pC[e0 + 48]; t0_49 = pC[e0 + 49]; t0_50 = pC[e0 + 50]; t0_51 = pC[e0 + 51]; t0_52 = pC[e0 + 52]; t0_53 = pC[e0 + 53]; t0_54 = pC[e0 + 54]; t0_55 = pC[e0 + 55]
-    t0_56 = pC[e0 + 56]; t0_57 = pC[e0 + 57]; t0_58 = pC[e0 + 58]; t0_59 = pC[e0 + 59]; t0_60 = pC[e0 + 60]; t0_61 = pC[e0 + 61]; t0_62 = pC[e0 + 62]; t0_63 = pC[e0 + 63]
+def body_1x32x4p(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, dB):
+    """C[0, 0:128] += A[0, k0:k1] · [B_0 | ... | B_3][k0:k1], B_j = pB[j·dB:] (32 wide)."""
+    d0 = 0 * dB; d1 = 1 * dB; d2 = 2 * dB; d3 = 3 * dB
+    s0_0 = pC[0]; s0_1 = pC[1]; s0_2 = pC[2]; s0_3 = pC[3]; s0_4 = pC[4]; s0_5 = pC[5]; s0_6 = pC[6]; s0_7 = pC[7]
+    s0_8 = pC[8]; s0_9 = pC[9]; s0_10 = pC[10]; s0_11 = pC[11]; s0_12 = pC[12]; s0_13 = pC[13]; s0_14 = pC[14]; s0_15 = pC[15]
+    s0_16 = pC[16]; s0_17 = pC[17]; s0_18 = pC[18]; s0_19 = pC[19]; s0_20 = pC[20]; s0_21 = pC[21]; s0_22 = pC[22]; s0_23 = pC[23]
+    s0_24 = pC[24]; s0_25 = pC[25]; s0_26 = pC[26]; s0_27 = pC[27]; s0_28 = pC[28]; s0_29 = pC[29]; s0_30 = pC[30]; s0_31 = pC[31]
+    s1_0 = pC[32]; s1_1 = pC[33]; s1_2 = pC[34]; s1_3 = pC[35]; s1_4 = pC[36]; s1_5 = pC[37]; s1_6 = pC[38]; s1_7 = pC[39]
+    s1_8 = pC[40]; s1_9 = pC[41]; s1_10 = pC[42]; s1_11 = pC[43]; s1_12 = pC[44]; s1_13 = pC[45]; s1_14 = pC[46]; s1_15 = pC[47]
+    s1_16 = pC[48]; s1_17 = pC[49]; s1_18 = pC[50]; s1_19 = pC[51]; s1_20 = pC[52]; s1_21 = pC[53]; s1_22 = pC[54]; s1_23 = pC[55]
+    s1_24 = pC[56]; s1_25 = pC[57]; s1_26 = pC[58]; s1_27 = pC[59]; s1_28 = pC[60]; s1_29 = pC[61]; s1_30 = pC[62]; s1_31 = pC[63]
+    s2_0 = pC[64]; s2_1 = pC[65]; s2_2 = pC[66]; s2_3 = pC[67]; s2_4 = pC[68]; s2_5 = pC[69]; s2_6 = pC[70]; s2_7 = pC[71]
+    s2_8 = pC[72]; s2_9 = pC[73]; s2_10 = pC[74]; s2_11 = pC[75]; s2_12 = pC[76]; s2_13 = pC[77]; s2_14 = pC[78]; s2_15 = pC[79]
+    s2_16 = pC[80]; s2_17 = pC[81]; s2_18 = pC[82]; s2_19 = pC[83]; s2_20 = pC[84]; s2_21 = pC[85]; s2_22 = pC[86]; s2_23 = pC[87]
+    s2_24 = pC[88]; s2_25 = pC[89]; s2_26 = pC[90]; s2_27 = pC[91]; s2_28 = pC[92]; s2_29 = pC[93]; s2_30 = pC[94]; s2_31 = pC[95]
+    s3_0 = pC[96]; s3_1 = pC[97]; s3_2 = pC[98]; s3_3 = pC[99]; s3_4 = pC[100]; s3_5 = pC[101]; s3_6 = pC[102]; s3_7 = pC[103]
+    s3_8 = pC[104]; s3_9 = pC[105]; s3_10 = pC[106]; s3_11 = pC[107]; s3_12 = pC[108]; s3_13 = pC[109]; s3_14 = pC[110]; s3_15 = pC[111]
+    s3_16 = pC[112]; s3_17 = pC[113]; s3_18 = pC[114]; s3_19 = pC[115]; s3_20 = pC[116]; s3_21 = pC[117]; s3_22 = pC[118]; s3_23 = pC[119]
+    s3_24 = pC[120]; s3_25 = pC[121]; s3_26 = pC[122]; s3_27 = pC[123]; s3_28 = pC[124]; s3_29 = pC[125]; s3_30 = pC[126]; s3_31 = pC[127]
     for k in range(k0, k1):
-        ka = k * sa1; kb = k * ldb; kd = kb + d
-        a0 = pA[a0_ + ka]
-        b = pB[kb + 0]; s0_0 = fma(a0, b, s0_0)
-        b = pB[kb + 1]; s0_1 = fma(a0, b, s0_1)
-        b = pB[kb + 2]; s0_2 = fma(a0, b, s0_2)
-        b = pB[kb + 3]; s0_3 = fma(a0, b, s0_3)
-        b = pB[kb + 4]; s0_4 = fma(a0, b, s0_4)
-        b = pB[kb + 5]; s0_5 = fma(a0, b, s0_5)
-        b = pB[kb + 6]; s0_6 = fma(a0, b, s0_6)
-        b = pB[kb + 7]; s0_7 = fma(a0, b, s0_7)
-        b = pB[kb + 8]; s0_8 = fma(a0, b, s0_8)
-        b = pB[kb + 9]; s0_9 = fma(a0, b, s0_9)
-        b = pB[kb + 10]; s0_10 = fma(a0, b, s0_10)
-        b = pB[kb + 11]; s0_11 = fma(a0, b, s0_11)
-        b = pB[kb + 12]; s0_12 = fma(a0, b, s0_12)
-        b = pB[kb + 13]; s0_13 = fma(a0, b, s0_13)
-        b = pB[kb + 14]; s0_14 = fma(a0, b, s0_14)
-        b = pB[kb + 15]; s0_15 = fma(a0, b, s0_15)
-        b = pB[kb + 16]; s0_16 = fma(a0, b, s0_16)
-        b = pB[kb + 17]; s0_17 = fma(a0, b, s0_17)
-        b = pB[kb + 18]; s0_18 = fma(a0, b, s0_18)
-        b = pB[kb + 19]; s0_19 = fma(a0, b, s0_19)
-        b = pB[kb + 20]; s0_20 = fma(a0, b, s0_20)
-        b = pB[kb + 21]; s0_21 = fma(a0, b, s0_21)
-        b = pB[kb + 22]; s0_22 = fma(a0, b, s0_22)
-        b = pB[kb + 23]; s0_23 = fma(a0, b, s0_23)
-        b = pB[kb + 24]; s0_24 = fma(a0, b, s0_24)
-        b = pB[kb + 25]; s0_25 = fma(a0, b, s0_25)
-        b = pB[kb + 26]; s0_26 = fma(a0, b, s0_26)
-        b = pB[kb + 27]; s0_27 = fma(a0, b, s0_27)
-        b = pB[kb + 28]; s0_28 = fma(a0, b, s0_28)
-        b = pB[kb + 29]; s0_29 = fma(a0, b, s0_29)
-        b = pB[kb + 30]; s0_30 = fma(a0, b, s0_30)
-        b = pB[kb + 31]; s0_31 = fma(a0, b, s0_31)
-        b = pB[kb + 32]; s0_32 = fma(a0, b, s0_32)
-        b = pB[kb + 33]; s0_33 = fma(a0, b, s0_33)
-        b = pB[kb + 34]; s0_34 = fma(a0, b, s0_34)
-        b = pB[kb + 35]; s0_35 = fma(a0, b, s0_35)
-        b = pB[kb + 36]; s0_36 = fma(a0, b, s0_36)
-        b = pB[kb + 37]; s0_37 = fma(a0, b, s0_37)
-        b = pB[kb + 38]; s0_38 = fma(a0, b, s0_38)
-        b = pB[kb + 39]; s0_39 = fma(a0, b, s0_39)
-        b = pB[kb + 40]; s0_40 = fma(a0, b, s0_40)
-        b = pB[kb + 41]; s0_41 = fma(a0, b, s0_41)
-        b = pB[kb + 42]; s0_42 = fma(a0, b, s0_42)
-        b = pB[kb + 43]; s0_43 = fma(a0, b, s0_43)
-        b = pB[kb + 44]; s0_44 = fma(a0, b, s0_44)
-        b = pB[kb + 45]; s0_45 = fma(a0, b, s0_45)
-        b = pB[kb + 46]; s0_46 = fma(a0, b, s0_46)
-        b = pB[kb + 47]; s0_47 = fma(a0, b, s0_47)
-        b = pB[kb + 48]; s0_48 = fma(a0, b, s0_48)
-        b = pB[kb + 49]; s0_49 = fma(a0, b, s0_49)
-        b = pB[kb + 50]; s0_50 = fma(a0, b, s0_50)
-        b = pB[kb + 51]; s0_51 = fma(a0, b, s0_51)
-        b = pB[kb + 52]; s0_52 = fma(a0, b, s0_52)
-        b = pB[kb + 53]; s0_53 = fma(a0, b, s0_53)
-        b = pB[kb + 54]; s0_54 = fma(a0, b, s0_54)
-        b = pB[kb + 55]; s0_55 = fma(a0, b, s0_55)
-        b = pB[kb + 56]; s0_56 = fma(a0, b, s0_56)
-        b = pB[kb + 57]; s0_57 = fma(a0, b, s0_57)
-        b = pB[kb + 58]; s0_58 = fma(a0, b, s0_58)
-        b = pB[kb + 59]; s0_59 = fma(a0, b, s0_59)
-        b = pB[kb + 60]; s0_60 = fma(a0, b, s0_60)
-        b = pB[kb + 61]; s0_61 = fma(a0, b, s0_61)
-        b = pB[kb + 62]; s0_62 = fma(a0, b, s0_62)
-        b = pB[kb + 63]; s0_63 = fma(a0, b, s0_63)
-        b = pB[kd + 0]; t0_0 = fma(a0, b, t0_0)
-        b = pB[kd + 1]; t0_1 = fma(a0, b, t0_1)
-        b = pB[kd + 2]; t0_2 = fma(a0, b, t0_2)
-        b = pB[kd + 3]; t0_3 = fma(a0, b, t0_3)
-        b = pB[kd + 4]; t0_4 = fma(a0, b, t0_4)
-        b = pB[kd + 5]; t0_5 = fma(a0, b, t0_5)
-        b = pB[kd + 6]; t0_6 = fma(a0, b, t0_6)
-        b = pB[kd + 7]; t0_7 = fma(a0, b, t0_7)
-        b = pB[kd + 8]; t0_8 = fma(a0, b, t0_8)
-        b = pB[kd + 9]; t0_9 = fma(a0, b, t0_9)
-        b = pB[kd + 10]; t0_10 = fma(a0, b, t0_10)
-        b = pB[kd + 11]; t0_11 = fma(a0, b, t0_11)
-        b = pB[kd + 12]; t0_12 = fma(a0, b, t0_12)
-        b = pB[kd + 13]; t0_13 = fma(a0, b, t0_13)
-        b = pB[kd + 14]; t0_14 = fma(a0, b, t0_14)
-        b = pB[kd + 15]; t0_15 = fma(a0, b, t0_15)
-        b = pB[kd + 16]; t0_16 = fma(a0, b, t0_16)
-        b = pB[kd + 17]; t0_17 = fma(a0, b, t0_17)
-        b = pB[kd + 18]; t0_18 = fma(a0, b, t0_18)
-        b = pB[kd + 19]; t0_19 = fma(a0, b, t0_19)
-        b = pB[kd + 20]; t0_20 = fma(a0, b, t0_20)
-        b = pB[kd + 21]; t0_21 = fma(a0, b, t0_21)
-        b = pB[kd + 22]; t0_22 = fma(a0, b, t0_22)
-        b = pB[kd + 23]; t0_23 = fma(a0, b, t0_23)
-        b = pB[kd + 24]; t0_24 = fma(a0, b, t0_24)
-        b = pB[kd + 25]; t0_25 = fma(a0, b, t0_25)
-        b = pB[kd + 26]; t0_26 = fma(a0, b, t0_26)
-        b = pB[kd + 27]; t0_27 = fma(a0, b, t0_27)
-        b = pB[kd + 28]; t0_28 = fma(a0, b, t0_28)
-        b = pB[kd + 29]; t0_29 = fma(a0, b, t0_29)
-        b = pB[kd + 30]; t0_30 = fma(a0, b, t0_30)
-        b = pB[kd + 31]; t0_31 = fma(a0, b, t0_31)
-        b = pB[kd + 32]; t0_32 = fma(a0, b, t0_32)
-        b = pB[kd + 33]; t0_33 = fma(a0, b, t0_33)
-        b = pB[kd + 34]; t0_34 = fma(a0, b, t0_34)
-        b = pB[kd + 35]; t0_35 = fma(a0, b, t0_35)
-        b = pB[kd + 36]; t0_36 = fma(a0, b, t0_36)
-        b = pB[kd + 37]; t0_37 = fma(a0, b, t0_37)
-        b = pB[kd + 38]; t0_38 = fma(a0, b, t0_38)
-        b = pB[kd + 39]; t0_39 = fma(a0, b, t0_39)
-        b = pB[kd + 40]; t0_40 = fma(a0, b, t0_40)
-        b = pB[kd + 41]; t0_41 = fma(a0, b, t0_41)
-        b = pB[kd + 42]; t0_42 = fma(a0, b, t0_42)
-        b = pB[kd + 43]; t0_43 = fma(a0, b, t0_43)
-        b = pB[kd + 44]; t0_44 = fma(a0, b, t0_44)
-        b = pB[kd + 45]; t0_45 = fma(a0, b, t0_45)
-        b = pB[kd + 46]; t0_46 = fma(a0, b, t0_46)
-        b = pB[kd + 47]; t0_47 = fma(a0, b, t0_47)
-        b = pB[kd + 48]; t0_48 = fma(a0, b, t0_48)
-        b = pB[kd + 49]; t0_49 = fma(a0, b, t0_49)
-        b = pB[kd + 50]; t0_50 = fma(a0, b, t0_50)
-        b = pB[kd + 51]; t0_51 = fma(a0, b, t0_51)
-        b = pB[kd + 52]; t0_52 = fma(a0, b, t0_52)
-        b = pB[kd + 53]; t0_53 = fma(a0, b, t0_53)
-        b = pB[kd + 54]; t0_54 = fma(a0, b, t0_54)
-        b = pB[kd + 55]; t0_55 = fma(a0, b, t0_55)
-        b = pB[kd + 56]; t0_56 = fma(a0, b, t0_56)
-        b = pB[kd + 57]; t0_57 = fma(a0, b, t0_57)
-        b = pB[kd + 58]; t0_58 = fma(a0, b, t0_58)
-        b = pB[kd + 59]; t0_59 = fma(a0, b, t0_59)
-        b = pB[kd + 60]; t0_60 = fma(a0, b, t0_60)
-        b = pB[kd + 61]; t0_61 = fma(a0, b, t0_61)
-        b = pB[kd + 62]; t0_62 = fma(a0, b, t0_62)
-        b = pB[kd + 63]; t0_63 = fma(a0, b, t0_63)
-    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
-    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
-    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
-    pC[c0 + 24] = s0_24; pC[c0 + 25] = s0_25; pC[c0 + 26] = s0_26; pC[c0 + 27] = s0_27; pC[c0 + 28] = s0_28; pC[c0 + 29] = s0_29; pC[c0 + 30] = s0_30; pC[c0 + 31] = s0_31
-    pC[c0 + 32] = s0_32; pC[c0 + 33] = s0_33; pC[c0 + 34] = s0_34; pC[c0 + 35] = s0_35; pC[c0 + 36] = s0_36; pC[c0 + 37] = s0_37; pC[c0 + 38] = s0_38; pC[c0 + 39] = s0_39
-    pC[c0 + 40] = s0_40; pC[c0 + 41] = s0_41; pC[c0 + 42] = s0_42; pC[c0 + 43] = s0_43; pC[c0 + 44] = s0_44; pC[c0 + 45] = s0_45; pC[c0 + 46] = s0_46; pC[c0 + 47] = s0_47
-    pC[c0 + 48] = s0_48; pC[c0 + 49] = s0_49; pC[c0 + 50] = s0_50; pC[c0 + 51] = s0_51; pC[c0 + 52] = s0_52; pC[c0 + 53] = s0_53; pC[c0 + 54] = s0_54; pC[c0 + 55] = s0_55
-    pC[c0 + 56] = s0_56; pC[c0 + 57] = s0_57; pC[c0 + 58] = s0_58; pC[c0 + 59] = s0_59; pC[c0 + 60] = s0_60; pC[c0 + 61] = s0_61; pC[c0 + 62] = s0_62; pC[c0 + 63] = s0_63
-    pC[e0 + 0] = t0_0; pC[e0 + 1] = t0_1; pC[e0 + 2] = t0_2; pC[e0 + 3] = t0_3; pC[e0 + 4] = t0_4; pC[e0 + 5] = t0_5; pC[e0 + 6] = t0_6; pC[e0 + 7] = t0_7
-    pC[e0 + 8] = t0_8; pC[e0 + 9] = t0_9; pC[e0 + 10] = t0_10; pC[e0 + 11] = t0_11; pC[e0 + 12] = t0_12; pC[e0 + 13] = t0_13; pC[e0 + 14] = t0_14; pC[e0 + 15] = t0_15
-    pC[e0 + 16] = t0_16; pC[e0 + 17] = t0_17; pC[e0 + 18] = t0_18; pC[e0 + 19] = t0_19; pC[e0 + 20] = t0_20; pC[e0 + 21] = t0_21; pC[e0 + 22] = t0_22; pC[e0 + 23] = t0_23
-    pC[e0 + 24] = t0_24; pC[e0 + 25] = t0_25; pC[e0 + 26] = t0_26; pC[e0 + 27] = t0_27; pC[e0 + 28] = t0_28; pC[e0 + 29] = t0_29; pC[e0 + 30] = t0_30; pC[e0 + 31] = t0_31
-    pC[e0 + 32] = t0_32; pC[e0 + 33] = t0_33; pC[e0 + 34] = t0_34; pC[e0 + 35] = t0_35; pC[e0 + 36] = t0_36; pC[e0 + 37] = t0_37; pC[e0 + 38] = t0_38; pC[e0 + 39] = t0_39
-    pC[e0 + 40] = t0_40; pC[e0 + 41] = t0_41; pC[e0 + 42] = t0_42; pC[e0 + 43] = t0_43; pC[e0 + 44] = t0_44; pC[e0 + 45] = t0_45; pC[e0 + 46] = t0_46; pC[e0 + 47] = t0_47
-    pC[e0 + 48] = t0_48; pC[e0 + 49] = t0_49; pC[e0 + 50] = t0_50; pC[e0 + 51] = t0_51; pC[e0 + 52] = t0_52; pC[e0 + 53] = t0_53; pC[e0 + 54] = t0_54; pC[e0 + 55] = t0_55
-    pC[e0 + 56] = t0_56; pC[e0 + 57] = t0_57; pC[e0 + 58] = t0_58; pC[e0 + 59] = t0_59; pC[e0 + 60] = t0_60; pC[e0 + 61] = t0_61; pC[e0 + 62] = t0_62; pC[e0 + 63] = t0_63
+        a0 = pA[k * sa1]; kb = k * ldb
+        b0 = pB[d0 + kb + 0]; b1 = pB[d0 + kb + 1]; b2 = pB[d0 + kb + 2]; b3 = pB[d0 + kb + 3]; b4 = pB[d0 + kb + 4]; b5 = pB[d0 + kb + 5]; b6 = pB[d0 + kb + 6]; b7 = pB[d0 + kb + 7]
+        b8 = pB[d0 + kb + 8]; b9 = pB[d0 + kb + 9]; b10 = pB[d0 + kb + 10]; b11 = pB[d0 + kb + 11]; b12 = pB[d0 + kb + 12]; b13 = pB[d0 + kb + 13]; b14 = pB[d0 + kb + 14]; b15 = pB[d0 + kb + 15]
+        b16 = pB[d0 + kb + 16]; b17 = pB[d0 + kb + 17]; b18 = pB[d0 + kb + 18]; b19 = pB[d0 + kb + 19]; b20 = pB[d0 + kb + 20]; b21 = pB[d0 + kb + 21]; b22 = pB[d0 + kb + 22]; b23 = pB[d0 + kb + 23]
+        b24 = pB[d0 + kb + 24]; b25 = pB[d0 + kb + 25]; b26 = pB[d0 + kb + 26]; b27 = pB[d0 + kb + 27]; b28 = pB[d0 + kb + 28]; b29 = pB[d0 + kb + 29]; b30 = pB[d0 + kb + 30]; b31 = pB[d0 + kb + 31]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        s0_24 = fma(a0, b24, s0_24); s0_25 = fma(a0, b25, s0_25); s0_26 = fma(a0, b26, s0_26); s0_27 = fma(a0, b27, s0_27); s0_28 = fma(a0, b28, s0_28); s0_29 = fma(a0, b29, s0_29); s0_30 = fma(a0, b30, s0_30); s0_31 = fma(a0, b31, s0_31)
+        b0 = pB[d1 + kb + 0]; b1 = pB[d1 + kb + 1]; b2 = pB[d1 + kb + 2]; b3 = pB[d1 + kb + 3]; b4 = pB[d1 + kb + 4]; b5 = pB[d1 + kb + 5]; b6 = pB[d1 + kb + 6]; b7 = pB[d1 + kb + 7]
+        b8 = pB[d1 + kb + 8]; b9 = pB[d1 + kb + 9]; b10 = pB[d1 + kb + 10]; b11 = pB[d1 + kb + 11]; b12 = pB[d1 + kb + 12]; b13 = pB[d1 + kb + 13]; b14 = pB[d1 + kb + 14]; b15 = pB[d1 + kb + 15]
+        b16 = pB[d1 + kb + 16]; b17 = pB[d1 + kb + 17]; b18 = pB[d1 + kb + 18]; b19 = pB[d1 + kb + 19]; b20 = pB[d1 + kb + 20]; b21 = pB[d1 + kb + 21]; b22 = pB[d1 + kb + 22]; b23 = pB[d1 + kb + 23]
+        b24 = pB[d1 + kb + 24]; b25 = pB[d1 + kb + 25]; b26 = pB[d1 + kb + 26]; b27 = pB[d1 + kb + 27]; b28 = pB[d1 + kb + 28]; b29 = pB[d1 + kb + 29]; b30 = pB[d1 + kb + 30]; b31 = pB[d1 + kb + 31]
+        s1_0 = fma(a0, b0, s1_0); s1_1 = fma(a0, b1, s1_1); s1_2 = fma(a0, b2, s1_2); s1_3 = fma(a0, b3, s1_3); s1_4 = fma(a0, b4, s1_4); s1_5 = fma(a0, b5, s1_5); s1_6 = fma(a0, b6, s1_6); s1_7 = fma(a0, b7, s1_7)
+        s1_8 = fma(a0, b8, s1_8); s1_9 = fma(a0, b9, s1_9); s1_10 = fma(a0, b10, s1_10); s1_11 = fma(a0, b11, s1_11); s1_12 = fma(a0, b12, s1_12); s1_13 = fma(a0, b13, s1_13); s1_14 = fma(a0, b14, s1_14); s1_15 = fma(a0, b15, s1_15)
+        s1_16 = fma(a0, b16, s1_16); s1_17 = fma(a0, b17, s1_17); s1_18 = fma(a0, b18, s1_18); s1_19 = fma(a0, b19, s1_19); s1_20 = fma(a0, b20, s1_20); s1_21 = fma(a0, b21, s1_21); s1_22 = fma(a0, b22, s1_22); s1_23 = fma(a0, b23, s1_23)
+        s1_24 = fma(a0, b24, s1_24); s1_25 = fma(a0, b25, s1_25); s1_26 = fma(a0, b26, s1_26); s1_27 = fma(a0, b27, s1_27); s1_28 = fma(a0, b28, s1_28); s1_29 = fma(a0, b29, s1_29); s1_30 = fma(a0, b30, s1_30); s1_31 = fma(a0, b31, s1_31)
+        b0 = pB[d2 + kb + 0]; b1 = pB[d2 + kb + 1]; b2 = pB[d2 + kb + 2]; b3 = pB[d2 + kb + 3]; b4 = pB[d2 + kb + 4]; b5 = pB[d2 + kb + 5]; b6 = pB[d2 + kb + 6]; b7 = pB[d2 + kb + 7]
+        b8 = pB[d2 + kb + 8]; b9 = pB[d2 + kb + 9]; b10 = pB[d2 + kb + 10]; b11 = pB[d2 + kb + 11]; b12 = pB[d2 + kb + 12]; b13 = pB[d2 + kb + 13]; b14 = pB[d2 + kb + 14]; b15 = pB[d2 + kb + 15]
+        b16 = pB[d2 + kb + 16]; b17 = pB[d2 + kb + 17]; b18 = pB[d2 + kb + 18]; b19 = pB[d2 + kb + 19]; b20 = pB[d2 + kb + 20]; b21 = pB[d2 + kb + 21]; b22 = pB[d2 + kb + 22]; b23 = pB[d2 + kb + 23]
+        b24 = pB[d2 + kb + 24]; b25 = pB[d2 + kb + 25]; b26 = pB[d2 + kb + 26]; b27 = pB[d2 + kb + 27]; b28 = pB[d2 + kb + 28]; b29 = pB[d2 + kb + 29]; b30 = pB[d2 + kb + 30]; b31 = pB[d2 + kb + 31]
+        s2_0 = fma(a0, b0, s2_0); s2_1 = fma(a0, b1, s2_1); s2_2 = fma(a0, b2, s2_2); s2_3 = fma(a0, b3, s2_3); s2_4 = fma(a0, b4, s2_4); s2_5 = fma(a0, b5, s2_5); s2_6 = fma(a0, b6, s2_6); s2_7 = fma(a0, b7, s2_7)
+        s2_8 = fma(a0, b8, s2_8); s2_9 = fma(a0, b9, s2_9); s2_10 = fma(a0, b10, s2_10); s2_11 = fma(a0, b11, s2_11); s2_12 = fma(a0, b12, s2_12); s2_13 = fma(a0, b13, s2_13); s2_14 = fma(a0, b14, s2_14); s2_15 = fma(a0, b15, s2_15)
+        s2_16 = fma(a0, b16, s2_16); s2_17 = fma(a0, b17, s2_17); s2_18 = fma(a0, b18, s2_18); s2_19 = fma(a0, b19, s2_19); s2_20 = fma(a0, b20, s2_20); s2_21 = fma(a0, b21, s2_21); s2_22 = fma(a0, b22, s2_22); s2_23 = fma(a0, b23, s2_23)
+        s2_24 = fma(a0, b24, s2_24); s2_25 = fma(a0, b25, s2_25); s2_26 = fma(a0, b26, s2_26); s2_27 = fma(a0, b27, s2_27); s2_28 = fma(a0, b28, s2_28); s2_29 = fma(a0, b29, s2_29); s2_30 = fma(a0, b30, s2_30); s2_31 = fma(a0, b31, s2_31)
+        b0 = pB[d3 + kb + 0]; b1 = pB[d3 + kb + 1]; b2 = pB[d3 + kb + 2]; b3 = pB[d3 + kb + 3]; b4 = pB[d3 + kb + 4]; b5 = pB[d3 + kb + 5]; b6 = pB[d3 + kb + 6]; b7 = pB[d3 + kb + 7]
+        b8 = pB[d3 + kb + 8]; b9 = pB[d3 + kb + 9]; b10 = pB[d3 + kb + 10]; b11 = pB[d3 + kb + 11]; b12 = pB[d3 + kb + 12]; b13 = pB[d3 + kb + 13]; b14 = pB[d3 + kb + 14]; b15 = pB[d3 + kb + 15]
+        b16 = pB[d3 + kb + 16]; b17 = pB[d3 + kb + 17]; b18 = pB[d3 + kb + 18]; b19 = pB[d3 + kb + 19]; b20 = pB[d3 + kb + 20]; b21 = pB[d3 + kb + 21]; b22 = pB[d3 + kb + 22]; b23 = pB[d3 + kb + 23]
+        b24 = pB[d3 + kb + 24]; b25 = pB[d3 + kb + 25]; b26 = pB[d3 + kb + 26]; b27 = pB[d3 + kb + 27]; b28 = pB[d3 + kb + 28]; b29 = pB[d3 + kb + 29]; b30 = pB[d3 + kb + 30]; b31 = pB[d3 + kb + 31]
+        s3_0 = fma(a0, b0, s3_0); s3_1 = fma(a0, b1, s3_1); s3_2 = fma(a0, b2, s3_2); s3_3 = fma(a0, b3, s3_3); s3_4 = fma(a0, b4, s3_4); s3_5 = fma(a0, b5, s3_5); s3_6 = fma(a0, b6, s3_6); s3_7 = fma(a0, b7, s3_7)
+        s3_8 = fma(a0, b8, s3_8); s3_9 = fma(a0, b9, s3_9); s3_10 = fma(a0, b10, s3_10); s3_11 = fma(a0, b11, s3_11); s3_12 = fma(a0, b12, s3_12); s3_13 = fma(a0, b13, s3_13); s3_14 = fma(a0, b14, s3_14); s3_15 = fma(a0, b15, s3_15)
+        s3_16 = fma(a0, b16, s3_16); s3_17 = fma(a0, b17, s3_17); s3_18 = fma(a0, b18, s3_18); s3_19 = fma(a0, b19, s3_19); s3_20 = fma(a0, b20, s3_20); s3_21 = fma(a0, b21, s3_21); s3_22 = fma(a0, b22, s3_22); s3_23 = fma(a0, b23, s3_23)
+        s3_24 = fma(a0, b24, s3_24); s3_25 = fma(a0, b25, s3_25); s3_26 = fma(a0, b26, s3_26); s3_27 = fma(a0, b27, s3_27); s3_28 = fma(a0, b28, s3_28); s3_29 = fma(a0, b29, s3_29); s3_30 = fma(a0, b30, s3_30); s3_31 = fma(a0, b31, s3_31)
+    pC[0] = s0_0; pC[1] = s0_1; pC[2] = s0_2; pC[3] = s0_3; pC[4] = s0_4; pC[5] = s0_5; pC[6] = s0_6; pC[7] = s0_7
+    pC[8] = s0_8; pC[9] = s0_9; pC[10] = s0_10; pC[11] = s0_11; pC[12] = s0_12; pC[13] = s0_13; pC[14] = s0_14; pC[15] = s0_15
+    pC[16] = s0_16; pC[17] = s0_17; pC[18] = s0_18; pC[19] = s0_19; pC[20] = s0_20; pC[21] = s0_21; pC[22] = s0_22; pC[23] = s0_23
+    pC[24] = s0_24; pC[25] = s0_25; pC[26] = s0_26; pC[27] = s0_27; pC[28] = s0_28; pC[29] = s0_29; pC[30] = s0_30; pC[31] = s0_31
+    pC[32] = s1_0; pC[33] = s1_1; pC[34] = s1_2; pC[35] = s1_3; pC[36] = s1_4; pC[37] = s1_5; pC[38] = s1_6; pC[39] = s1_7
+    pC[40] = s1_8; pC[41] = s1_9; pC[42] = s1_10; pC[43] = s1_11; pC[44] = s1_12; pC[45] = s1_13; pC[46] = s1_14; pC[47] = s1_15
+    pC[48] = s1_16; pC[49] = s1_17; pC[50] = s1_18; pC[51] = s1_19; pC[52] = s1_20; pC[53] = s1_21; pC[54] = s1_22; pC[55] = s1_23
+    pC[56] = s1_24; pC[57] = s1_25; pC[58] = s1_26; pC[59] = s1_27; pC[60] = s1_28; pC[61] = s1_29; pC[62] = s1_30; pC[63] = s1_31
+    pC[64] = s2_0; pC[65] = s2_1; pC[66] = s2_2; pC[67] = s2_3; pC[68] = s2_4; pC[69] = s2_5; pC[70] = s2_6; pC[71] = s2_7
+    pC[72] = s2_8; pC[73] = s2_9; pC[74] = s2_10; pC[75] = s2_11; pC[76] = s2_12; pC[77] = s2_13; pC[78] = s2_14; pC[79] = s2_15
+    pC[80] = s2_16; pC[81] = s2_17; pC[82] = s2_18; pC[83] = s2_19; pC[84] = s2_20; pC[85] = s2_21; pC[86] = s2_22; pC[87] = s2_23
+    pC[88] = s2_24; pC[89] = s2_25; pC[90] = s2_26; pC[91] = s2_27; pC[92] = s2_28; pC[93] = s2_29; pC[94] = s2_30; pC[95] = s2_31
+    pC[96] = s3_0; pC[97] = s3_1; pC[98] = s3_2; pC[99] = s3_3; pC[100] = s3_4; pC[101] = s3_5; pC[102] = s3_6; pC[103] = s3_7
+    pC[104] = s3_8; pC[105] = s3_9; pC[106] = s3_10; pC[107] = s3_11; pC[108] = s3_12; pC[109] = s3_13; pC[110] = s3_14; pC[111] = s3_15
+    pC[112] = s3_16; pC[113] = s3_17; pC[114] = s3_18; pC[115] = s3_19; pC[116] = s3_20; pC[117] = s3_21; pC[118] = s3_22; pC[119] = s3_23
+    pC[120] = s3_24; pC[121] = s3_25; pC[122] = s3_26; pC[123] = s3_27; pC[124] = s3_28; pC[125] = s3_29; pC[126] = s3_30; pC[127] = s3_31
 
 
 # micro_RxW(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1): body_RxW on the block at
 # offsets oC, oA, oB of the pointers, called by its symbol (bptt.kernels.microcall)
-micro_4x64 = caller(ISA, 4, 64)
+micro_8x32 = caller(ISA, 8, 32)
+micro_8x16 = caller(ISA, 8, 16)
+micro_8x8 = caller(ISA, 8, 8)
+micro_8x4 = caller(ISA, 8, 4)
+micro_8x2 = caller(ISA, 8, 2)
+micro_8x1 = caller(ISA, 8, 1)
 micro_4x32 = caller(ISA, 4, 32)
 micro_4x16 = caller(ISA, 4, 16)
 micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
 micro_4x2 = caller(ISA, 4, 2)
 micro_4x1 = caller(ISA, 4, 1)
-micro_1x64 = caller(ISA, 1, 64)
 micro_1x32 = caller(ISA, 1, 32)
 micro_1x16 = caller(ISA, 1, 16)
 micro_1x8 = caller(ISA, 1, 8)
 micro_1x4 = caller(ISA, 1, 4)
 micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
-micro_1x64x2 = caller(ISA, 1, 64, pair=True)
+
+# the same with the next sliver's share prefetched as it goes (caller's stream)
+micro_8x32s = caller(ISA, 8, 32, stream=True)
+
+# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+4)·PANEL] += A[n, k0:k1] · panels p..p+3
+row_panels = panels_caller(ISA, 32, 4)
 
 
 def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
@@ -787,64 +720,88 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     and strides in elements as the bodies take them (C[n, c] is pC[n·ldc + c], A[n, k] is
     pA[n·sa0 + k·sa1], B[k, c] is pB[k·ldb + c]), compiled once per dtype as a C function.
 
-    Blocks of 4 rows × 64 columns cover the tile, then 32, 16, 8, 4, 2, 1 columns
-    the rest; a single row runs pairs of 64-wide blocks (overlapping for 65 to 127
-    columns left), then the same tails.
+    Blocks of 8 rows × 32 columns cover the tile, then 16, 8, 4, 2, 1 columns
+    the rest; a single row runs blocks of 32, then the same tails.
+    4 to 7 rows left over first run one block of 4 rows, with the same widths.
+
+    Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh
+    from memory at every step), each row block's body also fetches its share of the next
+    sliver of B as it goes (body_8x32s; the next sliver follows this one in the panels, the
+    next panel's first after the last).
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     n0 = 0; n1 = N; c0 = 0; c1 = M
+    stream = k1 - k0 > KC and ldb == 32
+    share = KC * ldb // max(1, (n1 - n0) // 8)    # elements of the next sliver per row block
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
-        n = n0
-        while n < n1:
-            if n + 4 <= n1:
-                c = c0
-                while c + 64 <= c1:
-                    micro_4x64(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 64
-                if c + 32 <= c1:
-                    micro_4x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 32
-                if c + 16 <= c1:
-                    micro_4x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_4x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_4x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_4x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 2
-                if c < c1:
-                    micro_4x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                n += 4
+        nR = n0 + (n1 - n0) // 8 * 8     # rows in whole blocks of 8
+        c = c0
+        while c + 32 <= c1:               # a column block down every row block
+            if stream:
+                step = share * 16 // (ke - kb)
+                for n in range(n0, nR, 8):
+                    micro_8x32s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,
+                               c + ke * ldb + (n - n0) // 8 * share, step)
             else:
-                c = c0
-                while c + 128 <= c1:          # pairs: twice the vector chains in flight
-                    micro_1x64x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, 64)
-                    c += 128
-                if c + 64 < c1:               # 65 to 127 columns left: one overlapping pair
-                    micro_1x64x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke, c1 - c - 64)
-                    c = c1
-                if c + 64 <= c1:
-                    micro_1x64(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 64
-                if c + 32 <= c1:
-                    micro_1x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 32
-                if c + 16 <= c1:
-                    micro_1x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 16
-                if c + 8 <= c1:
-                    micro_1x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 8
-                if c + 4 <= c1:
-                    micro_1x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 4
-                if c + 2 <= c1:
-                    micro_1x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                    c += 2
-                if c < c1:
-                    micro_1x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-                n += 1
+                for n in range(n0, nR, 8):
+                    micro_8x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            c += 32
+        if c + 16 <= c1:
+            for n in range(n0, nR, 8):
+                micro_8x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            c += 16
+        if c + 8 <= c1:
+            for n in range(n0, nR, 8):
+                micro_8x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            c += 8
+        if c + 4 <= c1:
+            for n in range(n0, nR, 8):
+                micro_8x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            c += 4
+        if c + 2 <= c1:
+            for n in range(n0, nR, 8):
+                micro_8x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            c += 2
+        if c < c1:
+            for n in range(n0, nR, 8):
+                micro_8x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+        if n1 - nR >= 4:                  # 4 of the rows left in one block (8 vector chains)
+            n = nR
+            c = c0
+            while c + 32 <= c1:
+                micro_4x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 32
+            if c + 16 <= c1:
+                micro_4x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 16
+            if c + 8 <= c1:
+                micro_4x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 8
+            if c + 4 <= c1:
+                micro_4x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 4
+            if c + 2 <= c1:
+                micro_4x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 2
+            if c < c1:
+                micro_4x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            nR += 4
+        for n in range(nR, n1):            # the rows left, one at a time
+            c = c0
+            while c + 32 <= c1:
+                micro_1x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 32
+            if c + 16 <= c1:
+                micro_1x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 16
+            if c + 8 <= c1:
+                micro_1x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 8
+            if c + 4 <= c1:
+                micro_1x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 4
+            if c + 2 <= c1:
+                micro_1x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 2
+            if c < c1:
+                micro_1x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)

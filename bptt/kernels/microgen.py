@@ -21,22 +21,33 @@ every spilled chain waits on a store and a reload at each k (on a Zen 3 a 4 × 6
 =========  ======  ========  ===========  =====  ============================================
 family     vector  block     single row   panel  registers per k
 =========  ======  ========  ===========  =====  ============================================
-avx512     512     4 × 64    2 × 1 × 64   128    16 zmm sums + 4 of B + 1 broadcast (of 32)
+avx512     512     8 × 32    4 × 1 × 32   32     16 zmm sums + 2 of B + 1 broadcast (of 32)
 avx2       256     4 × 24    1 × 24       24     12 ymm sums + 3 of B + 1 broadcast (of 16)
 generic    128     4 × 12    1 × 12       24     12 xmm sums + 3 of B + 1 broadcast (of 16)
 =========  ======  ========  ===========  =====  ============================================
 
-Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). For avx2 a
-panel is one block wide, so the K × 24 sliver a kernel reads is contiguous: the hardware
-prefetcher streams it, and it fills every set of L1. In panels of 96 columns the sliver's rows
-lay 384 bytes apart, in a third of L1's sets, and the same block ran slower (docs/performance.md).
+(avx512's 4 × 8 × 32 tail block takes 4 to 7 rows left over: ``R2``.)
+
+Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). A panel is
+one block wide, so the K × W sliver a kernel reads is contiguous: the hardware prefetcher
+streams it, and it fills every set of L1. In panels of 96 columns the avx2 sliver's rows lay 384
+bytes apart, in a third of L1's sets, and the same block ran slower (docs/performance.md).
+
+The avx512 block was 4 × 64 in panels of 128 (written and measured on a Zen 4, whose 512-bit
+FMAs run as two halves). On an Intel core with two full 512-bit FMA units (a Xeon of the
+Sapphire Rapids kind) each k step has half the cycles to get its B, and the 64 KB sliver of a
+4 × 64 block (K = 256) does not fit a 48 KB L1: one core's 4 × 64 bodies ran at 100-150 GFLOP/s
+(of a 247 peak), 8 × 32 in panels of 32 (a 32 KB sliver, in L1, read by every row block of a
+tile) at 205, and the large rows of ``bptt bench`` 10-15 % faster (docs/performance.md,
+fourteenth session). With 8 rows a block, the 4 to 7 rows a tile can have left over would run
+one row at a time; a 4-row block (``R2``) takes them first.
 
 An FMA has a latency of 4 cycles and two issue per cycle, so at least 8 independent vector
 chains must be in flight; the avx2 and generic blocks have 12, the shape of BLIS's Haswell
 kernels (12 accumulators, B's vectors loaded once per k, A broadcast one row at a time).
 
-Order of a k step. ``rows`` (avx512, as first written and measured on a Zen 4): one column at a
-time, every row's fma for it. ``bcast`` (avx2, generic): B's W values first, then for each row
+Order of a k step. ``rows`` (the first avx512 family's): one column at a
+time, every row's fma for it. ``bcast`` (every family now): B's W values first, then for each row
 one broadcast of A and its W fmas. With 16 registers the order decides whether the block fits:
 in ``rows`` order LLVM hoisted all four broadcasts and spilled a sum; in ``bcast`` order the same
 block has no spill and runs at more than twice the speed (docs/performance.md,
@@ -48,12 +59,12 @@ them give the same bits, on any tiling and at any thread count.
 import os
 from collections import namedtuple
 
-Family = namedtuple("Family", "isa bits order R W W1 panel narrow")
+Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2")
 
 FAMILIES = {
-    "avx512": Family("avx512", 512, "rows", 4, 64, 64, 128, 16),
-    "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8),
-    "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4),
+    "avx512": Family("avx512", 512, "bcast", 8, 32, 32, 32, 16, 4),
+    "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8, 0),
+    "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4, 0),
 }
 
 
@@ -73,7 +84,9 @@ def _powers_below(W):
 def sizes(f: Family):
     """(R, W) of every single-block kernel of family ``f``: R-row blocks (the main width and the
     tails), then single rows."""
-    return tuple((f.R, w) for w in _powers_below(f.W)) + tuple((1, w) for w in _powers_below(f.W1))
+    tail = tuple((f.R2, w) for w in _powers_below(f.W)) if f.R2 else ()
+    return (tuple((f.R, w) for w in _powers_below(f.W)) + tail
+            + tuple((1, w) for w in _powers_below(f.W1)))
 
 
 def pairs(f: Family):
@@ -113,6 +126,7 @@ PAIRS = {pairs!r}
 PANEL = {panel}   # columns of a packed panel of B: a whole number of {W}-wide blocks
 NARROW = {narrow}   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = {R}   # rows of the main block
+R2 = {R2}   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
 ROW_PANELS = {row_panels}   # a single row takes this many panels at once (body_1x{W1}x{row_panels}p), when > 1
 STREAM = {stream!r}   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 '''
@@ -279,6 +293,7 @@ def tile_source(f: Family) -> str:
            (f"    the rest; a single row runs pairs of {W1}-wide blocks (overlapping for {W1 + 1} to {2 * W1 - 1}"
             "\n    columns left), then the same tails." if pairs(f) else
             f"    the rest; a single row runs blocks of {W1}, then the same tails."),
+           *([f"    {f.R2} to {R - 1} rows left over first run one block of {f.R2} rows, with the same widths."] if f.R2 else []),
            "    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``.\"\"\"",
            "    n0 = 0; n1 = N; c0 = 0; c1 = M",
            "    for kb in range(k0, k1, KC):",
@@ -329,6 +344,16 @@ def tile_source(f: Family) -> str:
               f"                {_call(R, w)}"]
         if w > 1:
             L += [f"            c += {w}"]
+    if f.R2:
+        R2 = f.R2
+        L += [f"        if n1 - nR >= {R2}:                  # {R2} of the rows left in one block ({R2 * W // (f.bits // 32)} vector chains)",
+              "            n = nR",
+              "            c = c0",
+              f"            while c + {W} <= c1:",
+              f"                {_call(R2, W)}",
+              f"                c += {W}"]
+        L += _tail_lines("            ", R2, wR[1:])
+        L += [f"            nR += {R2}"]
     L += ["        for n in range(nR, n1):            # the rows left, one at a time"]
     L += _single_rows("            ", f)
     return "\n".join(L) + "\n"
@@ -337,7 +362,7 @@ def tile_source(f: Family) -> str:
 def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
-                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R,
+                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R, R2=f.R2,
                           imports='caller, panels_caller' if row_panels(f) > 1 else 'caller',
                           stream=stream(f),
                           W1=f.W1, row_panels=row_panels(f))
