@@ -385,9 +385,11 @@ def test_step_products_in_chunks_of_steps_are_the_dense_sums(nthreads):
 def test_product_jobs_cover_the_output_once_and_share_it_evenly(N, M, even):
     """The jobs of an (N, M) product (engine.block_origin) cover every output exactly once; for
     the larger shapes their number is a multiple of the cores (engine.CHUNKS) and each core's
-    equal range of jobs, as a parallel loop deals them, holds the same work to within 2 %. In
-    whole 32-row tiles and 240-column blocks, 800 rows on two cores were 384 against 416, and
-    4096 columns left a block of 16: shares 5.5 % apart."""
+    equal range of jobs, as a parallel loop deals them, holds the same work to within 2 %, or,
+    where the cores share out column blocks (M > N, engine.block_index), to within one panel of
+    columns (a block is whole panels: 1000 columns are 31¼ panels, 512 + 488). In whole 32-row
+    tiles and 240-column blocks, 800 rows on two cores were 384 against 416, and 4096 columns
+    left a block of 16: shares 5.5 % apart."""
     from bptt.kernels import engine
     ng, ncb = engine.n_blocks(N, M)
     nj = ng * ncb
@@ -403,7 +405,10 @@ def test_product_jobs_cover_the_output_once_and_share_it_evenly(N, M, even):
         T = engine.CHUNKS
         assert nj % T == 0
         shares = np.add.reduceat(np.array(work), np.arange(0, nj, nj // T))
-        assert shares.max() <= 1.02 * shares.mean(), shares
+        if M > N:
+            assert shares.max() - shares.min() <= N * engine.PANEL, shares
+        else:
+            assert shares.max() <= 1.02 * shares.mean(), shares
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -13,7 +13,7 @@ Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain N
 """
 from ..jit import composite, inline, jobs
 from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
-                     block_origin, block_product, n_blocks, packed, panels_all, panels_T, scratch, transpose_copy_into,
+                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, scratch, transpose_copy_into,
                      transposed, transposed_copy)
 
 
@@ -149,7 +149,8 @@ def _weight_grads(j, njobs, dW, db, dy, ops):
             add_column_sums(db, dy, j * COLS, min(O, j * COLS + COLS))
             return
         n0, n1, c0, c1 = block_origin(j, O, I16)
-        if c0 == 0:
+        g, cb = block_index(j, O, I16)
+        if cb == g % ncb:   # each row group's bias sums in one of its jobs, spread over the blocks
             add_column_sums(db, dy, n0, n1)
         block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
     else:

@@ -55,7 +55,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
-           "n_blocks", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
+           "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
@@ -571,17 +571,32 @@ def n_blocks(N, M):
 
 
 @inline
+def block_index(job, N, M):
+    """(g, cb): the row group and column block of job number ``job`` of an (N, M) product
+    (:func:`n_blocks`). A thread runs a contiguous range of jobs, so the order decides which
+    operand its jobs share: with C[n, c] += Σ_k A[n, k] · Bm[k, c], A (N, K) is the larger
+    operand when N ≥ M, and then the column blocks of one row group follow each other (a
+    thread's jobs share that group's rows of A); with M > N, the row groups of one column block
+    do (its jobs share that block of Bm, which each thread then reads only its part of). The
+    other order read all of a 512 × 784 Bm once per row group on each thread: the MLP's dy·W at
+    128 rows, 2 threads, 531 → 404 µs (docs/performance.md). Only the speed depends on it."""
+    ng, ncb = n_blocks(N, M)
+    if M > N:
+        return job % ng, job // ng
+    return job // ncb, job % ncb
+
+
+@inline
 def block_origin(job, N, M):
-    """(n0, n1, c0, c1) of job number ``job`` of an (N, M) product (:func:`n_blocks`): column
-    blocks of one row group after another, so that a thread's contiguous range of jobs shares
-    the group's rows of A. The rows are spread evenly over the groups (in whole blocks of the
-    micro-kernels' rows) and the columns over the blocks (:func:`even_columns`), so that the
+    """(n0, n1, c0, c1) of job number ``job`` of an (N, M) product (:func:`n_blocks`, in
+    :func:`block_index`'s order). The rows are spread evenly over the groups (in whole blocks of
+    the micro-kernels' rows) and the columns over the blocks (:func:`even_columns`), so that the
     jobs are of one size to within a block and any thread count's equal ranges of jobs are
     equal work: in whole tiles, 800 rows in 4 groups were 192, 192, 192 and 224, and two
     threads' shares 384 and 416."""
     ng, ncb = n_blocks(N, M)
-    g = job // ncb
-    c0, c1 = even_columns(job % ncb, ncb, M)
+    g, cb = block_index(job, N, M)
+    c0, c1 = even_columns(cb, ncb, M)
     return even_bound(g, ng, N, micro.R), even_bound(g + 1, ng, N, micro.R), c0, c1
 
 
