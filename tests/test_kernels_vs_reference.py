@@ -441,11 +441,45 @@ def test_shared_weight_grads_are_the_two_passes_bit_for_bit(B, d, dtype, nthread
         close(shared, ref, dtype, name)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [rnn.SPLIT_B, rnn.SPLIT_B + 3])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_split_weight_grads_are_the_same_bits_either_way(B, d, dtype, monkeypatch):
+    """The split weight-gradient passes run by rows of dW (dgᵀ · X, on a transposed copy of dg)
+    or transposed (Xᵀ · dg into a transposed block of dW), whichever moves fewer numbers
+    (rnn.wg_transposed): each entry is the same fma chain, so both ways give the same bits, for
+    the shared pass and for each pass on its own. I past a panel and not a multiple of NARROW; dW
+    blocks of WG_ROWS rows and a partial one."""
+    from bptt.kernels.engine import PANEL
+    T, I, H = 3, PANEL + 5, rnn.WG_ROWS // 8 + 3
+    GH = 4 * H
+    rng = np.random.default_rng(B + d)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x, dg, y, h0 = r(T, B, I), r(T, B, GH), r(T, B, 2 * H), r(B, H)
+    outs = []
+    for way in (False, True):
+        monkeypatch.setattr(rnn, "wg_transposed", lambda N, K, way=way: way)
+        for shared in (False, True):
+            dW_ih, dW_hh = np.full((GH, I), 0.25, dtype), np.full((GH, H), 0.25, dtype)
+            db_ih, db_hh = np.full(GH, 0.25, dtype), np.full(GH, 0.25, dtype)
+            if shared:
+                rnn.weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, d * H, d == 1)
+            else:
+                rnn.input_backward_params(dW_ih, db_ih, dg, x)
+                rnn.recurrent_backward_params(dW_hh, db_hh, dg, y, h0, d * H, d == 1)
+            outs.append((dW_ih, db_ih, dW_hh, db_hh))
+    for other in outs[1:]:
+        for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh"), outs[0], other):
+            assert np.array_equal(u, v), name
+
+
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("B", [rnn.SPLIT_B + 3, rnn.SPLIT_B + 12])
-def test_weight_grads_ignore_what_their_scratch_held(B):
-    """The split weight-gradient passes take their temporaries from scratch buffers kept from call
-    to call (engine.scratch). Whatever a buffer holds (NaN here, or a larger shape's leftovers)
-    never reaches a result: the sums are bitwise those of a run on freshly allocated buffers."""
+def test_weight_grads_ignore_what_their_scratch_held(B, transposed, monkeypatch):
+    """The split weight-gradient passes (either way, rnn.wg_transposed) take their temporaries from
+    scratch buffers kept from call to call (engine.scratch). Whatever a buffer holds (NaN here, or
+    a larger shape's leftovers, larger than needed) never reaches a result: the sums are bitwise
+    those of a run on freshly allocated buffers."""
     from bptt.kernels.engine import release_scratch, scratch
     T, I, H, GH = 4, 21, 19, 4 * 19
     rng = np.random.default_rng(B)
@@ -459,9 +493,10 @@ def test_weight_grads_ignore_what_their_scratch_held(B):
         rnn.recurrent_backward_params(dW_hh, db_hh, dg, y, h0, 0, False)
         return dW_ih, db_ih, dW_hh, db_hh
 
+    monkeypatch.setattr(rnn, "wg_transposed", lambda N, K: transposed)
     release_scratch()
     fresh = run()
-    for name in ("split_S1", "split_G", "split_GT"):   # poisoned, and larger than needed
+    for name in ("split_S1", "split_G", "split_GT", "split_Gp", "split_C", "wg_P_x_T", "wg_P_h_T"):   # poisoned
         scratch(name, 1 << 16, np.float32)[:] = np.nan
     for name, u, v in zip(("dW_ih", "db_ih", "dW_hh", "db_hh"), fresh, run()):
         assert np.array_equal(u, v), name

@@ -47,7 +47,7 @@ from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narr
                      add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
-                     sweep_chunks, transpose_into,
+                     sweep_chunks, transpose_block, transpose_into, TB,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -268,7 +268,7 @@ def _input_backward_halves(dx, dg, W):
 
 @inline
 def part_row(B, T, nh, t, b):
-    """The row of X's panels (and of a part's packed dg) that holds step t, sequence b, for
+    """The row of X (and of a part's panels of dg) that holds step t, sequence b, for
     :func:`split_weight_grads`: part by part (half 0's rows, then half 1's), each in (t, b)
     order, so that a part's rows are one contiguous k range."""
     if nh == 1:
@@ -282,10 +282,22 @@ def part_row(B, T, nh, t, b):
 WG_ROWS = COLS   # rows of dW per weight-gradient job
 
 
-def split_weight_grads(dW, db, dg, P, I):
+def wg_transposed(N, K):
+    """Whether a split weight-gradient pass over N = T·B rows, into products with K columns of X
+    in all (I, H or I + H), runs transposed (:func:`split_weight_grads`): when the activations
+    outweigh the weights, N ≥ 3K. The transposed way saves a transposed copy of dg (N·G·H
+    numbers) and costs three of dW's blocks (3·G·H·K): at the LSTM's `char` shape (N = 2500,
+    K = 193) the pass took 2.34 ms against 2.59, at `fastrnns` (6400, 1024) 111 against 119, at
+    `deepbench` (800, 2048) 66 against 58.5 (two threads; docs/performance.md). The same bits
+    either way."""
+    return N >= 3 * K
+
+
+def split_weight_grads(dW, db, dg, P, I, transposed):
     """dW[u, i] += Σ_t Σ_b dg[t, b, u] X[t, b, i],  db[u] += Σ_t Σ_b dg[t, b, u]: every
-    weight-gradient pass of a recurrent layer, X given in panels P with rows in
-    :func:`part_row` order.
+    weight-gradient pass of a recurrent layer, X given by :func:`pack_inputs` or
+    :func:`pack_states` (rows in :func:`part_row` order): in panels P, or, ``transposed``
+    (:func:`wg_transposed`), as P = Xᵀ (I, T·B).
 
     From ``SPLIT_B`` sequences on (below it, :func:`input_backward_params` and
     :func:`recurrent_backward_params` run the dense layer's kernel over all T·B rows), each sum is
@@ -297,51 +309,70 @@ def split_weight_grads(dW, db, dg, P, I):
     a buffer, added at the end. The bias sums run in float64 from 0, half by half, and are added
     together. The split depends on B only, so the bits do not depend on the thread count.
 
-    Jobs of one half × one block of COLS rows of dW. A job first copies its half's rows of dg (its
-    block of columns) into a contiguous buffer, summing the bias as it goes, then runs one
-    :func:`bptt.kernels.engine.block_product` over the half's contiguous k range, with A = Gᵀ
-    from a transposed copy (and :func:`acc_narrow` for the last
-    I mod NARROW columns), then a job per block of rows adds the parts. dg : (T, B, U).
-    dW : (U, I).  db : (U,). The copies of dg, their transposes and S₁ live in scratch buffers
+    Jobs of one half × one block of ``WG_ROWS`` rows of dW; each first copies its half's rows of
+    dg (its block of columns), summing the bias as it goes. Then, by rows, one
+    :func:`bptt.kernels.engine.block_product` over the half's contiguous k range with A = Gᵀ from
+    a transposed copy of that block (and :func:`acc_narrow` for the last I mod NARROW columns);
+    transposed, the copy is into panels and the block is computed as dWᵀ = Xᵀ · G (A = Xᵀ, B =
+    the panels), in a buffer that starts from the block of dW (part 0) or from 0 (part 1) and is
+    transposed back. Each entry is the same fma chain either way (a product a·b is b·a exactly).
+    Then a job per block of rows adds the parts. dg : (T, B, U). dW : (U, I).  db : (U,). The
+    copies of dg, the transposed blocks and S₁ live in scratch buffers
     (:func:`bptt.kernels.engine.scratch`), kept from call to call.
 
     The jobs are :func:`split_weight_grads_pair`'s with an empty second product (0 columns),
     so that one job set serves every cell: a cold first step compiles one body, not two.
     """
     U = dg.shape[2]
-    nub, sums, per_job, G, GT = split_buffers(dg)
     S1 = scratch("split_S1", U * I, dW.dtype).reshape(U, I)   # part 1's sums
     none = dW[:, :0]
-    _split_parts_pair(2 * nub, dW, S1, P, I, none, S1[:, :0], P, 0, sums, dg, G, GT, per_job, WG_ROWS)
+    nub, sums = _split_parts(dW, S1, P, I, none, S1[:, :0], P, 0, dg, transposed)
     _add_parts_pair(nub, dW, db, S1, none, np.empty_like(db), S1[:, :0], sums, WG_ROWS)
 
 
-def split_buffers(dg):
-    """(jobs per part, bias sums, scratch per job, G, GT) of a split weight-gradient pass over
-    dg (T, B, U): ``WG_ROWS`` rows of dW a job; the bias sums of each part in float64 from 0; each
-    job's copy of dg (the larger half's rows × a block's columns) and its transpose, from scratch
-    buffers kept from call to call."""
+def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed):
+    """The parts' jobs of :func:`split_weight_grads_pair` (one way or the other); returns the
+    jobs per part and the bias sums."""
     T, B, U = dg.shape
     nub = (U + WG_ROWS - 1) // WG_ROWS
-    per_job = T * ((B + 1) // 2) * min(U, WG_ROWS)
-    G = scratch("split_G", 2 * nub * per_job, dg.dtype)
-    GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
-    return nub, np.zeros((2, U), np.float64), per_job, G, GT
+    w = min(U, WG_ROWS)
+    Nh = T * ((B + 1) // 2)     # the larger half's rows
+    sums = np.zeros((2, U), np.float64)
+    if transposed:
+        per_job = Nh * ((w + PANEL - 1) // PANEL * PANEL)
+        per_c = max(I, H) * w
+        Gs = scratch("split_Gp", 2 * nub * per_job + 64 // dg.itemsize, dg.dtype)
+        Gs = Gs[(-Gs.ctypes.data) % 64 // dg.itemsize:][:2 * nub * per_job]   # panels on a cache line
+        Cs = scratch("split_C", 2 * nub * per_c, dg.dtype)
+        _split_parts_pair_T(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, Cs, per_job, per_c)
+    else:
+        per_job = Nh * w
+        G = scratch("split_G", 2 * nub * per_job, dg.dtype)
+        GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
+        _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job)
+    return nub, sums
 
 
 @inline
-def split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub):
-    """The first half of a job of :func:`split_weight_grads`: copies part h's rows of dg (its
-    block u0:u1 of columns) into G, summing the bias as it goes, and transposes G into GT.
-    Returns (G, GT, u0, u1, h, kb, Nh): kb the part's first row of X's panels, Nh its rows."""
+def split_block(j, njobs, dg):
+    """(u0, u1, h, b0, b1, kb, Nh) of job j of :func:`split_weight_grads`: rows u0:u1 of dW, part
+    h (rows b0:b1 of the batch), kb the part's first row of X, Nh its rows."""
     T, B, U = dg.shape
     nub = njobs // 2
     h = j // nub
-    u0 = j % nub * ub
-    u1 = min(U, u0 + ub)
+    u0 = j % nub * WG_ROWS
+    u1 = min(U, u0 + WG_ROWS)
     b0, b1 = batch_half(B, 2, h)
-    kb = part_row(B, T, 2, 0, b0)           # the half's first row
-    Nh = T * (b1 - b0)
+    return u0, u1, h, b0, b1, part_row(B, T, 2, 0, b0), T * (b1 - b0)
+
+
+@inline
+def split_copy(j, njobs, sums, dg, Gs, GTs, per_job):
+    """The first half of a job of :func:`split_weight_grads`: copies part h's rows of dg (its
+    block u0:u1 of columns) into G, summing the bias as it goes, and transposes G into GT.
+    Returns (G, GT, u0, u1, h, kb, Nh)."""
+    T = dg.shape[0]
+    u0, u1, h, b0, b1, kb, Nh = split_block(j, njobs, dg)
     w = u1 - u0
     G = Gs[j * per_job:j * per_job + Nh * w].reshape((Nh, w))     # the half's rows of dg, this
     GT = GTs[j * per_job:j * per_job + Nh * w].reshape((w, Nh))   # block of columns, and Gᵀ
@@ -374,6 +405,50 @@ def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
 
 
 @inline
+def split_copy_panels(j, njobs, sums, dg, Gs, per_job):
+    """The first half of a job of the transposed :func:`split_weight_grads`: copies part h's rows
+    of dg (its block u0:u1 of columns) into panels Gp (row t·(b1 - b0) + b - b0), summing the
+    bias as it goes. Returns (Gp, u0, u1, h, kb, Nh)."""
+    T = dg.shape[0]
+    u0, u1, h, b0, b1, kb, Nh = split_block(j, njobs, dg)
+    w = u1 - u0
+    npan = (w + PANEL - 1) // PANEL
+    Gp = Gs[j * per_job:j * per_job + npan * Nh * PANEL].reshape((npan, Nh, PANEL))
+    s = sums[h, u0:u1]
+    for t in range(T):
+        for b in range(b0, b1):
+            src = dg[t, b, u0:u1]
+            for u in range(w):
+                s[u] += src[u]
+            n = t * (b1 - b0) + b - b0
+            for p in range(npan):
+                dst = Gp[p, n]
+                sp = src[p * PANEL:min(w, p * PANEL + PANEL)]
+                for q in range(sp.shape[0]):
+                    dst[q] = sp[q]
+    return Gp, u0, u1, h, kb, Nh
+
+
+@inline
+def split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh):
+    """The second half of a job of the transposed :func:`split_weight_grads`: rows u0:u1 of dW
+    (part 0) or of S1 (part 1, from 0) += (Xᵀ · G)ᵀ over the part's columns kb:kb+Nh of XT = Xᵀ,
+    G given in panels Gp, computed in the (K, u1 - u0) buffer Cj."""
+    w = u1 - u0
+    C = Cj[:K * w].reshape((K, w))
+    D = dW[u0:u1] if h == 0 else S1[u0:u1]
+    if h == 0:
+        transpose_into(C, D)        # part 0's chains start from dW's value
+    else:
+        for i in range(K):
+            Ci = C[i]
+            for u in range(w):
+                Ci[u] = 0.0
+    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh)   # A = Xᵀ
+    transpose_into(D, C)
+
+
+@inline
 def add_part_row(dW, S1, u):
     """dW[u, :] += S1[u, :]: part 1's sums of row u added to part 0's."""
     dWu = dW[u]
@@ -382,25 +457,23 @@ def add_part_row(dW, S1, u):
         dWu[i] += S1u[i]
 
 
-def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg):
-    """:func:`split_weight_grads` for dW_ih (X = the inputs, panels P_x) and dW_hh (X = the
-    states the steps read, panels P_h) of a cell whose recurrent gradient is dg itself (the RNN's
-    and the LSTM's): one copy of dg and one transpose per job serve both products, and one bias
-    sum both biases. Every entry is the same sum, in the same order, as in two calls of
-    :func:`split_weight_grads` (the same bits); a copy and a transpose of dg (10 MB at the
-    char-LM's shape) are saved."""
+def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, transposed):
+    """:func:`split_weight_grads` for dW_ih (X = the inputs, P_x) and dW_hh (X = the states the
+    steps read, P_h) of a cell whose recurrent gradient is dg itself (the RNN's and the LSTM's):
+    one copy of dg per job serves both products, and one bias sum both biases. Every entry is the
+    same sum, in the same order, as in two calls of :func:`split_weight_grads` (the same bits); a
+    copy of dg (5 MB at the char-LM's shape) is saved."""
     U = dg.shape[2]
-    nub, sums, per_job, G, GT = split_buffers(dg)
     S1x = scratch("split_S1", U * I, dW_ih.dtype).reshape(U, I)
     S1h = scratch("split_S1h", U * H, dW_hh.dtype).reshape(U, H)
-    _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job, WG_ROWS)
+    nub, sums = _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed)
     _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS)
 
 
 @jobs
-def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job, ub):
+def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job):
     """Job j of :func:`split_weight_grads_pair`: one copy and transpose of dg, two products."""
-    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job, ub)
+    G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
     for which in range(2):   # one call site in a loop: the product is compiled once, not twice
         if which == 0:
             dW, S1, P, K = dW_ih, S1x, P_x, I
@@ -408,6 +481,21 @@ def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg
             dW, S1, P, K = dW_hh, S1h, P_h, H
         if K > 0:
             split_product(dW, S1, P, K, G, GT, u0, u1, h, kb, Nh)
+
+
+@jobs
+def _split_parts_pair_T(j, njobs, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H, sums, dg, Gs, Cs, per_job, per_c):
+    """Job j of the transposed :func:`split_weight_grads_pair`: one copy of dg into panels, two
+    products."""
+    Gp, u0, u1, h, kb, Nh = split_copy_panels(j, njobs, sums, dg, Gs, per_job)
+    Cj = Cs[j * per_c:(j + 1) * per_c]
+    for which in range(2):   # one call site in a loop: the product is compiled once, not twice
+        if which == 0:
+            dW, S1, XT, K = dW_ih, S1x, XT_x, I
+        else:
+            dW, S1, XT, K = dW_hh, S1h, XT_h, H
+        if K > 0:
+            split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh)
 
 
 @jobs
@@ -444,9 +532,9 @@ def input_backward_params(dW_ih, db_ih, dg, x):
 def _input_backward_params_halves(dW_ih, db_ih, dg, x):
     """:func:`input_backward_params` from ``SPLIT_B`` sequences on."""
     T, B, I = x.shape
-    P = scratch_panels("wg_P_x", I, T * B, x.dtype)
-    pack_inputs(P, x)
-    split_weight_grads(dW_ih, db_ih, dg, P, I)
+    tr = wg_transposed(T * B, I)
+    P = pack_inputs(x, tr)
+    split_weight_grads(dW_ih, db_ih, dg, P, I, tr)
 
 
 @composite
@@ -500,9 +588,9 @@ def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
     """:func:`recurrent_backward_params` from ``SPLIT_B`` sequences on."""
     T, B = dgh.shape[0], dgh.shape[1]
     H = h0.shape[1]
-    P = scratch_panels("wg_P_h", H, T * B, h0.dtype)
-    pack_states(P, y, h0, off, reverse)
-    split_weight_grads(dW_hh, db_hh, dgh, P, H)
+    tr = wg_transposed(T * B, H)
+    P = pack_states(y, h0, off, reverse, tr)
+    split_weight_grads(dW_hh, db_hh, dgh, P, H, tr)
 
 
 @composite
@@ -515,28 +603,28 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
 
     exactly :func:`input_backward_params` then :func:`recurrent_backward_params` (the same sums in
     the same order, so the same bits; arguments as there). From ``SPLIT_B`` sequences on, both run
-    in one :func:`split_weight_grads_pair`: each job copies and transposes its block of dg once for
-    both products."""
+    in one :func:`split_weight_grads_pair`: each job copies its block of dg once for both
+    products."""
     if dg.shape[1] < SPLIT_B:
         input_backward_params(dW_ih, db_ih, dg, x)
         recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
         return
     T, B, I = x.shape
     H = h0.shape[1]
-    P_x = scratch_panels("wg_P_x", I, T * B, x.dtype)   # scratch: packed on every call
-    P_h = scratch_panels("wg_P_h", H, T * B, h0.dtype)
-    pack_inputs(P_x, x)
-    pack_states(P_h, y, h0, off, reverse)
-    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg)
+    tr = wg_transposed(T * B, I + H)
+    P_x = pack_inputs(x, tr)
+    P_h = pack_states(y, h0, off, reverse, tr)
+    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, tr)
 
 
 @jobs
-def _pack_steps(j, njobs, P, X, h0, off, prev, reverse):
-    """Job j of 2T: the rows of batch half j // T of step t = j mod T into panels P (rows in
-    :func:`part_row` order), h0.shape[1] columns from ``off``: X[t] itself (``prev`` False: the
-    inputs, with h0 any (B, I) array, say X[0]), or the state step t read (``prev``: the previous
-    step's rows of X, h0 for the first processed step). One job set for both, so that it is
-    compiled once."""
+def _pack_steps(j, njobs, P, X, h0, off, prev, reverse, transposed):
+    """Job j of 2T: the rows of batch half j // T of step t = j mod T, h0.shape[1] columns from
+    ``off``, into panels P (rows in :func:`part_row` order) or, ``transposed``, into the columns
+    of P (h0.shape[1], T·B) (in :func:`part_row` order): X[t] itself (``prev`` False: the inputs,
+    with h0 any (B, I) array, say X[0]), or the state step t read (``prev``: the previous step's
+    rows of X, h0 for the first processed step). One job set for all four, so that it is compiled
+    once."""
     T, B = X.shape[0], X.shape[1]
     H = h0.shape[1]
     t = j % T
@@ -548,19 +636,50 @@ def _pack_steps(j, njobs, P, X, h0, off, prev, reverse):
         src = X[t + 1 if reverse else t - 1]
     else:
         src = X[t]
-    for p in range(n_panels(H)):
-        pack_panel(P, src, p, 0 if first else off, H, b0, b1, part_row(B, T, 2, t, b0))
+    c0 = 0 if first else off
+    r = part_row(B, T, 2, t, b0)
+    if not transposed:
+        for p in range(n_panels(H)):
+            pack_panel(P, src, p, c0, H, b0, b1, r)
+        return
+    Bh = b1 - b0
+    W = src[b0:b1, c0:c0 + H]      # P[:, r:r + Bh] = Wᵀ: whole TB × TB blocks in registers
+    out = P[0, :, r:r + Bh]
+    bf = Bh // TB * TB
+    hf = H // TB * TB
+    for o0 in range(0, bf, TB):
+        for i0 in range(0, hf, TB):
+            transpose_block(out, W, o0, i0)
+    for o in range(Bh):            # the edges: columns past hf, and rows past bf
+        Wo = W[o]
+        for i in range(0 if o >= bf else hf, H):
+            out[i, o] = Wo[i]
 
 
-def pack_inputs(P, x):
-    """x (T, B, I) into panels P, rows in :func:`part_row` order, each core its own half's rows."""
-    _pack_steps(2 * x.shape[0], P, x, x[0], 0, False, False)
+def _packed_steps(name, X, h0, off, prev, reverse, transposed):
+    """:func:`_pack_steps` into scratch buffer ``name`` (packed on every call): panels
+    (n_panels(H), T·B, PANEL), or (1, H, T·B) when ``transposed``; returns the panels, or the
+    (H, T·B) array."""
+    T, B = X.shape[0], X.shape[1]
+    H = h0.shape[1]
+    if transposed:
+        P = scratch(name + "_T", H * T * B, X.dtype).reshape((1, H, T * B))   # 3-D: one job-set signature
+    else:
+        P = scratch_panels(name, H, T * B, X.dtype)
+    _pack_steps(2 * T, P, X, h0, off, prev, reverse, transposed)
+    return P[0] if transposed else P
 
 
-def pack_states(P, y, h0, off, reverse):
+def pack_inputs(x, transposed):
+    """x (T, B, I) in panels, rows in :func:`part_row` order (or, ``transposed``, as an
+    (I, T·B) array, columns in that order), each core its own half's rows."""
+    return _packed_steps("wg_P_x", x, x[0], 0, False, False, transposed)
+
+
+def pack_states(y, h0, off, reverse, transposed):
     """The states the steps read (h0 for the first processed step, else the previous step's
-    columns off:off+H of y) into panels P, rows in :func:`part_row` order."""
-    _pack_steps(2 * y.shape[0], P, y, h0, off, True, reverse)
+    columns off:off+H of y), as :func:`pack_inputs`."""
+    return _packed_steps("wg_P_h", y, h0, off, True, reverse, transposed)
 
 
 @composite
