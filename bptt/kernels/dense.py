@@ -13,8 +13,8 @@ Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain N
 """
 from ..jit import composite, inline, jobs
 from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
-                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, scratch, transpose_copy_into,
-                     transposed, transposed_copy)
+                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, scratch,
+                     transpose_block, transposed, transposed_copy, TB)
 
 
 SWAP_WORK = 1 << 22   # multiply-adds from which a forward with few rows may run transposed
@@ -30,23 +30,26 @@ def dense_forward(y, x, W, b):
 
     With fewer rows than the packing of W costs (N·(I + O) < O·I: a mini-batch through a wide
     layer), it runs transposed instead, yᵀ = W·xᵀ: W read in place as the left operand, xᵀ
-    packed, and yᵀ transposed into y. Each output is the same fma chain over i from b[o] (a
+    packed, and each job's block of yᵀ transposed into y. Each output is the same fma chain over i from b[o] (a
     product a·b is b·a exactly), so the same bits, for a quarter of the packing at the MLP's
     128 × 784 → 512.
     """
     N, I = x.shape
     O = W.shape[0]
-    if N * (I + O) < O * I and N * I * O >= SWAP_WORK and W.strides[1] == W.itemsize:
+    if (N * (I + O) < O * I and N * I * O >= SWAP_WORK and W.strides[1] == W.itemsize
+            and y.strides[1] == y.itemsize):
         yT = scratch("dense_yT", O * N, y.dtype).reshape((O, N))
-        _forward_T_blocks(block_jobs(O, N), yT, W, b, panels_T(x, "dense_xT"))
-        transpose_copy_into(y, yT)
+        _forward_T_blocks(block_jobs(O, N), y, yT, W, b, panels_T(x, "dense_xT"))
         return
     _forward_blocks(block_jobs(N, O), y, x, b, W)
 
 
 @jobs
-def _forward_T_blocks(job, njobs, yT, W, b, P):
-    """Block ``job`` of :func:`dense_forward`'s yᵀ (O, N) = W·xᵀ + b, P: xᵀ in panels."""
+def _forward_T_blocks(job, njobs, y, yT, W, b, P):
+    """Block ``job`` of :func:`dense_forward`'s yᵀ (O, N) = W·xᵀ + b, P: xᵀ in panels, then
+    transposed into y while it is in this core's cache (a pass of its own read blocks the other
+    core had written: the MLP's 128 × 784 → 512 forward 2-4 % faster on two threads,
+    docs/performance.md)."""
     O, I = W.shape
     N = yT.shape[1]
     n0, n1, c0, c1 = block_origin(job, O, N)
@@ -55,6 +58,22 @@ def _forward_T_blocks(job, njobs, yT, W, b, P):
         for c in range(c1 - c0):
             row[c] = b[o]
     block_product(yT, W, P, n0, n1, c0, c1, 0, I)
+    transpose_block_into(y, yT, n0, n1, c0, c1)
+
+
+@inline
+def transpose_block_into(y, yT, n0, n1, c0, c1):
+    """y[c, o] = yT[o, c] for n0 ≤ o < n1, c0 ≤ c < c1: whole TB × TB blocks in registers
+    (:func:`bptt.kernels.engine.transpose_block`), the edges element by element."""
+    nf = n0 + (n1 - n0) // TB * TB
+    cf = c0 + (c1 - c0) // TB * TB
+    for o0 in range(n0, nf, TB):
+        for i0 in range(c0, cf, TB):
+            transpose_block(y, yT, o0, i0)
+    for o in range(n0, n1):
+        row = yT[o]
+        for c in range(cf if o < nf else c0, c1):
+            y[c, o] = row[c]
 
 
 @jobs(last=LAST_PANELS_T)
