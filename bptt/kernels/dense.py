@@ -14,7 +14,7 @@ Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain N
 from ..jit import composite, inline, jobs
 from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
                      block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, scratch,
-                     transpose_block, transposed, transposed_copy, TB)
+                     transpose_rows_into, transposed, transposed_copy)
 
 
 SWAP_WORK = 1 << 22   # multiply-adds from which a forward with few rows may run transposed
@@ -58,22 +58,7 @@ def _forward_T_blocks(job, njobs, y, yT, W, b, P):
         for c in range(c1 - c0):
             row[c] = b[o]
     block_product(yT, W, P, n0, n1, c0, c1, 0, I)
-    transpose_block_into(y, yT, n0, n1, c0, c1)
-
-
-@inline
-def transpose_block_into(y, yT, n0, n1, c0, c1):
-    """y[c, o] = yT[o, c] for n0 ≤ o < n1, c0 ≤ c < c1: whole TB × TB blocks in registers
-    (:func:`bptt.kernels.engine.transpose_block`), the edges element by element."""
-    nf = n0 + (n1 - n0) // TB * TB
-    cf = c0 + (c1 - c0) // TB * TB
-    for o0 in range(n0, nf, TB):
-        for i0 in range(c0, cf, TB):
-            transpose_block(y, yT, o0, i0)
-    for o in range(n0, n1):
-        row = yT[o]
-        for c in range(cf if o < nf else c0, c1):
-            y[c, o] = row[c]
+    transpose_rows_into(y[c0:c1, n0:n1], yT[n0:n1, c0:c1])
 
 
 @jobs(last=LAST_PANELS_T)

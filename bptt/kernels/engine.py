@@ -54,7 +54,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 
 __all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
-           "pack_panel_T", "empty_panels", "n_panels", "row_chunks",
+           "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
@@ -144,29 +144,33 @@ def empty_panels(M, K, like):
 
 
 @inline
-def pack_panel_T(P, W, p):
-    """P[p, k, w] = W[p·PANEL + w, k]: panel p of Wᵀ, for W (O, I) and P (n_panels(O), I, PANEL).
+def transpose_rows_into(out, W):
+    """out[i, o] = W[o, i] for W (R, C) and out (C, R): whole TB × TB blocks transposed in
+    registers (:func:`transpose_block`) when both have rows of unit stride; the edges, and other
+    layouts, element by element (W read along its rows). A copy: the bits are W's."""
+    R, C = W.shape
+    rf = 0
+    cf = 0
+    if W.strides[1] == W.itemsize and out.strides[1] == out.itemsize:
+        rf = R // TB * TB
+        cf = C // TB * TB
+        for o0 in range(0, rf, TB):
+            for i0 in range(0, cf, TB):
+                transpose_block(out, W, o0, i0)
+    for o in range(R):                   # the edges: columns past cf, and rows past rf
+        Wo = W[o]
+        for i in range(0 if o >= rf else cf, C):
+            out[i, o] = Wo[i]
 
-    Whole TB × TB blocks are transposed in registers (:func:`transpose_block`) when W has
-    contiguous rows; the edges, and other layouts, element by element (W read along its rows).
-    Columns of the last panel past O are left as they are (never read)."""
-    O, I = W.shape
+
+@inline
+def pack_panel_T(P, W, p):
+    """P[p, k, w] = W[p·PANEL + w, k]: panel p of Wᵀ, for W (O, I) and P (n_panels(O), I, PANEL)
+    (:func:`transpose_rows_into`). Columns of the last panel past O are left as they are (never
+    read)."""
     o0 = p * PANEL
-    wn = min(PANEL, O - o0)
-    Pp = P[p]
-    Wp = W[o0:o0 + wn]
-    k_full = 0
-    w_full = 0
-    if W.strides[1] == W.itemsize:
-        k_full = I // TB * TB
-        w_full = wn // TB * TB
-        for w0 in range(0, w_full, TB):
-            for k0 in range(0, k_full, TB):
-                transpose_block(Pp, Wp, w0, k0)
-    for w in range(wn):                   # the edges: k past k_full, and w past w_full
-        Wr = Wp[w]
-        for k in range(0 if w >= w_full else k_full, I):
-            Pp[k, w] = Wr[k]
+    wn = min(PANEL, W.shape[0] - o0)
+    transpose_rows_into(P[p][:, :wn], W[o0:o0 + wn])
 
 
 @inline

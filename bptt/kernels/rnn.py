@@ -47,7 +47,7 @@ from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narr
                      add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
-                     sweep_chunks, transpose_block, transpose_into, TB,
+                     sweep_chunks, transpose_into, transpose_rows_into,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -642,18 +642,7 @@ def _pack_steps(j, njobs, P, X, h0, off, prev, reverse, transposed):
         for p in range(n_panels(H)):
             pack_panel(P, src, p, c0, H, b0, b1, r)
         return
-    Bh = b1 - b0
-    W = src[b0:b1, c0:c0 + H]      # P[:, r:r + Bh] = Wᵀ: whole TB × TB blocks in registers
-    out = P[0, :, r:r + Bh]
-    bf = Bh // TB * TB
-    hf = H // TB * TB
-    for o0 in range(0, bf, TB):
-        for i0 in range(0, hf, TB):
-            transpose_block(out, W, o0, i0)
-    for o in range(Bh):            # the edges: columns past hf, and rows past bf
-        Wo = W[o]
-        for i in range(0 if o >= bf else hf, H):
-            out[i, o] = Wo[i]
+    transpose_rows_into(P[0, :, r:r + b1 - b0], src[b0:b1, c0:c0 + H])
 
 
 def _packed_steps(name, X, h0, off, prev, reverse, transposed):
