@@ -565,12 +565,17 @@ def n_blocks(N, M):
     """(row groups, column blocks) of the jobs of an (N, M) product: ceil(M / COLS) column
     blocks, and as many groups of rows as make at least ``JOBS`` jobs and, where there are rows
     enough, a multiple of the cores (``CHUNKS``): a parallel loop deals each thread an equal
-    range of jobs, and 21 jobs on two cores are 11 against 10."""
+    range of jobs, and 21 jobs on two cores are 11 against 10. With too few rows for that (the
+    char-LM head's weight gradient, 65 rows: 3 groups, 2 jobs on one core and 1 on the other),
+    more column blocks, up to one per panel."""
     ncb = (M + COLS - 1) // COLS
     nt = (N + ROWS - 1) // ROWS
     ng = min(nt, max(1, (JOBS + ncb - 1) // ncb))
     while ng < nt and ng * ncb % CHUNKS != 0:   # a whole number of jobs per core
         ng += 1
+    npan = (M + PANEL - 1) // PANEL
+    while ng * ncb % CHUNKS != 0 and ncb < npan:
+        ncb += 1
     return ng, ncb
 
 
