@@ -581,8 +581,7 @@ def n_blocks(N, M):
     ng = min(nt, max(1, (JOBS + ncb - 1) // ncb))
     while ng < nt and ng * ncb % CHUNKS != 0:   # a whole number of jobs per core
         ng += 1
-    npan = (M + PANEL - 1) // PANEL
-    while ng * ncb % CHUNKS != 0 and ncb < npan:
+    while ng * ncb % CHUNKS != 0 and ncb < n_panels(M):
         ncb += 1
     return ng, ncb
 

@@ -341,8 +341,7 @@ def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed):
     if transposed:
         per_job = Nh * ((w + PANEL - 1) // PANEL * PANEL)
         per_c = max(I, H) * w
-        Gs = scratch("split_Gp", 2 * nub * per_job + 64 // dg.itemsize, dg.dtype)
-        Gs = Gs[(-Gs.ctypes.data) % 64 // dg.itemsize:][:2 * nub * per_job]   # panels on a cache line
+        Gs = scratch("split_Gp", 2 * nub * per_job, dg.dtype)   # on a cache line, as every scratch
         Cs = scratch("split_C", 2 * nub * per_c, dg.dtype)
         _split_parts_pair_T(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, Cs, per_job, per_c)
     else:
@@ -412,7 +411,7 @@ def split_copy_panels(j, njobs, sums, dg, Gs, per_job):
     T = dg.shape[0]
     u0, u1, h, b0, b1, kb, Nh = split_block(j, njobs, dg)
     w = u1 - u0
-    npan = (w + PANEL - 1) // PANEL
+    npan = n_panels(w)
     Gp = Gs[j * per_job:j * per_job + npan * Nh * PANEL].reshape((npan, Nh, PANEL))
     s = sums[h, u0:u1]
     for t in range(T):
@@ -470,15 +469,21 @@ def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, tran
     _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS)
 
 
+@inline
+def split_operands(which, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H):
+    """(dW, S1, X, K) of product ``which`` of a job of :func:`split_weight_grads_pair`: 0 the
+    input side, 1 the recurrent side."""
+    if which == 0:
+        return dW_ih, S1x, P_x, I
+    return dW_hh, S1h, P_h, H
+
+
 @jobs
 def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job):
     """Job j of :func:`split_weight_grads_pair`: one copy and transpose of dg, two products."""
     G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
     for which in range(2):   # one call site in a loop: the product is compiled once, not twice
-        if which == 0:
-            dW, S1, P, K = dW_ih, S1x, P_x, I
-        else:
-            dW, S1, P, K = dW_hh, S1h, P_h, H
+        dW, S1, P, K = split_operands(which, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H)
         if K > 0:
             split_product(dW, S1, P, K, G, GT, u0, u1, h, kb, Nh)
 
@@ -490,10 +495,7 @@ def _split_parts_pair_T(j, njobs, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H, sums
     Gp, u0, u1, h, kb, Nh = split_copy_panels(j, njobs, sums, dg, Gs, per_job)
     Cj = Cs[j * per_c:(j + 1) * per_c]
     for which in range(2):   # one call site in a loop: the product is compiled once, not twice
-        if which == 0:
-            dW, S1, XT, K = dW_ih, S1x, XT_x, I
-        else:
-            dW, S1, XT, K = dW_hh, S1h, XT_h, H
+        dW, S1, XT, K = split_operands(which, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H)
         if K > 0:
             split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh)
 
