@@ -43,7 +43,7 @@ jit.on_first_use(lambda dtype: ensure(jit.ISA, dtype))
 PANEL = micro.PANEL   # columns per panel: a whole number of the family's widest blocks
 TB = 16 if PANEL % 16 == 0 else 8   # transpose blocks of TB × TB when packing Wᵀ (TB divides PANEL)
 NARROW = micro.NARROW  # a weight gradient's last I mod NARROW columns run transposed (acc_narrow)
-ROWS = 32             # rows of C per tile
+ROWS = 48             # rows of C per tile: whole blocks of every family (12, 8 or 4 rows)
 COLS = 256 // PANEL * PANEL   # columns of C per tile, whole panels (256 for avx512, 240 for avx2):
                               # a tile's block of A (ROWS × KC) is reused by every panel from L2
 KC = 256              # k per block inside a tile
@@ -479,7 +479,7 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     while their slivers are still in cache (the 25th row of a 25-row chunk, K = 65: 0.45-1.26 →
     0.22-0.89 µs, one core; docs/performance.md). The same fma chains, so the same bits."""
     nR = n0 + (n1 - n0) // micro.R * micro.R
-    if micro.R2 and n1 - nR >= micro.R2:   # the tile runs these rows as one block of R2
+    while micro.R2 and n1 - nR >= micro.R2:   # the tile runs these rows as blocks of R2
         nR += micro.R2
     p0 = c0 // PANEL
     p1 = (c1 + PANEL - 1) // PANEL

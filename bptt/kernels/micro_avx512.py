@@ -24,20 +24,20 @@ from ..jit import fma
 from .microcall import caller, panels_caller
 
 ISA = 'avx512'
-SIZES = ((8, 32), (8, 16), (8, 8), (8, 4), (8, 2), (8, 1), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+SIZES = ((12, 32), (12, 16), (12, 8), (12, 4), (12, 2), (12, 1), (4, 32), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 32), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 PAIRS = ()
 PANEL = 32   # columns of a packed panel of B: a whole number of 32-wide blocks
 NARROW = 16   # a weight gradient's last I mod NARROW columns run transposed (one vector)
-R = 8   # rows of the main block
+R = 12   # rows of the main block
 R2 = 4   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
 ROW_PANELS = 4   # a single row takes this many panels at once (body_1x32x4p), when > 1
-STREAM = (8, 32)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
+STREAM = (12, 32)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
 
-def body_8x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:8, 0:32] += A[0:8, k0:k1] · B[k0:k1, 0:32], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+def body_12x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:32] += A[0:12, k0:k1] · B[k0:k1, 0:32], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
     s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
     s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
@@ -70,9 +70,25 @@ def body_8x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     s7_8 = pC[c7 + 8]; s7_9 = pC[c7 + 9]; s7_10 = pC[c7 + 10]; s7_11 = pC[c7 + 11]; s7_12 = pC[c7 + 12]; s7_13 = pC[c7 + 13]; s7_14 = pC[c7 + 14]; s7_15 = pC[c7 + 15]
     s7_16 = pC[c7 + 16]; s7_17 = pC[c7 + 17]; s7_18 = pC[c7 + 18]; s7_19 = pC[c7 + 19]; s7_20 = pC[c7 + 20]; s7_21 = pC[c7 + 21]; s7_22 = pC[c7 + 22]; s7_23 = pC[c7 + 23]
     s7_24 = pC[c7 + 24]; s7_25 = pC[c7 + 25]; s7_26 = pC[c7 + 26]; s7_27 = pC[c7 + 27]; s7_28 = pC[c7 + 28]; s7_29 = pC[c7 + 29]; s7_30 = pC[c7 + 30]; s7_31 = pC[c7 + 31]
+    s8_0 = pC[c8 + 0]; s8_1 = pC[c8 + 1]; s8_2 = pC[c8 + 2]; s8_3 = pC[c8 + 3]; s8_4 = pC[c8 + 4]; s8_5 = pC[c8 + 5]; s8_6 = pC[c8 + 6]; s8_7 = pC[c8 + 7]
+    s8_8 = pC[c8 + 8]; s8_9 = pC[c8 + 9]; s8_10 = pC[c8 + 10]; s8_11 = pC[c8 + 11]; s8_12 = pC[c8 + 12]; s8_13 = pC[c8 + 13]; s8_14 = pC[c8 + 14]; s8_15 = pC[c8 + 15]
+    s8_16 = pC[c8 + 16]; s8_17 = pC[c8 + 17]; s8_18 = pC[c8 + 18]; s8_19 = pC[c8 + 19]; s8_20 = pC[c8 + 20]; s8_21 = pC[c8 + 21]; s8_22 = pC[c8 + 22]; s8_23 = pC[c8 + 23]
+    s8_24 = pC[c8 + 24]; s8_25 = pC[c8 + 25]; s8_26 = pC[c8 + 26]; s8_27 = pC[c8 + 27]; s8_28 = pC[c8 + 28]; s8_29 = pC[c8 + 29]; s8_30 = pC[c8 + 30]; s8_31 = pC[c8 + 31]
+    s9_0 = pC[c9 + 0]; s9_1 = pC[c9 + 1]; s9_2 = pC[c9 + 2]; s9_3 = pC[c9 + 3]; s9_4 = pC[c9 + 4]; s9_5 = pC[c9 + 5]; s9_6 = pC[c9 + 6]; s9_7 = pC[c9 + 7]
+    s9_8 = pC[c9 + 8]; s9_9 = pC[c9 + 9]; s9_10 = pC[c9 + 10]; s9_11 = pC[c9 + 11]; s9_12 = pC[c9 + 12]; s9_13 = pC[c9 + 13]; s9_14 = pC[c9 + 14]; s9_15 = pC[c9 + 15]
+    s9_16 = pC[c9 + 16]; s9_17 = pC[c9 + 17]; s9_18 = pC[c9 + 18]; s9_19 = pC[c9 + 19]; s9_20 = pC[c9 + 20]; s9_21 = pC[c9 + 21]; s9_22 = pC[c9 + 22]; s9_23 = pC[c9 + 23]
+    s9_24 = pC[c9 + 24]; s9_25 = pC[c9 + 25]; s9_26 = pC[c9 + 26]; s9_27 = pC[c9 + 27]; s9_28 = pC[c9 + 28]; s9_29 = pC[c9 + 29]; s9_30 = pC[c9 + 30]; s9_31 = pC[c9 + 31]
+    s10_0 = pC[c10 + 0]; s10_1 = pC[c10 + 1]; s10_2 = pC[c10 + 2]; s10_3 = pC[c10 + 3]; s10_4 = pC[c10 + 4]; s10_5 = pC[c10 + 5]; s10_6 = pC[c10 + 6]; s10_7 = pC[c10 + 7]
+    s10_8 = pC[c10 + 8]; s10_9 = pC[c10 + 9]; s10_10 = pC[c10 + 10]; s10_11 = pC[c10 + 11]; s10_12 = pC[c10 + 12]; s10_13 = pC[c10 + 13]; s10_14 = pC[c10 + 14]; s10_15 = pC[c10 + 15]
+    s10_16 = pC[c10 + 16]; s10_17 = pC[c10 + 17]; s10_18 = pC[c10 + 18]; s10_19 = pC[c10 + 19]; s10_20 = pC[c10 + 20]; s10_21 = pC[c10 + 21]; s10_22 = pC[c10 + 22]; s10_23 = pC[c10 + 23]
+    s10_24 = pC[c10 + 24]; s10_25 = pC[c10 + 25]; s10_26 = pC[c10 + 26]; s10_27 = pC[c10 + 27]; s10_28 = pC[c10 + 28]; s10_29 = pC[c10 + 29]; s10_30 = pC[c10 + 30]; s10_31 = pC[c10 + 31]
+    s11_0 = pC[c11 + 0]; s11_1 = pC[c11 + 1]; s11_2 = pC[c11 + 2]; s11_3 = pC[c11 + 3]; s11_4 = pC[c11 + 4]; s11_5 = pC[c11 + 5]; s11_6 = pC[c11 + 6]; s11_7 = pC[c11 + 7]
+    s11_8 = pC[c11 + 8]; s11_9 = pC[c11 + 9]; s11_10 = pC[c11 + 10]; s11_11 = pC[c11 + 11]; s11_12 = pC[c11 + 12]; s11_13 = pC[c11 + 13]; s11_14 = pC[c11 + 14]; s11_15 = pC[c11 + 15]
+    s11_16 = pC[c11 + 16]; s11_17 = pC[c11 + 17]; s11_18 = pC[c11 + 18]; s11_19 = pC[c11 + 19]; s11_20 = pC[c11 + 20]; s11_21 = pC[c11 + 21]; s11_22 = pC[c11 + 22]; s11_23 = pC[c11 + 23]
+    s11_24 = pC[c11 + 24]; s11_25 = pC[c11 + 25]; s11_26 = pC[c11 + 26]; s11_27 = pC[c11 + 27]; s11_28 = pC[c11 + 28]; s11_29 = pC[c11 + 29]; s11_30 = pC[c11 + 30]; s11_31 = pC[c11 + 31]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
         b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
         b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
@@ -109,6 +125,22 @@ def body_8x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         s7_8 = fma(a7, b8, s7_8); s7_9 = fma(a7, b9, s7_9); s7_10 = fma(a7, b10, s7_10); s7_11 = fma(a7, b11, s7_11); s7_12 = fma(a7, b12, s7_12); s7_13 = fma(a7, b13, s7_13); s7_14 = fma(a7, b14, s7_14); s7_15 = fma(a7, b15, s7_15)
         s7_16 = fma(a7, b16, s7_16); s7_17 = fma(a7, b17, s7_17); s7_18 = fma(a7, b18, s7_18); s7_19 = fma(a7, b19, s7_19); s7_20 = fma(a7, b20, s7_20); s7_21 = fma(a7, b21, s7_21); s7_22 = fma(a7, b22, s7_22); s7_23 = fma(a7, b23, s7_23)
         s7_24 = fma(a7, b24, s7_24); s7_25 = fma(a7, b25, s7_25); s7_26 = fma(a7, b26, s7_26); s7_27 = fma(a7, b27, s7_27); s7_28 = fma(a7, b28, s7_28); s7_29 = fma(a7, b29, s7_29); s7_30 = fma(a7, b30, s7_30); s7_31 = fma(a7, b31, s7_31)
+        s8_0 = fma(a8, b0, s8_0); s8_1 = fma(a8, b1, s8_1); s8_2 = fma(a8, b2, s8_2); s8_3 = fma(a8, b3, s8_3); s8_4 = fma(a8, b4, s8_4); s8_5 = fma(a8, b5, s8_5); s8_6 = fma(a8, b6, s8_6); s8_7 = fma(a8, b7, s8_7)
+        s8_8 = fma(a8, b8, s8_8); s8_9 = fma(a8, b9, s8_9); s8_10 = fma(a8, b10, s8_10); s8_11 = fma(a8, b11, s8_11); s8_12 = fma(a8, b12, s8_12); s8_13 = fma(a8, b13, s8_13); s8_14 = fma(a8, b14, s8_14); s8_15 = fma(a8, b15, s8_15)
+        s8_16 = fma(a8, b16, s8_16); s8_17 = fma(a8, b17, s8_17); s8_18 = fma(a8, b18, s8_18); s8_19 = fma(a8, b19, s8_19); s8_20 = fma(a8, b20, s8_20); s8_21 = fma(a8, b21, s8_21); s8_22 = fma(a8, b22, s8_22); s8_23 = fma(a8, b23, s8_23)
+        s8_24 = fma(a8, b24, s8_24); s8_25 = fma(a8, b25, s8_25); s8_26 = fma(a8, b26, s8_26); s8_27 = fma(a8, b27, s8_27); s8_28 = fma(a8, b28, s8_28); s8_29 = fma(a8, b29, s8_29); s8_30 = fma(a8, b30, s8_30); s8_31 = fma(a8, b31, s8_31)
+        s9_0 = fma(a9, b0, s9_0); s9_1 = fma(a9, b1, s9_1); s9_2 = fma(a9, b2, s9_2); s9_3 = fma(a9, b3, s9_3); s9_4 = fma(a9, b4, s9_4); s9_5 = fma(a9, b5, s9_5); s9_6 = fma(a9, b6, s9_6); s9_7 = fma(a9, b7, s9_7)
+        s9_8 = fma(a9, b8, s9_8); s9_9 = fma(a9, b9, s9_9); s9_10 = fma(a9, b10, s9_10); s9_11 = fma(a9, b11, s9_11); s9_12 = fma(a9, b12, s9_12); s9_13 = fma(a9, b13, s9_13); s9_14 = fma(a9, b14, s9_14); s9_15 = fma(a9, b15, s9_15)
+        s9_16 = fma(a9, b16, s9_16); s9_17 = fma(a9, b17, s9_17); s9_18 = fma(a9, b18, s9_18); s9_19 = fma(a9, b19, s9_19); s9_20 = fma(a9, b20, s9_20); s9_21 = fma(a9, b21, s9_21); s9_22 = fma(a9, b22, s9_22); s9_23 = fma(a9, b23, s9_23)
+        s9_24 = fma(a9, b24, s9_24); s9_25 = fma(a9, b25, s9_25); s9_26 = fma(a9, b26, s9_26); s9_27 = fma(a9, b27, s9_27); s9_28 = fma(a9, b28, s9_28); s9_29 = fma(a9, b29, s9_29); s9_30 = fma(a9, b30, s9_30); s9_31 = fma(a9, b31, s9_31)
+        s10_0 = fma(a10, b0, s10_0); s10_1 = fma(a10, b1, s10_1); s10_2 = fma(a10, b2, s10_2); s10_3 = fma(a10, b3, s10_3); s10_4 = fma(a10, b4, s10_4); s10_5 = fma(a10, b5, s10_5); s10_6 = fma(a10, b6, s10_6); s10_7 = fma(a10, b7, s10_7)
+        s10_8 = fma(a10, b8, s10_8); s10_9 = fma(a10, b9, s10_9); s10_10 = fma(a10, b10, s10_10); s10_11 = fma(a10, b11, s10_11); s10_12 = fma(a10, b12, s10_12); s10_13 = fma(a10, b13, s10_13); s10_14 = fma(a10, b14, s10_14); s10_15 = fma(a10, b15, s10_15)
+        s10_16 = fma(a10, b16, s10_16); s10_17 = fma(a10, b17, s10_17); s10_18 = fma(a10, b18, s10_18); s10_19 = fma(a10, b19, s10_19); s10_20 = fma(a10, b20, s10_20); s10_21 = fma(a10, b21, s10_21); s10_22 = fma(a10, b22, s10_22); s10_23 = fma(a10, b23, s10_23)
+        s10_24 = fma(a10, b24, s10_24); s10_25 = fma(a10, b25, s10_25); s10_26 = fma(a10, b26, s10_26); s10_27 = fma(a10, b27, s10_27); s10_28 = fma(a10, b28, s10_28); s10_29 = fma(a10, b29, s10_29); s10_30 = fma(a10, b30, s10_30); s10_31 = fma(a10, b31, s10_31)
+        s11_0 = fma(a11, b0, s11_0); s11_1 = fma(a11, b1, s11_1); s11_2 = fma(a11, b2, s11_2); s11_3 = fma(a11, b3, s11_3); s11_4 = fma(a11, b4, s11_4); s11_5 = fma(a11, b5, s11_5); s11_6 = fma(a11, b6, s11_6); s11_7 = fma(a11, b7, s11_7)
+        s11_8 = fma(a11, b8, s11_8); s11_9 = fma(a11, b9, s11_9); s11_10 = fma(a11, b10, s11_10); s11_11 = fma(a11, b11, s11_11); s11_12 = fma(a11, b12, s11_12); s11_13 = fma(a11, b13, s11_13); s11_14 = fma(a11, b14, s11_14); s11_15 = fma(a11, b15, s11_15)
+        s11_16 = fma(a11, b16, s11_16); s11_17 = fma(a11, b17, s11_17); s11_18 = fma(a11, b18, s11_18); s11_19 = fma(a11, b19, s11_19); s11_20 = fma(a11, b20, s11_20); s11_21 = fma(a11, b21, s11_21); s11_22 = fma(a11, b22, s11_22); s11_23 = fma(a11, b23, s11_23)
+        s11_24 = fma(a11, b24, s11_24); s11_25 = fma(a11, b25, s11_25); s11_26 = fma(a11, b26, s11_26); s11_27 = fma(a11, b27, s11_27); s11_28 = fma(a11, b28, s11_28); s11_29 = fma(a11, b29, s11_29); s11_30 = fma(a11, b30, s11_30); s11_31 = fma(a11, b31, s11_31)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
@@ -141,12 +173,28 @@ def body_8x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c7 + 8] = s7_8; pC[c7 + 9] = s7_9; pC[c7 + 10] = s7_10; pC[c7 + 11] = s7_11; pC[c7 + 12] = s7_12; pC[c7 + 13] = s7_13; pC[c7 + 14] = s7_14; pC[c7 + 15] = s7_15
     pC[c7 + 16] = s7_16; pC[c7 + 17] = s7_17; pC[c7 + 18] = s7_18; pC[c7 + 19] = s7_19; pC[c7 + 20] = s7_20; pC[c7 + 21] = s7_21; pC[c7 + 22] = s7_22; pC[c7 + 23] = s7_23
     pC[c7 + 24] = s7_24; pC[c7 + 25] = s7_25; pC[c7 + 26] = s7_26; pC[c7 + 27] = s7_27; pC[c7 + 28] = s7_28; pC[c7 + 29] = s7_29; pC[c7 + 30] = s7_30; pC[c7 + 31] = s7_31
+    pC[c8 + 0] = s8_0; pC[c8 + 1] = s8_1; pC[c8 + 2] = s8_2; pC[c8 + 3] = s8_3; pC[c8 + 4] = s8_4; pC[c8 + 5] = s8_5; pC[c8 + 6] = s8_6; pC[c8 + 7] = s8_7
+    pC[c8 + 8] = s8_8; pC[c8 + 9] = s8_9; pC[c8 + 10] = s8_10; pC[c8 + 11] = s8_11; pC[c8 + 12] = s8_12; pC[c8 + 13] = s8_13; pC[c8 + 14] = s8_14; pC[c8 + 15] = s8_15
+    pC[c8 + 16] = s8_16; pC[c8 + 17] = s8_17; pC[c8 + 18] = s8_18; pC[c8 + 19] = s8_19; pC[c8 + 20] = s8_20; pC[c8 + 21] = s8_21; pC[c8 + 22] = s8_22; pC[c8 + 23] = s8_23
+    pC[c8 + 24] = s8_24; pC[c8 + 25] = s8_25; pC[c8 + 26] = s8_26; pC[c8 + 27] = s8_27; pC[c8 + 28] = s8_28; pC[c8 + 29] = s8_29; pC[c8 + 30] = s8_30; pC[c8 + 31] = s8_31
+    pC[c9 + 0] = s9_0; pC[c9 + 1] = s9_1; pC[c9 + 2] = s9_2; pC[c9 + 3] = s9_3; pC[c9 + 4] = s9_4; pC[c9 + 5] = s9_5; pC[c9 + 6] = s9_6; pC[c9 + 7] = s9_7
+    pC[c9 + 8] = s9_8; pC[c9 + 9] = s9_9; pC[c9 + 10] = s9_10; pC[c9 + 11] = s9_11; pC[c9 + 12] = s9_12; pC[c9 + 13] = s9_13; pC[c9 + 14] = s9_14; pC[c9 + 15] = s9_15
+    pC[c9 + 16] = s9_16; pC[c9 + 17] = s9_17; pC[c9 + 18] = s9_18; pC[c9 + 19] = s9_19; pC[c9 + 20] = s9_20; pC[c9 + 21] = s9_21; pC[c9 + 22] = s9_22; pC[c9 + 23] = s9_23
+    pC[c9 + 24] = s9_24; pC[c9 + 25] = s9_25; pC[c9 + 26] = s9_26; pC[c9 + 27] = s9_27; pC[c9 + 28] = s9_28; pC[c9 + 29] = s9_29; pC[c9 + 30] = s9_30; pC[c9 + 31] = s9_31
+    pC[c10 + 0] = s10_0; pC[c10 + 1] = s10_1; pC[c10 + 2] = s10_2; pC[c10 + 3] = s10_3; pC[c10 + 4] = s10_4; pC[c10 + 5] = s10_5; pC[c10 + 6] = s10_6; pC[c10 + 7] = s10_7
+    pC[c10 + 8] = s10_8; pC[c10 + 9] = s10_9; pC[c10 + 10] = s10_10; pC[c10 + 11] = s10_11; pC[c10 + 12] = s10_12; pC[c10 + 13] = s10_13; pC[c10 + 14] = s10_14; pC[c10 + 15] = s10_15
+    pC[c10 + 16] = s10_16; pC[c10 + 17] = s10_17; pC[c10 + 18] = s10_18; pC[c10 + 19] = s10_19; pC[c10 + 20] = s10_20; pC[c10 + 21] = s10_21; pC[c10 + 22] = s10_22; pC[c10 + 23] = s10_23
+    pC[c10 + 24] = s10_24; pC[c10 + 25] = s10_25; pC[c10 + 26] = s10_26; pC[c10 + 27] = s10_27; pC[c10 + 28] = s10_28; pC[c10 + 29] = s10_29; pC[c10 + 30] = s10_30; pC[c10 + 31] = s10_31
+    pC[c11 + 0] = s11_0; pC[c11 + 1] = s11_1; pC[c11 + 2] = s11_2; pC[c11 + 3] = s11_3; pC[c11 + 4] = s11_4; pC[c11 + 5] = s11_5; pC[c11 + 6] = s11_6; pC[c11 + 7] = s11_7
+    pC[c11 + 8] = s11_8; pC[c11 + 9] = s11_9; pC[c11 + 10] = s11_10; pC[c11 + 11] = s11_11; pC[c11 + 12] = s11_12; pC[c11 + 13] = s11_13; pC[c11 + 14] = s11_14; pC[c11 + 15] = s11_15
+    pC[c11 + 16] = s11_16; pC[c11 + 17] = s11_17; pC[c11 + 18] = s11_18; pC[c11 + 19] = s11_19; pC[c11 + 20] = s11_20; pC[c11 + 21] = s11_21; pC[c11 + 22] = s11_22; pC[c11 + 23] = s11_23
+    pC[c11 + 24] = s11_24; pC[c11 + 25] = s11_25; pC[c11 + 26] = s11_26; pC[c11 + 27] = s11_27; pC[c11 + 28] = s11_28; pC[c11 + 29] = s11_29; pC[c11 + 30] = s11_30; pC[c11 + 31] = s11_31
 
 
-def body_8x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:8, 0:16] += A[0:8, k0:k1] · B[k0:k1, 0:16], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+def body_12x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:16] += A[0:12, k0:k1] · B[k0:k1, 0:16], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
     s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
     s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
@@ -163,9 +211,17 @@ def body_8x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     s6_8 = pC[c6 + 8]; s6_9 = pC[c6 + 9]; s6_10 = pC[c6 + 10]; s6_11 = pC[c6 + 11]; s6_12 = pC[c6 + 12]; s6_13 = pC[c6 + 13]; s6_14 = pC[c6 + 14]; s6_15 = pC[c6 + 15]
     s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]; s7_4 = pC[c7 + 4]; s7_5 = pC[c7 + 5]; s7_6 = pC[c7 + 6]; s7_7 = pC[c7 + 7]
     s7_8 = pC[c7 + 8]; s7_9 = pC[c7 + 9]; s7_10 = pC[c7 + 10]; s7_11 = pC[c7 + 11]; s7_12 = pC[c7 + 12]; s7_13 = pC[c7 + 13]; s7_14 = pC[c7 + 14]; s7_15 = pC[c7 + 15]
+    s8_0 = pC[c8 + 0]; s8_1 = pC[c8 + 1]; s8_2 = pC[c8 + 2]; s8_3 = pC[c8 + 3]; s8_4 = pC[c8 + 4]; s8_5 = pC[c8 + 5]; s8_6 = pC[c8 + 6]; s8_7 = pC[c8 + 7]
+    s8_8 = pC[c8 + 8]; s8_9 = pC[c8 + 9]; s8_10 = pC[c8 + 10]; s8_11 = pC[c8 + 11]; s8_12 = pC[c8 + 12]; s8_13 = pC[c8 + 13]; s8_14 = pC[c8 + 14]; s8_15 = pC[c8 + 15]
+    s9_0 = pC[c9 + 0]; s9_1 = pC[c9 + 1]; s9_2 = pC[c9 + 2]; s9_3 = pC[c9 + 3]; s9_4 = pC[c9 + 4]; s9_5 = pC[c9 + 5]; s9_6 = pC[c9 + 6]; s9_7 = pC[c9 + 7]
+    s9_8 = pC[c9 + 8]; s9_9 = pC[c9 + 9]; s9_10 = pC[c9 + 10]; s9_11 = pC[c9 + 11]; s9_12 = pC[c9 + 12]; s9_13 = pC[c9 + 13]; s9_14 = pC[c9 + 14]; s9_15 = pC[c9 + 15]
+    s10_0 = pC[c10 + 0]; s10_1 = pC[c10 + 1]; s10_2 = pC[c10 + 2]; s10_3 = pC[c10 + 3]; s10_4 = pC[c10 + 4]; s10_5 = pC[c10 + 5]; s10_6 = pC[c10 + 6]; s10_7 = pC[c10 + 7]
+    s10_8 = pC[c10 + 8]; s10_9 = pC[c10 + 9]; s10_10 = pC[c10 + 10]; s10_11 = pC[c10 + 11]; s10_12 = pC[c10 + 12]; s10_13 = pC[c10 + 13]; s10_14 = pC[c10 + 14]; s10_15 = pC[c10 + 15]
+    s11_0 = pC[c11 + 0]; s11_1 = pC[c11 + 1]; s11_2 = pC[c11 + 2]; s11_3 = pC[c11 + 3]; s11_4 = pC[c11 + 4]; s11_5 = pC[c11 + 5]; s11_6 = pC[c11 + 6]; s11_7 = pC[c11 + 7]
+    s11_8 = pC[c11 + 8]; s11_9 = pC[c11 + 9]; s11_10 = pC[c11 + 10]; s11_11 = pC[c11 + 11]; s11_12 = pC[c11 + 12]; s11_13 = pC[c11 + 13]; s11_14 = pC[c11 + 14]; s11_15 = pC[c11 + 15]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
         b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
@@ -184,6 +240,14 @@ def body_8x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         s6_8 = fma(a6, b8, s6_8); s6_9 = fma(a6, b9, s6_9); s6_10 = fma(a6, b10, s6_10); s6_11 = fma(a6, b11, s6_11); s6_12 = fma(a6, b12, s6_12); s6_13 = fma(a6, b13, s6_13); s6_14 = fma(a6, b14, s6_14); s6_15 = fma(a6, b15, s6_15)
         s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3); s7_4 = fma(a7, b4, s7_4); s7_5 = fma(a7, b5, s7_5); s7_6 = fma(a7, b6, s7_6); s7_7 = fma(a7, b7, s7_7)
         s7_8 = fma(a7, b8, s7_8); s7_9 = fma(a7, b9, s7_9); s7_10 = fma(a7, b10, s7_10); s7_11 = fma(a7, b11, s7_11); s7_12 = fma(a7, b12, s7_12); s7_13 = fma(a7, b13, s7_13); s7_14 = fma(a7, b14, s7_14); s7_15 = fma(a7, b15, s7_15)
+        s8_0 = fma(a8, b0, s8_0); s8_1 = fma(a8, b1, s8_1); s8_2 = fma(a8, b2, s8_2); s8_3 = fma(a8, b3, s8_3); s8_4 = fma(a8, b4, s8_4); s8_5 = fma(a8, b5, s8_5); s8_6 = fma(a8, b6, s8_6); s8_7 = fma(a8, b7, s8_7)
+        s8_8 = fma(a8, b8, s8_8); s8_9 = fma(a8, b9, s8_9); s8_10 = fma(a8, b10, s8_10); s8_11 = fma(a8, b11, s8_11); s8_12 = fma(a8, b12, s8_12); s8_13 = fma(a8, b13, s8_13); s8_14 = fma(a8, b14, s8_14); s8_15 = fma(a8, b15, s8_15)
+        s9_0 = fma(a9, b0, s9_0); s9_1 = fma(a9, b1, s9_1); s9_2 = fma(a9, b2, s9_2); s9_3 = fma(a9, b3, s9_3); s9_4 = fma(a9, b4, s9_4); s9_5 = fma(a9, b5, s9_5); s9_6 = fma(a9, b6, s9_6); s9_7 = fma(a9, b7, s9_7)
+        s9_8 = fma(a9, b8, s9_8); s9_9 = fma(a9, b9, s9_9); s9_10 = fma(a9, b10, s9_10); s9_11 = fma(a9, b11, s9_11); s9_12 = fma(a9, b12, s9_12); s9_13 = fma(a9, b13, s9_13); s9_14 = fma(a9, b14, s9_14); s9_15 = fma(a9, b15, s9_15)
+        s10_0 = fma(a10, b0, s10_0); s10_1 = fma(a10, b1, s10_1); s10_2 = fma(a10, b2, s10_2); s10_3 = fma(a10, b3, s10_3); s10_4 = fma(a10, b4, s10_4); s10_5 = fma(a10, b5, s10_5); s10_6 = fma(a10, b6, s10_6); s10_7 = fma(a10, b7, s10_7)
+        s10_8 = fma(a10, b8, s10_8); s10_9 = fma(a10, b9, s10_9); s10_10 = fma(a10, b10, s10_10); s10_11 = fma(a10, b11, s10_11); s10_12 = fma(a10, b12, s10_12); s10_13 = fma(a10, b13, s10_13); s10_14 = fma(a10, b14, s10_14); s10_15 = fma(a10, b15, s10_15)
+        s11_0 = fma(a11, b0, s11_0); s11_1 = fma(a11, b1, s11_1); s11_2 = fma(a11, b2, s11_2); s11_3 = fma(a11, b3, s11_3); s11_4 = fma(a11, b4, s11_4); s11_5 = fma(a11, b5, s11_5); s11_6 = fma(a11, b6, s11_6); s11_7 = fma(a11, b7, s11_7)
+        s11_8 = fma(a11, b8, s11_8); s11_9 = fma(a11, b9, s11_9); s11_10 = fma(a11, b10, s11_10); s11_11 = fma(a11, b11, s11_11); s11_12 = fma(a11, b12, s11_12); s11_13 = fma(a11, b13, s11_13); s11_14 = fma(a11, b14, s11_14); s11_15 = fma(a11, b15, s11_15)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
@@ -200,12 +264,20 @@ def body_8x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c6 + 8] = s6_8; pC[c6 + 9] = s6_9; pC[c6 + 10] = s6_10; pC[c6 + 11] = s6_11; pC[c6 + 12] = s6_12; pC[c6 + 13] = s6_13; pC[c6 + 14] = s6_14; pC[c6 + 15] = s6_15
     pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3; pC[c7 + 4] = s7_4; pC[c7 + 5] = s7_5; pC[c7 + 6] = s7_6; pC[c7 + 7] = s7_7
     pC[c7 + 8] = s7_8; pC[c7 + 9] = s7_9; pC[c7 + 10] = s7_10; pC[c7 + 11] = s7_11; pC[c7 + 12] = s7_12; pC[c7 + 13] = s7_13; pC[c7 + 14] = s7_14; pC[c7 + 15] = s7_15
+    pC[c8 + 0] = s8_0; pC[c8 + 1] = s8_1; pC[c8 + 2] = s8_2; pC[c8 + 3] = s8_3; pC[c8 + 4] = s8_4; pC[c8 + 5] = s8_5; pC[c8 + 6] = s8_6; pC[c8 + 7] = s8_7
+    pC[c8 + 8] = s8_8; pC[c8 + 9] = s8_9; pC[c8 + 10] = s8_10; pC[c8 + 11] = s8_11; pC[c8 + 12] = s8_12; pC[c8 + 13] = s8_13; pC[c8 + 14] = s8_14; pC[c8 + 15] = s8_15
+    pC[c9 + 0] = s9_0; pC[c9 + 1] = s9_1; pC[c9 + 2] = s9_2; pC[c9 + 3] = s9_3; pC[c9 + 4] = s9_4; pC[c9 + 5] = s9_5; pC[c9 + 6] = s9_6; pC[c9 + 7] = s9_7
+    pC[c9 + 8] = s9_8; pC[c9 + 9] = s9_9; pC[c9 + 10] = s9_10; pC[c9 + 11] = s9_11; pC[c9 + 12] = s9_12; pC[c9 + 13] = s9_13; pC[c9 + 14] = s9_14; pC[c9 + 15] = s9_15
+    pC[c10 + 0] = s10_0; pC[c10 + 1] = s10_1; pC[c10 + 2] = s10_2; pC[c10 + 3] = s10_3; pC[c10 + 4] = s10_4; pC[c10 + 5] = s10_5; pC[c10 + 6] = s10_6; pC[c10 + 7] = s10_7
+    pC[c10 + 8] = s10_8; pC[c10 + 9] = s10_9; pC[c10 + 10] = s10_10; pC[c10 + 11] = s10_11; pC[c10 + 12] = s10_12; pC[c10 + 13] = s10_13; pC[c10 + 14] = s10_14; pC[c10 + 15] = s10_15
+    pC[c11 + 0] = s11_0; pC[c11 + 1] = s11_1; pC[c11 + 2] = s11_2; pC[c11 + 3] = s11_3; pC[c11 + 4] = s11_4; pC[c11 + 5] = s11_5; pC[c11 + 6] = s11_6; pC[c11 + 7] = s11_7
+    pC[c11 + 8] = s11_8; pC[c11 + 9] = s11_9; pC[c11 + 10] = s11_10; pC[c11 + 11] = s11_11; pC[c11 + 12] = s11_12; pC[c11 + 13] = s11_13; pC[c11 + 14] = s11_14; pC[c11 + 15] = s11_15
 
 
-def body_8x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:8, 0:8] += A[0:8, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+def body_12x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:8] += A[0:12, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
     s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
     s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
@@ -214,9 +286,13 @@ def body_8x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]; s5_4 = pC[c5 + 4]; s5_5 = pC[c5 + 5]; s5_6 = pC[c5 + 6]; s5_7 = pC[c5 + 7]
     s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]; s6_4 = pC[c6 + 4]; s6_5 = pC[c6 + 5]; s6_6 = pC[c6 + 6]; s6_7 = pC[c6 + 7]
     s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]; s7_4 = pC[c7 + 4]; s7_5 = pC[c7 + 5]; s7_6 = pC[c7 + 6]; s7_7 = pC[c7 + 7]
+    s8_0 = pC[c8 + 0]; s8_1 = pC[c8 + 1]; s8_2 = pC[c8 + 2]; s8_3 = pC[c8 + 3]; s8_4 = pC[c8 + 4]; s8_5 = pC[c8 + 5]; s8_6 = pC[c8 + 6]; s8_7 = pC[c8 + 7]
+    s9_0 = pC[c9 + 0]; s9_1 = pC[c9 + 1]; s9_2 = pC[c9 + 2]; s9_3 = pC[c9 + 3]; s9_4 = pC[c9 + 4]; s9_5 = pC[c9 + 5]; s9_6 = pC[c9 + 6]; s9_7 = pC[c9 + 7]
+    s10_0 = pC[c10 + 0]; s10_1 = pC[c10 + 1]; s10_2 = pC[c10 + 2]; s10_3 = pC[c10 + 3]; s10_4 = pC[c10 + 4]; s10_5 = pC[c10 + 5]; s10_6 = pC[c10 + 6]; s10_7 = pC[c10 + 7]
+    s11_0 = pC[c11 + 0]; s11_1 = pC[c11 + 1]; s11_2 = pC[c11 + 2]; s11_3 = pC[c11 + 3]; s11_4 = pC[c11 + 4]; s11_5 = pC[c11 + 5]; s11_6 = pC[c11 + 6]; s11_7 = pC[c11 + 7]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
         s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
@@ -226,6 +302,10 @@ def body_8x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3); s5_4 = fma(a5, b4, s5_4); s5_5 = fma(a5, b5, s5_5); s5_6 = fma(a5, b6, s5_6); s5_7 = fma(a5, b7, s5_7)
         s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3); s6_4 = fma(a6, b4, s6_4); s6_5 = fma(a6, b5, s6_5); s6_6 = fma(a6, b6, s6_6); s6_7 = fma(a6, b7, s6_7)
         s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3); s7_4 = fma(a7, b4, s7_4); s7_5 = fma(a7, b5, s7_5); s7_6 = fma(a7, b6, s7_6); s7_7 = fma(a7, b7, s7_7)
+        s8_0 = fma(a8, b0, s8_0); s8_1 = fma(a8, b1, s8_1); s8_2 = fma(a8, b2, s8_2); s8_3 = fma(a8, b3, s8_3); s8_4 = fma(a8, b4, s8_4); s8_5 = fma(a8, b5, s8_5); s8_6 = fma(a8, b6, s8_6); s8_7 = fma(a8, b7, s8_7)
+        s9_0 = fma(a9, b0, s9_0); s9_1 = fma(a9, b1, s9_1); s9_2 = fma(a9, b2, s9_2); s9_3 = fma(a9, b3, s9_3); s9_4 = fma(a9, b4, s9_4); s9_5 = fma(a9, b5, s9_5); s9_6 = fma(a9, b6, s9_6); s9_7 = fma(a9, b7, s9_7)
+        s10_0 = fma(a10, b0, s10_0); s10_1 = fma(a10, b1, s10_1); s10_2 = fma(a10, b2, s10_2); s10_3 = fma(a10, b3, s10_3); s10_4 = fma(a10, b4, s10_4); s10_5 = fma(a10, b5, s10_5); s10_6 = fma(a10, b6, s10_6); s10_7 = fma(a10, b7, s10_7)
+        s11_0 = fma(a11, b0, s11_0); s11_1 = fma(a11, b1, s11_1); s11_2 = fma(a11, b2, s11_2); s11_3 = fma(a11, b3, s11_3); s11_4 = fma(a11, b4, s11_4); s11_5 = fma(a11, b5, s11_5); s11_6 = fma(a11, b6, s11_6); s11_7 = fma(a11, b7, s11_7)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
@@ -234,12 +314,16 @@ def body_8x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3; pC[c5 + 4] = s5_4; pC[c5 + 5] = s5_5; pC[c5 + 6] = s5_6; pC[c5 + 7] = s5_7
     pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3; pC[c6 + 4] = s6_4; pC[c6 + 5] = s6_5; pC[c6 + 6] = s6_6; pC[c6 + 7] = s6_7
     pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3; pC[c7 + 4] = s7_4; pC[c7 + 5] = s7_5; pC[c7 + 6] = s7_6; pC[c7 + 7] = s7_7
+    pC[c8 + 0] = s8_0; pC[c8 + 1] = s8_1; pC[c8 + 2] = s8_2; pC[c8 + 3] = s8_3; pC[c8 + 4] = s8_4; pC[c8 + 5] = s8_5; pC[c8 + 6] = s8_6; pC[c8 + 7] = s8_7
+    pC[c9 + 0] = s9_0; pC[c9 + 1] = s9_1; pC[c9 + 2] = s9_2; pC[c9 + 3] = s9_3; pC[c9 + 4] = s9_4; pC[c9 + 5] = s9_5; pC[c9 + 6] = s9_6; pC[c9 + 7] = s9_7
+    pC[c10 + 0] = s10_0; pC[c10 + 1] = s10_1; pC[c10 + 2] = s10_2; pC[c10 + 3] = s10_3; pC[c10 + 4] = s10_4; pC[c10 + 5] = s10_5; pC[c10 + 6] = s10_6; pC[c10 + 7] = s10_7
+    pC[c11 + 0] = s11_0; pC[c11 + 1] = s11_1; pC[c11 + 2] = s11_2; pC[c11 + 3] = s11_3; pC[c11 + 4] = s11_4; pC[c11 + 5] = s11_5; pC[c11 + 6] = s11_6; pC[c11 + 7] = s11_7
 
 
-def body_8x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:8, 0:4] += A[0:8, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+def body_12x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:4] += A[0:12, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]
     s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]
     s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]
@@ -248,9 +332,13 @@ def body_8x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]
     s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]
     s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]
+    s8_0 = pC[c8 + 0]; s8_1 = pC[c8 + 1]; s8_2 = pC[c8 + 2]; s8_3 = pC[c8 + 3]
+    s9_0 = pC[c9 + 0]; s9_1 = pC[c9 + 1]; s9_2 = pC[c9 + 2]; s9_3 = pC[c9 + 3]
+    s10_0 = pC[c10 + 0]; s10_1 = pC[c10 + 1]; s10_2 = pC[c10 + 2]; s10_3 = pC[c10 + 3]
+    s11_0 = pC[c11 + 0]; s11_1 = pC[c11 + 1]; s11_2 = pC[c11 + 2]; s11_3 = pC[c11 + 3]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3)
         s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3)
@@ -260,6 +348,10 @@ def body_8x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3)
         s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3)
         s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3)
+        s8_0 = fma(a8, b0, s8_0); s8_1 = fma(a8, b1, s8_1); s8_2 = fma(a8, b2, s8_2); s8_3 = fma(a8, b3, s8_3)
+        s9_0 = fma(a9, b0, s9_0); s9_1 = fma(a9, b1, s9_1); s9_2 = fma(a9, b2, s9_2); s9_3 = fma(a9, b3, s9_3)
+        s10_0 = fma(a10, b0, s10_0); s10_1 = fma(a10, b1, s10_1); s10_2 = fma(a10, b2, s10_2); s10_3 = fma(a10, b3, s10_3)
+        s11_0 = fma(a11, b0, s11_0); s11_1 = fma(a11, b1, s11_1); s11_2 = fma(a11, b2, s11_2); s11_3 = fma(a11, b3, s11_3)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3
@@ -268,12 +360,16 @@ def body_8x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3
     pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3
     pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3
+    pC[c8 + 0] = s8_0; pC[c8 + 1] = s8_1; pC[c8 + 2] = s8_2; pC[c8 + 3] = s8_3
+    pC[c9 + 0] = s9_0; pC[c9 + 1] = s9_1; pC[c9 + 2] = s9_2; pC[c9 + 3] = s9_3
+    pC[c10 + 0] = s10_0; pC[c10 + 1] = s10_1; pC[c10 + 2] = s10_2; pC[c10 + 3] = s10_3
+    pC[c11 + 0] = s11_0; pC[c11 + 1] = s11_1; pC[c11 + 2] = s11_2; pC[c11 + 3] = s11_3
 
 
-def body_8x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:8, 0:2] += A[0:8, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+def body_12x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:2] += A[0:12, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
     s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]
     s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]
     s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]
@@ -282,9 +378,13 @@ def body_8x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]
     s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]
     s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]
+    s8_0 = pC[c8 + 0]; s8_1 = pC[c8 + 1]
+    s9_0 = pC[c9 + 0]; s9_1 = pC[c9 + 1]
+    s10_0 = pC[c10 + 0]; s10_1 = pC[c10 + 1]
+    s11_0 = pC[c11 + 0]; s11_1 = pC[c11 + 1]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
         b0 = pB[kb + 0]; b1 = pB[kb + 1]
         s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1)
         s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1)
@@ -294,6 +394,10 @@ def body_8x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1)
         s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1)
         s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1)
+        s8_0 = fma(a8, b0, s8_0); s8_1 = fma(a8, b1, s8_1)
+        s9_0 = fma(a9, b0, s9_0); s9_1 = fma(a9, b1, s9_1)
+        s10_0 = fma(a10, b0, s10_0); s10_1 = fma(a10, b1, s10_1)
+        s11_0 = fma(a11, b0, s11_0); s11_1 = fma(a11, b1, s11_1)
     pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
     pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1
     pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1
@@ -302,12 +406,16 @@ def body_8x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1
     pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1
     pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1
+    pC[c8 + 0] = s8_0; pC[c8 + 1] = s8_1
+    pC[c9 + 0] = s9_0; pC[c9 + 1] = s9_1
+    pC[c10 + 0] = s10_0; pC[c10 + 1] = s10_1
+    pC[c11 + 0] = s11_0; pC[c11 + 1] = s11_1
 
 
-def body_8x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    """C[0:8, 0:1] += A[0:8, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
-    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc
-    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0
+def body_12x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:1] += A[0:12, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
     s0_0 = pC[c0 + 0]
     s1_0 = pC[c1 + 0]
     s2_0 = pC[c2 + 0]
@@ -316,9 +424,13 @@ def body_8x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     s5_0 = pC[c5 + 0]
     s6_0 = pC[c6 + 0]
     s7_0 = pC[c7 + 0]
+    s8_0 = pC[c8 + 0]
+    s9_0 = pC[c9 + 0]
+    s10_0 = pC[c10 + 0]
+    s11_0 = pC[c11 + 0]
     for k in range(k0, k1):
         ka = k * sa1; kb = k * ldb
-        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
         b0 = pB[kb + 0]
         s0_0 = fma(a0, b0, s0_0)
         s1_0 = fma(a1, b0, s1_0)
@@ -328,6 +440,10 @@ def body_8x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
         s5_0 = fma(a5, b0, s5_0)
         s6_0 = fma(a6, b0, s6_0)
         s7_0 = fma(a7, b0, s7_0)
+        s8_0 = fma(a8, b0, s8_0)
+        s9_0 = fma(a9, b0, s9_0)
+        s10_0 = fma(a10, b0, s10_0)
+        s11_0 = fma(a11, b0, s11_0)
     pC[c0 + 0] = s0_0
     pC[c1 + 0] = s1_0
     pC[c2 + 0] = s2_0
@@ -336,6 +452,10 @@ def body_8x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c5 + 0] = s5_0
     pC[c6 + 0] = s6_0
     pC[c7 + 0] = s7_0
+    pC[c8 + 0] = s8_0
+    pC[c9 + 0] = s9_0
+    pC[c10 + 0] = s10_0
+    pC[c11 + 0] = s11_0
 
 
 def body_4x32(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -689,12 +809,12 @@ def body_1x32x4p(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, dB):
 
 # micro_RxW(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1): body_RxW on the block at
 # offsets oC, oA, oB of the pointers, called by its symbol (bptt.kernels.microcall)
-micro_8x32 = caller(ISA, 8, 32)
-micro_8x16 = caller(ISA, 8, 16)
-micro_8x8 = caller(ISA, 8, 8)
-micro_8x4 = caller(ISA, 8, 4)
-micro_8x2 = caller(ISA, 8, 2)
-micro_8x1 = caller(ISA, 8, 1)
+micro_12x32 = caller(ISA, 12, 32)
+micro_12x16 = caller(ISA, 12, 16)
+micro_12x8 = caller(ISA, 12, 8)
+micro_12x4 = caller(ISA, 12, 4)
+micro_12x2 = caller(ISA, 12, 2)
+micro_12x1 = caller(ISA, 12, 1)
 micro_4x32 = caller(ISA, 4, 32)
 micro_4x16 = caller(ISA, 4, 16)
 micro_4x8 = caller(ISA, 4, 8)
@@ -709,7 +829,7 @@ micro_1x2 = caller(ISA, 1, 2)
 micro_1x1 = caller(ISA, 1, 1)
 
 # the same with the next sliver's share prefetched as it goes (caller's stream)
-micro_8x32s = caller(ISA, 8, 32, stream=True)
+micro_12x32s = caller(ISA, 12, 32, stream=True)
 
 # row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+4)·PANEL] += A[n, k0:k1] · panels p..p+3
 row_panels = panels_caller(ISA, 32, 4)
@@ -720,52 +840,52 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     and strides in elements as the bodies take them (C[n, c] is pC[n·ldc + c], A[n, k] is
     pA[n·sa0 + k·sa1], B[k, c] is pB[k·ldb + c]), compiled once per dtype as a C function.
 
-    Blocks of 8 rows × 32 columns cover the tile, then 16, 8, 4, 2, 1 columns
+    Blocks of 12 rows × 32 columns cover the tile, then 16, 8, 4, 2, 1 columns
     the rest; a single row runs blocks of 32, then the same tails.
-    4 to 7 rows left over first run one block of 4 rows, with the same widths.
+    4 to 11 rows left over first run one block of 4 rows, with the same widths.
 
     Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh
     from memory at every step), each row block's body also fetches its share of the next
-    sliver of B as it goes (body_8x32s; the next sliver follows this one in the panels, the
+    sliver of B as it goes (body_12x32s; the next sliver follows this one in the panels, the
     next panel's first after the last).
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     n0 = 0; n1 = N; c0 = 0; c1 = M
     stream = k1 - k0 > KC and ldb == 32
-    share = KC * ldb // max(1, (n1 - n0) // 8)    # elements of the next sliver per row block
+    share = KC * ldb // max(1, (n1 - n0) // 12)    # elements of the next sliver per row block
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
-        nR = n0 + (n1 - n0) // 8 * 8     # rows in whole blocks of 8
+        nR = n0 + (n1 - n0) // 12 * 12     # rows in whole blocks of 12
         c = c0
         while c + 32 <= c1:               # a column block down every row block
             if stream:
                 step = share * 16 // (ke - kb)
-                for n in range(n0, nR, 8):
-                    micro_8x32s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,
-                               c + ke * ldb + (n - n0) // 8 * share, step)
+                for n in range(n0, nR, 12):
+                    micro_12x32s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,
+                               c + ke * ldb + (n - n0) // 12 * share, step)
             else:
-                for n in range(n0, nR, 8):
-                    micro_8x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                for n in range(n0, nR, 12):
+                    micro_12x32(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 32
         if c + 16 <= c1:
-            for n in range(n0, nR, 8):
-                micro_8x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            for n in range(n0, nR, 12):
+                micro_12x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 16
         if c + 8 <= c1:
-            for n in range(n0, nR, 8):
-                micro_8x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            for n in range(n0, nR, 12):
+                micro_12x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 8
         if c + 4 <= c1:
-            for n in range(n0, nR, 8):
-                micro_8x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            for n in range(n0, nR, 12):
+                micro_12x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 4
         if c + 2 <= c1:
-            for n in range(n0, nR, 8):
-                micro_8x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            for n in range(n0, nR, 12):
+                micro_12x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 2
         if c < c1:
-            for n in range(n0, nR, 8):
-                micro_8x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
-        if n1 - nR >= 4:                  # 4 of the rows left in one block (8 vector chains)
+            for n in range(n0, nR, 12):
+                micro_12x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+        while n1 - nR >= 4:                # 4 of the rows left in one block (8 vector chains)
             n = nR
             c = c0
             while c + 32 <= c1:

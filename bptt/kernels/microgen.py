@@ -21,12 +21,12 @@ every spilled chain waits on a store and a reload at each k (on a Zen 3 a 4 × 6
 =========  ======  ========  ===========  =====  ============================================
 family     vector  block     single row   panel  registers per k
 =========  ======  ========  ===========  =====  ============================================
-avx512     512     8 × 32    4 × 1 × 32   32     16 zmm sums + 2 of B + 1 broadcast (of 32)
+avx512     512     12 × 32   4 × 1 × 32   32     24 zmm sums + 2 of B + 1 broadcast (of 32)
 avx2       256     4 × 24    1 × 24       24     12 ymm sums + 3 of B + 1 broadcast (of 16)
 generic    128     4 × 12    1 × 12       24     12 xmm sums + 3 of B + 1 broadcast (of 16)
 =========  ======  ========  ===========  =====  ============================================
 
-(avx512's 4 × 8 × 32 tail block takes 4 to 7 rows left over: ``R2``.)
+(avx512's 4 × 32 tail block takes the rows left over four at a time: ``R2``.)
 
 Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). A panel is
 one block wide, so the K × W sliver a kernel reads is contiguous: the hardware prefetcher
@@ -39,8 +39,12 @@ Sapphire Rapids kind) each k step has half the cycles to get its B, and the 64 K
 4 × 64 block (K = 256) does not fit a 48 KB L1: one core's 4 × 64 bodies ran at 100-150 GFLOP/s
 (of a 247 peak), 8 × 32 in panels of 32 (a 32 KB sliver, in L1, read by every row block of a
 tile) at 205, and the large rows of ``bptt bench`` 10-15 % faster (docs/performance.md,
-fourteenth session). With 8 rows a block, the 4 to 7 rows a tile can have left over would run
-one row at a time; a 4-row block (``R2``) takes them first.
+fourteenth session). 12 × 32 (24 sums: the shape of BLIS's Skylake-X kernel, 32 × 12 in its
+column-major terms) has the same 32 KB sliver and fewer loads per fma (14 per 24 against 10 per
+16): 210-213 GFLOP/s on that Xeon, and on a Zen 4 (sixteenth session) 112 of a 116 peak where
+8 × 32 ran at 83-84. It waited for a way to run up to 11 rows left over: they now run in 4-row
+blocks (``R2``), as many as fit, then one row at a time. The LSTM `char` step on the Zen 4 went
+12.0 → 10.4 ms (docs/performance.md, "The Zen 4 again").
 
 An FMA has a latency of 4 cycles and two issue per cycle, so at least 8 independent vector
 chains must be in flight; the avx2 and generic blocks have 12, the shape of BLIS's Haswell
@@ -62,7 +66,7 @@ from collections import namedtuple
 Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2")
 
 FAMILIES = {
-    "avx512": Family("avx512", 512, "bcast", 8, 32, 32, 32, 16, 4),
+    "avx512": Family("avx512", 512, "bcast", 12, 32, 32, 32, 16, 4),
     "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8, 0),
     "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4, 0),
 }
@@ -346,7 +350,7 @@ def tile_source(f: Family) -> str:
             L += [f"            c += {w}"]
     if f.R2:
         R2 = f.R2
-        L += [f"        if n1 - nR >= {R2}:                  # {R2} of the rows left in one block ({R2 * W // (f.bits // 32)} vector chains)",
+        L += [f"        while n1 - nR >= {R2}:                # {R2} of the rows left in one block ({R2 * W // (f.bits // 32)} vector chains)",
               "            n = nR",
               "            c = c0",
               f"            while c + {W} <= c1:",
