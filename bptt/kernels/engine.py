@@ -500,11 +500,54 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
 
 
 # compiled only for a family that has row panels (it calls micro.row_panels)
-acc_panels = (jit.typed_helper(_panels_signature)(_acc_panels_rows_apart) if micro.ROW_PANELS > 1
-              else _acc_panels_by_panel)
-"""acc_panels(C, A, P, n0, n1, c0, c1, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for
-n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL];
-c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :func:`acc_tile`."""
+_acc_panels_direct = (jit.typed_helper(_panels_signature)(_acc_panels_rows_apart) if micro.ROW_PANELS > 1
+                      else _acc_panels_by_panel)
+
+
+ALIAS = 4096   # bytes: rows of A a multiple of this apart fall into one set of a 4 KB-way L1
+
+
+@inline
+def aliased(A, n0, n1):
+    """Whether rows n0:n1 of A (unit stride along them) are a multiple of ``ALIAS`` bytes apart
+    (a row of 1024 float32, or of 4096: H = 1024's gates), so that the R rows a micro-kernel reads
+    at once fall into one set of L1 and evict each other (8 ways for 12 rows): the LSTM
+    `deepbench` projection ran at 90 GFLOP/s on one Zen 4 core with I = 1024 and 100 with 1040."""
+    return n1 - n0 >= 4 and A.strides[1] == A.itemsize and A.strides[0] % ALIAS == 0
+
+
+@inline
+def unaliased_copy(A, n0, n1, k0, k1):
+    """A[n0:n1, k0:k1] copied into a fresh array whose rows start 64·(odd) bytes apart modulo
+    ``ALIAS`` (whole cache lines, each row in other sets of L1 than the last 63), starting on a
+    64-byte boundary. A copy: the bits are A's."""
+    K = k1 - k0
+    e = 64 // A.itemsize
+    ld = (K + e - 1) // e * e
+    if ld // e % 2 == 0:
+        ld += e
+    n = (n1 - n0) * ld
+    buf = np.empty(n + e, A.dtype)
+    off = (64 - buf.ctypes.data % 64) % 64 // A.itemsize
+    A2 = buf[off:off + n].reshape((n1 - n0, ld))
+    for r in range(n1 - n0):
+        src = A[n0 + r, k0:k1]
+        dst = A2[r]
+        for k in range(K):
+            dst[k] = src[k]
+    return A2
+
+
+@jit.typed_helper(_panels_signature)
+def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as
+    packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL]; c0 must be a multiple of ``PANEL``.
+    Rows of A that alias in L1 (:func:`aliased`) are first copied apart (:func:`unaliased_copy`).
+    Every output is the same fma chain as in :func:`acc_tile`."""
+    if aliased(A, n0, n1):
+        _acc_panels_direct(C[n0:n1], unaliased_copy(A, n0, n1, k0, k1), P[:, k0:k1], 0, n1 - n0, c0, c1, 0, k1 - k0)
+    else:
+        _acc_panels_direct(C, A, P, n0, n1, c0, c1, k0, k1)
 
 
 @helper
@@ -689,7 +732,17 @@ def step_product(out, a, P, r0, r1, N, K):
     across the whole row, where tiles of ``COLS`` columns left 2 of every 10 panels to the
     one-panel body (3 fma chains against 12): the LSTM `teach` forward product, 2.54 → 2.28 µs
     a step (docs/performance.md, twelfth session). With whole blocks, a row left over keeps to the
-    tiles, while each tile's panels are in L2."""
+    tiles, while each tile's panels are in L2. Rows of ``a`` that alias in L1
+    (:func:`aliased`) are copied apart once for the whole call, not per tile."""
+    if aliased(a, r0, r1):
+        _step_product(out[r0:r1], unaliased_copy(a, r0, r1, 0, K), P, 0, r1 - r0, N, K)
+    else:
+        _step_product(out, a, P, r0, r1, N, K)
+
+
+@inline
+def _step_product(out, a, P, r0, r1, N, K):
+    """:func:`step_product` on rows of ``a`` as they are."""
     if r1 - r0 < micro.R:
         acc_panels(out, a, P, r0, r1, 0, N, 0, K)
     else:
