@@ -721,7 +721,13 @@ def chunk_rows(ch, nch, rc, B):
     return r0, (B if ch == nch - 1 else r0 + rc)
 
 
-@inline
+def _step_signature(dt):
+    """(out, a, P, r0, r1, N, K) of :func:`step_product`, any layouts."""
+    a2, i8 = types.Array(dt, 2, "A"), types.int64
+    return (a2, a2, types.Array(dt, 3, "A"), i8, i8, i8, i8)
+
+
+@jit.typed_helper(_step_signature)
 def step_product(out, a, P, r0, r1, N, K):
     """out[r0:r1, 0:N] += a[r0:r1, 0:K] · M, with M (K, N) in panels P: the recurrent product of one
     time step for one chunk of rows (h_prev·W_hhᵀ forward, da·W_hh backward), in tiles of ``ROWS``
@@ -733,7 +739,9 @@ def step_product(out, a, P, r0, r1, N, K):
     one-panel body (3 fma chains against 12): the LSTM `teach` forward product, 2.54 → 2.28 µs
     a step (docs/performance.md, twelfth session). With whole blocks, a row left over keeps to the
     tiles, while each tile's panels are in L2. Rows of ``a`` that alias in L1
-    (:func:`aliased`) are copied apart once for the whole call, not per tile."""
+    (:func:`aliased`) are copied apart once for the whole call, not per tile. Compiled once per
+    dtype and called (:func:`bptt.jit.typed_helper`): inlined, its copy made every sweep kernel
+    larger, and a cold first step 7 s longer."""
     if aliased(a, r0, r1):
         _step_product(out[r0:r1], unaliased_copy(a, r0, r1, 0, K), P, 0, r1 - r0, N, K)
     else:
