@@ -250,7 +250,11 @@ SPLIT_CASES = [("lstm", (1, 3, 37), np.float64), ("lstm", (9, 4, 20), np.float64
                ("lstm", (3, 2, COLS // 2 + 17), np.float64), ("lstm", (1, 3, 37), np.float32),
                ("lstm", (9, 4, 20), np.float32), ("lstm", (3, 2, COLS // 2 + 17), np.float32),
                ("gru", (1, 3, 37), np.float64), ("gru", (9, 4, 20), np.float64),
-               ("rnn", (1, 3, 37), np.float64), ("rnn", (9, 4, 20), np.float64)]
+               ("rnn", (1, 3, 37), np.float64), ("rnn", (9, 4, 20), np.float64),
+               # rows of y (2H) and of the gate gradients 4096 bytes apart: copied apart first
+               # (engine.aliased), once for a step's several products (engine.apart)
+               ("lstm", (5, 2, 256), np.float64), ("gru", (5, 2, 256), np.float64),
+               ("rnn", (5, 2, 256), np.float64)]
 
 
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")

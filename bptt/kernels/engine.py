@@ -52,7 +52,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
                          # only speed depends on it, never the bits)
 
 
-__all__ = ["aligned_empty", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
+__all__ = ["aligned_empty", "aliased", "unaliased_copy", "apart", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
@@ -536,6 +536,17 @@ def unaliased_copy(A, n0, n1, k0, k1):
         for k in range(K):
             dst[k] = src[k]
     return A2
+
+
+@inline
+def apart(a, B, K):
+    """The rows 0:B, columns 0:K of ``a`` as they are, or copied apart if they alias in L1
+    (:func:`aliased`, :func:`unaliased_copy`): for a sweep step whose several products read the
+    same rows (the LSTM's four gates, the GRU's three), so that they are copied once, not per
+    product. The same values."""
+    if aliased(a, 0, B):
+        return unaliased_copy(a, 0, B, 0, K)
+    return a
 
 
 @jit.typed_helper(_panels_signature)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..jit import composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_rows, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
+from .engine import (add_rows, apart, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
                      step_product, sweep_chunks)
 from .rnn import (wide, wide_grads, wide_grads_done, wide_packed, wide_packed_T, wide_products, wide_step,
                   wide_step_done, wide_units)
@@ -199,7 +199,7 @@ def _gru_forward_wide(j, njobs, y, gates, mn, m, h0, b_hh, off, reverse, P, flag
             if p >= 0:
                 j0, j1 = wide_units(H, p, NP)
                 t = T - 1 - s if reverse else s
-                hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]
+                hp = apart(h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H], B, H)
                 for g in range(3):   # m = b_hh + h_prev·W_hhᵀ on these units' columns of each gate
                     mg = m[:, g * H + j0:g * H + j1]
                     copy_bias_rows(mg, b_hh[g * H + j0:g * H + j1], 0, B)

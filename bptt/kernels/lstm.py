@@ -27,7 +27,7 @@ import numpy as np
 
 from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_bias_rows, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
+from .engine import (add_bias_rows, apart, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
                      L2_BYTES, panels, panels_T, row_chunks, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
@@ -393,7 +393,7 @@ def lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, j0, j1
     n = j1 - j0
     t = T - 1 - s if reverse else s
     tp = t + 1 if reverse else t - 1
-    hp = h0 if s == 0 else y[tp, :, off:off + H]
+    hp = apart(h0 if s == 0 else y[tp, :, off:off + H], B, H)   # read by four products
     cp = c0 if s == 0 else c[tp]
     a = gates[t]
     for g in range(4):
