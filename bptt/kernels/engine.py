@@ -500,20 +500,32 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
 
 
 # compiled only for a family that has row panels (it calls micro.row_panels)
-_acc_panels_direct = (jit.typed_helper(_panels_signature)(_acc_panels_rows_apart) if micro.ROW_PANELS > 1
-                      else _acc_panels_by_panel)
+acc_panels = (jit.typed_helper(_panels_signature)(_acc_panels_rows_apart) if micro.ROW_PANELS > 1
+              else _acc_panels_by_panel)
+"""acc_panels(C, A, P, n0, n1, c0, c1, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for
+n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL];
+c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :func:`acc_tile`."""
 
 
-ALIAS = 4096   # bytes: rows of A a multiple of this apart fall into one set of a 4 KB-way L1
+# Rows of A whose addresses are a multiple of 4 KB apart (a row of 1024 float32: the inputs at
+# I = 1024, h_prev at H = 1024, the gates at H = 256 or 1024) fall into one set of an 8-way L1.
+# The avx512 family's blocks read 12 rows at once, and they evicted each other: one Zen 4 core's
+# step product (32 rows of h_prev, K = 1024, 2048 columns) ran at 78 GFLOP/s against 99 with
+# K = 1040. A sweep step's rows are therefore copied apart first (step_product, apart): once a
+# step, the copy serves all the step's columns. The large products by tile (acc_panels) are not:
+# there each copy served 8 panels, and the fastrnns dx pass (A = the gate gradients, rows of 8 KB)
+# took 74-84 ms with it against 71-72 without (docs/performance.md, seventeenth session).
+
+ALIAS = 4096     # bytes: rows a multiple of this apart fall into one set of L1
+ALIAS_ROWS = 4   # rows a block may read at once from one set (the avx2 and generic blocks: 4)
 
 
 @inline
 def aliased(A, n0, n1):
     """Whether rows n0:n1 of A (unit stride along them) are a multiple of ``ALIAS`` bytes apart
-    (a row of 1024 float32, or of 4096: H = 1024's gates), so that the R rows a micro-kernel reads
-    at once fall into one set of L1 and evict each other (8 ways for 12 rows): the LSTM
-    `deepbench` projection ran at 90 GFLOP/s on one Zen 4 core with I = 1024 and 100 with 1040."""
-    return n1 - n0 >= 4 and A.strides[1] == A.itemsize and A.strides[0] % ALIAS == 0
+    while the family's blocks read more than ``ALIAS_ROWS`` rows at once (see above)."""
+    return (micro.R > ALIAS_ROWS and n1 - n0 > ALIAS_ROWS and A.strides[1] == A.itemsize
+            and A.strides[0] % ALIAS == 0)
 
 
 @inline
@@ -535,7 +547,7 @@ def unaliased_copy(A, n0, n1, k0, k1):
         dst = A2[r]
         for k in range(K):
             dst[k] = src[k]
-    return A2
+    return A2[:, :K]
 
 
 @inline
@@ -548,17 +560,6 @@ def apart(a, B, K):
         return unaliased_copy(a, 0, B, 0, K)
     return a
 
-
-@jit.typed_helper(_panels_signature)
-def acc_panels(C, A, P, n0, n1, c0, c1, k0, k1):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as
-    packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL]; c0 must be a multiple of ``PANEL``.
-    Rows of A that alias in L1 (:func:`aliased`) are first copied apart (:func:`unaliased_copy`).
-    Every output is the same fma chain as in :func:`acc_tile`."""
-    if aliased(A, n0, n1):
-        _acc_panels_direct(C[n0:n1], unaliased_copy(A, n0, n1, k0, k1), P[:, k0:k1], 0, n1 - n0, c0, c1, 0, k1 - k0)
-    else:
-        _acc_panels_direct(C, A, P, n0, n1, c0, c1, k0, k1)
 
 
 @helper
