@@ -137,10 +137,16 @@ def empty_panels(M, K, like):
     boundary. Each panel row is then whole cache lines, so a micro-kernel's vector loads of B never
     straddle two lines; Numba's own np.empty is sometimes only 32-byte aligned, and the split loads
     slowed a whole LSTM step in the processes where it was (docs/performance.md)."""
-    n = n_panels(M) * K * PANEL
+    return aligned_vector(n_panels(M) * K * PANEL, like).reshape((n_panels(M), K, PANEL))
+
+
+@inline
+def aligned_vector(n, like):
+    """An uninitialised 1-D array of n elements of ``like``'s dtype starting on a 64-byte boundary
+    (for compiled callers; :func:`aligned_empty` is the Python one)."""
     buf = np.empty(n + 64 // like.itemsize, like.dtype)
     off = (64 - buf.ctypes.data % 64) % 64 // buf.itemsize
-    return buf[off:off + n].reshape((n_panels(M), K, PANEL))
+    return buf[off:off + n]
 
 
 @inline
@@ -538,10 +544,7 @@ def unaliased_copy(A, n0, n1, k0, k1):
     ld = (K + e - 1) // e * e
     if ld // e % 2 == 0:
         ld += e
-    n = (n1 - n0) * ld
-    buf = np.empty(n + e, A.dtype)
-    off = (64 - buf.ctypes.data % 64) % 64 // A.itemsize
-    A2 = buf[off:off + n].reshape((n1 - n0, ld))
+    A2 = aligned_vector((n1 - n0) * ld, A).reshape((n1 - n0, ld))
     for r in range(n1 - n0):
         src = A[n0 + r, k0:k1]
         dst = A2[r]
@@ -559,7 +562,6 @@ def apart(a, B, K):
     if aliased(a, 0, B):
         return unaliased_copy(a, 0, B, 0, K)
     return a
-
 
 
 @helper
