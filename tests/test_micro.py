@@ -110,6 +110,51 @@ def test_rows_of_a_that_alias_in_l1_are_copied_apart_with_the_same_bits(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_large_products_copy_aliased_rows_apart_with_the_same_bits(dtype):
+    """engine.rows_apart: an array whose rows are 4096 bytes apart is copied, in one pass, onto
+    rows that are not (with the avx512 family; the others read it as it is), holding the same
+    values in A's shape; the dense products and the recurrent projections that read it give the
+    bits they give on the same numbers in rows that never aliased."""
+    from bptt.kernels import dense, rnn
+
+    K = 4096 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(11)
+
+    def spaced(a):   # the same numbers, rows 4096 + 64 bytes apart: no copy made
+        out = np.zeros(a.shape[:-1] + (a.shape[-1] + 64 // a.itemsize,), a.dtype)[..., :a.shape[-1]]
+        out[...] = a
+        return out
+
+    x = rng.standard_normal((3, 40, K)).astype(dtype)
+    copied = engine.rows_apart(x, "test_apart")
+    assert np.array_equal(copied, x) and copied.shape == x.shape
+    assert (copied is not x) == (engine.micro.R > engine.ALIAS_ROWS)
+    assert not engine.rows_alias(copied) and engine.rows_apart(spaced(x), "test_apart").strides[1] % 4096 != 0
+    W = rng.standard_normal((48, K)).astype(dtype)
+    b = rng.standard_normal(48).astype(dtype)
+    X = x.reshape(-1, K)
+    y1, y2 = np.zeros((120, 48), dtype), np.zeros((120, 48), dtype)
+    dense.dense_forward(y1, X, W, b)
+    dense.dense_forward(y2, spaced(X), W, b)
+    assert np.array_equal(y1, y2) and np.any(y1 != 0)
+    dy = rng.standard_normal((120, K)).astype(dtype)
+    Wt = rng.standard_normal((K, 40)).astype(dtype)
+    d1, d2 = np.ones((120, 40), dtype), np.ones((120, 40), dtype)
+    dense.dense_backward_input(d1, dy, Wt)
+    dense.dense_backward_input(d2, spaced(dy), Wt)
+    assert np.array_equal(d1, d2)
+    g1, g2 = np.zeros((3, 40, 48), dtype), np.zeros((3, 40, 48), dtype)
+    rnn.input_forward(g1, x, W, b)
+    rnn._input_forward_halves(g2, spaced(x), W, b)
+    assert np.array_equal(g1, g2)
+    dg = rng.standard_normal((3, 40, K)).astype(dtype)
+    e1, e2 = np.ones((3, 40, 40), dtype), np.ones((3, 40, 40), dtype)
+    rnn.input_backward(e1, dg, Wt)
+    rnn._input_backward_halves(e2, spaced(dg), Wt)
+    assert np.array_equal(e1, e2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("R,K,W,r0", [(5, 7, 1, 0), (40, 300, 4, 3), (300, 33, 15, 17)])
 def test_acc_narrow_gives_the_bits_of_the_scalar_fma_chain(dtype, R, K, W, r0):
     """The transposed narrow-column product (weight gradients' last columns) is the same fma

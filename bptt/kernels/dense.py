@@ -13,7 +13,7 @@ Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain N
 """
 from ..jit import composite, inline, jobs
 from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
-                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, scratch,
+                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, rows_apart, scratch,
                      transpose_rows_into, transposed, transposed_copy)
 
 
@@ -41,7 +41,7 @@ def dense_forward(y, x, W, b):
         yT = scratch("dense_yT", O * N, y.dtype).reshape((O, N))
         _forward_T_blocks(block_jobs(O, N), y, yT, W, b, panels_T(x, "dense_xT"))
         return
-    _forward_blocks(block_jobs(N, O), y, x, b, W)
+    _forward_blocks(block_jobs(N, O), y, rows_apart(x, "dense_x"), b, W)
 
 
 @jobs
@@ -88,7 +88,7 @@ def dense_backward_input(dx, dy, W):
     dx : (N, I) accumulated, dy : (N, O), W : (O, I). On W in panels; a job per block of
     dx (:func:`bptt.kernels.engine.block_product`).
     """
-    _backward_input_blocks(block_jobs(dy.shape[0], W.shape[1]), dx, dy, W)
+    _backward_input_blocks(block_jobs(dy.shape[0], W.shape[1]), dx, rows_apart(dy, "dense_dy"), W)
 
 
 @jobs(last=LAST_PANELS)

@@ -553,6 +553,49 @@ def unaliased_copy(A, n0, n1, k0, k1):
     return A2[:, :K]
 
 
+def rows_alias(A) -> bool:
+    """Whether the rows of A (its last two axes, unit stride along the last) are a multiple of
+    ``ALIAS`` bytes apart while the family's blocks read more than ``ALIAS_ROWS`` rows at once:
+    :func:`aliased`, asked in Python."""
+    return (micro.R > ALIAS_ROWS and A.shape[-2] > ALIAS_ROWS and A.strides[-1] == A.itemsize
+            and A.strides[-2] % ALIAS == 0)
+
+
+COPY_ROWS = 64   # rows per parallel job of rows_apart's copy
+
+
+def rows_apart(A, name):
+    """A as it is, or, if its rows alias in L1 (:func:`rows_alias`), a copy in scratch buffer
+    ``name`` (:func:`scratch`) whose rows start an odd number of cache lines apart: a view of A's
+    shape, rows of K' ≥ K numbers. For the large products, whose jobs read each row of A once per
+    block of columns: copied once, in one parallel pass, rather than per tile (which read A as
+    short strided runs and cost more than it saved, docs/performance.md). At `deepbench` (two
+    threads, Zen 4) the LSTM's input projection (A = x, rows of 1024) took 36 ms against 40-50,
+    dx (A = the gate gradients, rows of 4096) 39 against 50, and at `fastrnns` dx (rows of 2048
+    and the same stride modulo 4 KB ... 8 KB) 74-78 against 92-97. A copy: the same bits."""
+    if not (rows_alias(A) and A.flags.c_contiguous):
+        return A
+    K = A.shape[-1]
+    N = A.size // K
+    e = 64 // A.itemsize
+    ld = (K + e - 1) // e * e
+    if ld // e % 2 == 0:
+        ld += e
+    out = scratch(name, N * ld, A.dtype).reshape((N, ld))[:, :K]
+    _copy_rows_apart((N + COPY_ROWS - 1) // COPY_ROWS, out, A.reshape((N, K)))
+    return out.reshape(A.shape)
+
+
+@jobs
+def _copy_rows_apart(j, njobs, dst, src):
+    """Rows j·COPY_ROWS ... of :func:`rows_apart`'s copy."""
+    for n in range(j * COPY_ROWS, min(src.shape[0], j * COPY_ROWS + COPY_ROWS)):
+        d = dst[n]
+        s = src[n]
+        for k in range(s.shape[0]):
+            d[k] = s[k]
+
+
 @inline
 def apart(a, B, K):
     """The rows 0:B, columns 0:K of ``a`` as they are, or copied apart if they alias in L1

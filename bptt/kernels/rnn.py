@@ -44,7 +44,7 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
-                     add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
+                     rows_apart, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into,
@@ -242,7 +242,8 @@ def input_forward(g, x, W, b):
 
 def _input_forward_halves(g, x, W, b):
     """:func:`input_forward` from ``SPLIT_B`` sequences on, on Wᵀ in panels."""
-    step_products(column_jobs(W.shape[0]), g, x, panels_T(W, "proj_W_T"), W.shape[0], W.shape[1], b, True)
+    step_products(column_jobs(W.shape[0]), g, rows_apart(x, "proj_x"), panels_T(W, "proj_W_T"), W.shape[0],
+                  W.shape[1], b, True)
 
 
 @composite
@@ -262,8 +263,8 @@ def input_backward(dx, dg, W):
 
 def _input_backward_halves(dx, dg, W):
     """:func:`input_backward` from ``SPLIT_B`` sequences on, on W in panels."""
-    step_products(column_jobs(W.shape[1]), dx, dg, panels(W, 0, W.shape[1], "proj_W"), W.shape[1], W.shape[0], W[0],
-                  False)
+    step_products(column_jobs(W.shape[1]), dx, rows_apart(dg, "proj_dg"), panels(W, 0, W.shape[1], "proj_W"),
+                  W.shape[1], W.shape[0], W[0], False)
 
 
 @inline
