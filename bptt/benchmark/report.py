@@ -45,9 +45,13 @@ def _slowed_text(rec) -> str:
     plain = rec.get("torch_plain")
     if not plain:
         return ""
+    pairs = plain.get("pairs", [])
+    again = (" and " + ", ".join(f"{p['ratio']:.1f}x" for p in pairs[1:]) + " timed again") if len(pairs) > 1 else ""
     if plain["slowed"]:
         return (f"  TORCH WORKER SLOWED: {plain['worker_over_plain']:.1f}x a plain torch process "
-                f"({_ms(plain['median_ms'])} ms)")
+                f"({_ms(plain['median_ms'])} ms){again}")
+    if again:
+        return f"  (plain torch {_ms(plain['median_ms'])} ms: {plain['worker_over_plain']:.1f}x{again})"
     return f"  (plain torch {_ms(plain['median_ms'])} ms)"
 
 

@@ -15,6 +15,7 @@ from .workers import _Timers, compile_times, plain_torch_times
 RATIO_MIN, TEACH_RATIO_MIN, PEAK_SHARE_MIN = 1.0, 3.0, 55.0   # the thresholds of TARGETS
 TORCH_SLOWED = 1.3   # the torch worker's step over a plain torch process's, above which a row is flagged
 PLAIN_CHECK = (("rnn", "char"),)   # the rows whose torch step is also timed in a plain process
+PLAIN_RECHECKS = 2   # pairs (torch worker, plain process) timed again when the first is over TORCH_SLOWED
 
 
 @dataclass
@@ -96,17 +97,34 @@ def _record(kind, spec, check, timed, peak) -> dict:
             "torch_pct_peak": 100.0 * tg / peak if peak else None, "check": check}
 
 
-def torch_plain_check(kind, spec, data, cfg: BenchConfig, worker_ms: float, isa=None) -> dict:
+def torch_plain_check(kind, spec, data, cfg: BenchConfig, worker_ms: float, isa=None, timers=None) -> dict:
     """The job's torch step timed in a plain process (:func:`~.workers.plain_torch_times`) and
     compared with the torch worker's median ``worker_ms``: above ``TORCH_SLOWED``× the worker
-    was slowed by something of bptt's, and its ratios flatter bptt."""
-    plain = plain_torch_times(kind, spec, data, cfg.threads, isa=isa, repeat=cfg.repeat,
-                              min_time=cfg.min_time, warmup=cfg.warmup)
-    s = summary(plain["times"])
+    was slowed by something of bptt's, and its ratios flatter bptt.
+
+    The plain process runs after the row, and a virtual machine's slow spells come and go within
+    seconds: a worker timed in a slow spell and a plain process in a quick one read 1.5× apart
+    with nothing of bptt's at work (two runs in ten on a Zen 4, docs/performance.md). So when the
+    first pair is over the limit, up to ``PLAIN_RECHECKS`` more pairs are timed, each the torch
+    worker alone (``timers``) and right after it a plain process, and the row is flagged only if
+    every pair is over the limit: a slowdown bptt causes (the 10× of issue 11) is there in every
+    pair. ``worker_over_plain`` is the first pair's; ``pairs`` holds them all."""
+    def plain_ms():
+        plain = plain_torch_times(kind, spec, data, cfg.threads, isa=isa, repeat=cfg.repeat,
+                                  min_time=cfg.min_time, warmup=cfg.warmup)
+        return plain, summary(plain["times"])
+
+    plain, s = plain_ms()
     ratio = worker_ms / s["median_ms"]
+    pairs = [{"worker_ms": worker_ms, "plain_ms": s["median_ms"], "ratio": ratio}]
+    while timers is not None and len(pairs) <= PLAIN_RECHECKS and min(p["ratio"] for p in pairs) > TORCH_SLOWED:
+        w = statistics.median(timers.time_alone("torch", kind, spec, data, cfg)) * 1e3
+        pl = plain_ms()[1]["median_ms"]
+        pairs.append({"worker_ms": w, "plain_ms": pl, "ratio": w / pl})
     return {**s, "what": "torch alone in a fresh process that imports numpy and torch only",
             "imported": plain["imported"], "torch_threads": plain["torch_threads"],
-            "worker_over_plain": ratio, "limit": TORCH_SLOWED, "slowed": ratio > TORCH_SLOWED}
+            "worker_over_plain": ratio, "pairs": pairs, "limit": TORCH_SLOWED,
+            "slowed": min(p["ratio"] for p in pairs) > TORCH_SLOWED}
 
 
 def bench_cell(timers, cell: str, shape_name: str, shape, cfg: BenchConfig, peak: float, isa=None,
@@ -122,7 +140,7 @@ def bench_cell(timers, cell: str, shape_name: str, shape, cfg: BenchConfig, peak
     row.update(_record("cell", spec, check, timed, peak))
     row["memory"] = timed["bptt"].get("memory", {})
     if plain:
-        row["torch_plain"] = torch_plain_check("cell", spec, data, cfg, row["torch_ms"], isa)
+        row["torch_plain"] = torch_plain_check("cell", spec, data, cfg, row["torch_ms"], isa, timers)
         row["torch_worker_slowed"] = row["torch_plain"]["slowed"]
     return _with_targets(row, isa, cfg.in_process)
 

@@ -183,7 +183,7 @@ class _Timers:
             return _answer(framework, request)
         return self.workers[framework].call(request)
 
-    def time(self, kind, spec, data, cfg, memory=False) -> dict:
+    def _job(self, kind, spec, data, cfg, memory=False) -> dict:
         job = {"kind": kind, "spec": spec, "repeat": cfg.repeat, "warmup": cfg.warmup,
                "min_time": cfg.min_time, "memory": memory}
         if self.in_process:
@@ -192,6 +192,20 @@ class _Timers:
             path = os.path.join(self.tmpdir, "data.npz")
             np.savez(path, **data)
             job["data"] = path
+        return job
+
+    def time_alone(self, framework, kind, spec, data, cfg) -> list:
+        """One framework's step times for a job, its slices run back to back (the other framework
+        idle): set up, timed as in :meth:`time`, done."""
+        self.call(framework, {"what": "setup", "job": self._job(kind, spec, data, cfg)})
+        times = []
+        for r, m in slices(cfg.repeat, cfg.min_time):
+            times += self.call(framework, {"what": "slice", "repeat": r, "min_time": m})["times"]
+        self.call(framework, {"what": "done"})
+        return times
+
+    def time(self, kind, spec, data, cfg, memory=False) -> dict:
+        job = self._job(kind, spec, data, cfg, memory)
         # one framework after the other, never both at once (they would share the cores), in
         # alternating slices: bptt, torch, torch, bptt, bptt, torch, ...
         out = {fw: dict(self.call(fw, {"what": "setup", "job": job}), times=[], slices=[]) for fw in FRAMEWORKS}
