@@ -104,7 +104,7 @@ def torch_plain_check(kind, spec, data, cfg: BenchConfig, worker_ms: float, isa=
 
     The plain process runs after the row, and a virtual machine's slow spells come and go within
     seconds: a worker timed in a slow spell and a plain process in a quick one read 1.5× apart
-    with nothing of bptt's at work (two runs in ten on a Zen 4, docs/performance.md). So when the
+    with nothing of bptt's at work (two runs in eight on a Zen 4, docs/performance.md). So when the
     first pair is over the limit, up to ``PLAIN_RECHECKS`` more pairs are timed, each the torch
     worker alone (``timers``) and right after it a plain process, and the row is flagged only if
     every pair is over the limit: a slowdown bptt causes (the 10× of issue 11) is there in every
