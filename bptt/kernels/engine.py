@@ -518,9 +518,10 @@ c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :fu
 # The avx512 family's blocks read 12 rows at once, and they evicted each other: one Zen 4 core's
 # step product (32 rows of h_prev, K = 1024, 2048 columns) ran at 78 GFLOP/s against 99 with
 # K = 1040. A sweep step's rows are therefore copied apart first (step_product, apart): once a
-# step, the copy serves all the step's columns. The large products by tile (acc_panels) are not:
-# there each copy served 8 panels, and the fastrnns dx pass (A = the gate gradients, rows of 8 KB)
-# took 74-84 ms with it against 71-72 without (docs/performance.md, seventeenth session).
+# step, the copy serves all the step's columns. The large products copy the whole of such an A
+# once, in one parallel pass before their jobs (rows_apart); per tile (in acc_panels) each copy
+# served only 8 panels, read A as short strided runs, and cost the fastrnns dx pass more than it
+# saved (docs/performance.md, seventeenth and eighteenth sessions).
 
 ALIAS = 4096     # bytes: rows a multiple of this apart fall into one set of L1
 ALIAS_ROWS = 4   # rows a block may read at once from one set (the avx2 and generic blocks: 4)
