@@ -13,8 +13,8 @@ Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain N
 """
 from ..jit import composite, inline, jobs
 from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
-                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, rows_apart, scratch,
-                     transpose_rows_into, transposed, transposed_copy)
+                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, rows_apart,
+                     scratch, transpose_rows_into, transposed, transposed_copy)
 
 
 SWAP_WORK = 1 << 22   # multiply-adds from which a forward with few rows may run transposed

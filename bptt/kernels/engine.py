@@ -572,8 +572,8 @@ def rows_apart(A, name):
     block of columns: copied once, in one parallel pass, rather than per tile (which read A as
     short strided runs and cost more than it saved, docs/performance.md). At `deepbench` (two
     threads, Zen 4) the LSTM's input projection (A = x, rows of 1024) took 36 ms against 40-50,
-    dx (A = the gate gradients, rows of 4096) 39 against 50, and at `fastrnns` dx (rows of 2048
-    and the same stride modulo 4 KB ... 8 KB) 74-78 against 92-97. A copy: the same bits."""
+    dx (A = the gate gradients, rows of 4096) 39 against 50, and at `fastrnns` dx (rows of 2048,
+    8 KB apart) 74-78 against 92-97. A copy: the same bits."""
     if not (rows_alias(A) and A.flags.c_contiguous):
         return A
     K = A.shape[-1]

@@ -44,8 +44,8 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_panels, acc_tile,
-                     rows_apart, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
-                     block_product, chunk_rows, copy_rows, step_product, n_panels,
+                     add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
+                     block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into,
                      LAST_PANELS, LAST_PANELS_T)
