@@ -536,15 +536,23 @@ def aliased(A, n0, n1):
 
 
 @inline
+def apart_stride(K, itemsize):
+    """The row length, in numbers, of a copy of rows of K numbers whose rows start an odd number
+    of whole cache lines apart (:func:`unaliased_copy`, :func:`rows_apart`)."""
+    e = 64 // itemsize
+    ld = (K + e - 1) // e * e
+    if ld // e % 2 == 0:
+        ld += e
+    return ld
+
+
+@inline
 def unaliased_copy(A, n0, n1, k0, k1):
     """A[n0:n1, k0:k1] copied into a fresh array whose rows start 64·(odd) bytes apart modulo
     ``ALIAS`` (whole cache lines, each row in other sets of L1 than the last 63), starting on a
     64-byte boundary. A copy: the bits are A's."""
     K = k1 - k0
-    e = 64 // A.itemsize
-    ld = (K + e - 1) // e * e
-    if ld // e % 2 == 0:
-        ld += e
+    ld = apart_stride(K, A.itemsize)
     A2 = aligned_vector((n1 - n0) * ld, A).reshape((n1 - n0, ld))
     for r in range(n1 - n0):
         src = A[n0 + r, k0:k1]
@@ -578,10 +586,7 @@ def rows_apart(A, name):
         return A
     K = A.shape[-1]
     N = A.size // K
-    e = 64 // A.itemsize
-    ld = (K + e - 1) // e * e
-    if ld // e % 2 == 0:
-        ld += e
+    ld = apart_stride(K, A.itemsize)
     out = scratch(name, N * ld, A.dtype).reshape((N, ld))[:, :K]
     _copy_rows_apart((N + COPY_ROWS - 1) // COPY_ROWS, out, A.reshape((N, K)))
     return out.reshape(A.shape)
@@ -590,11 +595,7 @@ def rows_apart(A, name):
 @jobs
 def _copy_rows_apart(j, njobs, dst, src):
     """Rows j·COPY_ROWS ... of :func:`rows_apart`'s copy."""
-    for n in range(j * COPY_ROWS, min(src.shape[0], j * COPY_ROWS + COPY_ROWS)):
-        d = dst[n]
-        s = src[n]
-        for k in range(s.shape[0]):
-            d[k] = s[k]
+    copy_rows(dst, src, j * COPY_ROWS, min(src.shape[0], j * COPY_ROWS + COPY_ROWS))
 
 
 @inline
