@@ -21,7 +21,8 @@ def test_micro_files_are_what_the_generator_writes(isa):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11),
                                        (1, 9, 100, 0), (2, 3, 65, 1), (1, 300, 400, 2), (1, 5, 129, 0),
-                                       (23, 40, 70, 0)])
+                                       (23, 40, 70, 0), (13, 300, 70, 0), (25, 40, 100, 1), (50, 7, 64, 0),
+                                       (14, 5, 33, 0)])
 def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
     """Every micro-kernel, tail and k-block computes s = fma(a, b, s) over k in order: bitwise
     the result of the element-by-element loop, for strided A views too, with Bm packed from an
@@ -64,6 +65,42 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     ref = C0.astype(np.float64) + A.astype(np.float64) @ Bm[:, boff:].astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     assert np.max(np.abs(C1 - ref)) <= tol * max(1.0, np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N", [25, 26, 49, 50, 98])
+def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N):
+    """A tile's last block of R rows takes up to X rows left below it (avx512: 25 rows as 12 +
+    13, 50 as 48 + 14), and a range of rows whose last tile would hold only those rows ends its
+    tile there instead (engine.tile_end): the step and block products still compute every output
+    as the plain fma chain, bitwise, across k-blocks (K > KC) and column tails."""
+    from bptt.jit import kernel
+
+    @kernel(parallel=False)
+    def block(C, A, P):
+        engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1])
+
+    @kernel(parallel=False)
+    def scalar(C, A, Bm):
+        engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], 0, 0, A.shape[1])
+
+    rng = np.random.default_rng(N)
+    for K, M in ((300, 70), (65, 1024)):
+        A = rng.standard_normal((N, K)).astype(dtype)
+        Bm = rng.standard_normal((K, M)).astype(dtype)
+        C0 = rng.standard_normal((N, M)).astype(dtype)
+        want = C0.copy()
+        scalar(want, A, Bm)
+        P = engine.packed(Bm, 0, M)
+        got = C0.copy()
+        block(got, A, P)
+        assert np.array_equal(got, want)
+        got = C0.copy()
+        engine.step_product(got, A, P, 0, N, M, K)
+        assert np.array_equal(got, want)
+    if engine.micro.X and 0 < N - engine.ROWS <= engine.micro.X:   # 49, 50 rows: one tile, not 48 + 1 or 2
+        assert engine.tile_end(0, N) == N
+    assert engine.tile_end(0, engine.ROWS + engine.micro.X + 1) == engine.ROWS
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

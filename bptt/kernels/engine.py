@@ -479,12 +479,15 @@ def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1):
 
 def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     """As :func:`_acc_panels_by_panel`, for families whose panel is one block wide: the rows in
-    whole blocks of ``micro.R`` panel by panel, and each row left over (a single sequence, or
-    the last of a chunk) ``micro.ROW_PANELS`` panels at a time in one k loop, for enough vector
+    whole blocks of ``micro.R`` panel by panel (up to ``micro.X`` rows left below them joining
+    the last block: a chunk of 25 rows runs 12 + 13), and each row left over (a single sequence,
+    or the last of a chunk) ``micro.ROW_PANELS`` panels at a time in one k loop, for enough vector
     chains in flight (:mod:`bptt.kernels.microgen`), right after the blocks of those panels,
     while their slivers are still in cache (the 25th row of a 25-row chunk, K = 65: 0.45-1.26 →
     0.22-0.89 µs, one core; docs/performance.md). The same fma chains, so the same bits."""
     nR = n0 + (n1 - n0) // micro.R * micro.R
+    if nR > n0 and n1 - nR <= micro.X:   # the tile's last block of R takes these rows (13 or 14)
+        nR = n1
     while micro.R2 and n1 - nR >= micro.R2:   # the tile runs these rows as blocks of R2
         nR += micro.R2
     p0 = c0 // PANEL
@@ -751,6 +754,16 @@ def k_block(q, nkb, k0, k1):
 
 
 @inline
+def tile_end(r0, n1):
+    """The end of the tile of rows that starts at r0, in a range that ends at n1: ``ROWS`` rows
+    on, or n1 when at most ``micro.X`` rows would be left after it, which the tile's last block
+    then takes (a 13 or 14-row block, :mod:`bptt.kernels.microgen`) instead of a tile of its own
+    that would run them one row at a time."""
+    e = min(n1, r0 + ROWS)
+    return n1 if n1 - e <= micro.X else e
+
+
+@inline
 def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] over a block of C, Bm in panels P, with the
     k-blocks outermost: for each KC × COLS block of Bm (about 240 KB, in L2), every tile of
@@ -766,8 +779,11 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
         ce = min(c1, cb + COLS)
         for q in range(nkb):
             kb, ke = k_block(q, nkb, k0, k1)
-            for r0 in range(n0, n1, ROWS):
-                acc_panels(C, A, P, r0, min(n1, r0 + ROWS), cb, ce, kb, ke)
+            r0 = n0
+            while r0 < n1:
+                r1 = tile_end(r0, n1)
+                acc_panels(C, A, P, r0, r1, cb, ce, kb, ke)
+                r0 = r1
 
 
 # --- the pieces every recurrent sweep shares (rnn.py, lstm.py, gru.py) -------------------------
@@ -814,8 +830,11 @@ def _step_product(out, a, P, r0, r1, N, K):
         acc_panels(out, a, P, r0, r1, 0, N, 0, K)
     else:
         for c0 in range(0, N, COLS):
-            for n0 in range(r0, r1, ROWS):
-                acc_panels(out, a, P, n0, min(r1, n0 + ROWS), c0, min(N, c0 + COLS), 0, K)
+            n0 = r0
+            while n0 < r1:
+                n1 = tile_end(n0, r1)
+                acc_panels(out, a, P, n0, n1, c0, min(N, c0 + COLS), 0, K)
+                n0 = n1
 
 
 @inline

@@ -30,6 +30,7 @@ PANEL = 24   # columns of a packed panel of B: a whole number of 12-wide blocks
 NARROW = 4   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = 4   # rows of the main block
 R2 = 0   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
+X = 0   # up to this many rows left below a block of R are taken by the last block of R, 12 wide (0: none)
 ROW_PANELS = 1   # a single row takes this many panels at once (body_1x12x1p), when > 1
 STREAM = None   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 

@@ -26,7 +26,12 @@ avx2       256     4 × 24    1 × 24       24     12 ymm sums + 3 of B + 1 broa
 generic    128     4 × 12    1 × 12       24     12 xmm sums + 3 of B + 1 broadcast (of 16)
 =========  ======  ========  ===========  =====  ============================================
 
-(avx512's 4 × 32 tail block takes the rows left over four at a time: ``R2``.)
+(avx512's 4 × 32 tail block takes the rows left over four at a time: ``R2``. Its last block of
+12 takes 1 or 2 rows left below it, as one 13 × 32 or 14 × 32 block (26 or 28 sums + 2 of B, of
+32 registers; 113 GFLOP/s on a Zen 4 core like 12 × 32, where a single row runs at about half
+that): ``X``. A chunk of 25 rows, half of a batch of 50, runs 12 + 13 instead of 12 + 12 + 1,
+and one-core step products of 25 and 50 rows ran 3 and 5 % faster (2 % for an untouched
+24-row control; docs/performance.md, nineteenth session). A 15-row block spilled: 93 GFLOP/s.)
 
 Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). A panel is
 one block wide, so the K × W sliver a kernel reads is contiguous: the hardware prefetcher
@@ -63,12 +68,12 @@ them give the same bits, on any tiling and at any thread count.
 import os
 from collections import namedtuple
 
-Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2")
+Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2 X")
 
 FAMILIES = {
-    "avx512": Family("avx512", 512, "bcast", 12, 32, 32, 32, 16, 4),
-    "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8, 0),
-    "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4, 0),
+    "avx512": Family("avx512", 512, "bcast", 12, 32, 32, 32, 16, 4, 2),
+    "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8, 0, 0),
+    "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4, 0, 0),
 }
 
 
@@ -89,7 +94,8 @@ def sizes(f: Family):
     """(R, W) of every single-block kernel of family ``f``: R-row blocks (the main width and the
     tails), then single rows."""
     tail = tuple((f.R2, w) for w in _powers_below(f.W)) if f.R2 else ()
-    return (tuple((f.R, w) for w in _powers_below(f.W)) + tail
+    extra = tuple((f.R + x, f.W) for x in range(1, f.X + 1))
+    return (tuple((f.R, w) for w in _powers_below(f.W)) + tail + extra
             + tuple((1, w) for w in _powers_below(f.W1)))
 
 
@@ -131,6 +137,7 @@ PANEL = {panel}   # columns of a packed panel of B: a whole number of {W}-wide b
 NARROW = {narrow}   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = {R}   # rows of the main block
 R2 = {R2}   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
+X = {X}   # up to this many rows left below a block of R are taken by the last block of R, {W} wide (0: none)
 ROW_PANELS = {row_panels}   # a single row takes this many panels at once (body_1x{W1}x{row_panels}p), when > 1
 STREAM = {stream!r}   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 '''
@@ -259,10 +266,11 @@ def _tail_lines(indent, R, widths):
     return out
 
 
-def _single_rows(indent, f: Family):
-    """The code for one single row n (B = 1, or the rows left below a block of R)."""
+def _single_rows(indent, f: Family, start="c0"):
+    """The code for one single row n (B = 1, or the rows left below a block of R), from column
+    ``start``."""
     W1 = f.W1
-    L = [f"{indent}c = c0"]
+    L = [f"{indent}c = {start}"]
     if pairs(f):
         L += [f"{indent}while c + {2 * W1} <= c1:          # pairs: twice the vector chains in flight",
               f"{indent}    {_call(1, W1, W1)}",
@@ -298,6 +306,8 @@ def tile_source(f: Family) -> str:
             "\n    columns left), then the same tails." if pairs(f) else
             f"    the rest; a single row runs blocks of {W1}, then the same tails."),
            *([f"    {f.R2} to {R - 1} rows left over first run one block of {f.R2} rows, with the same widths."] if f.R2 else []),
+           *([f"    1 to {f.X} rows left below a block of {R} join it: one block of {R + 1} to {R + f.X} rows, {W} wide",
+              "    (the columns past the last such block run them one row at a time)."] if f.X else []),
            "    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``.\"\"\"",
            "    n0 = 0; n1 = N; c0 = 0; c1 = M",
            "    for kb in range(k0, k1, KC):",
@@ -315,13 +325,22 @@ def tile_source(f: Family) -> str:
         L += _single_rows("                ", f)
         L += ["                n += 1"]
         return "\n".join(L) + "\n"
-    main = [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}",
-            "        c = c0",
-            f"        while c + {W} <= c1:               # a column block down every row block"]
+    main = [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}"]
+    nB = "nR"
+    if f.X:
+        main += [f"        nX = n1 - nR if nR > n0 and n1 - nR <= {f.X} else 0   # rows the last block takes on",
+                 f"        nB = nR - {R} if nX > 0 else nR    # the {W}-wide blocks of {R} end here"]
+        nB = "nB"
+    main += ["        c = c0",
+             f"        while c + {W} <= c1:               # a column block down every row block"]
+    extra = []
+    for x in range(1, f.X + 1):   # the last block of R with the x rows left below it, one body
+        extra += [f"            {'if' if x == 1 else 'elif'} nX == {x}:",
+                  "                n = nB",
+                  f"                {_call(R + x, W)}"]
     if stream(f) is None:
-        L = doc + main + [f"            for n in range(n0, nR, {R}):",
-                          f"                {_call(R, W)}",
-                          f"            c += {W}"]
+        L = doc + main + [f"            for n in range(n0, {nB}, {R}):",
+                          f"                {_call(R, W)}"] + extra + [f"            c += {W}"]
     else:
         doc = doc[:-4] + [
             "",
@@ -335,19 +354,25 @@ def tile_source(f: Family) -> str:
         L += main + [
             "            if stream:",
             "                step = share * 16 // (ke - kb)",
-            f"                for n in range(n0, nR, {R}):",
+            f"                for n in range(n0, {nB}, {R}):",
             f"                    micro_{R}x{W}s(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke,",
             f"                               c + ke * ldb + (n - n0) // {R} * share, step)",
             "            else:",
-            f"                for n in range(n0, nR, {R}):",
-            f"                    {_call(R, W)}",
+            f"                for n in range(n0, {nB}, {R}):",
+            f"                    {_call(R, W)}"] + extra + [
             f"            c += {W}"]
+    if f.X:
+        L += ["        cw = c"]
     for w in wR[1:]:
         L += [f"        if c + {w} <= c1:" if w > 1 else "        if c < c1:",
               f"            for n in range(n0, nR, {R}):",
               f"                {_call(R, w)}"]
         if w > 1:
             L += [f"            c += {w}"]
+    if f.X:
+        L += ["        for n in range(nR, nR + nX):       # the rows the last block took, past its columns"]
+        L += _single_rows("            ", f, start="cw")
+        L += ["        nR += nX"]
     if f.R2:
         R2 = f.R2
         L += [f"        while n1 - nR >= {R2}:                # {R2} of the rows left in one block ({R2 * W // (f.bits // 32)} vector chains)",
@@ -366,7 +391,7 @@ def tile_source(f: Family) -> str:
 def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
-                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R, R2=f.R2,
+                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R, R2=f.R2, X=f.X,
                           imports='caller, panels_caller' if row_panels(f) > 1 else 'caller',
                           stream=stream(f),
                           W1=f.W1, row_panels=row_panels(f))
