@@ -9,6 +9,7 @@ Reference twins: :mod:`bptt.reference.losses` (same names and signatures, plain 
 import math
 
 from ..jit import inline, kernel, prange
+from .activations import exp
 
 
 @kernel
@@ -52,11 +53,13 @@ def softmax_xent_rows(row_loss, dlogits, logits, targets, weight, scale):
         for v in range(1, V):
             if logits[n, v] > m:
                 m = logits[n, v]
+        dn = dlogits[n]
+        zn = logits[n]
+        for v in range(V):   # the exponentials first, in a loop of their own, which vectorises
+            dn[v] = exp(zn[v] - m)   # (float32: activations.exp32, not libm's scalar expf)
         s = 0.0
-        for v in range(V):
-            e = math.exp(logits[n, v] - m)
-            dlogits[n, v] = e
-            s += e
+        for v in range(V):   # then their sum, in order (a float64 sum in one order: no vectors)
+            s += dn[v]
         t = targets[n]
         row_loss[n] = w * (m + math.log(s) - logits[n, t])
         c = w * scale / s
