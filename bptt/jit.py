@@ -106,6 +106,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import threading
 import time
 import types
@@ -898,6 +899,7 @@ def _serial_jobs_last(njobs, *args):
 _PROBE_FIRST = 32    # a pipeline tries the other way of running its jobs after this many calls,
 _PROBE_MAX = 1024    # and, while that way keeps losing, after twice as many each time, up to this
 _PROBE_RUNS = 4      # calls of a try: one to wake the other way's threads, three timed
+_RECENT = 9          # calls of the way in use whose median a try is compared with
 
 
 class JobSet:
@@ -921,7 +923,7 @@ class JobSet:
         self._last = last
         # a pipeline's choice between running its jobs side by side or in order (_run_timed)
         self._side_by_side = True
-        self._seconds = {True: None, False: None}
+        self._seconds = {True: None, False: None}   # each way's last _RECENT call times
         self._runs = {True: 0, False: 0}
         self._calls = 0
         self._interval = _PROBE_FIRST
@@ -970,12 +972,17 @@ class JobSet:
         needs both cores. With more threads than free cores (other processes, or ``pytest -n``)
         a job can wait a whole time slice for the other: one LSTM `teach` step took 7.4 ms side
         by side against 0.48 in order, beside two busy processes (docs/performance.md). So each
-        call is timed (a running average per way), and every ``_interval`` calls the other way is
-        tried for ``_PROBE_RUNS`` calls: the first untimed (run in order for a while, the thread
+        call is timed (the last ``_RECENT`` per way), and every ``_interval`` calls the other way
+        is tried for ``_PROBE_RUNS`` calls: the first untimed (run in order for a while, the thread
         pool has gone to sleep, and waking it took longer than the gain: a pipeline once stayed in
-        order for good), then it is taken if the others averaged under 0.8 of the current way's
-        average; if not, the next try waits twice as long (up to ``_PROBE_MAX`` calls). The first
-        two calls of each way (which compile or load its launcher) are not timed."""
+        order for good), then it is taken if the others' median is under 0.8 of the median of the
+        current way's recent calls; if not, the next try waits twice as long (up to
+        ``_PROBE_MAX`` calls). The first two calls of each way (which compile or load its
+        launcher) are not timed. Medians, not running averages: a few calls slowed by the machine
+        (a 7 ms spike on a virtual machine) had lifted the average of the LSTM `teach` forward
+        pipeline side by side from 62 to 192 µs, it went in order (99 µs), which also left the
+        backward pipeline a sleeping pool to wake at every call, and that process's step took
+        300 µs instead of 200 until the end (docs/performance.md, nineteenth session)."""
         self._calls += 1
         if self._probe_left == 0 and self._calls >= self._interval:
             self._probe_left = _PROBE_RUNS
@@ -991,9 +998,13 @@ class JobSet:
         self._runs[side] += 1
         if self._runs[side] <= 2:
             return                 # a probe then goes on until it has its timed calls
-        mean = self._seconds[self._side_by_side]
         if not probe:
-            self._seconds[side] = dt if mean is None else mean + 0.25 * (dt - mean)
+            recent = self._seconds[side]
+            if recent is None:
+                recent = self._seconds[side] = []
+            recent.append(dt)
+            if len(recent) > _RECENT:
+                del recent[0]
             return
         self._probe_left -= 1
         if self._probe_left < _PROBE_RUNS - 1:    # not the first call of the probe
@@ -1001,10 +1012,11 @@ class JobSet:
         if self._probe_left > 0:
             return
         self._calls = 0
-        tried = sum(self._probe_seconds) / len(self._probe_seconds)
-        if mean is not None and tried < 0.8 * mean:
+        tried = statistics.median(self._probe_seconds)
+        recent = self._seconds[self._side_by_side]
+        if recent and tried < 0.8 * statistics.median(recent):
             self._side_by_side = side
-            self._seconds[side] = tried
+            self._seconds[side] = list(self._probe_seconds)
             self._interval = _PROBE_FIRST
         else:
             self._interval = min(_PROBE_MAX, 2 * self._interval)

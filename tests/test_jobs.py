@@ -124,3 +124,36 @@ def test_a_pipeline_in_order_goes_back_side_by_side_despite_a_slow_first_call(th
     assert _two_jobs._side_by_side is True
     assert last[-10:] == ["side by side"] * 10
     assert out[0] == out[1] == 100
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+def test_a_pipeline_side_by_side_stays_so_through_a_few_slow_calls(threads, monkeypatch):
+    # a virtual machine slows a call now and then: a few such calls must not send a pipeline in
+    # order when in order is slower (a running average of the calls once did)
+    threads(2)
+    out = np.zeros(2)
+    real_ser = _two_jobs.serial_build
+    calls = []
+
+    def side_by_side(*args):
+        import time
+        calls.append("side by side")
+        time.sleep(0.03 if len(calls) % 10 == 5 else 0.002)   # every tenth call slowed
+        real_ser(*args)
+
+    def in_order(*args):
+        import time
+        calls.append("in order")
+        time.sleep(0.003)
+        real_ser(*args)
+
+    monkeypatch.setattr(_two_jobs, "parallel_build", side_by_side)
+    monkeypatch.setattr(_two_jobs, "serial_build", in_order)
+    for k, v in {"_side_by_side": True, "_calls": 0, "_interval": 32, "_probe_left": 0,
+                 "_runs": {True: 3, False: 3}, "_seconds": {True: None, False: None}}.items():
+        monkeypatch.setattr(_two_jobs, k, v)
+    for _ in range(150):
+        _two_jobs(2, out)
+    assert _two_jobs._side_by_side is True
+    assert "in order" in calls            # it did try the other way
+    assert out[0] == out[1] == 150
