@@ -67,6 +67,13 @@ def _two_jobs(j, njobs, out):
     out[j] += 1.0
 
 
+def _fresh_pipeline(monkeypatch, side_by_side):
+    """_two_jobs as a pipeline that has just compiled both ways and timed nothing yet."""
+    for k, v in {"_side_by_side": side_by_side, "_calls": 0, "_interval": 32, "_probe_left": 0,
+                 "_runs": {True: 3, False: 3}, "_seconds": {True: None, False: None}}.items():
+        monkeypatch.setattr(_two_jobs, k, v)
+
+
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
 def test_a_pipeline_runs_its_jobs_in_order_where_side_by_side_is_slower(threads, monkeypatch):
     # beside busy processes a pipeline's jobs can wait a time slice for each other: a pipeline
@@ -116,9 +123,7 @@ def test_a_pipeline_in_order_goes_back_side_by_side_despite_a_slow_first_call(th
 
     monkeypatch.setattr(_two_jobs, "parallel_build", side_by_side)
     monkeypatch.setattr(_two_jobs, "serial_build", in_order)
-    for k, v in {"_side_by_side": False, "_calls": 0, "_interval": 32, "_probe_left": 0,
-                 "_runs": {True: 3, False: 3}, "_seconds": {True: None, False: None}}.items():
-        monkeypatch.setattr(_two_jobs, k, v)
+    _fresh_pipeline(monkeypatch, side_by_side=False)
     for _ in range(100):
         _two_jobs(2, out)
     assert _two_jobs._side_by_side is True
@@ -149,9 +154,7 @@ def test_a_pipeline_side_by_side_stays_so_through_a_few_slow_calls(threads, monk
 
     monkeypatch.setattr(_two_jobs, "parallel_build", side_by_side)
     monkeypatch.setattr(_two_jobs, "serial_build", in_order)
-    for k, v in {"_side_by_side": True, "_calls": 0, "_interval": 32, "_probe_left": 0,
-                 "_runs": {True: 3, False: 3}, "_seconds": {True: None, False: None}}.items():
-        monkeypatch.setattr(_two_jobs, k, v)
+    _fresh_pipeline(monkeypatch, side_by_side=True)
     for _ in range(150):
         _two_jobs(2, out)
     assert _two_jobs._side_by_side is True
