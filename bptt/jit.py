@@ -104,6 +104,7 @@ iteration, with a fixed inner summation order. No reduction is ever split across
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import statistics
@@ -999,12 +1000,9 @@ class JobSet:
         if self._runs[side] <= 2:
             return                 # a probe then goes on until it has its timed calls
         if not probe:
-            recent = self._seconds[side]
-            if recent is None:
-                recent = self._seconds[side] = []
-            recent.append(dt)
-            if len(recent) > _RECENT:
-                del recent[0]
+            if self._seconds[side] is None:
+                self._seconds[side] = collections.deque(maxlen=_RECENT)
+            self._seconds[side].append(dt)
             return
         self._probe_left -= 1
         if self._probe_left < _PROBE_RUNS - 1:    # not the first call of the probe
@@ -1016,7 +1014,7 @@ class JobSet:
         recent = self._seconds[self._side_by_side]
         if recent and tried < 0.8 * statistics.median(recent):
             self._side_by_side = side
-            self._seconds[side] = list(self._probe_seconds)
+            self._seconds[side] = collections.deque(self._probe_seconds, maxlen=_RECENT)
             self._interval = _PROBE_FIRST
         else:
             self._interval = min(_PROBE_MAX, 2 * self._interval)

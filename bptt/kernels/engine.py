@@ -764,6 +764,17 @@ def tile_end(r0, n1):
 
 
 @inline
+def acc_tiles(C, A, P, n0, n1, c0, c1, k0, k1):
+    """:func:`acc_panels` over rows n0:n1 in tiles of at most ``ROWS`` rows (:func:`tile_end`),
+    one after the other: the same sums, each tile's block of A reused by every panel from L2."""
+    r0 = n0
+    while r0 < n1:
+        r1 = tile_end(r0, n1)
+        acc_panels(C, A, P, r0, r1, c0, c1, k0, k1)
+        r0 = r1
+
+
+@inline
 def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] over a block of C, Bm in panels P, with the
     k-blocks outermost: for each KC × COLS block of Bm (about 240 KB, in L2), every tile of
@@ -779,11 +790,7 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
         ce = min(c1, cb + COLS)
         for q in range(nkb):
             kb, ke = k_block(q, nkb, k0, k1)
-            r0 = n0
-            while r0 < n1:
-                r1 = tile_end(r0, n1)
-                acc_panels(C, A, P, r0, r1, cb, ce, kb, ke)
-                r0 = r1
+            acc_tiles(C, A, P, n0, n1, cb, ce, kb, ke)
 
 
 # --- the pieces every recurrent sweep shares (rnn.py, lstm.py, gru.py) -------------------------
@@ -830,11 +837,7 @@ def _step_product(out, a, P, r0, r1, N, K):
         acc_panels(out, a, P, r0, r1, 0, N, 0, K)
     else:
         for c0 in range(0, N, COLS):
-            n0 = r0
-            while n0 < r1:
-                n1 = tile_end(n0, r1)
-                acc_panels(out, a, P, n0, n1, c0, min(N, c0 + COLS), 0, K)
-                n0 = n1
+            acc_tiles(out, a, P, r0, r1, c0, min(N, c0 + COLS), 0, K)
 
 
 @inline

@@ -43,11 +43,11 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
                    side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
-from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_panels, acc_tile,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
                      add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
-                     sweep_chunks, tile_end, transpose_into, transpose_rows_into,
+                     sweep_chunks, transpose_into, transpose_rows_into,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -209,11 +209,7 @@ def step_products(j, njobs, C3, A3, P, M, K, b, bias):
         for q in range(nkb):   # equal k-blocks, as block_product's
             kb, ke = k_block(q, nkb, 0, K)
             for t in range(t0, t1):
-                r0 = b0
-                while r0 < b1:
-                    r1 = tile_end(r0, b1)
-                    acc_panels(C3[t], A3[t], P, r0, r1, c0, c1, kb, ke)
-                    r0 = r1
+                acc_tiles(C3[t], A3[t], P, b0, b1, c0, c1, kb, ke)
 
 
 def column_jobs(M):
