@@ -477,6 +477,47 @@ def test_split_weight_grads_are_the_same_bits_either_way(B, d, dtype, monkeypatc
             assert np.array_equal(u, v), name
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [rnn.SPLIT_B, rnn.SPLIT_B + 3])
+@pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])
+def test_the_fused_sweep_puts_da_into_the_weight_gradient_panels_with_the_same_bits(B, d, dtype, nthreads,
+                                                                                     monkeypatch):
+    """The LSTM's fused backward sweep can write each step's da straight into the panels the
+    transposed weight-gradient pass copies dg into (lstm_backward_fused(..., in_panels=True), then
+    weight_grads_shared(..., filled=True), which reads the bias sums from those panels). The
+    state gradients, dx, every dW and db are bitwise those of the sweep that writes da and the
+    pass that copies it: 4H past one block of WG_ROWS columns (a partial block and panel), an
+    odd batch half, both directions, one thread and two."""
+    from bptt.kernels.engine import PANEL
+    monkeypatch.setattr(rnn, "wg_transposed", lambda N, K: True)   # the transposed pass at a small T·B
+    T, I, H = 4, PANEL + 5, rnn.WG_ROWS // 4 + 3
+    G4 = 4 * H
+    assert rnn.gates_in_panels(T, B, I, H)
+    rng = np.random.default_rng(B + d)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    u = lambda *s: rng.uniform(0.05, 0.95, s).astype(dtype)  # noqa: E731
+    gates, c, c0 = u(T, B, G4), r(T, B, H), r(B, H)
+    tc, dy, x, y, h0 = np.tanh(c), r(T, B, 2 * H), r(T, B, I), r(T, B, 2 * H), r(B, H)
+    dh_n, dc_n, W_hh, W_ih = r(B, H), r(B, H), r(G4, H), r(G4, I)
+    outs = []
+    for in_panels in (False, True):
+        da = np.full((T, B, G4), np.nan, dtype)
+        dh0, dc0, dh, dc = (np.full((B, H), 0.5, dtype) for _ in range(4))
+        dx = np.full((T, B, I), 0.5, dtype)
+        lstm.lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, d * H, d == 1,
+                                 dx, W_ih, in_panels)
+        assert np.isnan(da).all() == in_panels   # filled: da itself is not written
+        grads = [np.full((G4, I), 0.25, dtype), np.full(G4, 0.25, dtype), np.full((G4, H), 0.25, dtype),
+                 np.full(G4, 0.25, dtype)]
+        rnn.weight_grads_shared(*grads, da, x, y, h0, d * H, d == 1, in_panels)
+        outs.append([dh0, dc0, dx] + grads)
+    for name, a, b in zip(("dh0", "dc0", "dx", "dW_ih", "db_ih", "dW_hh", "db_hh"), *outs):
+        assert np.array_equal(a, b), name
+    with pytest.raises(ValueError, match="panels"):   # filled only where the pass reads panels
+        rnn.weight_grads_shared(*outs[0][3:], da[:, :rnn.SPLIT_B - 1], x[:, :rnn.SPLIT_B - 1], y[:, :rnn.SPLIT_B - 1],
+                                h0[:rnn.SPLIT_B - 1], d * H, d == 1, True)
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("B", [rnn.SPLIT_B + 3, rnn.SPLIT_B + 12])
 def test_weight_grads_ignore_what_their_scratch_held(B, transposed, monkeypatch):

@@ -27,13 +27,13 @@ import numpy as np
 
 from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_bias_rows, apart, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, pack_all_into,
-                     L2_BYTES, panels, panels_T, row_chunks, scratch_panels, step_product,
+from .engine import (add_bias_rows, apart, apart_stride, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T,
+                     pack_all_into, L2_BYTES, panels, panels_T, row_chunks, scratch, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
-from .rnn import (PIPE_STEPS, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,
+from .rnn import (PIPE_STEPS, gate_panels, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,
                   pipe_forward_buffers, pipe_project, wide, wide_grads, wide_grads_done, wide_packed,
-                  wide_packed_T, wide_products, wide_step, wide_step_done, wide_units)
+                  wide_packed_T, wide_products, wide_step, wide_step_done, wide_units, rows_into_gate_panels)
 
 
 @composite
@@ -122,16 +122,17 @@ def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1):
 
 
 @inline
-def lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, r0, r1, u0, u1):
-    """da_t of step t for rows r0:r1 and units u0:u1 (the formulas of :func:`lstm_backward`) from
-    the carried dh, dc; then dc ⊙= f there, and dh ← 0 there (the product adds da_t·W_hh into it).
-    cp: c_prev (B, H). Row views from 0, so that the loops vectorise."""
+def lstm_gate_grads(dat, dh, dc, dy, gates, tc, cp, t, off, r0, r1, u0, u1):
+    """da_t of step t into dat (B, 4H) for rows r0:r1 and units u0:u1 (the formulas of
+    :func:`lstm_backward`) from the carried dh, dc; then dc ⊙= f there, and dh ← 0 there (the
+    product adds da_t·W_hh into it). cp: c_prev (B, H). Row views from 0, so that the loops
+    vectorise."""
     H = gates.shape[2] // 4
     n = u1 - u0
     one = gates.dtype.type(1.0)   # in the arrays' dtype (a 1.0 would make it float64)
     for b in range(r0, r1):
         gb = gates[t, b]
-        dab = da[t, b]
+        dab = dat[b]
         gi, gf, gg, go = gb[u0:u1], gb[H + u0:H + u1], gb[2 * H + u0:2 * H + u1], gb[3 * H + u0:3 * H + u1]
         dai, daf = dab[u0:u1], dab[H + u0:H + u1]
         dag, dao = dab[2 * H + u0:2 * H + u1], dab[3 * H + u0:3 * H + u1]
@@ -210,27 +211,47 @@ def _lstm_forward_rows_fused(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, revers
 
 
 @composite
-def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih):
+def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih,
+                        in_panels=False):
     """:func:`lstm_backward` and then ``input_backward`` (dx_t += da_t·W_ih), step by step in one
-    sweep: the arguments of :func:`lstm_backward`, then dx (T, B, I) accumulated and W_ih (4H, I)."""
-    _lstm_backward_rows_fused(sweep_chunks(gates.shape[1]), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc,
-                              c0, off, reverse, dx, panels(W_ih, 0, W_ih.shape[1], "fused_W_ih"), W_hh)
+    sweep: the arguments of :func:`lstm_backward`, then dx (T, B, I) accumulated and W_ih (4H, I).
+
+    ``in_panels`` (where :func:`bptt.kernels.rnn.gates_in_panels` holds): each da_t is computed in
+    a one-step buffer (rows an odd number of cache lines apart, so never copied apart for its
+    products) and put straight into the weight-gradient pass's panels
+    (:func:`bptt.kernels.rnn.gate_panels`), while it is in cache, for
+    ``weight_grads_shared(..., filled=True)``; da itself is not written. That pass then neither
+    reads nor copies da (10 MB of memory traffic at the char-LM's shape). The same numbers in the
+    same places: the same bits."""
+    T, B, G4 = gates.shape
+    if in_panels:
+        Gs, per_job = gate_panels(T, B, G4, da.dtype)
+        ld = apart_stride(G4, da.itemsize)
+        dstep = scratch("fused_da_step", B * ld, da.dtype).reshape((B, ld))
+    else:
+        Gs, per_job, dstep = da[0, 0, :0], 0, da[0]
+    _lstm_backward_rows_fused(sweep_chunks(B), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc,
+                              c0, off, reverse, dx, Gs, per_job, dstep, panels(W_ih, 0, W_ih.shape[1], "fused_W_ih"),
+                              W_hh)
 
 
 @jobs(last=LAST_PANELS)
 def _lstm_backward_rows_fused(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, dx,
-                              P_ih, P):
+                              Gs, per_job, dstep, P_ih, P):
     """Chunk ch of :func:`lstm_backward_fused`'s sequences, every step; P_ih: W_ih (4H, I) and
-    P: W_hh (4H, H) in panels."""
+    P: W_hh (4H, H) in panels. per_job > 0: da_t in dstep (B, ≥ 4H), then into the panels Gs."""
     T, B, G4 = gates.shape
     nch, rc = row_chunks(B)
     r0, r1 = chunk_rows(ch, nch, rc, B)
     copy_rows(dh, dh_n, r0, r1)
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):
-        lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
         t = T - 1 - s if reverse else s
-        step_product(dx[t], da[t], P_ih, r0, r1, dx.shape[2], G4)
+        dat = dstep if per_job > 0 else da[t]
+        lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
+        step_product(dx[t], dat, P_ih, r0, r1, dx.shape[2], G4)
+        if per_job > 0:
+            rows_into_gate_panels(Gs, per_job, dat, G4, T, t, r0, r1)
     add_rows(dh0, dh, r0, r1)
     add_rows(dc0, dc, r0, r1)
 
@@ -304,21 +325,21 @@ def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c,
     copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):
-        lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
+        lstm_backward_step(s, da[T - 1 - s if reverse else s], dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
     add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0, ∂L/∂c0
     add_rows(dc0, dc, r0, r1)
 
 
 @inline
-def lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1):
-    """Step s (in processing order) of :func:`lstm_backward`'s sweep, rows r0:r1: da_t from the
-    carried dh, dc, then dc ⊙= f and dh = da_t·W_hh (P: W_hh (4H, H) in panels)."""
+def lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1):
+    """Step s (in processing order) of :func:`lstm_backward`'s sweep, rows r0:r1: da_t (into dat,
+    (B, 4H)) from the carried dh, dc, then dc ⊙= f and dh = da_t·W_hh (P: W_hh (4H, H) in panels)."""
     T, B, G4 = gates.shape
     H = G4 // 4
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-    lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, r0, r1, 0, H)
-    step_product(dh, da[t], P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
+    lstm_gate_grads(dat, dh, dc, dy, gates, tc, cp, t, off, r0, r1, 0, H)
+    step_product(dh, dat, P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
 
 
 @composite
@@ -351,7 +372,7 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
         copy_rows(dh, dh_n, 0, B)
         copy_rows(dc, dc_n, 0, B)
         for s in range(T - 1, -1, -1):
-            lstm_backward_step(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, P, 0, B)
+            lstm_backward_step(s, da[T - 1 - s if reverse else s], dh, dc, dy, gates, c, tc, c0, off, reverse, P, 0, B)
             atomic_store(flags, 0, T - s)
         add_rows(dh0, dh, 0, B)
         add_rows(dc0, dc, 0, B)
@@ -440,4 +461,4 @@ def lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1
     T, B = gates.shape[0], gates.shape[1]
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]
-    lstm_gate_grads(da, dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1)
+    lstm_gate_grads(da[t], dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1)

@@ -330,21 +330,36 @@ def split_weight_grads(dW, db, dg, P, I, transposed):
     _add_parts_pair(nub, dW, db, S1, none, np.empty_like(db), S1[:, :0], sums, WG_ROWS)
 
 
-def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed):
+def gate_panels(T, B, U, dtype):
+    """(Gs, per_job): the scratch buffer into which the transposed :func:`split_weight_grads`
+    copies dg, part by part and block of ``WG_ROWS`` columns by block (job j = h·nub + ub holds
+    Gs[j·per_job:], (n_panels(w), T·(b1 - b0), PANEL), rows in :func:`part_row` order). A sweep
+    that fills it itself (:func:`rows_into_gate_panels`) gets it here, before the pass does."""
+    nub = (U + WG_ROWS - 1) // WG_ROWS
+    w = min(U, WG_ROWS)
+    Nh = T * ((B + 1) // 2)     # the larger half's rows
+    per_job = Nh * ((w + PANEL - 1) // PANEL * PANEL)
+    return scratch("split_Gp", 2 * nub * per_job, dtype), per_job   # on a cache line, as every scratch
+
+
+def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled=False):
     """The parts' jobs of :func:`split_weight_grads_pair` (one way or the other); returns the
-    jobs per part and the bias sums."""
+    jobs per part and the bias sums. ``filled``: the sweep has already put dg into
+    :func:`gate_panels` (transposed only)."""
     T, B, U = dg.shape
     nub = (U + WG_ROWS - 1) // WG_ROWS
     w = min(U, WG_ROWS)
     Nh = T * ((B + 1) // 2)     # the larger half's rows
     sums = np.zeros((2, U), np.float64)
     if transposed:
-        per_job = Nh * ((w + PANEL - 1) // PANEL * PANEL)
+        Gs, per_job = gate_panels(T, B, U, dg.dtype)
         per_c = max(I, H) * w
-        Gs = scratch("split_Gp", 2 * nub * per_job, dg.dtype)   # on a cache line, as every scratch
         Cs = scratch("split_C", 2 * nub * per_c, dg.dtype)
-        _split_parts_pair_T(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, Cs, per_job, per_c)
+        _split_parts_pair_T(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, Cs, per_job, per_c,
+                            filled)
     else:
+        if filled:
+            raise ValueError("dg comes in panels only for the transposed weight-gradient pass")
         per_job = Nh * w
         G = scratch("split_G", 2 * nub * per_job, dg.dtype)
         GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
@@ -404,28 +419,90 @@ def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
 
 
 @inline
+def put_panel_row(Gp, n, src):
+    """Row n of the panels Gp (npan, ·, PANEL) = src (at most npan·PANEL numbers): panel p takes
+    src[p·PANEL:(p + 1)·PANEL]."""
+    w = src.shape[0]
+    for p in range(Gp.shape[0]):
+        dst = Gp[p, n]
+        sp = src[p * PANEL:min(w, p * PANEL + PANEL)]
+        for q in range(sp.shape[0]):
+            dst[q] = sp[q]
+
+
+@inline
+def job_panels(j, njobs, dg, Gs, per_job):
+    """(Gp, u0, u1, h, kb, Nh): job j's block of :func:`gate_panels` as (npan, Nh, PANEL), and
+    its :func:`split_block`."""
+    u0, u1, h, b0, b1, kb, Nh = split_block(j, njobs, dg)
+    npan = n_panels(u1 - u0)
+    return Gs[j * per_job:j * per_job + npan * Nh * PANEL].reshape((npan, Nh, PANEL)), u0, u1, h, kb, Nh
+
+
+@inline
 def split_copy_panels(j, njobs, sums, dg, Gs, per_job):
     """The first half of a job of the transposed :func:`split_weight_grads`: copies part h's rows
     of dg (its block u0:u1 of columns) into panels Gp (row t·(b1 - b0) + b - b0), summing the
     bias as it goes. Returns (Gp, u0, u1, h, kb, Nh)."""
     T = dg.shape[0]
-    u0, u1, h, b0, b1, kb, Nh = split_block(j, njobs, dg)
+    Gp, u0, u1, h, kb, Nh = job_panels(j, njobs, dg, Gs, per_job)
+    b0, b1 = batch_half(dg.shape[1], 2, h)
     w = u1 - u0
-    npan = n_panels(w)
-    Gp = Gs[j * per_job:j * per_job + npan * Nh * PANEL].reshape((npan, Nh, PANEL))
     s = sums[h, u0:u1]
     for t in range(T):
         for b in range(b0, b1):
             src = dg[t, b, u0:u1]
             for u in range(w):
                 s[u] += src[u]
-            n = t * (b1 - b0) + b - b0
-            for p in range(npan):
-                dst = Gp[p, n]
-                sp = src[p * PANEL:min(w, p * PANEL + PANEL)]
-                for q in range(sp.shape[0]):
-                    dst[q] = sp[q]
+            put_panel_row(Gp, t * (b1 - b0) + b - b0, src)
     return Gp, u0, u1, h, kb, Nh
+
+
+@inline
+def split_filled_panels(j, njobs, sums, dg, Gs, per_job):
+    """:func:`split_copy_panels` when a sweep has filled the panels (:func:`rows_into_gate_panels`):
+    only the bias sums, read from the panels in the same order (rows t·(b1 - b0) + b - b0, i.e. t
+    then b), so the same bits."""
+    Gp, u0, u1, h, kb, Nh = job_panels(j, njobs, dg, Gs, per_job)
+    w = u1 - u0
+    for p in range(Gp.shape[0]):
+        sp = sums[h, u0 + p * PANEL:u0 + min(w, p * PANEL + PANEL)]
+        for n in range(Nh):
+            g = Gp[p, n]
+            for q in range(sp.shape[0]):
+                sp[q] += g[q]
+    return Gp, u0, u1, h, kb, Nh
+
+
+@inline
+def rows_into_gate_panels(Gs, per_job, dat, U, T, t, r0, r1):
+    """dg[t, b, :] = dat[b, :U] for r0 ≤ b < r1 (:func:`gate_panels` of dg (T, B, U), B =
+    dat.shape[0]), put where :func:`split_copy_panels` would copy them: each block of ``WG_ROWS``
+    columns into the panels of the job of its part and block, where a part's rows of step t are
+    one run. For a sweep that writes dg there itself, while the rows are in cache."""
+    B = dat.shape[0]
+    nub = (U + WG_ROWS - 1) // WG_ROWS
+    for h in range(2):
+        b0, b1 = batch_half(B, 2, h)
+        s0, s1 = max(r0, b0), min(r1, b1)
+        if s0 >= s1:
+            continue
+        Nh = T * (b1 - b0)
+        n0 = t * (b1 - b0) + s0 - b0
+        for ub in range(nub):
+            u0 = ub * WG_ROWS
+            u1 = min(U, u0 + WG_ROWS)
+            npan = n_panels(u1 - u0)
+            j = h * nub + ub
+            Gp = Gs[j * per_job:j * per_job + npan * Nh * PANEL].reshape((npan, Nh, PANEL))
+            for p in range(npan):
+                c0 = u0 + p * PANEL
+                wq = min(u1, c0 + PANEL) - c0
+                for b in range(s0, s1):
+                    dst = Gp[p, n0 + b - s0]
+                    src = dat[b, c0:c0 + wq]
+                    for q in range(wq):
+                        dst[q] = src[q]
 
 
 @inline
@@ -456,16 +533,16 @@ def add_part_row(dW, S1, u):
         dWu[i] += S1u[i]
 
 
-def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, transposed):
+def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, transposed, filled=False):
     """:func:`split_weight_grads` for dW_ih (X = the inputs, P_x) and dW_hh (X = the states the
     steps read, P_h) of a cell whose recurrent gradient is dg itself (the RNN's and the LSTM's):
     one copy of dg per job serves both products, and one bias sum both biases. Every entry is the
     same sum, in the same order, as in two calls of :func:`split_weight_grads` (the same bits); a
-    copy of dg (5 MB at the char-LM's shape) is saved."""
+    copy of dg (5 MB at the char-LM's shape) is saved. ``filled``: as in :func:`_split_parts`."""
     U = dg.shape[2]
     S1x = scratch("split_S1", U * I, dW_ih.dtype).reshape(U, I)
     S1h = scratch("split_S1h", U * H, dW_hh.dtype).reshape(U, H)
-    nub, sums = _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed)
+    nub, sums = _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled)
     _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS)
 
 
@@ -489,10 +566,14 @@ def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg
 
 
 @jobs
-def _split_parts_pair_T(j, njobs, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H, sums, dg, Gs, Cs, per_job, per_c):
-    """Job j of the transposed :func:`split_weight_grads_pair`: one copy of dg into panels, two
-    products."""
-    Gp, u0, u1, h, kb, Nh = split_copy_panels(j, njobs, sums, dg, Gs, per_job)
+def _split_parts_pair_T(j, njobs, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H, sums, dg, Gs, Cs, per_job, per_c,
+                        filled):
+    """Job j of the transposed :func:`split_weight_grads_pair`: one copy of dg into panels (or,
+    ``filled``, panels the sweep filled: only the bias sums), two products."""
+    if filled:
+        Gp, u0, u1, h, kb, Nh = split_filled_panels(j, njobs, sums, dg, Gs, per_job)
+    else:
+        Gp, u0, u1, h, kb, Nh = split_copy_panels(j, njobs, sums, dg, Gs, per_job)
     Cj = Cs[j * per_c:(j + 1) * per_c]
     for which in range(2):   # one call site in a loop: the product is compiled once, not twice
         dW, S1, XT, K = split_operands(which, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H)
@@ -595,8 +676,15 @@ def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
     split_weight_grads(dW_hh, db_hh, dgh, P, H, tr)
 
 
+def gates_in_panels(T, B, I, H):
+    """Whether :func:`weight_grads_shared` over T steps of B sequences (inputs of I, states of H)
+    reads dg from :func:`gate_panels` (the split, transposed pass), so that a sweep may write dg
+    there itself instead of into dg (``filled``)."""
+    return B >= SPLIT_B and wg_transposed(T * B, I + H)
+
+
 @composite
-def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
+def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, filled=False):
     """Both weight-gradient passes of a cell whose recurrent gradient is dg itself (the RNN's dq,
     the LSTM's da; not the GRU's):
 
@@ -606,7 +694,10 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
     exactly :func:`input_backward_params` then :func:`recurrent_backward_params` (the same sums in
     the same order, so the same bits; arguments as there). From ``SPLIT_B`` sequences on, both run
     in one :func:`split_weight_grads_pair`: each job copies its block of dg once for both
-    products."""
+    products. ``filled`` (only where :func:`gates_in_panels`): the sweep wrote dg into
+    :func:`gate_panels` instead (dg itself is not read, only its shape)."""
+    if filled and not gates_in_panels(x.shape[0], x.shape[1], x.shape[2], h0.shape[1]):
+        raise ValueError("dg comes in panels only where gates_in_panels holds")
     if dg.shape[1] < SPLIT_B:
         input_backward_params(dW_ih, db_ih, dg, x)
         recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
@@ -616,7 +707,7 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
     tr = wg_transposed(T * B, I + H)
     P_x = pack_inputs(x, tr)
     P_h = pack_states(y, h0, off, reverse, tr)
-    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, tr)
+    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, tr, filled)
 
 
 @jobs

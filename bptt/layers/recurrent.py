@@ -55,7 +55,7 @@ from ..kernels.lstm import (fused as lstm_fused, lstm_backward, lstm_backward_fu
                             lstm_forward, lstm_forward_fused, lstm_forward_pipelined)
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01,
-                           weight_grads_shared)
+                           weight_grads_shared, gates_in_panels)
 from ..kernels.activations import ACTIVATIONS, STATE_ACTIVATIONS
 from ..kernels.engine import new_panels
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
@@ -281,12 +281,15 @@ class _Recurrent(Layer):
                                                   dW_ih, db_ih, dW_hh, db_hh)
                     continue
                 fused = self._fused(W_ih, W_hh)
+                # the fused sweep puts dg straight into the weight-gradient pass's panels
+                filled = fused and gates_in_panels(T, B, W_ih.shape[1], H)
                 if fused:   # dx inside the sweep, step by step
-                    dgh = self._cell_backward_fused(ws, l, d, k, W_hh, dfk, dik, dxin, W_ih)
+                    dgh = self._cell_backward_fused(ws, l, d, k, W_hh, dfk, dik, dxin, W_ih, filled)
                 else:
                     dgh = self._cell_backward(ws, l, d, k, W_hh, dfk, dik)
                 if dgh is ws.dg:   # RNN, LSTM: one pass over dg for both weight gradients
-                    weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, ws.dg, xin, ws.y[l], ws.h0[k], d * H, d == 1)
+                    weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, ws.dg, xin, ws.y[l], ws.h0[k], d * H, d == 1,
+                                        filled)
                 else:
                     input_backward_params(dW_ih, db_ih, ws.dg, xin)
                     recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
@@ -421,10 +424,10 @@ class LSTM(_Recurrent):
         lstm_forward_fused(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
                            d * self.hidden_size, d == 1, xin, W_ih, b_ih)
 
-    def _cell_backward_fused(self, ws, l, d, k, W_hh, dfinal, dinit, dxin, W_ih):
+    def _cell_backward_fused(self, ws, l, d, k, W_hh, dfinal, dinit, dxin, W_ih, in_panels):
         (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
         lstm_backward_fused(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
-                            ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, dxin, W_ih)
+                            ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, dxin, W_ih, in_panels)
         return ws.dg
 
     def _packed_hh(self, ws, k):

@@ -100,7 +100,9 @@ def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_i
     lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
 
 
-def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih):
-    """:func:`lstm_backward`, then ``input_backward`` (dx += da·W_ih)."""
+def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih,
+                        in_panels=False):
+    """:func:`lstm_backward`, then ``input_backward`` (dx += da·W_ih). (``in_panels`` is the
+    kernel's layout of da for its weight gradients; this twin always writes da.)"""
     lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
     input_backward(dx, da, W_ih)

@@ -109,9 +109,11 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         db_hh += dgh[t].sum(axis=0)
 
 
-def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse):
+def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, filled=False):
     """Both weight-gradient passes of a cell whose recurrent gradient is dg itself (RNN, LSTM):
-    :func:`input_backward_params`, then :func:`recurrent_backward_params` with dgh = dg."""
+    :func:`input_backward_params`, then :func:`recurrent_backward_params` with dgh = dg. (The
+    kernels' ``filled``, dg in the sweep's panels, is a layout this twin's sweep never uses: it
+    always writes dg.)"""
     input_backward_params(dW_ih, db_ih, dg, x)
     recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
 
