@@ -24,7 +24,7 @@ from ..jit import fma
 from .microcall import caller, panels_caller
 
 ISA = 'avx2'
-SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (6, 16), (12, 8), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 PAIRS = ()
 PANEL = 24   # columns of a packed panel of B: a whole number of 24-wide blocks
 NARROW = 8   # a weight gradient's last I mod NARROW columns run transposed (one vector)
@@ -206,6 +206,99 @@ def body_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c3 + 0] = s3_0
 
 
+def body_6x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:6, 0:16] += A[0:6, k0:k1] · B[k0:k1, 0:16], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]; s1_12 = pC[c1 + 12]; s1_13 = pC[c1 + 13]; s1_14 = pC[c1 + 14]; s1_15 = pC[c1 + 15]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]; s2_12 = pC[c2 + 12]; s2_13 = pC[c2 + 13]; s2_14 = pC[c2 + 14]; s2_15 = pC[c2 + 15]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
+    s3_8 = pC[c3 + 8]; s3_9 = pC[c3 + 9]; s3_10 = pC[c3 + 10]; s3_11 = pC[c3 + 11]; s3_12 = pC[c3 + 12]; s3_13 = pC[c3 + 13]; s3_14 = pC[c3 + 14]; s3_15 = pC[c3 + 15]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]; s4_2 = pC[c4 + 2]; s4_3 = pC[c4 + 3]; s4_4 = pC[c4 + 4]; s4_5 = pC[c4 + 5]; s4_6 = pC[c4 + 6]; s4_7 = pC[c4 + 7]
+    s4_8 = pC[c4 + 8]; s4_9 = pC[c4 + 9]; s4_10 = pC[c4 + 10]; s4_11 = pC[c4 + 11]; s4_12 = pC[c4 + 12]; s4_13 = pC[c4 + 13]; s4_14 = pC[c4 + 14]; s4_15 = pC[c4 + 15]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]; s5_4 = pC[c5 + 4]; s5_5 = pC[c5 + 5]; s5_6 = pC[c5 + 6]; s5_7 = pC[c5 + 7]
+    s5_8 = pC[c5 + 8]; s5_9 = pC[c5 + 9]; s5_10 = pC[c5 + 10]; s5_11 = pC[c5 + 11]; s5_12 = pC[c5 + 12]; s5_13 = pC[c5 + 13]; s5_14 = pC[c5 + 14]; s5_15 = pC[c5 + 15]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s3_8 = fma(a3, b8, s3_8); s3_9 = fma(a3, b9, s3_9); s3_10 = fma(a3, b10, s3_10); s3_11 = fma(a3, b11, s3_11); s3_12 = fma(a3, b12, s3_12); s3_13 = fma(a3, b13, s3_13); s3_14 = fma(a3, b14, s3_14); s3_15 = fma(a3, b15, s3_15)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1); s4_2 = fma(a4, b2, s4_2); s4_3 = fma(a4, b3, s4_3); s4_4 = fma(a4, b4, s4_4); s4_5 = fma(a4, b5, s4_5); s4_6 = fma(a4, b6, s4_6); s4_7 = fma(a4, b7, s4_7)
+        s4_8 = fma(a4, b8, s4_8); s4_9 = fma(a4, b9, s4_9); s4_10 = fma(a4, b10, s4_10); s4_11 = fma(a4, b11, s4_11); s4_12 = fma(a4, b12, s4_12); s4_13 = fma(a4, b13, s4_13); s4_14 = fma(a4, b14, s4_14); s4_15 = fma(a4, b15, s4_15)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3); s5_4 = fma(a5, b4, s5_4); s5_5 = fma(a5, b5, s5_5); s5_6 = fma(a5, b6, s5_6); s5_7 = fma(a5, b7, s5_7)
+        s5_8 = fma(a5, b8, s5_8); s5_9 = fma(a5, b9, s5_9); s5_10 = fma(a5, b10, s5_10); s5_11 = fma(a5, b11, s5_11); s5_12 = fma(a5, b12, s5_12); s5_13 = fma(a5, b13, s5_13); s5_14 = fma(a5, b14, s5_14); s5_15 = fma(a5, b15, s5_15)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11; pC[c1 + 12] = s1_12; pC[c1 + 13] = s1_13; pC[c1 + 14] = s1_14; pC[c1 + 15] = s1_15
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11; pC[c2 + 12] = s2_12; pC[c2 + 13] = s2_13; pC[c2 + 14] = s2_14; pC[c2 + 15] = s2_15
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
+    pC[c3 + 8] = s3_8; pC[c3 + 9] = s3_9; pC[c3 + 10] = s3_10; pC[c3 + 11] = s3_11; pC[c3 + 12] = s3_12; pC[c3 + 13] = s3_13; pC[c3 + 14] = s3_14; pC[c3 + 15] = s3_15
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1; pC[c4 + 2] = s4_2; pC[c4 + 3] = s4_3; pC[c4 + 4] = s4_4; pC[c4 + 5] = s4_5; pC[c4 + 6] = s4_6; pC[c4 + 7] = s4_7
+    pC[c4 + 8] = s4_8; pC[c4 + 9] = s4_9; pC[c4 + 10] = s4_10; pC[c4 + 11] = s4_11; pC[c4 + 12] = s4_12; pC[c4 + 13] = s4_13; pC[c4 + 14] = s4_14; pC[c4 + 15] = s4_15
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3; pC[c5 + 4] = s5_4; pC[c5 + 5] = s5_5; pC[c5 + 6] = s5_6; pC[c5 + 7] = s5_7
+    pC[c5 + 8] = s5_8; pC[c5 + 9] = s5_9; pC[c5 + 10] = s5_10; pC[c5 + 11] = s5_11; pC[c5 + 12] = s5_12; pC[c5 + 13] = s5_13; pC[c5 + 14] = s5_14; pC[c5 + 15] = s5_15
+
+
+def body_12x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:12, 0:8] += A[0:12, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc; c3 = 3 * ldc; c4 = 4 * ldc; c5 = 5 * ldc; c6 = 6 * ldc; c7 = 7 * ldc; c8 = 8 * ldc; c9 = 9 * ldc; c10 = 10 * ldc; c11 = 11 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0; a3_ = 3 * sa0; a4_ = 4 * sa0; a5_ = 5 * sa0; a6_ = 6 * sa0; a7_ = 7 * sa0; a8_ = 8 * sa0; a9_ = 9 * sa0; a10_ = 10 * sa0; a11_ = 11 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s3_0 = pC[c3 + 0]; s3_1 = pC[c3 + 1]; s3_2 = pC[c3 + 2]; s3_3 = pC[c3 + 3]; s3_4 = pC[c3 + 4]; s3_5 = pC[c3 + 5]; s3_6 = pC[c3 + 6]; s3_7 = pC[c3 + 7]
+    s4_0 = pC[c4 + 0]; s4_1 = pC[c4 + 1]; s4_2 = pC[c4 + 2]; s4_3 = pC[c4 + 3]; s4_4 = pC[c4 + 4]; s4_5 = pC[c4 + 5]; s4_6 = pC[c4 + 6]; s4_7 = pC[c4 + 7]
+    s5_0 = pC[c5 + 0]; s5_1 = pC[c5 + 1]; s5_2 = pC[c5 + 2]; s5_3 = pC[c5 + 3]; s5_4 = pC[c5 + 4]; s5_5 = pC[c5 + 5]; s5_6 = pC[c5 + 6]; s5_7 = pC[c5 + 7]
+    s6_0 = pC[c6 + 0]; s6_1 = pC[c6 + 1]; s6_2 = pC[c6 + 2]; s6_3 = pC[c6 + 3]; s6_4 = pC[c6 + 4]; s6_5 = pC[c6 + 5]; s6_6 = pC[c6 + 6]; s6_7 = pC[c6 + 7]
+    s7_0 = pC[c7 + 0]; s7_1 = pC[c7 + 1]; s7_2 = pC[c7 + 2]; s7_3 = pC[c7 + 3]; s7_4 = pC[c7 + 4]; s7_5 = pC[c7 + 5]; s7_6 = pC[c7 + 6]; s7_7 = pC[c7 + 7]
+    s8_0 = pC[c8 + 0]; s8_1 = pC[c8 + 1]; s8_2 = pC[c8 + 2]; s8_3 = pC[c8 + 3]; s8_4 = pC[c8 + 4]; s8_5 = pC[c8 + 5]; s8_6 = pC[c8 + 6]; s8_7 = pC[c8 + 7]
+    s9_0 = pC[c9 + 0]; s9_1 = pC[c9 + 1]; s9_2 = pC[c9 + 2]; s9_3 = pC[c9 + 3]; s9_4 = pC[c9 + 4]; s9_5 = pC[c9 + 5]; s9_6 = pC[c9 + 6]; s9_7 = pC[c9 + 7]
+    s10_0 = pC[c10 + 0]; s10_1 = pC[c10 + 1]; s10_2 = pC[c10 + 2]; s10_3 = pC[c10 + 3]; s10_4 = pC[c10 + 4]; s10_5 = pC[c10 + 5]; s10_6 = pC[c10 + 6]; s10_7 = pC[c10 + 7]
+    s11_0 = pC[c11 + 0]; s11_1 = pC[c11 + 1]; s11_2 = pC[c11 + 2]; s11_3 = pC[c11 + 3]; s11_4 = pC[c11 + 4]; s11_5 = pC[c11 + 5]; s11_6 = pC[c11 + 6]; s11_7 = pC[c11 + 7]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]; a3 = pA[a3_ + ka]; a4 = pA[a4_ + ka]; a5 = pA[a5_ + ka]; a6 = pA[a6_ + ka]; a7 = pA[a7_ + ka]; a8 = pA[a8_ + ka]; a9 = pA[a9_ + ka]; a10 = pA[a10_ + ka]; a11 = pA[a11_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s3_0 = fma(a3, b0, s3_0); s3_1 = fma(a3, b1, s3_1); s3_2 = fma(a3, b2, s3_2); s3_3 = fma(a3, b3, s3_3); s3_4 = fma(a3, b4, s3_4); s3_5 = fma(a3, b5, s3_5); s3_6 = fma(a3, b6, s3_6); s3_7 = fma(a3, b7, s3_7)
+        s4_0 = fma(a4, b0, s4_0); s4_1 = fma(a4, b1, s4_1); s4_2 = fma(a4, b2, s4_2); s4_3 = fma(a4, b3, s4_3); s4_4 = fma(a4, b4, s4_4); s4_5 = fma(a4, b5, s4_5); s4_6 = fma(a4, b6, s4_6); s4_7 = fma(a4, b7, s4_7)
+        s5_0 = fma(a5, b0, s5_0); s5_1 = fma(a5, b1, s5_1); s5_2 = fma(a5, b2, s5_2); s5_3 = fma(a5, b3, s5_3); s5_4 = fma(a5, b4, s5_4); s5_5 = fma(a5, b5, s5_5); s5_6 = fma(a5, b6, s5_6); s5_7 = fma(a5, b7, s5_7)
+        s6_0 = fma(a6, b0, s6_0); s6_1 = fma(a6, b1, s6_1); s6_2 = fma(a6, b2, s6_2); s6_3 = fma(a6, b3, s6_3); s6_4 = fma(a6, b4, s6_4); s6_5 = fma(a6, b5, s6_5); s6_6 = fma(a6, b6, s6_6); s6_7 = fma(a6, b7, s6_7)
+        s7_0 = fma(a7, b0, s7_0); s7_1 = fma(a7, b1, s7_1); s7_2 = fma(a7, b2, s7_2); s7_3 = fma(a7, b3, s7_3); s7_4 = fma(a7, b4, s7_4); s7_5 = fma(a7, b5, s7_5); s7_6 = fma(a7, b6, s7_6); s7_7 = fma(a7, b7, s7_7)
+        s8_0 = fma(a8, b0, s8_0); s8_1 = fma(a8, b1, s8_1); s8_2 = fma(a8, b2, s8_2); s8_3 = fma(a8, b3, s8_3); s8_4 = fma(a8, b4, s8_4); s8_5 = fma(a8, b5, s8_5); s8_6 = fma(a8, b6, s8_6); s8_7 = fma(a8, b7, s8_7)
+        s9_0 = fma(a9, b0, s9_0); s9_1 = fma(a9, b1, s9_1); s9_2 = fma(a9, b2, s9_2); s9_3 = fma(a9, b3, s9_3); s9_4 = fma(a9, b4, s9_4); s9_5 = fma(a9, b5, s9_5); s9_6 = fma(a9, b6, s9_6); s9_7 = fma(a9, b7, s9_7)
+        s10_0 = fma(a10, b0, s10_0); s10_1 = fma(a10, b1, s10_1); s10_2 = fma(a10, b2, s10_2); s10_3 = fma(a10, b3, s10_3); s10_4 = fma(a10, b4, s10_4); s10_5 = fma(a10, b5, s10_5); s10_6 = fma(a10, b6, s10_6); s10_7 = fma(a10, b7, s10_7)
+        s11_0 = fma(a11, b0, s11_0); s11_1 = fma(a11, b1, s11_1); s11_2 = fma(a11, b2, s11_2); s11_3 = fma(a11, b3, s11_3); s11_4 = fma(a11, b4, s11_4); s11_5 = fma(a11, b5, s11_5); s11_6 = fma(a11, b6, s11_6); s11_7 = fma(a11, b7, s11_7)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c3 + 0] = s3_0; pC[c3 + 1] = s3_1; pC[c3 + 2] = s3_2; pC[c3 + 3] = s3_3; pC[c3 + 4] = s3_4; pC[c3 + 5] = s3_5; pC[c3 + 6] = s3_6; pC[c3 + 7] = s3_7
+    pC[c4 + 0] = s4_0; pC[c4 + 1] = s4_1; pC[c4 + 2] = s4_2; pC[c4 + 3] = s4_3; pC[c4 + 4] = s4_4; pC[c4 + 5] = s4_5; pC[c4 + 6] = s4_6; pC[c4 + 7] = s4_7
+    pC[c5 + 0] = s5_0; pC[c5 + 1] = s5_1; pC[c5 + 2] = s5_2; pC[c5 + 3] = s5_3; pC[c5 + 4] = s5_4; pC[c5 + 5] = s5_5; pC[c5 + 6] = s5_6; pC[c5 + 7] = s5_7
+    pC[c6 + 0] = s6_0; pC[c6 + 1] = s6_1; pC[c6 + 2] = s6_2; pC[c6 + 3] = s6_3; pC[c6 + 4] = s6_4; pC[c6 + 5] = s6_5; pC[c6 + 6] = s6_6; pC[c6 + 7] = s6_7
+    pC[c7 + 0] = s7_0; pC[c7 + 1] = s7_1; pC[c7 + 2] = s7_2; pC[c7 + 3] = s7_3; pC[c7 + 4] = s7_4; pC[c7 + 5] = s7_5; pC[c7 + 6] = s7_6; pC[c7 + 7] = s7_7
+    pC[c8 + 0] = s8_0; pC[c8 + 1] = s8_1; pC[c8 + 2] = s8_2; pC[c8 + 3] = s8_3; pC[c8 + 4] = s8_4; pC[c8 + 5] = s8_5; pC[c8 + 6] = s8_6; pC[c8 + 7] = s8_7
+    pC[c9 + 0] = s9_0; pC[c9 + 1] = s9_1; pC[c9 + 2] = s9_2; pC[c9 + 3] = s9_3; pC[c9 + 4] = s9_4; pC[c9 + 5] = s9_5; pC[c9 + 6] = s9_6; pC[c9 + 7] = s9_7
+    pC[c10 + 0] = s10_0; pC[c10 + 1] = s10_1; pC[c10 + 2] = s10_2; pC[c10 + 3] = s10_3; pC[c10 + 4] = s10_4; pC[c10 + 5] = s10_5; pC[c10 + 6] = s10_6; pC[c10 + 7] = s10_7
+    pC[c11 + 0] = s11_0; pC[c11 + 1] = s11_1; pC[c11 + 2] = s11_2; pC[c11 + 3] = s11_3; pC[c11 + 4] = s11_4; pC[c11 + 5] = s11_5; pC[c11 + 6] = s11_6; pC[c11 + 7] = s11_7
+
+
 def body_1x24(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     """C[0:1, 0:24] += A[0:1, k0:k1] · B[k0:k1, 0:24], by pointers and strides."""
     c0 = 0 * ldc
@@ -359,6 +452,8 @@ micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
 micro_4x2 = caller(ISA, 4, 2)
 micro_4x1 = caller(ISA, 4, 1)
+micro_6x16 = caller(ISA, 6, 16)
+micro_12x8 = caller(ISA, 12, 8)
 micro_1x24 = caller(ISA, 1, 24)
 micro_1x16 = caller(ISA, 1, 16)
 micro_1x8 = caller(ISA, 1, 8)
@@ -380,6 +475,8 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
 
     Blocks of 4 rows × 24 columns cover the tile, then 16, 8, 4, 2, 1 columns
     the rest; a single row runs blocks of 24, then the same tails.
+    The tail's 16 columns run in blocks of 6 rows and 8 columns run in blocks of 12 rows (12
+    vector chains), then of 4.
 
     Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh
     from memory at every step), each row block's body also fetches its share of the next
@@ -404,12 +501,28 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
                     micro_4x24(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
             c += 24
         if c + 16 <= c1:
-            for n in range(n0, nR, 4):
+            n = n0
+            while n + 6 <= nR:           # 12 vector chains
+                micro_6x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                n += 6
+            while n + 4 <= nR:
                 micro_4x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                n += 4
+            while n < nR:
+                micro_1x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                n += 1
             c += 16
         if c + 8 <= c1:
-            for n in range(n0, nR, 4):
+            n = n0
+            while n + 12 <= nR:           # 12 vector chains
+                micro_12x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                n += 12
+            while n + 4 <= nR:
                 micro_4x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                n += 4
+            while n < nR:
+                micro_1x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                n += 1
             c += 8
         if c + 4 <= c1:
             for n in range(n0, nR, 4):
