@@ -251,7 +251,7 @@ def _lstm_backward_rows_fused(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gat
         lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
         step_product(dx[t], dat, P_ih, r0, r1, dx.shape[2], G4)
         if per_job > 0:
-            rows_into_gate_panels(Gs, per_job, dat, G4, T, t, r0, r1)
+            rows_into_gate_panels(Gs, per_job, dat, da, t, r0, r1)
     add_rows(dh0, dh, r0, r1)
     add_rows(dc0, dc, r0, r1)
 

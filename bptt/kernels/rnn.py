@@ -475,34 +475,25 @@ def split_filled_panels(j, njobs, sums, dg, Gs, per_job):
 
 
 @inline
-def rows_into_gate_panels(Gs, per_job, dat, U, T, t, r0, r1):
-    """dg[t, b, :] = dat[b, :U] for r0 ≤ b < r1 (:func:`gate_panels` of dg (T, B, U), B =
-    dat.shape[0]), put where :func:`split_copy_panels` would copy them: each block of ``WG_ROWS``
-    columns into the panels of the job of its part and block, where a part's rows of step t are
-    one run. For a sweep that writes dg there itself, while the rows are in cache."""
-    B = dat.shape[0]
-    nub = (U + WG_ROWS - 1) // WG_ROWS
-    for h in range(2):
+def rows_into_gate_panels(Gs, per_job, dat, dg, t, r0, r1):
+    """dg[t, b, :] = dat[b, :U] for r0 ≤ b < r1, put where :func:`split_copy_panels` would copy
+    them in :func:`gate_panels` (dg (T, B, U) gives the shapes only; it is not read or written):
+    each job's block of columns into its panels (:func:`job_panels`), where a part's rows of step
+    t are one run. For a sweep that writes dg there itself, while the rows are in cache."""
+    B, U = dg.shape[1], dg.shape[2]
+    njobs = 2 * ((U + WG_ROWS - 1) // WG_ROWS)
+    for j in range(njobs):
+        Gp, u0, u1, h, kb, Nh = job_panels(j, njobs, dg, Gs, per_job)
         b0, b1 = batch_half(B, 2, h)
-        s0, s1 = max(r0, b0), min(r1, b1)
-        if s0 >= s1:
-            continue
-        Nh = T * (b1 - b0)
-        n0 = t * (b1 - b0) + s0 - b0
-        for ub in range(nub):
-            u0 = ub * WG_ROWS
-            u1 = min(U, u0 + WG_ROWS)
-            npan = n_panels(u1 - u0)
-            j = h * nub + ub
-            Gp = Gs[j * per_job:j * per_job + npan * Nh * PANEL].reshape((npan, Nh, PANEL))
-            for p in range(npan):
-                c0 = u0 + p * PANEL
-                wq = min(u1, c0 + PANEL) - c0
-                for b in range(s0, s1):
-                    dst = Gp[p, n0 + b - s0]
-                    src = dat[b, c0:c0 + wq]
-                    for q in range(wq):
-                        dst[q] = src[q]
+        n0 = t * (b1 - b0) - b0      # row n0 + b of the part's panels holds sequence b
+        for p in range(Gp.shape[0]):
+            c0 = u0 + p * PANEL
+            wq = min(u1, c0 + PANEL) - c0
+            for b in range(max(r0, b0), min(r1, b1)):
+                dst = Gp[p, n0 + b]
+                src = dat[b, c0:c0 + wq]
+                for q in range(wq):
+                    dst[q] = src[q]
 
 
 @inline
