@@ -22,13 +22,16 @@ def test_micro_files_are_what_the_generator_writes(isa):
 @pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11),
                                        (1, 9, 100, 0), (2, 3, 65, 1), (1, 300, 400, 2), (1, 5, 129, 0),
                                        (23, 40, 70, 0), (13, 300, 70, 0), (25, 40, 100, 1), (50, 7, 64, 0),
-                                       (14, 5, 33, 0), (10, 9, 40, 0), (16, 300, 32, 0), (44, 9, 136, 0)])
+                                       (14, 5, 33, 0), (10, 9, 40, 0), (16, 300, 32, 0), (44, 9, 136, 0),
+                                       (1, 70, 64, 0), (1, 40, 48, 5), (1, 300, 76, 0), (1, 33, 232, 0)])
 def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
     """Every micro-kernel, tail and k-block computes s = fma(a, b, s) over k in order: bitwise
     the result of the element-by-element loop, for strided A views too, with Bm packed from an
-    offset of its columns (pack_panel) or from a transposed matrix (pack_panel_T). The last three
-    cases run the avx2 family's tall tail blocks (6 × 16, 12 × 8) with blocks of 4 and single
-    rows after them."""
+    offset of its columns (pack_panel) or from a transposed matrix (pack_panel_T). The cases
+    (10, 9, 40), (16, 300, 32) and (44, 9, 136) run the avx2 family's tall tail blocks (6 × 16,
+    12 × 8) with blocks of 4 and single rows after them; the last four, a single row's two or three whole panels left after
+    its groups of four, in one k loop (body_1xWx2p, body_1xWx3p), with or without a partial
+    panel after them."""
     from bptt.jit import kernel
 
     @kernel(parallel=False)

@@ -484,7 +484,11 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     or the last of a chunk) ``micro.ROW_PANELS`` panels at a time in one k loop, for enough vector
     chains in flight (:mod:`bptt.kernels.microgen`), right after the blocks of those panels,
     while their slivers are still in cache (the 25th row of a 25-row chunk, K = 65: 0.45-1.26 →
-    0.22-0.89 µs, one core; docs/performance.md). The same fma chains, so the same bits."""
+    0.22-0.89 µs, one core; docs/performance.md). The two or three whole panels left at the end
+    run in one k loop as well (each alone has 2 or 3 chains, latency-bound: the LSTM `teach`
+    backward product, 1 × 400 · 400 × 100 with avx512's 3 panels and 4 columns, 2.10 → 1.86 µs a
+    step; docs/performance.md, twenty-first session); a partial last panel runs alone. The same
+    fma chains, so the same bits."""
     nR = n0 + (n1 - n0) // micro.R * micro.R
     if nR > n0 and n1 - nR <= micro.X:   # the tile's last block of R takes these rows (13 or 14)
         nR = n1
@@ -503,9 +507,24 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     if p < p1:
         if nR > n0:
             _acc_panels_by_panel(C, A, P, n0, nR, p * PANEL, c1, k0, k1)
+        m = (c1 - p * PANEL) // PANEL   # whole panels left, fewer than NP: one k loop if two or more
         for n in range(nR, n1):
-            for q in range(p, p1):
+            q0 = p
+            if m >= 2:
+                _row_panels(C, A, P, n, p, m, k0, k1)
+                q0 = p + m
+            for q in range(q0, p1):
                 acc_tile(C, A, P[q], n, n + 1, q * PANEL, min(c1, (q + 1) * PANEL), -q * PANEL, k0, k1, KC)
+
+
+@inline
+def _row_panels(C, A, P, n, p, m, k0, k1):
+    """C[n, p·PANEL:(p+m)·PANEL] += A[n, k0:k1] · whole panels p ... p+m-1, m = 2 or 3 (every
+    family with row panels takes 4 at once: :func:`bptt.kernels.microgen.row_panels`)."""
+    if m == 3:
+        micro.row_panels_3(C, A, P, n, p, k0, k1)
+    else:
+        micro.row_panels_2(C, A, P, n, p, k0, k1)
 
 
 # compiled only for a family that has row panels (it calls micro.row_panels)

@@ -389,6 +389,80 @@ def body_1x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c0 + 0] = s0_0
 
 
+def body_1x24x2p(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, dB):
+    """C[0, 0:48] += A[0, k0:k1] · [B_0 | ... | B_1][k0:k1], B_j = pB[j·dB:] (24 wide)."""
+    d0 = 0 * dB; d1 = 1 * dB
+    s0_0 = pC[0]; s0_1 = pC[1]; s0_2 = pC[2]; s0_3 = pC[3]; s0_4 = pC[4]; s0_5 = pC[5]; s0_6 = pC[6]; s0_7 = pC[7]
+    s0_8 = pC[8]; s0_9 = pC[9]; s0_10 = pC[10]; s0_11 = pC[11]; s0_12 = pC[12]; s0_13 = pC[13]; s0_14 = pC[14]; s0_15 = pC[15]
+    s0_16 = pC[16]; s0_17 = pC[17]; s0_18 = pC[18]; s0_19 = pC[19]; s0_20 = pC[20]; s0_21 = pC[21]; s0_22 = pC[22]; s0_23 = pC[23]
+    s1_0 = pC[24]; s1_1 = pC[25]; s1_2 = pC[26]; s1_3 = pC[27]; s1_4 = pC[28]; s1_5 = pC[29]; s1_6 = pC[30]; s1_7 = pC[31]
+    s1_8 = pC[32]; s1_9 = pC[33]; s1_10 = pC[34]; s1_11 = pC[35]; s1_12 = pC[36]; s1_13 = pC[37]; s1_14 = pC[38]; s1_15 = pC[39]
+    s1_16 = pC[40]; s1_17 = pC[41]; s1_18 = pC[42]; s1_19 = pC[43]; s1_20 = pC[44]; s1_21 = pC[45]; s1_22 = pC[46]; s1_23 = pC[47]
+    for k in range(k0, k1):
+        a0 = pA[k * sa1]; kb = k * ldb
+        b0 = pB[d0 + kb + 0]; b1 = pB[d0 + kb + 1]; b2 = pB[d0 + kb + 2]; b3 = pB[d0 + kb + 3]; b4 = pB[d0 + kb + 4]; b5 = pB[d0 + kb + 5]; b6 = pB[d0 + kb + 6]; b7 = pB[d0 + kb + 7]
+        b8 = pB[d0 + kb + 8]; b9 = pB[d0 + kb + 9]; b10 = pB[d0 + kb + 10]; b11 = pB[d0 + kb + 11]; b12 = pB[d0 + kb + 12]; b13 = pB[d0 + kb + 13]; b14 = pB[d0 + kb + 14]; b15 = pB[d0 + kb + 15]
+        b16 = pB[d0 + kb + 16]; b17 = pB[d0 + kb + 17]; b18 = pB[d0 + kb + 18]; b19 = pB[d0 + kb + 19]; b20 = pB[d0 + kb + 20]; b21 = pB[d0 + kb + 21]; b22 = pB[d0 + kb + 22]; b23 = pB[d0 + kb + 23]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        b0 = pB[d1 + kb + 0]; b1 = pB[d1 + kb + 1]; b2 = pB[d1 + kb + 2]; b3 = pB[d1 + kb + 3]; b4 = pB[d1 + kb + 4]; b5 = pB[d1 + kb + 5]; b6 = pB[d1 + kb + 6]; b7 = pB[d1 + kb + 7]
+        b8 = pB[d1 + kb + 8]; b9 = pB[d1 + kb + 9]; b10 = pB[d1 + kb + 10]; b11 = pB[d1 + kb + 11]; b12 = pB[d1 + kb + 12]; b13 = pB[d1 + kb + 13]; b14 = pB[d1 + kb + 14]; b15 = pB[d1 + kb + 15]
+        b16 = pB[d1 + kb + 16]; b17 = pB[d1 + kb + 17]; b18 = pB[d1 + kb + 18]; b19 = pB[d1 + kb + 19]; b20 = pB[d1 + kb + 20]; b21 = pB[d1 + kb + 21]; b22 = pB[d1 + kb + 22]; b23 = pB[d1 + kb + 23]
+        s1_0 = fma(a0, b0, s1_0); s1_1 = fma(a0, b1, s1_1); s1_2 = fma(a0, b2, s1_2); s1_3 = fma(a0, b3, s1_3); s1_4 = fma(a0, b4, s1_4); s1_5 = fma(a0, b5, s1_5); s1_6 = fma(a0, b6, s1_6); s1_7 = fma(a0, b7, s1_7)
+        s1_8 = fma(a0, b8, s1_8); s1_9 = fma(a0, b9, s1_9); s1_10 = fma(a0, b10, s1_10); s1_11 = fma(a0, b11, s1_11); s1_12 = fma(a0, b12, s1_12); s1_13 = fma(a0, b13, s1_13); s1_14 = fma(a0, b14, s1_14); s1_15 = fma(a0, b15, s1_15)
+        s1_16 = fma(a0, b16, s1_16); s1_17 = fma(a0, b17, s1_17); s1_18 = fma(a0, b18, s1_18); s1_19 = fma(a0, b19, s1_19); s1_20 = fma(a0, b20, s1_20); s1_21 = fma(a0, b21, s1_21); s1_22 = fma(a0, b22, s1_22); s1_23 = fma(a0, b23, s1_23)
+    pC[0] = s0_0; pC[1] = s0_1; pC[2] = s0_2; pC[3] = s0_3; pC[4] = s0_4; pC[5] = s0_5; pC[6] = s0_6; pC[7] = s0_7
+    pC[8] = s0_8; pC[9] = s0_9; pC[10] = s0_10; pC[11] = s0_11; pC[12] = s0_12; pC[13] = s0_13; pC[14] = s0_14; pC[15] = s0_15
+    pC[16] = s0_16; pC[17] = s0_17; pC[18] = s0_18; pC[19] = s0_19; pC[20] = s0_20; pC[21] = s0_21; pC[22] = s0_22; pC[23] = s0_23
+    pC[24] = s1_0; pC[25] = s1_1; pC[26] = s1_2; pC[27] = s1_3; pC[28] = s1_4; pC[29] = s1_5; pC[30] = s1_6; pC[31] = s1_7
+    pC[32] = s1_8; pC[33] = s1_9; pC[34] = s1_10; pC[35] = s1_11; pC[36] = s1_12; pC[37] = s1_13; pC[38] = s1_14; pC[39] = s1_15
+    pC[40] = s1_16; pC[41] = s1_17; pC[42] = s1_18; pC[43] = s1_19; pC[44] = s1_20; pC[45] = s1_21; pC[46] = s1_22; pC[47] = s1_23
+
+
+def body_1x24x3p(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, dB):
+    """C[0, 0:72] += A[0, k0:k1] · [B_0 | ... | B_2][k0:k1], B_j = pB[j·dB:] (24 wide)."""
+    d0 = 0 * dB; d1 = 1 * dB; d2 = 2 * dB
+    s0_0 = pC[0]; s0_1 = pC[1]; s0_2 = pC[2]; s0_3 = pC[3]; s0_4 = pC[4]; s0_5 = pC[5]; s0_6 = pC[6]; s0_7 = pC[7]
+    s0_8 = pC[8]; s0_9 = pC[9]; s0_10 = pC[10]; s0_11 = pC[11]; s0_12 = pC[12]; s0_13 = pC[13]; s0_14 = pC[14]; s0_15 = pC[15]
+    s0_16 = pC[16]; s0_17 = pC[17]; s0_18 = pC[18]; s0_19 = pC[19]; s0_20 = pC[20]; s0_21 = pC[21]; s0_22 = pC[22]; s0_23 = pC[23]
+    s1_0 = pC[24]; s1_1 = pC[25]; s1_2 = pC[26]; s1_3 = pC[27]; s1_4 = pC[28]; s1_5 = pC[29]; s1_6 = pC[30]; s1_7 = pC[31]
+    s1_8 = pC[32]; s1_9 = pC[33]; s1_10 = pC[34]; s1_11 = pC[35]; s1_12 = pC[36]; s1_13 = pC[37]; s1_14 = pC[38]; s1_15 = pC[39]
+    s1_16 = pC[40]; s1_17 = pC[41]; s1_18 = pC[42]; s1_19 = pC[43]; s1_20 = pC[44]; s1_21 = pC[45]; s1_22 = pC[46]; s1_23 = pC[47]
+    s2_0 = pC[48]; s2_1 = pC[49]; s2_2 = pC[50]; s2_3 = pC[51]; s2_4 = pC[52]; s2_5 = pC[53]; s2_6 = pC[54]; s2_7 = pC[55]
+    s2_8 = pC[56]; s2_9 = pC[57]; s2_10 = pC[58]; s2_11 = pC[59]; s2_12 = pC[60]; s2_13 = pC[61]; s2_14 = pC[62]; s2_15 = pC[63]
+    s2_16 = pC[64]; s2_17 = pC[65]; s2_18 = pC[66]; s2_19 = pC[67]; s2_20 = pC[68]; s2_21 = pC[69]; s2_22 = pC[70]; s2_23 = pC[71]
+    for k in range(k0, k1):
+        a0 = pA[k * sa1]; kb = k * ldb
+        b0 = pB[d0 + kb + 0]; b1 = pB[d0 + kb + 1]; b2 = pB[d0 + kb + 2]; b3 = pB[d0 + kb + 3]; b4 = pB[d0 + kb + 4]; b5 = pB[d0 + kb + 5]; b6 = pB[d0 + kb + 6]; b7 = pB[d0 + kb + 7]
+        b8 = pB[d0 + kb + 8]; b9 = pB[d0 + kb + 9]; b10 = pB[d0 + kb + 10]; b11 = pB[d0 + kb + 11]; b12 = pB[d0 + kb + 12]; b13 = pB[d0 + kb + 13]; b14 = pB[d0 + kb + 14]; b15 = pB[d0 + kb + 15]
+        b16 = pB[d0 + kb + 16]; b17 = pB[d0 + kb + 17]; b18 = pB[d0 + kb + 18]; b19 = pB[d0 + kb + 19]; b20 = pB[d0 + kb + 20]; b21 = pB[d0 + kb + 21]; b22 = pB[d0 + kb + 22]; b23 = pB[d0 + kb + 23]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        b0 = pB[d1 + kb + 0]; b1 = pB[d1 + kb + 1]; b2 = pB[d1 + kb + 2]; b3 = pB[d1 + kb + 3]; b4 = pB[d1 + kb + 4]; b5 = pB[d1 + kb + 5]; b6 = pB[d1 + kb + 6]; b7 = pB[d1 + kb + 7]
+        b8 = pB[d1 + kb + 8]; b9 = pB[d1 + kb + 9]; b10 = pB[d1 + kb + 10]; b11 = pB[d1 + kb + 11]; b12 = pB[d1 + kb + 12]; b13 = pB[d1 + kb + 13]; b14 = pB[d1 + kb + 14]; b15 = pB[d1 + kb + 15]
+        b16 = pB[d1 + kb + 16]; b17 = pB[d1 + kb + 17]; b18 = pB[d1 + kb + 18]; b19 = pB[d1 + kb + 19]; b20 = pB[d1 + kb + 20]; b21 = pB[d1 + kb + 21]; b22 = pB[d1 + kb + 22]; b23 = pB[d1 + kb + 23]
+        s1_0 = fma(a0, b0, s1_0); s1_1 = fma(a0, b1, s1_1); s1_2 = fma(a0, b2, s1_2); s1_3 = fma(a0, b3, s1_3); s1_4 = fma(a0, b4, s1_4); s1_5 = fma(a0, b5, s1_5); s1_6 = fma(a0, b6, s1_6); s1_7 = fma(a0, b7, s1_7)
+        s1_8 = fma(a0, b8, s1_8); s1_9 = fma(a0, b9, s1_9); s1_10 = fma(a0, b10, s1_10); s1_11 = fma(a0, b11, s1_11); s1_12 = fma(a0, b12, s1_12); s1_13 = fma(a0, b13, s1_13); s1_14 = fma(a0, b14, s1_14); s1_15 = fma(a0, b15, s1_15)
+        s1_16 = fma(a0, b16, s1_16); s1_17 = fma(a0, b17, s1_17); s1_18 = fma(a0, b18, s1_18); s1_19 = fma(a0, b19, s1_19); s1_20 = fma(a0, b20, s1_20); s1_21 = fma(a0, b21, s1_21); s1_22 = fma(a0, b22, s1_22); s1_23 = fma(a0, b23, s1_23)
+        b0 = pB[d2 + kb + 0]; b1 = pB[d2 + kb + 1]; b2 = pB[d2 + kb + 2]; b3 = pB[d2 + kb + 3]; b4 = pB[d2 + kb + 4]; b5 = pB[d2 + kb + 5]; b6 = pB[d2 + kb + 6]; b7 = pB[d2 + kb + 7]
+        b8 = pB[d2 + kb + 8]; b9 = pB[d2 + kb + 9]; b10 = pB[d2 + kb + 10]; b11 = pB[d2 + kb + 11]; b12 = pB[d2 + kb + 12]; b13 = pB[d2 + kb + 13]; b14 = pB[d2 + kb + 14]; b15 = pB[d2 + kb + 15]
+        b16 = pB[d2 + kb + 16]; b17 = pB[d2 + kb + 17]; b18 = pB[d2 + kb + 18]; b19 = pB[d2 + kb + 19]; b20 = pB[d2 + kb + 20]; b21 = pB[d2 + kb + 21]; b22 = pB[d2 + kb + 22]; b23 = pB[d2 + kb + 23]
+        s2_0 = fma(a0, b0, s2_0); s2_1 = fma(a0, b1, s2_1); s2_2 = fma(a0, b2, s2_2); s2_3 = fma(a0, b3, s2_3); s2_4 = fma(a0, b4, s2_4); s2_5 = fma(a0, b5, s2_5); s2_6 = fma(a0, b6, s2_6); s2_7 = fma(a0, b7, s2_7)
+        s2_8 = fma(a0, b8, s2_8); s2_9 = fma(a0, b9, s2_9); s2_10 = fma(a0, b10, s2_10); s2_11 = fma(a0, b11, s2_11); s2_12 = fma(a0, b12, s2_12); s2_13 = fma(a0, b13, s2_13); s2_14 = fma(a0, b14, s2_14); s2_15 = fma(a0, b15, s2_15)
+        s2_16 = fma(a0, b16, s2_16); s2_17 = fma(a0, b17, s2_17); s2_18 = fma(a0, b18, s2_18); s2_19 = fma(a0, b19, s2_19); s2_20 = fma(a0, b20, s2_20); s2_21 = fma(a0, b21, s2_21); s2_22 = fma(a0, b22, s2_22); s2_23 = fma(a0, b23, s2_23)
+    pC[0] = s0_0; pC[1] = s0_1; pC[2] = s0_2; pC[3] = s0_3; pC[4] = s0_4; pC[5] = s0_5; pC[6] = s0_6; pC[7] = s0_7
+    pC[8] = s0_8; pC[9] = s0_9; pC[10] = s0_10; pC[11] = s0_11; pC[12] = s0_12; pC[13] = s0_13; pC[14] = s0_14; pC[15] = s0_15
+    pC[16] = s0_16; pC[17] = s0_17; pC[18] = s0_18; pC[19] = s0_19; pC[20] = s0_20; pC[21] = s0_21; pC[22] = s0_22; pC[23] = s0_23
+    pC[24] = s1_0; pC[25] = s1_1; pC[26] = s1_2; pC[27] = s1_3; pC[28] = s1_4; pC[29] = s1_5; pC[30] = s1_6; pC[31] = s1_7
+    pC[32] = s1_8; pC[33] = s1_9; pC[34] = s1_10; pC[35] = s1_11; pC[36] = s1_12; pC[37] = s1_13; pC[38] = s1_14; pC[39] = s1_15
+    pC[40] = s1_16; pC[41] = s1_17; pC[42] = s1_18; pC[43] = s1_19; pC[44] = s1_20; pC[45] = s1_21; pC[46] = s1_22; pC[47] = s1_23
+    pC[48] = s2_0; pC[49] = s2_1; pC[50] = s2_2; pC[51] = s2_3; pC[52] = s2_4; pC[53] = s2_5; pC[54] = s2_6; pC[55] = s2_7
+    pC[56] = s2_8; pC[57] = s2_9; pC[58] = s2_10; pC[59] = s2_11; pC[60] = s2_12; pC[61] = s2_13; pC[62] = s2_14; pC[63] = s2_15
+    pC[64] = s2_16; pC[65] = s2_17; pC[66] = s2_18; pC[67] = s2_19; pC[68] = s2_20; pC[69] = s2_21; pC[70] = s2_22; pC[71] = s2_23
+
+
 def body_1x24x4p(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, dB):
     """C[0, 0:96] += A[0, k0:k1] · [B_0 | ... | B_3][k0:k1], B_j = pB[j·dB:] (24 wide)."""
     d0 = 0 * dB; d1 = 1 * dB; d2 = 2 * dB; d3 = 3 * dB
@@ -464,8 +538,11 @@ micro_1x1 = caller(ISA, 1, 1)
 # the same with the next sliver's share prefetched as it goes (caller's stream)
 micro_4x24s = caller(ISA, 4, 24, stream=True)
 
-# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+4)·PANEL] += A[n, k0:k1] · panels p..p+3
+# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+4)·PANEL] += A[n, k0:k1] · panels p..p+3;
+# row_panels_m: the same for m whole panels, the fewer left at the end of a row (engine.acc_panels)
 row_panels = panels_caller(ISA, 24, 4)
+row_panels_2 = panels_caller(ISA, 24, 2)
+row_panels_3 = panels_caller(ISA, 24, 3)
 
 
 def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):

@@ -330,8 +330,7 @@ def ensure(isa: str, dtype) -> None:
         R, W = fam.STREAM
         external(body_function(fam, R, W, stream=True), types.void(p, i, p, i, i, p, i, i, i, p, i),
                  stream_symbol(isa, R, W, dt))
-    if fam.ROW_PANELS > 1:
-        NP = fam.ROW_PANELS
+    for NP in range(2, fam.ROW_PANELS + 1):   # a row's groups of 2 ... ROW_PANELS panels
         external(body_function(fam, 1, fam.PANEL, blocks=NP), types.void(p, i, p, i, i, p, i, i, i, i),
                  panels_symbol(isa, fam.PANEL, NP, dt))
     external(fam.tile, types.void(p, i, p, i, i, p, i, i, i, i, i, i), tile_symbol(isa, dt))

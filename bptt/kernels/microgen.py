@@ -188,7 +188,8 @@ def kernel_source(R: int, W: int, order: str = "rows") -> str:
 def row_panels(f: Family) -> int:
     """Panels a single row takes at once: in families whose panel is one block wide, a single row
     has only W/lanes vector chains per panel (3 for avx2: latency-bound, a quarter of the FMA
-    throughput), so it runs four panels in one k loop (12 chains)."""
+    throughput), so it runs four panels in one k loop (12 chains), and the two or three whole
+    panels left at the end of a row in one loop too (bodies ``body_1xWx2p``, ``body_1xWx3p``)."""
     return 4 if f.panel == f.W1 else 1
 
 
@@ -250,8 +251,11 @@ def callers_source(f: Family) -> str:
         lines += ["", "# the same with the next sliver's share prefetched as it goes (caller's stream)",
                   f"micro_{R}x{W}s = caller(ISA, {R}, {W}, stream=True)"]
     if row_panels(f) > 1:
-        lines += ["", f"# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+{row_panels(f)})·PANEL] += A[n, k0:k1] · panels p..p+{row_panels(f) - 1}",
-                  f"row_panels = panels_caller(ISA, {f.W1}, {row_panels(f)})"]
+        NP = row_panels(f)
+        lines += ["", f"# row_panels(C, A, P, n, p, k0, k1): C[n, p·PANEL:(p+{NP})·PANEL] += A[n, k0:k1] · panels p..p+{NP - 1};",
+                  "# row_panels_m: the same for m whole panels, the fewer left at the end of a row (engine.acc_panels)",
+                  f"row_panels = panels_caller(ISA, {f.W1}, {NP})"]
+        lines += [f"row_panels_{m} = panels_caller(ISA, {f.W1}, {m})" for m in range(2, NP)]
     return "\n".join(lines) + "\n"
 
 
@@ -420,7 +424,7 @@ def source(isa: str) -> str:
                           W1=f.W1, row_panels=row_panels(f))
             + "".join(kernel_source(R, W, f.order) for R, W in sizes(f))
             + "".join(pair_source(R, W, f.order) for R, W in pairs(f))
-            + (panels_source(f.W1, row_panels(f)) if row_panels(f) > 1 else "")
+            + "".join(panels_source(f.W1, m) for m in range(2, row_panels(f) + 1))
             + callers_source(f) + tile_source(f))
 
 
