@@ -486,7 +486,7 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     while their slivers are still in cache (the 25th row of a 25-row chunk, K = 65: 0.45-1.26 →
     0.22-0.89 µs, one core; docs/performance.md). The two or three whole panels left at the end
     run in one k loop as well (each alone has 2 or 3 chains, latency-bound: the LSTM `teach`
-    backward product, 1 × 400 · 400 × 100 with avx512's 3 panels and 4 columns, 2.10 → 1.86 µs a
+    backward product, 1 × 400 · 400 × 100 with avx512's 3 panels and 4 columns, 2.17 → 1.93 µs a
     step; docs/performance.md, twenty-first session); a partial last panel runs alone. The same
     fma chains, so the same bits."""
     nR = n0 + (n1 - n0) // micro.R * micro.R
