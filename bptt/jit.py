@@ -422,6 +422,7 @@ def _size_pool() -> None:
     global _pool_threads
     numba.set_num_threads(_threads)
     _pool_threads = _threads
+    _POOL_SIZE[0] = _threads
 
 
 def pool_started() -> bool:
@@ -794,12 +795,30 @@ def _body_caller(body, registered):
 
 
 # The one parallel loop every job set's parallel launcher calls: ``_run_jobs(tramp, ctx, njobs)``
-# runs tramp(job, njobs, ctx) for every job in a ``prange``, where tramp is a small function the
-# launcher generates (it unpacks the arguments the launcher stored at ctx and calls the body by
-# its symbol). Numba compiles this ``prange`` loop once per process (or loads it from the cache);
-# a ``prange`` loop in each launcher cost 0.4-1 s of compilation per job set, most of it LLVM
+# runs tramp(job, njobs, ctx) for every job, where tramp is a small function the launcher
+# generates (it unpacks the arguments the launcher stored at ctx and calls the body by its
+# symbol). Numba compiles this ``prange`` loop once per process (or loads it from the cache); a
+# ``prange`` loop in each launcher cost 0.4-1 s of compilation per job set, most of it LLVM
 # marshalling the arrays into and out of the loop's function.
-_RUNNER = "bptt_run_jobs_" + "v1"
+_RUNNER = "bptt_run_jobs_" + "v2"
+_CLAIM = 16   # int64s between two ranges' claim counters: each range's on a cache line of its own
+# The runner's thread count, read through a symbol: ``numba.get_num_threads()`` in compiled code
+# bakes an address into it, and Numba then will not cache the function.
+_POOL_SIZE_SYMBOL = "bptt_pool_size_" + "v1"
+_POOL_SIZE = np.ones(1, np.int64)   # _size_pool keeps it at Numba's pool size
+
+
+@_intrinsic
+def _pool_size(typingctx):
+    """The thread count Numba's pool was last given (:func:`_size_pool`), from ``_POOL_SIZE``."""
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        g = builder.module.globals.get(_POOL_SIZE_SYMBOL)
+        if g is None:
+            g = ir.GlobalVariable(builder.module, ir.IntType(64), _POOL_SIZE_SYMBOL)
+            g.linkage = "external"
+        return builder.load(g)
+    return _types.int64(), codegen
 _runner_registered = []
 
 
@@ -821,12 +840,38 @@ def _call_tramp(typingctx, tramp, job, njobs, ctx):
 
 
 def _run_jobs(tramp, ctx, njobs):
-    for j in prange(njobs):
-        _call_tramp(tramp, j, njobs, ctx)
+    """Every job once: each thread its own contiguous range of the jobs, in order (a thread's
+    jobs share an operand: :func:`bptt.kernels.engine.block_index`), then, when its range is
+    done, the jobs still unclaimed in the others' ranges, taken from their ends. A static split
+    (``prange`` over the jobs) made the whole call wait for the slower core: on a virtual machine
+    one core is now and then slowed for milliseconds, and in the dense product 800 × 1024 →
+    4096 (18 jobs of about 4 ms, two threads) one thread's range then ended 9 ms after the
+    other's (docs/performance.md, twenty-second session).
+
+    A range's claims: ``c[0]`` counts the jobs claimed from it by anyone (a claim is taken only
+    while that count is under the range's size), ``c[1]`` the owner's from the front, ``c[2]``
+    the others' from the back, so the two ends never take the same job. Which thread runs a job
+    changes nothing in its outputs (jobs write disjoint outputs), so the bits are the same."""
+    nt = max(1, min(_pool_size(), njobs))
+    claims = np.zeros(nt * _CLAIM, np.int64)
+    for t in prange(nt):
+        for q in range(nt):
+            r = (t + q) % nt
+            s = r * njobs // nt
+            size = (r + 1) * njobs // nt - s
+            c = r * _CLAIM
+            while atomic_add(claims, c, 1) < size:
+                if q == 0:
+                    j = s + atomic_add(claims, c + 1, 1)
+                else:
+                    j = s + size - 1 - atomic_add(claims, c + 2, 1)
+                _call_tramp(tramp, j, njobs, ctx)
 
 
 def _ensure_runner() -> None:
     if not _runner_registered:
+        import llvmlite.binding as ll
+        ll.add_symbol(_POOL_SIZE_SYMBOL, _POOL_SIZE.ctypes.data)
         runner = numba.njit(renamed(_run_jobs, f"__{_HASH}"), cache=CACHE, parallel=True, nogil=True,
                             error_model=ERROR_MODEL, no_cfunc_wrapper=True)
         _register_native(runner, (_types.int64, _types.int64, _types.int64), _RUNNER)

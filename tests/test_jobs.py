@@ -62,6 +62,31 @@ def test_a_job_set_runs_every_job_once_in_both_builds(threads):
     np.testing.assert_array_equal(seen, 3 * np.arange(1, 38))
 
 
+@jit.jobs
+def _one_slow_job(j, njobs, done, seq):
+    """Job 0 waits (up to about a second of spins) until every other job has finished; each job
+    then records how many had finished before it."""
+    if j == 0:
+        spins = 0
+        while jit.atomic_load(done, 0) < njobs - 1 and spins < 200_000_000:
+            jit.spin_pause()
+            spins += 1
+    seq[j] = jit.atomic_add(done, 0, 1)
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+def test_a_thread_done_with_its_jobs_takes_the_others_unclaimed_ones(threads):
+    # two threads, 8 jobs: jobs 0-3 are the first thread's range, and job 0 holds it up. A static
+    # split left jobs 1-3 waiting behind job 0 (job 0 then gave up waiting and finished first of
+    # its range); the other thread, done with 4-7, now takes 3, 2 and 1, and job 0 ends last
+    threads(2)
+    done = np.zeros(1, np.int64)
+    seq = np.full(8, -1, np.int64)
+    _one_slow_job(8, done, seq)
+    assert sorted(seq) == list(range(8))   # every job ran once
+    assert seq[0] == 7
+
+
 @jit.jobs(concurrent=True)
 def _two_jobs(j, njobs, out):
     out[j] += 1.0
