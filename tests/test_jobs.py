@@ -64,8 +64,8 @@ def test_a_job_set_runs_every_job_once_in_both_builds(threads):
 
 @jit.jobs
 def _one_slow_job(j, njobs, done, seq):
-    """Job 0 waits (up to about a second of spins) until every other job has finished; each job
-    then records how many had finished before it."""
+    """Job 0 waits (up to 200 million spins, a few seconds) until every other job has finished;
+    each job then records how many had finished before it."""
     if j == 0:
         spins = 0
         while jit.atomic_load(done, 0) < njobs - 1 and spins < 200_000_000:
