@@ -49,6 +49,28 @@ def compute() -> dict:
             out[f"{cell}_y_{tag}"], out[f"{cell}_dx_{tag}"] = y, dx
             for name, g in layer.grads.items():
                 out[f"{cell}_d{name}_{tag}"] = g
+    # operands whose rows are a multiple of 4 KB apart, which the avx512 family lays out apart
+    # (engine.apart_rows, rows_apart) and the others do not: the same bits either way. A dense
+    # weight gradient over 1024 rows (dyᵀ), a transposed forward over W of 1024 inputs, and the
+    # recurrent weight gradients over T·B = 1024 (transposed) and half-batches of 1024 rows
+    from bptt.kernels import dense
+    dy = rng.standard_normal((1024, 40)).astype(np.float32)
+    xa = rng.standard_normal((1024, 70)).astype(np.float32)
+    dW, db = np.full((40, 70), 0.5, np.float32), np.full(40, 0.5, np.float32)
+    dense.dense_backward_params(dW, db, dy, xa)
+    out["apart_dense_dW"], out["apart_dense_db"] = dW, db
+    xa = rng.standard_normal((256, 1024)).astype(np.float32)
+    Wa = rng.standard_normal((352, 1024)).astype(np.float32)
+    ya = np.empty((256, 352), np.float32)
+    dense.dense_forward(ya, xa, Wa, rng.standard_normal(352).astype(np.float32))
+    out["apart_dense_y"] = ya
+    for B, T, I, H in ((32, 32, 19, 37), (32, 64, 660, 37)):
+        layer = bptt.RNN(I, H, dtype=np.float32, seed=4)
+        y, _ = layer.forward(rng.standard_normal((B, T, I)).astype(np.float32))
+        layer.zero_grad()
+        layer.backward(rng.standard_normal(y.shape).astype(np.float32))
+        for name, g in layer.grads.items():
+            out[f"apart_rnn_{T}_d{name}"] = g
     # one char-LM training step, float32: the model the README trains
     from bptt.model import LanguageModel, LMConfig
     from bptt.optim import Adam, clip_grad_norm

@@ -415,6 +415,39 @@ def test_product_jobs_cover_the_output_once_and_share_it_evenly(N, M, even):
             assert shares.max() <= 1.02 * shares.mean(), shares
 
 
+def test_operands_whose_rows_alias_are_laid_out_apart_where_the_family_needs_it():
+    """engine.apart_rows: rows a multiple of 4 KB long get an odd number of cache lines more,
+    for the families whose blocks read more than 4 rows at once (avx512), and stay as they are
+    otherwise; the transposed copy a weight gradient reads as A takes that length."""
+    from bptt.kernels import engine
+    pads = engine.micro.R > engine.ALIAS_ROWS
+    for n, itemsize in ((1024, 4), (2048, 4), (512, 8)):
+        ld = engine.apart_rows(n, itemsize)
+        if pads:
+            assert ld > n and ld * itemsize % 64 == 0 and ld * itemsize // 64 % 2 == 1, (n, ld)
+        else:
+            assert ld == n
+    assert engine.apart_rows(1000, 4) == 1000 and engine.apart_rows(4, 1024) == 4
+    X = np.arange(1024 * 3, dtype=np.float32).reshape(1024, 3)
+    XT = engine.transposed_copy(X)
+    assert XT.shape == (3, engine.apart_rows(1024, 4)) and np.array_equal(XT[:, :1024], X.T)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dense_weight_grads_over_rows_that_alias(dtype, nthreads):
+    """The dense weight gradient over 4 KB of rows (1024 float32, 512 float64: dyᵀ laid out
+    apart on avx512) agrees with the reference twin, serial and parallel."""
+    N = 4096 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(N)
+    x, dy = rng.standard_normal((N, COLS + 5)).astype(dtype), rng.standard_normal((N, 37)).astype(dtype)
+    dW, dW0 = (np.full((37, COLS + 5), 0.5, dtype) for _ in range(2))
+    db, db0 = (np.full(37, 0.5, dtype) for _ in range(2))
+    dense.dense_backward_params(dW, db, dy, x)
+    ref_dense.dense_backward_params(dW0, db0, dy, x)
+    close(dW, dW0, dtype, "dW")
+    close(db, db0, dtype, "db")
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B, rnn.SPLIT_B + 3])
 @pytest.mark.parametrize("d", [0, 1], ids=["forward", "reverse"])

@@ -53,7 +53,7 @@ CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per
 
 
 __all__ = ["aligned_empty", "aliased", "unaliased_copy", "apart", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
-           "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
+           "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "apart_rows", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "row_chunks",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
@@ -360,14 +360,16 @@ def transpose_strip(XT, X, j):
 
 @inline
 def transposed(X):
-    """Xᵀ as a new contiguous (M, N) array, for X (N, M) with contiguous rows; parallel over
-    strips of TB columns of X, each whole TB × TB block transposed in registers.
+    """Xᵀ in the first N columns of a new contiguous (M, apart_rows(N)) array, for X (N, M) with
+    contiguous rows; parallel over strips of TB columns of X, each whole TB × TB block transposed
+    in registers. The rows are apart as the micro-kernels need them (:func:`apart_rows`): a
+    product reads Xᵀ as A.
 
     A product whose left operand is a transpose (a weight gradient's dyᵀ) would otherwise read
     A[n, k] = X[k, n] one row of X per k: at M = 4096 float32 those rows are 16 KB apart, all in
     the same L1 set and a handful of L2 sets (docs/performance.md). A copy: the bits are X's."""
     N, M = X.shape
-    XT = np.empty((M, N), X.dtype)
+    XT = np.empty((M, apart_rows(N, X.itemsize)), X.dtype)
     for j in prange((M + TB - 1) // TB):
         transpose_strip(XT, X, j)
     return XT
@@ -380,18 +382,21 @@ def _transpose_strip(j, njobs, XT, X):
 
 
 def transpose_copy_into(XT, X):
-    """XT = Xᵀ for X (N, M) and XT (M, N), both with contiguous rows: :func:`transposed_copy`
+    """XT[:, :N] = Xᵀ for X (N, M) and XT (M, ≥ N), both with contiguous rows: :func:`transposed_copy`
     into a given array."""
     _transpose_strip((X.shape[1] + TB - 1) // TB, XT, X)
 
 
 def transposed_copy(X, scratch_name=None):
-    """:func:`transposed` for composite kernels: Xᵀ as a new contiguous array, a job per strip
-    (or in a scratch buffer: ``scratch_name``, as :func:`panels_T`)."""
+    """:func:`transposed` for composite kernels, a job per strip: Xᵀ in the first N columns of a
+    new contiguous (M, apart_rows(N)) array (or of a scratch buffer: ``scratch_name``, as
+    :func:`panels_T`)."""
     N, M = X.shape
-    XT = np.empty((M, N), X.dtype) if scratch_name is None else scratch(scratch_name, M * N, X.dtype).reshape((M, N))
+    ld = apart_rows(N, X.itemsize)
+    XT = np.empty((M, ld), X.dtype) if scratch_name is None else scratch(scratch_name, M * ld, X.dtype).reshape((M, ld))
     transpose_copy_into(XT, X)
     return XT
+
 
 
 @inline
@@ -566,6 +571,19 @@ def apart_stride(K, itemsize):
     if ld // e % 2 == 0:
         ld += e
     return ld
+
+
+@inline
+def apart_rows(n, itemsize):
+    """The row length, in numbers, to give a buffer of rows of n numbers that the micro-kernels
+    will read as A: n, or, where rows of n would be a multiple of ``ALIAS`` bytes apart while the
+    family's blocks read more than ``ALIAS_ROWS`` rows at once, :func:`apart_stride` (n). For the
+    operands the passes lay out themselves (a weight gradient's transposed copy of dy or of dg):
+    at n = 1024, 2048 or 3072 float32 their rows evicted each other from L1, and a dense layer's
+    weight gradient ran 7-12 % slower than at n + 16 (docs/performance.md, twenty-third session)."""
+    if micro.R > ALIAS_ROWS and n > ALIAS_ROWS and n * itemsize % ALIAS == 0:
+        return apart_stride(n, itemsize)
+    return n
 
 
 @inline

@@ -43,7 +43,7 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
                    side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
-from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles, apart_rows,
                      add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
@@ -360,7 +360,7 @@ def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled=
     else:
         if filled:
             raise ValueError("dg comes in panels only for the transposed weight-gradient pass")
-        per_job = Nh * w
+        per_job = (Nh + 2 * 64 // dg.itemsize) * w   # room for Gᵀ's rows apart (split_copy)
         G = scratch("split_G", 2 * nub * per_job, dg.dtype)
         GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
         _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job)
@@ -388,8 +388,9 @@ def split_copy(j, njobs, sums, dg, Gs, GTs, per_job):
     T = dg.shape[0]
     u0, u1, h, b0, b1, kb, Nh = split_block(j, njobs, dg)
     w = u1 - u0
+    ld = apart_rows(Nh, dg.itemsize)   # Gᵀ's rows apart in L1: it is the products' A
     G = Gs[j * per_job:j * per_job + Nh * w].reshape((Nh, w))     # the half's rows of dg, this
-    GT = GTs[j * per_job:j * per_job + Nh * w].reshape((w, Nh))   # block of columns, and Gᵀ
+    GT = GTs[j * per_job:j * per_job + ld * w].reshape((w, ld))[:, :Nh]   # block of columns, and Gᵀ
     s = sums[h, u0:u1]
     for t in range(T):
         for b in range(b0, b1):
@@ -731,12 +732,14 @@ def _pack_steps(j, njobs, P, X, h0, off, prev, reverse, transposed):
 
 def _packed_steps(name, X, h0, off, prev, reverse, transposed):
     """:func:`_pack_steps` into scratch buffer ``name`` (packed on every call): panels
-    (n_panels(H), T·B, PANEL), or (1, H, T·B) when ``transposed``; returns the panels, or the
-    (H, T·B) array."""
+    (n_panels(H), T·B, PANEL), or (1, H, ≥ T·B) when ``transposed`` (rows of
+    :func:`bptt.kernels.engine.apart_rows` (T·B), so that they do not alias in L1 as A); returns
+    the panels, or the (H, ≥ T·B) array, its first T·B columns the states."""
     T, B = X.shape[0], X.shape[1]
     H = h0.shape[1]
-    if transposed:
-        P = scratch(name + "_T", H * T * B, X.dtype).reshape((1, H, T * B))   # 3-D: one job-set signature
+    if transposed:   # 3-D: one job-set signature; rows apart_rows(T·B) long, the products' A
+        ld = apart_rows(T * B, X.itemsize)
+        P = scratch(name + "_T", H * ld, X.dtype).reshape((1, H, ld))
     else:
         P = scratch_panels(name, H, T * B, X.dtype)
     _pack_steps(2 * T, P, X, h0, off, prev, reverse, transposed)
