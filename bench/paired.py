@@ -8,7 +8,8 @@ Each setting is a set of environment variables (``--a``, ``--b``: ``NAME=VALUE``
 bptt reads at import, such as ``BPTT_ISA`` and ``BPTT_THREADS``, has to be set this way). Each
 workload is one of the benchmark's steps (:mod:`bptt.benchmark.problems`): ``rnn``, ``gru`` or
 ``lstm`` with ``:B,T,I,H`` (a training step of the layer), ``char_lm`` or ``mlp``, or
-``dense:N,I,O`` (one dense forward product, y = x·Wᵀ + b). The two processes build every workload
+``dense:N,I,O`` (one dense forward product, y = x·Wᵀ + b) or ``dense_wg:N,I,O`` (one dense weight
+gradient, dW += dyᵀ·x and db, over N rows). The two processes build every workload
 first, then take turns: in each of ``--rounds`` rounds each process times every workload for
 ``--seconds`` in all (the order of the two alternates from round to round) and reports its median
 step per workload. The report gives each setting's median of the rounds' medians and the median
@@ -31,7 +32,7 @@ import time
 PAUSE = 0.05   # seconds between turns: libgomp's threads spin a moment after a parallel region
 
 
-KINDS = {"rnn": 4, "gru": 4, "lstm": 4, "char_lm": 0, "mlp": 0, "dense": 3}   # kind: sizes it takes
+KINDS = {"rnn": 4, "gru": 4, "lstm": 4, "char_lm": 0, "mlp": 0, "dense": 3, "dense_wg": 3}   # kind: sizes it takes
 
 
 def parse(workload: str):
@@ -42,7 +43,7 @@ def parse(workload: str):
     except ValueError:
         sizes = None
     if kind not in KINDS or sizes is None or len(sizes) != KINDS[kind] or any(v < 1 for v in sizes):
-        raise SystemExit(f"unknown workload {workload!r}: rnn|gru|lstm:B,T,I,H, char_lm, mlp or dense:N,I,O")
+        raise SystemExit(f"unknown workload {workload!r}: rnn|gru|lstm:B,T,I,H, char_lm, mlp, dense:N,I,O or dense_wg:N,I,O")
     return kind, sizes
 
 
@@ -68,6 +69,15 @@ def build(workload: str):
 
         def step():
             dense_forward(y, x, W, b)
+    elif kind == "dense_wg":
+        from bptt.kernels.dense import dense_backward_params
+        N, I, O = sizes
+        rng = np.random.default_rng(0)
+        x, dy = rng.standard_normal((N, I)).astype(np.float32), rng.standard_normal((N, O)).astype(np.float32)
+        dW, db = np.zeros((O, I), np.float32), np.zeros(O, np.float32)
+
+        def step():
+            dense_backward_params(dW, db, dy, x)
     step()
     step()
     return workload, step
@@ -109,7 +119,7 @@ def start(setting: str, workloads):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workloads", nargs="+", help="rnn|gru|lstm:B,T,I,H, char_lm, mlp or dense:N,I,O")
+    ap.add_argument("workloads", nargs="+", help="rnn|gru|lstm:B,T,I,H, char_lm, mlp, dense:N,I,O or dense_wg:N,I,O")
     ap.add_argument("--a", default="", help="setting A: NAME=VALUE words (default: the environment as it is)")
     ap.add_argument("--b", default="", help="setting B: NAME=VALUE words")
     ap.add_argument("--rounds", type=int, default=8, help="turns each setting takes (default 8)")
