@@ -436,6 +436,14 @@ def get_threads() -> int:
     return _threads
 
 
+def running_threads() -> int:
+    """The threads a job set called now runs its jobs on: :func:`get_threads` where its parallel
+    build runs (:func:`side_by_side`), else 1 (one thread, a layer's ``serial_when``, or a
+    composite's ``.serial``). A sweep cuts its batch into this many chunks
+    (``bptt.kernels.engine.sweep_chunks``)."""
+    return _threads if side_by_side() else 1
+
+
 def _init_from_env() -> None:
     kernels = os.environ.get("BPTT_KERNELS")
     if kernels:
@@ -547,10 +555,11 @@ def _sources_hash() -> str:
     to any kernel source compiles everything afresh (old cache files are left unused).
 
     Nor does its index key on module globals. The kernels hold the ISA family, the cores Numba
-    may use (``engine.CHUNKS``: a sweep's chunks of rows) and the cache sizes as constants, and
-    Python code sizes the jobs with the same values: a cache filled with ``NUMBA_NUM_THREADS=2``
-    and loaded with 1 gave kernels that cut a sweep into two chunks where the launcher ran one
-    (or the reverse), rows past the batch, and a corrupted heap. So these are hashed too: a
+    may use (``engine.CHUNKS``: how a large product is cut into jobs) and the cache sizes as
+    constants, and Python code sizes the jobs with the same values: a cache filled with
+    ``NUMBA_NUM_THREADS=2`` and loaded with 1 gave kernels that cut a sweep into two chunks
+    where the launcher ran one (or the reverse), rows past the batch, and a corrupted heap (a
+    sweep's jobs now take their count from the launch: ``engine.chunk_rows``). So these are hashed too: a
     cache shared by processes or machines that differ in them keeps one set of files for each.
     """
     import hashlib
@@ -1243,8 +1252,8 @@ def external(fn, signature, symbol: str):
 def inline(fn):
     """Compile a scalar helper that other kernels call (``x -> f(x)``); inlined into its callers.
     Called from Python it is compiled on its own, and cached under a name that carries
-    :func:`_sources_hash`: ``engine.sweep_chunks`` counts a sweep's jobs with the compiled
-    ``row_chunks``, which must hold the same ``CHUNKS`` as the job bodies."""
+    :func:`_sources_hash`: ``engine.block_jobs`` counts a product's jobs with the compiled
+    ``n_blocks``, which must hold the same ``CHUNKS`` as the job bodies."""
     return numba.njit(renamed(fn, f"__{_HASH}"), cache=CACHE, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 
 

@@ -185,3 +185,33 @@ def test_a_pipeline_side_by_side_stays_so_through_a_few_slow_calls(threads, monk
     assert _two_jobs._side_by_side is True
     assert "in order" in calls            # it did try the other way
     assert out[0] == out[1] == 150
+
+
+def test_a_sweep_runs_one_chunk_per_thread_it_runs_on(monkeypatch):
+    """engine.sweep_chunks: as many chunks as the threads the sweep's job set will run on
+    (jit.running_threads: one on one thread, under a layer's serial_when, or in a composite's
+    .serial), at most B; chunk_rows cuts the rows from the count the jobs were launched with,
+    every row once, no chunk empty, and on two threads the chunks are the batch halves of the
+    passes around the sweep (rnn.batch_half)."""
+    from bptt.kernels import engine, rnn
+    old = jit.get_threads()
+    try:
+        jit.set_threads(1)
+        assert jit.running_threads() == 1 and engine.sweep_chunks(50) == 1
+        if jit.max_threads() >= 2:
+            jit.set_threads(2)
+            assert jit.running_threads() == 2 and engine.sweep_chunks(50) == 2
+            with jit.serial_when(True):
+                assert jit.running_threads() == 1 and engine.sweep_chunks(50) == 1
+    finally:
+        jit.set_threads(old)
+    for n in range(1, 9):
+        monkeypatch.setattr(jit, "running_threads", lambda n=n: n)
+        for B in range(1, 80):
+            nch = engine.sweep_chunks(B)
+            assert 1 <= nch <= min(n, B)
+            rows = [engine.chunk_rows(ch, nch, B) for ch in range(nch)]
+            assert rows[0][0] == 0 and rows[-1][1] == B and all(r0 < r1 for r0, r1 in rows), (n, B, rows)
+            assert all(rows[i][1] == rows[i + 1][0] for i in range(nch - 1)), (n, B, rows)
+            if n == 2 and B >= 2:
+                assert rows == [rnn.batch_half(B, 2, 0), rnn.batch_half(B, 2, 1)], (B, rows)

@@ -14,7 +14,7 @@ Layers of the engine, each on the one below:
    panel, k in blocks of ``KC`` (so that the panel's block of rows stays in cache while the
    tile's rows reuse it); :func:`n_blocks` and :func:`block_origin` number the jobs of a large
    product (run as a job set, :func:`bptt.jit.jobs`) and :func:`block_product` runs one, and
-   :func:`row_chunks` splits a recurrent sweep's batch across cores.
+   :func:`sweep_chunks` and :func:`chunk_rows` split a recurrent sweep's batch across threads.
 
 Every path computes each output the same way,
 
@@ -47,14 +47,14 @@ ROWS = 48             # rows of C per tile: whole blocks of every family (12, 8 
 COLS = 256 // PANEL * PANEL   # columns of C per tile, whole panels (256 for avx512, 240 for avx2):
                               # a tile's block of A (ROWS × KC) is reused by every panel from L2
 KC = 256              # k per block inside a tile
-CHUNKS = max_threads()   # parallel chunks of a recurrent sweep's batch: one per core (a constant
-                         # in the compiled kernels, and in their cache names: jit._sources_hash;
-                         # only speed depends on it, never the bits)
+CHUNKS = max_threads()   # the cores: a large product's jobs are a multiple of it (n_blocks; a
+                         # constant in the compiled kernels, and in their cache names:
+                         # jit._sources_hash; only speed depends on it, never the bits)
 
 
 __all__ = ["aligned_empty", "aliased", "unaliased_copy", "apart", "scratch", "scratch_panels", "release_scratch", "acc_scalar", "acc_tile", "acc_panels", "acc_narrow", "packed", "packed_T", "panels", "panels_T",
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "apart_rows", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
-           "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "row_chunks",
+           "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "chunk_rows",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
            "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
@@ -331,10 +331,24 @@ def block_jobs(N, M):
     return ng * ncb
 
 
-@functools.lru_cache(maxsize=1024)
 def sweep_chunks(B):
-    """The number of chunks :func:`row_chunks` cuts a sweep's B sequences into, from Python."""
-    return row_chunks(B)[0]
+    """The number of chunks (jobs) a recurrent sweep of B independent sequences runs in, when
+    called now: one per thread it will run on (:func:`bptt.jit.running_threads`; at most B), of
+    equal size but the last (:func:`chunk_rows`), so each thread streams W_hh through its cache
+    once per step for all its rows. One thread runs one chunk: two chunks in order streamed the
+    LSTM `deepbench` W_hh (16 MB) twice a step, and its step took 447 ms on one thread against
+    416 with one chunk (docs/performance.md, twenty-third session). Equal chunks rather than
+    whole blocks of 4 rows: rows past a multiple of 4 run the 1-row micro-kernels at about half
+    speed, so B = 50 as 25 + 25 (6 blocks and 1 row each) beats 24 + 26 (2 rows in one chunk) by
+    8% per step. Results never depend on it: every row's sums run in the same order in any
+    chunk. The count is ceil(B / rc) for rc = ceil(B / threads), so that the jobs' rows of
+    ceil(B / count) are again rc: on two threads the chunks are the batch halves of the passes
+    around the sweep (``bptt.kernels.rnn.batch_half``)."""
+    n = min(B, jit.running_threads())
+    if n <= 1:
+        return 1
+    rc = (B + n - 1) // n
+    return (B + rc - 1) // rc
 
 
 @inline
@@ -694,19 +708,6 @@ def add_column_sums(db, g, u0, u1):
         dbu[u] += s[u]
 
 
-@inline
-def row_chunks(B):
-    """(chunks, rows per chunk) when a recurrent sweep splits its B independent sequences into
-    parallel chunks: one chunk per core (at most), of equal size (the last one taking what is left),
-    so each thread streams W_hh through its cache once per step for all its rows. Equal chunks
-    rather than whole blocks of 4 rows: rows past a multiple of 4 run the 1-row micro-kernels at
-    about half speed, so B = 50 as 25 + 25 (6 blocks and 1 row each) beats 24 + 26 (2 rows in one
-    chunk) by 8% per step. Results never depend on it: every row's sums run in the same order in
-    any chunk."""
-    rc = (B + CHUNKS - 1) // CHUNKS
-    return (B + rc - 1) // rc, rc
-
-
 JOBS = 16   # parallel jobs a large product is cut into, at least (a multiple of the cores)
 
 
@@ -833,9 +834,11 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
 # --- the pieces every recurrent sweep shares (rnn.py, lstm.py, gru.py) -------------------------
 
 @inline
-def chunk_rows(ch, nch, rc, B):
-    """Rows r0:r1 of chunk ``ch`` of a sweep's B sequences (``nch, rc = row_chunks(B)``): the last
-    chunk takes the rest."""
+def chunk_rows(ch, nch, B):
+    """Rows r0:r1 of chunk ``ch`` of the ``nch`` chunks (a sweep's jobs, :func:`sweep_chunks`) of B
+    sequences: ceil(B / nch) rows each, the last chunk the rest. The jobs take the count they
+    are run with, so the rows they cut always match the jobs Python launched."""
+    rc = (B + nch - 1) // nch
     r0 = ch * rc
     return r0, (B if ch == nch - 1 else r0 + rc)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..jit import composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_rows, apart, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, row_chunks,
+from .engine import (add_rows, apart, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, 
                      step_product, sweep_chunks)
 from .rnn import (wide, wide_grads, wide_grads_done, wide_packed, wide_packed_T, wide_products, wide_step,
                   wide_step_done, wide_units)
@@ -54,8 +54,7 @@ def _gru_forward_rows(ch, nch, y, gates, mn, m, h0, b_hh, off, reverse, P):
     """Chunk ch of :func:`gru_forward`'s sequences, every step; P: W_hhᵀ (H, 3H) in panels."""
     T, B, G3 = gates.shape
     H = G3 // 3
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     for s in range(T):
         t = T - 1 - s if reverse else s
         hp = h0 if s == 0 else y[t + 1 if reverse else t - 1, :, off:off + H]   # h_prev
@@ -130,8 +129,7 @@ def _gru_backward_rows(ch, nch, dgx, dgh, dh0, dh, dy, dh_n, gates, mn, y, h0, o
     """Chunk ch of :func:`gru_backward`'s sequences, every step; P: W_hh (3H, H) in panels."""
     T, B, G3 = gates.shape
     H = G3 // 3
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s

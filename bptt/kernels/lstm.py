@@ -28,7 +28,7 @@ import numpy as np
 from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, apart, apart_stride, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T,
-                     pack_all_into, L2_BYTES, panels, panels_T, row_chunks, scratch, scratch_panels, step_product,
+                     pack_all_into, L2_BYTES, panels, panels_T,  scratch, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
 from .rnn import (PIPE_STEPS, gate_panels, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,
@@ -62,8 +62,7 @@ def lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse):
 def _lstm_forward_rows(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, P):
     """Chunk ch of :func:`lstm_forward`'s sequences, every step; P: W_hhᵀ (H, 4H) in panels."""
     T, B = gates.shape[0], gates.shape[1]
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     for s in range(T):
         lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
 
@@ -200,8 +199,7 @@ def _lstm_forward_rows_fused(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, revers
     """Chunk ch of :func:`lstm_forward_fused`'s sequences, every step; P_ih: W_ihᵀ (I, 4H) and
     P: W_hhᵀ (H, 4H) in panels."""
     T, B, G4 = gates.shape
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     for s in range(T):
         t = T - 1 - s if reverse else s
         a = gates[t]
@@ -241,8 +239,7 @@ def _lstm_backward_rows_fused(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gat
     """Chunk ch of :func:`lstm_backward_fused`'s sequences, every step; P_ih: W_ih (4H, I) and
     P: W_hh (4H, H) in panels. per_job > 0: da_t in dstep (B, ≥ 4H), then into the panels Gs."""
     T, B, G4 = gates.shape
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     copy_rows(dh, dh_n, r0, r1)
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):
@@ -320,8 +317,7 @@ def lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, 
 def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, P):
     """Chunk ch of :func:`lstm_backward`'s sequences, every step; P: W_hh (4H, H) in panels."""
     T, B = gates.shape[0], gates.shape[1]
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):

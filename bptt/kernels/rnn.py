@@ -27,7 +27,7 @@ output is assembled without a copy and the next layer reads it as its input.
 
 Parallelism. The cell kernels are composites (:func:`bptt.jit.composite`): W_hh is packed into
 panels, then a job set (:func:`bptt.jit.jobs`) runs one job per chunk of batch rows, one chunk
-per core (:func:`bptt.kernels.engine.row_chunks`), with the time loop inside: sequences are independent, so
+per thread (:func:`bptt.kernels.engine.sweep_chunks`), with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
 written by one thread, and a chunk's rows share each panel of W_hh they load. From ``SPLIT_B``
 sequences on, the passes before and after the sweep split the batch into the same two halves
@@ -46,7 +46,7 @@ from .dense import dense_backward_input, dense_backward_params, dense_forward, f
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles, apart_rows,
                      add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
-                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, row_chunks, scratch, scratch_panels,
+                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T,  scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into,
                      LAST_PANELS, LAST_PANELS_T)
 
@@ -80,8 +80,7 @@ def _check_state_code(code):
 def _rnn_forward_rows(ch, nch, y, q, h0, b_hh, off, reverse, code, P):
     """Chunk ch of :func:`rnn_forward`'s sequences, every step; P: W_hhᵀ (H, H) in panels."""
     T, B, H = q.shape
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     for s in range(T):
         t = T - 1 - s if reverse else s
         # h_prev: h0 at the first processed step, else the previous step's columns of y
@@ -137,8 +136,7 @@ def rnn_backward(dq, dh0, dh, dy, dh_n, q, y, W_hh, off, reverse, code):
 def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, off, reverse, code, P):
     """Chunk ch of :func:`rnn_backward`'s sequences, every step; P: W_hh (G·H, H) in panels."""
     T, B, H = q.shape
-    nch, rc = row_chunks(B)
-    r0, r1 = chunk_rows(ch, nch, rc, B)
+    r0, r1 = chunk_rows(ch, nch, B)
     copy_rows(dh, dh_n, r0, r1)   # the carried gradient starts from ∂L/∂h_n
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s
@@ -159,8 +157,8 @@ SPLIT_B = 32
 @inline
 def batch_half(B, nh, h):
     """(b0, b1): rows b0 ≤ b < b1 of part h of the nh parts of a batch (1, or 2 from ``SPLIT_B`` on); the
-    first half takes the odd row. On two cores the halves are the sweeps' chunks
-    (:func:`bptt.kernels.engine.row_chunks`)."""
+    first half takes the odd row. On two threads the halves are the sweeps' chunks
+    (:func:`bptt.kernels.engine.sweep_chunks`)."""
     if nh == 1:
         return 0, B
     Bh = (B + 1) // 2
