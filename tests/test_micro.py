@@ -19,9 +19,9 @@ def test_micro_files_are_what_the_generator_writes(isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 300, 150, 3), (37, 5, 333, 11),
-                                       (1, 9, 100, 0), (2, 3, 65, 1), (1, 300, 400, 2), (1, 5, 129, 0),
-                                       (23, 40, 70, 0), (13, 300, 70, 0), (25, 40, 100, 1), (50, 7, 64, 0),
+@pytest.mark.parametrize("N,K,M,boff", [(1, 1, 1, 0), (4, 7, 64, 0), (9, 600, 150, 3), (37, 5, 333, 11),
+                                       (1, 9, 100, 0), (2, 3, 65, 1), (1, 600, 400, 2), (1, 5, 129, 0),
+                                       (23, 40, 70, 0), (13, 600, 70, 0), (25, 40, 100, 1), (50, 7, 64, 0),
                                        (14, 5, 33, 0), (10, 9, 40, 0), (16, 300, 32, 0), (44, 9, 136, 0),
                                        (1, 70, 64, 0), (1, 40, 48, 5), (1, 300, 76, 0), (1, 33, 232, 0)])
 def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, boff):
@@ -90,7 +90,7 @@ def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N)
         engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], 0, 0, A.shape[1])
 
     rng = np.random.default_rng(N)
-    for K, M in ((300, 70), (65, 1024)):
+    for K, M in ((600, 70), (65, 1024)):   # 600: past a k-block of either KC (256 or 512)
         A = rng.standard_normal((N, K)).astype(dtype)
         Bm = rng.standard_normal((K, M)).astype(dtype)
         C0 = rng.standard_normal((N, M)).astype(dtype)

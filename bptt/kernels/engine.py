@@ -46,7 +46,14 @@ NARROW = micro.NARROW  # a weight gradient's last I mod NARROW columns run trans
 ROWS = 48             # rows of C per tile: whole blocks of every family (12, 8 or 4 rows)
 COLS = 256 // PANEL * PANEL   # columns of C per tile, whole panels (256 for avx512, 240 for avx2):
                               # a tile's block of A (ROWS × KC) is reused by every panel from L2
-KC = 256              # k per block inside a tile
+# k per block inside a tile. A block of C is loaded and stored once per k-block; the avx512 blocks
+# (12 rows, 2 vectors wide) then fetch 24 lines of C, and where C's rows are a multiple of 4 KB
+# apart (a gate workspace at 4H = 1024·n, dW at I = 1024) those fall into one set of L1. With 512 a
+# 12 × 32 block does twice the work per load of C: the LSTM `deepbench` step 3-4 % faster, the
+# RNN and GRU `fastrnns` 4 %, the MLP 4 % (Zen 4, paired; docs/performance.md, twenty-third
+# session). The KC × COLS block of B (512 KB) then needs an L2 of 1 MB or more; the 4-row avx2
+# and generic blocks showed no gain, and a Zen 3's L2 is 512 KB.
+KC = 512 if micro.R > 4 and L2_BYTES >= 1 << 20 else 256
 CHUNKS = max_threads()   # the cores: a large product's jobs are a multiple of it (n_blocks; a
                          # constant in the compiled kernels, and in their cache names:
                          # jit._sources_hash; only speed depends on it, never the bits)
@@ -815,12 +822,12 @@ def acc_tiles(C, A, P, n0, n1, c0, c1, k0, k1):
 @inline
 def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
     """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] over a block of C, Bm in panels P, with the
-    k-blocks outermost: for each KC × COLS block of Bm (about 240 KB, in L2), every tile of
+    k-blocks outermost: for each KC × COLS block of Bm (240 KB to 512 KB, in L2), every tile of
     ``ROWS`` rows passes (their KC columns of A in L2, each panel's sliver in L1), as BLIS orders
     its loops. Tile by tile with the whole k range inside, the column block of Bm (K × COLS, 1 MB
     at K = 1024) was streamed from L3 once per tile (docs/performance.md). Every output's
     k-blocks still run in increasing order, so each is the same fma chain. The k range is cut
-    into equal blocks of at most ``KC``: 784 as 4 × 196 rather than 3 × 256 + 16, whose last
+    into equal blocks of at most ``KC``: 784 as 4 × 196 rather than 3 × 256 + 16 (KC = 256), whose last
     block loaded and stored every sum of C for 16 products each (1-4 % faster on one core, A/B
     in one process, docs/performance.md)."""
     nkb = k_blocks(k1 - k0)
