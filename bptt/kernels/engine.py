@@ -49,8 +49,8 @@ COLS = 256 // PANEL * PANEL   # columns of C per tile, whole panels (256 for avx
 # k per block inside a tile. A block of C is loaded and stored once per k-block; the avx512 blocks
 # (12 rows, 2 vectors wide) then fetch 24 lines of C, and where C's rows are a multiple of 4 KB
 # apart (a gate workspace at 4H = 1024·n, dW at I = 1024) those fall into one set of L1. With 512 a
-# 12 × 32 block does twice the work per load of C: the LSTM `deepbench` step 3-4 % faster, the
-# RNN and GRU `fastrnns` 4 %, the MLP 4 % (Zen 4, paired; docs/performance.md, twenty-third
+# 12 × 32 block does twice the work per load of C: the LSTM and GRU `deepbench` steps 4 % faster,
+# RNN `fastrnns` 3-4 %, the MLP 3-4 % (Zen 4, paired; docs/performance.md, twenty-third
 # session). The KC × COLS block of B (512 KB) then needs an L2 of 1 MB or more; the 4-row avx2
 # and generic blocks showed no gain, and a Zen 3's L2 is 512 KB.
 KC = 512 if micro.R > 4 and L2_BYTES >= 1 << 20 else 256
@@ -417,7 +417,6 @@ def transposed_copy(X, scratch_name=None):
     XT = np.empty((M, ld), X.dtype) if scratch_name is None else scratch(scratch_name, M * ld, X.dtype).reshape((M, ld))
     transpose_copy_into(XT, X)
     return XT
-
 
 
 @inline
