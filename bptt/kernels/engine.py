@@ -46,14 +46,15 @@ NARROW = micro.NARROW  # a weight gradient's last I mod NARROW columns run trans
 ROWS = 48             # rows of C per tile: whole blocks of every family (12, 8 or 4 rows)
 COLS = 256 // PANEL * PANEL   # columns of C per tile, whole panels (256 for avx512, 240 for avx2):
                               # a tile's block of A (ROWS × KC) is reused by every panel from L2
-# k per block inside a tile. A block of C is loaded and stored once per k-block; the avx512 blocks
-# (12 rows, 2 vectors wide) then fetch 24 lines of C, and where C's rows are a multiple of 4 KB
-# apart (a gate workspace at 4H = 1024·n, dW at I = 1024) those fall into one set of L1. With 512 a
-# 12 × 32 block does twice the work per load of C: the LSTM and GRU `deepbench` steps 4 % faster,
-# RNN `fastrnns` 3-4 %, the MLP 3-4 % (Zen 4, paired; docs/performance.md, twenty-third
-# session). The KC × COLS block of B (512 KB) then needs an L2 of 1 MB or more; the 4-row avx2
-# and generic blocks showed no gain, and a Zen 3's L2 is 512 KB.
-KC = 512 if micro.R > 4 and L2_BYTES >= 1 << 20 else 256
+# k per block inside a tile. A job's block of C is read and written once per k-block (its tiles
+# pass in turn, k-blocks outermost: block_product), and each micro-kernel call loads and stores
+# its block of C; where C's rows are a multiple of 4 KB apart (a gate workspace at 4H = 1024·n, dW
+# at I = 1024) the avx512 blocks' 24 lines of C fall into one set of L1. k-blocks of 512 halve
+# all that: on a Zen 4, paired, the LSTM and GRU `deepbench` steps 4-5 % faster on either x86
+# family (9 % once with avx2), RNN `fastrnns` 3-4 %, the MLP 2-3 % (docs/performance.md,
+# twenty-third session). The KC × COLS block of B (512 KB) then needs an L2 of 1 MB or more (a
+# Zen 3's is 512 KB: 256 there); the generic family, not measured, keeps 256.
+KC = 512 if jit.ISA != "generic" and L2_BYTES >= 1 << 20 else 256
 CHUNKS = max_threads()   # the cores: a large product's jobs are a multiple of it (n_blocks; a
                          # constant in the compiled kernels, and in their cache names:
                          # jit._sources_hash; only speed depends on it, never the bits)

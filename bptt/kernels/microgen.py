@@ -302,8 +302,8 @@ def tile_source(f: Family) -> str:
 
     ``rows`` families run each block of R rows across all the columns (A's R rows stay in L1,
     B streams from L2); ``bcast`` families run each W-wide column block down all the row blocks,
-    so that the K × W sliver of B (24 KB for avx2 at KC = 256) stays in L1 while the rows pass:
-    with 16 registers the k step has no room to wait on B from L2."""
+    so that the K × W sliver of B (24 KB for avx2 at KC = 256, 48 KB at 512: then partly from L2)
+    is reused while the rows pass: with 16 registers the k step has no room to wait on B from L2."""
     R, W, W1 = f.R, f.W, f.W1
     wR = _powers_below(W)
     doc = ["", "",
