@@ -22,7 +22,7 @@ import numpy as np
 
 from ..jit import composite, inline, jobs
 from .activations import sigmoid, tanh
-from .engine import (add_rows, apart, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T, 
+from .engine import (add_rows, apart, chunk_rows, copy_bias_rows, copy_rows, LAST_PANELS, LAST_PANELS_T,
                      step_product, sweep_chunks)
 from .rnn import (wide, wide_grads, wide_grads_done, wide_packed, wide_packed_T, wide_products, wide_step,
                   wide_step_done, wide_units)

@@ -28,7 +28,7 @@ import numpy as np
 from ..jit import atomic_add, atomic_store, composite, inline, jobs
 from .activations import sigmoid, tanh
 from .engine import (add_bias_rows, apart, apart_stride, add_rows, chunk_rows, copy_rows, LAST_PANELS, LAST_PANELS_T,
-                     pack_all_into, L2_BYTES, panels, panels_T,  scratch, scratch_panels, step_product,
+                     pack_all_into, L2_BYTES, panels, panels_T, scratch, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
 from .rnn import (PIPE_STEPS, gate_panels, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,

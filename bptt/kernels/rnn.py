@@ -43,10 +43,11 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
                    side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
-from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles, apart_rows,
-                     add_bias_rows, add_column_sums, add_rows, even_bound, even_columns, k_block, k_blocks,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
+                     apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
+                     k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
-                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T,  scratch, scratch_panels,
+                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into,
                      LAST_PANELS, LAST_PANELS_T)
 
@@ -358,7 +359,7 @@ def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled=
     else:
         if filled:
             raise ValueError("dg comes in panels only for the transposed weight-gradient pass")
-        per_job = (Nh + 2 * 64 // dg.itemsize) * w   # room for Gᵀ's rows apart (split_copy)
+        per_job = apart_stride(Nh, dg.itemsize) * w   # room for either half's Gᵀ, rows apart (split_copy)
         G = scratch("split_G", 2 * nub * per_job, dg.dtype)
         GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
         _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job)
