@@ -241,6 +241,10 @@ def test_script_forwards_to_the_command():
 def test_flops_and_shapes():
     assert bm.step_flops("lstm", 64, 100, 512, 512) == 3 * 2 * 100 * 64 * 4 * 512 * 1024
     assert bm.SHAPES["deepbench"] == (32, 25, 1024, 1024)
+    # the MLP's step: 3 products a layer but the first layer's dx, which neither framework computes
+    from bptt.benchmark.problems import job_flops
+    assert job_flops("mlp", {"sizes": [784, 512, 10], "B": 128}) == \
+        2 * 128 * (784 * 512 + 512 * 10) + 2 * 128 * (784 * 512 + 512 * 10) + 2 * 128 * 512 * 10
     assert bm.parse_shape(" 8, 20,32 ,64") == (8, 20, 32, 64)
 
 

@@ -91,15 +91,16 @@ def step_flops(cell: str, B: int, T: int, I: int, H: int) -> int:
 
 
 def job_flops(kind: str, spec: dict) -> int:
-    """The FLOPs of a job's step, counting the matrix products only (forward and twice backward)."""
+    """The FLOPs of a job's step, counting the matrix products it computes: forward, and backward dW and
+    dx (the MLP's first layer has no dx)."""
     if kind == "cell":
         return step_flops(spec["cell"], *(spec[k] for k in "BTIH"))
     if kind == "char_lm":
         s = spec
         return step_flops("lstm", s["B"], s["T"], s["E"], s["H"]) + 3 * 2 * s["B"] * s["T"] * s["H"] * s["V"]
-    if kind == "mlp":
-        sz = spec["sizes"]
-        return 3 * 2 * spec["B"] * sum(a * b for a, b in zip(sz[:-1], sz[1:]))
+    if kind == "mlp":   # every layer forward, every dW, and dx for all but the first layer (whose
+        sz = spec["sizes"]  # input is data: neither framework computes it)
+        return 2 * spec["B"] * (3 * sum(a * b for a, b in zip(sz[:-1], sz[1:])) - sz[0] * sz[1])
     raise ValueError(f"unknown job kind {kind!r}")
 
 
