@@ -50,6 +50,11 @@ def test_quick_rnn_writes_a_complete_report(tmp_path):
     assert report["peak_1_thread_gflops"] > 0 and m["core_scaling"] > 0
     assert report["peak_isa"] == host and report["peak_vector_floats"] == jit.vector_floats(host)
     assert report["peak_chains"] >= 12
+    if m["threads"] > 1:   # a cache line's round trip between the two threads, at the start and after each row
+        assert m["handoff_ns"] > 0 and all(row["handoff_ns"] > 0 for row in report["rows"])
+        assert "hand-off: a cache line's round trip between bptt's two threads" in r.output
+    else:
+        assert m["handoff_ns"] is None
     isa = report["isa"]
     assert isa["bptt"] == host and isa["source"] == "--isa" and isa["torch_restricted_to"] == host
     assert isa["torch_env"] == bm.TORCH_ISA_ENV[host] and isa["targets_apply"] is (host != "generic")
@@ -339,3 +344,19 @@ def test_round_ratios_pair_each_slice_of_bptt_with_the_torch_slice_beside_it():
     assert runner.round_ratios(bptt, torch_) == [2.0, 1.0, 2.0]
     assert report.rounds_text([2.0, 1.0, 2.0]) == "1.00-2.00"
     assert report.rounds_text([]) == "-" and report.rounds_text(None) == "-"
+
+
+def test_handoff_round_trips_need_two_threads_and_slow_ones_are_named():
+    from bptt.benchmark.report import handoff_text
+    from bptt.kernels.handoff import round_trip_ns
+    jit.set_threads(2)
+    ns = round_trip_ns(n=200, tries=1)
+    assert ns is not None and 0 < ns < 1e6   # two jobs side by side: they took turns 200 times
+    jit.set_threads(1)
+    assert round_trip_ns(n=200) is None      # in order, each would wait for the other for ever
+    rows = [{"cell": "lstm", "shape": s, "handoff_ns": v} for s, v in (("teach", 60.0), ("char", 310.0))]
+    text = handoff_text({"rows": rows, "extras": {"mlp": {"name": "mlp", "check": {}, "handoff_ns": 70.0}}})
+    assert "took 60-310 ns" in text and "after lstm char 310 ns" in text and "teach 60" not in text
+    quiet = handoff_text({"rows": rows[:1], "extras": {}})
+    assert "took 60 ns" in quiet and "quickest or more" not in quiet
+    assert handoff_text({"rows": [dict(rows[0], handoff_ns=None)], "extras": {}}) == ""

@@ -157,6 +157,16 @@ def measure_peak(seconds: float = 0.5) -> float:
     return best
 
 
+def handoff_ns():
+    """Nanoseconds for a cache line's round trip between two of bptt's threads
+    (:func:`bptt.kernels.handoff.round_trip_ns`), or None on one thread: in a virtual machine's
+    spells where it is several times its usual value, every kernel whose threads hand data to
+    each other slows down."""
+    from ..kernels.handoff import round_trip_ns
+    v = round_trip_ns()
+    return None if v is None else round(v, 1)
+
+
 def peaks() -> dict:
     """The FMA peak on the bptt thread count and on one thread, with the ISA they were measured
     for: if the first is well below threads × the second, other processes hold some cores."""

@@ -114,7 +114,9 @@ def format_header(report) -> str:
         + "); FLOPs per step = 3*2*T*B*G*H*(I+H)"
         + (f"\nwarning: {m['threads']} threads reached only {m['core_scaling']:.2f} of {m['threads']}x the "
            f"one-thread peak: other processes hold cores, and timings on {m['threads']} threads will be "
-           f"distorted" if m["core_scaling"] < 0.75 else ""),
+           f"distorted" if m["core_scaling"] < 0.75 else "")
+        + (f"\nhand-off: a cache line's round trip between bptt's two threads {m['handoff_ns']:.0f} ns at the start"
+           if m.get("handoff_ns") is not None else ""),
         f"step = zero_grad + forward + full BPTT backward (dx, dh0, all weight gradients), float32; "
         f"median of n steps, timed {m['timing']}"
         + (f"; env {' '.join(f'{k}={v}' for k, v in m['env'].items())}" if m["env"] else ""),
@@ -136,6 +138,31 @@ def format_extra(rec) -> str:
     return text + f"; check {_check_text(rec['check'])}; targets {_targets_text(rec)}"
 
 
+SLOW_HANDOFF = 2.0   # a row's hand-off this many times the run's quickest: named in the summary
+
+
+def handoff_text(report) -> str:
+    """The cache line round trips between bptt's two threads measured after each row and extra
+    (:func:`bptt.benchmark.machine.handoff_ns`): their range, and the rows measured at
+    ``SLOW_HANDOFF`` times the quickest or more, whose pipelines and passes between cores ran
+    slow. Empty on one thread."""
+    recs = [(f"{r['cell']} {r['shape']}", r.get("handoff_ns")) for r in report["rows"]]
+    recs += [(e["name"], e.get("handoff_ns")) for e in report["extras"].values() if "check" in e]
+    recs = [(name, v) for name, v in recs if v is not None]
+    if not recs:
+        return ""
+    quick = min(v for _, v in recs)
+    slow = [f"{name} {v:.0f}" for name, v in recs if v >= SLOW_HANDOFF * quick]
+    top = max(v for _, v in recs)
+    span = f"{quick:.0f}" if round(top) == round(quick) else f"{quick:.0f}-{top:.0f}"
+    text = f"hand-off: a cache line's round trip between bptt's two threads took {span} ns after the rows"
+    if slow:
+        text += (f"; {SLOW_HANDOFF:g}x the quickest or more after {', '.join(slow)} ns (a spell of slow "
+                 f"transfers between the cores: kernels whose threads hand data over, bptt's and torch's, "
+                 f"slow down in it)")
+    return text
+
+
 def format_summary(report) -> str:
     rows = report["rows"]
     extras = [e for e in report["extras"].values() if "check" in e]
@@ -145,6 +172,9 @@ def format_summary(report) -> str:
     if any(r["noisy"] for r in rows + extras):
         lines.append(f"* noisy: the upper quartile of a timing is over {NOISY:g}x its lower quartile "
                      f"(quartiles in the JSON)")
+    handoff = handoff_text(report)
+    if handoff:
+        lines.append(handoff)
     check = report.get("torch_worker_check")
     if check and check["slowed"]:
         lines.append(f"WARNING: the torch worker ran {', '.join(check['rows'])} more than {check['limit']:g}x slower "

@@ -207,6 +207,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
         info.update(timers.call("torch", {"what": "info"}))
         measured = timers.call("bptt", {"what": "peak"})
         info["numba_threading_layer"] = measured["threading_layer"]
+        info["handoff_ns"] = timers.call("bptt", {"what": "handoff"})["handoff_ns"]
         # 1.0 when every thread ran at the one-thread peak; well below, other work held cores
         info["core_scaling"] = round(measured["peak"] / (threads * measured["peak_1_thread"]), 4)
         info["timing"] = "in this process" if cfg.in_process else "one worker process per framework"
@@ -241,12 +242,15 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
                 emit("start", f"{cell} {name}")
                 row = bench_cell(timers, cell, name, shape, cfg, peak, isa, plain=(cell, name) in PLAIN_CHECK)
                 row["load_avg_1min"] = load_avg()
+                row["handoff_ns"] = timers.call("bptt", {"what": "handoff"})["handoff_ns"]
                 report["rows"].append(row)
                 emit("row", row)
         if cfg.extras:
             for name in EXTRAS + ("compile",):
                 emit("start", name)
                 rec = compile_times(threads, isa) if name == "compile" else bench_extra(timers, name, cfg, peak, isa)
+                if name != "compile":
+                    rec["handoff_ns"] = timers.call("bptt", {"what": "handoff"})["handoff_ns"]
                 report["extras"][name] = rec
                 emit("extra", rec)
         checked = [r for r in report["rows"] if "torch_plain" in r]

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from .machine import peaks, torch_isa_env, TORCH_ISA_ENV
+from .machine import handoff_ns, peaks, torch_isa_env, TORCH_ISA_ENV
 from .problems import BenchError, build_bptt, build_torch, bptt_memory, require_torch
 from .timing import SLICE_WARM, slices, timed_steps, warm_up
 
@@ -151,6 +151,8 @@ def _answer(framework: str, request: dict) -> dict:
     what = request["what"]
     if what == "peak":
         return peaks()
+    if what == "handoff":
+        return {"handoff_ns": handoff_ns()}
     if what == "info":
         torch = require_torch()
         return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
