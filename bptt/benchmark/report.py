@@ -142,12 +142,15 @@ SLOW_HANDOFF = 2.0   # a row's hand-off this many times the run's quickest: name
 
 
 def handoff_text(report) -> str:
-    """The cache line round trips between bptt's two threads measured after each row and extra
-    (:func:`bptt.benchmark.machine.handoff_ns`): their range, and the rows measured at
-    ``SLOW_HANDOFF`` times the quickest or more, whose pipelines and passes between cores ran
-    slow. Empty on one thread."""
-    recs = [(f"{r['cell']} {r['shape']}", r.get("handoff_ns")) for r in report["rows"]]
-    recs += [(e["name"], e.get("handoff_ns")) for e in report["extras"].values() if "check" in e]
+    """The cache line round trips between bptt's two threads measured before and after each row
+    and extra (:func:`bptt.benchmark.machine.handoff_ns`), the slower of each pair: their range,
+    and the rows at ``SLOW_HANDOFF`` times the quickest or more, whose pipelines and passes
+    between cores ran slow. Empty on one thread."""
+    def slowest(rec):   # the slower of the readings before and after the row
+        vals = [v for v in (rec.get("handoff_ns_before"), rec.get("handoff_ns")) if v is not None]
+        return max(vals) if vals else None
+    recs = [(f"{r['cell']} {r['shape']}", slowest(r)) for r in report["rows"]]
+    recs += [(e["name"], slowest(e)) for e in report["extras"].values() if "check" in e]
     recs = [(name, v) for name, v in recs if v is not None]
     if not recs:
         return ""
@@ -155,9 +158,9 @@ def handoff_text(report) -> str:
     slow = [f"{name} {v:.0f}" for name, v in recs if v >= SLOW_HANDOFF * quick]
     top = max(v for _, v in recs)
     span = f"{quick:.0f}" if round(top) == round(quick) else f"{quick:.0f}-{top:.0f}"
-    text = f"hand-off: a cache line's round trip between bptt's two threads took {span} ns after the rows"
+    text = f"hand-off: a cache line's round trip between bptt's two threads took {span} ns around the rows"
     if slow:
-        text += (f"; {SLOW_HANDOFF:g}x the quickest or more after {', '.join(slow)} ns (a spell of slow "
+        text += (f"; {SLOW_HANDOFF:g}x the quickest or more around {', '.join(slow)} ns (a spell of slow "
                  f"transfers between the cores: kernels whose threads hand data over, bptt's and torch's, "
                  f"slow down in it)")
     return text

@@ -185,6 +185,14 @@ def choose_isa(cfg: BenchConfig):
     return isa, source
 
 
+def handoff(timers):
+    """A cache line's round trip between bptt's two threads, in ns, measured now in bptt's
+    worker (:func:`bptt.benchmark.machine.handoff_ns`; None on one thread). Taken before and
+    after each row: a spell of slow hand-offs that starts or ends during a row shows in one of
+    the two."""
+    return timers.call("bptt", {"what": "handoff"})["handoff_ns"]
+
+
 def run(cfg: BenchConfig, on_event=None) -> dict:
     """Run the benchmark described by ``cfg``; returns the report (what ``--json`` writes).
 
@@ -207,7 +215,7 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
         info.update(timers.call("torch", {"what": "info"}))
         measured = timers.call("bptt", {"what": "peak"})
         info["numba_threading_layer"] = measured["threading_layer"]
-        info["handoff_ns"] = timers.call("bptt", {"what": "handoff"})["handoff_ns"]
+        info["handoff_ns"] = handoff(timers)
         # 1.0 when every thread ran at the one-thread peak; well below, other work held cores
         info["core_scaling"] = round(measured["peak"] / (threads * measured["peak_1_thread"]), 4)
         info["timing"] = "in this process" if cfg.in_process else "one worker process per framework"
@@ -240,17 +248,19 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
         for name, shape in cfg.shapes:
             for cell in cfg.cells:
                 emit("start", f"{cell} {name}")
+                before = handoff(timers)
                 row = bench_cell(timers, cell, name, shape, cfg, peak, isa, plain=(cell, name) in PLAIN_CHECK)
                 row["load_avg_1min"] = load_avg()
-                row["handoff_ns"] = timers.call("bptt", {"what": "handoff"})["handoff_ns"]
+                row["handoff_ns_before"], row["handoff_ns"] = before, handoff(timers)
                 report["rows"].append(row)
                 emit("row", row)
         if cfg.extras:
             for name in EXTRAS + ("compile",):
                 emit("start", name)
+                before = None if name == "compile" else handoff(timers)
                 rec = compile_times(threads, isa) if name == "compile" else bench_extra(timers, name, cfg, peak, isa)
                 if name != "compile":
-                    rec["handoff_ns"] = timers.call("bptt", {"what": "handoff"})["handoff_ns"]
+                    rec["handoff_ns_before"], rec["handoff_ns"] = before, handoff(timers)
                 report["extras"][name] = rec
                 emit("extra", rec)
         checked = [r for r in report["rows"] if "torch_plain" in r]
