@@ -257,9 +257,11 @@ def run(cfg: BenchConfig, on_event=None) -> dict:
         if cfg.extras:
             for name in EXTRAS + ("compile",):
                 emit("start", name)
-                before = None if name == "compile" else handoff(timers)
-                rec = compile_times(threads, isa) if name == "compile" else bench_extra(timers, name, cfg, peak, isa)
-                if name != "compile":
+                if name == "compile":
+                    rec = compile_times(threads, isa)
+                else:
+                    before = handoff(timers)
+                    rec = bench_extra(timers, name, cfg, peak, isa)
                     rec["handoff_ns_before"], rec["handoff_ns"] = before, handoff(timers)
                 report["extras"][name] = rec
                 emit("extra", rec)

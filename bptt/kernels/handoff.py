@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import jit
 from ..jit import atomic_load, atomic_store, jobs, spin_pause
+from .engine import aligned_empty
 
 SPINS = 1 << 26   # turns of one wait before a job gives up (seconds on any CPU)
 LINE = 16         # int64s between the flag and the give-up marker: a cache line each
@@ -49,22 +50,16 @@ def _ping_pong(j, njobs, flags, n):
 def round_trips(n: int) -> float | None:
     """Seconds for ``n`` round trips of a cache line between two threads, or None if the jobs
     cannot run side by side (fewer than two threads) or a wait gave up."""
-    if n < 1 or jit.get_threads() < 2 or not jit.side_by_side():
+    if n < 1 or jit.running_threads() < 2:
         return None
-    flags = _line_zeros(2 * LINE)
+    flags = aligned_empty((2 * LINE,), np.int64)   # the flag alone on its cache line
+    flags.fill(0)
     t0 = time.perf_counter()
     _ping_pong(2, flags, np.int64(n))
     seconds = time.perf_counter() - t0
     if flags[LINE] != 0:
         return None
     return seconds
-
-
-def _line_zeros(n: int) -> np.ndarray:
-    """n int64 zeros starting on a cache line (the flag alone on its line)."""
-    buf = np.zeros(n + 8, np.int64)
-    off = (-buf.ctypes.data) % 64 // 8
-    return buf[off:off + n]
 
 
 def round_trip_ns(n: int = 2000, tries: int = 3) -> float | None:
