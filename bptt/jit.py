@@ -738,25 +738,33 @@ def _register_native(fn, sig, name) -> None:
     ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
 
 
-def _register_body(body, argtys, registered) -> str:
-    """Compile (or load from the cache) ``body`` for (int64, int64, *argtys) and register its
-    address under its symbol name, once per process; returns the name."""
+def _lead(slots: bool) -> tuple:
+    """The types of a body's leading arguments: (job, njobs), and the slot if it takes one."""
+    return (_types.int64,) * (3 if slots else 2)
+
+
+def _register_body(body, argtys, registered, slots=False) -> str:
+    """Compile (or load from the cache) ``body`` for (int64, int64, *argtys) (with ``slots``,
+    (int64, int64, int64, *argtys)) and register its address under its symbol name, once per
+    process; returns the name."""
     name = _body_symbol(body, argtys)
     if name not in registered:
-        _register_native(body, (_types.int64, _types.int64) + tuple(argtys), name)
+        _register_native(body, _lead(slots) + tuple(argtys), name)
         registered.add(name)
     return name
 
 
-def _call_body(context, builder, name, argtys, job, njobs, vals):
-    """Generated code: the body registered as ``name`` on (job, njobs, *vals), by Numba's calling
-    convention (declared in the builder's module on first use)."""
+def _call_body(context, builder, name, argtys, job, njobs, vals, slot=None):
+    """Generated code: the body registered as ``name`` on (job, njobs, *vals), or on (job, njobs,
+    slot, *vals) for a job set with slots, by Numba's calling convention (declared in the
+    builder's module on first use)."""
     from numba.core import cgutils
-    full = (_types.int64, _types.int64) + tuple(argtys)
+    lead = [job, njobs] + ([] if slot is None else [slot])
+    full = _lead(slot is not None) + tuple(argtys)
     fnty = context.call_conv.get_function_type(_types.void, full)
     fn = cgutils.get_or_insert_function(builder.module, fnty, name)
     vals = [_unowned(context, builder, ty, v) for ty, v in zip(argtys, vals)]
-    context.call_conv.call_function(builder, fn, _types.void, full, [job, njobs] + vals)
+    context.call_conv.call_function(builder, fn, _types.void, full, lead + vals)
 
 
 def _unowned(context, builder, ty, val):
@@ -780,9 +788,10 @@ def _unowned(context, builder, ty, val):
     return val
 
 
-def _body_caller(body, registered):
-    """An intrinsic ``call(job, njobs, args)``: ``body(job, njobs, *args)``, called by symbol
-    with Numba's own calling convention (arrays as Numba passes them). The body must not raise."""
+def _body_caller(body, registered, slots=False):
+    """An intrinsic ``call(job, njobs, args)``: ``body(job, njobs, *args)`` (with ``slots``,
+    ``body(job, njobs, 0, *args)``: run in order, every job is slot 0's), called by symbol with
+    Numba's own calling convention (arrays as Numba passes them). The body must not raise."""
     from numba.core import cgutils
 
     @_intrinsic
@@ -790,26 +799,28 @@ def _body_caller(body, registered):
         if not isinstance(args, _types.BaseTuple):
             return None
         argtys = tuple(args.types)
-        name = _register_body(body, argtys, registered)
+        name = _register_body(body, argtys, registered, slots)
 
         def codegen(context, builder, signature, llargs):
             i64 = _types.int64
             j = context.cast(builder, llargs[0], signature.args[0], i64)
             n = context.cast(builder, llargs[1], signature.args[1], i64)
             vals = cgutils.unpack_tuple(builder, llargs[2], len(argtys))
-            _call_body(context, builder, name, argtys, j, n, vals)
+            slot = context.get_constant(i64, 0) if slots else None
+            _call_body(context, builder, name, argtys, j, n, vals, slot)
             return context.get_dummy_value()
         return _types.void(job, njobs, args), codegen
     return call
 
 
 # The one parallel loop every job set's parallel launcher calls: ``_run_jobs(tramp, ctx, njobs)``
-# runs tramp(job, njobs, ctx) for every job, where tramp is a small function the launcher
+# runs tramp(job, njobs, ctx, slot) for every job (slot: which of the loop's ranges the job's
+# thread is working through, :func:`_run_jobs`), where tramp is a small function the launcher
 # generates (it unpacks the arguments the launcher stored at ctx and calls the body by its
 # symbol). Numba compiles this ``prange`` loop once per process (or loads it from the cache); a
 # ``prange`` loop in each launcher cost 0.4-1 s of compilation per job set, most of it LLVM
 # marshalling the arrays into and out of the loop's function.
-_RUNNER = "bptt_run_jobs_" + "v2"
+_RUNNER = "bptt_run_jobs_" + "v3"
 _CLAIM = 16   # int64s between two ranges' claim counters: each range's on a cache line of its own
 # The runner's thread count, read through a symbol: ``numba.get_num_threads()`` in compiled code
 # bakes an address into it, and Numba then will not cache the function.
@@ -832,20 +843,20 @@ _runner_registered = []
 
 
 @_intrinsic
-def _call_tramp(typingctx, tramp, job, njobs, ctx):
-    """tramp(job, njobs, ctx) for the function and context addresses ``tramp`` and ``ctx``."""
-    if not all(isinstance(a, _types.Integer) for a in (tramp, job, njobs, ctx)):
+def _call_tramp(typingctx, tramp, job, njobs, ctx, slot):
+    """tramp(job, njobs, ctx, slot) for the function and context addresses ``tramp`` and ``ctx``."""
+    if not all(isinstance(a, _types.Integer) for a in (tramp, job, njobs, ctx, slot)):
         return None
 
     def codegen(context, builder, signature, args):
         from llvmlite import ir
         i64, i8p = ir.IntType(64), ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [i64, i64, i8p])
+        fnty = ir.FunctionType(ir.VoidType(), [i64, i64, i8p, i64])
         a = [context.cast(builder, v, ty, _types.int64) for v, ty in zip(args, signature.args)]
         fn = builder.inttoptr(a[0], fnty.as_pointer())
-        builder.call(fn, [a[1], a[2], builder.inttoptr(a[3], i8p)])
+        builder.call(fn, [a[1], a[2], builder.inttoptr(a[3], i8p), a[4]])
         return context.get_dummy_value()
-    return _types.void(tramp, job, njobs, ctx), codegen
+    return _types.void(tramp, job, njobs, ctx, slot), codegen
 
 
 def _run_jobs(tramp, ctx, njobs):
@@ -860,7 +871,12 @@ def _run_jobs(tramp, ctx, njobs):
     A range's claims: ``c[0]`` counts the jobs claimed from it by anyone (a claim is taken only
     while that count is under the range's size), ``c[1]`` the owner's from the front, ``c[2]``
     the others' from the back, so the two ends never take the same job. Which thread runs a job
-    changes nothing in its outputs (jobs write disjoint outputs), so the bits are the same."""
+    changes nothing in its outputs (jobs write disjoint outputs), so the bits are the same.
+
+    Each job is also given its *slot*: t, the iteration of the parallel loop that runs it. One
+    thread runs an iteration from start to end, so no two jobs of one slot ever run at the same
+    time, and a job set with slots (:func:`jobs`) may keep a private buffer per slot: its
+    operands packed by the thread that reads them (:func:`bptt.kernels.engine.own_panels`)."""
     nt = max(1, min(_pool_size(), njobs))
     claims = np.zeros(nt * _CLAIM, np.int64)
     for t in prange(nt):
@@ -874,7 +890,7 @@ def _run_jobs(tramp, ctx, njobs):
                     j = s + atomic_add(claims, c + 1, 1)
                 else:
                     j = s + size - 1 - atomic_add(claims, c + 2, 1)
-                _call_tramp(tramp, j, njobs, ctx)
+                _call_tramp(tramp, j, njobs, ctx, t)
 
 
 def _ensure_runner() -> None:
@@ -887,10 +903,11 @@ def _ensure_runner() -> None:
         _runner_registered.append(runner)
 
 
-def _parallel_caller(body, registered):
+def _parallel_caller(body, registered, slots=False):
     """An intrinsic ``run(njobs, args)``: every job of ``body`` through :func:`_run_jobs`. It
-    stores the argument tuple on the stack, defines a trampoline tramp(job, njobs, ctx) that loads
-    it and calls the body by symbol, and calls the runner by its symbol with their addresses."""
+    stores the argument tuple on the stack, defines a trampoline tramp(job, njobs, ctx, slot) that
+    loads it and calls the body by symbol (passing the slot on with ``slots``), and calls the
+    runner by its symbol with their addresses."""
     from llvmlite import ir
     from numba.core import cgutils
 
@@ -899,7 +916,7 @@ def _parallel_caller(body, registered):
         if not isinstance(args, _types.BaseTuple):
             return None
         argtys = tuple(args.types)
-        name = _register_body(body, argtys, registered)
+        name = _register_body(body, argtys, registered, slots)
         _ensure_runner()
 
         def codegen(context, builder, signature, llargs):
@@ -912,13 +929,13 @@ def _parallel_caller(body, registered):
             tname = name + "_tramp"
             tramp = mod.globals.get(tname)
             if tramp is None:
-                tramp = ir.Function(mod, ir.FunctionType(ir.VoidType(), [i64, i64, i8p]), tname)
+                tramp = ir.Function(mod, ir.FunctionType(ir.VoidType(), [i64, i64, i8p, i64]), tname)
                 tramp.linkage = "internal"
                 tb = ir.IRBuilder(tramp.append_basic_block("entry"))
-                j, n, c = tramp.args
+                j, n, c, t = tramp.args
                 tup = tb.load(tb.bitcast(c, tupty.as_pointer()))
                 vals = [tb.extract_value(tup, i) for i in range(len(argtys))]
-                _call_body(context, tb, name, argtys, j, n, vals)
+                _call_body(context, tb, name, argtys, j, n, vals, t if slots else None)
                 tb.ret_void()
             rty = context.call_conv.get_function_type(_types.void, (i64t, i64t, i64t))
             runner = cgutils.get_or_insert_function(mod, rty, _RUNNER)
@@ -969,9 +986,10 @@ class JobSet:
     one call from Python, as small layers need), the parallel run from Python (``python``, which
     may run jobs of its own), and both must give the same array."""
 
-    def __init__(self, fn, last=None, concurrent=False):
+    def __init__(self, fn, last=None, concurrent=False, slots=False):
         self.py_func = fn
         self.concurrent = concurrent
+        self.slots = slots
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self.__module__ = fn.__module__
@@ -990,14 +1008,14 @@ class JobSet:
         # called only by symbol, from the launchers: no CPython or C wrapper to compile
         self.body = numba.njit(renamed(fn, f"__job_{_HASH}"), cache=CACHE, fastmath=FASTMATH, nogil=True,
                                error_model=ERROR_MODEL, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-        call = _body_caller(self.body, self._registered)
+        call = _body_caller(self.body, self._registered, slots)
         # the launchers' cache files are named by the body's module and name: two job sets of one
         # name in different modules must not load each other's launcher (it would call a body
         # symbol that is not registered)
         q = (fn.__module__ + "." + self.body.py_func.__qualname__).replace(".", "_")
         # each launcher: a copy of its template with this body's _call (and _last), its own cache file
         self.parallel_build = numba.njit(renamed(_parallel_jobs, f"__{q}",
-                                                 _call=_parallel_caller(self.body, self._registered)),
+                                                 _call=_parallel_caller(self.body, self._registered, slots)),
                                          cache=CACHE, nogil=True, error_model=ERROR_MODEL, no_cfunc_wrapper=True)
         self.serial_build = numba.njit(renamed(_serial_jobs_last if last else _serial_jobs, f"__{q}", _call=call,
                                                _last=last[0] if last else None),
@@ -1016,7 +1034,7 @@ class JobSet:
 
         def register_then_compile(njobs, args):   # Numba passes a launcher's *args as one tuple
             body_args = self._prepare_last(args) if prepare_last else args
-            _register_body(self.body, tuple(numba.typeof(a) for a in body_args), self._registered)
+            _register_body(self.body, tuple(numba.typeof(a) for a in body_args), self._registered, self.slots)
             _ensure_runner()
             return compile_for_args(njobs, args)
         build._compile_for_args = register_then_compile
@@ -1090,12 +1108,18 @@ class JobSet:
         else:
             args = self._prepare_last(args)
             for j in range(njobs):
-                self.py_func(j, njobs, *args)
+                self.py_func(j, njobs, *((0,) + args if self.slots else args))
 
 
-def jobs(fn=None, *, last=None, concurrent=False):
+def jobs(fn=None, *, last=None, concurrent=False, slots=False):
     """Decorate ``fn(job, njobs, *args)``, one of ``njobs`` independent jobs: a :class:`JobSet`
     (``last``: see there).
+
+    ``slots=True``: ``fn(job, njobs, slot, *args)``, where ``slot`` (0 ≤ slot < the thread
+    count) is the same for all the jobs one thread runs in a call, and no two jobs of one slot
+    run at the same time (:func:`_run_jobs`; 0 for every job run in order). The jobs may keep
+    work in a buffer per slot: each thread packs the operands it reads itself
+    (:func:`bptt.kernels.engine.own_panels`).
 
     ``concurrent=True`` marks a pipeline: jobs that hand work to each other while they run
     (:func:`atomic_store`, :func:`atomic_load`), so they gain only by running at the same time
@@ -1104,8 +1128,8 @@ def jobs(fn=None, *, last=None, concurrent=False):
     never wait for another job: run in order, it then finishes before the others start, and the
     others find everything done."""
     if fn is None:
-        return functools.partial(jobs, last=last, concurrent=concurrent)
-    return JobSet(fn, last, concurrent)
+        return functools.partial(jobs, last=last, concurrent=concurrent, slots=slots)
+    return JobSet(fn, last, concurrent, slots)
 
 
 def compiled_jobs() -> list:

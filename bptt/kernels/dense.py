@@ -12,9 +12,9 @@ bits do not depend on the thread count or the ISA.
 Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain NumPy).
 """
 from ..jit import composite, inline, jobs
-from .engine import (COLS, NARROW, PANEL, LAST_PANELS, LAST_PANELS_T, acc_narrow, add_column_sums, block_jobs,
-                     block_index, block_origin, block_product, n_blocks, packed, panels_all, panels_T, rows_apart,
-                     scratch, transpose_rows_into, transposed, transposed_copy)
+from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_jobs, block_index, block_origin,
+                     block_product, n_blocks, n_panels, own_panels, own_panels_of, own_panels_T, own_rows_T,
+                     own_transposed_of, rows_apart, scratch, transpose_rows_into)
 
 
 SWAP_WORK = 1 << 22   # multiply-adds from which a forward with few rows may run transposed
@@ -26,8 +26,8 @@ def dense_forward(y, x, W, b):
     """y[n, o] = b[o] + Σ_i x[n, i] W[o, i].
 
     y : (N, O) output, x : (N, I), W : (O, I), b : (O,).
-    On Wᵀ (I, O), packed into panels once per call; a job per block of y
-    (:func:`bptt.kernels.engine.block_product`).
+    On Wᵀ (I, O) in panels; a job per block of y (:func:`bptt.kernels.engine.block_product`),
+    each thread packing the panels its jobs read (:func:`bptt.kernels.engine.own_panels`).
 
     With fewer rows than the packing of W costs (N·(I + O) < O·I: a mini-batch through a wide
     layer), it runs transposed instead, yᵀ = W·xᵀ: W read in place as the left operand, xᵀ
@@ -44,20 +44,21 @@ def dense_forward(y, x, W, b):
             and y.strides[1] == y.itemsize):
         yT = scratch("dense_yT", O * N, y.dtype).reshape((O, N))
         A = rows_apart(W, "dense_W") if N >= APART_N else W
-        _forward_T_blocks(block_jobs(O, N), y, yT, A, b, panels_T(x, "dense_xT"))
+        _forward_T_blocks(block_jobs(O, N), y, yT, A, b, x, *own_panels_of(x, 0, N, "dense_xT", transposed=True))
         return
-    _forward_blocks(block_jobs(N, O), y, rows_apart(x, "dense_x"), b, W)
+    _forward_blocks(block_jobs(N, O), y, rows_apart(x, "dense_x"), b, W, *own_panels_of(W, 0, O, "dense_WT", transposed=True))
 
 
-@jobs
-def _forward_T_blocks(job, njobs, y, yT, W, b, P):
-    """Block ``job`` of :func:`dense_forward`'s yᵀ (O, N) = W·xᵀ + b, P: xᵀ in panels, then
-    transposed into y while it is in this core's cache (a pass of its own read blocks the other
-    core had written: the MLP's 128 × 784 → 512 forward 2-4 % faster on two threads,
-    docs/performance.md)."""
+@jobs(slots=True)
+def _forward_T_blocks(job, njobs, slot, y, yT, W, b, x, Pp, flags, call):
+    """Block ``job`` of :func:`dense_forward`'s yᵀ (O, N) = W·xᵀ + b, on xᵀ in panels
+    (:func:`bptt.kernels.engine.own_panels_T`), then transposed into y while it is in this core's
+    cache (a pass of its own read blocks the other core had written: the MLP's 128 × 784 → 512
+    forward 2-4 % faster on two threads, docs/performance.md)."""
     O, I = W.shape
     N = yT.shape[1]
     n0, n1, c0, c1 = block_origin(job, O, N)
+    P = own_panels_T(Pp, flags, call, slot, x, c0 // PANEL, n_panels(c1))
     for o in range(n0, n1):   # each sum starts from its bias
         row = yT[o, c0:c1]
         for c in range(c1 - c0):
@@ -66,12 +67,13 @@ def _forward_T_blocks(job, njobs, y, yT, W, b, P):
     transpose_rows_into(y[c0:c1, n0:n1], yT[n0:n1, c0:c1])
 
 
-@jobs(last=LAST_PANELS_T)
-def _forward_blocks(job, njobs, y, x, b, P):
-    """Block ``job`` of :func:`dense_forward`'s y; P: Wᵀ in panels."""
+@jobs(slots=True)
+def _forward_blocks(job, njobs, slot, y, x, b, W, Pp, flags, call):
+    """Block ``job`` of :func:`dense_forward`'s y, on Wᵀ in panels (:func:`own_panels_T`)."""
     N, I = x.shape
     O = y.shape[1]
     n0, n1, c0, c1 = block_origin(job, N, O)
+    P = own_panels_T(Pp, flags, call, slot, W, c0 // PANEL, n_panels(c1))
     fill_rows(y, b, n0, n1, c0, c1)
     block_product(y, x, P, n0, n1, c0, c1, 0, I)
 
@@ -91,34 +93,49 @@ def dense_backward_input(dx, dy, W):
     """dx[n, i] += Σ_o dy[n, o] W[o, i]   (∂L/∂x = dy·W).
 
     dx : (N, I) accumulated, dy : (N, O), W : (O, I). On W in panels; a job per block of
-    dx (:func:`bptt.kernels.engine.block_product`).
+    dx (:func:`bptt.kernels.engine.block_product`), each thread packing the panels its jobs read
+    (:func:`bptt.kernels.engine.own_panels`).
     """
-    _backward_input_blocks(block_jobs(dy.shape[0], W.shape[1]), dx, rows_apart(dy, "dense_dy"), W)
+    I = W.shape[1]
+    _backward_input_blocks(block_jobs(dy.shape[0], I), dx, rows_apart(dy, "dense_dy"), W, False,
+                           *own_panels_of(W, 0, I, "dense_W"))
 
 
-@jobs(last=LAST_PANELS)
-def _backward_input_blocks(job, njobs, dx, dy, P):
-    """Block ``job`` of :func:`dense_backward_input`'s dx; P: W in panels."""
+@composite
+def dense_input_grad(dx, dy, W):
+    """dx[n, i] = Σ_o dy[n, o] W[o, i]: :func:`dense_backward_input` into a dx it sets rather
+    than adds to, each job clearing its own block first. The same bits as zeros then the sum;
+    but a dx cleared by the caller (np.zeros) was cleared by one thread, and the other core's
+    jobs then fetched its lines from that core's cache: 128 × 512 float32, 20 µs in quiet
+    minutes and 125-160 in slow ones on a Zen 4 VM (docs/performance.md, twenty-fifth session).
+
+    dx : (N, I) output, dy : (N, O), W : (O, I).
+    """
+    I = W.shape[1]
+    _backward_input_blocks(block_jobs(dy.shape[0], I), dx, rows_apart(dy, "dense_dy"), W, True,
+                           *own_panels_of(W, 0, I, "dense_W"))
+
+
+@jobs(slots=True)
+def _backward_input_blocks(job, njobs, slot, dx, dy, W, clear, Pp, flags, call):
+    """Block ``job`` of :func:`dense_backward_input`'s dx (set to zero first with ``clear``:
+    :func:`dense_input_grad`), on W in panels (:func:`own_panels`)."""
     N, O = dy.shape
     I = dx.shape[1]
     n0, n1, c0, c1 = block_origin(job, N, I)
+    if clear:
+        zero_block(dx, n0, n1, c0, c1)
+    P = own_panels(Pp, flags, call, slot, W, 0, I, c0 // PANEL, n_panels(c1))
     block_product(dx, dy, P, n0, n1, c0, c1, 0, O)
 
 
 @inline
-def weight_grad_operands(ops):
-    """(dyᵀ, x in panels) for ops = (dy, x): what every job of :func:`dense_backward_params`
-    reads, prepared once (in the serial launcher; :func:`weight_grad_operands_copy` for the
-    parallel run). dyᵀ is in the first N columns of its rows, which are
-    :func:`bptt.kernels.engine.apart_rows` long (a batch of 1024 rows: 1040)."""
-    dy, x = ops
-    return transposed(dy), packed(x, 0, x.shape[1])
-
-
-def weight_grad_operands_copy(ops):
-    """:func:`weight_grad_operands` for composite kernels (each a job set of its own)."""
-    dy, x = ops
-    return transposed_copy(dy, "wg_dyT"), panels_all(x, "wg_x")
+def zero_block(C, n0, n1, c0, c1):
+    """C[n, c] = 0 for n0 ≤ n < n1, c0 ≤ c < c1 (row views, so that the loop vectorises)."""
+    for n in range(n0, n1):
+        Cn = C[n, c0:c1]
+        for c in range(c1 - c0):
+            Cn[c] = 0
 
 
 def weight_grad_jobs(O, I):
@@ -130,14 +147,16 @@ def weight_grad_jobs(O, I):
     return (block_jobs(O, I16) if I16 > 0 else nsum) + (nsum if I16 < I else 0)
 
 
-@jobs(last=(weight_grad_operands, weight_grad_operands_copy))
-def _weight_grads(j, njobs, dW, db, dy, ops):
+@jobs(slots=True)
+def _weight_grads(j, njobs, slot, dW, db, dy, x, Pp, pflags, pcall, Tp, tflags, tcall):
     """Job j of the dense layer's weight gradients (and a recurrent layer's below
-    ``bptt.kernels.rnn.SPLIT_B`` sequences), for X (N, I) given in panels P and A = dyᵀ:
+    ``bptt.kernels.rnn.SPLIT_B`` sequences), on x (N, I) in panels (Pp, pflags, pcall:
+    :func:`bptt.kernels.engine.own_panels`) and A = dyᵀ (Tp, tflags, tcall:
+    :func:`bptt.kernels.engine.own_rows_T`), each thread packing the parts its jobs read:
 
-        dW[o, i] += Σ_n dy[n, o] X[n, i],   db[o] += Σ_n dy[n, o]
+        dW[o, i] += Σ_n dy[n, o] x[n, i],   db[o] += Σ_n dy[n, o]
 
-    ops = (dyᵀ, P) (:func:`weight_grad_operands`). dW : (O, I), db : (O,), dy : (N, O). Jobs in
+    dW : (O, I), db : (O,), dy : (N, O). Jobs in
     two ranges (:func:`weight_grad_jobs`), which write disjoint outputs: blocks of dW's first
     I16 columns (:func:`bptt.kernels.engine.block_product` with A = dyᵀ, read along its rows),
     the first column block's jobs also summing db for their rows of dW
@@ -146,9 +165,7 @@ def _weight_grads(j, njobs, dW, db, dy, ops):
     Each entry has one writer and sums over n in order. (The bias sums were jobs of their own,
     first: on two threads the first thread's share then held two fewer blocks of dW than the
     other's, at the MLP's 512 × 512 layer 8 against 10.)"""
-    dyTa, P = ops
     N, O = dy.shape
-    dyT = dyTa[:, :N]   # rows apart_rows(N) long
     I = dW.shape[1]
     I16 = I - I % NARROW   # whole NARROW-column groups; the rest lies in one panel
     nfirst = (O + COLS - 1) // COLS
@@ -163,11 +180,52 @@ def _weight_grads(j, njobs, dW, db, dy, ops):
         g, cb = block_index(j, O, I16)
         if cb == g % ncb:   # each row group's bias sums in one of its jobs, spread over the blocks
             add_column_sums(db, dy, n0, n1)
+        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
+        dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
         block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
     else:
         t = j - nfirst
+        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, I16 // PANEL, I16 // PANEL + 1)
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
         acc_narrow(dW, dy, tail, I16, t * COLS, min(O, t * COLS + COLS))
+
+
+@composite
+def dense_zero_grads(dW, db):
+    """dW = 0, db = 0, block by block as :func:`dense_backward_params` adds to them (its jobs,
+    :func:`weight_grad_jobs`, in the same order): each thread clears the blocks it then
+    accumulates into, instead of one thread clearing them all and the other core fetching its
+    share back (the MLP's zero_grad, 2.6 MB: 61 µs in quiet minutes and 117-129 in slow ones on
+    a Zen 4 VM, docs/performance.md, twenty-fifth session).
+
+    dW : (O, I), db : (O,), both set to zero.
+    """
+    _zero_grad_blocks(weight_grad_jobs(dW.shape[0], dW.shape[1]), dW, db)
+
+
+@jobs
+def _zero_grad_blocks(j, njobs, dW, db):
+    """Job j of :func:`dense_zero_grads`: the outputs job j of :func:`_weight_grads` writes."""
+    O, I = dW.shape
+    I16 = I - I % NARROW
+    nfirst = (O + COLS - 1) // COLS
+    if I16 > 0:
+        ng, ncb = n_blocks(O, I16)
+        nfirst = ng * ncb
+    if j < nfirst:
+        if I16 == 0:
+            for o in range(j * COLS, min(O, j * COLS + COLS)):
+                db[o] = 0
+            return
+        n0, n1, c0, c1 = block_origin(j, O, I16)
+        g, cb = block_index(j, O, I16)
+        if cb == g % ncb:
+            for o in range(n0, n1):
+                db[o] = 0
+        zero_block(dW, n0, n1, c0, c1)
+    else:
+        t = j - nfirst
+        zero_block(dW, t * COLS, min(O, t * COLS + COLS), I16, I)
 
 
 @composite
@@ -175,6 +233,8 @@ def dense_backward_params(dW, db, dy, x):
     """dW[o, i] += Σ_n dy[n, o] x[n, i],  db[o] += Σ_n dy[n, o]   (∂L/∂W = dyᵀ·x).
 
     dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
-    x is packed into panels and dy transposed, then the jobs of :func:`_weight_grads`.
+    The jobs of :func:`_weight_grads`, on x in panels and dy transposed.
     """
-    _weight_grads(weight_grad_jobs(dW.shape[0], dW.shape[1]), dW, db, dy, (dy, x))
+    O, I = dW.shape
+    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, *own_panels_of(x, 0, I, "wg_x"),
+                  *own_transposed_of(dy, "wg_dyT"))

@@ -25,6 +25,7 @@ result is the same bits for any tiling, any thread count, any build and any ISA 
 """
 import functools
 import importlib
+import itertools
 import threading
 
 import numba
@@ -64,7 +65,8 @@ __all__ = ["aligned_empty", "aliased", "unaliased_copy", "apart", "scratch", "sc
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "apart_rows", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "chunk_rows",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
-           "add_column_sums", "transposed", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
+           "add_column_sums", "transposed", "own_flags", "own_panels_of", "own_panels", "own_panels_T",
+           "own_transposed_of", "own_rows_T", "OWN_BYTES", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
 
@@ -327,6 +329,120 @@ def last_panels_all(Bm):
 # A job set's ``last`` preparation (bptt.jit.JobSet): its last argument, a matrix, used in panels.
 LAST_PANELS_T = (packed_T, last_panels_T)     # Wᵀ (I, O) in panels, for W (O, I)
 LAST_PANELS = (packed_all, last_panels_all)   # W (O, I) in panels
+
+
+# -- operands packed by the thread that reads them ----------------------------------------------
+#
+# Packed by a job set of its own, an operand's panels are written half by each core, and every
+# job of the product that reads them all then fetches the other core's half from that core's
+# cache. On a Zen 4 VM those transfers cost little in quiet minutes and much in slow ones (a
+# cache line's round trip between the two cores 60 against 330 ns, bptt.kernels.handoff): the
+# MLP's 128 × 784 → 512 forward took 513 µs quiet and 596 slow, 495 and 506 with each thread
+# packing its own copy (docs/performance.md, twenty-fifth session). So a product's jobs (a job
+# set with slots, bptt.jit.jobs) pack the panels they read into their slot's copy, each panel
+# once per call (a flag per slot and panel holds the number of the call that packed it). Copies
+# are made only of operands of at most ``OWN_BYTES``; a larger one is packed once, as before.
+
+OWN_BYTES = 2 * L2_BYTES
+_own_call = itertools.count(1)   # a number per call: flags from earlier calls never match it
+
+
+def own_flags(name: str, n: int) -> np.ndarray:
+    """(CHUNKS, ≥ n) int64 flags for the operand copies named ``name``, each slot's row on cache
+    lines of its own; zero when first made (no call's number), kept from call to call."""
+    pool = getattr(_scratch, "flags", None)
+    if pool is None:
+        pool = _scratch.flags = {}
+    f = pool.get(name)
+    if f is None or f.shape[1] < n:
+        f = aligned_empty((CHUNKS, (n + 7) // 8 * 8), np.int64)
+        f[:] = 0
+        pool[name] = f
+    return f
+
+
+def own_panels_of(Bm, boff, M, name, transposed=False):
+    """(Pp, flags, call) for jobs that read columns boff ... boff+M-1 of Bm (K, ·) in panels (with
+    ``transposed``, Wᵀ for W = Bm (O, I): :func:`panels_T`), through :func:`own_panels`: Pp holds
+    one (n_panels(M), K, PANEL) copy per slot, each packed as its jobs need it, or, for an
+    operand over ``OWN_BYTES``, a single copy packed here (in parallel jobs) for all of them, and
+    call 0."""
+    K = Bm.shape[1] if transposed else Bm.shape[0]
+    npan = (M + PANEL - 1) // PANEL
+    size = npan * K * PANEL
+    flags = own_flags(name, npan)
+    if size * Bm.itemsize > OWN_BYTES:
+        P = scratch(name, size, Bm.dtype).reshape((1, npan, K, PANEL))
+        if transposed:
+            _pack_T_panel(npan, P[0], Bm)
+        else:
+            _pack_rows(npan * ((K + PACK_ROWS - 1) // PACK_ROWS), P[0], Bm, boff, M)
+        return P, flags, 0
+    return scratch(name, CHUNKS * size, Bm.dtype).reshape((CHUNKS, npan, K, PANEL)), flags, next(_own_call)
+
+
+@inline
+def own_panels(Pp, flags, call, slot, Bm, boff, M, p0, p1):
+    """The panels of Bm's columns boff ... boff+M-1 (:func:`own_panels_of`) for a job of slot
+    ``slot`` that reads panels p0 ... p1-1: this slot's copy, with any of those panels not yet
+    packed in this call packed now (or, with call 0, the single copy packed before the jobs). A copy: the
+    bits are Bm's whichever thread packs."""
+    if call == 0:
+        return Pp[0]
+    P = Pp[slot]
+    f = flags[slot]
+    for p in range(p0, p1):
+        if f[p] != call:
+            pack_panel(P, Bm, p, boff, M, 0, Bm.shape[0], 0)
+            f[p] = call
+    return P
+
+
+def own_transposed_of(X, name):
+    """(XTp, flags, call) for jobs that read Xᵀ (M, N) as A, for X (N, M) with contiguous rows,
+    through :func:`own_rows_T`: one (M, apart_rows(N)) copy per slot (:func:`transposed`'s
+    layout), each filled as its jobs need rows of it, or, over ``OWN_BYTES``, a single copy
+    transposed here for all of them, and call 0."""
+    N, M = X.shape
+    ld = apart_rows(N, X.itemsize)
+    flags = own_flags(name, M)
+    if M * ld * X.itemsize > OWN_BYTES:
+        XT = scratch(name, M * ld, X.dtype).reshape((1, M, ld))
+        transpose_copy_into(XT[0], X)
+        return XT, flags, 0
+    return scratch(name, CHUNKS * M * ld, X.dtype).reshape((CHUNKS, M, ld)), flags, next(_own_call)
+
+
+@inline
+def own_rows_T(XTp, flags, call, slot, X, m0, m1):
+    """Rows m0 ... m1-1 of Xᵀ (:func:`own_transposed_of`) for a job of slot ``slot``: this
+    slot's copy, with those rows transposed now unless this call already has (a flag per row;
+    a job's rows are the same whole block every time), or, with call 0, the single copy. The
+    first N columns of each row hold it. A copy: the bits are X's."""
+    if call == 0:
+        return XTp[0]
+    XT = XTp[slot]
+    f = flags[slot]
+    if f[m0] != call:
+        N = X.shape[0]
+        transpose_rows_into(XT[m0:m1, :N], X[:, m0:m1])
+        for m in range(m0, m1):
+            f[m] = call
+    return XT
+
+
+@inline
+def own_panels_T(Pp, flags, call, slot, W, p0, p1):
+    """:func:`own_panels` for Wᵀ in panels, W (O, I) (``own_panels_of(..., transposed=True)``)."""
+    if call == 0:
+        return Pp[0]
+    P = Pp[slot]
+    f = flags[slot]
+    for p in range(p0, p1):
+        if f[p] != call:
+            pack_panel_T(P, W, p)
+            f[p] = call
+    return P
 
 
 @functools.lru_cache(maxsize=1024)

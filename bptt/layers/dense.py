@@ -7,7 +7,7 @@ import numpy as np
 
 from ..kernels.activations import (activation_backward, activation_code, activation_forward, IDENTITY,
                                    SIGMOID, TANH)
-from ..kernels.dense import dense_backward_input, dense_backward_params, dense_forward
+from ..kernels.dense import dense_backward_params, dense_forward, dense_input_grad, dense_zero_grads
 from .base import Layer, check_array, uniform
 
 INITS = ("torch", "xavier", "he")
@@ -131,9 +131,14 @@ class Dense(Layer):
         dense_backward_params(self.grads["weight"], db, dq, x2)
         if not input_grad:
             return None
-        dx = np.zeros_like(x2)
-        dense_backward_input(dx, dq, self.params["weight"])
+        dx = np.empty_like(x2)
+        dense_input_grad(dx, dq, self.params["weight"])
         return dx.reshape(lead + (self.in_features,))
+
+    def zero_grad(self) -> None:
+        """Every gradient to zero, each block by the thread that adds to it in backward
+        (:func:`bptt.kernels.dense.dense_zero_grads`)."""
+        dense_zero_grads(self.grads["weight"], self.grads["bias"] if self.has_bias else np.zeros_like(self._zero_bias))
 
 
 class MLP(Layer):
@@ -170,6 +175,10 @@ class MLP(Layer):
         for k, layer in enumerate(self.layers):
             x = layer.run(x, own_input=k > 0, own_output=k < last)
         return x
+
+    def zero_grad(self) -> None:
+        for layer in self.layers:
+            layer.zero_grad()
 
     def backward(self, dout: np.ndarray, *, input_grad: bool = True):
         """Backward through every layer; returns ∂L/∂x, or None when ``input_grad`` is false (the

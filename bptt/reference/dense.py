@@ -19,6 +19,17 @@ def dense_backward_input(dx, dy, W):
     dx += dy @ W
 
 
+def dense_input_grad(dx, dy, W):
+    """dx = dy·W.   dx : (N, I) output, dy : (N, O), W : (O, I)."""
+    dx[...] = dy @ W
+
+
+def dense_zero_grads(dW, db):
+    """dW = 0, db = 0.   dW : (O, I), db : (O,)."""
+    dW[...] = 0
+    db[...] = 0
+
+
 def dense_backward_params(dW, db, dy, x):
     """dW += dyᵀ·x,  db += Σ_n dy[n].   dW : (O, I), db : (O,) accumulated, dy : (N, O), x : (N, I)."""
     dW += dy.T @ x
