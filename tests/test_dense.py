@@ -285,6 +285,70 @@ def test_transposed_forward_gives_the_same_bits(dtype, rng, monkeypatch):
     np.testing.assert_allclose(plain, x @ W.T + b, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
 
 
+@pytest.mark.jit   # the compiled kernels' paths
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(128, 784, 512), (16, 300, 900), (70, 40, 37), (5, 33, 1)])
+def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, threads, rng, monkeypatch):
+    """The products' operands packed by each thread into its own copy, as its jobs need them
+    (bptt.kernels.engine.own_panels), or once for all (operands over OWN_BYTES): the same bits,
+    at one thread and two, called twice on the same buffers; and the new written forms
+    (dense_input_grad, dense_zero_grads, dense_forward_act) the bits of the accumulating ones."""
+    from bptt.kernels import activations, dense, engine
+    N, I, O = shape
+    x = rng.standard_normal((N, I)).astype(dtype)
+    W = rng.standard_normal((O, I)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    dy = rng.standard_normal((N, O)).astype(dtype)
+    dx0 = rng.standard_normal((N, I)).astype(dtype)
+    dW0 = rng.standard_normal((O, I)).astype(dtype)
+    db0 = rng.standard_normal(O).astype(dtype)
+
+    def run():
+        out = []
+        for _ in range(2):
+            y = np.empty((N, O), dtype)
+            dense.dense_forward(y, x, W, b)
+            dx = dx0.copy()
+            dense.dense_backward_input(dx, dy, W)
+            dW, db = dW0.copy(), db0.copy()
+            dense.dense_backward_params(dW, db, dy, x)
+            out.append([y, dx, dW, db])
+        assert all(np.array_equal(u, v) for u, v in zip(*out))
+        return out[0]
+
+    results = []
+    for own_bytes in (engine.OWN_BYTES, 0):
+        monkeypatch.setattr(engine, "OWN_BYTES", own_bytes)
+        for n in (1, 2):
+            threads(n)
+            results.append(run())
+    for r in results[1:]:
+        for u, v in zip(results[0], r):
+            np.testing.assert_array_equal(u, v)
+    y, dx, dW, db = results[0]
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(y, x @ W.T + b, **tol)
+    np.testing.assert_allclose(dx, dx0 + dy @ W, **tol)
+    np.testing.assert_allclose(dW, dW0 + dy.T @ x, **tol)
+
+    zeros = np.zeros((N, I), dtype)
+    dense.dense_backward_input(zeros, dy, W)
+    written = np.full((N, I), np.nan, dtype)
+    dense.dense_input_grad(written, dy, W)
+    np.testing.assert_array_equal(written, zeros)
+    dW, db = dW0.copy(), db0.copy()
+    dense.dense_zero_grads(dW, db)
+    assert not dW.any() and not db.any()
+    for act in ("relu", "gelu", "tanh"):
+        code = activations.ACTIVATIONS[act]
+        q, z = np.empty((N, O), dtype), np.empty((N, O), dtype)
+        dense.dense_forward_act(q, z, x, W, b, code)
+        ref = np.empty_like(z)
+        activations.activation_forward(ref, y, code)
+        np.testing.assert_array_equal(q, y)
+        np.testing.assert_array_equal(z, ref)
+
+
 def test_read_only_arrays_are_taken():
     """np.load(mmap_mode='r') or np.frombuffer give read-only arrays: the same results as writable ones."""
     rng = np.random.default_rng(0)

@@ -12,6 +12,7 @@ bits do not depend on the thread count or the ISA.
 Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain NumPy).
 """
 from ..jit import composite, inline, jobs
+from .activations import IDENTITY, act_row
 from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_jobs, block_index, block_origin,
                      block_product, n_blocks, n_panels, own_panels, own_panels_of, own_panels_T, own_rows_T,
                      own_transposed_of, rows_apart, scratch, transpose_rows_into)
@@ -38,23 +39,44 @@ def dense_forward(y, x, W, b):
     apart (:func:`bptt.kernels.engine.rows_apart`): 800 × 1024 → 4096 on two threads, 36.0 → 33.4
     ms; with fewer rows the copy costs more than it saves (32 × 1024 → 4096: 1.51 → 2.06 ms).
     """
+    _dense_forward(y, y, IDENTITY, x, W, b)
+
+
+def _dense_forward(y, z, code, x, W, b):
+    """:func:`dense_forward` into y, and z = f(y) for activation ``code`` unless it is the
+    identity (:func:`dense_forward_act`)."""
     N, I = x.shape
     O = W.shape[0]
     if (N * (I + O) < O * I and N * I * O >= SWAP_WORK and W.strides[1] == W.itemsize
             and y.strides[1] == y.itemsize):
         yT = scratch("dense_yT", O * N, y.dtype).reshape((O, N))
         A = rows_apart(W, "dense_W") if N >= APART_N else W
-        _forward_T_blocks(block_jobs(O, N), y, yT, A, b, x, *own_panels_of(x, 0, N, "dense_xT", transposed=True))
+        _forward_T_blocks(block_jobs(O, N), y, z, code, yT, A, b, x,
+                          *own_panels_of(x, 0, N, "dense_xT", transposed=True))
         return
-    _forward_blocks(block_jobs(N, O), y, rows_apart(x, "dense_x"), b, W, *own_panels_of(W, 0, O, "dense_WT", transposed=True))
+    _forward_blocks(block_jobs(N, O), y, z, code, rows_apart(x, "dense_x"), b, W,
+                    *own_panels_of(W, 0, O, "dense_WT", transposed=True))
+
+
+@composite
+def dense_forward_act(y, z, x, W, b, code):
+    """y[n, o] = b[o] + Σ_i x[n, i] W[o, i] and z = f(y) for activation ``code``
+    (:mod:`bptt.kernels.activations`): :func:`dense_forward` with each job applying f to its own
+    block while it is in cache. As a pass of its own (``activation_forward``), f read blocks the
+    other core had written: on a Zen 4 VM, the MLP's two hidden ReLUs 21 µs in quiet minutes and
+    41-51 in slow ones (docs/performance.md, twenty-fifth session). The same bits.
+
+    y : (N, O) output (pre-activation), z : (N, O) output, x : (N, I), W : (O, I), b : (O,).
+    """
+    _dense_forward(y, z, code, x, W, b)
 
 
 @jobs(slots=True)
-def _forward_T_blocks(job, njobs, slot, y, yT, W, b, x, Pp, flags, call):
+def _forward_T_blocks(job, njobs, slot, y, z, code, yT, W, b, x, Pp, flags, call):
     """Block ``job`` of :func:`dense_forward`'s yᵀ (O, N) = W·xᵀ + b, on xᵀ in panels
     (:func:`bptt.kernels.engine.own_panels_T`), then transposed into y while it is in this core's
     cache (a pass of its own read blocks the other core had written: the MLP's 128 × 784 → 512
-    forward 2-4 % faster on two threads, docs/performance.md)."""
+    forward 2-4 % faster on two threads, docs/performance.md), and z = f(y) on the block."""
     O, I = W.shape
     N = yT.shape[1]
     n0, n1, c0, c1 = block_origin(job, O, N)
@@ -65,17 +87,28 @@ def _forward_T_blocks(job, njobs, slot, y, yT, W, b, x, Pp, flags, call):
             row[c] = b[o]
     block_product(yT, W, P, n0, n1, c0, c1, 0, I)
     transpose_rows_into(y[c0:c1, n0:n1], yT[n0:n1, c0:c1])
+    act_block(z, y, code, c0, c1, n0, n1)
 
 
 @jobs(slots=True)
-def _forward_blocks(job, njobs, slot, y, x, b, W, Pp, flags, call):
-    """Block ``job`` of :func:`dense_forward`'s y, on Wᵀ in panels (:func:`own_panels_T`)."""
+def _forward_blocks(job, njobs, slot, y, z, code, x, b, W, Pp, flags, call):
+    """Block ``job`` of :func:`dense_forward`'s y, on Wᵀ in panels (:func:`own_panels_T`), and
+    z = f(y) on the block."""
     N, I = x.shape
     O = y.shape[1]
     n0, n1, c0, c1 = block_origin(job, N, O)
     P = own_panels_T(Pp, flags, call, slot, W, c0 // PANEL, n_panels(c1))
     fill_rows(y, b, n0, n1, c0, c1)
     block_product(y, x, P, n0, n1, c0, c1, 0, I)
+    act_block(z, y, code, n0, n1, c0, c1)
+
+
+@inline
+def act_block(z, y, code, n0, n1, c0, c1):
+    """z[n, c] = f(y[n, c]) over a block, f the activation ``code``; nothing for the identity."""
+    if code != IDENTITY:
+        for n in range(n0, n1):
+            act_row(z[n, c0:c1], y[n, c0:c1], code)
 
 
 @inline
@@ -96,23 +129,27 @@ def dense_backward_input(dx, dy, W):
     dx (:func:`bptt.kernels.engine.block_product`), each thread packing the panels its jobs read
     (:func:`bptt.kernels.engine.own_panels`).
     """
-    I = W.shape[1]
-    _backward_input_blocks(block_jobs(dy.shape[0], I), dx, rows_apart(dy, "dense_dy"), W, False,
-                           *own_panels_of(W, 0, I, "dense_W"))
+    _input_grad(dx, dy, W, False)
 
 
 @composite
 def dense_input_grad(dx, dy, W):
     """dx[n, i] = Σ_o dy[n, o] W[o, i]: :func:`dense_backward_input` into a dx it sets rather
-    than adds to, each job clearing its own block first. The same bits as zeros then the sum;
-    but a dx cleared by the caller (np.zeros) was cleared by one thread, and the other core's
-    jobs then fetched its lines from that core's cache: 128 × 512 float32, 20 µs in quiet
-    minutes and 125-160 in slow ones on a Zen 4 VM (docs/performance.md, twenty-fifth session).
+    than adds to, each job clearing its own block first. The same bits as zeros then the sum,
+    without a pass of one thread over all of dx first: in the MLP's step on a Zen 4 VM, in a
+    slow spell, np.zeros for its 128 × 512 dx took 125-160 µs and the product after it
+    370-410; cleared by the jobs, the product took 475-515 (docs/performance.md, twenty-fifth
+    session).
 
     dx : (N, I) output, dy : (N, O), W : (O, I).
     """
+    _input_grad(dx, dy, W, True)
+
+
+def _input_grad(dx, dy, W, clear):
+    """The jobs of :func:`dense_backward_input` (``clear``: :func:`dense_input_grad`)."""
     I = W.shape[1]
-    _backward_input_blocks(block_jobs(dy.shape[0], I), dx, rows_apart(dy, "dense_dy"), W, True,
+    _backward_input_blocks(block_jobs(dy.shape[0], I), dx, rows_apart(dy, "dense_dy"), W, clear,
                            *own_panels_of(W, 0, I, "dense_W"))
 
 
@@ -194,9 +231,9 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, Pp, pflags, pcall, Tp, tflags, 
 def dense_zero_grads(dW, db):
     """dW = 0, db = 0, block by block as :func:`dense_backward_params` adds to them (its jobs,
     :func:`weight_grad_jobs`, in the same order): each thread clears the blocks it then
-    accumulates into, instead of one thread clearing them all and the other core fetching its
-    share back (the MLP's zero_grad, 2.6 MB: 61 µs in quiet minutes and 117-129 in slow ones on
-    a Zen 4 VM, docs/performance.md, twenty-fifth session).
+    accumulates into, instead of one thread clearing them all (the MLP's zero_grad, 2.6 MB on a
+    Zen 4 VM: 50-59 µs against 61 for NumPy's fill in quiet minutes, 120-139 against 116-129 in
+    slow ones, docs/performance.md, twenty-fifth session).
 
     dW : (O, I), db : (O,), both set to zero.
     """

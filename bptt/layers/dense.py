@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from ..kernels.activations import (activation_backward, activation_code, activation_forward, IDENTITY,
+from ..kernels.activations import (activation_backward, activation_code, IDENTITY,
                                    SIGMOID, TANH)
-from ..kernels.dense import dense_backward_params, dense_forward, dense_input_grad, dense_zero_grads
+from ..kernels.dense import dense_backward_params, dense_forward, dense_forward_act, dense_input_grad, dense_zero_grads
 from .base import Layer, check_array, uniform
 
 INITS = ("torch", "xavier", "he")
@@ -103,12 +103,12 @@ class Dense(Layer):
         if not own_input and np.may_share_memory(x2, x):
             x2 = x2.copy()   # the weight gradient reads x: the caller's array may change before backward
         q = np.empty((N, self.out_features), self.dtype)
-        dense_forward(q, x2, self.params["weight"], self._bias())
         if self.code == IDENTITY:
+            dense_forward(q, x2, self.params["weight"], self._bias())
             y = q
-        else:
+        else:   # f applied by each job of the product to its own block (dense_forward_act)
             y = np.empty_like(q)
-            activation_forward(y, q, self.code)
+            dense_forward_act(q, y, x2, self.params["weight"], self._bias(), self.code)
         self._cache = (x2, q, y, lead)
         if not own_output and self.code in READS_OUTPUT:
             y = y.copy()     # backward reads y = f(q): the caller's y -= target must not reach it

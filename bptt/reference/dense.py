@@ -7,6 +7,7 @@ chain rule gives, for an upstream gradient dy = ∂L/∂y:
     ∂L/∂W[o, i] = Σ_n dy[n, o] x[n, i]        dW = dyᵀ·x
     ∂L/∂b[o]    = Σ_n dy[n, o]                db = the column sums of dy
 """
+from .activations import activation_forward
 
 
 def dense_forward(y, x, W, b):
@@ -19,6 +20,20 @@ def dense_backward_input(dx, dy, W):
     dx += dy @ W
 
 
+def dense_backward_params(dW, db, dy, x):
+    """dW += dyᵀ·x,  db += Σ_n dy[n].   dW : (O, I), db : (O,) accumulated, dy : (N, O), x : (N, I)."""
+    dW += dy.T @ x
+    db += dy.sum(axis=0)
+
+
+# Forms the layers call so that each thread writes what it computed (bptt.kernels.dense).
+
+def dense_forward_act(y, z, x, W, b, code):
+    """y = x·Wᵀ + b, z = f(y) (activation ``code``).   y, z : (N, O) outputs."""
+    y[...] = x @ W.T + b
+    activation_forward(z, y, code)
+
+
 def dense_input_grad(dx, dy, W):
     """dx = dy·W.   dx : (N, I) output, dy : (N, O), W : (O, I)."""
     dx[...] = dy @ W
@@ -28,9 +43,3 @@ def dense_zero_grads(dW, db):
     """dW = 0, db = 0.   dW : (O, I), db : (O,)."""
     dW[...] = 0
     db[...] = 0
-
-
-def dense_backward_params(dW, db, dy, x):
-    """dW += dyᵀ·x,  db += Σ_n dy[n].   dW : (O, I), db : (O,) accumulated, dy : (N, O), x : (N, I)."""
-    dW += dy.T @ x
-    db += dy.sum(axis=0)
