@@ -204,6 +204,29 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, Pp, pflags, pcall, Tp, tflags, 
     other's, at the MLP's 512 × 512 layer 8 against 10.)"""
     N, O = dy.shape
     I = dW.shape[1]
+    n0, n1, c0, c1, bias = weight_grad_job(j, O, I)
+    if bias:
+        add_column_sums(db, dy, n0, n1)
+    if c1 == c0:
+        return
+    I16 = I - I % NARROW
+    if c0 < I16:
+        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
+        dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
+        block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
+    else:
+        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, I16 // PANEL, I16 // PANEL + 1)
+        tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
+        acc_narrow(dW, dy, tail, I16, n0, n1)
+
+
+@inline
+def weight_grad_job(j, O, I):
+    """(n0, n1, c0, c1, bias) of job j of :func:`_weight_grads`: it writes dW[n0:n1, c0:c1]
+    (nothing with c0 = c1), and db[n0:n1] if ``bias``. The first range's jobs are the blocks of
+    dW's first I16 = I - I mod NARROW columns (:func:`bptt.kernels.engine.block_origin`), each
+    row group's bias sums in one of its jobs, spread over the column blocks (with I16 = 0, blocks
+    of ``COLS`` bias sums alone); then the last I - I16 columns by blocks of ``COLS`` rows."""
     I16 = I - I % NARROW   # whole NARROW-column groups; the rest lies in one panel
     nfirst = (O + COLS - 1) // COLS
     if I16 > 0:
@@ -211,20 +234,12 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, Pp, pflags, pcall, Tp, tflags, 
         nfirst = ng * ncb
     if j < nfirst:
         if I16 == 0:
-            add_column_sums(db, dy, j * COLS, min(O, j * COLS + COLS))
-            return
+            return j * COLS, min(O, j * COLS + COLS), 0, 0, True
         n0, n1, c0, c1 = block_origin(j, O, I16)
         g, cb = block_index(j, O, I16)
-        if cb == g % ncb:   # each row group's bias sums in one of its jobs, spread over the blocks
-            add_column_sums(db, dy, n0, n1)
-        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
-        dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
-        block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
-    else:
-        t = j - nfirst
-        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, I16 // PANEL, I16 // PANEL + 1)
-        tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]
-        acc_narrow(dW, dy, tail, I16, t * COLS, min(O, t * COLS + COLS))
+        return n0, n1, c0, c1, cb == g % ncb
+    t = j - nfirst
+    return t * COLS, min(O, t * COLS + COLS), I16, I, False
 
 
 @composite
@@ -242,27 +257,13 @@ def dense_zero_grads(dW, db):
 
 @jobs
 def _zero_grad_blocks(j, njobs, dW, db):
-    """Job j of :func:`dense_zero_grads`: the outputs job j of :func:`_weight_grads` writes."""
-    O, I = dW.shape
-    I16 = I - I % NARROW
-    nfirst = (O + COLS - 1) // COLS
-    if I16 > 0:
-        ng, ncb = n_blocks(O, I16)
-        nfirst = ng * ncb
-    if j < nfirst:
-        if I16 == 0:
-            for o in range(j * COLS, min(O, j * COLS + COLS)):
-                db[o] = 0
-            return
-        n0, n1, c0, c1 = block_origin(j, O, I16)
-        g, cb = block_index(j, O, I16)
-        if cb == g % ncb:
-            for o in range(n0, n1):
-                db[o] = 0
-        zero_block(dW, n0, n1, c0, c1)
-    else:
-        t = j - nfirst
-        zero_block(dW, t * COLS, min(O, t * COLS + COLS), I16, I)
+    """Job j of :func:`dense_zero_grads`: the outputs job j of :func:`_weight_grads` writes
+    (:func:`weight_grad_job`)."""
+    n0, n1, c0, c1, bias = weight_grad_job(j, dW.shape[0], dW.shape[1])
+    if bias:
+        for o in range(n0, n1):
+            db[o] = 0
+    zero_block(dW, n0, n1, c0, c1)
 
 
 @composite

@@ -66,7 +66,7 @@ __all__ = ["aligned_empty", "aliased", "unaliased_copy", "apart", "scratch", "sc
            "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "chunk_rows",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
            "add_column_sums", "transposed", "own_flags", "own_panels_of", "own_panels", "own_panels_T",
-           "own_transposed_of", "own_rows_T", "OWN_BYTES", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
+           "own_transposed_of", "own_rows_T", "own_copies", "OWN_BYTES", "OWN_TOTAL", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
 
@@ -341,9 +341,11 @@ LAST_PANELS = (packed_all, last_panels_all)   # W (O, I) in panels
 # packing its own copy (docs/performance.md, twenty-fifth session). So a product's jobs (a job
 # set with slots, bptt.jit.jobs) pack the panels they read into their slot's copy, each panel
 # once per call (a flag per slot and panel holds the number of the call that packed it). Copies
-# are made only of operands of at most ``OWN_BYTES``; a larger one is packed once, as before.
+# are made only of operands of at most ``OWN_BYTES``, and only while one per thread comes to at
+# most ``OWN_TOTAL`` (a many-core machine); a larger one is packed once, as before.
 
 OWN_BYTES = 2 * L2_BYTES
+OWN_TOTAL = 64 << 20
 _own_call = itertools.count(1)   # a number per call: flags from earlier calls never match it
 
 
@@ -361,17 +363,22 @@ def own_flags(name: str, n: int) -> np.ndarray:
     return f
 
 
+def own_copies(nbytes: int) -> bool:
+    """Whether an operand of ``nbytes`` gets a copy per slot (see above)."""
+    return nbytes <= OWN_BYTES and CHUNKS * nbytes <= OWN_TOTAL
+
+
 def own_panels_of(Bm, boff, M, name, transposed=False):
     """(Pp, flags, call) for jobs that read columns boff ... boff+M-1 of Bm (K, ·) in panels (with
     ``transposed``, Wᵀ for W = Bm (O, I): :func:`panels_T`), through :func:`own_panels`: Pp holds
     one (n_panels(M), K, PANEL) copy per slot, each packed as its jobs need it, or, for an
-    operand over ``OWN_BYTES``, a single copy packed here (in parallel jobs) for all of them, and
-    call 0."""
+    operand too large for copies (:func:`own_copies`), a single copy packed here (in parallel
+    jobs) for all of them, and call 0."""
     K = Bm.shape[1] if transposed else Bm.shape[0]
     npan = (M + PANEL - 1) // PANEL
     size = npan * K * PANEL
     flags = own_flags(name, npan)
-    if size * Bm.itemsize > OWN_BYTES:
+    if not own_copies(size * Bm.itemsize):
         P = scratch(name, size, Bm.dtype).reshape((1, npan, K, PANEL))
         if transposed:
             _pack_T_panel(npan, P[0], Bm)
@@ -401,12 +408,12 @@ def own_panels(Pp, flags, call, slot, Bm, boff, M, p0, p1):
 def own_transposed_of(X, name):
     """(XTp, flags, call) for jobs that read Xᵀ (M, N) as A, for X (N, M) with contiguous rows,
     through :func:`own_rows_T`: one (M, apart_rows(N)) copy per slot (:func:`transposed`'s
-    layout), each filled as its jobs need rows of it, or, over ``OWN_BYTES``, a single copy
-    transposed here for all of them, and call 0."""
+    layout), each filled as its jobs need rows of it, or, too large for copies
+    (:func:`own_copies`), a single copy transposed here for all of them, and call 0."""
     N, M = X.shape
     ld = apart_rows(N, X.itemsize)
     flags = own_flags(name, M)
-    if M * ld * X.itemsize > OWN_BYTES:
+    if not own_copies(M * ld * X.itemsize):
         XT = scratch(name, M * ld, X.dtype).reshape((1, M, ld))
         transpose_copy_into(XT[0], X)
         return XT, flags, 0
