@@ -65,7 +65,7 @@ __all__ = ["aligned_empty", "aliased", "unaliased_copy", "apart", "scratch", "sc
            "new_panels", "pack_all_into", "pack_T_into", "sweep_chunks", "block_jobs", "transposed_copy", "apart_rows", "transpose_copy_into", "packed_all", "panels_all", "LAST_PANELS", "LAST_PANELS_T", "pack_panel",
            "pack_panel_T", "transpose_rows_into", "empty_panels", "n_panels", "chunk_rows",
            "n_blocks", "block_index", "block_origin", "even_bound", "even_columns", "k_blocks", "k_block", "block_product", "JOBS",
-           "add_column_sums", "transposed", "own_flags", "own_panels_of", "own_panels", "own_panels_T",
+           "add_column_sums", "own_flags", "own_panels_of", "own_panels", "own_panels_T",
            "own_transposed_of", "own_rows_T", "own_copies", "OWN_BYTES", "OWN_TOTAL", "PANEL", "ROWS", "COLS", "KC", "CHUNKS", "NARROW", "TB",
            "L2_BYTES", "L3_BYTES", "cache_bytes"]   # the last three re-exported from bptt.jit
 
@@ -407,7 +407,7 @@ def own_panels(Pp, flags, call, slot, Bm, boff, M, p0, p1):
 
 def own_transposed_of(X, name):
     """(XTp, flags, call) for jobs that read Xᵀ (M, N) as A, for X (N, M) with contiguous rows,
-    through :func:`own_rows_T`: one (M, apart_rows(N)) copy per slot (:func:`transposed`'s
+    through :func:`own_rows_T`: one (M, apart_rows(N)) copy per slot (:func:`transposed_copy`'s
     layout), each filled as its jobs need rows of it, or, too large for copies
     (:func:`own_copies`), a single copy transposed here for all of them, and call 0."""
     N, M = X.shape
@@ -503,26 +503,9 @@ def transpose_strip(XT, X, j):
                 XTm[n] = X[n, m]
 
 
-@inline
-def transposed(X):
-    """Xᵀ in the first N columns of a new contiguous (M, apart_rows(N)) array, for X (N, M) with
-    contiguous rows; parallel over strips of TB columns of X, each whole TB × TB block transposed
-    in registers. The rows are apart as the micro-kernels need them (:func:`apart_rows`): a
-    product reads Xᵀ as A.
-
-    A product whose left operand is a transpose (a weight gradient's dyᵀ) would otherwise read
-    A[n, k] = X[k, n] one row of X per k: at M = 4096 float32 those rows are 16 KB apart, all in
-    the same L1 set and a handful of L2 sets (docs/performance.md). A copy: the bits are X's."""
-    N, M = X.shape
-    XT = np.empty((M, apart_rows(N, X.itemsize)), X.dtype)
-    for j in prange((M + TB - 1) // TB):
-        transpose_strip(XT, X, j)
-    return XT
-
-
 @jobs
 def _transpose_strip(j, njobs, XT, X):
-    """Strip j of :func:`transposed` (TB columns of X), for :func:`transposed_copy`."""
+    """Strip j of :func:`transposed_copy` (TB columns of X)."""
     transpose_strip(XT, X, j)
 
 
@@ -533,9 +516,14 @@ def transpose_copy_into(XT, X):
 
 
 def transposed_copy(X, scratch_name=None):
-    """:func:`transposed` for composite kernels, a job per strip: Xᵀ in the first N columns of a
-    new contiguous (M, apart_rows(N)) array (or of a scratch buffer: ``scratch_name``, as
-    :func:`panels_T`)."""
+    """Xᵀ in the first N columns of a new contiguous (M, apart_rows(N)) array (or of a scratch
+    buffer: ``scratch_name``, as :func:`panels_T`), for X (N, M) with contiguous rows; a job per
+    strip of TB columns of X, each whole TB × TB block transposed in registers. The rows are apart
+    as the micro-kernels need them (:func:`apart_rows`): a product reads Xᵀ as A.
+
+    A product whose left operand is a transpose (a weight gradient's dyᵀ) would otherwise read
+    A[n, k] = X[k, n] one row of X per k: at M = 4096 float32 those rows are 16 KB apart, all in
+    the same L1 set and a handful of L2 sets (docs/performance.md). A copy: the bits are X's."""
     N, M = X.shape
     ld = apart_rows(N, X.itemsize)
     XT = np.empty((M, ld), X.dtype) if scratch_name is None else scratch(scratch_name, M * ld, X.dtype).reshape((M, ld))
@@ -546,7 +534,7 @@ def transposed_copy(X, scratch_name=None):
 @inline
 def transpose_into(XT, X):
     """XT = Xᵀ for X (N, M) with contiguous rows and XT (M, N) contiguous, strip by strip on this
-    thread: :func:`transposed` into a given array, for a job that reuses a scratch buffer."""
+    thread: :func:`transposed_copy` into a given array, for a job that reuses a scratch buffer."""
     for j in range((X.shape[1] + TB - 1) // TB):
         transpose_strip(XT, X, j)
 
