@@ -73,12 +73,15 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N", [25, 26, 49, 50, 98])
+@pytest.mark.parametrize("N", [3, 5, 6, 7, 9, 25, 26, 27, 49, 50, 53, 98])
 def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N):
     """A tile's last block of R rows takes up to X rows left below it (avx512: 25 rows as 12 +
     13, 50 as 48 + 14), and a range of rows whose last tile would hold only those rows ends its
-    tile there instead (engine.tile_end): the step and block products still compute every output
-    as the plain fma chain, bitwise, across k-blocks (K > KC) and column tails."""
+    tile there instead (engine.tile_end); in the avx2 and generic families the last blocks of 4
+    and the rows left below them run as blocks of 3 (engine.split_rows: 25 as 4 · 4 + 3 · 3, 26
+    as 5 · 4 + 2 · 3), and a tile that would leave 1, 2 or 5 rows ends 8 rows early (49 rows as
+    40 + 9). The step and block products still compute every output as the plain fma chain,
+    bitwise, across k-blocks (K > KC) and column tails."""
     from bptt.jit import kernel
 
     @kernel(parallel=False)
@@ -105,7 +108,12 @@ def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N)
         assert np.array_equal(got, want)
     if engine.micro.X and 0 < N - engine.ROWS <= engine.micro.X:   # 49, 50 rows: one tile, not 48 + 1 or 2
         assert engine.tile_end(0, N) == N
-    assert engine.tile_end(0, engine.ROWS + engine.micro.X + 1) == engine.ROWS
+    if engine.micro.SPLIT:
+        m = (1, 2, 3, 4, 5, 6, 7, 9, 25, 26, 27)
+        assert [engine.split_rows(v) for v in m] == [0, 0, 3, 0, 0, 6, 3, 9, 9, 6, 3]
+        assert [engine.tile_end(0, engine.ROWS + v) for v in (1, 2, 3, 4, 5, 9)] == [40, 40, 48, 48, 40, 48]
+    else:
+        assert engine.tile_end(0, engine.ROWS + engine.micro.X + 1) == engine.ROWS
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -617,7 +617,8 @@ def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1):
 def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     """As :func:`_acc_panels_by_panel`, for families whose panel is one block wide: the rows in
     whole blocks of ``micro.R`` panel by panel (up to ``micro.X`` rows left below them joining
-    the last block: a chunk of 25 rows runs 12 + 13), and each row left over (a single sequence,
+    the last block: a chunk of 25 rows runs 12 + 13; or, with ``micro.SPLIT``, blocks of R2 taking
+    the rest, :func:`split_rows`: 25 rows as 4 × 4 + 3 × 3), and each row left over (a single sequence,
     or the last of a chunk) ``micro.ROW_PANELS`` panels at a time in one k loop, for enough vector
     chains in flight (:mod:`bptt.kernels.microgen`), right after the blocks of those panels,
     while their slivers are still in cache (the 25th row of a 25-row chunk, K = 65: 0.45-1.26 →
@@ -626,10 +627,11 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     backward product, 1 × 400 · 400 × 100 with avx512's 3 panels and 4 columns, 2.17 → 1.93 µs a
     step; docs/performance.md, twenty-first session); a partial last panel runs alone. The same
     fma chains, so the same bits."""
-    nR = n0 + (n1 - n0) // micro.R * micro.R
+    nR = n0 + (n1 - n0 - split_rows(n1 - n0)) // micro.R * micro.R
     if nR > n0 and n1 - nR <= micro.X:   # the tile's last block of R takes these rows (13 or 14)
         nR = n1
-    while micro.R2 and n1 - nR >= micro.R2:   # the tile runs these rows as blocks of R2
+    while micro.R2 and n1 - nR >= micro.R2:   # the tile runs these rows as blocks of R2 (all of
+                                              # split_rows', so that none is left to the loop below)
         nR += micro.R2
     p0 = c0 // PANEL
     p1 = (c1 + PANEL - 1) // PANEL
@@ -910,13 +912,34 @@ def k_block(q, nkb, k0, k1):
 
 
 @inline
+def split_rows(m):
+    """The rows of a block of m rows that run as blocks of R2 = R - 1 (``micro.SPLIT``: the avx2 and
+    generic families' 3 × W blocks under their 4 × W ones), so that none is left to the single-row
+    bodies: 0, 3, 6 or 9 as m mod 4 is 0, 3, 2 or 1, or 0 where m is too small for that (1, 2, 5).
+    The rest, m - split_rows(m), is a whole number of blocks of R. A row left over below whole
+    blocks of 4 ran at about half their speed per row even with four panels at a time (a one-core
+    avx2 step product, K = 256, N = 1024, on a Zen 4: 24 rows 119.6 µs, 25 rows 131.3). The generated
+    ``tile`` computes the same count; the same fma chains, so the same bits."""
+    if not micro.SPLIT:
+        return 0
+    s = (micro.R - m % micro.R) % micro.R * micro.R2
+    return s if s <= m else 0
+
+
+@inline
 def tile_end(r0, n1):
     """The end of the tile of rows that starts at r0, in a range that ends at n1: ``ROWS`` rows
     on, or n1 when at most ``micro.X`` rows would be left after it, which the tile's last block
     then takes (a 13 or 14-row block, :mod:`bptt.kernels.microgen`) instead of a tile of its own
-    that would run them one row at a time."""
+    that would run them one row at a time. In a family with ``micro.SPLIT``, a tile that would
+    leave 1, 2 or 5 rows (which :func:`split_rows` cannot cover) ends 8 rows earlier."""
     e = min(n1, r0 + ROWS)
-    return n1 if n1 - e <= micro.X else e
+    if n1 - e <= micro.X:
+        return n1
+    m = n1 - e
+    if micro.SPLIT and m % micro.R != 0 and m % micro.R != micro.R2 and split_rows(m) == 0:
+        return e - 2 * micro.R   # 1, 2 or 5 rows would be left: 9, 10 or 13, which split_rows covers
+    return e
 
 
 @inline

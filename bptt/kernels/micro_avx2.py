@@ -24,13 +24,14 @@ from ..jit import fma
 from .microcall import caller, panels_caller
 
 ISA = 'avx2'
-SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (6, 16), (12, 8), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
+SIZES = ((4, 24), (4, 16), (4, 8), (4, 4), (4, 2), (4, 1), (3, 24), (3, 16), (3, 8), (3, 4), (3, 2), (3, 1), (6, 16), (12, 8), (1, 24), (1, 16), (1, 8), (1, 4), (1, 2), (1, 1))
 PAIRS = ()
 PANEL = 24   # columns of a packed panel of B: a whole number of 24-wide blocks
 NARROW = 8   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = 4   # rows of the main block
-R2 = 0   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
+R2 = 3   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
 X = 0   # up to this many rows left below a block of R are taken by the last block of R, 24 wide (0: none)
+SPLIT = True   # the last blocks of R and the 1 or 2 rows left below them run as blocks of R2 = R - 1
 ROW_PANELS = 4   # a single row takes this many panels at once (body_1x24x4p), when > 1
 STREAM = (4, 24)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
@@ -204,6 +205,150 @@ def body_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c1 + 0] = s1_0
     pC[c2 + 0] = s2_0
     pC[c3 + 0] = s3_0
+
+
+def body_3x24(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:24] += A[0:3, k0:k1] · B[k0:k1, 0:24], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s0_16 = pC[c0 + 16]; s0_17 = pC[c0 + 17]; s0_18 = pC[c0 + 18]; s0_19 = pC[c0 + 19]; s0_20 = pC[c0 + 20]; s0_21 = pC[c0 + 21]; s0_22 = pC[c0 + 22]; s0_23 = pC[c0 + 23]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]; s1_12 = pC[c1 + 12]; s1_13 = pC[c1 + 13]; s1_14 = pC[c1 + 14]; s1_15 = pC[c1 + 15]
+    s1_16 = pC[c1 + 16]; s1_17 = pC[c1 + 17]; s1_18 = pC[c1 + 18]; s1_19 = pC[c1 + 19]; s1_20 = pC[c1 + 20]; s1_21 = pC[c1 + 21]; s1_22 = pC[c1 + 22]; s1_23 = pC[c1 + 23]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]; s2_12 = pC[c2 + 12]; s2_13 = pC[c2 + 13]; s2_14 = pC[c2 + 14]; s2_15 = pC[c2 + 15]
+    s2_16 = pC[c2 + 16]; s2_17 = pC[c2 + 17]; s2_18 = pC[c2 + 18]; s2_19 = pC[c2 + 19]; s2_20 = pC[c2 + 20]; s2_21 = pC[c2 + 21]; s2_22 = pC[c2 + 22]; s2_23 = pC[c2 + 23]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        b16 = pB[kb + 16]; b17 = pB[kb + 17]; b18 = pB[kb + 18]; b19 = pB[kb + 19]; b20 = pB[kb + 20]; b21 = pB[kb + 21]; b22 = pB[kb + 22]; b23 = pB[kb + 23]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s0_16 = fma(a0, b16, s0_16); s0_17 = fma(a0, b17, s0_17); s0_18 = fma(a0, b18, s0_18); s0_19 = fma(a0, b19, s0_19); s0_20 = fma(a0, b20, s0_20); s0_21 = fma(a0, b21, s0_21); s0_22 = fma(a0, b22, s0_22); s0_23 = fma(a0, b23, s0_23)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s1_16 = fma(a1, b16, s1_16); s1_17 = fma(a1, b17, s1_17); s1_18 = fma(a1, b18, s1_18); s1_19 = fma(a1, b19, s1_19); s1_20 = fma(a1, b20, s1_20); s1_21 = fma(a1, b21, s1_21); s1_22 = fma(a1, b22, s1_22); s1_23 = fma(a1, b23, s1_23)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+        s2_16 = fma(a2, b16, s2_16); s2_17 = fma(a2, b17, s2_17); s2_18 = fma(a2, b18, s2_18); s2_19 = fma(a2, b19, s2_19); s2_20 = fma(a2, b20, s2_20); s2_21 = fma(a2, b21, s2_21); s2_22 = fma(a2, b22, s2_22); s2_23 = fma(a2, b23, s2_23)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c0 + 16] = s0_16; pC[c0 + 17] = s0_17; pC[c0 + 18] = s0_18; pC[c0 + 19] = s0_19; pC[c0 + 20] = s0_20; pC[c0 + 21] = s0_21; pC[c0 + 22] = s0_22; pC[c0 + 23] = s0_23
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11; pC[c1 + 12] = s1_12; pC[c1 + 13] = s1_13; pC[c1 + 14] = s1_14; pC[c1 + 15] = s1_15
+    pC[c1 + 16] = s1_16; pC[c1 + 17] = s1_17; pC[c1 + 18] = s1_18; pC[c1 + 19] = s1_19; pC[c1 + 20] = s1_20; pC[c1 + 21] = s1_21; pC[c1 + 22] = s1_22; pC[c1 + 23] = s1_23
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11; pC[c2 + 12] = s2_12; pC[c2 + 13] = s2_13; pC[c2 + 14] = s2_14; pC[c2 + 15] = s2_15
+    pC[c2 + 16] = s2_16; pC[c2 + 17] = s2_17; pC[c2 + 18] = s2_18; pC[c2 + 19] = s2_19; pC[c2 + 20] = s2_20; pC[c2 + 21] = s2_21; pC[c2 + 22] = s2_22; pC[c2 + 23] = s2_23
+
+
+def body_3x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:16] += A[0:3, k0:k1] · B[k0:k1, 0:16], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]; s0_12 = pC[c0 + 12]; s0_13 = pC[c0 + 13]; s0_14 = pC[c0 + 14]; s0_15 = pC[c0 + 15]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]; s1_12 = pC[c1 + 12]; s1_13 = pC[c1 + 13]; s1_14 = pC[c1 + 14]; s1_15 = pC[c1 + 15]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]; s2_12 = pC[c2 + 12]; s2_13 = pC[c2 + 13]; s2_14 = pC[c2 + 14]; s2_15 = pC[c2 + 15]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]; b12 = pB[kb + 12]; b13 = pB[kb + 13]; b14 = pB[kb + 14]; b15 = pB[kb + 15]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11); s0_12 = fma(a0, b12, s0_12); s0_13 = fma(a0, b13, s0_13); s0_14 = fma(a0, b14, s0_14); s0_15 = fma(a0, b15, s0_15)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11); s1_12 = fma(a1, b12, s1_12); s1_13 = fma(a1, b13, s1_13); s1_14 = fma(a1, b14, s1_14); s1_15 = fma(a1, b15, s1_15)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11); s2_12 = fma(a2, b12, s2_12); s2_13 = fma(a2, b13, s2_13); s2_14 = fma(a2, b14, s2_14); s2_15 = fma(a2, b15, s2_15)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11; pC[c0 + 12] = s0_12; pC[c0 + 13] = s0_13; pC[c0 + 14] = s0_14; pC[c0 + 15] = s0_15
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11; pC[c1 + 12] = s1_12; pC[c1 + 13] = s1_13; pC[c1 + 14] = s1_14; pC[c1 + 15] = s1_15
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11; pC[c2 + 12] = s2_12; pC[c2 + 13] = s2_13; pC[c2 + 14] = s2_14; pC[c2 + 15] = s2_15
+
+
+def body_3x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:8] += A[0:3, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+
+
+def body_3x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:4] += A[0:3, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3
+
+
+def body_3x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:2] += A[0:3, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1
+
+
+def body_3x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:1] += A[0:3, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]
+    s1_0 = pC[c1 + 0]
+    s2_0 = pC[c2 + 0]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]
+        s0_0 = fma(a0, b0, s0_0)
+        s1_0 = fma(a1, b0, s1_0)
+        s2_0 = fma(a2, b0, s2_0)
+    pC[c0 + 0] = s0_0
+    pC[c1 + 0] = s1_0
+    pC[c2 + 0] = s2_0
 
 
 def body_6x16(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
@@ -526,6 +671,12 @@ micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
 micro_4x2 = caller(ISA, 4, 2)
 micro_4x1 = caller(ISA, 4, 1)
+micro_3x24 = caller(ISA, 3, 24)
+micro_3x16 = caller(ISA, 3, 16)
+micro_3x8 = caller(ISA, 3, 8)
+micro_3x4 = caller(ISA, 3, 4)
+micro_3x2 = caller(ISA, 3, 2)
+micro_3x1 = caller(ISA, 3, 1)
 micro_6x16 = caller(ISA, 6, 16)
 micro_12x8 = caller(ISA, 12, 8)
 micro_1x24 = caller(ISA, 1, 24)
@@ -554,6 +705,10 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     the rest; a single row runs blocks of 24, then the same tails.
     The tail's 16 columns run in blocks of 6 rows and 8 columns run in blocks of 12 rows (12
     vector chains), then of 4.
+    3 rows left over run as one block, with the same widths.
+    Where 1 or 2 rows would be left below the blocks of 4, the last blocks of 4 and those rows
+    run as blocks of 3 instead (3 or 2 of them), if there are rows enough (9 or 6): none is
+    left to the single-row bodies, which have a quarter of the vector chains.
 
     Where B streams (a whole-K product on panels, k1 - k0 > KC: a sweep's step product, W_hh
     from memory at every step), each row block's body also fetches its share of the next
@@ -561,11 +716,14 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     next panel's first after the last).
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     n0 = 0; n1 = N; c0 = 0; c1 = M
+    nS = (4 - (n1 - n0) % 4) % 4 * 3   # the rows the blocks of 3 take
+    if nS > n1 - n0:
+        nS = 0
     stream = k1 - k0 > KC and ldb == 24
-    share = KC * ldb // max(1, (n1 - n0) // 4)    # elements of the next sliver per row block
+    share = KC * ldb // max(1, (n1 - n0 - nS) // 4)    # elements of the next sliver per row block
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
-        nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
+        nR = n0 + (n1 - n0 - nS) // 4 * 4     # rows in whole blocks of 4
         c = c0
         while c + 24 <= c1:               # a column block down every row block
             if stream:
@@ -612,6 +770,27 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
         if c < c1:
             for n in range(n0, nR, 4):
                 micro_4x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+        while n1 - nR >= 3:                # 3 of the rows left in one block (9 vector chains)
+            n = nR
+            c = c0
+            while c + 24 <= c1:
+                micro_3x24(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 24
+            if c + 16 <= c1:
+                micro_3x16(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 16
+            if c + 8 <= c1:
+                micro_3x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 8
+            if c + 4 <= c1:
+                micro_3x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 4
+            if c + 2 <= c1:
+                micro_3x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 2
+            if c < c1:
+                micro_3x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            nR += 3
         for n in range(nR, n1):            # the rows left, one at a time
             c = c0
             while c + 24 <= c1:

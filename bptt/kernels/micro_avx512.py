@@ -31,6 +31,7 @@ NARROW = 16   # a weight gradient's last I mod NARROW columns run transposed (on
 R = 12   # rows of the main block
 R2 = 4   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
 X = 2   # up to this many rows left below a block of R are taken by the last block of R, 32 wide (0: none)
+SPLIT = False   # the last blocks of R and the 1 or 2 rows left below them run as blocks of R2 = R - 1
 ROW_PANELS = 4   # a single row takes this many panels at once (body_1x32x4p), when > 1
 STREAM = (12, 32)   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 

@@ -24,13 +24,14 @@ from ..jit import fma
 from .microcall import caller
 
 ISA = 'generic'
-SIZES = ((4, 12), (4, 8), (4, 4), (4, 2), (4, 1), (1, 12), (1, 8), (1, 4), (1, 2), (1, 1))
+SIZES = ((4, 12), (4, 8), (4, 4), (4, 2), (4, 1), (3, 12), (3, 8), (3, 4), (3, 2), (3, 1), (1, 12), (1, 8), (1, 4), (1, 2), (1, 1))
 PAIRS = ((1, 12),)
 PANEL = 24   # columns of a packed panel of B: a whole number of 12-wide blocks
 NARROW = 4   # a weight gradient's last I mod NARROW columns run transposed (one vector)
 R = 4   # rows of the main block
-R2 = 0   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
+R2 = 3   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
 X = 0   # up to this many rows left below a block of R are taken by the last block of R, 12 wide (0: none)
+SPLIT = True   # the last blocks of R and the 1 or 2 rows left below them run as blocks of R2 = R - 1
 ROW_PANELS = 1   # a single row takes this many panels at once (body_1x12x1p), when > 1
 STREAM = None   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 
@@ -158,6 +159,111 @@ def body_4x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     pC[c3 + 0] = s3_0
 
 
+def body_3x12(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:12] += A[0:3, k0:k1] · B[k0:k1, 0:12], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s0_8 = pC[c0 + 8]; s0_9 = pC[c0 + 9]; s0_10 = pC[c0 + 10]; s0_11 = pC[c0 + 11]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s1_8 = pC[c1 + 8]; s1_9 = pC[c1 + 9]; s1_10 = pC[c1 + 10]; s1_11 = pC[c1 + 11]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    s2_8 = pC[c2 + 8]; s2_9 = pC[c2 + 9]; s2_10 = pC[c2 + 10]; s2_11 = pC[c2 + 11]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        b8 = pB[kb + 8]; b9 = pB[kb + 9]; b10 = pB[kb + 10]; b11 = pB[kb + 11]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s0_8 = fma(a0, b8, s0_8); s0_9 = fma(a0, b9, s0_9); s0_10 = fma(a0, b10, s0_10); s0_11 = fma(a0, b11, s0_11)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s1_8 = fma(a1, b8, s1_8); s1_9 = fma(a1, b9, s1_9); s1_10 = fma(a1, b10, s1_10); s1_11 = fma(a1, b11, s1_11)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+        s2_8 = fma(a2, b8, s2_8); s2_9 = fma(a2, b9, s2_9); s2_10 = fma(a2, b10, s2_10); s2_11 = fma(a2, b11, s2_11)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c0 + 8] = s0_8; pC[c0 + 9] = s0_9; pC[c0 + 10] = s0_10; pC[c0 + 11] = s0_11
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c1 + 8] = s1_8; pC[c1 + 9] = s1_9; pC[c1 + 10] = s1_10; pC[c1 + 11] = s1_11
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+    pC[c2 + 8] = s2_8; pC[c2 + 9] = s2_9; pC[c2 + 10] = s2_10; pC[c2 + 11] = s2_11
+
+
+def body_3x8(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:8] += A[0:3, k0:k1] · B[k0:k1, 0:8], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]; s0_4 = pC[c0 + 4]; s0_5 = pC[c0 + 5]; s0_6 = pC[c0 + 6]; s0_7 = pC[c0 + 7]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]; s1_4 = pC[c1 + 4]; s1_5 = pC[c1 + 5]; s1_6 = pC[c1 + 6]; s1_7 = pC[c1 + 7]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]; s2_4 = pC[c2 + 4]; s2_5 = pC[c2 + 5]; s2_6 = pC[c2 + 6]; s2_7 = pC[c2 + 7]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]; b4 = pB[kb + 4]; b5 = pB[kb + 5]; b6 = pB[kb + 6]; b7 = pB[kb + 7]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3); s0_4 = fma(a0, b4, s0_4); s0_5 = fma(a0, b5, s0_5); s0_6 = fma(a0, b6, s0_6); s0_7 = fma(a0, b7, s0_7)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3); s1_4 = fma(a1, b4, s1_4); s1_5 = fma(a1, b5, s1_5); s1_6 = fma(a1, b6, s1_6); s1_7 = fma(a1, b7, s1_7)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3); s2_4 = fma(a2, b4, s2_4); s2_5 = fma(a2, b5, s2_5); s2_6 = fma(a2, b6, s2_6); s2_7 = fma(a2, b7, s2_7)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3; pC[c0 + 4] = s0_4; pC[c0 + 5] = s0_5; pC[c0 + 6] = s0_6; pC[c0 + 7] = s0_7
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3; pC[c1 + 4] = s1_4; pC[c1 + 5] = s1_5; pC[c1 + 6] = s1_6; pC[c1 + 7] = s1_7
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3; pC[c2 + 4] = s2_4; pC[c2 + 5] = s2_5; pC[c2 + 6] = s2_6; pC[c2 + 7] = s2_7
+
+
+def body_3x4(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:4] += A[0:3, k0:k1] · B[k0:k1, 0:4], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]; s0_2 = pC[c0 + 2]; s0_3 = pC[c0 + 3]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]; s1_2 = pC[c1 + 2]; s1_3 = pC[c1 + 3]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]; s2_2 = pC[c2 + 2]; s2_3 = pC[c2 + 3]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]; b2 = pB[kb + 2]; b3 = pB[kb + 3]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1); s0_2 = fma(a0, b2, s0_2); s0_3 = fma(a0, b3, s0_3)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1); s1_2 = fma(a1, b2, s1_2); s1_3 = fma(a1, b3, s1_3)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1); s2_2 = fma(a2, b2, s2_2); s2_3 = fma(a2, b3, s2_3)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1; pC[c0 + 2] = s0_2; pC[c0 + 3] = s0_3
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1; pC[c1 + 2] = s1_2; pC[c1 + 3] = s1_3
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1; pC[c2 + 2] = s2_2; pC[c2 + 3] = s2_3
+
+
+def body_3x2(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:2] += A[0:3, k0:k1] · B[k0:k1, 0:2], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]; s0_1 = pC[c0 + 1]
+    s1_0 = pC[c1 + 0]; s1_1 = pC[c1 + 1]
+    s2_0 = pC[c2 + 0]; s2_1 = pC[c2 + 1]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]; b1 = pB[kb + 1]
+        s0_0 = fma(a0, b0, s0_0); s0_1 = fma(a0, b1, s0_1)
+        s1_0 = fma(a1, b0, s1_0); s1_1 = fma(a1, b1, s1_1)
+        s2_0 = fma(a2, b0, s2_0); s2_1 = fma(a2, b1, s2_1)
+    pC[c0 + 0] = s0_0; pC[c0 + 1] = s0_1
+    pC[c1 + 0] = s1_0; pC[c1 + 1] = s1_1
+    pC[c2 + 0] = s2_0; pC[c2 + 1] = s2_1
+
+
+def body_3x1(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
+    """C[0:3, 0:1] += A[0:3, k0:k1] · B[k0:k1, 0:1], by pointers and strides."""
+    c0 = 0 * ldc; c1 = 1 * ldc; c2 = 2 * ldc
+    a0_ = 0 * sa0; a1_ = 1 * sa0; a2_ = 2 * sa0
+    s0_0 = pC[c0 + 0]
+    s1_0 = pC[c1 + 0]
+    s2_0 = pC[c2 + 0]
+    for k in range(k0, k1):
+        ka = k * sa1; kb = k * ldb
+        a0 = pA[a0_ + ka]; a1 = pA[a1_ + ka]; a2 = pA[a2_ + ka]
+        b0 = pB[kb + 0]
+        s0_0 = fma(a0, b0, s0_0)
+        s1_0 = fma(a1, b0, s1_0)
+        s2_0 = fma(a2, b0, s2_0)
+    pC[c0 + 0] = s0_0
+    pC[c1 + 0] = s1_0
+    pC[c2 + 0] = s2_0
+
+
 def body_1x12(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
     """C[0:1, 0:12] += A[0:1, k0:k1] · B[k0:k1, 0:12], by pointers and strides."""
     c0 = 0 * ldc
@@ -260,6 +366,11 @@ micro_4x8 = caller(ISA, 4, 8)
 micro_4x4 = caller(ISA, 4, 4)
 micro_4x2 = caller(ISA, 4, 2)
 micro_4x1 = caller(ISA, 4, 1)
+micro_3x12 = caller(ISA, 3, 12)
+micro_3x8 = caller(ISA, 3, 8)
+micro_3x4 = caller(ISA, 3, 4)
+micro_3x2 = caller(ISA, 3, 2)
+micro_3x1 = caller(ISA, 3, 1)
 micro_1x12 = caller(ISA, 1, 12)
 micro_1x8 = caller(ISA, 1, 8)
 micro_1x4 = caller(ISA, 1, 4)
@@ -276,11 +387,18 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
     Blocks of 4 rows × 12 columns cover the tile, then 8, 4, 2, 1 columns
     the rest; a single row runs pairs of 12-wide blocks (overlapping for 13 to 23
     columns left), then the same tails.
+    3 rows left over run as one block, with the same widths.
+    Where 1 or 2 rows would be left below the blocks of 4, the last blocks of 4 and those rows
+    run as blocks of 3 instead (3 or 2 of them), if there are rows enough (9 or 6): none is
+    left to the single-row bodies, which have a quarter of the vector chains.
     Every output is one fma chain over k in increasing order, in k-blocks of ``KC``."""
     n0 = 0; n1 = N; c0 = 0; c1 = M
+    nS = (4 - (n1 - n0) % 4) % 4 * 3   # the rows the blocks of 3 take
+    if nS > n1 - n0:
+        nS = 0
     for kb in range(k0, k1, KC):
         ke = min(k1, kb + KC)
-        nR = n0 + (n1 - n0) // 4 * 4     # rows in whole blocks of 4
+        nR = n0 + (n1 - n0 - nS) // 4 * 4     # rows in whole blocks of 4
         c = c0
         while c + 12 <= c1:               # a column block down every row block
             for n in range(n0, nR, 4):
@@ -301,6 +419,24 @@ def tile(pC, ldc, pA, sa0, sa1, pB, ldb, N, M, k0, k1, KC):
         if c < c1:
             for n in range(n0, nR, 4):
                 micro_4x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+        while n1 - nR >= 3:                # 3 of the rows left in one block (9 vector chains)
+            n = nR
+            c = c0
+            while c + 12 <= c1:
+                micro_3x12(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 12
+            if c + 8 <= c1:
+                micro_3x8(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 8
+            if c + 4 <= c1:
+                micro_3x4(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 4
+            if c + 2 <= c1:
+                micro_3x2(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+                c += 2
+            if c < c1:
+                micro_3x1(pC, n * ldc + c, ldc, pA, n * sa0, sa0, sa1, pB, c, ldb, kb, ke)
+            nR += 3
         for n in range(nR, n1):            # the rows left, one at a time
             c = c0
             while c + 24 <= c1:          # pairs: twice the vector chains in flight

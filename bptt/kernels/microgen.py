@@ -68,7 +68,7 @@ them give the same bits, on any tiling and at any thread count.
 import os
 from collections import namedtuple
 
-Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2 X tall")
+Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2 X tall split")
 
 # ``tall``: (width, rows) of the blocks that run a tile's column tail (the columns past the last
 # W-wide block) instead of blocks of R rows: at R = 4 the avx2 family's 4 × 8 body has 4 vector
@@ -77,9 +77,9 @@ Family = namedtuple("Family", "isa bits order R W W1 panel narrow R2 X tall")
 # a multiple of 8 but not of 24 are common: the MLP's batch of 128 (5 · 24 + 8), 4H = 512, H = 256
 # or I = 64 (2 · 24 + 16).
 FAMILIES = {
-    "avx512": Family("avx512", 512, "bcast", 12, 32, 32, 32, 16, 4, 2, ()),
-    "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8, 0, 0, ((16, 6), (8, 12))),
-    "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4, 0, 0, ()),
+    "avx512": Family("avx512", 512, "bcast", 12, 32, 32, 32, 16, 4, 2, (), False),
+    "avx2": Family("avx2", 256, "bcast", 4, 24, 24, 24, 8, 3, 0, ((16, 6), (8, 12)), True),
+    "generic": Family("generic", 128, "bcast", 4, 12, 12, 24, 4, 3, 0, (), True),
 }
 
 
@@ -145,6 +145,7 @@ NARROW = {narrow}   # a weight gradient's last I mod NARROW columns run transpos
 R = {R}   # rows of the main block
 R2 = {R2}   # rows of the tail block that takes R2 or more of the rows a tile has left (0: none)
 X = {X}   # up to this many rows left below a block of R are taken by the last block of R, {W} wide (0: none)
+SPLIT = {split}   # the last blocks of R and the 1 or 2 rows left below them run as blocks of R2 = R - 1
 ROW_PANELS = {row_panels}   # a single row takes this many panels at once (body_1x{W1}x{row_panels}p), when > 1
 STREAM = {stream!r}   # (R, W) of the main block's streaming body (body_RxWs: prefetches the next sliver), or None
 '''
@@ -318,9 +319,13 @@ def tile_source(f: Family) -> str:
             f"    the rest; a single row runs blocks of {W1}, then the same tails."),
            *([f"    The tail's {' and '.join(f'{w} columns run in blocks of {r} rows' for w, r in f.tall)} (12",
               f"    vector chains), then of {R}."] if f.tall else []),
-           *([f"    {f.R2} to {R - 1} rows left over first run one block of {f.R2} rows, with the same widths."] if f.R2 else []),
+           *([f"    {f.R2} to {R - 1} rows left over first run one block of {f.R2} rows, with the same widths."] if f.R2 and f.R2 < R - 1 else []),
+           *([f"    {f.R2} rows left over run as one block, with the same widths."] if f.R2 == R - 1 else []),
            *([f"    1 to {f.X} rows left below a block of {R} join it: one block of {R + 1} to {R + f.X} rows, {W} wide",
               "    (the columns past the last such block run them one row at a time)."] if f.X else []),
+           *([f"    Where 1 or 2 rows would be left below the blocks of {R}, the last blocks of {R} and those rows",
+              f"    run as blocks of {f.R2} instead (3 or 2 of them), if there are rows enough (9 or 6): none is",
+              f"    left to the single-row bodies, which have a quarter of the vector chains."] if f.split else []),
            "    Every output is one fma chain over k in increasing order, in k-blocks of ``KC``.\"\"\"",
            "    n0 = 0; n1 = N; c0 = 0; c1 = M",
            "    for kb in range(k0, k1, KC):",
@@ -338,7 +343,11 @@ def tile_source(f: Family) -> str:
         L += _single_rows("                ", f)
         L += ["                n += 1"]
         return "\n".join(L) + "\n"
-    main = [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}"]
+    if f.split:   # rows in blocks of R2 = R - 1 that leave a multiple of R above them, if they fit
+        assert f.R2 == R - 1
+        main = [f"        nR = n0 + (n1 - n0 - nS) // {R} * {R}     # rows in whole blocks of {R}"]
+    else:
+        main = [f"        nR = n0 + (n1 - n0) // {R} * {R}     # rows in whole blocks of {R}"]
     nB = "nR"
     if f.X:
         main += [f"        nX = n1 - nR if nR > n0 and n1 - nR <= {f.X} else 0   # rows the last block takes on",
@@ -363,7 +372,7 @@ def tile_source(f: Family) -> str:
             "    next panel's first after the last)."] + doc[-4:]
         L = doc[:-2] + [
             f"    stream = k1 - k0 > KC and ldb == {W}",
-            f"    share = KC * ldb // max(1, (n1 - n0) // {R})    # elements of the next sliver per row block"] + doc[-2:]
+            f"    share = KC * ldb // max(1, (n1 - n0{' - nS' if f.split else ''}) // {R})    # elements of the next sliver per row block"] + doc[-2:]
         L += main + [
             "            if stream:",
             "                step = share * 16 // (ke - kb)",
@@ -412,13 +421,18 @@ def tile_source(f: Family) -> str:
         L += [f"            nR += {R2}"]
     L += ["        for n in range(nR, n1):            # the rows left, one at a time"]
     L += _single_rows("            ", f)
+    if f.split:
+        at = L.index("    n0 = 0; n1 = N; c0 = 0; c1 = M") + 1   # before the stream's share, which reads it
+        L[at:at] = [f"    nS = ({R} - (n1 - n0) % {R}) % {R} * {f.R2}   # the rows the blocks of {f.R2} take",
+                    "    if nS > n1 - n0:",
+                    "        nS = 0"]
     return "\n".join(L) + "\n"
 
 
 def source(isa: str) -> str:
     f = FAMILIES[isa]
     return (HEADER.format(isa=f.isa, bits=f.bits, order=f.order, sizes=sizes(f), pairs=pairs(f),
-                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R, R2=f.R2, X=f.X,
+                          panel=f.panel, W=f.W, narrow=f.narrow, R=f.R, R2=f.R2, X=f.X, split=f.split,
                           imports='caller, panels_caller' if row_panels(f) > 1 else 'caller',
                           stream=stream(f),
                           W1=f.W1, row_panels=row_panels(f))
