@@ -33,6 +33,14 @@ that): ``X``. A chunk of 25 rows, half of a batch of 50, runs 12 + 13 instead of
 and one-core step products of 25 and 50 rows ran 3 and 5 % faster (2 % for an untouched
 24-row control; docs/performance.md, nineteenth session). A 15-row block spilled: 93 GFLOP/s.)
 
+(The avx2 and generic families cannot take a fifth row into a block of 4: 5 × 24 needs 19 of
+16 registers. Instead (``split``), where 1 or 2 rows would be left below the blocks of 4, the
+last blocks of 4 and those rows run as blocks of 3 × W (9 chains, 13 registers): 25 rows as
+4 · 4 + 3 · 3, 26 as 5 · 4 + 2 · 3 (``R2 = 3``, which also takes 3 rows left). A block of 3
+runs at about 88 % of a block of 4's speed per row on a Zen 4 core, a single row at about
+half; a one-core step product of 26 rows (K = 256, N = 1024) went 140.2 → 131.8 µs, 25 rows
+131.3 → 129.3: docs/performance.md, twenty-sixth session.)
+
 Panels. B is packed into panels of ``panel`` columns (:mod:`bptt.kernels.engine`). A panel is
 one block wide, so the K × W sliver a kernel reads is contiguous: the hardware prefetcher
 streams it, and it fills every set of L1. In panels of 96 columns the avx2 sliver's rows lay 384
