@@ -390,6 +390,38 @@ def test_serial_and_parallel_builds_are_bitwise_equal(cell, threads):
         assert np.array_equal(serial[k], parallel[k]), k
 
 
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+def test_lstm_batch_halves_laid_apart_give_the_bits_of_one_thread(monkeypatch, threads):
+    """On two threads the fused LSTM sweeps lay gates, c and tanh c out with rows between the
+    two halves of the batch (kernels.lstm.gap_rows, gap_segment), which each thread writes: the
+    results are the bits of one thread (no gap), c_n comes out without the gap rows, and a
+    backward on one thread after a forward on two (one chunk over both halves: two segments)
+    gives the same bits too. A gradient check runs on the gapped layout as well."""
+    monkeypatch.setattr(recurrent_mod, "SERIAL_WORK", 0)
+    rng = np.random.default_rng(5)
+    layer = LSTM(7, 12, 2, True, seed=2)
+    inputs = make_inputs(layer, rng, batch=9, steps=4)
+    douts = random_douts(layer, inputs, rng)
+    threads(1)
+    one = run(layer, inputs, douts)
+    assert layer._ws.gap == 0
+    threads(2)
+    two = run(layer, inputs, douts)
+    assert layer._ws.gap > 0 and layer._ws.c[0].shape[1] == 9 + layer._ws.gap
+    layer.zero_grad()
+    out, (h_n, c_n) = layer.forward(inputs["x"], (inputs["h0"], inputs["c0"]))
+    threads(1)
+    dx = layer.backward(*douts)
+    mixed = {"out": out, "h_n": h_n, "c_n": c_n, "dx": dx, "dh0": layer.dh0, "dc0": layer.dc0}
+    mixed.update({"grad " + k: g.copy() for k, g in layer.grads.items()})
+    for k in one:
+        assert np.array_equal(one[k], two[k]), k
+        assert np.array_equal(one[k], mixed[k]), k
+    threads(2)
+    report = gradcheck(layer, make_inputs(layer, rng, batch=9, steps=3))
+    assert report.passed and layer._ws.gap > 0, report.table()
+
+
 def test_workspaces_reused_for_same_shape_and_results_independent_of_history(rng):
     layer = make("lstm", 2, True, seed=3)
     a = make_inputs(layer, rng, batch=2, steps=3)

@@ -64,30 +64,32 @@ def _lstm_forward_rows(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, P):
     T, B = gates.shape[0], gates.shape[1]
     r0, r1 = chunk_rows(ch, nch, B)
     for s in range(T):
-        lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
+        lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1, 0)
 
 
 @inline
-def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1):
+def lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1, o):
     """Step s (in processing order) of :func:`lstm_forward`'s sweep, rows r0:r1 (P: W_hhᵀ (H, 4H)
-    in panels)."""
-    T, B, G4 = gates.shape
+    in panels). Sequence b's rows of gates, c and tc are b + o (``o``: :func:`gap_segment`)."""
+    T, G4 = gates.shape[0], gates.shape[2]
     H = G4 // 4
     t = T - 1 - s if reverse else s
     tp = t + 1 if reverse else t - 1
     hp = h0 if s == 0 else y[tp, :, off:off + H]   # h_prev
     cp = c0 if s == 0 else c[tp]                    # c_prev
+    co = 0 if s == 0 else o                         # its rows' offset
     a = gates[t]
-    add_bias_rows(a, b_hh, r0, r1)          # a = (W_ih·x_t + b_ih) + b_hh
-    step_product(a, hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
-    lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, 0, H)
+    add_bias_rows(a, b_hh, r0 + o, r1 + o)      # a = (W_ih·x_t + b_ih) + b_hh
+    step_product(a[o:], hp, P, r0, r1, G4, H)   #   + h_prev·W_hhᵀ, all 4H units
+    lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, 0, H, o, co)
 
 
 @inline
-def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1):
+def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1, rg, rc):
     """The gates and the cell of step t for rows r0:r1 and units u0:u1, from the pre-activations in
     gates[t] (overwritten by the gates i, f, g, o): c_t = f ⊙ c_prev + i ⊙ g, tanh(c_t), and
-    h_t = o ⊙ tanh(c_t) into y's columns off + u0 : off + u1. cp: c_prev (B, H).
+    h_t = o ⊙ tanh(c_t) into y's columns off + u0 : off + u1. cp: c_prev (B, H). Sequence b's
+    rows of gates, c and tc are b + rg, of cp b + rc (:func:`gap_segment`); of y, b.
 
     One simple loop per quantity, so that each vectorises, each from 0 over a view: an index like
     2H + o, of unknown sign to the compiler, keeps the negative-index check in the loop, which
@@ -95,7 +97,7 @@ def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1):
     H = gates.shape[2] // 4
     n = u1 - u0
     for b in range(r0, r1):
-        ab = gates[t, b]
+        ab = gates[t, b + rg]
         ai = ab[u0:u1]
         af = ab[H + u0:H + u1]
         ag = ab[2 * H + u0:2 * H + u1]
@@ -108,9 +110,9 @@ def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1):
             ag[o] = tanh(ag[o])
         for o in range(n):
             ao[o] = sigmoid(ao[o])
-        cpb = cp[b, u0:u1]
-        cb = c[t, b, u0:u1]
-        tcb = tc[t, b, u0:u1]
+        cpb = cp[b + rc, u0:u1]
+        cb = c[t, b + rg, u0:u1]
+        tcb = tc[t, b + rg, u0:u1]
         yb = y[t, b, off + u0:off + u1]
         for o in range(n):                      # c_t = f ⊙ c_prev + i ⊙ g
             cb[o] = af[o] * cpb[o] + ai[o] * ag[o]
@@ -121,23 +123,24 @@ def lstm_cells(y, gates, c, tc, cp, t, off, r0, r1, u0, u1):
 
 
 @inline
-def lstm_gate_grads(dat, dh, dc, dy, gates, tc, cp, t, off, r0, r1, u0, u1):
+def lstm_gate_grads(dat, dh, dc, dy, gates, tc, cp, t, off, r0, r1, u0, u1, rg, rc):
     """da_t of step t into dat (B, 4H) for rows r0:r1 and units u0:u1 (the formulas of
     :func:`lstm_backward`) from the carried dh, dc; then dc ⊙= f there, and dh ← 0 there (the
-    product adds da_t·W_hh into it). cp: c_prev (B, H). Row views from 0, so that the loops
-    vectorise."""
+    product adds da_t·W_hh into it). cp: c_prev (B, H). Sequence b's rows of gates and tc are
+    b + rg, of cp b + rc (:func:`gap_segment`); of dat, dh, dc and dy, b. Row views from 0, so
+    that the loops vectorise."""
     H = gates.shape[2] // 4
     n = u1 - u0
     one = gates.dtype.type(1.0)   # in the arrays' dtype (a 1.0 would make it float64)
     for b in range(r0, r1):
-        gb = gates[t, b]
+        gb = gates[t, b + rg]
         dab = dat[b]
         gi, gf, gg, go = gb[u0:u1], gb[H + u0:H + u1], gb[2 * H + u0:2 * H + u1], gb[3 * H + u0:3 * H + u1]
         dai, daf = dab[u0:u1], dab[H + u0:H + u1]
         dag, dao = dab[2 * H + u0:2 * H + u1], dab[3 * H + u0:3 * H + u1]
-        tcb = tc[t, b, u0:u1]
+        tcb = tc[t, b + rg, u0:u1]
         dyb = dy[t, b, off + u0:off + u1]
-        cpb = cp[b, u0:u1]
+        cpb = cp[b + rc, u0:u1]
         dhb = dh[b, u0:u1]
         dcb = dc[b, u0:u1]
         for o in range(n):
@@ -186,31 +189,71 @@ def fused(W_ih, W_hh, B):
 
 
 @composite
-def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
+def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih, gap=0):
     """``input_forward`` (gates = W_ih·x_t + b_ih) and then :func:`lstm_forward`, step by step in
     one sweep: the arguments of :func:`lstm_forward`, then x (T, B, I) the layer's input, W_ih
-    (4H, I) and b_ih (4H,); ``gates`` is written only (its input values are not read)."""
-    _lstm_forward_rows_fused(sweep_chunks(gates.shape[1]), y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih,
-                             panels_T(W_ih, "fused_W_ih_T"), W_hh)
+    (4H, I) and b_ih (4H,); ``gates`` is written only (its input values are not read).
+
+    ``gap``: gates, c and tc hold ``gap`` unused rows after the first half of the batch
+    (:func:`gap_rows`, :func:`gap_segment`), so that the two halves' rows, written at the same
+    time by the two threads, lie apart in memory. B is then x.shape[1], gates.shape[1] is B + gap."""
+    _lstm_forward_rows_fused(sweep_chunks(x.shape[1]), y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih,
+                             gap, panels_T(W_ih, "fused_W_ih_T"), W_hh)
 
 
 @jobs(last=LAST_PANELS_T)
-def _lstm_forward_rows_fused(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih, P_ih, P):
-    """Chunk ch of :func:`lstm_forward_fused`'s sequences, every step; P_ih: W_ihᵀ (I, 4H) and
-    P: W_hhᵀ (H, 4H) in panels."""
-    T, B, G4 = gates.shape
+def _lstm_forward_rows_fused(ch, nch, y, gates, c, tc, h0, c0, b_hh, off, reverse, x, b_ih, gap, P_ih, P):
+    """Chunk ch of :func:`lstm_forward_fused`'s sequences, every step, in at most two segments
+    (:func:`gap_segment`); P_ih: W_ihᵀ (I, 4H) and P: W_hhᵀ (H, 4H) in panels."""
+    T, B, G4 = x.shape[0], x.shape[1], gates.shape[2]
     r0, r1 = chunk_rows(ch, nch, B)
     for s in range(T):
         t = T - 1 - s if reverse else s
         a = gates[t]
-        fill_rows(a, b_ih, r0, r1, 0, G4)
-        step_product(a, x[t], P_ih, r0, r1, G4, x.shape[2])
-        lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, r0, r1)
+        for q in range(2):
+            q0, q1, o = gap_segment(q, r0, r1, B, gap)
+            if q1 > q0:
+                fill_rows(a, b_ih, q0 + o, q1 + o, 0, G4)
+                step_product(a[o:], x[t], P_ih, q0, q1, G4, x.shape[2])
+                lstm_forward_step(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, q0, q1, o)
+
+
+# The two halves of the batch apart. The fused sweeps run each half of the batch on its own core,
+# and at every step both cores write their rows of gates[t], c[t] and tc[t] at once; side by
+# side, the rows where the halves meet are a cache line's hand-off away from each other. In the
+# machine's slow spells (the hand-off 310-350 ns instead of 60-66) a copy of the forward sweep,
+# B = 50, H = 256 on two threads, took 11.6-12.8 ms with the halves side by side and 10.1-11.6
+# with 16 rows between them (10.0-10.2 and 9.7-9.9 in quiet minutes; bench/sweep_gap.py,
+# docs/performance.md, twenty-sixth session). The rows of h (y) stay as they are: the passes
+# around the sweep read y as one (T·B, H) matrix, and the gap in gates, c and tc alone did as well.
+
+GAP_BYTES = 16 << 10   # of a row of c between the halves
+
+
+def gap_rows(H, itemsize):
+    """The rows between the two halves of the batch in gates, c and tc (:func:`lstm_forward_fused`):
+    ``GAP_BYTES`` of c's rows (16 rows at H = 256 float32)."""
+    return -(-GAP_BYTES // (H * itemsize))
+
+
+@inline
+def gap_segment(q, r0, r1, B, gap):
+    """(q0, q1, o): segment q (0 or 1) of rows r0:r1 of a batch of B whose rows of gates, c and tc
+    hold ``gap`` unused rows after the first half (rows ceil(B/2) and on are b + gap there): the
+    rows in the first half (o = 0), then those in the second (o = gap). Without a gap, one
+    segment. On two threads each chunk is one half, so one segment; on one thread, two. Rows cut
+    into segments are the same sums in the same order: the same bits."""
+    if gap == 0:
+        return (r0, r1, 0) if q == 0 else (r1, r1, 0)
+    h = (B + 1) // 2
+    if q == 0:
+        return r0, min(r1, h), 0
+    return max(r0, h), r1, gap
 
 
 @composite
 def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih,
-                        in_panels=False):
+                        in_panels=False, gap=0):
     """:func:`lstm_backward` and then ``input_backward`` (dx_t += da_t·W_ih), step by step in one
     sweep: the arguments of :func:`lstm_backward`, then dx (T, B, I) accumulated and W_ih (4H, I).
 
@@ -220,8 +263,8 @@ def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, 
     (:func:`bptt.kernels.rnn.gate_panels`), while it is in cache, for
     ``weight_grads_shared(..., filled=True)``; da itself is not written. That pass then neither
     reads nor copies da (10 MB of memory traffic at the char-LM's shape). The same numbers in the
-    same places: the same bits."""
-    T, B, G4 = gates.shape
+    same places: the same bits. ``gap``: as in :func:`lstm_forward_fused` (B is dy.shape[1])."""
+    T, B, G4 = gates.shape[0], dy.shape[1], gates.shape[2]
     if in_panels:
         Gs, per_job = gate_panels(T, B, G4, da.dtype)
         ld = apart_stride(G4, da.itemsize)
@@ -229,26 +272,30 @@ def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, 
     else:
         Gs, per_job, dstep = da[0, 0, :0], 0, da[0]
     _lstm_backward_rows_fused(sweep_chunks(B), da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc,
-                              c0, off, reverse, dx, Gs, per_job, dstep, panels(W_ih, 0, W_ih.shape[1], "fused_W_ih"),
-                              W_hh)
+                              c0, off, reverse, dx, Gs, per_job, dstep, gap,
+                              panels(W_ih, 0, W_ih.shape[1], "fused_W_ih"), W_hh)
 
 
 @jobs(last=LAST_PANELS)
 def _lstm_backward_rows_fused(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, dx,
-                              Gs, per_job, dstep, P_ih, P):
-    """Chunk ch of :func:`lstm_backward_fused`'s sequences, every step; P_ih: W_ih (4H, I) and
-    P: W_hh (4H, H) in panels. per_job > 0: da_t in dstep (B, ≥ 4H), then into the panels Gs."""
-    T, B, G4 = gates.shape
+                              Gs, per_job, dstep, gap, P_ih, P):
+    """Chunk ch of :func:`lstm_backward_fused`'s sequences, every step, in at most two segments
+    (:func:`gap_segment`); P_ih: W_ih (4H, I) and P: W_hh (4H, H) in panels. per_job > 0: da_t in
+    dstep (B, ≥ 4H), then into the panels Gs."""
+    T, B, G4 = gates.shape[0], dy.shape[1], gates.shape[2]
     r0, r1 = chunk_rows(ch, nch, B)
     copy_rows(dh, dh_n, r0, r1)
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):
         t = T - 1 - s if reverse else s
         dat = dstep if per_job > 0 else da[t]
-        lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
-        step_product(dx[t], dat, P_ih, r0, r1, dx.shape[2], G4)
-        if per_job > 0:
-            rows_into_gate_panels(Gs, per_job, dat, da, t, r0, r1)
+        for q in range(2):
+            q0, q1, o = gap_segment(q, r0, r1, B, gap)
+            if q1 > q0:
+                lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, q0, q1, o)
+                step_product(dx[t], dat, P_ih, q0, q1, dx.shape[2], G4)
+                if per_job > 0:
+                    rows_into_gate_panels(Gs, per_job, dat, da, t, q0, q1)
     add_rows(dh0, dh, r0, r1)
     add_rows(dc0, dc, r0, r1)
 
@@ -281,7 +328,7 @@ def _lstm_forward_pipe(j, njobs, y, gates, c, tc, h0, c0, b_hh, off, reverse, W_
         if j == 1 or i % PIPE_STEPS == 0:
             pipe_project(flags, gates, x, W_ih, b_ih, Q, i if j == 1 else i // PIPE_STEPS, reverse, j == 0)
         if j == 0:
-            lstm_forward_step(i, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, 0, B)
+            lstm_forward_step(i, y, gates, c, tc, h0, c0, b_hh, off, reverse, P, 0, B, 0)
     if atomic_add(flags, flags.shape[0] - 1, 1) == 0:
         pack_all_into(P_hh, W_hh)
 
@@ -321,20 +368,22 @@ def _lstm_backward_rows(ch, nch, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c,
     copy_rows(dh, dh_n, r0, r1)   # the carried gradients start from the final state's
     copy_rows(dc, dc_n, r0, r1)
     for s in range(T - 1, -1, -1):
-        lstm_backward_step(s, da[T - 1 - s if reverse else s], dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1)
+        lstm_backward_step(s, da[T - 1 - s if reverse else s], dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1, 0)
     add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0, ∂L/∂c0
     add_rows(dc0, dc, r0, r1)
 
 
 @inline
-def lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1):
+def lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0, r1, o):
     """Step s (in processing order) of :func:`lstm_backward`'s sweep, rows r0:r1: da_t (into dat,
-    (B, 4H)) from the carried dh, dc, then dc ⊙= f and dh = da_t·W_hh (P: W_hh (4H, H) in panels)."""
-    T, B, G4 = gates.shape
+    (B, 4H)) from the carried dh, dc, then dc ⊙= f and dh = da_t·W_hh (P: W_hh (4H, H) in panels).
+    Sequence b's rows of gates, c and tc are b + o (:func:`gap_segment`)."""
+    T, G4 = gates.shape[0], gates.shape[2]
     H = G4 // 4
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]   # c_prev
-    lstm_gate_grads(dat, dh, dc, dy, gates, tc, cp, t, off, r0, r1, 0, H)
+    co = 0 if s == 0 else o
+    lstm_gate_grads(dat, dh, dc, dy, gates, tc, cp, t, off, r0, r1, 0, H, o, co)
     step_product(dh, dat, P, r0, r1, H, G4)   # dh = da_t·W_hh, carried to the earlier step
 
 
@@ -368,7 +417,7 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
         copy_rows(dh, dh_n, 0, B)
         copy_rows(dc, dc_n, 0, B)
         for s in range(T - 1, -1, -1):
-            lstm_backward_step(s, da[T - 1 - s if reverse else s], dh, dc, dy, gates, c, tc, c0, off, reverse, P, 0, B)
+            lstm_backward_step(s, da[T - 1 - s if reverse else s], dh, dc, dy, gates, c, tc, c0, off, reverse, P, 0, B, 0)
             atomic_store(flags, 0, T - s)
         add_rows(dh0, dh, 0, B)
         add_rows(dc0, dc, 0, B)
@@ -417,7 +466,7 @@ def lstm_forward_part(s, y, gates, c, tc, h0, c0, b_hh, off, reverse, Pp, j0, j1
         ag = a[:, g * H + j0:g * H + j1]
         add_bias_rows(ag, b_hh[g * H + j0:g * H + j1], 0, B)   # (W_ih·x_t + b_ih) + b_hh
         step_product(ag, hp, Pp[g], 0, B, n, H)                 #   + h_prev·W_hhᵀ, these units
-    lstm_cells(y, gates, c, tc, cp, t, off, 0, B, j0, j1)
+    lstm_cells(y, gates, c, tc, cp, t, off, 0, B, j0, j1, 0, 0)
 
 
 def lstm_backward_wide(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, parts=None):
@@ -457,4 +506,4 @@ def lstm_backward_part(s, da, dh, dc, dy, gates, c, tc, c0, off, reverse, j0, j1
     T, B = gates.shape[0], gates.shape[1]
     t = T - 1 - s if reverse else s
     cp = c0 if s == 0 else c[t + 1 if reverse else t - 1]
-    lstm_gate_grads(da[t], dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1)
+    lstm_gate_grads(da[t], dh, dc, dy, gates, tc, cp, t, off, 0, B, j0, j1, 0, 0)

@@ -49,15 +49,15 @@ import math
 
 import numpy as np
 
-from ..jit import SERIAL_WORK, serial_when
+from ..jit import SERIAL_WORK, get_kernels, serial_when
 from ..kernels.gru import gru_backward, gru_forward
-from ..kernels.lstm import (fused as lstm_fused, lstm_backward, lstm_backward_fused, lstm_backward_pipelined,
-                            lstm_forward, lstm_forward_fused, lstm_forward_pipelined)
+from ..kernels.lstm import (fused as lstm_fused, gap_rows, lstm_backward, lstm_backward_fused,
+                            lstm_backward_pipelined, lstm_forward, lstm_forward_fused, lstm_forward_pipelined)
 from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01,
                            weight_grads_shared, gates_in_panels)
 from ..kernels.activations import ACTIVATIONS, STATE_ACTIVATIONS
-from ..kernels.engine import new_panels
+from ..kernels.engine import new_panels, sweep_chunks
 from .base import Layer, aligned_empty, aligned_zeros, check_array, uniform
 
 RNN_ACTIVATIONS = STATE_ACTIVATIONS   # the ones the RNN's sweeps compile (bptt.kernels.activations)
@@ -399,10 +399,35 @@ class LSTM(_Recurrent):
 
     def _alloc_extra(self, ws):
         L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
+        ws.gap = g = getattr(self, "_want_gap", 0)   # rows between the batch halves (_gap_for)
         ws.c0 = aligned_empty((L * D, B, H), self.dtype)
-        ws.c = [aligned_empty((T, B, H), self.dtype) for _ in range(L * D)]   # c_t per layer·direction
-        ws.tc = [aligned_empty((T, B, H), self.dtype) for _ in range(L * D)]  # tanh(c_t)
+        ws.c = [aligned_empty((T, B + g, H), self.dtype) for _ in range(L * D)]   # c_t per layer·direction
+        ws.tc = [aligned_empty((T, B + g, H), self.dtype) for _ in range(L * D)]  # tanh(c_t)
         ws.dc = aligned_empty((B, H), self.dtype)
+        if g:
+            ws.gates = [aligned_empty((T, B + g, 4 * H), self.dtype) for _ in range(L * D)]
+
+    def _gap_for(self, B, T):
+        """Rows between the two halves of the batch in the gates, c and tanh c workspaces
+        (:func:`bptt.kernels.lstm.gap_rows`): where every layer·direction runs the fused sweeps
+        (``lstm_forward_fused``), each half on its own thread; 0 otherwise (the other sweeps,
+        and the passes around them, read those arrays as they are)."""
+        if get_kernels() != "fast" or self._work(B, T) < SERIAL_WORK or sweep_chunks(B) < 2:
+            return 0
+        for l in range(self.num_layers):
+            for d in range(self.num_directions):
+                W_ih, W_hh = (self.params[n] for n in self._names(l, d)[:2])
+                if not lstm_fused(W_ih, W_hh, B):
+                    return 0
+        return gap_rows(self.hidden_size, np.dtype(self.dtype).itemsize)
+
+    def _logical(self, a):
+        """Rows of sequences 0 ... B-1 of a (B + gap, ·) step of c: the gap taken out."""
+        g, B = self._ws.gap, self._ws.B
+        if not g:
+            return a
+        h = (B + 1) // 2
+        return np.concatenate((a[:h], a[h + g:]))
 
     def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
         lstm_forward(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
@@ -417,17 +442,19 @@ class LSTM(_Recurrent):
     _PIPELINED = True
 
     def _fused(self, W_ih, W_hh):
+        if self._ws is not None and self._ws.gap:   # laid out for the fused sweeps (_gap_for)
+            return True
         B = self._ws.B if self._ws is not None else 1   # before a forward: as for one sequence
         return lstm_fused(W_ih, W_hh, B)
 
     def _cell_forward_fused(self, ws, l, d, k, W_hh, b_hh, xin, W_ih, b_ih):
         lstm_forward_fused(ws.y[l], ws.gates[k], ws.c[k], ws.tc[k], ws.h0[k], ws.c0[k], W_hh, b_hh,
-                           d * self.hidden_size, d == 1, xin, W_ih, b_ih)
+                           d * self.hidden_size, d == 1, xin, W_ih, b_ih, ws.gap)
 
     def _cell_backward_fused(self, ws, l, d, k, W_hh, dfinal, dinit, dxin, W_ih, in_panels):
         (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
         lstm_backward_fused(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
-                            ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, dxin, W_ih, in_panels)
+                            ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, dxin, W_ih, in_panels, ws.gap)
         return ws.dg
 
     def _packed_hh(self, ws, k):
@@ -454,11 +481,11 @@ class LSTM(_Recurrent):
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions
         if self.num_layers * D == 1:
-            return ws.c[0][ws.T - 1:ws.T].copy()
+            return self._logical(ws.c[0][ws.T - 1])[None].copy()
         c_n = np.empty((self.num_layers * D, ws.B, H), self.dtype)
         for l in range(self.num_layers):
             for d in range(D):
-                c_n[l * D + d] = ws.c[l * D + d][ws.T - 1 if d == 0 else 0]
+                c_n[l * D + d] = self._logical(ws.c[l * D + d][ws.T - 1 if d == 0 else 0])
         return c_n
 
     def forward(self, x, state=None, *, h0=None):
@@ -476,6 +503,9 @@ class LSTM(_Recurrent):
         else:
             raise ValueError("state must be None or a pair (h0, c0) of arrays of shape "
                              "(num_layers·num_directions, batch, hidden_size)")
+        self._want_gap = self._gap_for(x.shape[0], x.shape[1])
+        if self._ws is not None and self._ws.gap != self._want_gap:
+            self._ws = None   # laid out for the other sweeps
         ws = self._workspace(x.shape[0], x.shape[1])
         self._ready = False  # the workspaces no longer hold a complete forward
         self._load_state(ws.h0, "h0", h0, ws.B)

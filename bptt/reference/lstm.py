@@ -94,15 +94,25 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
     input_backward(dx, da, W_ih)
 
 
-def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih):
-    """``input_forward`` (gates = W_ih·x_t + b_ih), then :func:`lstm_forward`."""
+def _no_gap(gap):
+    if gap:
+        raise ValueError("the reference LSTM sweeps take gates, c and tc without a gap (gap=0)")
+
+
+def lstm_forward_fused(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x, W_ih, b_ih, gap=0):
+    """``input_forward`` (gates = W_ih·x_t + b_ih), then :func:`lstm_forward`. (``gap`` is the
+    kernel's layout of gates, c and tc with rows between the batch halves; this twin takes
+    them as they are, gap 0, which is what the layers give it.)"""
+    _no_gap(gap)
     input_forward(gates, x, W_ih, b_ih)
     lstm_forward(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse)
 
 
 def lstm_backward_fused(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse, dx, W_ih,
-                        in_panels=False):
+                        in_panels=False, gap=0):
     """:func:`lstm_backward`, then ``input_backward`` (dx += da·W_ih). (``in_panels`` is the
-    kernel's layout of da for its weight gradients; this twin always writes da.)"""
+    kernel's layout of da for its weight gradients; this twin always writes da. ``gap``: as in
+    :func:`lstm_forward_fused`.)"""
+    _no_gap(gap)
     lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
     input_backward(dx, da, W_ih)
