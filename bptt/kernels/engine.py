@@ -937,7 +937,7 @@ def tile_end(r0, n1):
     if n1 - e <= micro.X:
         return n1
     m = n1 - e
-    if micro.SPLIT and m % micro.R != 0 and m % micro.R != micro.R2 and split_rows(m) == 0:
+    if micro.SPLIT and m % micro.R != 0 and split_rows(m) == 0:
         return e - 2 * micro.R   # 1, 2 or 5 rows would be left: 9, 10 or 13, which split_rows covers
     return e
 

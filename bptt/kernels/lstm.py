@@ -31,7 +31,7 @@ from .engine import (add_bias_rows, apart, apart_stride, add_rows, chunk_rows, c
                      pack_all_into, L2_BYTES, panels, panels_T, scratch, scratch_panels, step_product,
                      sweep_chunks)
 from .dense import fill_rows
-from .rnn import (PIPE_STEPS, gate_panels, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,
+from .rnn import (PIPE_STEPS, batch_half, gate_panels, pipe_buffers, pipe_chunks, pipe_pack, pipe_passes,
                   pipe_forward_buffers, pipe_project, wide, wide_grads, wide_grads_done, wide_packed,
                   wide_packed_T, wide_products, wide_step, wide_step_done, wide_units, rows_into_gate_panels)
 
@@ -239,13 +239,14 @@ def gap_rows(H, itemsize):
 @inline
 def gap_segment(q, r0, r1, B, gap):
     """(q0, q1, o): segment q (0 or 1) of rows r0:r1 of a batch of B whose rows of gates, c and tc
-    hold ``gap`` unused rows after the first half (rows ceil(B/2) and on are b + gap there): the
-    rows in the first half (o = 0), then those in the second (o = gap). Without a gap, one
+    hold ``gap`` unused rows after the first half (:func:`bptt.kernels.rnn.batch_half`; the rows
+    of the second half are b + gap there): the rows in the first half (o = 0), then those in the
+    second (o = gap). Without a gap, one
     segment. On two threads each chunk is one half, so one segment; on one thread, two. Rows cut
     into segments are the same sums in the same order: the same bits."""
     if gap == 0:
         return (r0, r1, 0) if q == 0 else (r1, r1, 0)
-    h = (B + 1) // 2
+    h = batch_half(B, 2, 0)[1]
     if q == 0:
         return r0, min(r1, h), 0
     return max(r0, h), r1, gap

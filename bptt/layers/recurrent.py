@@ -53,7 +53,7 @@ from ..jit import SERIAL_WORK, get_kernels, serial_when
 from ..kernels.gru import gru_backward, gru_forward
 from ..kernels.lstm import (fused as lstm_fused, gap_rows, lstm_backward, lstm_backward_fused,
                             lstm_backward_pipelined, lstm_forward, lstm_forward_fused, lstm_forward_pipelined)
-from ..kernels.rnn import (input_backward, input_backward_params, input_forward,
+from ..kernels.rnn import (batch_half, input_backward, input_backward_params, input_forward,
                            recurrent_backward_params, rnn_backward, rnn_forward, swap_01,
                            weight_grads_shared, gates_in_panels)
 from ..kernels.activations import ACTIVATIONS, STATE_ACTIVATIONS
@@ -85,6 +85,9 @@ class _Recurrent(Layer):
     # whether the cell has _cell_backward_pipelined: below SERIAL_WORK its backward sweep and the
     # passes after it run side by side (bptt.kernels.rnn, "small batches")
     _PIPELINED = False
+    # rows between the two halves of the batch in the next workspace's gates (and the LSTM's c and
+    # tanh c): set by LSTM.forward for its fused sweeps (LSTM._gap_for); 0 for the other cells
+    _want_gap = 0
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, *, dtype=np.float64, seed=None, rng=None):
@@ -155,7 +158,8 @@ class _Recurrent(Layer):
         ws.dxt = aligned_empty((T, B, self.input_size), dt)
         ws.y = [aligned_empty((T, B, D * H), dt) for _ in range(L)]         # each layer's output
         ws.dy = [aligned_empty((T, B, D * H), dt) for _ in range(L)]
-        ws.gates = [aligned_empty((T, B, GH), dt) for _ in range(L * D)]    # per layer·direction
+        ws.gap = self._want_gap                                             # (LSTM._gap_for)
+        ws.gates = [aligned_empty((T, B + ws.gap, GH), dt) for _ in range(L * D)]   # per layer·direction
         ws.h0 = aligned_empty((L * D, B, H), dt)
         ws.dg = aligned_empty((T, B, GH), dt)                               # shared by every backward
         ws.dh = aligned_empty((B, H), dt)
@@ -399,13 +403,11 @@ class LSTM(_Recurrent):
 
     def _alloc_extra(self, ws):
         L, D, T, B, H = self.num_layers, self.num_directions, ws.T, ws.B, self.hidden_size
-        ws.gap = g = getattr(self, "_want_gap", 0)   # rows between the batch halves (_gap_for)
+        g = ws.gap   # rows between the batch halves in gates, c and tc (_gap_for)
         ws.c0 = aligned_empty((L * D, B, H), self.dtype)
         ws.c = [aligned_empty((T, B + g, H), self.dtype) for _ in range(L * D)]   # c_t per layer·direction
         ws.tc = [aligned_empty((T, B + g, H), self.dtype) for _ in range(L * D)]  # tanh(c_t)
         ws.dc = aligned_empty((B, H), self.dtype)
-        if g:
-            ws.gates = [aligned_empty((T, B + g, 4 * H), self.dtype) for _ in range(L * D)]
 
     def _gap_for(self, B, T):
         """Rows between the two halves of the batch in the gates, c and tanh c workspaces
@@ -426,7 +428,7 @@ class LSTM(_Recurrent):
         g, B = self._ws.gap, self._ws.B
         if not g:
             return a
-        h = (B + 1) // 2
+        h = batch_half(B, 2, 0)[1]
         return np.concatenate((a[:h], a[h + g:]))
 
     def _cell_forward(self, ws, l, d, k, W_hh, b_hh):
