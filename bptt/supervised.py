@@ -13,6 +13,10 @@ A model object provides
 - ``loss_and_grad(batch, rng) -> float``: the mean loss over the batch, with its gradient
   *accumulated* into ``gradients()``; ``rng`` (a NumPy ``Generator``, the trainer's, saved in the
   checkpoint) draws whatever is random in a step (dropout masks);
+- optionally, ``sets_gradients = True`` and ``loss_and_grad(batch, rng, accumulate=False)``,
+  which *sets* ``gradients()`` to the batch's rather than adding to them: the same bits as
+  ``zero_grad()`` then ``loss_and_grad(batch, rng)``, without a pass that clears them first
+  (the tabular MLP: :meth:`bptt.layers.Dense.backward`);
 - ``loss(batch) -> float``: the mean loss over the batch, forward only, in evaluation mode;
 - ``state_dict()`` / ``load_state(state)``: the weights as a dict of arrays.
 
@@ -22,8 +26,9 @@ padded token ids and lengths); a *batch* is the same dict restricted to some row
 What the trainer does
 ---------------------
 - Each epoch visits the training rows in a seeded permutation, ``default_rng([seed, epoch])``, in
-  batches of ``batch_size`` (the last one smaller); a step is zero_grad, ``loss_and_grad``,
-  optional clipping of the gradient norm, the optimiser's update (:mod:`bptt.optim`).
+  batches of ``batch_size`` (the last one smaller); a step is zero_grad, ``loss_and_grad`` (or
+  one ``loss_and_grad`` that sets the gradients), optional clipping of the gradient norm, the
+  optimiser's update (:mod:`bptt.optim`).
 - Validation after every epoch (and every ``val_every`` steps, if set): the mean validation loss
   over all rows (batches weighted by their size), plus the caller's ``metrics_fn(model)`` (a dict
   of numbers: accuracy, RMSE ...). Each validation appends one JSON record to ``metrics.jsonl``
@@ -261,8 +266,11 @@ class SupervisedTrainer:
         idx = perm[self.pos:self.pos + c.batch_size]
         batch = take(self.train_data, np.sort(idx))
         self.model.train()
-        self.model.zero_grad()
-        loss = float(self.model.loss_and_grad(batch, self.rng))
+        if getattr(self.model, "sets_gradients", False):   # its backward sets them: no clearing pass
+            loss = float(self.model.loss_and_grad(batch, self.rng, accumulate=False))
+        else:
+            self.model.zero_grad()
+            loss = float(self.model.loss_and_grad(batch, self.rng))
         grads = self.model.gradients()
         norm = clip_grad_norm(grads, c.clip) if c.clip else math.sqrt(
             sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))

@@ -636,20 +636,23 @@ class TabularMLP(Parameterised):
                     x = self.drops[k].forward(x, rng)
         return x
 
-    def backward(self, dout, input_grad: bool = False):
-        """Accumulate the parameter gradients from ∂L/∂out; return ∂L/∂x if ``input_grad``."""
+    def backward(self, dout, input_grad: bool = False, accumulate: bool = True):
+        """Accumulate the parameter gradients from ∂L/∂out (set them, with ``accumulate=False``:
+        :meth:`bptt.layers.Dense.backward`); return ∂L/∂x if ``input_grad``."""
         with serial_when(dout.shape[0] * self._work < SERIAL_WORK):
             for k in range(len(self.dense) - 1, -1, -1):
                 if k < len(self.drops):
                     dout = self.drops[k].backward(dout)
-                dout = self.dense[k].backward(dout, input_grad=input_grad or k > 0)
+                dout = self.dense[k].backward(dout, input_grad=input_grad or k > 0, accumulate=accumulate)
         return dout
 
-    def loss_and_grad(self, batch, rng=None):
+    sets_gradients = True   # loss_and_grad(..., accumulate=False) sets every gradient (bptt.supervised)
+
+    def loss_and_grad(self, batch, rng=None, accumulate=True):
         with serial_when(len(batch["x"]) * self._work < SERIAL_WORK):   # the loss kernels too
             out = self.forward(batch["x"], rng)
             loss, dout = task_loss(self.task, out, batch["y"])
-            self.backward(dout)
+            self.backward(dout, accumulate=accumulate)
         return loss
 
     def loss(self, batch):

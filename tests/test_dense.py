@@ -245,6 +245,41 @@ def test_activation_rows_match_the_scalar_definitions(act, dtype, rng):
     np.testing.assert_allclose(dq[ok], ref.reshape(q.shape)[ok], **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [[5, 7, 3], [40, 33, 1], [784, 64, 10]])
+def test_backward_that_sets_the_gradients_gives_the_bits_of_zero_grad_then_backward(sizes, dtype, rng):
+    """``backward(dout, accumulate=False)`` after anything (old gradients, NaN) sets every
+    gradient to what zero_grad() then backward(dout) gives, bit for bit; a second backward with
+    the default accumulate=True then adds to them as before."""
+    x = rng.standard_normal((9, sizes[0])).astype(dtype)
+    dout = rng.standard_normal((9, sizes[-1])).astype(dtype)
+    a, b = MLP(sizes, "gelu", dtype=dtype, seed=0), MLP(sizes, "gelu", dtype=dtype, seed=0)
+    for g in b.grads.values():
+        g.fill(np.nan)
+    a.zero_grad()
+    a.forward(x)
+    dx_a = a.backward(dout)
+    b.forward(x)
+    dx_b = b.backward(dout, accumulate=False)
+    np.testing.assert_array_equal(dx_a, dx_b)
+    for name in a.grads:
+        np.testing.assert_array_equal(a.grads[name], b.grads[name])
+    for m in (a, b):
+        m.forward(x)
+        m.backward(dout, input_grad=False)
+    for name in a.grads:
+        np.testing.assert_array_equal(a.grads[name], b.grads[name])
+    once = {k: v.copy() for k, v in a.grads.items()}
+    b.forward(x)
+    b.backward(dout, accumulate=False)
+    assert not all(np.array_equal(once[k], b.grads[k]) for k in once)   # two steps' sums, then one's
+    layer = Dense(sizes[0], 4, bias=False, dtype=dtype, seed=0)
+    layer.grads["weight"].fill(np.nan)
+    layer.forward(x)
+    layer.backward(np.ones((9, 4), dtype), accumulate=False)
+    assert np.isfinite(layer.grads["weight"]).all()
+
+
 def test_backward_without_input_grad_skips_dx_and_keeps_the_weight_gradients(rng):
     x = rng.standard_normal((6, 5))
     a, b = MLP([5, 7, 3], "relu", seed=0), MLP([5, 7, 3], "relu", seed=0)
@@ -292,7 +327,8 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
     """The products' operands packed by each thread into its own copy, as its jobs need them
     (bptt.kernels.engine.own_panels), or once for all (operands over OWN_BYTES): the same bits,
     at one thread and two, called twice on the same buffers; and the new written forms
-    (dense_input_grad, dense_zero_grads, dense_forward_act) the bits of the accumulating ones."""
+    (dense_input_grad, dense_zero_grads, dense_weight_grads, dense_forward_act) the bits of the
+    accumulating ones (the set forms over NaN: every output written)."""
     from bptt.kernels import activations, dense, engine
     N, I, O = shape
     x = rng.standard_normal((N, I)).astype(dtype)
@@ -339,6 +375,13 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
     dW, db = dW0.copy(), db0.copy()
     dense.dense_zero_grads(dW, db)
     assert not dW.any() and not db.any()
+    dense.dense_backward_params(dW, db, dy, x)   # from zeros: what dense_weight_grads must set
+    for n in (1, 2):
+        threads(n)
+        set_W, set_b = np.full((O, I), np.nan, dtype), np.full(O, np.nan, dtype)
+        dense.dense_weight_grads(set_W, set_b, dy, x)
+        np.testing.assert_array_equal(set_W, dW)
+        np.testing.assert_array_equal(set_b, db)
     for act in ("relu", "gelu", "tanh"):
         code = activations.ACTIVATIONS[act]
         q, z = np.empty((N, O), dtype), np.empty((N, O), dtype)

@@ -268,6 +268,24 @@ def _trainer(tables, out, epochs, dropout=0.2):
     return job, opts, cfg, make_trainer(job, opts, cfg, out)
 
 
+def test_steps_that_set_the_gradients_train_the_bits_of_zero_grad_then_accumulate(tables, tmp_path):
+    """The trainer lets a model that declares ``sets_gradients`` set them in its backward (no
+    zero_grad pass): the same weights, bit for bit, as zero_grad then an accumulating backward,
+    dropout and all."""
+    *_, a = _trainer(tables, tmp_path / "a", 2)
+    *_, b = _trainer(tables, tmp_path / "b", 2)
+    assert a.model.sets_gradients
+    b.model.sets_gradients = False   # the general path: zero_grad, then loss_and_grad adds
+    calls = []
+    zero_grad = b.model.zero_grad
+    b.model.zero_grad = lambda: calls.append(1) or zero_grad()
+    a.run()
+    b.run()
+    assert calls and a.step == b.step > 4
+    pa, pb = a.model.state_dict(), b.model.state_dict()
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
 def test_resume_after_a_stop_mid_epoch_is_bitwise_exact(tables, tmp_path):
     *_, a = _trainer(tables, tmp_path / "a", 4)
     a.run()
@@ -302,7 +320,7 @@ def test_nan_guard_keeps_the_good_checkpoint(tables, tmp_path):
     good = (tmp_path / "n" / CHECKPOINT_NAME).read_bytes()
     job2, opts, cfg, _ = _trainer(tables, tmp_path / "x", 6)
     t2 = make_trainer(job2, opts, cfg, tmp_path / "n", checkpoint=SupervisedTrainer.load(tmp_path / "n"))
-    t2.model.loss_and_grad = lambda batch, rng=None: float("nan")
+    t2.model.loss_and_grad = lambda batch, rng=None, **kw: float("nan")
     with pytest.raises(TrainingError, match="non-finite.*kept"):
         t2.run()
     assert (tmp_path / "n" / CHECKPOINT_NAME).read_bytes() == good

@@ -8,6 +8,11 @@ needs (weights under ``"p.<name>"``, torch's parameter names); :func:`build_bptt
 
     step()     zero_grad, forward, loss or upstream gradient, backward
     results()  {name: array} after a step: outputs, input and weight gradients, compared by name
+
+torch's ``zero_grad`` sets the gradients to None and its backward then writes them. bptt's MLP
+step does the same in its own way: no zero_grad, and a backward that sets the gradients
+(``accumulate=False``, as ``bptt fit`` trains); the recurrent layers' and the char-LM's steps
+clear their gradients with ``zero_grad`` and add to them.
 """
 from __future__ import annotations
 
@@ -179,10 +184,9 @@ def build_bptt(kind: str, spec: dict, data: dict):
         mlp.load_state(_params(data))
         x, y = data["x"], data["y"]
 
-        def step():
-            mlp.zero_grad()
-            box["loss"], dlogits = softmax_cross_entropy(mlp.forward(x), y)
-            mlp.backward(dlogits, input_grad=False)   # as torch: x does not require a gradient
+        def step():   # torch's zero_grad sets its gradients to None, and its backward writes them:
+            box["loss"], dlogits = softmax_cross_entropy(mlp.forward(x), y)   # here the backward sets them
+            mlp.backward(dlogits, input_grad=False, accumulate=False)   # as torch: x does not require a gradient
 
         return step, lambda: {"loss": np.array([box["loss"]]), **mlp.grads}
     raise ValueError(f"unknown job kind {kind!r}")

@@ -185,7 +185,7 @@ def weight_grad_jobs(O, I):
 
 
 @jobs(slots=True)
-def _weight_grads(j, njobs, slot, dW, db, dy, x, Pp, pflags, pcall, Tp, tflags, tcall):
+def _weight_grads(j, njobs, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tflags, tcall):
     """Job j of the dense layer's weight gradients (and a recurrent layer's below
     ``bptt.kernels.rnn.SPLIT_B`` sequences), on x (N, I) in panels (Pp, pflags, pcall:
     :func:`bptt.kernels.engine.own_panels`) and A = dyᵀ (Tp, tflags, tcall:
@@ -206,9 +206,14 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, Pp, pflags, pcall, Tp, tflags, 
     I = dW.shape[1]
     n0, n1, c0, c1, bias = weight_grad_job(j, O, I)
     if bias:
+        if clear:
+            for o in range(n0, n1):
+                db[o] = 0
         add_column_sums(db, dy, n0, n1)
     if c1 == c0:
         return
+    if clear:
+        zero_block(dW, n0, n1, c0, c1)
     I16 = I - I % NARROW
     if c0 < I16:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
@@ -273,6 +278,25 @@ def dense_backward_params(dW, db, dy, x):
     dW : (O, I) accumulated, db : (O,) accumulated, dy : (N, O), x : (N, I).
     The jobs of :func:`_weight_grads`, on x in panels and dy transposed.
     """
+    _dense_weight_grads(dW, db, dy, x, False)
+
+
+@composite
+def dense_weight_grads(dW, db, dy, x):
+    """dW[o, i] = Σ_n dy[n, o] x[n, i],  db[o] = Σ_n dy[n, o]: :func:`dense_backward_params` into
+    gradients it sets rather than adds to, each job clearing its own block of dW (and its rows of
+    db) just before it sums into them. The same bits as :func:`dense_zero_grads` then
+    :func:`dense_backward_params` (each sum starts from 0 either way), without the clearing pass
+    over all of dW before: a backward that sets the gradients, as torch's after
+    ``zero_grad(set_to_none=True)``.
+
+    dW : (O, I) output, db : (O,) output, dy : (N, O), x : (N, I).
+    """
+    _dense_weight_grads(dW, db, dy, x, True)
+
+
+def _dense_weight_grads(dW, db, dy, x, clear):
+    """The jobs of :func:`dense_backward_params` (``clear``: :func:`dense_weight_grads`)."""
     O, I = dW.shape
-    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, *own_panels_of(x, 0, I, "wg_x"),
+    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, *own_panels_of(x, 0, I, "wg_x"),
                   *own_transposed_of(dy, "wg_dyT"))

@@ -7,7 +7,8 @@ import numpy as np
 
 from ..kernels.activations import (activation_backward, activation_code, IDENTITY,
                                    SIGMOID, TANH)
-from ..kernels.dense import dense_backward_params, dense_forward, dense_forward_act, dense_input_grad, dense_zero_grads
+from ..kernels.dense import (dense_backward_params, dense_forward, dense_forward_act, dense_input_grad,
+                             dense_weight_grads, dense_zero_grads)
 from .base import Layer, check_array, uniform
 
 INITS = ("torch", "xavier", "he")
@@ -114,10 +115,16 @@ class Dense(Layer):
             y = y.copy()     # backward reads y = f(q): the caller's y -= target must not reach it
         return y.reshape(lead + (self.out_features,))
 
-    def backward(self, dout: np.ndarray, *, input_grad: bool = True):
+    def backward(self, dout: np.ndarray, *, input_grad: bool = True, accumulate: bool = True):
         """Given ∂L/∂y, accumulate ∂L/∂weight and ∂L/∂bias and return ∂L/∂x (None, without
         computing it, when ``input_grad`` is false: the input is data, as in a network's first
-        layer)."""
+        layer).
+
+        ``accumulate=False`` sets the gradients to this call's instead of adding to them: the
+        same bits as ``zero_grad()`` then ``backward(dout)``, without a pass that clears them
+        first (each job of the weight gradient clears its own block just before it sums into
+        it: :func:`bptt.kernels.dense.dense_weight_grads`). It is what torch's backward does
+        after ``zero_grad(set_to_none=True)``."""
         if self._cache is None:
             raise RuntimeError("Dense.backward called before forward")
         x2, q, y, lead = self._cache
@@ -128,7 +135,7 @@ class Dense(Layer):
             dq = np.empty_like(q)
             activation_backward(dq, dy, q, y, self.code)
         db = self.grads["bias"] if self.has_bias else np.zeros_like(self._zero_bias)
-        dense_backward_params(self.grads["weight"], db, dq, x2)
+        (dense_backward_params if accumulate else dense_weight_grads)(self.grads["weight"], db, dq, x2)
         if not input_grad:
             return None
         dx = np.empty_like(x2)
@@ -180,9 +187,11 @@ class MLP(Layer):
         for layer in self.layers:
             layer.zero_grad()
 
-    def backward(self, dout: np.ndarray, *, input_grad: bool = True):
+    def backward(self, dout: np.ndarray, *, input_grad: bool = True, accumulate: bool = True):
         """Backward through every layer; returns ∂L/∂x, or None when ``input_grad`` is false (the
-        first layer then skips that product: training an MLP on data never needs it)."""
+        first layer then skips that product: training an MLP on data never needs it).
+        ``accumulate=False`` sets every gradient instead of adding to it (:meth:`Dense.backward`):
+        a training step then needs no ``zero_grad``."""
         for k in range(len(self.layers) - 1, -1, -1):
-            dout = self.layers[k].backward(dout, input_grad=input_grad or k > 0)
+            dout = self.layers[k].backward(dout, input_grad=input_grad or k > 0, accumulate=accumulate)
         return dout

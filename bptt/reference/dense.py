@@ -43,3 +43,9 @@ def dense_zero_grads(dW, db):
     """dW = 0, db = 0.   dW : (O, I), db : (O,)."""
     dW[...] = 0
     db[...] = 0
+
+
+def dense_weight_grads(dW, db, dy, x):
+    """dW = dyᵀ·x,  db = Σ_n dy[n] (set, not added to).   dW : (O, I), db : (O,) outputs."""
+    dW[...] = dy.T @ x
+    db[...] = dy.sum(axis=0)
