@@ -459,6 +459,40 @@ def test_accumulates_and_dout_none_means_zeros(rng):
     assert all(not v.any() for v in layer.grads.values())
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dims", [(1, 5, 3, 4, 2, True), (40, 20, 8, 40, 1, False)], ids=["pipeline", "passes"])
+def test_backward_that_sets_the_gradients_gives_the_bits_of_zero_grad_first(cell, dims, rng, threads):
+    """``backward(..., accumulate=False)`` after anything in the gradients (NaN here) gives the
+    bits of zero_grad() then backward: for one sequence (the LSTM's pipeline clears them in its
+    own jobs) and for a batch (cleared before the passes), at one thread and two; a second call
+    with the default then adds to them."""
+    Bx, Tx, Ix, Hx, layers, bidir = dims
+    a = CELLS[cell](Ix, Hx, layers, bidir, seed=0)
+    b = CELLS[cell](Ix, Hx, layers, bidir, seed=0)
+    inp = make_inputs(a, rng, Bx, Tx)
+    douts = random_douts(a, inp, rng)
+    lstm = cell == "lstm"
+    state = (inp["h0"], inp["c0"]) if lstm else inp["h0"]
+    dstate = (douts[1], douts[2]) if lstm else douts[1]
+    for n in ((1, 2) if jit.max_threads() > 1 else (1,)):
+        threads(n)
+        for g in b.grads.values():
+            g.fill(np.nan)
+        a.zero_grad()
+        a.forward(inp["x"], state)
+        dx_a = a.backward(douts[0], dstate)
+        b.forward(inp["x"], state)
+        dx_b = b.backward(douts[0], dstate, accumulate=False)
+        np.testing.assert_array_equal(dx_a, dx_b)
+        for k in a.grads:
+            np.testing.assert_array_equal(a.grads[k], b.grads[k], err_msg=f"{k} at {n} thread(s)")
+        for m in (a, b):
+            m.forward(inp["x"], state)
+            m.backward(douts[0], dstate)
+        for k in a.grads:
+            np.testing.assert_array_equal(a.grads[k], b.grads[k], err_msg=f"{k}, added to")
+
+
 def test_float32_layers_run_in_float32(rng, threads):
     threads(jit.max_threads())
     layer = LSTM(3, 4, 1, True, dtype=np.float32, seed=0)

@@ -9,10 +9,10 @@ needs (weights under ``"p.<name>"``, torch's parameter names); :func:`build_bptt
     step()     zero_grad, forward, loss or upstream gradient, backward
     results()  {name: array} after a step: outputs, input and weight gradients, compared by name
 
-torch's ``zero_grad`` sets the gradients to None and its backward then writes them. bptt's MLP
-step does the same in its own way: no zero_grad, and a backward that sets the gradients
-(``accumulate=False``, as ``bptt fit`` trains); the recurrent layers' and the char-LM's steps
-clear their gradients with ``zero_grad`` and add to them.
+torch's ``zero_grad`` sets the gradients to None and its backward then writes them. bptt's
+recurrent layers' and MLP's steps do the same in their own way: no zero_grad, and a backward that
+sets the gradients (``accumulate=False``: the same bits as zero_grad then backward; ``bptt fit``
+trains its MLPs so); the char-LM's step clears its gradients with ``zero_grad`` and adds to them.
 """
 from __future__ import annotations
 
@@ -156,10 +156,9 @@ def build_bptt(kind: str, spec: dict, data: dict):
         x, dout = data["x"], data["dout"]
         state = (data["h0"], data["c0"]) if lstm else data["h0"]
 
-        def step():
-            layer.zero_grad()
+        def step():   # the backward sets the gradients (the module's notes): no zero_grad
             box["out"], _ = layer.forward(x, state)
-            box["dx"] = layer.backward(dout)
+            box["dx"] = layer.backward(dout, accumulate=False)
 
         def results():
             r = {"out": box["out"], "dx": box["dx"], "dh0": layer.dh0}
@@ -184,8 +183,8 @@ def build_bptt(kind: str, spec: dict, data: dict):
         mlp.load_state(_params(data))
         x, y = data["x"], data["y"]
 
-        def step():   # torch's zero_grad sets its gradients to None, and its backward writes them:
-            box["loss"], dlogits = softmax_cross_entropy(mlp.forward(x), y)   # here the backward sets them
+        def step():   # the backward sets the gradients (the module's notes): no zero_grad
+            box["loss"], dlogits = softmax_cross_entropy(mlp.forward(x), y)
             mlp.backward(dlogits, input_grad=False, accumulate=False)   # as torch: x does not require a gradient
 
         return step, lambda: {"loss": np.array([box["loss"]]), **mlp.grads}
@@ -201,9 +200,8 @@ def bptt_memory(spec, data) -> dict:
     state = (data["h0"], data["c0"]) if spec["cell"] == "lstm" else data["h0"]
 
     def step():
-        layer.zero_grad()
         layer.forward(data["x"], state)
-        layer.backward(data["dout"])
+        layer.backward(data["dout"], accumulate=False)
 
     return memory_of(step, list(layer.params.values()) + list(layer.grads.values()))
 

@@ -117,7 +117,8 @@ def format_header(report) -> str:
            f"distorted" if m["core_scaling"] < 0.75 else "")
         + (f"\nhand-off: a cache line's round trip between bptt's two threads {m['handoff_ns']:.0f} ns at the start"
            if m.get("handoff_ns") is not None else ""),
-        f"step = zero_grad + forward + full BPTT backward (dx, dh0, all weight gradients), float32; "
+        f"step = zero_grad + forward + full BPTT backward (dx, dh0, all weight gradients), float32 (bptt's "
+        f"backward sets the gradients, as torch's after its zero_grad sets them to None); "
         f"median of n steps, timed {m['timing']}"
         + (f"; env {' '.join(f'{k}={v}' for k, v in m['env'].items())}" if m["env"] else ""),
         f"command: {report['command']}",

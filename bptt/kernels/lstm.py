@@ -390,7 +390,7 @@ def lstm_backward_step(s, dat, dh, dc, dy, gates, c, tc, c0, off, reverse, P, r0
 
 @composite
 def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse,
-                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, packed):
+                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, packed, clear=False):
     """:func:`lstm_backward`, then every pass after it (``input_backward_params``,
     ``recurrent_backward_params``, ``input_backward``), for a small batch: the sweep and the passes
     run side by side on two threads (:mod:`bptt.kernels.rnn`, "small batches"; in order on one).
@@ -398,16 +398,18 @@ def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, 
     The arguments of :func:`lstm_backward`, then x (T, B, I) the layer's input, y (T, B, D·H) its
     output, h0 (B, H), W_ih (4H, I), the gradients dW_ih, db_ih, dW_hh, db_hh (accumulated) and
     dx (T, B, I) (accumulated), P_hh: W_hh in panels (``new_panels(H, 4H)``), packed here unless
-    ``packed`` (by :func:`lstm_forward_pipelined`, from the same W_hh)."""
+    ``packed`` (by :func:`lstm_forward_pipelined`, from the same W_hh). With ``clear`` the four
+    weight gradients are set rather than added to (each cleared by the piece that first writes
+    it, :func:`bptt.kernels.rnn.pipe_passes`: the same bits as zeros then the sums)."""
     T, B, G4 = gates.shape
     flags, Xh = pipe_buffers(T, B, G4 // 4, gates.dtype)
     _lstm_backward_pipe(2, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P_hh,
-                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed)
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed, clear)
 
 
 @jobs(concurrent=True)
 def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, off, reverse, W_hh, P,
-                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed):
+                        x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, flags, Xh, packed, clear):
     """Job j of :func:`lstm_backward_pipelined`: 0 the sweep (publishing each step in flags[0]),
     then its share of the passes; 1 its share of the passes, following the sweep
     (:func:`bptt.kernels.rnn.pipe_passes`)."""
@@ -422,7 +424,7 @@ def _lstm_backward_pipe(j, njobs, da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c
             atomic_store(flags, 0, T - s)
         add_rows(dh0, dh, 0, B)
         add_rows(dc0, dc, 0, B)
-    pipe_passes(j, flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh)
+    pipe_passes(j, flags, dx, da, da, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, clear)
 
 
 # -- large W_hh: the sweeps split by hidden units (bptt.kernels.rnn, "large W_hh") ----------------

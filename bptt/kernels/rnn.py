@@ -884,7 +884,7 @@ PIPE_DX, PIPE_PART, PIPE_LAST = 0, 1, 2   # the kinds of piece of a backward pip
 
 
 @inline
-def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh):
+def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_ih, dW_hh, db_hh, Xh, clear):
     """The passes of a backward pipeline's job j, in pieces, each claimed (``atomic_add``) by
     whichever job gets to it first:
 
@@ -906,6 +906,9 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
     dg : (T, B, U) the gate gradients; dgh : (T, B, U) those of the recurrent product (dg itself
     but for the GRU). x : (T, B, I). y, h0, off, reverse : as in :func:`recurrent_backward_params`.
     Xh : (T·B, H) scratch for the states the steps read.
+    clear : the weight gradients are set, not added to: each piece that first writes rows of dW_ih
+    and dW_hh (part 0's, or with one part the last part's pieces) clears them just before, and
+    the bias piece clears db_ih and db_hh (the same bits as zeros then the sums).
 
     One loop picks the next piece and one call site runs each kind of work: every call site of an
     inlined helper is compiled again (with the two jobs' orders written out as loops, the LSTM's
@@ -953,6 +956,9 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
             elif p == 0:
                 for t in range(T):
                     previous_step(Xh, y, h0, off, reverse, t)
+                if clear:   # part 0 writes every row first
+                    dW_ih[:, :] = 0
+                    dW_hh[:, :] = 0
             k0, k1 = pipe_part_rows(T, B, p, reverse)
             p += 1
             if not mine:
@@ -962,12 +968,18 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
             if i >= pieces:
                 break
             if i == 0:
+                if clear:
+                    db_ih[:] = 0
+                    db_hh[:] = 0
                 add_column_sums(db_ih, dg.reshape((T * B, U)), 0, U)
                 add_column_sums(db_hh, dgh.reshape((T * B, U)), 0, U)
                 continue
             k0, k1 = pipe_part_rows(T, B, PIPE_PARTS - 1, reverse)
             u0 = (i - 1) * PIPE_ROWS
             u1 = min(U, u0 + PIPE_ROWS)
+            if clear and PIPE_PARTS == 1:   # no part 0: these rows' first writer
+                dW_ih[u0:u1, :] = 0
+                dW_hh[u0:u1, :] = 0
         if k1 > k0:
             pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1)
         if kind == PIPE_PART:

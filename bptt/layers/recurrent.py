@@ -184,10 +184,11 @@ class _Recurrent(Layer):
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def backward(self, dout=None, dh_n=None):
+    def backward(self, dout=None, dh_n=None, *, accumulate=True):
         """dx (B, T, I) from ∂L/∂out (B, T, D·H) and ∂L/∂h_n (L·D, B, H) (zeros if None).
-        Accumulates every parameter gradient; leaves ∂L/∂h0 in ``self.dh0``."""
-        dx, (self.dh0,) = self._run_backward(dout, [("dh_n", dh_n)])
+        Accumulates every parameter gradient (``accumulate=False``: sets them, the same bits as
+        ``zero_grad()`` first); leaves ∂L/∂h0 in ``self.dh0``."""
+        dx, (self.dh0,) = self._run_backward(dout, [("dh_n", dh_n)], accumulate)
         return dx
 
     # gradcheck interface: inputs x and, if given, h0; outputs out and h_n.
@@ -248,16 +249,18 @@ class _Recurrent(Layer):
                 out[l * D + d] = seq[l][T - 1 if d == 0 else 0, :, d * H:(d + 1) * H]
         return out
 
-    def _run_backward(self, dout, dstates):
+    def _run_backward(self, dout, dstates, accumulate=True):
         """dstates: list of (name, array or None) for the final-state gradients. Returns dx and
-        the list of initial-state gradients (fresh arrays)."""
+        the list of initial-state gradients (fresh arrays). With ``accumulate`` false the
+        parameter gradients are set: the small-batch pipelines clear them in their own jobs
+        (``lstm_backward_pipelined``), the other paths before each direction's passes."""
         if not self._ready:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         small = self._work(self._ws.B, self._ws.T) < SERIAL_WORK
         with serial_when(small):
-            return self._run_backward_kernels(dout, dstates, small)
+            return self._run_backward_kernels(dout, dstates, small, not accumulate)
 
-    def _run_backward_kernels(self, dout, dstates, small=False):
+    def _run_backward_kernels(self, dout, dstates, small=False, clear=False):
         ws = self._ws
         B, T, H, D, L = ws.B, ws.T, self.hidden_size, self.num_directions, self.num_layers
         top = ws.dy[L - 1]
@@ -282,8 +285,11 @@ class _Recurrent(Layer):
                 dfk, dik = [a[k] for a in dfinal], [a[k] for a in dinit]
                 if small and self._PIPELINED:   # the sweep and the passes side by side
                     self._cell_backward_pipelined(ws, l, d, k, W_ih, W_hh, dfk, dik, xin, dxin,
-                                                  dW_ih, db_ih, dW_hh, db_hh)
+                                                  dW_ih, db_ih, dW_hh, db_hh, clear)
                     continue
+                if clear:
+                    for g in (dW_ih, dW_hh, db_ih, db_hh):
+                        g.fill(0)
                 fused = self._fused(W_ih, W_hh)
                 # the fused sweep puts dg straight into the weight-gradient pass's panels
                 filled = fused and gates_in_panels(T, B, W_ih.shape[1], H)
@@ -473,12 +479,12 @@ class LSTM(_Recurrent):
                                d * self.hidden_size, d == 1, xin, W_ih, b_ih, P_hh)
 
     def _cell_backward_pipelined(self, ws, l, d, k, W_ih, W_hh, dfinal, dinit, xin, dxin, dW_ih, db_ih,
-                                 dW_hh, db_hh):
+                                 dW_hh, db_hh, clear=False):
         (dh_n, dc_n), (dh0, dc0) = dfinal, dinit
         P_hh = self._packed_hh(ws, k)   # packed: a backward runs only after its whole forward
         lstm_backward_pipelined(ws.dg, dh0, dc0, ws.dh, ws.dc, ws.dy[l], dh_n, dc_n, ws.gates[k], ws.c[k],
                                 ws.tc[k], ws.c0[k], W_hh, d * self.hidden_size, d == 1, xin, ws.y[l],
-                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin, P_hh, True)
+                                ws.h0[k], W_ih, dW_ih, db_ih, dW_hh, db_hh, dxin, P_hh, True, clear)
 
     def _final_c(self):
         ws, H, D = self._ws, self.hidden_size, self.num_directions
@@ -515,7 +521,7 @@ class LSTM(_Recurrent):
         out, h_n = self._run_forward(x)
         return out, (h_n, self._final_c())
 
-    def backward(self, dout=None, dstate=None, dc_n=None, *, dh_n=None):
+    def backward(self, dout=None, dstate=None, dc_n=None, *, dh_n=None, accumulate=True):
         """dx (B, T, I) from ∂L/∂out (B, T, D·H) (zeros if None) and the final-state gradient
         ``dstate = (dh_n, dc_n)``, each (L·D, B, H) (either may be None for zeros), the pair that
         ``forward`` returns as ``(h_n, c_n)``. Accumulates every parameter gradient; leaves ∂L/∂h0
@@ -523,6 +529,10 @@ class LSTM(_Recurrent):
 
         The separate form ``backward(dout, dh_n, dc_n)`` (positional or by keyword) works too: a bare
         array as ``dstate`` is dh_n. As ``forward`` takes ``h0=(h0, c0)``, ``dh_n=`` may be the pair.
+
+        ``accumulate=False`` sets the parameter gradients instead of adding to them: the same bits
+        as ``zero_grad()`` then ``backward(...)``, and for one sequence (the small-batch pipeline)
+        without a pass that clears them first.
         """
         if dh_n is not None:
             if dstate is not None:
@@ -537,7 +547,7 @@ class LSTM(_Recurrent):
             dh_n, dc_n = dstate
         else:
             dh_n = dstate
-        dx, (self.dh0, self.dc0) = self._run_backward(dout, [("dh_n", dh_n), ("dc_n", dc_n)])
+        dx, (self.dh0, self.dc0) = self._run_backward(dout, [("dh_n", dh_n), ("dc_n", dc_n)], accumulate)
         return dx
 
     # gradcheck interface

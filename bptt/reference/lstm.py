@@ -84,10 +84,13 @@ def lstm_forward_pipelined(y, gates, c, tc, h0, c0, W_hh, b_hh, off, reverse, x,
 
 
 def lstm_backward_pipelined(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse,
-                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, packed):
+                            x, y, h0, W_ih, dW_ih, db_ih, dW_hh, db_hh, dx, P_hh, packed, clear=False):
     """:func:`lstm_backward`, then the weight gradients and dx from its da (the fast kernel runs
     them beside the sweep for a small batch; here one after the other). P_hh, packed: the fast
-    kernel's packed W_hh (not used here)."""
+    kernel's packed W_hh (not used here). ``clear``: the weight gradients set, not added to."""
+    if clear:
+        for g in (dW_ih, db_ih, dW_hh, db_hh):
+            g[...] = 0
     lstm_backward(da, dh0, dc0, dh, dc, dy, dh_n, dc_n, gates, c, tc, c0, W_hh, off, reverse)
     input_backward_params(dW_ih, db_ih, da, x)
     recurrent_backward_params(dW_hh, db_hh, da, y, h0, off, reverse)
