@@ -93,17 +93,33 @@ def _driver(addr, R, W):
     return drive
 
 
+def parse(spec: str):
+    """(R, W, order, panel) of a spec RxW:ORDER:PANEL, or SystemExit with what is accepted."""
+    try:
+        rw, order, panel = spec.split(":")
+        R, W = map(int, rw.split("x"))
+        panel = int(panel)
+    except ValueError:
+        raise SystemExit(f"not a spec: {spec!r}; each is RxW:ORDER:PANEL, ORDER vec, rows or bcast "
+                         f"(python bench/micro_kernels.py 4x24:vec:24 12x32:vec:32)") from None
+    if order not in ("vec", "rows", "bcast") or min(R, W, panel) < 1 or panel < W:
+        raise SystemExit(f"not a spec: {spec!r}; ORDER is vec, rows or bcast, and PANEL at least W")
+    return R, W, order, panel
+
+
 def main(argv):
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return
     from bptt.benchmark.machine import measure_peak
     fam = microgen.FAMILIES[jit.ISA]
     specs = argv or [f"{fam.R}x{fam.W}:vec:{fam.panel}", f"{fam.R}x{fam.W}:{fam.order}:{fam.panel}",
                      "4x64:vec:128", "4x64:vec:64", "8x32:vec:32", "12x32:vec:32", "4x24:vec:24"]
+    parsed = [parse(spec) for spec in specs]   # every spec checked before anything compiles
     jit.set_threads(1)
     print(f"ISA {jit.ISA} ({jit.isa_info()['cpu_name']}); FMA peak on 1 thread: {measure_peak():.1f} GFLOP/s")
-    for spec in specs:
-        rw, order, panel = spec.split(":")
-        R, W = map(int, rw.split("x"))
-        print(f"  {R}x{W} {order:5s} panels of {panel:>3s}: {measure(R, W, order, int(panel)):6.1f} GFLOP/s")
+    for R, W, order, panel in parsed:
+        print(f"  {R}x{W} {order:5s} panels of {panel:>3d}: {measure(R, W, order, panel):6.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
