@@ -972,6 +972,8 @@ _PROBE_FIRST = 32    # a pipeline tries the other way of running its jobs after 
 _PROBE_MAX = 1024    # and, while that way keeps losing, after twice as many each time, up to this
 _PROBE_RUNS = 4      # calls of a try: one to wake the other way's threads, three timed
 _RECENT = 9          # calls of the way in use whose median a try is compared with
+_TO_ORDER = 0.8      # a try in order is taken under this share of the recent side-by-side median,
+_TO_SIDE = 0.95      # a try side by side under this share of the recent in-order one (_run_timed)
 
 
 class JobSet:
@@ -1048,9 +1050,14 @@ class JobSet:
         call is timed (the last ``_RECENT`` per way), and every ``_interval`` calls the other way
         is tried for ``_PROBE_RUNS`` calls: the first untimed (run in order for a while, the thread
         pool has gone to sleep, and waking it took longer than the gain: a pipeline once stayed in
-        order for good), then it is taken if the others' median is under 0.8 of the median of the
-        current way's recent calls; if not, the next try waits twice as long (up to
-        ``_PROBE_MAX`` calls). The first two calls of each way (which compile or load its
+        order for good), then it is taken if the others' median is under a share of the median of
+        the current way's recent calls (``_TO_ORDER``, 0.8, to go in order; ``_TO_SIDE``, 0.95, to
+        go back side by side); if not, the next try waits twice as long (up to ``_PROBE_MAX``
+        calls). The two shares differ so that a pipeline does not stay in order after the machine
+        has become quick again: the LSTM `teach` forward pipeline on a Zen 4 (avx512) took 63-73
+        µs side by side against 86.6 in order, 0.73-0.84, and one that a slow spell had sent in
+        order stayed there at 0.80-0.84 (docs/performance.md, twenty-seventh session). Between
+        0.8 and 0.95 neither way is taken from the other, so the two never alternate. The first two calls of each way (which compile or load its
         launcher) are not timed. Medians, not running averages: a few calls slowed by the machine
         (a 7 ms spike on a virtual machine) had lifted the average of the LSTM `teach` forward
         pipeline side by side from 62 to 192 µs, it went in order (99 µs), which also left the
@@ -1084,7 +1091,7 @@ class JobSet:
         self._calls = 0
         tried = statistics.median(self._probe_seconds)
         recent = self._seconds[self._side_by_side]
-        if recent and tried < 0.8 * statistics.median(recent):
+        if recent and tried < (_TO_SIDE if side else _TO_ORDER) * statistics.median(recent):
             self._side_by_side = side
             self._seconds[side] = collections.deque(self._probe_seconds, maxlen=_RECENT)
             self._interval = _PROBE_FIRST

@@ -212,6 +212,53 @@ def test_a_pipeline_side_by_side_stays_so_through_a_few_slow_calls(threads, monk
     assert out[0] == out[1] == 150
 
 
+def _timed_ways(monkeypatch, side_s, order_s, calls):
+    """_two_jobs with each way's time set by a sleep (the work itself in order)."""
+    real_ser = _two_jobs.serial_build
+
+    def way(name, seconds):
+        def run(*args):
+            import time
+            calls.append(name)
+            time.sleep(seconds)
+            real_ser(*args)
+        return run
+
+    monkeypatch.setattr(_two_jobs, "parallel_build", way("side by side", side_s))
+    monkeypatch.setattr(_two_jobs, "serial_build", way("in order", order_s))
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+def test_a_pipeline_goes_back_side_by_side_when_that_is_a_little_faster(threads, monkeypatch):
+    # sent in order by a slow spell, a pipeline must come back once side by side is faster again,
+    # even by less than the margin that sends it in order (the LSTM teach forward: 0.80-0.84)
+    threads(2)
+    out = np.zeros(2)
+    calls = []
+    _timed_ways(monkeypatch, 0.0087, 0.010, calls)   # side by side at 0.87 of in order
+    _fresh_pipeline(monkeypatch, side_by_side=False)
+    for _ in range(100):
+        _two_jobs(2, out)
+    assert _two_jobs._side_by_side is True
+    assert calls[-10:] == ["side by side"] * 10
+    assert out[0] == out[1] == 100
+
+
+@pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
+def test_a_pipeline_side_by_side_stays_so_when_in_order_is_only_a_little_faster(threads, monkeypatch):
+    # the other margin: in order must be clearly faster to be taken, so the two ways never alternate
+    threads(2)
+    out = np.zeros(2)
+    calls = []
+    _timed_ways(monkeypatch, 0.010, 0.0087, calls)   # in order at 0.87 of side by side
+    _fresh_pipeline(monkeypatch, side_by_side=True)
+    for _ in range(100):
+        _two_jobs(2, out)
+    assert _two_jobs._side_by_side is True
+    assert "in order" in calls            # it did try the other way
+    assert out[0] == out[1] == 100
+
+
 def test_a_sweep_runs_one_chunk_per_thread_it_runs_on(monkeypatch):
     """engine.sweep_chunks: as many chunks as the threads the sweep's job set will run on
     (jit.running_threads: one on one thread, under a layer's serial_when, or in a composite's
