@@ -212,9 +212,11 @@ def test_a_pipeline_side_by_side_stays_so_through_a_few_slow_calls(threads, monk
     assert out[0] == out[1] == 150
 
 
-def _timed_ways(monkeypatch, side_s, order_s, calls):
-    """_two_jobs with each way's time set by a sleep (the work itself in order)."""
+def _pipeline_after(monkeypatch, side_s, order_s, side_by_side, n=100):
+    """The ways _two_jobs ran in n calls, each way's time set by a sleep (the work itself in
+    order), from a fresh pipeline that runs side by side or in order."""
     real_ser = _two_jobs.serial_build
+    out, calls = np.zeros(2), []
 
     def way(name, seconds):
         def run(*args):
@@ -226,6 +228,11 @@ def _timed_ways(monkeypatch, side_s, order_s, calls):
 
     monkeypatch.setattr(_two_jobs, "parallel_build", way("side by side", side_s))
     monkeypatch.setattr(_two_jobs, "serial_build", way("in order", order_s))
+    _fresh_pipeline(monkeypatch, side_by_side)
+    for _ in range(n):
+        _two_jobs(2, out)
+    assert out[0] == out[1] == n      # every job ran once per call, either way
+    return calls
 
 
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
@@ -233,30 +240,18 @@ def test_a_pipeline_goes_back_side_by_side_when_that_is_a_little_faster(threads,
     # sent in order by a slow spell, a pipeline must come back once side by side is faster again,
     # even by less than the margin that sends it in order (the LSTM teach forward: 0.80-0.84)
     threads(2)
-    out = np.zeros(2)
-    calls = []
-    _timed_ways(monkeypatch, 0.0087, 0.010, calls)   # side by side at 0.87 of in order
-    _fresh_pipeline(monkeypatch, side_by_side=False)
-    for _ in range(100):
-        _two_jobs(2, out)
+    calls = _pipeline_after(monkeypatch, 0.0087, 0.010, side_by_side=False)   # side by side at 0.87
     assert _two_jobs._side_by_side is True
     assert calls[-10:] == ["side by side"] * 10
-    assert out[0] == out[1] == 100
 
 
 @pytest.mark.skipif(jit.max_threads() < 2, reason="needs two threads")
 def test_a_pipeline_side_by_side_stays_so_when_in_order_is_only_a_little_faster(threads, monkeypatch):
     # the other margin: in order must be clearly faster to be taken, so the two ways never alternate
     threads(2)
-    out = np.zeros(2)
-    calls = []
-    _timed_ways(monkeypatch, 0.010, 0.0087, calls)   # in order at 0.87 of side by side
-    _fresh_pipeline(monkeypatch, side_by_side=True)
-    for _ in range(100):
-        _two_jobs(2, out)
+    calls = _pipeline_after(monkeypatch, 0.010, 0.0087, side_by_side=True)    # in order at 0.87
     assert _two_jobs._side_by_side is True
     assert "in order" in calls            # it did try the other way
-    assert out[0] == out[1] == 100
 
 
 def test_a_sweep_runs_one_chunk_per_thread_it_runs_on(monkeypatch):
