@@ -1044,25 +1044,26 @@ class JobSet:
     def _run_timed(self, njobs, args):
         """Run a pipeline's jobs side by side or one after the other, whichever has been faster
         here: the same bits either way (job 0 never waits for unclaimed work), but side by side
-        needs both cores. With more threads than free cores (other processes, or ``pytest -n``)
-        a job can wait a whole time slice for the other: one LSTM `teach` step took 7.4 ms side
-        by side against 0.48 in order, beside two busy processes (docs/performance.md). So each
-        call is timed (the last ``_RECENT`` per way), and every ``_interval`` calls the other way
-        is tried for ``_PROBE_RUNS`` calls: the first untimed (run in order for a while, the thread
+        needs both cores. With more threads than free cores (other processes, or ``pytest -n``) a
+        job can wait a whole time slice for the other: one LSTM `teach` step took 7.4 ms side by
+        side against 0.48 in order, beside two busy processes (docs/performance.md). So each call
+        is timed (the last ``_RECENT`` per way), and every ``_interval`` calls the other way is
+        tried for ``_PROBE_RUNS`` calls: the first untimed (run in order for a while, the thread
         pool has gone to sleep, and waking it took longer than the gain: a pipeline once stayed in
         order for good), then it is taken if the others' median is under a share of the median of
         the current way's recent calls (``_TO_ORDER``, 0.8, to go in order; ``_TO_SIDE``, 0.95, to
         go back side by side); if not, the next try waits twice as long (up to ``_PROBE_MAX``
         calls). The two shares differ so that a pipeline does not stay in order after the machine
-        has become quick again: the LSTM `teach` forward pipeline on a Zen 4 (avx512) took 63-73
-        µs side by side against 86.6 in order, 0.73-0.84, and one that a slow spell had sent in
-        order stayed there at 0.80-0.84 (docs/performance.md, twenty-seventh session). Between
-        0.8 and 0.95 neither way is taken from the other, so the two never alternate. The first two calls of each way (which compile or load its
-        launcher) are not timed. Medians, not running averages: a few calls slowed by the machine
-        (a 7 ms spike on a virtual machine) had lifted the average of the LSTM `teach` forward
-        pipeline side by side from 62 to 192 µs, it went in order (99 µs), which also left the
-        backward pipeline a sleeping pool to wake at every call, and that process's step took
-        300 µs instead of 200 until the end (docs/performance.md, nineteenth session)."""
+        has become quick again: the LSTM `teach` forward pipeline on a Zen 4 (avx512) took 63-73 µs
+        side by side against 86.6 in order, 0.73-0.84, and at 0.80-0.84 one that a slow spell had
+        sent in order could not come back (docs/performance.md, twenty-seventh session). Between 0.8 and
+        0.95 neither way is taken from the other, so the two never alternate. The first two calls
+        of each way (which compile or load its launcher) are not timed. Medians, not running
+        averages: a few calls slowed by the machine (a 7 ms spike on a virtual machine) had lifted
+        the average of the LSTM `teach` forward pipeline side by side from 62 to 192 µs, it went in
+        order (99 µs), which also left the backward pipeline a sleeping pool to wake at every call,
+        and that process's step took 300 µs instead of 200 until the end (docs/performance.md,
+        nineteenth session)."""
         self._calls += 1
         if self._probe_left == 0 and self._calls >= self._interval:
             self._probe_left = _PROBE_RUNS

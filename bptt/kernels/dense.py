@@ -199,21 +199,19 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, t
     the first column block's jobs also summing db for their rows of dW
     (:func:`bptt.kernels.engine.add_column_sums`), and the last I mod NARROW columns, by blocks
     of rows of dW (:func:`acc_narrow`); with I < NARROW the first range is blocks of db alone.
-    Each entry has one writer and sums over n in order. (The bias sums were jobs of their own,
+    Each entry has one writer and sums over n in order; with ``clear`` each job first sets its
+    entries to 0 (:func:`dense_weight_grads`). (The bias sums were jobs of their own,
     first: on two threads the first thread's share then held two fewer blocks of dW than the
     other's, at the MLP's 512 × 512 layer 8 against 10.)"""
     N, O = dy.shape
     I = dW.shape[1]
     n0, n1, c0, c1, bias = weight_grad_job(j, O, I)
+    if clear:   # set, not added to (dense_weight_grads): this job's outputs from 0
+        zero_job_outputs(dW, db, n0, n1, c0, c1, bias)
     if bias:
-        if clear:
-            for o in range(n0, n1):
-                db[o] = 0
         add_column_sums(db, dy, n0, n1)
     if c1 == c0:
         return
-    if clear:
-        zero_block(dW, n0, n1, c0, c1)
     I16 = I - I % NARROW
     if c0 < I16:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
@@ -265,9 +263,16 @@ def _zero_grad_blocks(j, njobs, dW, db):
     """Job j of :func:`dense_zero_grads`: the outputs job j of :func:`_weight_grads` writes
     (:func:`weight_grad_job`)."""
     n0, n1, c0, c1, bias = weight_grad_job(j, dW.shape[0], dW.shape[1])
+    zero_job_outputs(dW, db, n0, n1, c0, c1, bias)
+
+
+@inline
+def zero_job_outputs(dW, db, n0, n1, c0, c1, bias):
+    """dW[n0:n1, c0:c1] = 0, and db[n0:n1] = 0 if ``bias``: the outputs of one job of
+    :func:`_weight_grads` (:func:`weight_grad_job`)."""
     if bias:
-        for o in range(n0, n1):
-            db[o] = 0
+        for r in range(n0, n1):
+            db[r] = 0
     zero_block(dW, n0, n1, c0, c1)
 
 
