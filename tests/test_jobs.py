@@ -254,6 +254,20 @@ def test_a_pipeline_side_by_side_stays_so_when_in_order_is_only_a_little_faster(
     assert "in order" in calls            # it did try the other way
 
 
+def test_the_sweeps_split_by_units_past_the_cores_share_of_the_l3():
+    """rnn.wide_always: past a quarter of the L3, but never past 4 MB a core, a large W_hh splits
+    the sweeps by units for every batch. A 2-core VM on a Zen 4 (L3 32 MB) and on an Intel Xeon
+    that reports its socket's 300 MB get the same 8 MB bound; a 16-core desktop with 64 MB, 16 MB;
+    and a small L3 keeps its quarter."""
+    from bptt.kernels import rnn
+    MB = 1 << 20
+    assert rnn.wide_always(32 * MB, 2) == 8 * MB
+    assert rnn.wide_always(300 * MB, 2) == 8 * MB
+    assert rnn.wide_always(64 * MB, 16) == 16 * MB
+    assert rnn.wide_always(8 * MB, 4) == 2 * MB
+    assert rnn.WIDE_ALWAYS == rnn.wide_always(jit.L3_BYTES, jit.max_threads())
+
+
 def test_a_sweep_runs_one_chunk_per_thread_it_runs_on(monkeypatch):
     """engine.sweep_chunks: as many chunks as the threads the sweep's job set will run on
     (jit.running_threads: one on one thread, under a layer's serial_when, or in a composite's

@@ -39,8 +39,8 @@ Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain Num
 
 import numpy as np
 
-from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, kernel, prange,
-                   side_by_side, spin_pause, yield_cpu)
+from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, kernel,
+                   max_threads, prange, side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
@@ -1073,7 +1073,24 @@ def pipe_buffers(T, B, H, dtype):
 # do not depend on the split, the number of parts or on who ran what.
 
 WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the rest): split by units
-WIDE_ALWAYS = L3_BYTES // 4   # for small batches; past this (not in its share of the L3): for every batch
+# For small batches; past WIDE_ALWAYS (not in the sweeping cores' share of the L3): for every batch.
+# That share is a quarter of the L3, but at most L3_PER_CORE a core: a virtual machine sees the
+# whole L3 of its socket, which the other tenants' cores share (an Intel Xeon, Emerald Rapids,
+# reports 300 MB to a 2-core VM). A core's own share is 4 MB on AMD's Zen 2-5 (32 MB for 8 cores),
+# 1.9-5 MB on recent Intel Xeons. On that Xeon (2 threads, paired processes, split by sequences →
+# by units, four pairings each): the LSTM `deepbench` step (W_hh 16 MB) 0.91-0.98 of the time
+# (median 0.94), the GRU's (12 MB) 0.90-1.02 (0.97); with 4 MB (RNN `deepbench`, LSTM `fastrnns`
+# at B = 64) 1.03-1.04 (one pairing): the bound between them, 8 MB on two cores, is also the
+# Zen 4's L3 // 4, so nothing changes there (docs/performance.md, twenty-eighth session).
+L3_PER_CORE = 4 << 20
+
+
+def wide_always(l3_bytes, cores):
+    """WIDE_ALWAYS for an L3 of ``l3_bytes`` and ``cores`` sweeping cores (see above)."""
+    return min(l3_bytes // 4, L3_PER_CORE * cores)
+
+
+WIDE_ALWAYS = wide_always(L3_BYTES, max_threads())
 WIDE_B = 8               # "small": fewer sequences than this
 WIDE_STEAL = 1 << 15     # spins before a job takes another part's piece (a stalled thread, or in order)
 
