@@ -1078,10 +1078,12 @@ WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the re
 # whole L3 of its socket, which the other tenants' cores share (an Intel Xeon, Emerald Rapids,
 # reports 300 MB to a 2-core VM). A core's own share is 4 MB on AMD's Zen 2-5 (32 MB for 8 cores),
 # 1.9-5 MB on recent Intel Xeons. On that Xeon (2 threads, paired processes, split by sequences →
-# by units, four pairings each): the LSTM `deepbench` step (W_hh 16 MB) 0.91-0.98 of the time
-# (median 0.94), the GRU's (12 MB) 0.90-1.02 (0.97); with 4 MB (RNN `deepbench`, LSTM `fastrnns`
-# at B = 64) 1.03-1.04 (one pairing): the bound between them, 8 MB on two cores, is also the
-# Zen 4's L3 // 4, so nothing changes there (docs/performance.md, twenty-eighth session).
+# by units; six pairings each, one of them avx2): the LSTM `deepbench` step (W_hh 16 MB)
+# 0.91-1.01 of the time (median 0.96), the GRU's (12 MB) 0.91-1.02 (median 1.00): a small gain
+# at most, in a machine whose speed moved 20-40 % from round to round; with 4 MB (RNN `deepbench`,
+# LSTM `fastrnns` at B = 64) 1.03-1.04 (one pairing). The bound between them, 8 MB on two cores,
+# is also the Zen 4's L3 // 4, so nothing changes there (docs/performance.md, twenty-eighth
+# session).
 L3_PER_CORE = 4 << 20
 
 
