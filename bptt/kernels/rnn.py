@@ -1074,16 +1074,11 @@ def pipe_buffers(T, B, H, dtype):
 
 WIDE_BYTES = L2_BYTES // 2    # W_hh past this (not in a core's L2 beside the rest): split by units
 # For small batches; past WIDE_ALWAYS (not in the sweeping cores' share of the L3): for every batch.
-# That share is a quarter of the L3, but at most L3_PER_CORE a core: a virtual machine sees the
-# whole L3 of its socket, which the other tenants' cores share (an Intel Xeon, Emerald Rapids,
-# reports 300 MB to a 2-core VM). A core's own share is 4 MB on AMD's Zen 2-5 (32 MB for 8 cores),
-# 1.9-5 MB on recent Intel Xeons. On that Xeon (2 threads, paired processes, split by sequences →
-# by units; six pairings each, one of them avx2): the LSTM `deepbench` step (W_hh 16 MB)
-# 0.91-1.01 of the time (median 0.96), the GRU's (12 MB) 0.91-1.02 (median 1.00): a small gain
-# at most, in a machine whose speed moved 20-40 % from round to round; with 4 MB (RNN `deepbench`,
-# LSTM `fastrnns` at B = 64) 1.03-1.04 (one pairing). The bound between them, 8 MB on two cores,
-# is also the Zen 4's L3 // 4, so nothing changes there (docs/performance.md, twenty-eighth
-# session).
+# That share is a quarter of the L3, but at most L3_PER_CORE a core: a virtual machine is shown
+# the whole L3 of its socket, which other tenants' cores share (300 MB to a 2-core VM on an Intel
+# Xeon, Emerald Rapids), while a core's own share is 4 MB on AMD's Zen 2-5 and 1.9-5 MB on recent
+# Xeons. On two cores the bound is 8 MB, as the Zen 4's L3 // 4 (docs/performance.md, "Design
+# measurements": what was measured on both machines).
 L3_PER_CORE = 4 << 20
 
 
