@@ -8,9 +8,10 @@ Each setting is a set of environment variables (``--a``, ``--b``: ``NAME=VALUE``
 bptt reads at import, such as ``BPTT_ISA`` and ``BPTT_THREADS``, has to be set this way). Each
 workload is one of the benchmark's steps (:mod:`bptt.benchmark.problems`): ``rnn``, ``gru`` or
 ``lstm`` with ``:B,T,I,H`` (a training step of the layer), ``char_lm`` or ``mlp``, or
-``dense:N,I,O`` (one dense forward product, y = x·Wᵀ + b) or ``dense_wg:N,I,O`` (one dense weight
-gradient, dW += dyᵀ·x and db, over N rows). The two processes build every workload
-first, then take turns: in each of ``--rounds`` rounds each process times every workload for
+``dense:N,I,O`` (one dense forward product, y = x·Wᵀ + b), ``dense_wg:N,I,O`` (one dense weight
+gradient, dW += dyᵀ·x and db, over N rows), ``dense_wg_set:N,I,O`` (the same setting dW and db:
+``dense_weight_grads``) or ``dense_dx:N,I,O`` (dx = dy·W, set: ``dense_input_grad``). The two
+processes build every workload first, then take turns: in each of ``--rounds`` rounds each process times every workload for
 ``--seconds`` in all (the order of the two alternates from round to round) and reports its median
 step per workload. The report gives each setting's median of the rounds' medians and the median
 of the rounds' B / A ratios (the two runs of a round are seconds apart, so their ratio is the
@@ -32,7 +33,8 @@ import time
 PAUSE = 0.05   # seconds between turns: libgomp's threads spin a moment after a parallel region
 
 
-KINDS = {"rnn": 4, "gru": 4, "lstm": 4, "char_lm": 0, "mlp": 0, "dense": 3, "dense_wg": 3}   # kind: sizes it takes
+KINDS = {"rnn": 4, "gru": 4, "lstm": 4, "char_lm": 0, "mlp": 0, "dense": 3, "dense_wg": 3, "dense_wg_set": 3,
+         "dense_dx": 3}   # kind: sizes it takes
 
 
 def parse(workload: str):
@@ -43,7 +45,8 @@ def parse(workload: str):
     except ValueError:
         sizes = None
     if kind not in KINDS or sizes is None or len(sizes) != KINDS[kind] or any(v < 1 for v in sizes):
-        raise SystemExit(f"unknown workload {workload!r}: rnn|gru|lstm:B,T,I,H, char_lm, mlp, dense:N,I,O or dense_wg:N,I,O")
+        raise SystemExit(f"unknown workload {workload!r}: rnn|gru|lstm:B,T,I,H, char_lm, mlp, or "
+                         f"dense|dense_wg|dense_wg_set|dense_dx:N,I,O")
     return kind, sizes
 
 
@@ -69,15 +72,25 @@ def build(workload: str):
 
         def step():
             dense_forward(y, x, W, b)
-    elif kind == "dense_wg":
-        from bptt.kernels.dense import dense_backward_params
+    elif kind in ("dense_wg", "dense_wg_set"):
+        from bptt.kernels.dense import dense_backward_params, dense_weight_grads
         N, I, O = sizes
         rng = np.random.default_rng(0)
         x, dy = rng.standard_normal((N, I)).astype(np.float32), rng.standard_normal((N, O)).astype(np.float32)
         dW, db = np.zeros((O, I), np.float32), np.zeros(O, np.float32)
+        wg = dense_backward_params if kind == "dense_wg" else dense_weight_grads
 
         def step():
-            dense_backward_params(dW, db, dy, x)
+            wg(dW, db, dy, x)
+    elif kind == "dense_dx":
+        from bptt.kernels.dense import dense_input_grad
+        N, I, O = sizes
+        rng = np.random.default_rng(0)
+        dy, W = rng.standard_normal((N, O)).astype(np.float32), rng.standard_normal((O, I)).astype(np.float32)
+        dx = np.empty((N, I), np.float32)
+
+        def step():
+            dense_input_grad(dx, dy, W)
     step()
     step()
     return workload, step
@@ -119,7 +132,7 @@ def start(setting: str, workloads):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workloads", nargs="+", help="rnn|gru|lstm:B,T,I,H, char_lm, mlp, dense:N,I,O or dense_wg:N,I,O")
+    ap.add_argument("workloads", nargs="+", help="rnn|gru|lstm:B,T,I,H, char_lm, mlp, or dense|dense_wg|dense_wg_set|dense_dx:N,I,O")
     ap.add_argument("--a", default="", help="setting A: NAME=VALUE words (default: the environment as it is)")
     ap.add_argument("--b", default="", help="setting B: NAME=VALUE words")
     ap.add_argument("--rounds", type=int, default=8, help="turns each setting takes (default 8)")

@@ -31,18 +31,19 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     (10, 9, 40), (16, 300, 32) and (44, 9, 136) run the avx2 family's tall tail blocks (6 × 16,
     12 × 8) with blocks of 4 and single rows after them; the last four, a single row's two or three whole panels left after
     its groups of four, in one k loop (body_1xWx2p, body_1xWx3p), with or without a partial
-    panel after them."""
+    panel after them. With ``fresh`` the same paths start every sum from 0 and only write C
+    (here full of NaN before): the bits of the loop from C = 0."""
     from bptt.jit import kernel
 
     @kernel(parallel=False)
-    def tile(C, A, Bm, boff):
+    def tile(C, A, Bm, boff, fresh):
         M = C.shape[1]
         P = np.empty((engine.n_panels(M), Bm.shape[0], engine.PANEL), Bm.dtype)
         K, h = Bm.shape[0], Bm.shape[0] // 2
         for p in range(engine.n_panels(M)):        # in two blocks of rows
             engine.pack_panel(P, Bm, p, boff, M, 0, h, 0)
             engine.pack_panel(P, Bm, p, boff, M, h, K, h)
-        engine.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
+        engine.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1], fresh)
 
     @kernel(parallel=False)
     def tile_T(C, A, W):
@@ -50,7 +51,7 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
         P = np.empty((engine.n_panels(M), W.shape[1], engine.PANEL), W.dtype)
         for p in range(engine.n_panels(M)):
             engine.pack_panel_T(P, W, p)
-        engine.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1])
+        engine.acc_panels(C, A, P, 0, C.shape[0], 0, M, 0, A.shape[1], 0)
 
     @kernel(parallel=False)
     def scalar(C, A, Bm, boff):
@@ -61,9 +62,13 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     Bm = rng.standard_normal((K, M + boff)).astype(dtype)
     C0 = rng.standard_normal((N, M)).astype(dtype)
     C1, C2 = C0.copy(), C0.copy()
-    tile(C1, A, Bm, boff)
+    tile(C1, A, Bm, boff, 0)
     scalar(C2, A, Bm, boff)
     assert np.array_equal(C1, C2)
+    C4, C5 = np.full_like(C0, np.nan), np.zeros_like(C0)
+    tile(C4, A, Bm, boff, 1)
+    scalar(C5, A, Bm, boff)
+    assert np.array_equal(C4, C5)
     C3 = C0.copy()
     tile_T(C3, A, np.ascontiguousarray(Bm[:, boff:].T))
     assert np.array_equal(C3, C2)
@@ -81,12 +86,13 @@ def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N)
     and the rows left below them run as blocks of 3 (engine.split_rows: 25 as 4 · 4 + 3 · 3, 26
     as 5 · 4 + 2 · 3), and a tile that would leave 1, 2 or 5 rows ends 8 rows early (49 rows as
     40 + 9). The step and block products still compute every output as the plain fma chain,
-    bitwise, across k-blocks (K > KC) and column tails."""
+    bitwise, across k-blocks (K > KC) and column tails; with ``fresh``, from 0 in the first
+    k-block and from the partial sums in C after it, as the loop from C = 0 (with K = 0: 0)."""
     from bptt.jit import kernel
 
     @kernel(parallel=False)
-    def block(C, A, P):
-        engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1])
+    def block(C, A, P, fresh):
+        engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1], fresh)
 
     @kernel(parallel=False)
     def scalar(C, A, Bm):
@@ -101,8 +107,16 @@ def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N)
         scalar(want, A, Bm)
         P = engine.packed(Bm, 0, M)
         got = C0.copy()
-        block(got, A, P)
+        block(got, A, P, 0)
         assert np.array_equal(got, want)
+        from_zero = np.zeros_like(C0)
+        scalar(from_zero, A, Bm)
+        got = np.full_like(C0, np.nan)
+        block(got, A, P, 1)
+        assert np.array_equal(got, from_zero)
+        got = np.full_like(C0, np.nan)
+        block(got, A[:, :0], P[:, :0], 1)   # no terms: zeros
+        assert not got.any()
         got = C0.copy()
         engine.step_product(got, A, P, 0, N, M, K)
         assert np.array_equal(got, want)
@@ -246,7 +260,8 @@ def _body_cases(fam):
 def test_vector_ir_bodies_give_the_bits_of_the_readable_bodies(dtype):
     """The compiled bodies are written in LLVM vector IR (microcall.vector_body); the family
     file's scalar bodies are their readable form. Both, compiled on their own, give the same bits
-    on the same block, with strided A and an overlapping pair (d < W)."""
+    on the same block, with strided A and an overlapping pair (d < W), adding to C and, with
+    ``fresh``, from 0 into a C full of NaN (each output the sum from 0)."""
     import ctypes
 
     import numba
@@ -268,15 +283,19 @@ def test_vector_ir_bodies_give_the_bits_of_the_readable_bodies(dtype):
         outs = []
         for form in ("scalar", "vector"):
             fn = microcall.body_function(fam, R, W, blocks, pair, form=form)
-            sig = types.void(p, i, p, i, i, p, i, i, i, *([i] * len(extra)))
+            sig = types.void(p, i, p, i, i, p, i, i, i, i, *([i] * len(extra)))
             c = numba.cfunc(sig, cache=False, error_model="numpy")(fn)
-            C = C0.copy()
-            ldb_ = Bx.shape[1]
-            c.ctypes(C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), 2 * K, 2, Bx.ctypes.data_as(ct), ldb_,
-                     2, K - 1, *extra)
-            outs.append(C)
-        assert not np.array_equal(outs[1], C0), (R, W, blocks, pair)
-        assert np.array_equal(outs[0], outs[1]), (R, W, blocks, pair)
+            for C in (C0.copy(), np.full_like(C0, np.nan), np.zeros_like(C0)):   # C, fresh, C = 0
+                fresh = int(np.isnan(C[0, 0]))
+                c.ctypes(C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), 2 * K, 2, Bx.ctypes.data_as(ct),
+                         Bx.shape[1], 2, K - 1, fresh, *extra)
+                outs.append(C)
+        assert not np.array_equal(outs[3], C0), (R, W, blocks, pair)
+        assert np.array_equal(outs[0], outs[3]), (R, W, blocks, pair)
+        assert np.array_equal(outs[1], outs[4], equal_nan=True), (R, W, blocks, pair)
+        written = ~np.isnan(outs[4])       # the block's outputs: the sums from 0
+        assert written.sum() == np.count_nonzero(outs[5]) > 0, (R, W, blocks, pair)
+        assert np.array_equal(outs[4][written], outs[5][written]), (R, W, blocks, pair)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -307,9 +326,9 @@ def test_the_streaming_body_gives_the_bits_of_the_plain_one(dtype):
         for stream in (False, True):
             fn = microcall.body_function(fam, R, W, form=form, stream=stream)
             extra = (p, i) if stream else ()
-            c = numba.cfunc(types.void(p, i, p, i, i, p, i, i, i, *extra), cache=False, error_model="numpy")(fn)
+            c = numba.cfunc(types.void(p, i, p, i, i, p, i, i, i, i, *extra), cache=False, error_model="numpy")(fn)
             C = C0.copy()
-            args = [C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), K, 1, B.ctypes.data_as(ct), W, 3, K - 1]
+            args = [C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), K, 1, B.ctypes.data_as(ct), W, 3, K - 1, 0]
             if stream:
                 args += [ctypes.cast(B.ctypes.data + B.nbytes, ct), 16 * 64]   # a line a step, past B
             c.ctypes(*args)

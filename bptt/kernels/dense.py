@@ -85,7 +85,7 @@ def _forward_T_blocks(job, njobs, slot, y, z, code, yT, W, b, x, Pp, flags, call
         row = yT[o, c0:c1]
         for c in range(c1 - c0):
             row[c] = b[o]
-    block_product(yT, W, P, n0, n1, c0, c1, 0, I)
+    block_product(yT, W, P, n0, n1, c0, c1, 0, I, 0)
     transpose_rows_into(y[c0:c1, n0:n1], yT[n0:n1, c0:c1])
     act_block(z, y, code, c0, c1, n0, n1)
 
@@ -99,7 +99,7 @@ def _forward_blocks(job, njobs, slot, y, z, code, x, b, W, Pp, flags, call):
     n0, n1, c0, c1 = block_origin(job, N, O)
     P = own_panels_T(Pp, flags, call, slot, W, c0 // PANEL, n_panels(c1))
     fill_rows(y, b, n0, n1, c0, c1)
-    block_product(y, x, P, n0, n1, c0, c1, 0, I)
+    block_product(y, x, P, n0, n1, c0, c1, 0, I, 0)
     act_block(z, y, code, n0, n1, c0, c1)
 
 
@@ -160,10 +160,8 @@ def _backward_input_blocks(job, njobs, slot, dx, dy, W, clear, Pp, flags, call):
     N, O = dy.shape
     I = dx.shape[1]
     n0, n1, c0, c1 = block_origin(job, N, I)
-    if clear:
-        zero_block(dx, n0, n1, c0, c1)
     P = own_panels(Pp, flags, call, slot, W, 0, I, c0 // PANEL, n_panels(c1))
-    block_product(dx, dy, P, n0, n1, c0, c1, 0, O)
+    block_product(dx, dy, P, n0, n1, c0, c1, 0, O, clear)   # clear: the sums from 0
 
 
 @inline
@@ -199,24 +197,25 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, t
     the first column block's jobs also summing db for their rows of dW
     (:func:`bptt.kernels.engine.add_column_sums`), and the last I mod NARROW columns, by blocks
     of rows of dW (:func:`acc_narrow`); with I < NARROW the first range is blocks of db alone.
-    Each entry has one writer and sums over n in order; with ``clear`` each job first sets its
-    entries to 0 (:func:`dense_weight_grads`). (The bias sums were jobs of their own,
+    Each entry has one writer and sums over n in order; with ``clear`` (:func:`dense_weight_grads`)
+    each sum starts from 0: the blocks' micro-kernels start from 0 without reading dW
+    (``block_product``'s ``fresh``), and a job clears its bias sums and narrow columns first. (The bias sums were jobs of their own,
     first: on two threads the first thread's share then held two fewer blocks of dW than the
     other's, at the MLP's 512 × 512 layer 8 against 10.)"""
     N, O = dy.shape
     I = dW.shape[1]
     n0, n1, c0, c1, bias = weight_grad_job(j, O, I)
+    I16 = I - I % NARROW
     if clear:   # set, not added to (dense_weight_grads): this job's outputs from 0
-        zero_job_outputs(dW, db, n0, n1, c0, c1, bias)
+        zero_job_outputs(dW, db, n0, n1, c0, c0 if c0 < I16 else c1, bias)   # the blocks: fresh sums
     if bias:
         add_column_sums(db, dy, n0, n1)
     if c1 == c0:
         return
-    I16 = I - I % NARROW
     if c0 < I16:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
         dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
-        block_product(dW, dyT, P, n0, n1, c0, c1, 0, N)
+        block_product(dW, dyT, P, n0, n1, c0, c1, 0, N, clear)
     else:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, I16 // PANEL, I16 // PANEL + 1)
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]

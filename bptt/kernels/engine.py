@@ -21,7 +21,10 @@ Every path computes each output the same way,
     s = C[n, c];  for k in increasing order: s = fma(A[n, k], Bm[k, c], s);  C[n, c] = s
 
 one fused multiply-add chain in a fixed order (:func:`acc_scalar` is the plain version), so the
-result is the same bits for any tiling, any thread count, any build and any ISA family.
+result is the same bits for any tiling, any thread count, any build and any ISA family. A product
+that sets C instead of adding to it (a backward pass's dx or dW after ``zero_grad``) passes
+``fresh``: the chains start from s = 0 in registers, and C is only written. The same bits as
+clearing C first, without the clearing pass or the loads of the cleared block.
 """
 import functools
 import importlib
@@ -593,28 +596,28 @@ def release_scratch() -> None:
 
 
 acc_tile = tile_caller(jit.ISA)
-acc_tile.__doc__ = """acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
+acc_tile.__doc__ = """acc_tile(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC, fresh):
 C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, boff + c]   for n0 ≤ n < n1, c0 ≤ c < c1, by the ISA
-family's ``tile`` (its micro-kernels), k in blocks of ``KC``. C and Bm must have contiguous rows;
-A may be any view."""
+family's ``tile`` (its micro-kernels), k in blocks of ``KC``; with ``fresh`` non-zero each sum
+starts from 0 and C is only written. C and Bm must have contiguous rows; A may be any view."""
 
 
 def _panels_signature(dt):
-    """(C, A, P, n0, n1, c0, c1, k0, k1) of the panel products, any layouts."""
+    """(C, A, P, n0, n1, c0, c1, k0, k1, fresh) of the panel products, any layouts."""
     a2, i8 = types.Array(dt, 2, "A"), types.int64
-    return (a2, a2, types.Array(dt, 3, "A"), i8, i8, i8, i8, i8, i8)
+    return (a2, a2, types.Array(dt, 3, "A"), i8, i8, i8, i8, i8, i8, i8)
 
 
 @jit.typed_helper(_panels_signature)
-def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1):
+def _acc_panels_by_panel(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
     """:func:`acc_tile` with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL]
     (see above), panel by panel; c0 must be a multiple of ``PANEL``. Each panel's k-blocks run in
     increasing order, so every output is the same fma chain as in :func:`acc_tile`."""
     for p in range(c0 // PANEL, (c1 + PANEL - 1) // PANEL):
-        acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC)
+        acc_tile(C, A, P[p], n0, n1, p * PANEL, min(c1, (p + 1) * PANEL), -p * PANEL, k0, k1, KC, fresh)
 
 
-def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
+def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
     """As :func:`_acc_panels_by_panel`, for families whose panel is one block wide: the rows in
     whole blocks of ``micro.R`` panel by panel (up to ``micro.X`` rows left below them joining
     the last block: a chunk of 25 rows runs 12 + 13; or, with ``micro.SPLIT``, blocks of R2 taking
@@ -639,39 +642,40 @@ def _acc_panels_rows_apart(C, A, P, n0, n1, c0, c1, k0, k1):
     p = p0
     while (p + NP) * PANEL <= c1:   # a group of panels: the blocks, then the rows left over
         if nR > n0:
-            _acc_panels_by_panel(C, A, P, n0, nR, p * PANEL, (p + NP) * PANEL, k0, k1)
+            _acc_panels_by_panel(C, A, P, n0, nR, p * PANEL, (p + NP) * PANEL, k0, k1, fresh)
         for n in range(nR, n1):
-            micro.row_panels(C, A, P, n, p, k0, k1)
+            micro.row_panels(C, A, P, n, p, k0, k1, fresh)
         p += NP
     if p < p1:
         if nR > n0:
-            _acc_panels_by_panel(C, A, P, n0, nR, p * PANEL, c1, k0, k1)
+            _acc_panels_by_panel(C, A, P, n0, nR, p * PANEL, c1, k0, k1, fresh)
         m = (c1 - p * PANEL) // PANEL   # whole panels left, fewer than NP: one k loop if two or more
         for n in range(nR, n1):
             q0 = p
             if m >= 2:
-                _row_panels(C, A, P, n, p, m, k0, k1)
+                _row_panels(C, A, P, n, p, m, k0, k1, fresh)
                 q0 = p + m
             for q in range(q0, p1):
-                acc_tile(C, A, P[q], n, n + 1, q * PANEL, min(c1, (q + 1) * PANEL), -q * PANEL, k0, k1, KC)
+                acc_tile(C, A, P[q], n, n + 1, q * PANEL, min(c1, (q + 1) * PANEL), -q * PANEL, k0, k1, KC, fresh)
 
 
 @inline
-def _row_panels(C, A, P, n, p, m, k0, k1):
+def _row_panels(C, A, P, n, p, m, k0, k1, fresh):
     """C[n, p·PANEL:(p+m)·PANEL] += A[n, k0:k1] · whole panels p ... p+m-1, m = 2 or 3 (every
     family with row panels takes 4 at once: :func:`bptt.kernels.microgen.row_panels`)."""
     if m == 3:
-        micro.row_panels_3(C, A, P, n, p, k0, k1)
+        micro.row_panels_3(C, A, P, n, p, k0, k1, fresh)
     else:
-        micro.row_panels_2(C, A, P, n, p, k0, k1)
+        micro.row_panels_2(C, A, P, n, p, k0, k1, fresh)
 
 
 # compiled only for a family that has row panels (it calls micro.row_panels)
 acc_panels = (jit.typed_helper(_panels_signature)(_acc_panels_rows_apart) if micro.ROW_PANELS > 1
               else _acc_panels_by_panel)
-"""acc_panels(C, A, P, n0, n1, c0, c1, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] for
-n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL];
-c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :func:`acc_tile`."""
+"""acc_panels(C, A, P, n0, n1, c0, c1, k0, k1, fresh): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c]
+for n0 ≤ n < n1, c0 ≤ c < c1, with Bm given as packed panels, Bm[k, c] = P[c // PANEL, k, c % PANEL];
+c0 must be a multiple of ``PANEL``. Every output is the same fma chain as in :func:`acc_tile`;
+with ``fresh`` non-zero each starts from 0 and C is only written (C[n, c] = the sum)."""
 
 
 # Rows of A whose addresses are a multiple of 4 KB apart (a row of 1024 float32: the inputs at
@@ -801,7 +805,7 @@ def acc_narrow(C, AT, Bw, c0, r0, r1):
         CTc = CT[c]
         for r in range(R):
             CTc[r] = C[r0 + r, c0 + c]
-    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0], KC)
+    acc_tile(CT, Bw.T, AT, 0, W, 0, R, r0, 0, AT.shape[0], KC, 0)
     for r in range(R):
         Cr = C[r0 + r]
         for c in range(W):
@@ -943,19 +947,21 @@ def tile_end(r0, n1):
 
 
 @inline
-def acc_tiles(C, A, P, n0, n1, c0, c1, k0, k1):
+def acc_tiles(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
     """:func:`acc_panels` over rows n0:n1 in tiles of at most ``ROWS`` rows (:func:`tile_end`),
     one after the other: the same sums, each tile's block of A reused by every panel from L2."""
     r0 = n0
     while r0 < n1:
         r1 = tile_end(r0, n1)
-        acc_panels(C, A, P, r0, r1, c0, c1, k0, k1)
+        acc_panels(C, A, P, r0, r1, c0, c1, k0, k1, fresh)
         r0 = r1
 
 
 @inline
-def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
-    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] over a block of C, Bm in panels P, with the
+def block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
+    """C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · Bm[k, c] over a block of C, Bm in panels P (``fresh``
+    non-zero: C[n, c] = the sum, each from 0, the first k-block's micro-kernels starting their sums
+    at 0 instead of loading C: the same bits as clearing the block first), with the
     k-blocks outermost: for each KC × COLS block of Bm (240 KB to 512 KB, in L2), every tile of
     ``ROWS`` rows passes (their KC columns of A in L2, each panel's sliver in L1), as BLIS orders
     its loops. Tile by tile with the whole k range inside, the column block of Bm (K × COLS, 1 MB
@@ -969,7 +975,7 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1):
         ce = min(c1, cb + COLS)
         for q in range(nkb):
             kb, ke = k_block(q, nkb, k0, k1)
-            acc_tiles(C, A, P, n0, n1, cb, ce, kb, ke)
+            acc_tiles(C, A, P, n0, n1, cb, ce, kb, ke, fresh if q == 0 else 0)
 
 
 # --- the pieces every recurrent sweep shares (rnn.py, lstm.py, gru.py) -------------------------
@@ -1015,10 +1021,10 @@ def step_product(out, a, P, r0, r1, N, K):
 def _step_product(out, a, P, r0, r1, N, K):
     """:func:`step_product` on rows of ``a`` as they are."""
     if r1 - r0 < micro.R:
-        acc_panels(out, a, P, r0, r1, 0, N, 0, K)
+        acc_panels(out, a, P, r0, r1, 0, N, 0, K, 0)
     else:
         for c0 in range(0, N, COLS):
-            acc_tiles(out, a, P, r0, r1, c0, min(N, c0 + COLS), 0, K)
+            acc_tiles(out, a, P, r0, r1, c0, min(N, c0 + COLS), 0, K, 0)
 
 
 @inline

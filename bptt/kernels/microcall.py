@@ -67,27 +67,30 @@ def panels_symbol(isa, W, NP, dtype) -> str:
 
 
 def panels_caller(isa, W, NP):
-    """row(C, A, P, n, p, k0, k1): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · P[c // W, k, c % W] for the
-    NP·W columns of panels p, ..., p+NP-1 (panels W wide), by family ``isa``'s compiled
-    ``body_1xWxNPp``. C needs unit stride along its rows, P is (panels, K, W) contiguous."""
+    """row(C, A, P, n, p, k0, k1, fresh): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] · P[c // W, k, c % W]
+    for the NP·W columns of panels p, ..., p+NP-1 (panels W wide), by family ``isa``'s compiled
+    ``body_1xWxNPp`` (``fresh``: the sums from 0, C only written). C needs unit stride along its
+    rows, P is (panels, K, W) contiguous."""
     if numba.config.DISABLE_JIT:
-        def row(C, A, P, n, p, k0, k1):
+        def row(C, A, P, n, p, k0, k1, fresh):
+            if fresh:
+                C[n, p * W:(p + NP) * W] = 0
             for j in range(NP):
                 acc_scalar(C, A, P[p + j], n, n + 1, (p + j) * W, (p + j + 1) * W, -(p + j) * W, k0, k1)
         return row
 
     @intrinsic
-    def row(typingctx, C, A, P, n, p, k0, k1):
+    def row(typingctx, C, A, P, n, p, k0, k1, fresh):
         if not (isinstance(P, types.Array) and P.ndim == 3 and P.dtype == C.dtype
                 and _typed(C, A, C)):
             return None
-        sig = types.void(C, A, P, n, p, k0, k1)
+        sig = types.void(C, A, P, n, p, k0, k1, fresh)
         name = panels_symbol(isa, W, NP, C.dtype)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
             i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
-            n_, p_, k0_, k1_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
+            n_, p_, k0_, k1_, fresh_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
             zero = context.get_constant(types.int64, 0)
             size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
             pC, sc = element_ptr(context, builder, tys[0], args[0], n_, builder.mul(p_, context.get_constant(types.int64, W)))
@@ -99,10 +102,10 @@ def panels_caller(isa, W, NP):
                                            [p_, zero, zero], wraparound=False)
             div = lambda v: builder.sdiv(v, size)  # noqa: E731
             i64t = ir.IntType(64)
-            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 4)
+            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 5)
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
             builder.call(fn, [pC, div(sc[0]), pA, div(sa[0]), div(sa[1]), pB, div(strides[1]), k0_, k1_,
-                              div(strides[0])])
+                              fresh_, div(strides[0])])
             return context.get_dummy_value()
         return sig, codegen
     return row
@@ -118,10 +121,14 @@ FORM = MICRO   # bptt.jit.MICRO: "vector" (default) or "scalar" (BPTT_MICRO)
 
 
 def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False):
-    """An intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1[, d])``: the micro-kernel body
-    ``body_RxW`` of the family files, in LLVM vector IR.
+    """An intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh[, d])``: the micro-kernel
+    body ``body_RxW`` of the family files, in LLVM vector IR.
 
         C[r, c] = fma(A[r, k], B[k, c], C[r, c])      for k = k0, ..., k1-1 in order
+
+    With ``fresh`` non-zero the sums start from 0 instead of from C, which is then only written
+    (a product that sets C rather than adds to it: the same bits as clearing C first, without
+    the pass that clears it or the loads of the cleared block).
 
     for the ``blocks`` R × W blocks of C: block j at columns j·W of C and pB + j·d (row panels,
     ``body_1xWxNPp``), or, with ``pair``, two blocks at columns 0 and d of both C and B
@@ -147,17 +154,17 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
     (docs/performance.md, eleventh session). A prefetch never changes a result."""
     nb = 2 if pair else blocks
 
-    def generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, *d):
+    def generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, *d):
         if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
             return None
-        sig = types.void(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, *d)
+        sig = types.void(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, *d)
 
         def codegen(context, builder, signature, args):
             i64 = ir.IntType(64)
             tys = signature.args
-            ints = [context.cast(builder, args[i], tys[i], types.int64) for i in (1, 3, 4, 6, 7, 8)]
-            ldc_, sa0_, sa1_, ldb_, k0_, k1_ = ints
-            d_ = context.cast(builder, args[9], tys[9], types.int64) if nb > 1 else None
+            ints = [context.cast(builder, args[i], tys[i], types.int64) for i in (1, 3, 4, 6, 7, 8, 9)]
+            ldc_, sa0_, sa1_, ldb_, k0_, k1_, fresh_ = ints
+            d_ = context.cast(builder, args[10], tys[10], types.int64) if nb > 1 else None
             pc, pa, pb = args[0], args[2], args[5]
             elt = pc.type.pointee
             f32 = pC.dtype == types.float32
@@ -185,8 +192,21 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
             c_off = [[builder.add(builder.mul(cst(r), ldc_), c_col[j]) for j in range(nb)] for r in range(R)]
             a_off = [builder.mul(cst(r), sa0_) for r in range(R)]
             slots = [(r, j, w0, n) for r in range(R) for j in range(nb) for w0, n in pieces]
-            start = [builder.load(vector_at(pc, builder.add(c_off[r][j], cst(w0)), n), align=align)
-                     for r, j, w0, n in slots]
+            from_c = builder.append_basic_block("micro_load_c")
+            begin = builder.append_basic_block("micro_begin")
+            zero_entry = builder.block
+            builder.cbranch(builder.icmp_signed("!=", fresh_, cst(0)), begin, from_c)
+            builder.position_at_end(from_c)   # the sums start from C (fresh: from 0, C not read)
+            loaded = [builder.load(vector_at(pc, builder.add(c_off[r][j], cst(w0)), n), align=align)
+                      for r, j, w0, n in slots]
+            builder.branch(begin)
+            builder.position_at_end(begin)
+            start = []
+            for (r, j, w0, n), v in zip(slots, loaded):
+                phi = builder.phi(ir.VectorType(elt, n))
+                phi.add_incoming(ir.Constant(ir.VectorType(elt, n), [0.0] * n), zero_entry)
+                phi.add_incoming(v, from_c)
+                start.append(phi)
             if prefetch and R > 1:   # C's next block down (the tile's order), while this one runs
                 line = 64 // align   # elements per cache line
                 for r in range(R, 2 * R):
@@ -215,8 +235,8 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
             av = {(r, n): splat(a[r], n) for r in range(R) for n in {n for _, n in pieces}}
             new = [builder.call(fma_for(n), [av[r, n], b[j, w0], phi]) for (r, j, w0, n), phi in zip(slots, acc)]
             if stream:   # one line of the next sliver's share per step (most steps: the same line)
-                pfp = args[9]
-                step = context.cast(builder, args[10], tys[10], types.int64)
+                pfp = args[10]
+                step = context.cast(builder, args[11], tys[11], types.int64)
                 off = builder.ashr(builder.mul(builder.sub(k, k0_), step), cst(4))
                 _prefetch(builder, pfp, off, write=False)
             k_next = builder.add(k, cst(1))
@@ -231,15 +251,15 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
         return sig, codegen
 
     if stream:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step)
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step)
         return intrinsic(body)
     if nb > 1:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d)
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d)
     else:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1)
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
     return intrinsic(body)
 
 
@@ -257,16 +277,16 @@ def _prefetch(builder, p, off, write):
 _vector = None   # in each vector body's own globals (_vector_function)
 
 
-def _vector_body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1):
-    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1)
+def _vector_body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh):
+    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
 
 
-def _vector_body_d(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d):
-    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, d)
+def _vector_body_d(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d):
+    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d)
 
 
-def _vector_body_s(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step):
-    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step)
+def _vector_body_s(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
+    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step)
 
 
 def _vector_function(isa, R, W, blocks=1, pair=False, stream=False):
@@ -295,10 +315,10 @@ def body_function(fam, R, W, blocks=1, pair=False, form=None, stream=False):
 _body = None   # in each scalar streaming body's own globals (body_function)
 
 
-def _stream_scalar_template(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, pP, step):
+def _stream_scalar_template(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
     """The streaming body in the readable form: the plain body, without the prefetches (which
     never change a result)."""
-    _body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1)
+    _body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
 
 
 def stream_symbol(isa, R, W, dtype) -> str:
@@ -324,34 +344,35 @@ def ensure(isa: str, dtype) -> None:
     i = types.int64
     for pair, sizes in ((False, fam.SIZES), (True, fam.PAIRS)):
         for R, W in sizes:
-            external(body_function(fam, R, W, pair=pair), types.void(p, i, p, i, i, p, i, i, i, *([i] * pair)),
+            external(body_function(fam, R, W, pair=pair), types.void(p, i, p, i, i, p, i, i, i, i, *([i] * pair)),
                      symbol(isa, R, W, dt, pair))
     if getattr(fam, "STREAM", None):   # the main block's streaming body (the tile calls it by name)
         R, W = fam.STREAM
-        external(body_function(fam, R, W, stream=True), types.void(p, i, p, i, i, p, i, i, i, p, i),
+        external(body_function(fam, R, W, stream=True), types.void(p, i, p, i, i, p, i, i, i, i, p, i),
                  stream_symbol(isa, R, W, dt))
     for NP in range(2, fam.ROW_PANELS + 1):   # a row's groups of 2 ... ROW_PANELS panels
-        external(body_function(fam, 1, fam.PANEL, blocks=NP), types.void(p, i, p, i, i, p, i, i, i, i),
+        external(body_function(fam, 1, fam.PANEL, blocks=NP), types.void(p, i, p, i, i, p, i, i, i, i, i),
                  panels_symbol(isa, fam.PANEL, NP, dt))
-    external(fam.tile, types.void(p, i, p, i, i, p, i, i, i, i, i, i), tile_symbol(isa, dt))
+    external(fam.tile, types.void(p, i, p, i, i, p, i, i, i, i, i, i, i), tile_symbol(isa, dt))
     _compiled.add((isa, str(dt)))
 
 
 def caller(isa, R, W, pair=False, stream=False):
-    """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1[, d]): family ``isa``'s compiled
-    ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are pC[oC],
-    pA[oA] and pB[oB], for the pointers' dtype; used inside the generated ``tile``. With
-    ``stream``, call(..., k0, k1, oP, step): the streaming body ``body_RxWs``, prefetching from
-    pB[oP] on at ``step`` / 16 elements per step of k (:func:`vector_body`)."""
+    """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh[, d]): family ``isa``'s
+    compiled ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are
+    pC[oC], pA[oA] and pB[oB], for the pointers' dtype (``fresh``: its sums from 0, C only
+    written); used inside the generated ``tile``. With ``stream``, call(..., k0, k1, fresh, oP,
+    step): the streaming body ``body_RxWs``, prefetching from pB[oP] on at ``step`` / 16
+    elements per step of k (:func:`vector_body`)."""
     if numba.config.DISABLE_JIT:
         return None   # the tile is never run under NUMBA_DISABLE_JIT (acc_tile runs acc_scalar)
 
-    def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, *d):
+    def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, *d):
         if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
             return None
         if len(d) != (2 if stream else int(pair)):
             return None
-        sig = types.void(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, *d)
+        sig = types.void(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, *d)
         name = stream_symbol(isa, R, W, pC.dtype) if stream else symbol(isa, R, W, pC.dtype, pair)
 
         def codegen(context, builder, signature, args):
@@ -362,8 +383,8 @@ def caller(isa, R, W, pair=False, stream=False):
             pa = builder.gep(a[3], [a[4]])
             pb = builder.gep(a[7], [a[8]])
             i64t = ir.IntType(64)
-            last = [builder.gep(a[7], [a[12]]), a[13]] if stream else a[12:]   # (pP, step) or [d]
-            rest = [a[2]], [a[5], a[6]], [a[9], a[10], a[11]] + last
+            last = [builder.gep(a[7], [a[13]]), a[14]] if stream else a[13:]   # (pP, step) or [d]
+            rest = [a[2]], [a[5], a[6]], [a[9], a[10], a[11], a[12]] + last
             fnty = ir.FunctionType(ir.VoidType(), [pc.type, i64t, pa.type, i64t, i64t, pb.type]
                                    + [v.type for v in rest[2]])
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
@@ -372,14 +393,14 @@ def caller(isa, R, W, pair=False, stream=False):
         return sig, codegen
 
     if stream:
-        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step):
-            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, oP, step)
+        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, oP, step):
+            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, oP, step)
     elif pair:
-        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, d):
-            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, d)
+        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, d):
+            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, d)
     else:
-        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1):
-            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1)
+        def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh):
+            return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh)
     return intrinsic(call)
 
 
@@ -389,30 +410,33 @@ def _typed(C, A, Bm):
 
 
 def tile_caller(isa):
-    """acc(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] ·
-    Bm[k, boff + c] for n0 ≤ n < n1, c0 ≤ c < c1, by calling family ``isa``'s compiled ``tile``
-    for the arrays' dtype with pointers to C[n0, c0], A[n0, 0] and Bm[0, boff + c0] and the
-    arrays' strides in elements. C and Bm need unit stride along their rows; A any strides.
+    """acc(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC, fresh): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] ·
+    Bm[k, boff + c] for n0 ≤ n < n1, c0 ≤ c < c1 (``fresh``: C[n, c] = the sum, each from 0, C
+    only written), by calling family ``isa``'s compiled ``tile`` for the arrays' dtype with
+    pointers to C[n0, c0], A[n0, 0] and Bm[0, boff + c0] and the arrays' strides in elements. C
+    and Bm need unit stride along their rows; A any strides.
 
     One C function per dtype serves every kernel and every layout of the arrays: a Numba helper
     would be compiled again for each combination of layouts (about 0.9 s each) and optimised
     again inside each kernel."""
     if numba.config.DISABLE_JIT:
-        def acc(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
+        def acc(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC, fresh):
+            if fresh:
+                C[n0:n1, c0:c1] = 0
             acc_scalar(C, A, Bm, n0, n1, c0, c1, boff, k0, k1)
         return acc
 
     @intrinsic
-    def acc(typingctx, C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC):
+    def acc(typingctx, C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC, fresh):
         if not _typed(C, A, Bm):
             return None
-        sig = types.void(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC)
+        sig = types.void(C, A, Bm, n0, n1, c0, c1, boff, k0, k1, KC, fresh)
         name = tile_symbol(isa, C.dtype)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
             i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
-            n0_, n1_, c0_, c1_, boff_, k0_, k1_, kc_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
+            n0_, n1_, c0_, c1_, boff_, k0_, k1_, kc_, fresh_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
             zero = context.get_constant(types.int64, 0)
             size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
 
@@ -424,10 +448,10 @@ def tile_caller(isa):
             pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
             pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
             i64t = ir.IntType(64)
-            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 6)
+            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 7)
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
             builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, builder.sub(n1_, n0_), builder.sub(c1_, c0_),
-                              k0_, k1_, kc_])
+                              k0_, k1_, kc_, fresh_])
             return context.get_dummy_value()
         return sig, codegen
     return acc

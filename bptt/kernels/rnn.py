@@ -208,7 +208,7 @@ def step_products(j, njobs, C3, A3, P, M, K, b, bias):
         for q in range(nkb):   # equal k-blocks, as block_product's
             kb, ke = k_block(q, nkb, 0, K)
             for t in range(t0, t1):
-                acc_tiles(C3[t], A3[t], P, b0, b1, c0, c1, kb, ke)
+                acc_tiles(C3[t], A3[t], P, b0, b1, c0, c1, kb, ke, 0)
 
 
 def column_jobs(M):
@@ -413,7 +413,7 @@ def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
         for u in range(u1 - u0):
             C[u, :] = 0.0
     Ph = P[:, kb:kb + Nh]
-    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh)   # A = Gᵀ read along rows
+    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh, 0)   # A = Gᵀ read along rows
     if I16 < I:
         acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
 
@@ -511,7 +511,7 @@ def split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh):
             Ci = C[i]
             for u in range(w):
                 Ci[u] = 0.0
-    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh)   # A = Xᵀ
+    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh, 0)   # A = Xᵀ
     transpose_into(D, C)
 
 
@@ -876,8 +876,8 @@ def pipe_weight_rows(dW_ih, dW_hh, dg, dgh, x, Xh, u0, u1, k0, k1):
     """Rows u0:u1 of dW_ih += dgᵀ·x and dW_hh += dghᵀ·Xh over the rows k0:k1 of the (T·B, ·) views."""
     T, B, U = dg.shape
     acc_tile(dW_ih, dg.reshape((T * B, U)).T, x.reshape((T * B, x.shape[2])), u0, u1, 0, x.shape[2], 0, k0, k1,
-             KC)
-    acc_tile(dW_hh, dgh.reshape((T * B, U)).T, Xh, u0, u1, 0, Xh.shape[1], 0, k0, k1, KC)
+             KC, 0)
+    acc_tile(dW_hh, dgh.reshape((T * B, U)).T, Xh, u0, u1, 0, Xh.shape[1], 0, k0, k1, KC, 0)
 
 
 PIPE_DX, PIPE_PART, PIPE_LAST = 0, 1, 2   # the kinds of piece of a backward pipeline's passes
@@ -947,7 +947,7 @@ def pipe_passes(j, flags, dx, dg, dgh, W_ih, x, y, h0, off, reverse, dW_ih, db_i
             if atomic_add(flags, 1 + chunk, 1) == 0:
                 r0, r1 = pipe_rows(T, B, chunk, reverse)
                 acc_tile(dx.reshape((T * B, dx.shape[2])), dg.reshape((T * B, U)), W_ih, r0, r1, 0,
-                         dx.shape[2], 0, 0, U, KC)
+                         dx.shape[2], 0, 0, U, KC, 0)
             continue
         if kind == PIPE_PART:
             mine = atomic_add(flags, P + 2 * p, 1) == 0
@@ -1010,7 +1010,7 @@ def pipe_project(flags, g, x, W_ih, b_ih, Q, ch, reverse, wait):
         r0, r1 = pipe_step_rows(T, B, q0, q1, not reverse)   # the forward sweep's order
         g2 = g.reshape((T * B, U))
         fill_rows(g2, b_ih, r0, r1, 0, U)          # as dense_forward's blocks
-        block_product(g2, x.reshape((T * B, x.shape[2])), Q, r0, r1, 0, U, 0, x.shape[2])
+        block_product(g2, x.reshape((T * B, x.shape[2])), Q, r0, r1, 0, U, 0, x.shape[2], 0)
         atomic_store(flags, 2 + nc + ch, 1)
     elif wait:
         pipe_wait(flags, 2 + nc + ch, 1)
