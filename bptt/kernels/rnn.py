@@ -405,15 +405,16 @@ def split_copy(j, njobs, sums, dg, Gs, GTs, per_job):
 @inline
 def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
     """The second half of a job of :func:`split_weight_grads`: rows u0:u1 of dW (part 0) or of
-    S1 (part 1, from 0) += Gᵀ · X over the part's rows kb:kb+Nh of X's panels P."""
+    S1 (part 1, from 0: the products' sums start at 0, block_product's ``fresh``) += Gᵀ · X over
+    the part's rows kb:kb+Nh of X's panels P."""
     I16 = I - I % NARROW
     C = dW[u0:u1]
     if h == 1:
         C = S1[u0:u1]
-        for u in range(u1 - u0):
-            C[u, :] = 0.0
+        for u in range(u1 - u0):   # the narrow columns (acc_narrow adds to them)
+            C[u, I16:] = 0.0
     Ph = P[:, kb:kb + Nh]
-    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh, 0)   # A = Gᵀ read along rows
+    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh, h)   # A = Gᵀ read along rows; part 1 from 0
     if I16 < I:
         acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
 
@@ -499,19 +500,14 @@ def rows_into_gate_panels(Gs, per_job, dat, dg, t, r0, r1):
 @inline
 def split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh):
     """The second half of a job of the transposed :func:`split_weight_grads`: rows u0:u1 of dW
-    (part 0) or of S1 (part 1, from 0) += (Xᵀ · G)ᵀ over the part's columns kb:kb+Nh of XT = Xᵀ,
-    G given in panels Gp, computed in the (K, u1 - u0) buffer Cj."""
+    (part 0) or of S1 (part 1, from 0: block_product's ``fresh``) += (Xᵀ · G)ᵀ over the part's
+    columns kb:kb+Nh of XT = Xᵀ, G given in panels Gp, computed in the (K, u1 - u0) buffer Cj."""
     w = u1 - u0
     C = Cj[:K * w].reshape((K, w))
     D = dW[u0:u1] if h == 0 else S1[u0:u1]
     if h == 0:
         transpose_into(C, D)        # part 0's chains start from dW's value
-    else:
-        for i in range(K):
-            Ci = C[i]
-            for u in range(w):
-                Ci[u] = 0.0
-    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh, 0)   # A = Xᵀ
+    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh, h)   # A = Xᵀ; part 1 from 0
     transpose_into(D, C)
 
 
