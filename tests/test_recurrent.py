@@ -460,12 +460,15 @@ def test_accumulates_and_dout_none_means_zeros(rng):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-@pytest.mark.parametrize("dims", [(1, 5, 3, 4, 2, True), (40, 20, 8, 40, 1, False)], ids=["pipeline", "passes"])
+@pytest.mark.parametrize("dims", [(1, 5, 3, 4, 2, True), (40, 20, 8, 40, 1, False), (40, 2, 8, 40, 2, True),
+                                  (20, 30, 8, 40, 1, False)],
+                         ids=["pipeline", "passes", "passes-by-rows", "passes-below-split"])
 def test_backward_that_sets_the_gradients_gives_the_bits_of_zero_grad_first(cell, dims, rng, threads):
     """``backward(..., accumulate=False)`` after anything in the gradients (NaN here) gives the
     bits of zero_grad() then backward: for one sequence (the LSTM's pipeline clears them in its
-    own jobs) and for a batch (cleared before the passes), at one thread and two; a second call
-    with the default then adds to them."""
+    own jobs) and for batches, whose weight-gradient passes set them (sums from 0: the split
+    passes transposed and by rows of dW, a bidirectional stack, and below ``SPLIT_B`` the dense
+    kernel's), at one thread and two; a second call with the default then adds to them."""
     Bx, Tx, Ix, Hx, layers, bidir = dims
     a = CELLS[cell](Ix, Hx, layers, bidir, seed=0)
     b = CELLS[cell](Ix, Hx, layers, bidir, seed=0)

@@ -42,7 +42,7 @@ import numpy as np
 from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, kernel,
                    max_threads, prange, side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
-from .dense import dense_backward_input, dense_backward_params, dense_forward, fill_rows
+from .dense import dense_backward_input, dense_backward_params, dense_forward, dense_weight_grads, fill_rows
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
                      apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
                      k_block, k_blocks,
@@ -292,7 +292,7 @@ def wg_transposed(N, K):
     return N >= 3 * K
 
 
-def split_weight_grads(dW, db, dg, P, I, transposed):
+def split_weight_grads(dW, db, dg, P, I, transposed, clear=False):
     """dW[u, i] += Σ_t Σ_b dg[t, b, u] X[t, b, i],  db[u] += Σ_t Σ_b dg[t, b, u]: every
     weight-gradient pass of a recurrent layer, X given by :func:`pack_inputs` or
     :func:`pack_states` (rows in :func:`part_row` order): in panels P, or, ``transposed``
@@ -306,7 +306,9 @@ def split_weight_grads(dW, db, dg, P, I, transposed):
 
     S₀ is one fma chain from dW's value, over t and then b in order; S₁ the same chain from 0, in
     a buffer, added at the end. The bias sums run in float64 from 0, half by half, and are added
-    together. The split depends on B only, so the bits do not depend on the thread count.
+    together. The split depends on B only, so the bits do not depend on the thread count. With
+    ``clear`` dW and db are set, not added to: S₀'s chains start from 0 (block_product's
+    ``fresh``: dW is not read), and db = the bias sums. The same bits as clearing them first.
 
     Jobs of one half × one block of ``WG_ROWS`` rows of dW; each first copies its half's rows of
     dg (its block of columns), summing the bias as it goes. Then, by rows, one
@@ -325,8 +327,8 @@ def split_weight_grads(dW, db, dg, P, I, transposed):
     U = dg.shape[2]
     S1 = scratch("split_S1", U * I, dW.dtype).reshape(U, I)   # part 1's sums
     none = dW[:, :0]
-    nub, sums = _split_parts(dW, S1, P, I, none, S1[:, :0], P, 0, dg, transposed)
-    _add_parts_pair(nub, dW, db, S1, none, np.empty_like(db), S1[:, :0], sums, WG_ROWS)
+    nub, sums = _split_parts(dW, S1, P, I, none, S1[:, :0], P, 0, dg, transposed, False, clear)
+    _add_parts_pair(nub, dW, db, S1, none, np.empty_like(db), S1[:, :0], sums, WG_ROWS, clear)
 
 
 def gate_panels(T, B, U, dtype):
@@ -341,10 +343,10 @@ def gate_panels(T, B, U, dtype):
     return scratch("split_Gp", 2 * nub * per_job, dtype), per_job   # on a cache line, as every scratch
 
 
-def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled=False):
+def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled=False, clear=False):
     """The parts' jobs of :func:`split_weight_grads_pair` (one way or the other); returns the
     jobs per part and the bias sums. ``filled``: the sweep has already put dg into
-    :func:`gate_panels` (transposed only)."""
+    :func:`gate_panels` (transposed only). ``clear``: part 0 from 0 (dW set, not added to)."""
     T, B, U = dg.shape
     nub = (U + WG_ROWS - 1) // WG_ROWS
     w = min(U, WG_ROWS)
@@ -355,14 +357,14 @@ def _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled=
         per_c = max(I, H) * w
         Cs = scratch("split_C", 2 * nub * per_c, dg.dtype)
         _split_parts_pair_T(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, Cs, per_job, per_c,
-                            filled)
+                            filled, clear)
     else:
         if filled:
             raise ValueError("dg comes in panels only for the transposed weight-gradient pass")
         per_job = apart_stride(Nh, dg.itemsize) * w   # room for either half's Gᵀ, rows apart (split_copy)
         G = scratch("split_G", 2 * nub * per_job, dg.dtype)
         GT = scratch("split_GT", 2 * nub * per_job, dg.dtype)
-        _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job)
+        _split_parts_pair(2 * nub, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, G, GT, per_job, clear)
     return nub, sums
 
 
@@ -403,18 +405,18 @@ def split_copy(j, njobs, sums, dg, Gs, GTs, per_job):
 
 
 @inline
-def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh):
-    """The second half of a job of :func:`split_weight_grads`: rows u0:u1 of dW (part 0) or of
-    S1 (part 1, from 0: the products' sums start at 0, block_product's ``fresh``) += Gᵀ · X over
-    the part's rows kb:kb+Nh of X's panels P."""
+def split_product(dW, S1, P, I, G, GT, u0, u1, h, kb, Nh, clear):
+    """The second half of a job of :func:`split_weight_grads`: rows u0:u1 of dW (part 0; from 0
+    with ``clear``) or of S1 (part 1, from 0) += Gᵀ · X over the part's rows kb:kb+Nh of X's
+    panels P. From 0: the products' sums start at 0 (block_product's ``fresh``)."""
     I16 = I - I % NARROW
-    C = dW[u0:u1]
-    if h == 1:
-        C = S1[u0:u1]
+    C = dW[u0:u1] if h == 0 else S1[u0:u1]
+    fresh = h == 1 or clear
+    if fresh:
         for u in range(u1 - u0):   # the narrow columns (acc_narrow adds to them)
             C[u, I16:] = 0.0
     Ph = P[:, kb:kb + Nh]
-    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh, h)   # A = Gᵀ read along rows; part 1 from 0
+    block_product(C, GT, Ph, 0, u1 - u0, 0, I16, 0, Nh, fresh)   # A = Gᵀ read along rows
     if I16 < I:
         acc_narrow(C, G, Ph[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16], I16, 0, u1 - u0)
 
@@ -498,16 +500,18 @@ def rows_into_gate_panels(Gs, per_job, dat, dg, t, r0, r1):
 
 
 @inline
-def split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh):
+def split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh, clear):
     """The second half of a job of the transposed :func:`split_weight_grads`: rows u0:u1 of dW
-    (part 0) or of S1 (part 1, from 0: block_product's ``fresh``) += (Xᵀ · G)ᵀ over the part's
-    columns kb:kb+Nh of XT = Xᵀ, G given in panels Gp, computed in the (K, u1 - u0) buffer Cj."""
+    (part 0; from 0 with ``clear``) or of S1 (part 1, from 0: block_product's ``fresh``) +=
+    (Xᵀ · G)ᵀ over the part's columns kb:kb+Nh of XT = Xᵀ, G given in panels Gp, computed in the
+    (K, u1 - u0) buffer Cj."""
     w = u1 - u0
     C = Cj[:K * w].reshape((K, w))
     D = dW[u0:u1] if h == 0 else S1[u0:u1]
-    if h == 0:
+    fresh = h == 1 or clear
+    if not fresh:
         transpose_into(C, D)        # part 0's chains start from dW's value
-    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh, h)   # A = Xᵀ; part 1 from 0
+    block_product(C, XT[:, kb:kb + Nh], Gp, 0, K, 0, w, 0, Nh, fresh)   # A = Xᵀ
     transpose_into(D, C)
 
 
@@ -520,17 +524,17 @@ def add_part_row(dW, S1, u):
         dWu[i] += S1u[i]
 
 
-def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, transposed, filled=False):
+def split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, transposed, filled=False, clear=False):
     """:func:`split_weight_grads` for dW_ih (X = the inputs, P_x) and dW_hh (X = the states the
     steps read, P_h) of a cell whose recurrent gradient is dg itself (the RNN's and the LSTM's):
     one copy of dg per job serves both products, and one bias sum both biases. Every entry is the
     same sum, in the same order, as in two calls of :func:`split_weight_grads` (the same bits); a
-    copy of dg (5 MB at the char-LM's shape) is saved. ``filled``: as in :func:`_split_parts`."""
+    copy of dg (5 MB at the char-LM's shape) is saved. ``filled``, ``clear``: as in :func:`_split_parts`."""
     U = dg.shape[2]
     S1x = scratch("split_S1", U * I, dW_ih.dtype).reshape(U, I)
     S1h = scratch("split_S1h", U * H, dW_hh.dtype).reshape(U, H)
-    nub, sums = _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled)
-    _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS)
+    nub, sums = _split_parts(dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, dg, transposed, filled, clear)
+    _add_parts_pair(nub, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, WG_ROWS, clear)
 
 
 @inline
@@ -543,18 +547,18 @@ def split_operands(which, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H):
 
 
 @jobs
-def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job):
+def _split_parts_pair(j, njobs, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H, sums, dg, Gs, GTs, per_job, clear):
     """Job j of :func:`split_weight_grads_pair`: one copy and transpose of dg, two products."""
     G, GT, u0, u1, h, kb, Nh = split_copy(j, njobs, sums, dg, Gs, GTs, per_job)
     for which in range(2):   # one call site in a loop: the product is compiled once, not twice
         dW, S1, P, K = split_operands(which, dW_ih, S1x, P_x, I, dW_hh, S1h, P_h, H)
         if K > 0:
-            split_product(dW, S1, P, K, G, GT, u0, u1, h, kb, Nh)
+            split_product(dW, S1, P, K, G, GT, u0, u1, h, kb, Nh, clear)
 
 
 @jobs
 def _split_parts_pair_T(j, njobs, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H, sums, dg, Gs, Cs, per_job, per_c,
-                        filled):
+                        filled, clear):
     """Job j of the transposed :func:`split_weight_grads_pair`: one copy of dg into panels (or,
     ``filled``, panels the sweep filled: only the bias sums), two products."""
     if filled:
@@ -565,24 +569,28 @@ def _split_parts_pair_T(j, njobs, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H, sums
     for which in range(2):   # one call site in a loop: the product is compiled once, not twice
         dW, S1, XT, K = split_operands(which, dW_ih, S1x, XT_x, I, dW_hh, S1h, XT_h, H)
         if K > 0:
-            split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh)
+            split_product_T(dW, S1, XT, K, Gp, Cj, u0, u1, h, kb, Nh, clear)
 
 
 @jobs
-def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, ub):
+def _add_parts_pair(j, njobs, dW_ih, db_ih, S1x, dW_hh, db_hh, S1h, sums, ub, clear):
     """Job j of :func:`split_weight_grads_pair`: rows j·ub ... of both dW += their S1, both
-    biases += both bias sums."""
+    biases += both bias sums (= with ``clear``: 0 + s is s)."""
     U = S1x.shape[0]
     for u in range(j * ub, min(U, j * ub + ub)):
         s = sums[0, u] + sums[1, u]
-        db_ih[u] += s
-        db_hh[u] += s
+        if clear:
+            db_ih[u] = s
+            db_hh[u] = s
+        else:
+            db_ih[u] += s
+            db_hh[u] += s
         add_part_row(dW_ih, S1x, u)
         add_part_row(dW_hh, S1h, u)
 
 
 @composite
-def input_backward_params(dW_ih, db_ih, dg, x):
+def input_backward_params(dW_ih, db_ih, dg, x, clear=False):
     """Input-side weight gradients in one pass over all steps, for every cell:
 
         dW_ih[u, i] += Σ_t Σ_b dg[t, b, u] · x[t, b, i]      db_ih[u] += Σ_t Σ_b dg[t, b, u]
@@ -591,24 +599,25 @@ def input_backward_params(dW_ih, db_ih, dg, x):
     dg : (T, B, G·H) gate pre-activation gradients.  x : (T, B, I) the layer's input.
     Below ``SPLIT_B`` sequences, ``dense_backward_params`` over all T·B rows; from it on, x is
     packed into panels (rows in :func:`part_row` order, by the cores that own them), then
-    :func:`split_weight_grads`. Only the path a batch size takes is compiled.
+    :func:`split_weight_grads`. Only the path a batch size takes is compiled. ``clear``: the
+    gradients set, not added to (the same bits as clearing them first).
     """
     if x.shape[1] < SPLIT_B:
-        dense_backward_params(dW_ih, db_ih, time_rows(dg), time_rows(x))
+        (dense_weight_grads if clear else dense_backward_params)(dW_ih, db_ih, time_rows(dg), time_rows(x))
     else:
-        _input_backward_params_halves(dW_ih, db_ih, dg, x)
+        _input_backward_params_halves(dW_ih, db_ih, dg, x, clear)
 
 
-def _input_backward_params_halves(dW_ih, db_ih, dg, x):
+def _input_backward_params_halves(dW_ih, db_ih, dg, x, clear):
     """:func:`input_backward_params` from ``SPLIT_B`` sequences on."""
     T, B, I = x.shape
     tr = wg_transposed(T * B, I)
     P = pack_inputs(x, tr)
-    split_weight_grads(dW_ih, db_ih, dg, P, I, tr)
+    split_weight_grads(dW_ih, db_ih, dg, P, I, tr, clear)
 
 
 @composite
-def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
+def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse, clear=False):
     """Recurrent weight gradients in one pass over all steps, for every cell:
 
         dW_hh[u, j] += Σ_t Σ_b dgh[t, b, u] · h_prev_t[b, j]      db_hh[u] += Σ_t Σ_b dgh[t, b, u]
@@ -626,14 +635,15 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
     states are gathered into one (T·B, H) array (:func:`previous_states`) for
     ``dense_backward_params``; from it on they are packed in panels (row :func:`part_row` (t, b)
     holds h_prev_t[b]) and the sums split by batch half (:func:`split_weight_grads`).
+    ``clear``: the gradients set, not added to (the same bits as clearing them first).
     """
     T, B = dgh.shape[0], dgh.shape[1]
     if B < SPLIT_B:
         X = np.empty((T * B, h0.shape[1]), h0.dtype)
         previous_states(X, y, h0, off, reverse)
-        dense_backward_params(dW_hh, db_hh, time_rows(dgh), X)
+        (dense_weight_grads if clear else dense_backward_params)(dW_hh, db_hh, time_rows(dgh), X)
     else:
-        _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse)
+        _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse, clear)
 
 
 @kernel
@@ -654,13 +664,13 @@ def previous_step(X, y, h0, off, reverse, t):
         copy_row(X[t * B + b], src)
 
 
-def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse):
+def _recurrent_backward_params_halves(dW_hh, db_hh, dgh, y, h0, off, reverse, clear):
     """:func:`recurrent_backward_params` from ``SPLIT_B`` sequences on."""
     T, B = dgh.shape[0], dgh.shape[1]
     H = h0.shape[1]
     tr = wg_transposed(T * B, H)
     P = pack_states(y, h0, off, reverse, tr)
-    split_weight_grads(dW_hh, db_hh, dgh, P, H, tr)
+    split_weight_grads(dW_hh, db_hh, dgh, P, H, tr, clear)
 
 
 def gates_in_panels(T, B, I, H):
@@ -671,7 +681,7 @@ def gates_in_panels(T, B, I, H):
 
 
 @composite
-def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, filled=False):
+def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, filled=False, clear=False):
     """Both weight-gradient passes of a cell whose recurrent gradient is dg itself (the RNN's dq,
     the LSTM's da; not the GRU's):
 
@@ -682,19 +692,20 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, 
     the same order, so the same bits; arguments as there). From ``SPLIT_B`` sequences on, both run
     in one :func:`split_weight_grads_pair`: each job copies its block of dg once for both
     products. ``filled`` (only where :func:`gates_in_panels`): the sweep wrote dg into
-    :func:`gate_panels` instead (dg itself is not read, only its shape)."""
+    :func:`gate_panels` instead (dg itself is not read, only its shape). ``clear``: the four
+    gradients set, not added to (the same bits as clearing them first)."""
     if filled and not gates_in_panels(x.shape[0], x.shape[1], x.shape[2], h0.shape[1]):
         raise ValueError("dg comes in panels only where gates_in_panels holds")
     if dg.shape[1] < SPLIT_B:
-        input_backward_params(dW_ih, db_ih, dg, x)
-        recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
+        input_backward_params(dW_ih, db_ih, dg, x, clear)
+        recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse, clear)
         return
     T, B, I = x.shape
     H = h0.shape[1]
     tr = wg_transposed(T * B, I + H)
     P_x = pack_inputs(x, tr)
     P_h = pack_states(y, h0, off, reverse, tr)
-    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, tr, filled)
+    split_weight_grads_pair(dW_ih, db_ih, P_x, I, dW_hh, db_hh, P_h, H, dg, tr, filled, clear)
 
 
 @jobs

@@ -253,7 +253,8 @@ class _Recurrent(Layer):
         """dstates: list of (name, array or None) for the final-state gradients. Returns dx and
         the list of initial-state gradients (fresh arrays). With ``accumulate`` false the
         parameter gradients are set: the small-batch pipelines clear them in their own jobs
-        (``lstm_backward_pipelined``), the other paths before each direction's passes."""
+        (``lstm_backward_pipelined``); on the other paths the weight-gradient passes set them,
+        their sums starting from 0 without reading the gradients (``clear``)."""
         if not self._ready:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         small = self._work(self._ws.B, self._ws.T) < SERIAL_WORK
@@ -287,9 +288,6 @@ class _Recurrent(Layer):
                     self._cell_backward_pipelined(ws, l, d, k, W_ih, W_hh, dfk, dik, xin, dxin,
                                                   dW_ih, db_ih, dW_hh, db_hh, clear)
                     continue
-                if clear:
-                    for g in (dW_ih, dW_hh, db_ih, db_hh):
-                        g.fill(0)
                 fused = self._fused(W_ih, W_hh)
                 # the fused sweep puts dg straight into the weight-gradient pass's panels
                 filled = fused and gates_in_panels(T, B, W_ih.shape[1], H)
@@ -297,12 +295,13 @@ class _Recurrent(Layer):
                     dgh = self._cell_backward_fused(ws, l, d, k, W_hh, dfk, dik, dxin, W_ih, filled)
                 else:
                     dgh = self._cell_backward(ws, l, d, k, W_hh, dfk, dik)
+                # clear: the passes set the gradients (their sums from 0), not add to them
                 if dgh is ws.dg:   # RNN, LSTM: one pass over dg for both weight gradients
                     weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, ws.dg, xin, ws.y[l], ws.h0[k], d * H, d == 1,
-                                        filled)
+                                        filled, clear)
                 else:
-                    input_backward_params(dW_ih, db_ih, ws.dg, xin)
-                    recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1)
+                    input_backward_params(dW_ih, db_ih, ws.dg, xin, clear)
+                    recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1, clear)
                 if not fused:
                     input_backward(dxin, ws.dg, W_ih)
         dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
