@@ -320,6 +320,31 @@ def test_transposed_forward_gives_the_same_bits(dtype, rng, monkeypatch):
     np.testing.assert_allclose(plain, x @ W.T + b, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
 
 
+@pytest.mark.jit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,I,O", [(128, 70, 10), (37, 33, 1), (50, 16, 3)])
+def test_a_forward_narrower_than_a_panel_runs_transposed_with_the_same_bits(dtype, N, I, O, rng, monkeypatch):
+    """A layer of fewer outputs than a panel (a classifier's classes, a regression's one output)
+    runs yᵀ = W·xᵀ while x is small (dense.NARROW_X): the bits of the plain y = x·Wᵀ + b."""
+    from bptt.kernels import dense
+    assert O < dense.PANEL and O % dense.LANES != 0 and N * I <= dense.NARROW_X
+    x = rng.standard_normal((N, I)).astype(dtype)
+    W = rng.standard_normal((O, I)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    calls = []
+    original = dense._forward_T_blocks
+    monkeypatch.setattr(dense, "_forward_T_blocks", lambda *a: calls.append(1) or original(*a))
+    swapped = np.empty((N, O), dtype)
+    dense.dense_forward(swapped, x, W, b)
+    assert calls, "the transposed form did not run"
+    monkeypatch.setattr(dense, "NARROW_X", 0)
+    plain = np.empty((N, O), dtype)
+    dense.dense_forward(plain, x, W, b)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(swapped, plain)
+    np.testing.assert_allclose(plain, x @ W.T + b, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+
+
 @pytest.mark.jit   # the compiled kernels' paths
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(128, 784, 512), (16, 300, 900), (70, 40, 37), (5, 33, 1)])
