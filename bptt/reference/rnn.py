@@ -84,23 +84,30 @@ def input_backward(dx, dg, W):
     dx += dg @ W
 
 
-def input_backward_params(dW_ih, db_ih, dg, x):
+def input_backward_params(dW_ih, db_ih, dg, x, clear=False):
     """dW_ih += Σ_t dg_tᵀ·x_t,  db_ih += Σ_t Σ_b dg_t: the input weights are shared by every step.
 
-    dW_ih : (G·H, I), db_ih : (G·H,) accumulated.  dg : (T, B, G·H).  x : (T, B, I).
+    dW_ih : (G·H, I), db_ih : (G·H,) accumulated (set, with ``clear``).  dg : (T, B, G·H).
+    x : (T, B, I).
     """
+    if clear:
+        dW_ih[...] = 0
+        db_ih[...] = 0
     for t in range(dg.shape[0]):
         dW_ih += dg[t].T @ x[t]
         db_ih += dg[t].sum(axis=0)
 
 
-def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
+def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse, clear=False):
     """dW_hh += Σ_t dgh_tᵀ·h_prev_t,  db_hh += Σ_t Σ_b dgh_t, h_prev_t the state step t read
     (h0 for the first processed step).
 
-    dW_hh : (G·H, H), db_hh : (G·H,) accumulated.  dgh : (T, B, G·H) ∂L/∂(W_hh·h_prev + b_hh).
-    y : (T, B, D·H) the states (columns off:off+H).  h0 : (B, H).
+    dW_hh : (G·H, H), db_hh : (G·H,) accumulated (set, with ``clear``).  dgh : (T, B, G·H)
+    ∂L/∂(W_hh·h_prev + b_hh).  y : (T, B, D·H) the states (columns off:off+H).  h0 : (B, H).
     """
+    if clear:
+        dW_hh[...] = 0
+        db_hh[...] = 0
     T, H = dgh.shape[0], h0.shape[1]
     steps = time_steps(T, reverse)
     for t in steps:
@@ -109,13 +116,13 @@ def recurrent_backward_params(dW_hh, db_hh, dgh, y, h0, off, reverse):
         db_hh += dgh[t].sum(axis=0)
 
 
-def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, filled=False):
+def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, filled=False, clear=False):
     """Both weight-gradient passes of a cell whose recurrent gradient is dg itself (RNN, LSTM):
-    :func:`input_backward_params`, then :func:`recurrent_backward_params` with dgh = dg. (The
-    kernels' ``filled``, dg in the sweep's panels, is a layout this twin's sweep never uses: it
-    always writes dg.)"""
-    input_backward_params(dW_ih, db_ih, dg, x)
-    recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse)
+    :func:`input_backward_params`, then :func:`recurrent_backward_params` with dgh = dg (``clear``:
+    set, not added to). (The kernels' ``filled``, dg in the sweep's panels, is a layout this
+    twin's sweep never uses: it always writes dg.)"""
+    input_backward_params(dW_ih, db_ih, dg, x, clear)
+    recurrent_backward_params(dW_hh, db_hh, dg, y, h0, off, reverse, clear)
 
 
 def previous_states(X, y, h0, off, reverse):
