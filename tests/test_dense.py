@@ -295,14 +295,11 @@ def test_backward_without_input_grad_skips_dx_and_keeps_the_weight_gradients(rng
     assert layer.backward(np.ones((6, 4)), input_grad=False) is None
 
 
-@pytest.mark.jit   # the compiled kernels' paths (a reference run has only the twin)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_transposed_forward_gives_the_same_bits(dtype, rng, monkeypatch):
-    """A mini-batch through a wide layer runs yᵀ = W·xᵀ (W read in place, xᵀ packed): each output
-    must be the same fma chain, from its bias, as the plain y = x·Wᵀ + b."""
+def _transposed_then_plain(dtype, rng, monkeypatch, N, I, O, off):
+    """dense_forward on a random (N, I) → O layer, which must run transposed (yᵀ = W·xᵀ), then
+    again with the setting ``off`` = (name, value) of bptt.kernels.dense that turns that form off:
+    the two outputs must be the same bits, and close to x·Wᵀ + b."""
     from bptt.kernels import dense
-    N, I, O = 16, 300, 900   # N·(I + O) < O·I, and N·I·O above SWAP_WORK
-    assert N * (I + O) < O * I and N * I * O >= dense.SWAP_WORK
     x = rng.standard_normal((N, I)).astype(dtype)
     W = rng.standard_normal((O, I)).astype(dtype)
     b = rng.standard_normal(O).astype(dtype)
@@ -312,12 +309,23 @@ def test_transposed_forward_gives_the_same_bits(dtype, rng, monkeypatch):
     swapped = np.empty((N, O), dtype)
     dense.dense_forward(swapped, x, W, b)
     assert calls, "the transposed form did not run"
-    monkeypatch.setattr(dense, "SWAP_WORK", 1 << 62)
+    monkeypatch.setattr(dense, *off)
     plain = np.empty((N, O), dtype)
     dense.dense_forward(plain, x, W, b)
     assert len(calls) == 1
     np.testing.assert_array_equal(swapped, plain)
     np.testing.assert_allclose(plain, x @ W.T + b, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+
+
+@pytest.mark.jit   # the compiled kernels' paths (a reference run has only the twin)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_forward_gives_the_same_bits(dtype, rng, monkeypatch):
+    """A mini-batch through a wide layer runs yᵀ = W·xᵀ (W read in place, xᵀ packed): each output
+    must be the same fma chain, from its bias, as the plain y = x·Wᵀ + b."""
+    from bptt.kernels import dense
+    N, I, O = 16, 300, 900   # N·(I + O) < O·I, and N·I·O above SWAP_WORK
+    assert N * (I + O) < O * I and N * I * O >= dense.SWAP_WORK
+    _transposed_then_plain(dtype, rng, monkeypatch, N, I, O, ("SWAP_WORK", 1 << 62))
 
 
 @pytest.mark.jit
@@ -328,21 +336,7 @@ def test_a_forward_narrower_than_a_panel_runs_transposed_with_the_same_bits(dtyp
     runs yᵀ = W·xᵀ while x is small (dense.NARROW_X): the bits of the plain y = x·Wᵀ + b."""
     from bptt.kernels import dense
     assert O < dense.PANEL and O % dense.LANES != 0 and N * I <= dense.NARROW_X
-    x = rng.standard_normal((N, I)).astype(dtype)
-    W = rng.standard_normal((O, I)).astype(dtype)
-    b = rng.standard_normal(O).astype(dtype)
-    calls = []
-    original = dense._forward_T_blocks
-    monkeypatch.setattr(dense, "_forward_T_blocks", lambda *a: calls.append(1) or original(*a))
-    swapped = np.empty((N, O), dtype)
-    dense.dense_forward(swapped, x, W, b)
-    assert calls, "the transposed form did not run"
-    monkeypatch.setattr(dense, "NARROW_X", 0)
-    plain = np.empty((N, O), dtype)
-    dense.dense_forward(plain, x, W, b)
-    assert len(calls) == 1
-    np.testing.assert_array_equal(swapped, plain)
-    np.testing.assert_allclose(plain, x @ W.T + b, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+    _transposed_then_plain(dtype, rng, monkeypatch, N, I, O, ("NARROW_X", 0))
 
 
 @pytest.mark.jit   # the compiled kernels' paths
