@@ -183,7 +183,6 @@ def _k_step(R, W, order, sname, boff):
 def _fresh_lines(R, W, pair=False):
     """``if fresh:`` the block's R × W outputs (and, for a pair, the R × W at column d) set to 0
     first: the sums then start from 0 (a product that sets C rather than adds to it)."""
-    cols = "range(W) or range(d, d + W)" if pair else "range(W)"
     return ["    if fresh:   # the sums start from 0",
             f"        for r in range({R}):",
             f"            for w in range({W}):",
