@@ -43,8 +43,8 @@ def measure(R, W, order, panel, K=256, rows=32, seconds=0.3):
     """Best GFLOP/s of 5 runs of the body over every R × W block of a rows × panel C."""
     body = _body(R, W, order)
     # On 64-byte boundaries, as bptt's panels and workspaces (engine.empty_panels, aligned_empty):
-    # NumPy's arrays start 16 or 32 bytes into a line at random, and a B whose rows straddle two
-    # lines ran the same 12 × 32 body at 95 GFLOP/s against 172 in one process (Intel Xeon).
+    # NumPy's arrays start 16 or 32 bytes into a line at random, so B's rows could straddle two
+    # lines, which bptt's panels never do; aligned, where they lie is not one of the variables.
     C = aligned_empty((rows, panel), np.float32)
     C[:] = 0
     A = aligned_empty((rows, K), np.float32)
