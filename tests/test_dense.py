@@ -347,7 +347,8 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
     (bptt.kernels.engine.own_panels), or once for all (operands over OWN_BYTES): the same bits,
     at one thread and two, called twice on the same buffers; and the new written forms
     (dense_input_grad, dense_zero_grads, dense_weight_grads, dense_forward_act) the bits of the
-    accumulating ones (the set forms over NaN: every output written)."""
+    accumulating ones (the set forms over NaN: every output written), as dense_backward's, which
+    runs the weight gradient's and dx's jobs together."""
     from bptt.kernels import activations, dense, engine
     N, I, O = shape
     x = rng.standard_normal((N, I)).astype(dtype)
@@ -409,6 +410,15 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
         activations.activation_forward(ref, y, code)
         np.testing.assert_array_equal(q, y)
         np.testing.assert_array_equal(z, ref)
+    for n in (1, 2):   # both products' jobs in one run: the bits of the two calls, set and added
+        threads(n)
+        for clear in (1, 0):
+            both_W, both_b = (np.full((O, I), np.nan, dtype), np.full(O, np.nan, dtype)) if clear else (dW0.copy(), db0.copy())
+            both_x = np.full((N, I), np.nan, dtype)
+            dense.dense_backward(both_W, both_b, both_x, dy, x, W, clear)
+            np.testing.assert_array_equal(both_x, zeros)
+            np.testing.assert_array_equal(both_W, dW if clear else results[0][2])
+            np.testing.assert_array_equal(both_b, db if clear else results[0][3])
 
 
 def test_read_only_arrays_are_taken():

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..kernels.activations import (activation_backward, activation_code, IDENTITY,
                                    SIGMOID, TANH)
-from ..kernels.dense import (dense_backward_params, dense_forward, dense_forward_act, dense_input_grad,
+from ..kernels.dense import (dense_backward, dense_backward_params, dense_forward, dense_forward_act,
                              dense_weight_grads, dense_zero_grads)
 from .base import Layer, check_array, uniform
 
@@ -135,11 +135,11 @@ class Dense(Layer):
             dq = np.empty_like(q)
             activation_backward(dq, dy, q, y, self.code)
         db = self.grads["bias"] if self.has_bias else np.zeros_like(self._zero_bias)
-        (dense_backward_params if accumulate else dense_weight_grads)(self.grads["weight"], db, dq, x2)
         if not input_grad:
+            (dense_backward_params if accumulate else dense_weight_grads)(self.grads["weight"], db, dq, x2)
             return None
-        dx = np.empty_like(x2)
-        dense_input_grad(dx, dq, self.params["weight"])
+        dx = np.empty_like(x2)   # both products' jobs in one parallel run (dense_backward)
+        dense_backward(self.grads["weight"], db, dx, dq, x2, self.params["weight"], not accumulate)
         return dx.reshape(lead + (self.in_features,))
 
     def zero_grad(self) -> None:

@@ -49,3 +49,9 @@ def dense_weight_grads(dW, db, dy, x):
     """dW = dyᵀ·x,  db = Σ_n dy[n] (set, not added to).   dW : (O, I), db : (O,) outputs."""
     dW[...] = dy.T @ x
     db[...] = dy.sum(axis=0)
+
+
+def dense_backward(dW, db, dx, dy, x, W, clear):
+    """dW (+)= dyᵀ·x, db (+)= Σ_n dy[n] (set with ``clear``), dx = dy·W."""
+    (dense_weight_grads if clear else dense_backward_params)(dW, db, dy, x)
+    dense_input_grad(dx, dy, W)
