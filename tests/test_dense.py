@@ -421,6 +421,33 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
             np.testing.assert_array_equal(both_b, db if clear else results[0][3])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_sums_are_float64_chains_in_row_order(dtype, rng):
+    """add_column_sums (the bias gradients), whose sums run in vector registers, over column
+    ranges that are not whole vectors, into a strided db: each sum in float64 from 0 over the rows
+    in order, then added to db in float64 and rounded to its type, as a plain loop does."""
+    from numba import njit
+
+    from bptt.kernels.engine import add_column_sums
+
+    @njit
+    def sums(db, g, u0, u1):
+        add_column_sums(db, g, u0, u1)
+
+    for N, U, u0, u1 in ((128, 512, 0, 512), (37, 101, 3, 98), (5, 7, 1, 7), (1, 40, 0, 40), (200, 72, 0, 72)):
+        g = rng.standard_normal((N, U)).astype(dtype)
+        base = rng.standard_normal(2 * U).astype(dtype)
+        db = base.copy()
+        sums(db[::2], g, u0, u1)
+        want = base.copy()
+        for u in range(u0, u1):
+            s = 0.0
+            for n in range(N):
+                s += float(g[n, u])
+            want[2 * u] = float(base[2 * u]) + s
+        np.testing.assert_array_equal(db, want)
+
+
 def test_read_only_arrays_are_taken():
     """np.load(mmap_mode='r') or np.frombuffer give read-only arrays: the same results as writable ones."""
     rng = np.random.default_rng(0)
