@@ -421,6 +421,34 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
             np.testing.assert_array_equal(both_b, db if clear else results[0][3])
 
 
+@pytest.mark.jit   # the compiled kernels' paths
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_reading_dy_in_place_gives_the_same_bits(dtype, threads, rng, monkeypatch):
+    """The weight gradient with A = dyᵀ read in place (a mini-batch, wg_in_place) or transposed
+    into each thread's copy first: the same bits, on one thread and two, set and added, alone and
+    beside dx (dense_backward)."""
+    from bptt.kernels import dense
+    for N, I, O in ((128, 784, 500), (25, 65, 400), (37, 300, 10), (64, 40, 256)):
+        x = rng.standard_normal((N, I)).astype(dtype)
+        dy = rng.standard_normal((N, O)).astype(dtype)
+        W = rng.standard_normal((O, I)).astype(dtype)
+        base = rng.standard_normal((O, I)).astype(dtype), rng.standard_normal(O).astype(dtype)
+        got = []
+        for bound in (dense.WG_IN_PLACE_N, 0):
+            monkeypatch.setattr(dense, "WG_IN_PLACE_N", bound)
+            assert dense.wg_in_place(dy) == (bound > 0)
+            for n in (1, 2):
+                threads(n)
+                dW, db = base[0].copy(), base[1].copy()
+                dense.dense_backward_params(dW, db, dy, x)
+                sW, sb, sx = np.empty_like(dW), np.empty_like(db), np.empty((N, I), dtype)
+                dense.dense_backward(sW, sb, sx, dy, x, W, 1)
+                got.append((dW, db, sW, sb))
+        for g in got[1:]:
+            for u, v in zip(got[0], g):
+                np.testing.assert_array_equal(u, v)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bias_sums_are_float64_chains_in_row_order(dtype, rng):
     """add_column_sums (the bias gradients), whose sums run in vector registers, over column

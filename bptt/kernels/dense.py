@@ -198,13 +198,13 @@ def weight_grad_jobs(O, I):
 
 
 @jobs(slots=True)
-def _weight_grads(j, njobs, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tflags, tcall):
+def _weight_grads(j, njobs, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall, Tp, tflags, tcall):
     """Job j of the dense layer's weight gradients (:func:`weight_grad_block`)."""
-    weight_grad_block(j, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tflags, tcall)
+    weight_grad_block(j, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall, Tp, tflags, tcall)
 
 
 @inline
-def weight_grad_block(j, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tflags, tcall):
+def weight_grad_block(j, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall, Tp, tflags, tcall):
     """Job j of the dense layer's weight gradients (and a recurrent layer's below
     ``bptt.kernels.rnn.SPLIT_B`` sequences), on x (N, I) in panels (Pp, pflags, pcall:
     :func:`bptt.kernels.engine.own_panels`) and A = dyᵀ (Tp, tflags, tcall:
@@ -235,7 +235,10 @@ def weight_grad_block(j, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tfla
         return
     if c0 < I16:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
-        dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
+        if inplace:   # A = dyᵀ read in place (wg_in_place)
+            dyT = dy.T
+        else:
+            dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
         block_product(dW, dyT, P, n0, n1, c0, c1, 0, N, clear)
     else:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, I16 // PANEL, I16 // PANEL + 1)
@@ -323,8 +326,25 @@ def dense_weight_grads(dW, db, dy, x):
 def _dense_weight_grads(dW, db, dy, x, clear):
     """The jobs of :func:`dense_backward_params` (``clear``: :func:`dense_weight_grads`)."""
     O, I = dW.shape
-    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, *own_panels_of(x, 0, I, "wg_x"),
+    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, wg_in_place(dy), *own_panels_of(x, 0, I, "wg_x"),
                   *own_transposed_of(dy, "wg_dyT"))
+
+
+WG_IN_PLACE_N = 256   # rows of dy up to which the weight gradient reads dyᵀ in place
+
+
+def wg_in_place(dy) -> bool:
+    """Whether :func:`_weight_grads` reads A = dyᵀ in place rather than from a copy transposed by
+    each thread (:func:`bptt.kernels.engine.own_rows_T`): with at most ``WG_IN_PLACE_N`` rows
+    (a mini-batch; k runs over them) and rows not a multiple of 4 KB apart. A block's A[r, k] =
+    dy[k, o + r] is then a short run along one row of dy per k, the whole block a few KB of
+    lines; with rows 4 KB apart they would all fall into one set of L1. Measured on the Intel
+    Xeon (paired in one process, the same bits): the MLP's 128 × 512 → 512 weight gradient
+    0.93-0.96 of the time, 64 × 256 → 256 0.72-0.74, 128 × 512 → 10 0.39-0.41; 128 × 768 → 768
+    1.00-1.05; and past the bounds, 1024 rows 1.08, rows of 1024 or 2048 float32 1.01-1.18
+    (docs/performance.md, thirtieth session)."""
+    return (dy.shape[0] <= WG_IN_PLACE_N and dy.strides[1] == dy.itemsize
+            and dy.strides[0] % 4096 != 0)
 
 
 @composite
@@ -353,18 +373,18 @@ def dense_backward(dW, db, dx, dy, x, W, clear):
         _input_grad(dx, dy, W, True)                # small work: an 8-8-8-2 MLP's step, 120 → 170 µs)
         return
     m = max(nwg, ndx)
-    _backward_blocks(2 * m, m, nwg, ndx, dW, db, dy, x, clear, *own_panels_of(x, 0, I, "wg_x"),
+    _backward_blocks(2 * m, m, nwg, ndx, dW, db, dy, x, clear, wg_in_place(dy), *own_panels_of(x, 0, I, "wg_x"),
                      *own_transposed_of(dy, "wg_dyT"), dx, rows_apart(dy, "dense_dy"), W,
                      *own_panels_of(W, 0, I, "dense_W"))
 
 
 @jobs(slots=True)
-def _backward_blocks(j, njobs, slot, m, nwg, ndx, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tflags,
-                     tcall, dx, dya, W, Wp, wflags, wcall):
+def _backward_blocks(j, njobs, slot, m, nwg, ndx, dW, db, dy, x, clear, inplace, Pp, pflags, pcall, Tp,
+                     tflags, tcall, dx, dya, W, Wp, wflags, wcall):
     """Job j of :func:`dense_backward`: jobs 0 ... nwg-1 are the weight gradient's
     (:func:`weight_grad_block`), m ... m+ndx-1 dx's (:func:`input_grad_block`, on dya, dy with
     its rows apart), the rest nothing."""
     if j < nwg:
-        weight_grad_block(j, slot, dW, db, dy, x, clear, Pp, pflags, pcall, Tp, tflags, tcall)
+        weight_grad_block(j, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall, Tp, tflags, tcall)
     elif m <= j < m + ndx:
         input_grad_block(j - m, slot, dx, dya, W, 1, Wp, wflags, wcall)
