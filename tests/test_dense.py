@@ -462,7 +462,8 @@ def test_bias_sums_are_float64_chains_in_row_order(dtype, rng):
     def sums(db, g, u0, u1):
         add_column_sums(db, g, u0, u1)
 
-    for N, U, u0, u1 in ((128, 512, 0, 512), (37, 101, 3, 98), (5, 7, 1, 7), (1, 40, 0, 40), (200, 72, 0, 72)):
+    for N, U, u0, u1 in ((128, 512, 0, 512), (37, 101, 3, 98), (5, 7, 1, 7), (1, 40, 0, 40), (200, 72, 0, 72),
+                         (300, 1030, 5, 1030)):
         g = rng.standard_normal((N, U)).astype(dtype)
         base = rng.standard_normal(2 * U).astype(dtype)
         db = base.copy()

@@ -814,40 +814,40 @@ def acc_narrow(C, AT, Bw, c0, r0, r1):
 
 SUM_LANES = 8     # float64 sums per vector of column_sums
 SUM_GROUP = 4     # vectors of sums one pass over the rows carries (32 columns)
+SUM_ROWS = 128    # rows of g per pass: every column group runs over them (from L2) before the next
 
 
 def _column_sums_intrinsic(nv):
-    """sums(db, g, u): db[u + c] += Σ_n g[n, u + c] for 0 ≤ c < nv·SUM_LANES, each sum in
-    float64 from 0 over n in increasing order, held in nv vectors of SUM_LANES float64 through
-    the loop over the rows (LLVM vector IR: ``fpext`` of each row's piece, ``fadd``), then added
-    to db as ``db[u] += s`` adds a float64 to db's element (in float64, rounded to db's type).
-    g needs unit stride along its rows. Written in IR because Numba's loop over a NumPy
-    accumulator did not vectorise (scalar ``vaddsd``: 128 × 512 of a gradient in 14.7 µs on the
-    Intel Xeon, the bias sums 3.5 % of the MLP's step, docs/performance.md, thirtieth session)."""
+    """sums(s, g, u, r0, r1): s[u + c] += g[r0, u + c] + ... + g[r1 - 1, u + c] for
+    0 ≤ c < nv·SUM_LANES, s float64, one float64 add per row in increasing order, the running
+    sums held in nv vectors of SUM_LANES float64 through the rows (LLVM vector IR: ``fpext`` of
+    each row's piece, ``fadd``), loaded from s first and stored back after. g needs unit stride
+    along its rows. Written in IR because Numba's loop over a NumPy accumulator did not vectorise
+    (scalar ``vaddsd``: the bias sums of a 128 × 512 gradient took 14.7 µs on one core of the
+    Intel Xeon, 3.5 % of the MLP's step, docs/performance.md, thirtieth session)."""
 
     @intrinsic
-    def sums(typingctx, db, g, u):
-        if not (isinstance(db, types.Array) and isinstance(g, types.Array) and db.ndim == 1 and g.ndim == 2
-                and isinstance(g.dtype, types.Float) and isinstance(db.dtype, types.Float)):
+    def sums(typingctx, s, g, u, r0, r1):
+        if not (isinstance(s, types.Array) and isinstance(g, types.Array) and s.ndim == 1 and g.ndim == 2
+                and isinstance(g.dtype, types.Float) and s.dtype == types.float64):
             return None
-        sig = types.void(db, g, u)
+        sig = types.void(s, g, u, r0, r1)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
             i64 = ir.IntType(64)
             cst = lambda v: ir.Constant(i64, v)  # noqa: E731
-            u_ = context.cast(builder, args[2], tys[2], types.int64)
+            u_, r0_, r1_ = [context.cast(builder, args[i], tys[i], types.int64) for i in (2, 3, 4)]
             f64 = ir.DoubleType()
-            gel, del_ = context.get_data_type(g.dtype), context.get_data_type(db.dtype)
-            vg, vd, v64 = ir.VectorType(gel, SUM_LANES), ir.VectorType(del_, SUM_LANES), ir.VectorType(f64, SUM_LANES)
+            gel = context.get_data_type(g.dtype)
+            vg, v64 = ir.VectorType(gel, SUM_LANES), ir.VectorType(f64, SUM_LANES)
             garr = context.make_array(tys[1])(context, builder, args[1])
-            N = cgutils.unpack_tuple(builder, garr.shape, 2)[0]
             ld = builder.sdiv(cgutils.unpack_tuple(builder, garr.strides, 2)[0], cst(context.get_abi_sizeof(gel)))
             gbase = builder.gep(garr.data, [u_])
-
-            def widen(v, ty):
-                return v if ty.element == f64 else builder.fpext(v, v64)
-
+            sarr = context.make_array(tys[0])(context, builder, args[0])
+            sptr = [builder.bitcast(builder.gep(sarr.data, [builder.add(u_, cst(j * SUM_LANES))]), v64.as_pointer())
+                    for j in range(nv)]
+            start = [builder.load(p, align=8) for p in sptr]
             entry = builder.block
             head = builder.append_basic_block("sums_row")
             body = builder.append_basic_block("sums_add")
@@ -856,31 +856,25 @@ def _column_sums_intrinsic(nv):
             builder.position_at_end(head)
             n = builder.phi(i64)
             acc = [builder.phi(v64) for _ in range(nv)]
-            n.add_incoming(cst(0), entry)
-            for a in acc:
-                a.add_incoming(ir.Constant(v64, [0.0] * SUM_LANES), entry)
-            builder.cbranch(builder.icmp_signed("<", n, N), body, done)
+            n.add_incoming(r0_, entry)
+            for a, v in zip(acc, start):
+                a.add_incoming(v, entry)
+            builder.cbranch(builder.icmp_signed("<", n, r1_), body, done)
             builder.position_at_end(body)
             row = builder.gep(gbase, [builder.mul(n, ld)])
             new = []
             for j, a in enumerate(acc):
-                p = builder.bitcast(builder.gep(row, [cst(j * SUM_LANES)]), vg.as_pointer())
-                new.append(builder.fadd(a, widen(builder.load(p, align=context.get_abi_sizeof(gel)), vg)))
+                v = builder.load(builder.bitcast(builder.gep(row, [cst(j * SUM_LANES)]), vg.as_pointer()),
+                                 align=context.get_abi_sizeof(gel))
+                new.append(builder.fadd(a, v if gel == f64 else builder.fpext(v, v64)))
             n_next = builder.add(n, cst(1))
             builder.branch(head)
             n.add_incoming(n_next, body)
             for a, v in zip(acc, new):
                 a.add_incoming(v, body)
             builder.position_at_end(done)
-            darr = context.make_array(tys[0])(context, builder, args[0])
-            dstride = builder.sdiv(cgutils.unpack_tuple(builder, darr.strides, 1)[0], cst(context.get_abi_sizeof(del_)))
-            for j, a in enumerate(acc):   # db[u] += s, element by element (db may have any stride)
-                for c in range(SUM_LANES):
-                    p = builder.gep(darr.data, [builder.mul(builder.add(u_, cst(j * SUM_LANES + c)), dstride)])
-                    old = builder.load(p)
-                    tot = builder.fadd(old if del_ == f64 else builder.fpext(old, f64),
-                                       builder.extract_element(a, ir.Constant(ir.IntType(32), c)))
-                    builder.store(tot if del_ == f64 else builder.fptrunc(tot, del_), p)
+            for a, p in zip(acc, sptr):
+                builder.store(a, p, align=8)
             return context.get_dummy_value()
         return sig, codegen
     return sums
@@ -888,12 +882,10 @@ def _column_sums_intrinsic(nv):
 
 def _column_sums_python(nv):
     """:func:`_column_sums_intrinsic`'s ``sums`` in Python (under NUMBA_DISABLE_JIT=1)."""
-    def sums(db, g, u):
+    def sums(s, g, u, r0, r1):
         for c in range(u, u + nv * SUM_LANES):
-            s = 0.0
-            for n in range(g.shape[0]):
-                s += float(g[n, c])
-            db[c] = float(db[c]) + s   # in float64, then rounded to db's type
+            for n in range(r0, r1):
+                s[c] += float(g[n, c])
     return sums
 
 
@@ -905,32 +897,36 @@ _sums_one = _column_sums(1)
 @inline
 def add_column_sums(db, g, u0, u1):
     """db[u] += Σ_n g[n, u] for u0 ≤ u < u1, for the bias gradients: each sum in float64 from 0,
-    over n in order.
+    over n in order, then added to db's element in float64 and rounded to its type.
 
-    db : (U,) accumulated.  g : (N, U) with contiguous rows. g is read row by row and the
-    independent sums advance together, ``SUM_GROUP`` vectors of them in registers through all the
-    rows (:func:`_column_sums_intrinsic`), the last columns (fewer than ``SUM_LANES``) in a
-    plain loop; a column at a time would stride through g. Kernels run blocks of columns as
-    parallel jobs (independent outputs).
+    db : (U,) accumulated.  g : (N, U) with contiguous rows. The rows go by ``SUM_ROWS`` at a
+    time, and over those rows the sums of ``SUM_GROUP`` vectors of columns advance together in
+    registers (:func:`_column_sums_intrinsic`), then the next vectors' (the last columns, fewer
+    than ``SUM_LANES``, in a plain loop); a column at a time would stride through g, and each
+    group over all the rows read a wide g (the LSTM's 2500 × 1024 gate gradients) from memory
+    once per group. Kernels run blocks of columns as parallel jobs (independent outputs).
     """
-    u = u0
-    if g.strides[1] == g.itemsize:
-        while u + SUM_GROUP * SUM_LANES <= u1:
-            _sums_group(db, g, u)
-            u += SUM_GROUP * SUM_LANES
-        while u + SUM_LANES <= u1:
-            _sums_one(db, g, u)
-            u += SUM_LANES
-    if u < u1:
-        N = g.shape[0]
-        s = np.zeros(u1 - u, np.float64)
-        for n in range(N):
-            gn = g[n, u:u1]
-            for c in range(u1 - u):
-                s[c] += gn[c]
-        dbu = db[u:u1]
-        for c in range(u1 - u):
-            dbu[c] += s[c]
+    N = g.shape[0]
+    s = np.zeros(u1 - u0, np.float64)
+    vec = g.strides[1] == g.itemsize
+    for r0 in range(0, N, SUM_ROWS):
+        r1 = min(N, r0 + SUM_ROWS)
+        c = 0
+        if vec:
+            gu = g[:, u0:u1]
+            while c + SUM_GROUP * SUM_LANES <= u1 - u0:
+                _sums_group(s, gu, c, r0, r1)
+                c += SUM_GROUP * SUM_LANES
+            while c + SUM_LANES <= u1 - u0:
+                _sums_one(s, gu, c, r0, r1)
+                c += SUM_LANES
+        for n in range(r0, r1):   # the last columns
+            gn = g[n, u0:u1]
+            for t in range(c, u1 - u0):
+                s[t] += gn[t]
+    dbu = db[u0:u1]
+    for u in range(u1 - u0):
+        dbu[u] += s[u]
 
 
 JOBS = 16   # parallel jobs a large product is cut into, at least (a multiple of the cores)
