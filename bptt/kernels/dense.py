@@ -208,7 +208,8 @@ def weight_grad_block(j, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall,
     """Job j of the dense layer's weight gradients (and a recurrent layer's below
     ``bptt.kernels.rnn.SPLIT_B`` sequences), on x (N, I) in panels (Pp, pflags, pcall:
     :func:`bptt.kernels.engine.own_panels`) and A = dyᵀ (Tp, tflags, tcall:
-    :func:`bptt.kernels.engine.own_rows_T`), each thread packing the parts its jobs read:
+    :func:`bptt.kernels.engine.own_rows_T`; with ``inplace``, dy itself read as dyᵀ:
+    :func:`wg_in_place`), each thread packing the parts its jobs read:
 
         dW[o, i] += Σ_n dy[n, o] x[n, i],   db[o] += Σ_n dy[n, o]
 
@@ -326,8 +327,8 @@ def dense_weight_grads(dW, db, dy, x):
 def _dense_weight_grads(dW, db, dy, x, clear):
     """The jobs of :func:`dense_backward_params` (``clear``: :func:`dense_weight_grads`)."""
     O, I = dW.shape
-    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, wg_in_place(dy), *own_panels_of(x, 0, I, "wg_x"),
-                  *own_transposed_of(dy, "wg_dyT"))
+    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, wg_in_place(dy),
+                  *own_panels_of(x, 0, I, "wg_x"), *own_transposed_of(dy, "wg_dyT"))
 
 
 WG_IN_PLACE_N = 256   # rows of dy up to which the weight gradient reads dyᵀ in place
@@ -360,11 +361,11 @@ def dense_backward(dW, db, dx, dy, x, W, clear):
     other. The weight gradient's jobs come first and dx's after them, each set padded to the same
     count m with jobs that do nothing, so that each half of the threads starts on one product
     (each thread runs its own range of jobs first, :func:`bptt.jit._run_jobs`): on two threads
-    one packs x and transposes dy for dW, the other packs W for dx, where one after the other
-    each thread packed its share of both; and a thread that is done takes the other's jobs left
-    over instead of waiting for it between the products. The MLP's 512 × 512 layer at 128 rows
-    (Intel Xeon, two threads, one process, in turns with the two calls): 0.90-0.97 of their
-    time (docs/performance.md, thirtieth session)."""
+    one packs x (and, past a mini-batch, transposes dy) for dW, the other packs W for dx, where
+    one after the other each thread packed its share of both; and a thread that is done takes
+    the other's jobs left over instead of waiting for it between the products. The MLP's
+    512 × 512 layer at 128 rows (Intel Xeon, two threads, one process, in turns with the two
+    calls): 0.90-0.97 of their time (docs/performance.md, thirtieth session)."""
     O, I = dW.shape
     nwg = weight_grad_jobs(O, I)
     ndx = block_jobs(dy.shape[0], I)
@@ -373,9 +374,9 @@ def dense_backward(dW, db, dx, dy, x, W, clear):
         _input_grad(dx, dy, W, True)                # small work: an 8-8-8-2 MLP's step, 120 → 170 µs)
         return
     m = max(nwg, ndx)
-    _backward_blocks(2 * m, m, nwg, ndx, dW, db, dy, x, clear, wg_in_place(dy), *own_panels_of(x, 0, I, "wg_x"),
-                     *own_transposed_of(dy, "wg_dyT"), dx, rows_apart(dy, "dense_dy"), W,
-                     *own_panels_of(W, 0, I, "dense_W"))
+    _backward_blocks(2 * m, m, nwg, ndx, dW, db, dy, x, clear, wg_in_place(dy),
+                     *own_panels_of(x, 0, I, "wg_x"), *own_transposed_of(dy, "wg_dyT"),
+                     dx, rows_apart(dy, "dense_dy"), W, *own_panels_of(W, 0, I, "dense_W"))
 
 
 @jobs(slots=True)

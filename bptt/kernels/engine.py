@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 
 from .. import jit
 from ..jit import L2_BYTES, L3_BYTES, cache_bytes, helper, inline, jobs, max_threads, prange
-from .microcall import acc_scalar, element_ptr, ensure, tile_caller
+from .microcall import acc_scalar, counted_loop, element_ptr, ensure, tile_caller
 
 micro = importlib.import_module(f"{__package__}.micro_{jit.ISA}")   # the ISA's family
 jit.on_first_use(lambda dtype: ensure(jit.ISA, dtype))
@@ -848,31 +848,17 @@ def _column_sums_intrinsic(nv):
             sptr = [builder.bitcast(builder.gep(sarr.data, [builder.add(u_, cst(j * SUM_LANES))]), v64.as_pointer())
                     for j in range(nv)]
             start = [builder.load(p, align=8) for p in sptr]
-            entry = builder.block
-            head = builder.append_basic_block("sums_row")
-            body = builder.append_basic_block("sums_add")
-            done = builder.append_basic_block("sums_done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            n = builder.phi(i64)
-            acc = [builder.phi(v64) for _ in range(nv)]
-            n.add_incoming(r0_, entry)
-            for a, v in zip(acc, start):
-                a.add_incoming(v, entry)
-            builder.cbranch(builder.icmp_signed("<", n, r1_), body, done)
-            builder.position_at_end(body)
-            row = builder.gep(gbase, [builder.mul(n, ld)])
-            new = []
-            for j, a in enumerate(acc):
-                v = builder.load(builder.bitcast(builder.gep(row, [cst(j * SUM_LANES)]), vg.as_pointer()),
-                                 align=context.get_abi_sizeof(gel))
-                new.append(builder.fadd(a, v if gel == f64 else builder.fpext(v, v64)))
-            n_next = builder.add(n, cst(1))
-            builder.branch(head)
-            n.add_incoming(n_next, body)
-            for a, v in zip(acc, new):
-                a.add_incoming(v, body)
-            builder.position_at_end(done)
+
+            def step(n, acc):   # one row: its 8·nv numbers added to the sums
+                row = builder.gep(gbase, [builder.mul(n, ld)])
+                new = []
+                for j, a in enumerate(acc):
+                    v = builder.load(builder.bitcast(builder.gep(row, [cst(j * SUM_LANES)]), vg.as_pointer()),
+                                     align=context.get_abi_sizeof(gel))
+                    new.append(builder.fadd(a, v if gel == f64 else builder.fpext(v, v64)))
+                return new
+
+            acc = counted_loop(builder, r0_, r1_, start, step, "sums")
             for a, p in zip(acc, sptr):
                 builder.store(a, p, align=8)
             return context.get_dummy_value()

@@ -214,37 +214,24 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
                         for w in sorted(set(range(0, W, line)) | {W - 1}):
                             off = builder.add(builder.mul(cst(r), ldc_), builder.add(c_col[j], cst(w)))
                             _prefetch(builder, pc, off, write=True)
-            entry = builder.block
-            head = builder.append_basic_block("micro_k")
-            body = builder.append_basic_block("micro_fma")
-            done = builder.append_basic_block("micro_store")
-            builder.branch(head)
-            builder.position_at_end(head)
-            k = builder.phi(i64)
-            acc = [builder.phi(ir.VectorType(elt, n)) for _, _, _, n in slots]
-            k.add_incoming(k0_, entry)
-            for phi, v in zip(acc, start):
-                phi.add_incoming(v, entry)
-            builder.cbranch(builder.icmp_signed("<", k, k1_), body, done)
-            builder.position_at_end(body)
-            ka = builder.mul(k, sa1_)
-            kb = builder.mul(k, ldb_)
-            b = {(j, w0): builder.load(vector_at(pb, builder.add(kb, builder.add(b_off[j], cst(w0))), n), align=align)
-                 for j in range(nb) for w0, n in pieces}
-            a = [builder.load(builder.gep(pa, [builder.add(a_off[r], ka)])) for r in range(R)]
-            av = {(r, n): splat(a[r], n) for r in range(R) for n in {n for _, n in pieces}}
-            new = [builder.call(fma_for(n), [av[r, n], b[j, w0], phi]) for (r, j, w0, n), phi in zip(slots, acc)]
-            if stream:   # one line of the next sliver's share per step (most steps: the same line)
-                pfp = args[10]
-                step = context.cast(builder, args[11], tys[11], types.int64)
-                off = builder.ashr(builder.mul(builder.sub(k, k0_), step), cst(4))
-                _prefetch(builder, pfp, off, write=False)
-            k_next = builder.add(k, cst(1))
-            builder.branch(head)
-            k.add_incoming(k_next, body)
-            for phi, v in zip(acc, new):
-                phi.add_incoming(v, body)
-            builder.position_at_end(done)
+
+            def step(k, acc):   # one k: the fma of every slot
+                ka = builder.mul(k, sa1_)
+                kb = builder.mul(k, ldb_)
+                b = {(j, w0): builder.load(vector_at(pb, builder.add(kb, builder.add(b_off[j], cst(w0))), n),
+                                           align=align)
+                     for j in range(nb) for w0, n in pieces}
+                a = [builder.load(builder.gep(pa, [builder.add(a_off[r], ka)])) for r in range(R)]
+                av = {(r, n): splat(a[r], n) for r in range(R) for n in {n for _, n in pieces}}
+                new = [builder.call(fma_for(n), [av[r, n], b[j, w0], phi]) for (r, j, w0, n), phi in zip(slots, acc)]
+                if stream:   # one line of the next sliver's share per step (most steps: the same line)
+                    pfp = args[10]
+                    pstep = context.cast(builder, args[11], tys[11], types.int64)
+                    off = builder.ashr(builder.mul(builder.sub(k, k0_), pstep), cst(4))
+                    _prefetch(builder, pfp, off, write=False)
+                return new
+
+            acc = counted_loop(builder, k0_, k1_, start, step, "micro")
             for (r, j, w0, n), phi in zip(slots, acc):
                 builder.store(phi, vector_at(pc, builder.add(c_off[r][j], cst(w0)), n), align=align)
             return context.get_dummy_value()
@@ -261,6 +248,36 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
         def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh):
             return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
     return intrinsic(body)
+
+
+def counted_loop(builder, lo, hi, start, step, name):
+    """Generated code for ``for i in range(lo, hi): carried = step(i, carried)``, the loop's
+    values carried in registers (phi nodes) from ``start``; returns them as they leave the loop,
+    with the builder after it. ``step(i, values)`` emits one iteration and returns the new values
+    (of the same types). lo and hi are i64 values."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}_loop")
+    body = builder.append_basic_block(f"{name}_step")
+    done = builder.append_basic_block(f"{name}_done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(i64)
+    carried = [builder.phi(v.type) for v in start]
+    i.add_incoming(lo, entry)
+    for phi, v in zip(carried, start):
+        phi.add_incoming(v, entry)
+    builder.cbranch(builder.icmp_signed("<", i, hi), body, done)
+    builder.position_at_end(body)
+    new = step(i, carried)
+    i_next = builder.add(i, ir.Constant(i64, 1))
+    tail = builder.block   # the iteration's last block (step may add blocks of its own)
+    builder.branch(head)
+    i.add_incoming(i_next, tail)
+    for phi, v in zip(carried, new):
+        phi.add_incoming(v, tail)
+    builder.position_at_end(done)
+    return carried
 
 
 def _prefetch(builder, p, off, write):
