@@ -11,11 +11,13 @@ panels, tiles of the output as parallel jobs, every output one fma chain in a fi
 bits do not depend on the thread count or the ISA.
 Reference twins: :mod:`bptt.reference.dense` (same names and signatures, plain NumPy).
 """
+import numpy as np
+
 from ..jit import composite, inline, jobs, vector_floats
 from .activations import IDENTITY, act_row
-from .engine import (COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_jobs, block_index, block_origin,
-                     block_product, n_blocks, n_panels, own_panels, own_panels_of, own_panels_T, own_rows_T,
-                     own_transposed_of, rows_apart, scratch, transpose_rows_into)
+from .engine import (ALIAS, COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_jobs, block_index,
+                     block_origin, block_product, n_blocks, n_panels, own_flags, own_panels, own_panels_of,
+                     own_panels_T, own_rows_T, own_transposed_of, rows_apart, scratch, transpose_rows_into)
 
 
 SWAP_WORK = 1 << 22   # multiply-adds from which a forward with few rows may run transposed
@@ -157,13 +159,18 @@ def dense_input_grad(dx, dy, W):
 
 def _input_grad(dx, dy, W, clear):
     """The jobs of :func:`dense_backward_input` (``clear``: :func:`dense_input_grad`)."""
-    I = W.shape[1]
-    _backward_input_blocks(block_jobs(dy.shape[0], I), dx, rows_apart(dy, "dense_dy"), W, clear,
-                           *own_panels_of(W, 0, I, "dense_W"))
+    _backward_input_blocks(block_jobs(dy.shape[0], W.shape[1]), dx, clear, *_dx_operands(dy, W))
+
+
+def _dx_operands(dy, W):
+    """(dy, W, Pp, flags, call): the operands of dx's jobs (:func:`input_grad_block`), dy with
+    its rows apart if they alias (:func:`bptt.kernels.engine.rows_apart`) and W in panels per
+    slot (:func:`bptt.kernels.engine.own_panels_of`)."""
+    return (rows_apart(dy, "dense_dy"), W, *own_panels_of(W, 0, W.shape[1], "dense_W"))
 
 
 @jobs(slots=True)
-def _backward_input_blocks(job, njobs, slot, dx, dy, W, clear, Pp, flags, call):
+def _backward_input_blocks(job, njobs, slot, dx, clear, dy, W, Pp, flags, call):
     """Block ``job`` of :func:`dense_backward_input`'s dx (:func:`input_grad_block`)."""
     input_grad_block(job, slot, dx, dy, W, clear, Pp, flags, call)
 
@@ -327,8 +334,21 @@ def dense_weight_grads(dW, db, dy, x):
 def _dense_weight_grads(dW, db, dy, x, clear):
     """The jobs of :func:`dense_backward_params` (``clear``: :func:`dense_weight_grads`)."""
     O, I = dW.shape
-    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, wg_in_place(dy),
-                  *own_panels_of(x, 0, I, "wg_x"), *own_transposed_of(dy, "wg_dyT"))
+    _weight_grads(weight_grad_jobs(O, I), dW, db, dy, x, clear, *_wg_operands(dy, x))
+
+
+def _wg_operands(dy, x):
+    """(inplace, Pp, pflags, pcall, Tp, tflags, tcall): the operands of the weight gradient's
+    jobs (:func:`weight_grad_block`) besides dy and x: whether A = dyᵀ is read in place
+    (:func:`wg_in_place`), x in panels per slot (:func:`bptt.kernels.engine.own_panels_of`), and
+    dyᵀ's copies per slot (:func:`bptt.kernels.engine.own_transposed_of`), or, read in place,
+    an empty stand-in of the same types that no job reads."""
+    inplace = wg_in_place(dy)
+    if inplace:
+        dyT = np.empty((1, 0, 0), dy.dtype), own_flags("wg_dyT", 0), 0
+    else:
+        dyT = own_transposed_of(dy, "wg_dyT")
+    return (inplace, *own_panels_of(x, 0, x.shape[1], "wg_x"), *dyT)
 
 
 WG_IN_PLACE_N = 256   # rows of dy up to which the weight gradient reads dyᵀ in place
@@ -345,7 +365,7 @@ def wg_in_place(dy) -> bool:
     1.00-1.05; and past the bounds, 1024 rows 1.08, rows of 1024 or 2048 float32 1.01-1.18
     (docs/performance.md, thirtieth session)."""
     return (dy.shape[0] <= WG_IN_PLACE_N and dy.strides[1] == dy.itemsize
-            and dy.strides[0] % 4096 != 0)
+            and dy.strides[0] % ALIAS != 0)
 
 
 @composite
@@ -374,9 +394,7 @@ def dense_backward(dW, db, dx, dy, x, W, clear):
         _input_grad(dx, dy, W, True)                # small work: an 8-8-8-2 MLP's step, 120 → 170 µs)
         return
     m = max(nwg, ndx)
-    _backward_blocks(2 * m, m, nwg, ndx, dW, db, dy, x, clear, wg_in_place(dy),
-                     *own_panels_of(x, 0, I, "wg_x"), *own_transposed_of(dy, "wg_dyT"),
-                     dx, rows_apart(dy, "dense_dy"), W, *own_panels_of(W, 0, I, "dense_W"))
+    _backward_blocks(2 * m, m, nwg, ndx, dW, db, dy, x, clear, *_wg_operands(dy, x), dx, *_dx_operands(dy, W))
 
 
 @jobs(slots=True)

@@ -34,7 +34,7 @@ import threading
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 
 from .. import jit
@@ -841,9 +841,8 @@ def _column_sums_intrinsic(nv):
             f64 = ir.DoubleType()
             gel = context.get_data_type(g.dtype)
             vg, v64 = ir.VectorType(gel, SUM_LANES), ir.VectorType(f64, SUM_LANES)
-            garr = context.make_array(tys[1])(context, builder, args[1])
-            ld = builder.sdiv(cgutils.unpack_tuple(builder, garr.strides, 2)[0], cst(context.get_abi_sizeof(gel)))
-            gbase = builder.gep(garr.data, [u_])
+            gbase, gstrides = element_ptr(context, builder, tys[1], args[1], cst(0), u_)   # g[0, u]
+            ld = builder.sdiv(gstrides[0], cst(context.get_abi_sizeof(gel)))
             sarr = context.make_array(tys[0])(context, builder, args[0])
             sptr = [builder.bitcast(builder.gep(sarr.data, [builder.add(u_, cst(j * SUM_LANES))]), v64.as_pointer())
                     for j in range(nv)]
@@ -895,11 +894,11 @@ def add_column_sums(db, g, u0, u1):
     N = g.shape[0]
     s = np.zeros(u1 - u0, np.float64)
     vec = g.strides[1] == g.itemsize
+    gu = g[:, u0:u1]
     for r0 in range(0, N, SUM_ROWS):
         r1 = min(N, r0 + SUM_ROWS)
         c = 0
         if vec:
-            gu = g[:, u0:u1]
             while c + SUM_GROUP * SUM_LANES <= u1 - u0:
                 _sums_group(s, gu, c, r0, r1)
                 c += SUM_GROUP * SUM_LANES
