@@ -519,6 +519,32 @@ def test_changing_input_or_output_in_place_before_backward_changes_nothing(activ
             assert np.array_equal(a[k], b[k]), k
 
 
+@pytest.mark.parametrize("N,I,O", [(16, 300, 900), (128, 70, 10), (300, 40, 64)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_the_forward_s_jobs_copy_x_for_backward(N, I, O, n_threads, threads):
+    """A layer's copy of the caller's x is made by the forward's jobs, each its share of the rows
+    (dense.copy_share), on the transposed path (16 × 300 → 900; 128 × 70 → 10, narrower than a
+    panel) and the plain one (300 × 40 → 64): x zeroed between forward and backward must
+    change nothing, and the kept copy holds x's bits, every row."""
+    threads(n_threads)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    d = rng.standard_normal((N, O)).astype(np.float32)
+    runs = []
+    for zero in (False, True):
+        layer = Dense(I, O, "relu", dtype=np.float32, seed=0)
+        xx = x.copy()
+        layer.forward(xx)
+        assert not np.may_share_memory(layer._cache[0], xx)
+        assert np.array_equal(layer._cache[0], x)
+        if zero:
+            xx[...] = 0
+        dx = layer.backward(d)
+        runs.append((dx, *(g.copy() for g in layer.grads.values())))
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+
+
 def test_dense_without_bias_has_no_bias_parameter():
     d = Dense(3, 4, bias=False, seed=0)
     assert sorted(d.state_dict()) == ["weight"] and sorted(d.grads) == ["weight"]

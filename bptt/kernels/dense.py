@@ -49,12 +49,13 @@ def dense_forward(y, x, W, b):
     rows. The MLP's 512 → 10 at 128 rows (Intel Xeon, two threads): 44-47 → 27 µs; 1024 × 128 →
     10: 46 → 36; 2500 × 256 → 10 (x past the bound) 225-239 against 235-248.
     """
-    _dense_forward(y, y, IDENTITY, x, W, b)
+    _dense_forward(y, y, IDENTITY, x, W, b, None)
 
 
-def _dense_forward(y, z, code, x, W, b):
+def _dense_forward(y, z, code, x, W, b, xc):
     """:func:`dense_forward` into y, and z = f(y) for activation ``code`` unless it is the
-    identity (:func:`dense_forward_act`)."""
+    identity (:func:`dense_forward_act`); x copied into xc unless it is None."""
+    xc = np.empty((0, x.shape[1]), x.dtype) if xc is None else xc
     N, I = x.shape
     O = W.shape[0]
     narrow = O < PANEL and O % LANES != 0 and N * I <= NARROW_X
@@ -63,10 +64,10 @@ def _dense_forward(y, z, code, x, W, b):
         yT = scratch("dense_yT", O * N, y.dtype).reshape((O, N))
         A = rows_apart(W, "dense_W") if N >= APART_N else W
         _forward_T_blocks(block_jobs(O, N), y, z, code, yT, A, b, x,
-                          *own_panels_of(x, 0, N, "dense_xT", transposed=True))
+                          *own_panels_of(x, 0, N, "dense_xT", transposed=True), xc)
         return
     _forward_blocks(block_jobs(N, O), y, z, code, rows_apart(x, "dense_x"), b, W,
-                    *own_panels_of(W, 0, O, "dense_WT", transposed=True))
+                    *own_panels_of(W, 0, O, "dense_WT", transposed=True), x, xc)
 
 
 @composite
@@ -79,19 +80,36 @@ def dense_forward_act(y, z, x, W, b, code):
 
     y : (N, O) output (pre-activation), z : (N, O) output, x : (N, I), W : (O, I), b : (O,).
     """
-    _dense_forward(y, z, code, x, W, b)
+    _dense_forward(y, z, code, x, W, b, None)
+
+
+@composite
+def dense_forward_kept(y, z, xc, x, W, b, code):
+    """:func:`dense_forward_act` (with ``code`` the identity, z the same array as y:
+    :func:`dense_forward`) that also copies x into xc, each job its share of the rows after it
+    has read x (:func:`copy_share`): the copy a layer keeps for its backward when the caller may
+    change x, made by both threads from their caches instead of by one thread before the
+    forward (:class:`bptt.layers.Dense`). The MLP's step (a 128 × 784 input) took 0.991-0.999 of
+    its time, paired in one process on two threads (Intel Xeon, docs/performance.md,
+    thirty-first session).
+
+    y, z : (N, O) outputs, xc : (N, I) output, x : (N, I), W : (O, I), b : (O,).
+    """
+    _dense_forward(y, z, code, x, W, b, xc)
 
 
 @jobs(slots=True)
-def _forward_T_blocks(job, njobs, slot, y, z, code, yT, W, b, x, Pp, flags, call):
+def _forward_T_blocks(job, njobs, slot, y, z, code, yT, W, b, x, Pp, flags, call, xc):
     """Block ``job`` of :func:`dense_forward`'s yᵀ (O, N) = W·xᵀ + b, on xᵀ in panels
     (:func:`bptt.kernels.engine.own_panels_T`), then transposed into y while it is in this core's
     cache (a pass of its own read blocks the other core had written: the MLP's 128 × 784 → 512
-    forward 2-4 % faster on two threads, docs/performance.md), and z = f(y) on the block."""
+    forward 2-4 % faster on two threads, docs/performance.md), and z = f(y) on the block; x
+    copied into xc by shares (:func:`copy_share`), after this thread's panels of xᵀ have read it."""
     O, I = W.shape
     N = yT.shape[1]
     n0, n1, c0, c1 = block_origin(job, O, N)
     P = own_panels_T(Pp, flags, call, slot, x, c0 // PANEL, n_panels(c1))
+    copy_share(xc, x, job, njobs)
     for o in range(n0, n1):   # each sum starts from its bias
         row = yT[o, c0:c1]
         for c in range(c1 - c0):
@@ -102,9 +120,10 @@ def _forward_T_blocks(job, njobs, slot, y, z, code, yT, W, b, x, Pp, flags, call
 
 
 @jobs(slots=True)
-def _forward_blocks(job, njobs, slot, y, z, code, x, b, W, Pp, flags, call):
+def _forward_blocks(job, njobs, slot, y, z, code, x, b, W, Pp, flags, call, x0, xc):
     """Block ``job`` of :func:`dense_forward`'s y, on Wᵀ in panels (:func:`own_panels_T`), and
-    z = f(y) on the block."""
+    z = f(y) on the block; x0 (x as given, before any copy apart) copied into xc by shares
+    (:func:`copy_share`)."""
     N, I = x.shape
     O = y.shape[1]
     n0, n1, c0, c1 = block_origin(job, N, O)
@@ -112,6 +131,19 @@ def _forward_blocks(job, njobs, slot, y, z, code, x, b, W, Pp, flags, call):
     fill_rows(y, b, n0, n1, c0, c1)
     block_product(y, x, P, n0, n1, c0, c1, 0, I, 0)
     act_block(z, y, code, n0, n1, c0, c1)
+    copy_share(xc, x0, job, njobs)
+
+
+@inline
+def copy_share(xc, x, job, njobs):
+    """xc[r] = x[r] for job's share of the rows, job·N/njobs ≤ r < (job+1)·N/njobs; nothing if
+    xc has no rows. A copy: x's bits, whichever thread runs the job."""
+    N = xc.shape[0]
+    for r in range(job * N // njobs, (job + 1) * N // njobs):
+        xr = x[r]
+        cr = xc[r]
+        for i in range(xr.shape[0]):
+            cr[i] = xr[i]
 
 
 @inline

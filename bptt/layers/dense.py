@@ -8,7 +8,7 @@ import numpy as np
 from ..kernels.activations import (activation_backward, activation_code, IDENTITY,
                                    SIGMOID, TANH)
 from ..kernels.dense import (dense_backward, dense_backward_params, dense_forward, dense_forward_act,
-                             dense_weight_grads, dense_zero_grads)
+                             dense_forward_kept, dense_weight_grads, dense_zero_grads)
 from .base import Layer, check_array, uniform
 
 INITS = ("torch", "xavier", "he")
@@ -101,16 +101,18 @@ class Dense(Layer):
             x2 = check_array("x", x, ("N", self.in_features), self.dtype)
             lead = (x2.shape[0],)
         N = x2.shape[0]
-        if not own_input and np.may_share_memory(x2, x):
-            x2 = x2.copy()   # the weight gradient reads x: the caller's array may change before backward
+        xc = None   # the weight gradient reads x: the caller's array may change before backward,
+        if not own_input and np.may_share_memory(x2, x):   # so a copy, made by the forward's jobs
+            xc = np.empty_like(x2, order="C")
         q = np.empty((N, self.out_features), self.dtype)
-        if self.code == IDENTITY:
+        y = q if self.code == IDENTITY else np.empty_like(q)   # f applied by each job to its block
+        if xc is not None:
+            dense_forward_kept(q, y, xc, x2, self.params["weight"], self._bias(), self.code)
+        elif self.code == IDENTITY:
             dense_forward(q, x2, self.params["weight"], self._bias())
-            y = q
-        else:   # f applied by each job of the product to its own block (dense_forward_act)
-            y = np.empty_like(q)
+        else:
             dense_forward_act(q, y, x2, self.params["weight"], self._bias(), self.code)
-        self._cache = (x2, q, y, lead)
+        self._cache = (x2 if xc is None else xc, q, y, lead)
         if not own_output and self.code in READS_OUTPUT:
             y = y.copy()     # backward reads y = f(q): the caller's y -= target must not reach it
         return y.reshape(lead + (self.out_features,))

@@ -34,6 +34,13 @@ def dense_forward_act(y, z, x, W, b, code):
     activation_forward(z, y, code)
 
 
+def dense_forward_kept(y, z, xc, x, W, b, code):
+    """:func:`dense_forward_act` (z the same array as y for the identity), and xc = x: the copy of
+    x a layer keeps for its backward.   xc : (N, I) output."""
+    xc[...] = x
+    dense_forward_act(y, z, x, W, b, code)
+
+
 def dense_input_grad(dx, dy, W):
     """dx = dy·W.   dx : (N, I) output, dy : (N, O), W : (O, I)."""
     dx[...] = dy @ W
