@@ -16,8 +16,9 @@ import numpy as np
 from ..jit import composite, inline, jobs, vector_floats
 from .activations import IDENTITY, act_row
 from .engine import (ALIAS, COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_jobs, block_index,
-                     block_origin, block_product, n_blocks, n_panels, own_flags, own_panels, own_panels_of,
-                     own_panels_T, own_rows_T, own_transposed_of, rows_apart, scratch, transpose_rows_into)
+                     block_origin, block_product, copy_rows, even_bound, n_blocks, n_panels, own_flags,
+                     own_panels, own_panels_of, own_panels_T, own_rows_T, own_transposed_of, rows_apart,
+                     scratch, transpose_rows_into)
 
 
 SWAP_WORK = 1 << 22   # multiply-adds from which a forward with few rows may run transposed
@@ -136,14 +137,11 @@ def _forward_blocks(job, njobs, slot, y, z, code, x, b, W, Pp, flags, call, x0, 
 
 @inline
 def copy_share(xc, x, job, njobs):
-    """xc[r] = x[r] for job's share of the rows, job·N/njobs ≤ r < (job+1)·N/njobs; nothing if
-    xc has no rows. A copy: x's bits, whichever thread runs the job."""
+    """xc[r] = x[r] for job's share of the rows, part ``job`` of ``njobs``
+    (:func:`bptt.kernels.engine.even_bound`); nothing if xc has no rows. A copy: x's bits,
+    whichever thread runs the job."""
     N = xc.shape[0]
-    for r in range(job * N // njobs, (job + 1) * N // njobs):
-        xr = x[r]
-        cr = xc[r]
-        for i in range(xr.shape[0]):
-            cr[i] = xr[i]
+    copy_rows(xc, x, even_bound(job, njobs, N, 1), even_bound(job + 1, njobs, N, 1))
 
 
 @inline
