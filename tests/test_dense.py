@@ -341,6 +341,53 @@ def test_a_forward_narrower_than_a_panel_runs_transposed_with_the_same_bits(dtyp
 
 @pytest.mark.jit   # the compiled kernels' paths
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,I,O", [(12, 70, 40), (13, 64, 1100), (25, 100, 64), (128, 512, 512), (40, 1100, 30)])
+def test_the_first_rows_pack_the_panels_as_they_read_them_with_the_same_bits(N, I, O, dtype, threads, rng, monkeypatch):
+    """dx and the weight gradient pack each thread's panels of their right-hand operand (W, x) in
+    the block of a job's first rows that reads them (engine.packing_product): the bits of the
+    panels packed once for all before the jobs (operands over OWN_BYTES), at one and two
+    threads. The shapes take every branch: jobs of exactly one block of rows, of a block and a
+    remainder too short for another (not packed this way), of a block and more; k in several
+    k-blocks (K over KC: dx's O = 1100, the weight gradient's N rows); a last panel in part;
+    panels another job of the thread has already packed."""
+    from bptt.kernels import dense, engine
+    x = rng.standard_normal((N, I)).astype(dtype)
+    W = rng.standard_normal((O, I)).astype(dtype)
+    dy = rng.standard_normal((N, O)).astype(dtype)
+    dW0 = rng.standard_normal((O, I)).astype(dtype)
+    db0 = rng.standard_normal(O).astype(dtype)
+
+    def run():
+        dx = np.full((N, I), np.nan, dtype)
+        dense.dense_input_grad(dx, dy, W)
+        dW, db = np.full((O, I), np.nan, dtype), np.full(O, np.nan, dtype)
+        dense.dense_weight_grads(dW, db, dy, x)
+        aW, ab = dW0.copy(), db0.copy()
+        dense.dense_backward_params(aW, ab, dy, x)
+        bW, bb, bx = np.full((O, I), np.nan, dtype), np.full(O, np.nan, dtype), np.full((N, I), np.nan, dtype)
+        dense.dense_backward(bW, bb, bx, dy, x, W, 1)
+        return [dx, dW, db, aW, ab, bW, bb, bx]
+
+    results = []
+    for own_bytes in (engine.OWN_BYTES, 0):   # each thread's panels (packed by the first rows), or once
+        monkeypatch.setattr(engine, "OWN_BYTES", own_bytes)
+        for n in (1, 2):
+            threads(n)
+            results.append(run())
+    for r in results[1:]:
+        for u, v in zip(results[0], r):
+            np.testing.assert_array_equal(u, v)
+    dx, dW, db, aW, ab, bW, bb, bx = results[0]
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dx, dy @ W, **tol)
+    np.testing.assert_allclose(dW, dy.T @ x, **tol)
+    np.testing.assert_allclose(aW, dW0 + dy.T @ x, **tol)
+    np.testing.assert_array_equal(bx, dx)
+    np.testing.assert_array_equal(bW, dW)
+
+
+@pytest.mark.jit   # the compiled kernels' paths
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(128, 784, 512), (16, 300, 900), (70, 40, 37), (5, 33, 1)])
 def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, threads, rng, monkeypatch):
     """The products' operands packed by each thread into its own copy, as its jobs need them

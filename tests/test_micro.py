@@ -336,3 +336,50 @@ def test_the_streaming_body_gives_the_bits_of_the_plain_one(dtype):
     assert not np.array_equal(outs[0], C0)
     for out in outs[1:]:
         assert np.array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_copying_body_packs_its_panel_and_gives_the_bits_of_the_plain_one(dtype):
+    """The main block's copying body (reading B where it lies, row stride ldb, and storing each
+    row k0 ... k1-1 it reads into a panel: engine.packing_product) computes the bits of the
+    plain body, in both forms, from C and from 0, and leaves in the panel B's rows k0 ... k1-1
+    and nothing else."""
+    import ctypes
+
+    import numba
+    from numba.core import types
+
+    from bptt.kernels import microcall
+    fam = engine.micro
+    if not engine.COPY:
+        pytest.skip(f"the {fam.ISA} family has no copying body")
+    R, W = fam.R, fam.PANEL
+    nt = types.float32 if dtype == np.float32 else types.float64
+    p, i = types.CPointer(nt), types.int64
+    ct = ctypes.POINTER(ctypes.c_float if dtype == np.float32 else ctypes.c_double)
+    rng = np.random.default_rng(2)
+    K, ldc, ldb, k0, k1 = 300, 2 * W, 3 * W + 5, 3, 299
+    A = rng.standard_normal((R, K)).astype(dtype)
+    B = rng.standard_normal((K, ldb)).astype(dtype)   # the block reads its first W columns
+    C0 = rng.standard_normal((R, ldc)).astype(dtype)
+    for fresh in (0, 1):
+        outs = []
+        for form in ("scalar", "vector"):
+            for copy in (False, True):
+                fn = microcall.body_function(fam, R, W, form=form, copy=copy)
+                extra = (p,) if copy else ()
+                c = numba.cfunc(types.void(p, i, p, i, i, p, i, i, i, i, *extra), cache=False, error_model="numpy")(fn)
+                C = C0.copy()
+                S = np.full((K, W), np.nan, dtype)
+                args = [C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), K, 1, B.ctypes.data_as(ct), ldb, k0, k1, fresh]
+                if copy:
+                    args.append(S.ctypes.data_as(ct))
+                c.ctypes(*args)
+                outs.append(C)
+                if copy:
+                    assert np.array_equal(S[k0:k1], B[k0:k1, :W]), (form, fresh)
+                    assert np.isnan(S[:k0]).all() and np.isnan(S[k1:]).all(), (form, fresh)
+        assert not np.array_equal(outs[0], C0)
+        for out in outs[1:]:
+            assert np.array_equal(out, outs[0]), fresh
+

@@ -17,7 +17,7 @@ from ..jit import composite, inline, jobs, vector_floats
 from .activations import IDENTITY, act_row
 from .engine import (ALIAS, COLS, NARROW, PANEL, acc_narrow, add_column_sums, block_jobs, block_index,
                      block_origin, block_product, copy_rows, even_bound, n_blocks, n_panels, own_flags,
-                     own_panels, own_panels_of, own_panels_T, own_rows_T, own_transposed_of, rows_apart,
+                     own_panels, own_panels_of, own_panels_T, own_rows_T, packing_product, own_transposed_of, rows_apart,
                      scratch, transpose_rows_into)
 
 
@@ -168,7 +168,8 @@ def dense_backward_input(dx, dy, W):
 
     dx : (N, I) accumulated, dy : (N, O), W : (O, I). On W in panels; a job per block of
     dx (:func:`bptt.kernels.engine.block_product`), each thread packing the panels its jobs read
-    (:func:`bptt.kernels.engine.own_panels`).
+    (:func:`bptt.kernels.engine.own_panels`), in the block of a job's first rows that reads them
+    (:func:`bptt.kernels.engine.packing_product`).
     """
     _input_grad(dx, dy, W, False)
 
@@ -208,12 +209,12 @@ def _backward_input_blocks(job, njobs, slot, dx, clear, dy, W, Pp, flags, call):
 @inline
 def input_grad_block(job, slot, dx, dy, W, clear, Pp, flags, call):
     """Block ``job`` of :func:`dense_backward_input`'s dx (its sums from 0 with ``clear``:
-    :func:`dense_input_grad`), on W in panels (:func:`own_panels`)."""
+    :func:`dense_input_grad`), on W in panels (:func:`packing_product`: this thread's, packed
+    by the first block of rows that reads them)."""
     N, O = dy.shape
     I = dx.shape[1]
     n0, n1, c0, c1 = block_origin(job, N, I)
-    P = own_panels(Pp, flags, call, slot, W, 0, I, c0 // PANEL, n_panels(c1))
-    block_product(dx, dy, P, n0, n1, c0, c1, 0, O, clear)   # clear: the sums from 0
+    packing_product(Pp, flags, call, slot, dx, dy, W, 0, I, n0, n1, c0, c1, 0, O, clear)   # clear: from 0
 
 
 @inline
@@ -244,7 +245,8 @@ def _weight_grads(j, njobs, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pca
 def weight_grad_block(j, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall, Tp, tflags, tcall):
     """Job j of the dense layer's weight gradients (and a recurrent layer's below
     ``bptt.kernels.rnn.SPLIT_B`` sequences), on x (N, I) in panels (Pp, pflags, pcall:
-    :func:`bptt.kernels.engine.own_panels`) and A = dyᵀ (Tp, tflags, tcall:
+    :func:`bptt.kernels.engine.own_panels`, packed by the block of a job's first rows that reads
+    them: :func:`bptt.kernels.engine.packing_product`) and A = dyᵀ (Tp, tflags, tcall:
     :func:`bptt.kernels.engine.own_rows_T`; with ``inplace``, dy itself read as dyᵀ:
     :func:`wg_in_place`), each thread packing the parts its jobs read:
 
@@ -272,12 +274,11 @@ def weight_grad_block(j, slot, dW, db, dy, x, clear, inplace, Pp, pflags, pcall,
     if c1 == c0:
         return
     if c0 < I16:
-        P = own_panels(Pp, pflags, pcall, slot, x, 0, I, c0 // PANEL, n_panels(c1))
         if inplace:   # A = dyᵀ read in place (wg_in_place)
             dyT = dy.T
         else:
             dyT = own_rows_T(Tp, tflags, tcall, slot, dy, n0, n1)[:, :N]   # rows apart_rows(N) long
-        block_product(dW, dyT, P, n0, n1, c0, c1, 0, N, clear)
+        packing_product(Pp, pflags, pcall, slot, dW, dyT, x, 0, I, n0, n1, c0, c1, 0, N, clear)
     else:
         P = own_panels(Pp, pflags, pcall, slot, x, 0, I, I16 // PANEL, I16 // PANEL + 1)
         tail = P[I16 // PANEL][:, I16 % PANEL:I16 % PANEL + I - I16]

@@ -118,9 +118,10 @@ def tile_symbol(isa, dtype) -> str:
 # -- the bodies as vector IR ---------------------------------------------------------------------
 
 FORM = MICRO   # bptt.jit.MICRO: "vector" (default) or "scalar" (BPTT_MICRO)
+COPY_AHEAD = 8   # rows of B ahead that a copying body asks for (engine.packing_product)
 
 
-def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False):
+def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False, copy=False):
     """An intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh[, d])``: the micro-kernel
     body ``body_RxW`` of the family files, in LLVM vector IR.
 
@@ -145,6 +146,13 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
     current one is used: one core's 32-row step product over 16.7 MB of panels ran 53.7 →
     76 GFLOP/s (docs/performance.md, eleventh session), where prefetching whole slivers at once,
     between the calls, had lost.
+
+    With ``copy`` the body takes one more argument, ``pS``: B is read where it lies (row stride
+    ``ldb``, a row of a matrix not yet packed), each of its rows k is also stored at pS[k·W + w]
+    (the rows of a panel, :func:`bptt.kernels.engine.packing_product`), and at step k the body
+    asks for the cache lines of B's row k + ``COPY_AHEAD``: the block packs its panel of B as
+    it uses it, with the loads of the packing in the shadow of its fmas instead of in a pass of
+    their own (:func:`copy_caller`).
 
     With ``prefetch`` (blocks of two rows or more), the body first asks for the cache lines of
     the next block down, rows R ... 2R-1 of the same columns, which is the block a family's
@@ -224,6 +232,14 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
                 a = [builder.load(builder.gep(pa, [builder.add(a_off[r], ka)])) for r in range(R)]
                 av = {(r, n): splat(a[r], n) for r in range(R) for n in {n for _, n in pieces}}
                 new = [builder.call(fma_for(n), [av[r, n], b[j, w0], phi]) for (r, j, w0, n), phi in zip(slots, acc)]
+                if copy:   # B's row k into the panel; B's row COPY_AHEAD rows on asked for
+                    ps = args[10]
+                    ks = builder.mul(k, cst(W))
+                    for w0, n in pieces:
+                        builder.store(b[0, w0], vector_at(ps, builder.add(ks, cst(w0)), n), align=align)
+                    ahead = builder.mul(builder.add(k, cst(COPY_AHEAD)), ldb_)
+                    for w in sorted(set(range(0, W, 64 // align)) | {W - 1}):
+                        _prefetch(builder, pb, builder.add(ahead, cst(w)), write=False)
                 if stream:   # one line of the next sliver's share per step (most steps: the same line)
                     pfp = args[10]
                     pstep = context.cast(builder, args[11], tys[11], types.int64)
@@ -240,6 +256,10 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
     if stream:
         def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
             return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step)
+        return intrinsic(body)
+    if copy:
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS)
         return intrinsic(body)
     if nb > 1:
         def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d):
@@ -306,19 +326,33 @@ def _vector_body_s(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
     _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step)
 
 
-def _vector_function(isa, R, W, blocks=1, pair=False, stream=False):
+def _vector_body_c(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS):
+    _vector(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS)
+
+
+def _vector_function(isa, R, W, blocks=1, pair=False, stream=False, copy=False):
     """A Python function for :func:`bptt.jit.external` whose body is :func:`vector_body`'s, under
     a qualname of its own (its own cache file)."""
-    template = _vector_body_s if stream else _vector_body_d if (pair or blocks > 1) else _vector_body
-    suffix = f"_{isa}_{R}x{W}" + ("x2" if pair else f"x{blocks}p" if blocks > 1 else "s" if stream else "")
-    return renamed(template, suffix, _vector=vector_body(R, W, blocks, pair, lanes=vector_floats(isa), stream=stream))
+    template = (_vector_body_s if stream else _vector_body_c if copy else _vector_body_d if (pair or blocks > 1)
+                else _vector_body)
+    suffix = f"_{isa}_{R}x{W}" + ("x2" if pair else f"x{blocks}p" if blocks > 1 else "s" if stream
+                                  else "c" if copy else "")
+    return renamed(template, suffix, _vector=vector_body(R, W, blocks, pair, lanes=vector_floats(isa), stream=stream,
+                                                         copy=copy))
 
 
-def body_function(fam, R, W, blocks=1, pair=False, form=None, stream=False):
+def body_function(fam, R, W, blocks=1, pair=False, form=None, stream=False, copy=False):
     """The function compiled as family ``fam``'s body R × W (pair, or ``blocks`` row panels):
     the family file's readable scalar body, or the same body in vector IR (``form``, by default
     ``BPTT_MICRO``'s). ``stream``: the vector body that prefetches as it goes (the scalar form
-    has none: ``_stream_scalar_template``, the same sums)."""
+    has none: ``_stream_scalar_template``, the same sums). ``copy``: the body that packs its
+    panel of B as it reads it (the scalar form: ``_copy_scalar_template``, the copy then the
+    plain body, the same sums)."""
+    if copy:
+        if (form or FORM) == "scalar":
+            return renamed(_copy_scalar_template, f"_{fam.ISA}_{R}x{W}c", _body=inline(getattr(fam, f"body_{R}x{W}")),
+                           _W=W)
+        return _vector_function(fam.ISA, R, W, copy=True)
     if stream:
         if (form or FORM) == "scalar":
             return renamed(_stream_scalar_template, f"_{fam.ISA}_{R}x{W}s", _body=inline(getattr(fam, f"body_{R}x{W}")))
@@ -336,6 +370,22 @@ def _stream_scalar_template(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, s
     """The streaming body in the readable form: the plain body, without the prefetches (which
     never change a result)."""
     _body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
+
+
+_W = 0   # in each scalar copying body's own globals (body_function): the panel's width
+
+
+def _copy_scalar_template(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS):
+    """The copying body in the readable form: rows k0 ... k1-1 of B stored at pS[k·W + w], then
+    the plain body on B where it lies (no prefetches: they never change a result)."""
+    for k in range(k0, k1):
+        for w in range(_W):
+            pS[k * _W + w] = pB[k * ldb + w]
+    _body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
+
+
+def copy_symbol(isa, R, W, dtype) -> str:
+    return f"bptt_micro_{isa}_{R}x{W}c_{dtype}"
 
 
 def stream_symbol(isa, R, W, dtype) -> str:
@@ -367,6 +417,8 @@ def ensure(isa: str, dtype) -> None:
         R, W = fam.STREAM
         external(body_function(fam, R, W, stream=True), types.void(p, i, p, i, i, p, i, i, i, i, p, i),
                  stream_symbol(isa, R, W, dt))
+        external(body_function(fam, R, W, copy=True), types.void(p, i, p, i, i, p, i, i, i, i, p),
+                 copy_symbol(isa, R, W, dt))   # the same block, packing its panel as it goes
     for NP in range(2, fam.ROW_PANELS + 1):   # a row's groups of 2 ... ROW_PANELS panels
         external(body_function(fam, 1, fam.PANEL, blocks=NP), types.void(p, i, p, i, i, p, i, i, i, i, i),
                  panels_symbol(isa, fam.PANEL, NP, dt))
@@ -419,6 +471,47 @@ def caller(isa, R, W, pair=False, stream=False):
         def call(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh):
             return typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh)
     return intrinsic(call)
+
+
+def copy_caller(isa, R, W):
+    """acc(C, A, Bm, S, n0, c0, boff, k0, k1, fresh): C[n, c] += Σ_{k0 ≤ k < k1} A[n, k] ·
+    Bm[k, boff + c] for the R × W block n0 ≤ n < n0 + R, c0 ≤ c < c0 + W (``fresh``: from 0,
+    C only written), reading Bm where it lies, and S[k, w] = Bm[k, boff + c0 + w] for
+    k0 ≤ k < k1, w < W: family ``isa``'s compiled copying body (:func:`vector_body`'s ``copy``)
+    for the arrays' dtype. S is a panel (K, W), C and Bm need unit stride along their rows."""
+    if numba.config.DISABLE_JIT:
+        def acc(C, A, Bm, S, n0, c0, boff, k0, k1, fresh):
+            S[k0:k1, :W] = Bm[k0:k1, boff + c0:boff + c0 + W]
+            if fresh:
+                C[n0:n0 + R, c0:c0 + W] = 0
+            acc_scalar(C, A, Bm, n0, n0 + R, c0, c0 + W, boff, k0, k1)
+        return acc
+
+    @intrinsic
+    def acc(typingctx, C, A, Bm, S, n0, c0, boff, k0, k1, fresh):
+        if not (_typed(C, A, Bm) and _typed(C, S, C)):
+            return None
+        sig = types.void(C, A, Bm, S, n0, c0, boff, k0, k1, fresh)
+        name = copy_symbol(isa, R, W, C.dtype)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
+            n0_, c0_, boff_, k0_, k1_, fresh_ = [i64(v, ty) for v, ty in zip(args[4:], tys[4:])]
+            zero = context.get_constant(types.int64, 0)
+            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
+            pC, sc = element_ptr(context, builder, tys[0], args[0], n0_, c0_)
+            pA, sa = element_ptr(context, builder, tys[1], args[1], n0_, zero)
+            pB, sb = element_ptr(context, builder, tys[2], args[2], zero, builder.add(boff_, c0_))
+            pS, _ = element_ptr(context, builder, tys[3], args[3], zero, zero)
+            div = lambda v: builder.sdiv(v, size)  # noqa: E731
+            i64t = ir.IntType(64)
+            fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 4 + [pS.type])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            builder.call(fn, [pC, div(sc[0]), pA, div(sa[0]), div(sa[1]), pB, div(sb[0]), k0_, k1_, fresh_, pS])
+            return context.get_dummy_value()
+        return sig, codegen
+    return acc
 
 
 def _typed(C, A, Bm):
