@@ -12,6 +12,10 @@ so a float32 program never compiles the float64 bodies.
 
 Kernels reach all of it through one call, :func:`tile_caller` (``engine.acc_tile``).
 
+Two more entries for whole products: :func:`copy_caller`, the family's main block packing its
+panel of B as it reads it (``engine.packing_product``), and :func:`panels_caller`, a single row
+across several panels.
+
 ``acc_scalar`` is the plain form every body computes; under ``NUMBA_DISABLE_JIT=1``
 ``acc_tile`` runs it instead.
 
