@@ -339,6 +339,23 @@ def test_a_forward_narrower_than_a_panel_runs_transposed_with_the_same_bits(dtyp
     _transposed_then_plain(dtype, rng, monkeypatch, N, I, O, ("NARROW_X", 0))
 
 
+def _own_or_once_same_bits(run, threads, monkeypatch):
+    """run()'s arrays with each thread packing its own operands (engine.own_panels: the panels
+    packed by the first rows that read them, engine.packing_product) and with the operands packed
+    once for all (OWN_BYTES 0), at one and two threads: all the same bits; returns the first."""
+    from bptt.kernels import engine
+    results = []
+    for own_bytes in (engine.OWN_BYTES, 0):
+        monkeypatch.setattr(engine, "OWN_BYTES", own_bytes)
+        for n in (1, 2):
+            threads(n)
+            results.append(run())
+    for r in results[1:]:
+        for u, v in zip(results[0], r):
+            np.testing.assert_array_equal(u, v)
+    return results[0]
+
+
 @pytest.mark.jit   # the compiled kernels' paths
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N,I,O", [(12, 70, 40), (13, 64, 1100), (25, 100, 64), (128, 512, 512), (40, 1100, 30)])
@@ -350,7 +367,7 @@ def test_the_first_rows_pack_the_panels_as_they_read_them_with_the_same_bits(N, 
     remainder too short for another (not packed this way), of a block and more; k in several
     k-blocks (K over KC: dx's O = 1100, the weight gradient's N rows); a last panel in part;
     panels another job of the thread has already packed."""
-    from bptt.kernels import dense, engine
+    from bptt.kernels import dense
     x = rng.standard_normal((N, I)).astype(dtype)
     W = rng.standard_normal((O, I)).astype(dtype)
     dy = rng.standard_normal((N, O)).astype(dtype)
@@ -368,16 +385,7 @@ def test_the_first_rows_pack_the_panels_as_they_read_them_with_the_same_bits(N, 
         dense.dense_backward(bW, bb, bx, dy, x, W, 1)
         return [dx, dW, db, aW, ab, bW, bb, bx]
 
-    results = []
-    for own_bytes in (engine.OWN_BYTES, 0):   # each thread's panels (packed by the first rows), or once
-        monkeypatch.setattr(engine, "OWN_BYTES", own_bytes)
-        for n in (1, 2):
-            threads(n)
-            results.append(run())
-    for r in results[1:]:
-        for u, v in zip(results[0], r):
-            np.testing.assert_array_equal(u, v)
-    dx, dW, db, aW, ab, bW, bb, bx = results[0]
+    dx, dW, db, aW, ab, bW, bb, bx = _own_or_once_same_bits(run, threads, monkeypatch)
     tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(dx, dy @ W, **tol)
     np.testing.assert_allclose(dW, dy.T @ x, **tol)
@@ -396,7 +404,7 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
     (dense_input_grad, dense_zero_grads, dense_weight_grads, dense_forward_act) the bits of the
     accumulating ones (the set forms over NaN: every output written), as dense_backward's, which
     runs the weight gradient's and dx's jobs together."""
-    from bptt.kernels import activations, dense, engine
+    from bptt.kernels import activations, dense
     N, I, O = shape
     x = rng.standard_normal((N, I)).astype(dtype)
     W = rng.standard_normal((O, I)).astype(dtype)
@@ -419,16 +427,8 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
         assert all(np.array_equal(u, v) for u, v in zip(*out))
         return out[0]
 
-    results = []
-    for own_bytes in (engine.OWN_BYTES, 0):
-        monkeypatch.setattr(engine, "OWN_BYTES", own_bytes)
-        for n in (1, 2):
-            threads(n)
-            results.append(run())
-    for r in results[1:]:
-        for u, v in zip(results[0], r):
-            np.testing.assert_array_equal(u, v)
-    y, dx, dW, db = results[0]
+    first = _own_or_once_same_bits(run, threads, monkeypatch)
+    y, dx, dW, db = first
     tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(y, x @ W.T + b, **tol)
     np.testing.assert_allclose(dx, dx0 + dy @ W, **tol)
@@ -464,8 +464,8 @@ def test_operands_packed_per_thread_or_once_give_the_same_bits(shape, dtype, thr
             both_x = np.full((N, I), np.nan, dtype)
             dense.dense_backward(both_W, both_b, both_x, dy, x, W, clear)
             np.testing.assert_array_equal(both_x, zeros)
-            np.testing.assert_array_equal(both_W, dW if clear else results[0][2])
-            np.testing.assert_array_equal(both_b, db if clear else results[0][3])
+            np.testing.assert_array_equal(both_W, dW if clear else first[2])
+            np.testing.assert_array_equal(both_b, db if clear else first[3])
 
 
 @pytest.mark.jit   # the compiled kernels' paths
