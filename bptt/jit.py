@@ -1275,8 +1275,10 @@ def external(fn, signature, symbol: str):
     is compiled or loaded.
     """
     import llvmlite.binding as ll
+    # under a name that carries _sources_hash, as every kernel's: the cache checks only the file
+    # that defines fn, and a tile inlines code from microcall (its main block's body)
     compiled = numba.cfunc(signature, cache=CACHE, fastmath=FASTMATH, nopython=True,
-                           error_model=ERROR_MODEL)(fn)
+                           error_model=ERROR_MODEL)(renamed(fn, f"__{_HASH}"))
     ll.add_symbol(symbol, compiled.address)
     return compiled
 

@@ -12,6 +12,11 @@ so a float32 program never compiles the float64 bodies.
 
 Kernels reach all of it through one call, :func:`tile_caller` (``engine.acc_tile``).
 
+The family's main block (avx512 12 × 32, avx2 4 × 24: ``INLINE``) is the exception: in the
+vector form its code is written into the tile itself rather than called, since a call cost about
+85 cycles against a 1536-cycle body at k = 128 (a weight gradient over a mini-batch of 128: 5-11 %
+of the product on one core, docs/performance.md, thirty-second session).
+
 Two more entries for whole products: :func:`copy_caller`, the family's main block packing its
 panel of B as it reads it (``engine.packing_product``), and :func:`panels_caller`, a single row
 across several panels.
@@ -430,6 +435,9 @@ def ensure(isa: str, dtype) -> None:
     _compiled.add((isa, str(dt)))
 
 
+INLINE = {("avx512", 12, 32), ("avx2", 4, 24)}   # the main blocks, inlined into the tile (vector form)
+
+
 def caller(isa, R, W, pair=False, stream=False):
     """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh[, d]): family ``isa``'s
     compiled ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are
@@ -439,6 +447,8 @@ def caller(isa, R, W, pair=False, stream=False):
     elements per step of k (:func:`vector_body`)."""
     if numba.config.DISABLE_JIT:
         return None   # the tile is never run under NUMBA_DISABLE_JIT (acc_tile runs acc_scalar)
+    inlined = (vector_body(R, W, lanes=vector_floats(isa)) if FORM == "vector" and not (pair or stream)
+               and (isa, R, W) in INLINE else None)
 
     def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, *d):
         if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
@@ -455,6 +465,11 @@ def caller(isa, R, W, pair=False, stream=False):
             pc = builder.gep(a[0], [a[1]])
             pa = builder.gep(a[3], [a[4]])
             pb = builder.gep(a[7], [a[8]])
+            if inlined:   # the body's code here, not a call (the family's main block, in the tile)
+                it = types.int64
+                bsig, bgen = inlined._defn(typingctx, pC, it, pC, it, it, pC, it, it, it, it)
+                bgen(context, builder, bsig, [pc, a[2], pa, a[5], a[6], pb, a[9], a[10], a[11], a[12]])
+                return context.get_dummy_value()
             i64t = ir.IntType(64)
             last = [builder.gep(a[7], [a[13]]), a[14]] if stream else a[13:]   # (pP, step) or [d]
             rest = [a[2]], [a[5], a[6]], [a[9], a[10], a[11], a[12]] + last
