@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 
 from .. import jit
 from ..jit import L2_BYTES, L3_BYTES, cache_bytes, helper, inline, jobs, max_threads, prange
-from .microcall import acc_scalar, copy_caller, counted_loop, element_ptr, ensure, tile_caller
+from .microcall import acc_scalar, copy_caller, counted_loop, element_ptr, ensure, panel_block, tile_caller
 
 micro = importlib.import_module(f"{__package__}.micro_{jit.ISA}")   # the ISA's family
 jit.on_first_use(lambda dtype: ensure(jit.ISA, dtype))
@@ -1062,8 +1062,8 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
 
 # The family's block that packs its panel of B as it reads it (microcall.copy_caller): its main
 # block, where that is one panel wide (avx512 12 × 32, avx2 4 × 24; the generic family has none).
-COPY = micro.STREAM is not None and micro.STREAM == (micro.R, PANEL)
-acc_copy = copy_caller(jit.ISA, micro.R, PANEL) if COPY else None
+COPY = panel_block(jit.ISA) is not None
+acc_copy = copy_caller(jit.ISA, *panel_block(jit.ISA)) if COPY else None
 
 
 @inline
@@ -1111,11 +1111,10 @@ def _packing_product(Pp, flags, call, slot, C, A, Bm, boff, M, n0, n1, c0, c1, k
             for q in range(nkb):   # the first R rows, packing the panel as they read it
                 kb, ke = k_block(q, nkb, k0, k1)
                 acc_copy(C, A, Bm, P[p], n0, pc0, boff, kb, ke, fresh if q == 0 else 0)
-        else:
-            if f[p] != call:
-                pack_panel(P, Bm, p, boff, M, 0, Bm.shape[0], 0)
+            f[p] = call
+        else:   # packed already, or packed here first
+            own_panels(Pp, flags, call, slot, Bm, boff, M, p, p + 1)
             block_product(C, A, P, n0, n0 + R, pc0, pc1, k0, k1, fresh)
-        f[p] = call
     if rest > 0:
         block_product(C, A, P, n0 + R, n1, c0, c1, k0, k1, fresh)
 

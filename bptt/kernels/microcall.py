@@ -12,7 +12,7 @@ so a float32 program never compiles the float64 bodies.
 
 Kernels reach all of it through one call, :func:`tile_caller` (``engine.acc_tile``).
 
-The family's main block (avx512 12 × 32, avx2 4 × 24: ``INLINE``) is the exception: in the
+The family's main block (avx512 12 × 32, avx2 4 × 24: :func:`panel_block`) is the exception: in the
 vector form its code is written into the tile itself rather than called, since a call cost about
 85 cycles against a 1536-cycle body at k = 128 (a weight gradient over a mini-batch of 128: 5-11 %
 of the product on one core, docs/performance.md, thirty-second session).
@@ -41,6 +41,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ..jit import MICRO, external, fma, helper, inline, renamed, vector_floats
+from .microgen import FAMILIES
 
 
 @helper
@@ -65,6 +66,14 @@ def element_ptr(context, builder, ty, val, i, j):
     ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, strides, ty.layout, [i, j],
                                     wraparound=False)
     return ptr, strides
+
+
+def block_pointer(context, builder, ty, val, i, j):
+    """(pointer to element [i, j], row stride, column stride) of the 2-D array ``val`` of Numba
+    type ``ty``, the strides in elements, as the bodies take them (generated code)."""
+    ptr, strides = element_ptr(context, builder, ty, val, i, j)
+    size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(ty.dtype)))
+    return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
 
 
 def symbol(isa, R, W, dtype, pair=False) -> str:
@@ -131,7 +140,26 @@ COPY_AHEAD = 8   # rows of B ahead that a copying body asks for (engine.packing_
 
 
 def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False, copy=False):
-    """An intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh[, d])``: the micro-kernel
+    """The intrinsic of :func:`vector_generator`'s body, with the arguments its options take."""
+    generate = vector_generator(R, W, blocks, pair, lanes, prefetch, stream, copy)
+    if stream:
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step)
+    elif copy:
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS)
+    elif pair or blocks > 1:
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d)
+    else:
+        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh):
+            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
+    return intrinsic(body)
+
+
+def vector_generator(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False, copy=False):
+    """``generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh[, ...])`` → (signature,
+    codegen), or None for other argument types: an intrinsic ``body(pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh[, d])``: the micro-kernel
     body ``body_RxW`` of the family files, in LLVM vector IR.
 
         C[r, c] = fma(A[r, k], B[k, c], C[r, c])      for k = k0, ..., k1-1 in order
@@ -262,21 +290,7 @@ def vector_body(R, W, blocks=1, pair=False, lanes=8, prefetch=True, stream=False
             return context.get_dummy_value()
         return sig, codegen
 
-    if stream:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pP, step)
-        return intrinsic(body)
-    if copy:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, pS)
-        return intrinsic(body)
-    if nb > 1:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh, d)
-    else:
-        def body(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh):
-            return generate(typingctx, pC, ldc, pA, sa0, sa1, pB, ldb, k0, k1, fresh)
-    return intrinsic(body)
+    return generate
 
 
 def counted_loop(builder, lo, hi, start, step, name):
@@ -426,8 +440,10 @@ def ensure(isa: str, dtype) -> None:
         R, W = fam.STREAM
         external(body_function(fam, R, W, stream=True), types.void(p, i, p, i, i, p, i, i, i, i, p, i),
                  stream_symbol(isa, R, W, dt))
+    if panel_block(isa):   # the main block packing its panel as it goes (engine.packing_product)
+        R, W = panel_block(isa)
         external(body_function(fam, R, W, copy=True), types.void(p, i, p, i, i, p, i, i, i, i, p),
-                 copy_symbol(isa, R, W, dt))   # the same block, packing its panel as it goes
+                 copy_symbol(isa, R, W, dt))
     for NP in range(2, fam.ROW_PANELS + 1):   # a row's groups of 2 ... ROW_PANELS panels
         external(body_function(fam, 1, fam.PANEL, blocks=NP), types.void(p, i, p, i, i, p, i, i, i, i, i),
                  panels_symbol(isa, fam.PANEL, NP, dt))
@@ -435,7 +451,13 @@ def ensure(isa: str, dtype) -> None:
     _compiled.add((isa, str(dt)))
 
 
-INLINE = {("avx512", 12, 32), ("avx2", 4, 24)}   # the main blocks, inlined into the tile (vector form)
+def panel_block(isa):
+    """(R, W) of family ``isa``'s main block where it is one panel wide (avx512 12 × 32, avx2
+    4 × 24), else None (the generic family's 4 × 12 under panels of 24). It is the block that
+    packs its panel as it reads it (:func:`copy_caller`), and in the vector form it is written
+    into the tile instead of called (:func:`caller`)."""
+    f = FAMILIES[isa]
+    return (f.R, f.W) if f.W == f.panel else None
 
 
 def caller(isa, R, W, pair=False, stream=False):
@@ -447,8 +469,8 @@ def caller(isa, R, W, pair=False, stream=False):
     elements per step of k (:func:`vector_body`)."""
     if numba.config.DISABLE_JIT:
         return None   # the tile is never run under NUMBA_DISABLE_JIT (acc_tile runs acc_scalar)
-    inlined = (vector_body(R, W, lanes=vector_floats(isa)) if FORM == "vector" and not (pair or stream)
-               and (isa, R, W) in INLINE else None)
+    inlined = (vector_generator(R, W, lanes=vector_floats(isa)) if FORM == "vector" and not (pair or stream)
+               and (R, W) == panel_block(isa) else None)
 
     def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, *d):
         if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
@@ -467,7 +489,7 @@ def caller(isa, R, W, pair=False, stream=False):
             pb = builder.gep(a[7], [a[8]])
             if inlined:   # the body's code here, not a call (the family's main block, in the tile)
                 it = types.int64
-                bsig, bgen = inlined._defn(typingctx, pC, it, pC, it, it, pC, it, it, it, it)
+                bsig, bgen = inlined(typingctx, pC, it, pC, it, it, pC, it, it, it, it)
                 bgen(context, builder, bsig, [pc, a[2], pa, a[5], a[6], pb, a[9], a[10], a[11], a[12]])
                 return context.get_dummy_value()
             i64t = ir.IntType(64)
@@ -518,16 +540,14 @@ def copy_caller(isa, R, W):
             i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
             n0_, c0_, boff_, k0_, k1_, fresh_ = [i64(v, ty) for v, ty in zip(args[4:], tys[4:])]
             zero = context.get_constant(types.int64, 0)
-            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
-            pC, sc = element_ptr(context, builder, tys[0], args[0], n0_, c0_)
-            pA, sa = element_ptr(context, builder, tys[1], args[1], n0_, zero)
-            pB, sb = element_ptr(context, builder, tys[2], args[2], zero, builder.add(boff_, c0_))
+            pC, ldc, _ = block_pointer(context, builder, tys[0], args[0], n0_, c0_)
+            pA, sa0, sa1 = block_pointer(context, builder, tys[1], args[1], n0_, zero)
+            pB, ldb, _ = block_pointer(context, builder, tys[2], args[2], zero, builder.add(boff_, c0_))
             pS, _ = element_ptr(context, builder, tys[3], args[3], zero, zero)
-            div = lambda v: builder.sdiv(v, size)  # noqa: E731
             i64t = ir.IntType(64)
             fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 4 + [pS.type])
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-            builder.call(fn, [pC, div(sc[0]), pA, div(sa[0]), div(sa[1]), pB, div(sb[0]), k0_, k1_, fresh_, pS])
+            builder.call(fn, [pC, ldc, pA, sa0, sa1, pB, ldb, k0_, k1_, fresh_, pS])
             return context.get_dummy_value()
         return sig, codegen
     return acc
@@ -567,15 +587,9 @@ def tile_caller(isa):
             i64 = lambda v, ty: context.cast(builder, v, ty, types.int64)  # noqa: E731
             n0_, n1_, c0_, c1_, boff_, k0_, k1_, kc_, fresh_ = [i64(v, ty) for v, ty in zip(args[3:], tys[3:])]
             zero = context.get_constant(types.int64, 0)
-            size = context.get_constant(types.int64, context.get_abi_sizeof(context.get_data_type(C.dtype)))
-
-            def block(ty, val, i, j):
-                ptr, strides = element_ptr(context, builder, ty, val, i, j)
-                return ptr, builder.sdiv(strides[0], size), builder.sdiv(strides[1], size)
-
-            pC, ldc, _ = block(tys[0], args[0], n0_, c0_)
-            pA, sa0, sa1 = block(tys[1], args[1], n0_, zero)
-            pB, ldb, _ = block(tys[2], args[2], zero, builder.add(boff_, c0_))
+            pC, ldc, _ = block_pointer(context, builder, tys[0], args[0], n0_, c0_)
+            pA, sa0, sa1 = block_pointer(context, builder, tys[1], args[1], n0_, zero)
+            pB, ldb, _ = block_pointer(context, builder, tys[2], args[2], zero, builder.add(boff_, c0_))
             i64t = ir.IntType(64)
             fnty = ir.FunctionType(ir.VoidType(), [pC.type, i64t, pA.type, i64t, i64t, pB.type] + [i64t] * 7)
             fn = cgutils.get_or_insert_function(builder.module, fnty, name)
