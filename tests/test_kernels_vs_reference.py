@@ -383,6 +383,29 @@ def test_step_products_in_chunks_of_steps_are_the_dense_sums(nthreads):
     assert np.array_equal(dx.reshape(T * B, I), dx0)
 
 
+@pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B + 3])
+def test_input_backward_with_clear_sets_dx_with_the_bits_of_zeros_then_the_sum(nthreads, B):
+    """input_backward(clear=True), as the layers call it for a layer's first direction instead of
+    filling dx with zeros first, never reads dx (NaN there stays out) and gives the bits of zeros
+    then the accumulating call, below SPLIT_B (the dense kernel over all rows) and from it on (the
+    batch halves, over several chunks of steps and k-blocks)."""
+    from bptt.kernels.engine import COLS as C_COLS, KC
+    I, GH = C_COLS + 5, KC + 9   # two k-blocks, a partial panel
+    T = 2 * (rnn.STEP_C_BYTES // ((B + 1) // 2 * C_COLS * 4)) + 3 if B >= rnn.SPLIT_B else 7
+    rng = np.random.default_rng(B)
+    W, dg = rng.standard_normal((GH, I)).astype(np.float32), rng.standard_normal((T, B, GH)).astype(np.float32)
+    set_, zeros = np.full((T, B, I), np.nan, np.float32), np.zeros((T, B, I), np.float32)
+    rnn.input_backward(set_, dg, W, True)
+    rnn.input_backward(zeros, dg, W)
+    assert np.array_equal(set_, zeros)
+    ref = np.zeros_like(zeros)
+    ref_rnn.input_backward(ref, dg, W)
+    close(ref, zeros, np.float32, "dx")
+    again = np.full((T, B, I), np.nan, np.float32)
+    ref_rnn.input_backward(again, dg, W, True)
+    close(again, zeros, np.float32, "dx (reference, clear)")
+
+
 @pytest.mark.parametrize("N,M,even", [(800, 4096, True), (800, 1024, True), (800, 3072, True), (128, 512, True),
                                       (6400, 2048, True), (800, 1500, True), (300, 1000, True), (37, 333, False),
                                       (5, 24, False), (1, 1, False)])

@@ -42,7 +42,8 @@ import numpy as np
 from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads, inline, jobs, kernel,
                    max_threads, prange, side_by_side, spin_pause, yield_cpu)
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
-from .dense import dense_backward_input, dense_backward_params, dense_forward, dense_weight_grads, fill_rows
+from .dense import (dense_backward_input, dense_backward_params, dense_forward, dense_input_grad,
+                    dense_weight_grads, fill_rows)
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
                      apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
                      k_block, k_blocks,
@@ -178,8 +179,10 @@ STEP_C_BYTES = L2_BYTES // 2   # a step_products job's block of C per chunk of s
 
 
 @jobs
-def step_products(j, njobs, C3, A3, P, M, K, b, bias):
-    """Job j of C[t, n, c] (= b[c] first if ``bias``) += Σ_k A[t, n, k] · Bm[k, c] for every
+def step_products(j, njobs, C3, A3, P, M, K, b, start):
+    """Job j of C[t, n, c] (= b[c] first if ``start`` is 1; from 0 if it is 2: the first
+    k-block's micro-kernels start their sums at 0 without reading C, the same bits as clearing
+    C first; as it is if 0) += Σ_k A[t, n, k] · Bm[k, c] for every
     step, with Bm (K, M) given in panels P, the batch split in two halves (from ``SPLIT_B``
     sequences on; below it :func:`input_forward` and :func:`input_backward` run the dense kernels
     over all T·B rows). The same fma chains as the dense kernels (so the same bits).
@@ -201,14 +204,14 @@ def step_products(j, njobs, C3, A3, P, M, K, b, bias):
     tc = max(1, STEP_C_BYTES // ((b1 - b0) * (c1 - c0) * C3.itemsize))
     for t0 in range(0, T, tc):
         t1 = min(T, t0 + tc)
-        if bias:
+        if start == 1:
             for t in range(t0, t1):
                 fill_rows(C3[t], b, b0, b1, c0, c1)
         nkb = k_blocks(K)
         for q in range(nkb):   # equal k-blocks, as block_product's
             kb, ke = k_block(q, nkb, 0, K)
             for t in range(t0, t1):
-                acc_tiles(C3[t], A3[t], P, b0, b1, c0, c1, kb, ke, 0)
+                acc_tiles(C3[t], A3[t], P, b0, b1, c0, c1, kb, ke, 1 if start == 2 and q == 0 else 0)
 
 
 def column_jobs(M):
@@ -241,28 +244,29 @@ def input_forward(g, x, W, b):
 def _input_forward_halves(g, x, W, b):
     """:func:`input_forward` from ``SPLIT_B`` sequences on, on Wᵀ in panels."""
     step_products(column_jobs(W.shape[0]), g, rows_apart(x, "proj_x"), panels_T(W, "proj_W_T"), W.shape[0],
-                  W.shape[1], b, True)
+                  W.shape[1], b, 1)
 
 
 @composite
-def input_backward(dx, dg, W):
+def input_backward(dx, dg, W, clear=False):
     """dx[t, n, i] += Σ_u dg[t, n, u] W[u, i]   (∂L/∂x_t = dg_t·W_ih for every step at once).
 
-    dx : (T, B, I) accumulated (both directions of a layer add into it).
+    dx : (T, B, I) accumulated (both directions of a layer add into it); with ``clear`` set
+    instead (the sums from 0, dx not read: the same bits as zeros first, without a pass over dx).
     dg : (T, B, G·H) gate pre-activation gradients.  W : (G·H, I).
-    Below ``SPLIT_B`` sequences, ``dense_backward_input`` over all T·B rows; from it on the same
-    sums by batch half (:func:`step_products`), the same bits.
+    Below ``SPLIT_B`` sequences, ``dense_backward_input`` (``dense_input_grad``) over all T·B
+    rows; from it on the same sums by batch half (:func:`step_products`), the same bits.
     """
     if dg.shape[1] < SPLIT_B:
-        dense_backward_input(time_rows(dx), time_rows(dg), W)
+        (dense_input_grad if clear else dense_backward_input)(time_rows(dx), time_rows(dg), W)
     else:
-        _input_backward_halves(dx, dg, W)
+        _input_backward_halves(dx, dg, W, clear)
 
 
-def _input_backward_halves(dx, dg, W):
+def _input_backward_halves(dx, dg, W, clear=False):
     """:func:`input_backward` from ``SPLIT_B`` sequences on, on W in panels."""
     step_products(column_jobs(W.shape[1]), dx, rows_apart(dg, "proj_dg"), panels(W, 0, W.shape[1], "proj_W"),
-                  W.shape[1], W.shape[0], W[0], False)
+                  W.shape[1], W.shape[0], W[0], 2 if clear else 0)
 
 
 @inline

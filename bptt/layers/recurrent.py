@@ -277,14 +277,16 @@ class _Recurrent(Layer):
         for l in range(L - 1, -1, -1):
             xin = ws.xt if l == 0 else ws.y[l - 1]
             dxin = ws.dxt if l == 0 else ws.dy[l - 1]
-            dxin.fill(0)
+            pipelined = small and self._PIPELINED
+            if pipelined or self._fused(*(params[n] for n in self._names(l, 0)[:2])):
+                dxin.fill(0)   # the sweeps add into it; otherwise the first input_backward sets it
             for d in range(D):
                 names = self._names(l, d)
                 W_ih, W_hh = params[names[0]], params[names[1]]
                 dW_ih, dW_hh, db_ih, db_hh = (grads[n] for n in names)
                 k = l * D + d
                 dfk, dik = [a[k] for a in dfinal], [a[k] for a in dinit]
-                if small and self._PIPELINED:   # the sweep and the passes side by side
+                if pipelined:   # the sweep and the passes side by side
                     self._cell_backward_pipelined(ws, l, d, k, W_ih, W_hh, dfk, dik, xin, dxin,
                                                   dW_ih, db_ih, dW_hh, db_hh, clear)
                     continue
@@ -302,8 +304,8 @@ class _Recurrent(Layer):
                 else:
                     input_backward_params(dW_ih, db_ih, ws.dg, xin, clear)
                     recurrent_backward_params(dW_hh, db_hh, dgh, ws.y[l], ws.h0[k], d * H, d == 1, clear)
-                if not fused:
-                    input_backward(dxin, ws.dg, W_ih)
+                if not fused:   # the first direction sets dx (not filled), the second adds to it
+                    input_backward(dxin, ws.dg, W_ih, d == 0)
         dx = np.empty((B, T, self.input_size), self.dtype)   # fresh, batch-first
         swap_01(dx, ws.dxt, False)
         return dx, dinit

@@ -79,8 +79,11 @@ def input_forward(g, x, W, b):
     g[...] = x @ W.T + b
 
 
-def input_backward(dx, dg, W):
-    """dx_t += dg_t·W for every step.   dx : (T, B, I) accumulated.  dg : (T, B, G·H).  W : (G·H, I)."""
+def input_backward(dx, dg, W, clear=False):
+    """dx_t += dg_t·W for every step.   dx : (T, B, I) accumulated (set, with ``clear``).
+    dg : (T, B, G·H).  W : (G·H, I)."""
+    if clear:
+        dx[...] = 0
     dx += dg @ W
 
 
