@@ -90,6 +90,47 @@ def test_cross_entropy_reference_and_stability(rng):
     assert abs(loss_m - loss_3) < 1e-12 and np.all(dm[3:] == 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_row_reductions_keep_their_lanes_in_a_fixed_order(dtype, rng):
+    """softmax_xent_rows' max and sum run in losses.LANES lanes: the max is the plain maximum (NaN
+    past the first element skipped, as a one-pass ``if z > m`` does), and the float64 sum is
+    exactly the documented order (lane v mod LANES in increasing v, lanes pairwise, then the tail),
+    for every length around the lanes; values spread over 30 decades, so another order rounds
+    differently."""
+    from bptt.kernels import losses as kl
+
+    def reduce(out, z):   # the inline helpers, compiled on their own
+        out[0], out[1] = kl.row_max(z), kl.row_sum(z)
+
+    def in_order(e):
+        a = [0.0] * kl.LANES
+        V8 = len(e) - len(e) % kl.LANES
+        for v in range(V8):
+            a[v % kl.LANES] += float(e[v])
+        s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+        for v in range(V8, len(e)):
+            s += float(e[v])
+        return s
+
+    out = np.empty(2)
+    differs = 0
+    for V in [1, 2, 7, 8, 9, 15, 16, 17, 31, 65, 100]:
+        for _ in range(20):
+            e = (10.0 ** rng.uniform(-30, 0, V)).astype(dtype)
+            reduce(out, e)
+            assert out[0] == e.max() and out[1] == in_order(e), V
+            differs += in_order(e) != sum(float(x) for x in e)   # one running sum's bits
+        z = rng.standard_normal(V).astype(dtype)
+        if V > 1:
+            z[V // 2] = np.nan
+        reduce(out, z)
+        assert out[0] == np.nanmax(z), V
+    z = np.array([np.nan, 3.0, 1.0], dtype)   # the first element NaN: the max stays NaN
+    reduce(out, z)
+    assert np.isnan(out[0])
+    assert differs   # the data tells orders apart: one running sum gives other bits somewhere
+
+
 def test_bce_and_mse_reference(rng):
     z = rng.standard_normal((4, 2)) * 4
     y = rng.random((4, 2))
