@@ -1,4 +1,4 @@
-"""Layer 3: optimisers, gradient clipping and learning-rate schedules, in NumPy.
+"""Layer 3: optimisers, gradient clipping and learning-rate schedules.
 
 An optimiser holds the model's live parameter arrays (``model.parameters()``, a dict name ->
 array) and updates them in place from a dict of gradients with the same keys
@@ -15,7 +15,9 @@ Every update rule follows ``torch.optim`` (single-tensor CPU path) operation for
 written out in its class docstring with θ the parameter, g its gradient, t the step count after
 increment (1 on the first step) and η the learning rate. All arithmetic happens in the parameter's
 dtype (float32 or float64; Python-float hyperparameters do not promote under NumPy ≥ 2), in place,
-element by element, so that a step is deterministic and independent of thread count.
+element by element, so that a step is deterministic and independent of thread count. Adam's and
+AdamW's update runs as one compiled pass over each parameter and its buffers
+(:mod:`bptt.kernels.optim`, the same bits as the NumPy expressions of its reference twin).
 
 ``state_dict()`` returns plain dicts of numbers and (copied) NumPy arrays, which
 :mod:`bptt.checkpoint` stores as they are; ``load_state_dict`` restores them so that a resumed run
@@ -27,6 +29,9 @@ import inspect
 import math
 
 import numpy as np
+
+from .kernels.optim import adam_update
+from .reference.optim import adam_update as adam_update_numpy
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
            "clip_grad_norm", "clip_grad_value", "Schedule", "SCHEDULES", "make_schedule"]
@@ -300,24 +305,23 @@ class Adam(Optimizer):
                          weight_decay=_number("weight_decay", weight_decay, lo=0.0))
 
     def _update(self, p, g, state):
+        """The update in one pass (:func:`bptt.kernels.optim.adam_update`), every factor rounded
+        to θ's dtype as NumPy rounds it: the bits of the NumPy expressions in its reference
+        twin, which the arrays run through when one of them is not contiguous."""
         h = self.hyper
         b1, b2 = h["betas"]
         wd = h["weight_decay"]
-        if wd != 0:
-            if self.decoupled:
-                p *= 1.0 - self.lr * wd
-            else:
-                g = g + wd * p
         t = self.step_count
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1.0 - b1) * (g - m)
-        v *= b2
-        v += (1.0 - b2) * (g * g)
-        step_size = self.lr / (1.0 - b1 ** t)
-        denom = np.sqrt(v)
-        denom /= math.sqrt(1.0 - b2 ** t)
-        denom += h["eps"]
-        p -= step_size * (m / denom)
+        f = p.dtype.type
+        args = (f(1.0 - self.lr * wd), wd != 0 and self.decoupled, f(wd), wd != 0 and not self.decoupled,
+                f(1.0 - b1), f(b2), f(1.0 - b2), f(math.sqrt(1.0 - b2 ** t)), f(h["eps"]),
+                f(self.lr / (1.0 - b1 ** t)))
+        arrays = (p, g, m, v)
+        if all(a.flags.c_contiguous for a in arrays):
+            adam_update(*(a.reshape(-1) for a in arrays), *args)
+        else:
+            adam_update_numpy(*arrays, *args)
 
 
 class AdamW(Adam):

@@ -113,6 +113,47 @@ def test_updates_parameters_in_place_and_deterministically():
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, kw", [("adam", {}), ("adam", {"weight_decay": 0.1, "betas": (0.8, 0.99)}),
+                                      ("adamw", {}), ("adamw", {"weight_decay": 0.3, "eps": 1e-6})])
+def test_adam_kernel_gives_the_bits_of_the_numpy_expressions(name, kw, dtype):
+    """Adam's and AdamW's one-pass kernel (bptt.kernels.optim.adam_update) against the NumPy
+    expressions (its reference twin, which a non-contiguous parameter runs through): the same
+    bits over ten steps, on one thread and on two, on arrays long enough to be split between
+    them; the parameters move, and gradients of 0 (where a signed zero or a skipped term would
+    show) are among them."""
+    from bptt import jit
+
+    rng = np.random.default_rng(3)
+    shapes = {"w": (300, 70), "b": (70,)}
+    start = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: (rng.standard_normal(s) * 3).astype(dtype) for k, s in shapes.items()} for _ in range(10)]
+    for g in grads[3:5]:
+        g["b"][::3] = 0.0
+    results = []
+    old = jit.get_threads()
+    for threads, contiguous in ((1, True), (2, True), (1, False)):
+        jit.set_threads(min(threads, jit.max_threads()))
+        try:
+            if contiguous:
+                params = {k: a.copy() for k, a in start.items()}
+            else:   # every other column of a wider array: the NumPy path
+                params = {k: np.repeat(a, 2, axis=-1)[..., ::2] for k, a in start.items()}
+                assert not params["w"].flags.c_contiguous
+            opt = make_optimizer(name, params, 0.05, **kw)
+            for g in grads:
+                opt.step({k: (g[k] if contiguous else np.repeat(g[k], 2, axis=-1)[..., ::2]) for k in g})
+        finally:
+            jit.set_threads(old)
+        results.append({k: np.ascontiguousarray(a) for k, a in params.items()})
+        results.append({f"{k}.{b}": np.ascontiguousarray(a) for k, st in opt.state.items() for b, a in st.items()})
+    for ours, ref in ((results[0], results[4]), (results[2], results[4]), (results[1], results[5]),
+                      (results[3], results[5])):
+        for k in ref:
+            assert np.array_equal(ours[k], ref[k]), k
+    assert not np.array_equal(results[0]["w"], start["w"])
+
+
 @pytest.mark.parametrize("name, kw", [(c[0], c[1]) for c in CASES], ids=IDS)
 def test_state_dict_resume_is_bit_for_bit(name, kw):
     grads = grad_sequence(6, np.float32)
