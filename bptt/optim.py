@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from .kernels.optim import adam_update
+from .kernels.optim import adam_update, sum_squares
 from .reference.optim import adam_update as adam_update_numpy
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
@@ -386,8 +386,13 @@ def clip_grad_norm(grads: dict, max_norm: float, *, error_if_nonfinite: bool = F
     arrays = _grad_arrays(grads)
     max_norm = _number("max_norm", max_norm, lo=0.0, lo_open=True)
     sq = 0.0
-    for g in arrays:
-        sq += float(np.sum(np.square(g.astype(np.float64, copy=False))))
+    out = np.empty(1)
+    for g in arrays:   # each array's sum in one pass, NumPy's bits (kernels.optim.sum_squares)
+        if g.flags.c_contiguous and g.size:
+            sum_squares(out, g.reshape(-1))
+            sq += float(out[0])
+        else:
+            sq += float(np.sum(np.square(g.astype(np.float64, copy=False))))
     total = math.sqrt(sq)
     if not math.isfinite(total):
         if error_if_nonfinite:

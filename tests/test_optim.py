@@ -282,6 +282,29 @@ def test_clip_grad_norm_matches_torch(dtype, max_norm):
         assert clipped == pytest.approx(max_norm, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grad_norm_sums_squares_with_numpys_bits(dtype):
+    """The norm's sum of squares (bptt.kernels.optim.sum_squares, one pass) is NumPy's pairwise
+    sum bit for bit, at every length up to past two of its blocks and at lengths whose halves
+    split again, on values spread over ten decades (where another order rounds otherwise); and
+    clip_grad_norm gives the same norm and gradients whether an array takes the kernel or, not
+    contiguous, NumPy."""
+    from bptt.kernels.optim import sum_squares
+
+    rng = np.random.default_rng(5)
+    out = np.empty(1)
+    for n in [*range(1, 300), 1000, 4097, 8193, 16640, 300001]:
+        g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-5, 5, n)).astype(dtype)
+        sum_squares(out, g)
+        assert out[0] == float(np.sum(np.square(g.astype(np.float64)))), n
+    grads = {"w": (rng.standard_normal((130, 70)) * 10.0 ** rng.uniform(-3, 3, (130, 70))).astype(dtype),
+             "b": rng.standard_normal(70).astype(dtype)}
+    wide = {k: np.repeat(g, 2, axis=-1)[..., ::2] for k, g in grads.items()}
+    assert not wide["w"].flags.c_contiguous
+    n1, n2 = clip_grad_norm(grads, 1.0), clip_grad_norm(wide, 1.0)
+    assert n1 == n2 and all(np.array_equal(grads[k], wide[k]) for k in grads)
+
+
 def test_clip_grad_norm_nonfinite_is_reported_not_applied():
     grads = {"a": np.array([1.0, np.inf]), "b": np.array([2.0])}
     assert clip_grad_norm(grads, 1.0) == math.inf

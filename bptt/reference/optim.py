@@ -20,3 +20,8 @@ def adam_update(p, g, m, v, decay, use_decay, wd, use_l2, c1, b2, c2, r, eps, s)
     denom /= r
     denom += eps
     p -= s * (m / denom)
+
+
+def sum_squares(out, a):
+    """out[0] = Σ a² in float64: NumPy's pairwise sum of the squares.   out : (1,).  a : (N,)."""
+    out[0] = np.sum(np.square(a.astype(np.float64)))
