@@ -15,9 +15,9 @@ Every update rule follows ``torch.optim`` (single-tensor CPU path) operation for
 written out in its class docstring with θ the parameter, g its gradient, t the step count after
 increment (1 on the first step) and η the learning rate. All arithmetic happens in the parameter's
 dtype (float32 or float64; Python-float hyperparameters do not promote under NumPy ≥ 2), in place,
-element by element, so that a step is deterministic and independent of thread count. Adam's and
-AdamW's update runs as one compiled pass over each parameter and its buffers
-(:mod:`bptt.kernels.optim`, the same bits as the NumPy expressions of its reference twin).
+element by element, so that a step is deterministic and independent of thread count. Each update
+runs as one compiled pass over a parameter and its buffers (:mod:`bptt.kernels.optim`, the same
+bits as the NumPy expressions of its reference twin).
 
 ``state_dict()`` returns plain dicts of numbers and (copied) NumPy arrays, which
 :mod:`bptt.checkpoint` stores as they are; ``load_state_dict`` restores them so that a resumed run
@@ -30,8 +30,11 @@ import math
 
 import numpy as np
 
-from .kernels.optim import adam_update, sum_squares
+from .kernels.optim import adagrad_update, adam_update, rmsprop_update, sgd_update, sum_squares
+from .reference.optim import adagrad_update as adagrad_update_numpy
 from .reference.optim import adam_update as adam_update_numpy
+from .reference.optim import rmsprop_update as rmsprop_update_numpy
+from .reference.optim import sgd_update as sgd_update_numpy
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "OPTIMIZERS", "make_optimizer",
            "clip_grad_norm", "clip_grad_value", "Schedule", "SCHEDULES", "make_schedule"]
@@ -77,6 +80,17 @@ def _check_params(params) -> dict:
 # ---------------------------------------------------------------------------------------------
 # optimisers
 # ---------------------------------------------------------------------------------------------
+
+def _one_pass(kernel, numpy_twin, arrays, *factors):
+    """An update rule's kernel (:mod:`bptt.kernels.optim`) over the flattened parameter, gradient
+    and buffers, each scalar factor already rounded to θ's dtype as NumPy rounds a Python float:
+    one pass, the bits of the NumPy expressions in its reference twin, which the arrays run
+    through as they are when one of them is not contiguous."""
+    if all(a.flags.c_contiguous for a in arrays):
+        kernel(*(a.reshape(-1) for a in arrays), *factors)
+    else:
+        numpy_twin(*arrays, *factors)
+
 
 class Optimizer:
     """Base class: holds ``params`` (live arrays), ``lr``, the step count and per-parameter state.
@@ -197,17 +211,10 @@ class SGD(Optimizer):
     def _update(self, p, g, state):
         h = self.hyper
         mu, wd = h["momentum"], h["weight_decay"]
-        if wd != 0:
-            g = g + wd * p
-        if mu != 0:
-            buf = state["momentum_buffer"]
-            if self.step_count == 1:
-                buf[...] = g
-            else:
-                buf *= mu
-                buf += (1.0 - h["dampening"]) * g
-            g = g + mu * buf if h["nesterov"] else buf
-        p -= self.lr * g
+        f = p.dtype.type
+        _one_pass(sgd_update, sgd_update_numpy, (p, g, state["momentum_buffer"]),
+                  wd != 0, f(wd), mu != 0, self.step_count == 1, f(mu), f(1.0 - h["dampening"]),
+                  h["nesterov"], f(self.lr))
 
 
 class Adagrad(Optimizer):
@@ -227,13 +234,9 @@ class Adagrad(Optimizer):
 
     def _update(self, p, g, state):
         h = self.hyper
-        if h["weight_decay"] != 0:
-            g = g + h["weight_decay"] * p
-        s = state["sum"]
-        s += g * g
-        denom = np.sqrt(s)
-        denom += h["eps"]
-        p -= self.lr * (g / denom)
+        f = p.dtype.type
+        _one_pass(adagrad_update, adagrad_update_numpy, (p, g, state["sum"]),
+                  h["weight_decay"] != 0, f(h["weight_decay"]), f(h["eps"]), f(self.lr))
 
 
 class RMSprop(Optimizer):
@@ -260,25 +263,12 @@ class RMSprop(Optimizer):
     def _update(self, p, g, state):
         h = self.hyper
         a = h["alpha"]
-        if h["weight_decay"] != 0:
-            g = g + h["weight_decay"] * p
-        v = state["square_avg"]
-        v *= a
-        v += (1.0 - a) * (g * g)
-        if h["centered"]:
-            m = state["grad_avg"]
-            m += (1.0 - a) * (g - m)    # torch: grad_avg.lerp_(g, 1 − α)
-            d = np.sqrt(v - m * m)
-        else:
-            d = np.sqrt(v)
-        d += h["eps"]
-        if h["momentum"] > 0:
-            b = state["momentum_buffer"]
-            b *= h["momentum"]
-            b += g / d
-            p -= self.lr * b
-        else:
-            p -= self.lr * (g / d)
+        f = p.dtype.type
+        # centered: m ← m + (1 − α)(g − m), torch's grad_avg.lerp_(g, 1 − α)
+        _one_pass(rmsprop_update, rmsprop_update_numpy,
+                  (p, g, state["square_avg"], state["grad_avg"], state["momentum_buffer"]),
+                  h["weight_decay"] != 0, f(h["weight_decay"]), f(a), f(1.0 - a), h["centered"],
+                  h["momentum"] > 0, f(h["momentum"]), f(h["eps"]), f(self.lr))
 
 
 class Adam(Optimizer):
@@ -305,23 +295,16 @@ class Adam(Optimizer):
                          weight_decay=_number("weight_decay", weight_decay, lo=0.0))
 
     def _update(self, p, g, state):
-        """The update in one pass (:func:`bptt.kernels.optim.adam_update`), every factor rounded
-        to θ's dtype as NumPy rounds it: the bits of the NumPy expressions in its reference
-        twin, which the arrays run through when one of them is not contiguous."""
         h = self.hyper
         b1, b2 = h["betas"]
         wd = h["weight_decay"]
         t = self.step_count
         m, v = state["exp_avg"], state["exp_avg_sq"]
         f = p.dtype.type
-        args = (f(1.0 - self.lr * wd), wd != 0 and self.decoupled, f(wd), wd != 0 and not self.decoupled,
-                f(1.0 - b1), f(b2), f(1.0 - b2), f(math.sqrt(1.0 - b2 ** t)), f(h["eps"]),
-                f(self.lr / (1.0 - b1 ** t)))
-        arrays = (p, g, m, v)
-        if all(a.flags.c_contiguous for a in arrays):
-            adam_update(*(a.reshape(-1) for a in arrays), *args)
-        else:
-            adam_update_numpy(*arrays, *args)
+        _one_pass(adam_update, adam_update_numpy, (p, g, m, v),
+                  f(1.0 - self.lr * wd), wd != 0 and self.decoupled, f(wd), wd != 0 and not self.decoupled,
+                  f(1.0 - b1), f(b2), f(1.0 - b2), f(math.sqrt(1.0 - b2 ** t)), f(h["eps"]),
+                  f(self.lr / (1.0 - b1 ** t)))
 
 
 class AdamW(Adam):

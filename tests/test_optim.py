@@ -114,14 +114,13 @@ def test_updates_parameters_in_place_and_deterministically():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name, kw", [("adam", {}), ("adam", {"weight_decay": 0.1, "betas": (0.8, 0.99)}),
-                                      ("adamw", {}), ("adamw", {"weight_decay": 0.3, "eps": 1e-6})])
-def test_adam_kernel_gives_the_bits_of_the_numpy_expressions(name, kw, dtype):
-    """Adam's and AdamW's one-pass kernel (bptt.kernels.optim.adam_update) against the NumPy
-    expressions (its reference twin, which a non-contiguous parameter runs through): the same
-    bits over ten steps, on one thread and on two, on arrays long enough to be split between
-    them; the parameters move, and gradients of 0 (where a signed zero or a skipped term would
-    show) are among them."""
+@pytest.mark.parametrize("name, kw", [(c[0], c[1]) for c in CASES], ids=IDS)
+def test_update_kernels_give_the_bits_of_the_numpy_expressions(name, kw, dtype):
+    """Every optimiser's one-pass kernel (bptt.kernels.optim) against the NumPy expressions (its
+    reference twin, which a non-contiguous parameter runs through): the same bits over ten
+    steps (the first, where SGD's momentum starts, among them), on one thread and on two, on
+    arrays long enough to be split between them; the parameters move, and gradients of 0
+    (where a signed zero or a skipped term would show) are among them."""
     from bptt import jit
 
     rng = np.random.default_rng(3)

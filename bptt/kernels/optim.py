@@ -1,4 +1,5 @@
-"""Optimiser updates, element by element, in one pass over a parameter and its buffers.
+"""Optimiser updates, element by element, in one pass over a parameter and its buffers, and the
+sum of squares of a gradient clip.
 
 Shapes: N elements (a parameter, its gradient and its buffers, each flattened). Every scalar
 comes in the parameter's dtype, already rounded to it, and every operation runs in that dtype in
@@ -49,6 +50,81 @@ def adam_update(p, g, m, v, decay, use_decay, wd, use_l2, c1, b2, c2, r, eps, s)
         m[n] = mn
         v[n] = vn
         p[n] = pn - s * (mn / (math.sqrt(vn) / r + eps))
+
+
+@kernel
+def sgd_update(p, g, buf, use_l2, wd, use_momentum, first, mu, c, nesterov, lr):
+    """One SGD step of N elements (:class:`bptt.optim.SGD`): g ← g + λθ (``use_l2``); with
+    ``use_momentum``, b ← g on the ``first`` step, else b ← bμ + c g (c = 1 − τ), then g ← g + μb
+    (``nesterov``) or g ← b; θ ← θ − η g.
+
+    p : (N,) θ, updated.  g : (N,) read only.  buf : (N,) the momentum buffer, updated (read only
+    with ``use_momentum``).  wd : λ.  mu : μ.  c : 1 − τ.  lr : η.
+    """
+    N = p.shape[0]
+    for n in prange(N):
+        pn = p[n]
+        gn = g[n]
+        if use_l2:
+            gn = gn + wd * pn
+        if use_momentum:
+            if first:
+                bn = gn
+            else:
+                bn = buf[n] * mu + c * gn
+            buf[n] = bn
+            gn = gn + mu * bn if nesterov else bn
+        p[n] = pn - lr * gn
+
+
+@kernel
+def adagrad_update(p, g, s, use_l2, wd, eps, lr):
+    """One Adagrad step of N elements (:class:`bptt.optim.Adagrad`): g ← g + λθ (``use_l2``);
+    s ← s + g g; θ ← θ − η (g / (√s + ε)).
+
+    p : (N,) θ, updated.  g : (N,) read only.  s : (N,) the sum of squares, updated.
+    """
+    N = p.shape[0]
+    for n in prange(N):
+        pn = p[n]
+        gn = g[n]
+        if use_l2:
+            gn = gn + wd * pn
+        sn = s[n] + gn * gn
+        s[n] = sn
+        p[n] = pn - lr * (gn / (math.sqrt(sn) + eps))
+
+
+@kernel
+def rmsprop_update(p, g, v, m, b, use_l2, wd, a, c, centered, use_momentum, mom, eps, lr):
+    """One RMSprop step of N elements (:class:`bptt.optim.RMSprop`): g ← g + λθ (``use_l2``);
+    v ← vα + c g g (c = 1 − α); d ← √(v − m m) + ε after m ← m + c (g − m) (``centered``), else
+    d ← √v + ε; with ``use_momentum`` b ← b μ + g / d and θ ← θ − η b, else θ ← θ − η (g / d).
+
+    p : (N,) θ, updated.  g : (N,) read only.  v, m, b : (N,) the buffers (m updated only when
+    ``centered``, b only with ``use_momentum``).
+    """
+    N = p.shape[0]
+    for n in prange(N):
+        pn = p[n]
+        gn = g[n]
+        if use_l2:
+            gn = gn + wd * pn
+        vn = v[n] * a + c * (gn * gn)
+        v[n] = vn
+        if centered:
+            mn = m[n]
+            mn = mn + c * (gn - mn)
+            m[n] = mn
+            d = math.sqrt(vn - mn * mn) + eps
+        else:
+            d = math.sqrt(vn) + eps
+        if use_momentum:
+            bn = b[n] * mom + gn / d
+            b[n] = bn
+            p[n] = pn - lr * bn
+        else:
+            p[n] = pn - lr * (gn / d)
 
 
 PW_BLOCK = 128   # NumPy's pairwise summation: runs of at most this many add in 8 lanes
