@@ -28,6 +28,15 @@ import numpy as np
 from ..jit import inline, kernel, prange
 
 
+@inline
+def l2_grad(g, n, pn, use_l2, wd):
+    """g[n], plus λθ (θ = pn) if ``use_l2``: weight decay as an L2 term in the gradient."""
+    gn = g[n]
+    if use_l2:
+        gn = gn + wd * pn
+    return gn
+
+
 @kernel
 def adam_update(p, g, m, v, decay, use_decay, wd, use_l2, c1, b2, c2, r, eps, s):
     """One Adam (or AdamW) step of N elements.
@@ -41,9 +50,7 @@ def adam_update(p, g, m, v, decay, use_decay, wd, use_l2, c1, b2, c2, r, eps, s)
         pn = p[n]
         if use_decay:
             pn = pn * decay
-        gn = g[n]
-        if use_l2:
-            gn = gn + wd * pn
+        gn = l2_grad(g, n, pn, use_l2, wd)
         mn = m[n]
         mn = mn + c1 * (gn - mn)
         vn = v[n] * b2 + c2 * (gn * gn)
@@ -64,9 +71,7 @@ def sgd_update(p, g, buf, use_l2, wd, use_momentum, first, mu, c, nesterov, lr):
     N = p.shape[0]
     for n in prange(N):
         pn = p[n]
-        gn = g[n]
-        if use_l2:
-            gn = gn + wd * pn
+        gn = l2_grad(g, n, pn, use_l2, wd)
         if use_momentum:
             if first:
                 bn = gn
@@ -87,9 +92,7 @@ def adagrad_update(p, g, s, use_l2, wd, eps, lr):
     N = p.shape[0]
     for n in prange(N):
         pn = p[n]
-        gn = g[n]
-        if use_l2:
-            gn = gn + wd * pn
+        gn = l2_grad(g, n, pn, use_l2, wd)
         sn = s[n] + gn * gn
         s[n] = sn
         p[n] = pn - lr * (gn / (math.sqrt(sn) + eps))
@@ -107,9 +110,7 @@ def rmsprop_update(p, g, v, m, b, use_l2, wd, a, c, centered, use_momentum, mom,
     N = p.shape[0]
     for n in prange(N):
         pn = p[n]
-        gn = g[n]
-        if use_l2:
-            gn = gn + wd * pn
+        gn = l2_grad(g, n, pn, use_l2, wd)
         vn = v[n] * a + c * (gn * gn)
         v[n] = vn
         if centered:
