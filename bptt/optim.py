@@ -371,7 +371,7 @@ def clip_grad_norm(grads: dict, max_norm: float, *, error_if_nonfinite: bool = F
     sq = 0.0
     out = np.empty(1)
     for g in arrays:   # each array's sum in one pass, NumPy's bits (kernels.optim.sum_squares)
-        if g.flags.c_contiguous and g.size:
+        if g.flags.c_contiguous and g.size and g.dtype in (np.float32, np.float64):
             sum_squares(out, g.reshape(-1))
             sq += float(out[0])
         else:

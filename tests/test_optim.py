@@ -302,6 +302,8 @@ def test_clip_grad_norm_sums_squares_with_numpys_bits(dtype):
     assert not wide["w"].flags.c_contiguous
     n1, n2 = clip_grad_norm(grads, 1.0), clip_grad_norm(wide, 1.0)
     assert n1 == n2 and all(np.array_equal(grads[k], wide[k]) for k in grads)
+    half = {"h": np.full(7, 3.0, np.float16), "e": np.zeros(0, dtype)}   # no kernel for these: NumPy's
+    assert clip_grad_norm(half, 100.0) == math.sqrt(63.0)
 
 
 def test_clip_grad_norm_nonfinite_is_reported_not_applied():
