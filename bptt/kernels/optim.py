@@ -65,8 +65,8 @@ def sgd_update(p, g, buf, use_l2, wd, use_momentum, first, mu, c, nesterov, lr):
     ``use_momentum``, b ← g on the ``first`` step, else b ← bμ + c g (c = 1 − τ), then g ← g + μb
     (``nesterov``) or g ← b; θ ← θ − η g.
 
-    p : (N,) θ, updated.  g : (N,) read only.  buf : (N,) the momentum buffer, updated (read only
-    with ``use_momentum``).  wd : λ.  mu : μ.  c : 1 − τ.  lr : η.
+    p : (N,) θ, updated.  g : (N,) read only.  buf : (N,) the momentum buffer (read and written
+    only with ``use_momentum``).  wd : λ.  mu : μ.  c : 1 − τ.  lr : η.
     """
     N = p.shape[0]
     for n in prange(N):
