@@ -106,6 +106,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib
 import os
 import statistics
 import threading
@@ -596,8 +597,14 @@ def on_first_use(hook) -> None:
 
 
 def _prepare(args) -> None:
-    """Run the first-use hooks for the float dtypes among ``args`` not seen yet."""
+    """Run the first-use hooks for the float dtypes among ``args`` not seen yet. Before the first
+    dtype, the engine is imported, so that its hooks are registered first: a hook registered
+    after a dtype was prepared runs at once, and the engine's run while its module is still being
+    executed (a kernel of a module that does not import the engine, such as
+    :mod:`bptt.kernels.optim`, could run first, and ``import bptt.layers`` after it failed)."""
     global _all_prepared
+    if not _prepared and not _NO_JIT:
+        importlib.import_module("bptt.kernels.engine")
     for a in args:
         dt = getattr(a, "dtype", None)
         if dt is not None and dt.kind == "f" and dt not in _prepared:

@@ -47,6 +47,28 @@ def test_job_sets_of_one_name_in_two_modules_keep_their_own_launchers(tmp_path):
         assert float(r.stdout.strip().splitlines()[-1]) == value
 
 
+_KERNEL_BEFORE_ENGINE = """
+import numpy as np
+from bptt.optim import make_optimizer   # kernels.optim does not import the engine
+p = {"w": np.ones((4, 3), np.float32)}
+make_optimizer("adam", p, 0.1).step({"w": np.ones((4, 3), np.float32)})
+import bptt.layers  # noqa: F401  (the engine, imported after a dtype was prepared)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not jit.CACHE, reason="needs the cache: a warm one hides the fault")
+def test_a_kernel_run_before_the_engine_is_imported_leaves_it_importable(tmp_path):
+    """A kernel of a module that does not import the engine (an optimiser's update) prepares a
+    dtype first; importing the engine after it used to run its first-use hooks at once, halfway
+    through the module (on a cold cache: NameError on a helper defined further down, then an
+    AssertionError from Numba). jit._prepare imports the engine before the first dtype."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), BPTT_CACHE="1")
+    r = subprocess.run([sys.executable, "-c", _KERNEL_BEFORE_ENGINE], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "ok", r.stderr[-3000:]
+
+
 def test_a_job_set_runs_every_job_once_in_both_builds(threads):
     seen = np.zeros(37, np.int64)
 
