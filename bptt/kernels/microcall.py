@@ -434,6 +434,8 @@ def ensure(isa: str, dtype) -> None:
     i = types.int64
     for pair, sizes in ((False, fam.SIZES), (True, fam.PAIRS)):
         for R, W in sizes:
+            if inlined_block(isa, R, W, pair):   # written into the tile, never called
+                continue
             external(body_function(fam, R, W, pair=pair), types.void(p, i, p, i, i, p, i, i, i, i, *([i] * pair)),
                      symbol(isa, R, W, dt, pair))
     if getattr(fam, "STREAM", None):   # the main block's streaming body (the tile calls it by name)
@@ -460,6 +462,14 @@ def panel_block(isa):
     return (f.R, f.W) if f.W == f.panel else None
 
 
+def inlined_block(isa, R, W, pair=False) -> bool:
+    """Whether the tile writes the code of family ``isa``'s ``body_RxW`` (a pair's with ``pair``)
+    into itself instead of calling it (:func:`caller`): the main block one panel wide
+    (:func:`panel_block`), in the vector form. Its C function is then never called, and
+    :func:`ensure` does not compile it."""
+    return FORM == "vector" and not pair and (R, W) == panel_block(isa)
+
+
 def caller(isa, R, W, pair=False, stream=False):
     """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh[, d]): family ``isa``'s
     compiled ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are
@@ -469,8 +479,8 @@ def caller(isa, R, W, pair=False, stream=False):
     elements per step of k (:func:`vector_body`)."""
     if numba.config.DISABLE_JIT:
         return None   # the tile is never run under NUMBA_DISABLE_JIT (acc_tile runs acc_scalar)
-    inlined = (vector_generator(R, W, lanes=vector_floats(isa)) if FORM == "vector" and not (pair or stream)
-               and (R, W) == panel_block(isa) else None)
+    inlined = (vector_generator(R, W, lanes=vector_floats(isa)) if inlined_block(isa, R, W, pair) and not stream
+               else None)
 
     def typer(typingctx, pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh, *d):
         if not (isinstance(pC, types.CPointer) and pC == pA == pB and pC.dtype in (types.float32, types.float64)):
