@@ -278,7 +278,9 @@ class _Recurrent(Layer):
             xin = ws.xt if l == 0 else ws.y[l - 1]
             dxin = ws.dxt if l == 0 else ws.dy[l - 1]
             pipelined = small and self._PIPELINED
-            if pipelined or self._fused(*(params[n] for n in self._names(l, 0)[:2])):
+            # both directions' weights have one shape: fused (or not) alike
+            fused = self._fused(*(params[n] for n in self._names(l, 0)[:2]))
+            if pipelined or fused:
                 dxin.fill(0)   # the sweeps add into it; otherwise the first input_backward sets it
             for d in range(D):
                 names = self._names(l, d)
@@ -290,7 +292,6 @@ class _Recurrent(Layer):
                     self._cell_backward_pipelined(ws, l, d, k, W_ih, W_hh, dfk, dik, xin, dxin,
                                                   dW_ih, db_ih, dW_hh, db_hh, clear)
                     continue
-                fused = self._fused(W_ih, W_hh)
                 # the fused sweep puts dg straight into the weight-gradient pass's panels
                 filled = fused and gates_in_panels(T, B, W_ih.shape[1], H)
                 if fused:   # dx inside the sweep, step by step
