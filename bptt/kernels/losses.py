@@ -8,6 +8,8 @@ Reference twins: :mod:`bptt.reference.losses` (same names and signatures, plain 
 """
 import math
 
+import numpy as np
+
 from ..jit import inline, kernel, prange
 from .activations import exp
 
@@ -29,7 +31,7 @@ def mse_rows(row_loss, dpred, pred, target, scale):
         row_loss[n] = s
 
 
-LANES = 8   # independent running maxima and partial sums a row's reductions keep (row_max, row_sum)
+LANES = 8   # independent running maxima and partial sums a row's reductions keep (row_max, lane_sum)
 
 
 @inline
@@ -72,26 +74,33 @@ def row_max(z):
 
 
 @inline
-def row_sum(e):
-    """Σ_v e[v] in float64, in a fixed order: LANES partial sums (e[v] into lane v mod LANES, each
-    in increasing v), added pairwise ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), then the last V
-    mod LANES in order. The order is the source's, so the bits do not depend on the thread count
-    or the ISA; one running sum waited for each add in turn (4 cycles an element)."""
-    V = e.shape[0]
-    V8 = V - V % LANES
+def lane_sum(a, i0, n, square):
+    """Σ a[i] (a[i]², with ``square``) for i0 ≤ i < i0 + n, in float64, in a fixed order: LANES
+    partial sums from 0 (a[i0 + v] into lane v mod LANES, each in increasing v), added pairwise
+    ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), then the last n mod LANES in order. That is NumPy's
+    pairwise sum of a run of at most 128 (its lanes start from the first 8 values; 0 + x is x),
+    so :func:`bptt.kernels.optim.sum_squares` keeps NumPy's bits with it. The order is the
+    source's, so the bits do not depend on the thread count or the ISA; one running sum waited
+    for each add in turn (4 cycles an element)."""
+    e = i0 + n - n % LANES
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    for v in range(0, V8, LANES):
-        a0 += e[v]
-        a1 += e[v + 1]
-        a2 += e[v + 2]
-        a3 += e[v + 3]
-        a4 += e[v + 4]
-        a5 += e[v + 5]
-        a6 += e[v + 6]
-        a7 += e[v + 7]
+    for v in range(i0, e, LANES):
+        x0, x1, x2, x3 = np.float64(a[v]), np.float64(a[v + 1]), np.float64(a[v + 2]), np.float64(a[v + 3])
+        x4, x5, x6, x7 = np.float64(a[v + 4]), np.float64(a[v + 5]), np.float64(a[v + 6]), np.float64(a[v + 7])
+        if square:
+            x0, x1, x2, x3, x4, x5, x6, x7 = x0 * x0, x1 * x1, x2 * x2, x3 * x3, x4 * x4, x5 * x5, x6 * x6, x7 * x7
+        a0 += x0
+        a1 += x1
+        a2 += x2
+        a3 += x3
+        a4 += x4
+        a5 += x5
+        a6 += x6
+        a7 += x7
     s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    for v in range(V8, V):
-        s += e[v]
+    for v in range(e, i0 + n):
+        x = np.float64(a[v])
+        s += x * x if square else x
     return s
 
 
@@ -120,7 +129,7 @@ def softmax_xent_rows(row_loss, dlogits, logits, targets, weight, scale):
         m = row_max(zn)
         for v in range(V):   # the exponentials first, in a loop of their own, which vectorises
             dn[v] = exp(zn[v] - m)   # (float32: activations.exp32, not libm's scalar expf)
-        s = row_sum(dn)      # then their sum in float64, in a fixed order
+        s = lane_sum(dn, 0, V, False)   # then their sum in float64, in a fixed order
         t = targets[n]
         row_loss[n] = w * (m + math.log(s) - logits[n, t])
         c = w * scale / s

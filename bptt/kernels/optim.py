@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from ..jit import inline, kernel, prange
+from .losses import lane_sum
 
 
 @inline
@@ -132,45 +133,12 @@ PW_BLOCK = 128   # NumPy's pairwise summation: runs of at most this many add in 
 DEPTH = 64       # pending halves of sum_squares' tree: its depth is about log2(N / PW_BLOCK)
 
 
-@inline
-def _squares_leaf(a, i0, n):
-    """NumPy's pairwise sum of a[i0:i0+n]² (float64) for n ≤ PW_BLOCK: fewer than 8 in order from
-    0; otherwise 8 running sums from the first 8, element i0 + i in lane i mod 8, added pairwise
-    ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), then the last n mod 8 in order."""
-    if n < 8:
-        s = 0.0
-        for i in range(i0, i0 + n):
-            x = np.float64(a[i])
-            s += x * x
-        return s
-    x0, x1, x2, x3 = np.float64(a[i0]), np.float64(a[i0 + 1]), np.float64(a[i0 + 2]), np.float64(a[i0 + 3])
-    x4, x5, x6, x7 = np.float64(a[i0 + 4]), np.float64(a[i0 + 5]), np.float64(a[i0 + 6]), np.float64(a[i0 + 7])
-    r0, r1, r2, r3, r4, r5, r6, r7 = x0 * x0, x1 * x1, x2 * x2, x3 * x3, x4 * x4, x5 * x5, x6 * x6, x7 * x7
-    e = i0 + n - n % 8
-    for i in range(i0 + 8, e, 8):
-        x0, x1, x2, x3 = np.float64(a[i]), np.float64(a[i + 1]), np.float64(a[i + 2]), np.float64(a[i + 3])
-        x4, x5, x6, x7 = np.float64(a[i + 4]), np.float64(a[i + 5]), np.float64(a[i + 6]), np.float64(a[i + 7])
-        r0 += x0 * x0
-        r1 += x1 * x1
-        r2 += x2 * x2
-        r3 += x3 * x3
-        r4 += x4 * x4
-        r5 += x5 * x5
-        r6 += x6 * x6
-        r7 += x7 * x7
-    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for i in range(e, i0 + n):
-        x = np.float64(a[i])
-        s += x * x
-    return s
-
-
 @kernel(parallel=False)
 def sum_squares(out, a):
     """out[0] = Σ_n a[n]² in float64, with exactly NumPy's pairwise summation of the squares
     (``np.sum(np.square(a.astype(np.float64)))`` on a contiguous array: a run of more than
     PW_BLOCK splits into halves at n/2 rounded down to a multiple of 8, each summed the same
-    way, then added; shorter runs are :func:`_squares_leaf`), so the same bits. A square of a
+    way, then added; shorter runs are :func:`bptt.kernels.losses.lane_sum`), so the same bits. A square of a
     float32 is exact in float64. The tree walked with a stack of pending halves, in one pass
     with no copy (NumPy's made a float64 copy and an array of squares first).
 
@@ -193,7 +161,7 @@ def sum_squares(out, a):
             st_i[sp], st_n[sp], st_s[sp] = st_i[k], h, 0
             sp += 1
             continue
-        val = _squares_leaf(a, st_i[k], n)   # a run short enough: its sum goes up the stack
+        val = lane_sum(a, st_i[k], n, True)   # a run short enough: its sum goes up the stack
         sp -= 1
         while True:
             if sp == 0:
