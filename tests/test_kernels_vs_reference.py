@@ -606,6 +606,35 @@ def test_weight_grads_ignore_what_their_scratch_held(B, transposed, monkeypatch)
         assert np.array_equal(u, v), name
 
 
+@pytest.mark.parametrize("T,B,H,D,form", [(6, 50, 45, 1, rnn.BY_UNITS), (5, 9, 20, 2, rnn.BY_UNITS),
+                                         (4, 33, 16, 1, rnn.BY_UNITS), (3, 64, 100, 2, rnn.BY_STEPS),
+                                         (3, 40, 5, 1, rnn.BY_STEPS)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_transposed_packs_of_the_steps_hold_them_in_part_row_order_in_either_form(nthreads, T, B, H, D, form,
+                                                                                    reverse):
+    """pack_inputs and pack_states, transposed (the weight gradients' A), copy every step's
+    inputs, or the state it read (h0 first, from column ``off`` of a bidirectional layer's
+    output otherwise), into the columns of P in part_row order, whichever form the copy takes:
+    by steps, or by blocks of units, whose last block of TB rows overlaps the one before it
+    (H = 45, 20) and whose halves' runs are no whole number of TB (25, 5 and 4, 17 and 16)."""
+    rng = np.random.default_rng(T * B + H)
+    assert rnn.transposed_form(T, B, H, 4) == form
+    X, h0 = rng.standard_normal((T, B, D * H)).astype(np.float32), rng.standard_normal((B, H)).astype(np.float32)
+    off = H * (D - 1)
+    xs = np.ascontiguousarray(X[:, :, :H])
+    got_x = rnn.pack_inputs(xs, True)[:, :T * B].copy()
+    got_h = rnn.pack_states(X, h0, off, reverse, True)[:, :T * B].copy()
+    want_x, want_h = np.empty((H, T * B), np.float32), np.empty((H, T * B), np.float32)
+    for t in range(T):
+        for b in range(B):
+            r = rnn.part_row(B, T, 2, t, b)
+            want_x[:, r] = xs[t, b]
+            first = t == (T - 1 if reverse else 0)
+            want_h[:, r] = h0[b] if first else X[t + 1 if reverse else t - 1, b, off:off + H]
+    assert np.array_equal(got_x, want_x)
+    assert np.array_equal(got_h, want_h)
+
+
 def test_scratch_is_reused_aligned_and_grows():
     from bptt.kernels.engine import release_scratch, scratch
     release_scratch()

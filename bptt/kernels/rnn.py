@@ -49,7 +49,7 @@ from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, ac
                      k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, scratch, scratch_panels,
-                     sweep_chunks, transpose_into, transpose_rows_into,
+                     sweep_chunks, transpose_into, transpose_rows_into, TB,
                      LAST_PANELS, LAST_PANELS_T)
 
 
@@ -713,47 +713,103 @@ def weight_grads_shared(dW_ih, db_ih, dW_hh, db_hh, dg, x, y, h0, off, reverse, 
 
 
 @jobs
-def _pack_steps(j, njobs, P, X, h0, off, prev, reverse, transposed):
-    """Job j of 2T: the rows of batch half j // T of step t = j mod T, h0.shape[1] columns from
-    ``off``, into panels P (rows in :func:`part_row` order) or, ``transposed``, into the columns
-    of P (h0.shape[1], T·B) (in :func:`part_row` order): X[t] itself (``prev`` False: the inputs,
-    with h0 any (B, I) array, say X[0]), or the state step t read (``prev``: the previous step's
-    rows of X, h0 for the first processed step). One job set for all four, so that it is compiled
-    once."""
+def _pack_steps(j, njobs, P, X, h0, off, prev, reverse, form):
+    """Job j of :func:`_packed_steps`, into P in ``form`` (``PANELS``, ``BY_STEPS`` or
+    ``BY_UNITS``, see there): X[t] itself (``prev`` False: the inputs, with h0 any (B, I) array,
+    say X[0]), or the state step t read (``prev``: the previous step's rows of X, h0 for the
+    first processed step), rows in :func:`part_row` order. One job set for all the forms and
+    both operands, so that it is compiled once."""
     T, B = X.shape[0], X.shape[1]
     H = h0.shape[1]
-    t = j % T
-    b0, b1 = batch_half(B, 2, j // T)
-    first = prev and t == (T - 1 if reverse else 0)   # the step that read h0
-    if first:
-        src = h0
-    elif prev:
-        src = X[t + 1 if reverse else t - 1]
-    else:
-        src = X[t]
-    c0 = 0 if first else off
-    r = part_row(B, T, 2, t, b0)
-    if not transposed:
-        for p in range(n_panels(H)):
-            pack_panel(P, src, p, c0, H, b0, b1, r)
+    if form == BY_UNITS:   # rows u0 ... of P, every step of one half
+        nq = njobs // 2
+        half = j // nq
+        b0, b1 = batch_half(B, 2, half)
+        v0, v1 = unit_blocks(j - half * nq, H)
+        for t in range(T):
+            src, c0 = step_source(X, h0, off, prev, reverse, t)
+            r = part_row(B, T, 2, t, b0)
+            for v in range(v0, v1):
+                u0 = min(v * TB, H - TB)
+                transpose_rows_into(P[0, u0:u0 + TB, r:r + b1 - b0], src[b0:b1, c0 + u0:c0 + u0 + TB])
         return
-    transpose_rows_into(P[0, :, r:r + b1 - b0], src[b0:b1, c0:c0 + H])
+    t = j % T   # one half of step t, every unit
+    b0, b1 = batch_half(B, 2, j // T)
+    src, c0 = step_source(X, h0, off, prev, reverse, t)
+    r = part_row(B, T, 2, t, b0)
+    if form == BY_STEPS:
+        transpose_rows_into(P[0, :, r:r + b1 - b0], src[b0:b1, c0:c0 + H])
+        return
+    for p in range(n_panels(H)):
+        pack_panel(P, src, p, c0, H, b0, b1, r)
+
+
+@inline
+def step_source(X, h0, off, prev, reverse, t):
+    """(src, c0): the array whose rows hold step t's inputs (``prev`` False: X[t]) or the state
+    step t read (``prev``: h0 for the first processed step, else the previous step's X), and
+    the column the numbers start at (``off`` in X, 0 in h0)."""
+    T = X.shape[0]
+    if prev and t == (T - 1 if reverse else 0):   # the step that read h0
+        return h0, 0
+    if prev:
+        return X[t + 1 if reverse else t - 1], off
+    return X[t], off
+
+
+PANELS, BY_STEPS, BY_UNITS = 0, 1, 2   # the forms of _pack_steps
+PACK_UNITS = 64   # rows of P (units) per BY_UNITS job
+LINE = 64         # bytes in a cache line
+
+
+@inline
+def unit_blocks(q, H):
+    """(v0, v1): the TB-row blocks of P that BY_UNITS job q (of each half) transposes, block v
+    being rows min(v·TB, H - TB) ... (the last may overlap the one before it and write the
+    same values again); H ≥ TB."""
+    per = PACK_UNITS // TB
+    return q * per, min((q + 1) * per, (H + TB - 1) // TB)
 
 
 def _packed_steps(name, X, h0, off, prev, reverse, transposed):
     """:func:`_pack_steps` into scratch buffer ``name`` (packed on every call): panels
     (n_panels(H), T·B, PANEL), or (1, H, ≥ T·B) when ``transposed`` (rows of
     :func:`bptt.kernels.engine.apart_rows` (T·B), so that they do not alias in L1 as A); returns
-    the panels, or the (H, ≥ T·B) array, its first T·B columns the states."""
+    the panels, or the (H, ≥ T·B) array, its first T·B columns the states.
+
+    Transposed, in one of two forms, the same copy. ``BY_STEPS``, a job per step and half: its
+    rows (a half of the batch) into a run of every one of P's H rows. Where those runs are not
+    whole cache lines (a half of 25 sequences, 100 bytes, at the char-LM's shape), each line
+    was written in parts by two jobs, and with the states in memory rather than in cache (as
+    after a backward sweep) the copy ran at a third of a plain copy's speed: 1.4-1.6 ms for the
+    char-LM's 2.5 MB, against 0.45 (Intel Xeon, two threads). So there it runs ``BY_UNITS``: a
+    job per ``PACK_UNITS`` rows of P and half, every step in turn, so that one job writes each
+    line, in order (0.67-0.91 ms). Where the runs are whole lines (halves of 32 sequences at
+    ``fastrnns``, 16 at ``deepbench``, float32) ``BY_STEPS`` was the quicker, by 5-15 %."""
     T, B = X.shape[0], X.shape[1]
     H = h0.shape[1]
-    if transposed:   # 3-D: one job-set signature; rows apart_rows(T·B) long, the products' A
-        ld = apart_rows(T * B, X.itemsize)
-        P = scratch(name + "_T", H * ld, X.dtype).reshape((1, H, ld))
-    else:
+    if not transposed:
         P = scratch_panels(name, H, T * B, X.dtype)
-    _pack_steps(2 * T, P, X, h0, off, prev, reverse, transposed)
-    return P[0] if transposed else P
+        _pack_steps(2 * T, P, X, h0, off, prev, reverse, PANELS)
+        return P
+    ld = apart_rows(T * B, X.itemsize)   # 3-D: one job-set signature; the products' A
+    P = scratch(name + "_T", H * ld, X.dtype).reshape((1, H, ld))
+    if transposed_form(T, B, H, X.itemsize) == BY_STEPS:
+        _pack_steps(2 * T, P, X, h0, off, prev, reverse, BY_STEPS)
+    else:
+        _pack_steps(2 * ((H + PACK_UNITS - 1) // PACK_UNITS), P, X, h0, off, prev, reverse, BY_UNITS)
+    return P[0]
+
+
+def transposed_form(T, B, H, itemsize):
+    """The form of :func:`_packed_steps`'s transposed copy of T steps of B rows of H numbers:
+    ``BY_STEPS`` where each half's run in every row of P is whole cache lines (or H < TB),
+    else ``BY_UNITS``."""
+    ld = apart_rows(T * B, itemsize)
+    Bh = batch_half(B, 2, 0)[1]
+    if H < TB or all(n * itemsize % LINE == 0 for n in (ld, Bh, B - Bh)):
+        return BY_STEPS
+    return BY_UNITS
 
 
 def pack_inputs(x, transposed):
