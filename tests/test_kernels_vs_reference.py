@@ -408,7 +408,7 @@ def test_input_backward_with_clear_sets_dx_with_the_bits_of_zeros_then_the_sum(n
 
 @pytest.mark.parametrize("N,M,even", [(800, 4096, True), (800, 1024, True), (800, 3072, True), (128, 512, True),
                                       (6400, 2048, True), (800, 1500, True), (300, 1000, True), (37, 333, False),
-                                      (5, 24, False), (1, 1, False)])
+                                      (5, 24, False), (1, 1, False), (65, 256, True), (80, 200, False)])
 def test_product_jobs_cover_the_output_once_and_share_it_evenly(N, M, even):
     """The jobs of an (N, M) product (engine.block_origin) cover every output exactly once; for
     the larger shapes their number is a multiple of the cores (engine.CHUNKS) and each core's
@@ -436,6 +436,30 @@ def test_product_jobs_cover_the_output_once_and_share_it_evenly(N, M, even):
             assert shares.max() - shares.min() <= N * engine.PANEL, shares
         else:
             assert shares.max() <= 1.02 * shares.mean(), shares
+
+
+def test_a_weight_gradient_of_one_job_a_core_splits_the_wider_operand_by_columns():
+    """A weight gradient with as many jobs as cores by rows (ncb 1), where Bm (the layer's input)
+    is the wider operand (M > N), takes column blocks instead, so that each core packs only its
+    share of Bm: the char-LM head's (65 rows of dW, 256 columns) on two cores is two column
+    blocks of 128. Other products, and a taller one (M ≤ N), keep their rows apart."""
+    from bptt.kernels import engine
+    if engine.CHUNKS != 2:
+        pytest.skip("the split is for two cores here")
+    assert engine.n_blocks(65, 256, True) == (1, 2)
+    assert [engine.block_origin(j, 65, 256, True) for j in range(2)] == [(0, 65, 0, 128), (0, 65, 128, 256)]
+    assert engine.n_blocks(65, 256) == (2, 1)   # a product over a layer's weights keeps its rows apart
+    assert engine.n_blocks(96, 64, True) == (2, 1)
+    assert dense.weight_grad_jobs(65, 256) == 2
+    for N, M in ((65, 256), (80, 200)):   # each output once, and the two cores' shares within a panel
+        cover = np.zeros((N, M), np.int64)
+        work = []
+        for j in range(2):
+            n0, n1, c0, c1 = engine.block_origin(j, N, M, True)
+            cover[n0:n1, c0:c1] += 1
+            work.append((n1 - n0) * (c1 - c0))
+        assert (cover == 1).all()
+        assert abs(work[0] - work[1]) <= N * engine.PANEL
 
 
 def test_operands_whose_rows_alias_are_laid_out_apart_where_the_family_needs_it():

@@ -232,7 +232,7 @@ def weight_grad_jobs(O, I):
     ``COLS`` outputs), then the last I mod NARROW columns by blocks of outputs."""
     nsum = (O + COLS - 1) // COLS
     I16 = I - I % NARROW
-    return (block_jobs(O, I16) if I16 > 0 else nsum) + (nsum if I16 < I else 0)
+    return (block_jobs(O, I16, True) if I16 > 0 else nsum) + (nsum if I16 < I else 0)
 
 
 @jobs(slots=True)
@@ -295,13 +295,13 @@ def weight_grad_job(j, O, I):
     I16 = I - I % NARROW   # whole NARROW-column groups; the rest lies in one panel
     nfirst = (O + COLS - 1) // COLS
     if I16 > 0:
-        ng, ncb = n_blocks(O, I16)
+        ng, ncb = n_blocks(O, I16, True)
         nfirst = ng * ncb
     if j < nfirst:
         if I16 == 0:
             return j * COLS, min(O, j * COLS + COLS), 0, 0, True
-        n0, n1, c0, c1 = block_origin(j, O, I16)
-        g, cb = block_index(j, O, I16)
+        n0, n1, c0, c1 = block_origin(j, O, I16, True)
+        g, cb = block_index(j, O, I16, True)
         return n0, n1, c0, c1, cb == g % ncb
     t = j - nfirst
     return t * COLS, min(O, t * COLS + COLS), I16, I, False

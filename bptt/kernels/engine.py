@@ -467,12 +467,12 @@ def own_panels_T(Pp, flags, call, slot, W, p0, p1):
 
 
 @functools.lru_cache(maxsize=1024)
-def block_jobs(N, M):
+def block_jobs(N, M, by_columns=False):
     """The number of jobs of an (N, M) product, from Python: :func:`n_blocks`'s count (remembered
     per shape: the compiled call cost 2 µs, eight times an MLP step)."""
     if M == 0:
         return 0
-    ng, ncb = n_blocks(N, M)
+    ng, ncb = n_blocks(N, M, by_columns)
     return ng * ncb
 
 
@@ -929,13 +929,21 @@ JOBS = 16   # parallel jobs a large product is cut into, at least (a multiple of
 
 
 @inline
-def n_blocks(N, M):
+def n_blocks(N, M, by_columns=False):
     """(row groups, column blocks) of the jobs of an (N, M) product: ceil(M / COLS) column
     blocks, and as many groups of rows as make at least ``JOBS`` jobs and, where there are rows
     enough, a multiple of the cores (``CHUNKS``): a parallel loop deals each thread an equal
     range of jobs, and 21 jobs on two cores are 11 against 10. With too few rows for that (the
     char-LM head's weight gradient, 65 rows: 3 groups, 2 jobs on one core and 1 on the other),
-    more column blocks, up to one per panel."""
+    more column blocks, up to one per panel.
+
+    ``by_columns`` (a weight gradient, whose Bm is the layer's input over all the rows: K is the
+    batch): where the rows leave one job a core and Bm is the wider operand (M > N), the jobs
+    take column blocks instead, so that each core packs only its share of Bm rather than all of
+    it (and reads all of A, N rows, instead of its half). The char-LM head's weight gradient (65
+    × 256 over 2500 rows, two threads, paired): 474-483 → 387-390 µs. Not for the products over
+    a layer's weights (a forward, dx): there K is small and Bm too, and small forwards (64 × 128
+    → 128, 80 × 64 → 200) took 1.17-1.29× as long by columns."""
     ncb = (M + COLS - 1) // COLS
     nt = (N + ROWS - 1) // ROWS
     ng = min(nt, max(1, (JOBS + ncb - 1) // ncb))
@@ -943,11 +951,13 @@ def n_blocks(N, M):
         ng += 1
     while ng * ncb % CHUNKS != 0 and ncb < n_panels(M):
         ncb += 1
+    if by_columns and ncb == 1 and ng == CHUNKS and M > N and n_panels(M) >= CHUNKS:
+        return 1, CHUNKS   # one job a core: by columns, each packing its share of Bm
     return ng, ncb
 
 
 @inline
-def block_index(job, N, M):
+def block_index(job, N, M, by_columns=False):
     """(g, cb): the row group and column block of job number ``job`` of an (N, M) product
     (:func:`n_blocks`). A thread runs a contiguous range of jobs, so the order decides which
     operand its jobs share: with C[n, c] += Σ_k A[n, k] · Bm[k, c], A (N, K) is the larger
@@ -956,22 +966,22 @@ def block_index(job, N, M):
     do (its jobs share that block of Bm, which each thread then reads only its part of). The
     other order read all of a 512 × 784 Bm once per row group on each thread: the MLP's dy·W at
     128 rows, 2 threads, 531 → 404 µs (docs/performance.md). Only the speed depends on it."""
-    ng, ncb = n_blocks(N, M)
+    ng, ncb = n_blocks(N, M, by_columns)
     if M > N:
         return job % ng, job // ng
     return job // ncb, job % ncb
 
 
 @inline
-def block_origin(job, N, M):
+def block_origin(job, N, M, by_columns=False):
     """(n0, n1, c0, c1) of job number ``job`` of an (N, M) product (:func:`n_blocks`, in
     :func:`block_index`'s order). The rows are spread evenly over the groups (in whole blocks of
     the micro-kernels' rows) and the columns over the blocks (:func:`even_columns`), so that the
     jobs are of one size to within a block and any thread count's equal ranges of jobs are
     equal work: in whole tiles, 800 rows in 4 groups were 192, 192, 192 and 224, and two
     threads' shares 384 and 416."""
-    ng, ncb = n_blocks(N, M)
-    g, cb = block_index(job, N, M)
+    ng, ncb = n_blocks(N, M, by_columns)
+    g, cb = block_index(job, N, M, by_columns)
     c0, c1 = even_columns(cb, ncb, M)
     return even_bound(g, ng, N, micro.R), even_bound(g + 1, ng, N, micro.R), c0, c1
 
