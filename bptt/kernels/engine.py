@@ -164,32 +164,22 @@ def aligned_vector(n, like):
 
 @inline
 def transpose_rows_into(out, W):
-    """out[i, o] = W[o, i] for W (R, C) and out (C, R): TB × TB blocks transposed in registers
-    (:func:`transpose_block`) when both have rows of unit stride; other layouts element by
-    element (W read along its rows). A copy: the bits are W's.
-
-    With R, C ≥ TB the edges are blocks too: the last block of rows starts at R - TB (and of
-    columns at C - TB), overlapping the one before it, whose outputs it writes again with the
-    same values; element by element, the edges are strided stores one number at a time."""
+    """out[i, o] = W[o, i] for W (R, C) and out (C, R): with R, C ≥ TB and both of unit stride
+    along their rows, TB × TB blocks transposed in registers (:func:`transpose_block`), the edges
+    too: the last block of rows starts at R - TB (and of columns at C - TB), overlapping the one
+    before it, whose outputs it writes again with the same values (element by element, the
+    edges were strided stores one number at a time). Smaller or other layouts element by
+    element (W read along its rows). A copy: the bits are W's."""
     R, C = W.shape
-    rf = 0
-    cf = 0
-    unit = W.strides[1] == W.itemsize and out.strides[1] == out.itemsize
-    if unit and R >= TB and C >= TB:
+    if W.strides[1] == W.itemsize and out.strides[1] == out.itemsize and R >= TB and C >= TB:
         for o0 in range(0, R, TB):
             ob = min(o0, R - TB)
             for i0 in range(0, C, TB):
                 transpose_block(out, W, ob, min(i0, C - TB))
         return
-    if unit:
-        rf = R // TB * TB
-        cf = C // TB * TB
-        for o0 in range(0, rf, TB):
-            for i0 in range(0, cf, TB):
-                transpose_block(out, W, o0, i0)
-    for o in range(R):                   # the edges: columns past cf, and rows past rf
+    for o in range(R):
         Wo = W[o]
-        for i in range(0 if o >= rf else cf, C):
+        for i in range(C):
             out[i, o] = Wo[i]
 
 
