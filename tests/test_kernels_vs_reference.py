@@ -441,25 +441,46 @@ def test_product_jobs_cover_the_output_once_and_share_it_evenly(N, M, even):
 def test_a_weight_gradient_of_one_job_a_core_splits_the_wider_operand_by_columns():
     """A weight gradient with as many jobs as cores by rows (ncb 1), where Bm (the layer's input)
     is the wider operand (M > N), takes column blocks instead, so that each core packs only its
-    share of Bm: the char-LM head's (65 rows of dW, 256 columns) on two cores is two column
-    blocks of 128. Other products, and a taller one (M ≤ N), keep their rows apart."""
+    share of Bm: on two cores, each core's jobs read half of Bm's columns (whole panels), for
+    the char-LM head's (65 rows of dW, 256 columns: already two column blocks where a family's
+    tile is 240 wide) and for 65 or 80 rows of 200 (one column block in every family). Other
+    products, and a taller one (M ≤ N), keep their rows apart: each core reads every column."""
     from bptt.kernels import engine
     if engine.CHUNKS != 2:
         pytest.skip("the split is for two cores here")
-    assert engine.n_blocks(65, 256, True) == (1, 2)
-    assert [engine.block_origin(j, 65, 256, True) for j in range(2)] == [(0, 65, 0, 128), (0, 65, 128, 256)]
-    assert engine.n_blocks(65, 256) == (2, 1)   # a product over a layer's weights keeps its rows apart
-    assert engine.n_blocks(96, 64, True) == (2, 1)
-    assert dense.weight_grad_jobs(65, 256) == 2
-    for N, M in ((65, 256), (80, 200)):   # each output once, and the two cores' shares within a panel
+
+    def per_core(N, M, by_columns):   # each core's share of the columns, and every output once
+        ng, ncb = engine.n_blocks(N, M, by_columns)
+        nj = ng * ncb
+        assert nj % 2 == 0
         cover = np.zeros((N, M), np.int64)
-        work = []
-        for j in range(2):
-            n0, n1, c0, c1 = engine.block_origin(j, N, M, True)
-            cover[n0:n1, c0:c1] += 1
-            work.append((n1 - n0) * (c1 - c0))
+        cols, work = [], []
+        for half in range(2):
+            c = np.zeros(M, bool)
+            w = 0
+            for j in range(half * nj // 2, (half + 1) * nj // 2):
+                n0, n1, c0, c1 = engine.block_origin(j, N, M, by_columns)
+                assert c0 % engine.PANEL == 0
+                cover[n0:n1, c0:c1] += 1
+                c[c0:c1] = True
+                w += (n1 - n0) * (c1 - c0)
+            cols.append(c)
+            work.append(w)
         assert (cover == 1).all()
-        assert abs(work[0] - work[1]) <= N * engine.PANEL
+        if by_columns:   # by rows, 80 rows are 48 and 32 (whole blocks of the family's rows)
+            assert abs(work[0] - work[1]) <= N * engine.PANEL
+        return cols
+
+    for N, M in ((65, 256), (65, 200), (80, 200)):
+        cols = per_core(N, M, True)
+        assert not (cols[0] & cols[1]).any() and (cols[0] | cols[1]).all(), (N, M)
+    nj = dense.weight_grad_jobs(65, 256)   # the dense layer's weight gradient takes that split
+    halves = [{c for j in range(h * nj // 2, (h + 1) * nj // 2) for c in range(*dense.weight_grad_job(j, 65, 256)[2:4])}
+              for h in range(2)]
+    assert not halves[0] & halves[1] and halves[0] | halves[1] == set(range(256))
+    for N, M in ((65, 200), (80, 200)):   # a product over a layer's weights keeps its rows apart
+        assert all(c.all() for c in per_core(N, M, False)), (N, M)
+    assert engine.n_blocks(96, 64, True) == engine.n_blocks(96, 64)
 
 
 def test_operands_whose_rows_alias_are_laid_out_apart_where_the_family_needs_it():
