@@ -23,6 +23,13 @@ ISA
     instructions: LLVM splits each 512-bit vector into the host's. So a machine without AVX-512
     tests the avx512 family's code, bit for bit against its own (``tests/test_isa.py``), slowly:
     for testing, never for timing (``bptt bench`` refuses it).
+    On an AVX-512 host the target also turns off LLVM's ``prefer-256-bit`` tuning, which LLVM
+    sets for Intel's server cores (Skylake-SP to Emerald Rapids) and which stops its loop and SLP
+    vectorisers at 256 bits: the elementwise loops (the cells' σ and tanh, the gate gradients,
+    the softmax, the copies) then run on 512-bit vectors, as the micro-kernels (LLVM vector IR)
+    always have. Each lane does the same operations, so the bits are the same. On a Xeon
+    (Emerald Rapids), paired: the char-LM step took 0.975 of its time, LSTM `char` 0.973
+    (docs/performance.md, thirty-fifth session). ``NUMBA_CPU_FEATURES``, if set, is left alone.
 threads
     ``BPTT_THREADS`` in the environment, or the CLI's global ``--threads``, or
     :func:`set_threads`. ``1`` runs the *serial* build of every kernel (``prange`` is plain
@@ -162,13 +169,16 @@ def host_isa(features=None) -> str:
 
 def _target_features(isa: str, features: dict) -> str:
     """The LLVM feature string that compiles for ``isa`` on this host: the host's own features,
-    with every AVX-512 extension off for avx2, and for generic also AVX2 off and 128-bit vectors
-    preferred (x86: AVX's 128-bit encodings, FMA kept; elsewhere the host's own target)."""
+    for avx512 without the 256-bit preference, for avx2 with every AVX-512 extension off, and for
+    generic also AVX2 off and 128-bit vectors preferred (x86: AVX's 128-bit encodings, FMA kept;
+    elsewhere the host's own target)."""
     on = dict(features)
     if isa in ("avx2", "generic"):
         for k in on:
             if k.startswith("avx512") or k.startswith("avx10") or k.startswith("amx"):
                 on[k] = False
+    if isa == "avx512":
+        on["prefer-256-bit"] = False    # see the module docstring (ISA)
     if isa == "generic" and "avx2" in on:
         on["avx2"] = False
         on["prefer-128-bit"] = True
@@ -184,11 +194,13 @@ def _choose_isa():
     host = host_isa()
     want = os.environ.get("BPTT_ISA", "").strip().lower()
     if not want or want == "native":
+        _host_target(host)
         return host, "host"
     if want.endswith("@host"):   # the family's code on the host's target: any family runs
         family = want[:-len("@host")]
         if family not in ISAS:
             raise ValueError(f"BPTT_ISA={want}: the family must be one of {', '.join(ISAS)}, got {family!r}")
+        _host_target(host)
         return family, FAMILY_ONLY
     if want not in ISAS:
         raise ValueError(f"BPTT_ISA must be one of {', '.join(ISAS)}, native, or a family@host "
@@ -196,12 +208,22 @@ def _choose_isa():
     if ISAS.index(want) < ISAS.index(host):
         raise ValueError(f"BPTT_ISA={want}: this CPU cannot run it (its widest is {host}); "
                          f"use {', '.join(ISAS[ISAS.index(host):])}")
-    if want != host:
+    if want == host:
+        _host_target(host)
+    else:
         if _codegen_started():
             raise ValueError(f"BPTT_ISA={want}: Numba has already compiled code for this CPU in this "
                              "process; set BPTT_ISA before anything is compiled (before importing bptt)")
         numba.config.CPU_FEATURES = _target_features(want, _host_features())
     return want, "BPTT_ISA"
+
+
+def _host_target(host: str):
+    """Compile for the host's own instructions; on an AVX-512 host without LLVM's 256-bit
+    preference (the module docstring, ISA). Left as it is if ``NUMBA_CPU_FEATURES`` is set, or if
+    Numba's code generator already exists (its target is fixed then: the same bits either way)."""
+    if host == "avx512" and numba.config.CPU_FEATURES is None and not _codegen_started():
+        numba.config.CPU_FEATURES = _target_features("avx512", _host_features())
 
 
 def _codegen_started() -> bool:
