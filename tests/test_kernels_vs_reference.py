@@ -173,7 +173,7 @@ def _lstm_pipeline_run(pipelined, a, x, W_ih, b_ih, B, T, I, H, d, dtype, build=
 def test_lstm_sweeps_with_the_projection_and_dx_same_bits(shape, d, dtype, nthreads):
     """The fused sweeps (the input projection before each step's product, dx after the backward
     step's) give the bits of input_forward + lstm_forward and lstm_backward + input_backward, below
-    SPLIT_B (dense kernels) and from it on (halves), and agree with the reference twins."""
+    SPLIT_B and from it on, and agree with the reference twins."""
     B, T, I, H = shape
     rng = np.random.default_rng(B * T + H + d)
     r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
@@ -362,36 +362,49 @@ def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
     close(res[0][2], db0, np.float32, "db_ih")
 
 
-def test_step_products_in_chunks_of_steps_are_the_dense_sums(nthreads):
-    """From SPLIT_B sequences on, the input projection and dx run by batch half and in chunks of
-    steps (rnn.STEP_C_BYTES of C per chunk; T here makes several chunks and a partial last one):
-    bitwise the dense kernels' sums over all T·B rows."""
-    from bptt.kernels.engine import COLS as C_COLS
-    B, I, GH = rnn.SPLIT_B + 3, C_COLS + 5, C_COLS + 9
-    per_step = (B + 1) // 2 * C_COLS * 4
-    T = 2 * (rnn.STEP_C_BYTES // per_step) + 3
-    rng = np.random.default_rng(T)
-    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
-    x, W, b, dg = r(T, B, I), r(GH, I), r(GH), r(T, B, GH)
-    g, g0 = np.empty((T, B, GH), np.float32), np.empty((T * B, GH), np.float32)
-    rnn.input_forward(g, x, W, b)
-    dense.dense_forward(g0, x.reshape(T * B, I), W, b)
-    assert np.array_equal(g.reshape(T * B, GH), g0)
-    dx, dx0 = np.full((T, B, I), 0.25, np.float32), np.full((T * B, I), 0.25, np.float32)
-    rnn.input_backward(dx, dg, W)
-    dense.dense_backward_input(dx0, dg.reshape(T * B, GH), W)
-    assert np.array_equal(dx.reshape(T * B, I), dx0)
+def test_a_product_of_several_k_blocks_in_chunks_of_rows_gives_the_scalar_fma_chains(nthreads):
+    """engine.block_product with more than one k-block runs the rows in chunks
+    (engine.chunk_rows_c: CHUNK_C_BYTES of C each), every chunk through every k-block: two whole
+    chunks and a partial one, or one chunk that the family's few last rows join (micro.X), over
+    two k-blocks, a partial panel and two column blocks, from 0 and onto C; bitwise the plain
+    fma chain of each output (engine.acc_scalar)."""
+    from bptt.jit import kernel
+    from bptt.kernels import engine
+    rc = engine.chunk_rows_c(engine.COLS * 4)
+    assert rc % engine.ROWS == 0 and rc * engine.COLS * 4 <= max(engine.CHUNK_C_BYTES, engine.ROWS * engine.COLS * 4)
+    K, M = engine.KC + 9, engine.COLS + engine.PANEL + 5
+
+    @kernel(parallel=False)
+    def fast(C, A, P, fresh):
+        engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1], fresh)
+
+    @kernel(parallel=False)
+    def scalar(C, A, Bm):
+        engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], 0, 0, A.shape[1])
+
+    rng = np.random.default_rng(5)
+    Bm = rng.standard_normal((K, M)).astype(np.float32)
+    P = engine.packed_all(Bm)
+    for N in (2 * rc + engine.ROWS + 7, rc + engine.micro.X):
+        A, C0 = rng.standard_normal((N, K)).astype(np.float32), rng.standard_normal((N, M)).astype(np.float32)
+        for fresh in (0, 1):
+            C, R = C0.copy(), (np.zeros_like(C0) if fresh else C0.copy())
+            if fresh:
+                C[:] = np.nan   # never read
+            fast(C, A, P, fresh)
+            scalar(R, A, Bm)
+            assert np.array_equal(C, R), (N, fresh)
 
 
 @pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B + 3])
 def test_input_backward_with_clear_sets_dx_with_the_bits_of_zeros_then_the_sum(nthreads, B):
     """input_backward(clear=True), as the layers call it for a layer's first direction instead of
     filling dx with zeros first, never reads dx (NaN there stays out) and gives the bits of zeros
-    then the accumulating call, below SPLIT_B (the dense kernel over all rows) and from it on (the
-    batch halves, over several chunks of steps and k-blocks)."""
-    from bptt.kernels.engine import COLS as C_COLS, KC
+    then the accumulating call (the dense kernel over all T·B rows, below SPLIT_B and from it on;
+    from it on over several chunks of rows and two k-blocks)."""
+    from bptt.kernels.engine import COLS as C_COLS, KC, chunk_rows_c
     I, GH = C_COLS + 5, KC + 9   # two k-blocks, a partial panel
-    T = 2 * (rnn.STEP_C_BYTES // ((B + 1) // 2 * C_COLS * 4)) + 3 if B >= rnn.SPLIT_B else 7
+    T = 2 * chunk_rows_c(C_COLS * 4) // B + 3 if B >= rnn.SPLIT_B else 7
     rng = np.random.default_rng(B)
     W, dg = rng.standard_normal((GH, I)).astype(np.float32), rng.standard_normal((T, B, GH)).astype(np.float32)
     set_, zeros = np.full((T, B, I), np.nan, np.float32), np.zeros((T, B, I), np.float32)

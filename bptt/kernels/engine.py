@@ -1062,13 +1062,34 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
     k-blocks still run in increasing order, so each is the same fma chain. The k range is cut
     into equal blocks of at most ``KC``: 784 as 4 × 196 rather than 3 × 256 + 16 (KC = 256), whose last
     block loaded and stored every sum of C for 16 products each (1-4 % faster on one core, A/B
-    in one process, docs/performance.md)."""
+    in one process, docs/performance.md).
+
+    With more than one k-block, the rows pass in chunks whose block of C (at most ``COLS``
+    columns) fits in ``CHUNK_C_BYTES``, each chunk through every k-block before the next: the
+    chunk's block of C then stays in L2 from one k-block to the next, instead of going to memory
+    and back once per k-block (an LSTM's dx at `deepbench`, K = 4H = 4096: eight k-blocks over
+    1.6 MB of C a core). The KC × COLS block of Bm is read again for each chunk, from L2 or L3."""
     nkb = k_blocks(k1 - k0)
+    rc = n1 - n0 if nkb == 1 else chunk_rows_c(COLS * C.itemsize)
     for cb in range(c0, c1, COLS):
         ce = min(c1, cb + COLS)
-        for q in range(nkb):
-            kb, ke = k_block(q, nkb, k0, k1)
-            acc_tiles(C, A, P, n0, n1, cb, ce, kb, ke, fresh if q == 0 else 0)
+        r0 = n0
+        while r0 < n1:
+            r1 = n1 if n1 - r0 <= rc + micro.X else r0 + rc   # a few rows left join the chunk
+            for q in range(nkb):
+                kb, ke = k_block(q, nkb, k0, k1)
+                acc_tiles(C, A, P, r0, r1, cb, ce, kb, ke, fresh if q == 0 else 0)
+            r0 = r1
+
+
+CHUNK_C_BYTES = L2_BYTES // 2   # a block_product's chunk of C when it runs more than one k-block
+
+
+@inline
+def chunk_rows_c(row_bytes):
+    """Rows of a :func:`block_product` chunk with rows of ``row_bytes`` of C: whole tiles of
+    ``ROWS`` rows (at least one) whose block fits in ``CHUNK_C_BYTES``."""
+    return max(1, CHUNK_C_BYTES // (row_bytes * ROWS)) * ROWS
 
 
 # The family's block that packs its panel of B as it reads it (microcall.copy_caller): its main

@@ -30,9 +30,9 @@ panels, then a job set (:func:`bptt.jit.jobs`) runs one job per chunk of batch r
 per thread (:func:`bptt.kernels.engine.sweep_chunks`), with the time loop inside: sequences are independent, so
 a whole forward or backward sweep is one parallel region (not one per step), each row's state is
 written by one thread, and a chunk's rows share each panel of W_hh they load. From ``SPLIT_B``
-sequences on, the passes before and after the sweep split the batch into the same two halves
-(below), and each weight-gradient sum into two parts, one per half, added at the end: a split
-fixed by B, never by the thread count. Otherwise no sum is split, and every output sums in the
+sequences on, the weight gradients after the sweep split the batch into the same two halves
+(below), each sum in two parts, one per half, added at the end: a split fixed by B, never by the
+thread count. Otherwise no sum is split, and every output sums in the
 same order for any chunking, so all builds give the same bits.
 Reference twins: :mod:`bptt.reference.rnn` (same names and signatures, plain NumPy).
 """
@@ -44,11 +44,10 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import (dense_backward_input, dense_backward_params, dense_forward, dense_input_grad,
                     dense_weight_grads, fill_rows)
-from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile, acc_tiles,
-                     apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
-                     k_block, k_blocks,
-                     block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
-                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, scratch, scratch_panels,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile,
+                     apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound,
+                     block_product, chunk_rows, copy_rows, step_product, n_panels,
+                     pack_panel, pack_panel_T, pack_T_into, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into, TB,
                      LAST_PANELS, LAST_PANELS_T)
 
@@ -147,8 +146,8 @@ def _rnn_backward_rows(ch, nch, dq, dh0, dh, dy, dh_n, q, y, off, reverse, code,
     add_rows(dh0, dh, r0, r1)   # what reaches the first step is ∂L/∂h0
 
 
-# From SPLIT_B sequences on, the passes around a sweep split the batch in two halves (each half
-# of a smaller batch would be too few rows to share a block of the weights). The split depends on
+# From SPLIT_B sequences on, the weight gradients after a sweep split the batch in two halves (each
+# half of a smaller batch would be too few rows to share a block of the weights). The split depends on
 # B only, never on the thread count: the weight-gradient sums are split the same way
 # (:func:`split_weight_grads`), so the bits depend on it. Below it the passes are the dense
 # layer's kernels over all T·B rows. The choice is made in Python, so a process compiles only the
@@ -168,55 +167,16 @@ def batch_half(B, nh, h):
 
 
 # Which core touches which rows. A sweep runs each half of the batch on its own core, and the
-# passes before and after it (the input projection, dx, the weight gradients) give each core the
-# same half, every step: a core then writes only rows it wrote or read itself. When the two cores
-# share no cache level (this project's virtual machine spends stretches so), writing a row the
-# other core has read costs a round trip per cache line, which slowed the LSTM's backward sweep
-# by more than half (docs/performance.md, "Design measurements").
-
-
-STEP_C_BYTES = L2_BYTES // 2   # a step_products job's block of C per chunk of steps: half a core's L2
-
-
-@jobs
-def step_products(j, njobs, C3, A3, P, M, K, b, start):
-    """Job j of C[t, n, c] (= b[c] first if ``start`` is 1; from 0 if it is 2: the first
-    k-block's micro-kernels start their sums at 0 without reading C, the same bits as clearing
-    C first; as it is if 0) += Σ_k A[t, n, k] · Bm[k, c] for every
-    step, with Bm (K, M) given in panels P, the batch split in two halves (from ``SPLIT_B``
-    sequences on; below it :func:`input_forward` and :func:`input_backward` run the dense kernels
-    over all T·B rows). The same fma chains as the dense kernels (so the same bits).
-    C3 : (T, B, M). A3 : (T, B, K). Run as ``step_products(2 * ceil(M / COLS), C3, ...)``.
-
-    Jobs of one batch half × one column block (ceil(M / COLS) blocks of whole panels, spread
-    evenly: :func:`bptt.kernels.engine.even_columns`), half 0's first: a parallel run hands a thread a
-    contiguous range of jobs, so on two cores each thread gets one half. Inside, chunks of steps
-    whose block of C fits in ``STEP_C_BYTES``, then k-blocks, then the steps of the chunk: a KC ×
-    COLS block of Bm stays in L2 while the chunk's rows pass
-    (:func:`bptt.kernels.engine.block_product`'s order), and the chunk's block of C stays in L2
-    from one k-block to the next instead of going to memory and back once per k-block (at
-    `fastrnns`, 3.2 MB of C per job: the input projection and dx 12 % faster on Zen 4, with a 1 MB L2). Every output's
-    k-blocks still run in increasing order: the same fma chains, whatever the chunks."""
-    T, B = C3.shape[0], C3.shape[1]
-    ncb = njobs // 2
-    b0, b1 = batch_half(B, 2, j // ncb)
-    c0, c1 = even_columns(j % ncb, ncb, M)
-    tc = max(1, STEP_C_BYTES // ((b1 - b0) * (c1 - c0) * C3.itemsize))
-    for t0 in range(0, T, tc):
-        t1 = min(T, t0 + tc)
-        if start == 1:
-            for t in range(t0, t1):
-                fill_rows(C3[t], b, b0, b1, c0, c1)
-        nkb = k_blocks(K)
-        for q in range(nkb):   # equal k-blocks, as block_product's
-            kb, ke = k_block(q, nkb, 0, K)
-            for t in range(t0, t1):
-                acc_tiles(C3[t], A3[t], P, b0, b1, c0, c1, kb, ke, 1 if start == 2 and q == 0 else 0)
-
-
-def column_jobs(M):
-    """Jobs of :func:`step_products` for M output columns: two halves × ceil(M / COLS) blocks."""
-    return 2 * ((M + COLS - 1) // COLS)
+# weight gradients after it give each core the same half, every step: a core then writes only
+# rows it wrote or read itself. When the two cores share no cache level (this project's virtual
+# machine spends stretches so), writing a row the other core has read costs a round trip per
+# cache line, which slowed the LSTM's backward sweep by more than half (docs/performance.md,
+# "Design measurements"). The input projection and dx no longer follow the halves: they are the
+# dense products over all T·B rows, whose tiles take whole blocks of rows (a half of 32 or 16
+# sequences ran as blocks of 12 + 12 + 4 + 4 or 12 + 4 rows, step by step), and whose jobs'
+# blocks of C stay in L2 over the k-blocks (engine.block_product's chunks). Paired on an Intel
+# Xeon (avx512), the large rows' steps took 0.945-0.995 of their time and GRU and RNN `char`
+# 0.95-0.96 (docs/performance.md, thirty-fifth session).
 
 
 def time_rows(a):
@@ -232,19 +192,9 @@ def input_forward(g, x, W, b):
     """The input projection of every step, before the sweep:  g[t, n, o] = b[o] + Σ_i x[t, n, i] W[o, i].
 
     g : (T, B, G·H) output.  x : (T, B, I) the layer's input.  W : (G·H, I).  b : (G·H,).
-    Below ``SPLIT_B`` sequences, ``dense_forward`` over all T·B rows; from it on the same sums by
-    batch half (:func:`step_products`), the same bits. Only the path a batch size takes is compiled.
+    ``dense_forward`` over all T·B rows, at any batch size (see "Which core touches which rows").
     """
-    if x.shape[1] < SPLIT_B:
-        dense_forward(time_rows(g), time_rows(x), W, b)
-    else:
-        _input_forward_halves(g, x, W, b)
-
-
-def _input_forward_halves(g, x, W, b):
-    """:func:`input_forward` from ``SPLIT_B`` sequences on, on Wᵀ in panels."""
-    step_products(column_jobs(W.shape[0]), g, rows_apart(x, "proj_x"), panels_T(W, "proj_W_T"), W.shape[0],
-                  W.shape[1], b, 1)
+    dense_forward(time_rows(g), time_rows(x), W, b)
 
 
 @composite
@@ -254,19 +204,9 @@ def input_backward(dx, dg, W, clear=False):
     dx : (T, B, I) accumulated (both directions of a layer add into it); with ``clear`` set
     instead (the sums from 0, dx not read: the same bits as zeros first, without a pass over dx).
     dg : (T, B, G·H) gate pre-activation gradients.  W : (G·H, I).
-    Below ``SPLIT_B`` sequences, ``dense_backward_input`` (``dense_input_grad``) over all T·B
-    rows; from it on the same sums by batch half (:func:`step_products`), the same bits.
+    ``dense_backward_input`` (``dense_input_grad``) over all T·B rows, at any batch size.
     """
-    if dg.shape[1] < SPLIT_B:
-        (dense_input_grad if clear else dense_backward_input)(time_rows(dx), time_rows(dg), W)
-    else:
-        _input_backward_halves(dx, dg, W, clear)
-
-
-def _input_backward_halves(dx, dg, W, clear=False):
-    """:func:`input_backward` from ``SPLIT_B`` sequences on, on W in panels."""
-    step_products(column_jobs(W.shape[1]), dx, rows_apart(dg, "proj_dg"), panels(W, 0, W.shape[1], "proj_W"),
-                  W.shape[1], W.shape[0], W[0], 2 if clear else 0)
+    (dense_input_grad if clear else dense_backward_input)(time_rows(dx), time_rows(dg), W)
 
 
 @inline

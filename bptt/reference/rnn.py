@@ -140,8 +140,6 @@ def previous_states(X, y, h0, off, reverse):
 
 # From SPLIT_B sequences on, the fast module runs these sums by batch half (a split that changes
 # the order of the additions, not the sums): the same functions, under the fast kernels' names.
-_input_forward_halves = input_forward
-_input_backward_halves = input_backward
 _input_backward_params_halves = input_backward_params
 _recurrent_backward_params_halves = recurrent_backward_params
 
