@@ -396,15 +396,36 @@ def test_a_product_of_several_k_blocks_in_chunks_of_rows_gives_the_scalar_fma_ch
             assert np.array_equal(C, R), (N, fresh)
 
 
+def test_step_products_in_chunks_of_rows_are_the_dense_sums(nthreads):
+    """From SPLIT_B sequences on, the input projection and dx run as rnn.step_products: the T·B
+    rows in two parts, each in chunks of rows (rnn.STEP_C_BYTES of C per chunk; T here makes
+    several chunks and a partial last one), over two k-blocks for dx: bitwise the dense kernels'
+    sums over all T·B rows."""
+    from bptt.kernels.engine import COLS as C_COLS, KC
+    B, I, GH = rnn.SPLIT_B + 3, C_COLS + 5, KC + 9
+    T = 2 * rnn.ROW_PARTS * rnn.STEP_C_BYTES // (C_COLS * 4 * B) + 3
+    rng = np.random.default_rng(T)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    x, W, b, dg = r(T, B, I), r(GH, I), r(GH), r(T, B, GH)
+    g, g0 = np.empty((T, B, GH), np.float32), np.empty((T * B, GH), np.float32)
+    rnn.input_forward(g, x, W, b)
+    dense.dense_forward(g0, x.reshape(T * B, I), W, b)
+    assert np.array_equal(g.reshape(T * B, GH), g0)
+    dx, dx0 = np.full((T, B, I), 0.25, np.float32), np.full((T * B, I), 0.25, np.float32)
+    rnn.input_backward(dx, dg, W)
+    dense.dense_backward_input(dx0, dg.reshape(T * B, GH), W)
+    assert np.array_equal(dx.reshape(T * B, I), dx0)
+
+
 @pytest.mark.parametrize("B", [rnn.SPLIT_B - 1, rnn.SPLIT_B + 3])
 def test_input_backward_with_clear_sets_dx_with_the_bits_of_zeros_then_the_sum(nthreads, B):
     """input_backward(clear=True), as the layers call it for a layer's first direction instead of
     filling dx with zeros first, never reads dx (NaN there stays out) and gives the bits of zeros
-    then the accumulating call (the dense kernel over all T·B rows, below SPLIT_B and from it on;
-    from it on over several chunks of rows and two k-blocks)."""
-    from bptt.kernels.engine import COLS as C_COLS, KC, chunk_rows_c
+    then the accumulating call, below SPLIT_B (the dense kernel) and from it on (step_products,
+    over several chunks of rows and two k-blocks)."""
+    from bptt.kernels.engine import COLS as C_COLS, KC
     I, GH = C_COLS + 5, KC + 9   # two k-blocks, a partial panel
-    T = 2 * chunk_rows_c(C_COLS * 4) // B + 3 if B >= rnn.SPLIT_B else 7
+    T = 2 * rnn.ROW_PARTS * rnn.STEP_C_BYTES // (C_COLS * 4 * B) + 3 if B >= rnn.SPLIT_B else 7
     rng = np.random.default_rng(B)
     W, dg = rng.standard_normal((GH, I)).astype(np.float32), rng.standard_normal((T, B, GH)).astype(np.float32)
     set_, zeros = np.full((T, B, I), np.nan, np.float32), np.zeros((T, B, I), np.float32)

@@ -177,9 +177,9 @@ def test_rows_of_a_that_alias_in_l1_are_copied_apart_with_the_same_bits(dtype):
 def test_the_large_products_copy_aliased_rows_apart_with_the_same_bits(dtype):
     """engine.rows_apart: an array whose rows are 4096 bytes apart is copied, in one pass, onto
     rows that are not (with the avx512 family; the others read it as it is), holding the same
-    values in A's shape; the dense products that read it (a recurrent layer's input projection
-    and dx among them) give the bits they give on the same numbers in rows that never aliased."""
-    from bptt.kernels import dense
+    values in A's shape; the dense products and the recurrent projection and dx that read it
+    give the bits they give on the same numbers in rows that never aliased."""
+    from bptt.kernels import dense, rnn
 
     K = 4096 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(11)
@@ -207,6 +207,13 @@ def test_the_large_products_copy_aliased_rows_apart_with_the_same_bits(dtype):
     dense.dense_backward_input(d1, dy, Wt)
     dense.dense_backward_input(d2, spaced(dy), Wt)
     assert np.array_equal(d1, d2)
+    assert x.shape[1] >= rnn.SPLIT_B   # the recurrent passes' own kernel (step_products)
+    g = np.zeros((3, 40, 48), dtype)
+    rnn.input_forward(g, x, W, b)
+    assert np.array_equal(g.reshape(120, 48), y2)
+    e = np.ones((3, 40, 40), dtype)
+    rnn.input_backward(e, dy.reshape(3, 40, K), Wt)
+    assert np.array_equal(e.reshape(120, 40), d2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -44,10 +44,11 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import (dense_backward_input, dense_backward_params, dense_forward, dense_input_grad,
                     dense_weight_grads, fill_rows)
-from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, acc_narrow, acc_tile,
-                     apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound,
-                     block_product, chunk_rows, copy_rows, step_product, n_panels,
-                     pack_panel, pack_panel_T, pack_T_into, scratch, scratch_panels,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_tile, acc_tiles,
+                     apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
+                     k_block, k_blocks, micro,
+                     block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
+                     pack_panel, pack_panel_T, pack_T_into, panels, panels_T, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into, TB,
                      LAST_PANELS, LAST_PANELS_T)
 
@@ -171,12 +172,57 @@ def batch_half(B, nh, h):
 # rows it wrote or read itself. When the two cores share no cache level (this project's virtual
 # machine spends stretches so), writing a row the other core has read costs a round trip per
 # cache line, which slowed the LSTM's backward sweep by more than half (docs/performance.md,
-# "Design measurements"). The input projection and dx no longer follow the halves: they are the
-# dense products over all T·B rows, whose tiles take whole blocks of rows (a half of 32 or 16
-# sequences ran as blocks of 12 + 12 + 4 + 4 or 12 + 4 rows, step by step), and whose jobs'
-# blocks of C stay in L2 over the k-blocks (engine.block_product's chunks). Paired on an Intel
-# Xeon (avx512), the large rows' steps took 0.945-0.995 of their time and GRU and RNN `char`
+# "Design measurements"). The input projection and dx (:func:`step_products`) no longer follow
+# the halves: they take the T·B rows as one matrix, in whole tiles, where a half of 32 or 16
+# sequences ran step by step as blocks of 12 + 12 + 4 + 4 or 12 + 4 rows. Paired on an Intel
+# Xeon (avx512), the large rows' steps took 0.95-0.99 of their time and GRU and RNN `char`
 # 0.95-0.96 (docs/performance.md, thirty-fifth session).
+
+
+STEP_C_BYTES = L2_BYTES // 2   # a step_products job's block of C per chunk of rows: half a core's L2
+ROW_PARTS = 2                  # step_products' parts of the rows (the jobs: ROW_PARTS × column blocks)
+
+
+@jobs
+def step_products(j, njobs, C, A, P, M, K, b, start):
+    """Job j of C[n, c] (= b[c] first if ``start`` is 1; from 0 if it is 2: the first k-block's
+    micro-kernels start their sums at 0 without reading C, the same bits as clearing C first; as
+    it is if 0) += Σ_k A[n, k] · Bm[k, c] over the T·B rows of a layer's steps, C (T·B, M), A
+    (T·B, K), with Bm (K, M) given in panels P, from ``SPLIT_B`` sequences on (below it
+    :func:`input_forward` and :func:`input_backward` run the dense kernels). The same fma chains
+    as the dense kernels (so the same bits). Run as ``step_products(column_jobs(M), C, ...)``.
+
+    Jobs of one of ``ROW_PARTS`` parts of the rows (whole tiles of ``ROWS``) × one column block
+    (ceil(M / COLS) blocks of whole panels, spread evenly: :func:`bptt.kernels.engine.even_columns`),
+    part 0's first: a parallel run hands a thread a contiguous range of jobs, so on two cores each
+    thread gets one part. Inside, chunks of rows whose block of C fits in ``STEP_C_BYTES``, then
+    k-blocks: a KC × COLS block of Bm stays in L2 while the chunk's rows pass
+    (:func:`bptt.kernels.engine.block_product`'s order), and the chunk's block of C (its bias
+    written just before) stays in L2 from one k-block to the next instead of going to memory and
+    back once per k-block (at `fastrnns`, 3.2 MB of C per job: the input projection and dx 12 %
+    faster on Zen 4, with a 1 MB L2). Every output's k-blocks still run in increasing order: the
+    same fma chains, whatever the chunks. One compiled kernel serves the projection and dx."""
+    N = C.shape[0]
+    ncb = njobs // ROW_PARTS
+    h = j // ncb
+    n0, n1 = even_bound(h, ROW_PARTS, N, ROWS), even_bound(h + 1, ROW_PARTS, N, ROWS)
+    c0, c1 = even_columns(j % ncb, ncb, M)
+    rc = max(1, STEP_C_BYTES // ((c1 - c0) * C.itemsize * ROWS)) * ROWS
+    nkb = k_blocks(K)
+    r0 = n0
+    while r0 < n1:
+        r1 = n1 if n1 - r0 <= rc + micro.X else r0 + rc   # a few rows left join the chunk
+        if start == 1:
+            fill_rows(C, b, r0, r1, c0, c1)
+        for q in range(nkb):   # equal k-blocks, as block_product's
+            kb, ke = k_block(q, nkb, 0, K)
+            acc_tiles(C, A, P, r0, r1, c0, c1, kb, ke, 1 if start == 2 and q == 0 else 0)
+        r0 = r1
+
+
+def column_jobs(M):
+    """Jobs of :func:`step_products` for M output columns: ``ROW_PARTS`` × ceil(M / COLS) blocks."""
+    return ROW_PARTS * ((M + COLS - 1) // COLS)
 
 
 def time_rows(a):
@@ -192,9 +238,14 @@ def input_forward(g, x, W, b):
     """The input projection of every step, before the sweep:  g[t, n, o] = b[o] + Σ_i x[t, n, i] W[o, i].
 
     g : (T, B, G·H) output.  x : (T, B, I) the layer's input.  W : (G·H, I).  b : (G·H,).
-    ``dense_forward`` over all T·B rows, at any batch size (see "Which core touches which rows").
+    Below ``SPLIT_B`` sequences, ``dense_forward`` over all T·B rows; from it on the same sums by
+    :func:`step_products`, the same bits. Only the path a batch size takes is compiled.
     """
-    dense_forward(time_rows(g), time_rows(x), W, b)
+    if x.shape[1] < SPLIT_B:
+        dense_forward(time_rows(g), time_rows(x), W, b)
+    else:
+        step_products(column_jobs(W.shape[0]), time_rows(g), rows_apart(time_rows(x), "proj_x"),
+                      panels_T(W, "proj_W_T"), W.shape[0], W.shape[1], b, 1)
 
 
 @composite
@@ -204,9 +255,15 @@ def input_backward(dx, dg, W, clear=False):
     dx : (T, B, I) accumulated (both directions of a layer add into it); with ``clear`` set
     instead (the sums from 0, dx not read: the same bits as zeros first, without a pass over dx).
     dg : (T, B, G·H) gate pre-activation gradients.  W : (G·H, I).
-    ``dense_backward_input`` (``dense_input_grad``) over all T·B rows, at any batch size.
+    Below ``SPLIT_B`` sequences, ``dense_backward_input`` (``dense_input_grad``) over all T·B
+    rows; from it on the same sums by :func:`step_products` (the kernel of the input projection:
+    one compilation for both), the same bits.
     """
-    (dense_input_grad if clear else dense_backward_input)(time_rows(dx), time_rows(dg), W)
+    if dg.shape[1] < SPLIT_B:
+        (dense_input_grad if clear else dense_backward_input)(time_rows(dx), time_rows(dg), W)
+    else:
+        step_products(column_jobs(W.shape[1]), time_rows(dx), rows_apart(time_rows(dg), "proj_dg"),
+                      panels(W, 0, W.shape[1], "proj_W"), W.shape[1], W.shape[0], W[0], 2 if clear else 0)
 
 
 @inline
