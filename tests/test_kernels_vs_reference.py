@@ -9,7 +9,7 @@ import pytest
 from bptt import jit
 from bptt.kernels import dense, gru, lstm, rnn
 from bptt.kernels.activations import ACTIVATIONS, TANH
-from bptt.kernels.engine import COLS, ROWS, new_panels
+from bptt.kernels.engine import CHUNK_C_BYTES, COLS, ROWS, new_panels
 from bptt.reference import dense as ref_dense, gru as ref_gru, lstm as ref_lstm, rnn as ref_rnn
 
 pytestmark = pytest.mark.jit   # the tilings and builds of the compiled kernels
@@ -362,48 +362,14 @@ def test_passes_around_the_sweep_are_bitwise_equal_serial_and_parallel(B):
     close(res[0][2], db0, np.float32, "db_ih")
 
 
-def test_a_product_of_several_k_blocks_in_chunks_of_rows_gives_the_scalar_fma_chains(nthreads):
-    """engine.block_product with more than one k-block runs the rows in chunks
-    (engine.chunk_rows_c: CHUNK_C_BYTES of C each), every chunk through every k-block: two whole
-    chunks and a partial one, or one chunk that the family's few last rows join (micro.X), over
-    two k-blocks, a partial panel and two column blocks, from 0 and onto C; bitwise the plain
-    fma chain of each output (engine.acc_scalar)."""
-    from bptt.jit import kernel
-    from bptt.kernels import engine
-    rc = engine.chunk_rows_c(engine.COLS * 4)
-    assert rc % engine.ROWS == 0 and rc * engine.COLS * 4 <= max(engine.CHUNK_C_BYTES, engine.ROWS * engine.COLS * 4)
-    K, M = engine.KC + 9, engine.COLS + engine.PANEL + 5
-
-    @kernel(parallel=False)
-    def fast(C, A, P, fresh):
-        engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1], fresh)
-
-    @kernel(parallel=False)
-    def scalar(C, A, Bm):
-        engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], 0, 0, A.shape[1])
-
-    rng = np.random.default_rng(5)
-    Bm = rng.standard_normal((K, M)).astype(np.float32)
-    P = engine.packed_all(Bm)
-    for N in (2 * rc + engine.ROWS + 7, rc + engine.micro.X):
-        A, C0 = rng.standard_normal((N, K)).astype(np.float32), rng.standard_normal((N, M)).astype(np.float32)
-        for fresh in (0, 1):
-            C, R = C0.copy(), (np.zeros_like(C0) if fresh else C0.copy())
-            if fresh:
-                C[:] = np.nan   # never read
-            fast(C, A, P, fresh)
-            scalar(R, A, Bm)
-            assert np.array_equal(C, R), (N, fresh)
-
-
 def test_step_products_in_chunks_of_rows_are_the_dense_sums(nthreads):
     """From SPLIT_B sequences on, the input projection and dx run as rnn.step_products: the T·B
-    rows in two parts, each in chunks of rows (rnn.STEP_C_BYTES of C per chunk; T here makes
+    rows in two parts, each in chunks of rows (engine.CHUNK_C_BYTES of C per chunk; T here makes
     several chunks and a partial last one), over two k-blocks for dx: bitwise the dense kernels'
     sums over all T·B rows."""
     from bptt.kernels.engine import COLS as C_COLS, KC
     B, I, GH = rnn.SPLIT_B + 3, C_COLS + 5, KC + 9
-    T = 2 * rnn.ROW_PARTS * rnn.STEP_C_BYTES // (C_COLS * 4 * B) + 3
+    T = 2 * rnn.ROW_PARTS * CHUNK_C_BYTES // (C_COLS * 4 * B) + 3
     rng = np.random.default_rng(T)
     r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     x, W, b, dg = r(T, B, I), r(GH, I), r(GH), r(T, B, GH)
@@ -425,7 +391,7 @@ def test_input_backward_with_clear_sets_dx_with_the_bits_of_zeros_then_the_sum(n
     over several chunks of rows and two k-blocks)."""
     from bptt.kernels.engine import COLS as C_COLS, KC
     I, GH = C_COLS + 5, KC + 9   # two k-blocks, a partial panel
-    T = 2 * rnn.ROW_PARTS * rnn.STEP_C_BYTES // (C_COLS * 4 * B) + 3 if B >= rnn.SPLIT_B else 7
+    T = 2 * rnn.ROW_PARTS * CHUNK_C_BYTES // (C_COLS * 4 * B) + 3 if B >= rnn.SPLIT_B else 7
     rng = np.random.default_rng(B)
     W, dg = rng.standard_normal((GH, I)).astype(np.float32), rng.standard_normal((T, B, GH)).astype(np.float32)
     set_, zeros = np.full((T, B, I), np.nan, np.float32), np.zeros((T, B, I), np.float32)

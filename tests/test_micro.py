@@ -4,11 +4,24 @@ import os
 import numpy as np
 import pytest
 
+from bptt.jit import kernel
 from bptt.kernels import engine, microgen
 
 pytestmark = pytest.mark.jit   # the compiled micro-kernels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@kernel(parallel=False)
+def block_product(C, A, P, fresh):
+    """engine.block_product over all of C (its sums from 0 with ``fresh``)."""
+    engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1], fresh)
+
+
+@kernel(parallel=False)
+def scalar_product(C, A, Bm):
+    """C += A·Bm by the plain fma chain of each output (engine.acc_scalar)."""
+    engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], 0, 0, A.shape[1])
 
 
 @pytest.mark.parametrize("isa", sorted(microgen.FAMILIES))
@@ -33,7 +46,6 @@ def test_acc_panels_paths_give_the_bits_of_the_scalar_fma_chain(dtype, N, K, M, 
     its groups of four, in one k loop (body_1xWx2p, body_1xWx3p), with or without a partial
     panel after them. With ``fresh`` the same paths start every sum from 0 and only write C
     (here full of NaN before): the bits of the loop from C = 0."""
-    from bptt.jit import kernel
 
     @kernel(parallel=False)
     def tile(C, A, Bm, boff, fresh):
@@ -88,16 +100,7 @@ def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N)
     40 + 9). The step and block products still compute every output as the plain fma chain,
     bitwise, across k-blocks (K > KC) and column tails; with ``fresh``, from 0 in the first
     k-block and from the partial sums in C after it, as the loop from C = 0 (with K = 0: 0)."""
-    from bptt.jit import kernel
-
-    @kernel(parallel=False)
-    def block(C, A, P, fresh):
-        engine.block_product(C, A, P, 0, C.shape[0], 0, C.shape[1], 0, A.shape[1], fresh)
-
-    @kernel(parallel=False)
-    def scalar(C, A, Bm):
-        engine.acc_scalar(C, A, Bm, 0, C.shape[0], 0, C.shape[1], 0, 0, A.shape[1])
-
+    block, scalar = block_product, scalar_product
     rng = np.random.default_rng(N)
     for K, M in ((600, 70), (65, 1024)):   # 600: past a k-block of either KC (256 or 512)
         A = rng.standard_normal((N, K)).astype(dtype)
@@ -137,7 +140,6 @@ def test_rows_of_a_that_alias_in_l1_are_copied_apart_with_the_same_bits(dtype):
     avx512 family's 12-row blocks; the 4-row blocks of the others read them as they are): the copy
     holds A's values on rows that no longer alias, and the step product is still each output's
     one fma chain, from a row past 0."""
-    from bptt.jit import kernel
 
     @kernel(parallel=False)
     def step(C, A, W, n0, n1):
@@ -171,6 +173,29 @@ def test_rows_of_a_that_alias_in_l1_are_copied_apart_with_the_same_bits(dtype):
     scalar(R1, A, np.ascontiguousarray(W.T), 3, 29)
     assert np.array_equal(C1, R1)
     assert not np.array_equal(C1, C0) and np.array_equal(C1[:3], C0[:3]) and np.array_equal(C1[29:], C0[29:])
+
+
+def test_a_product_of_several_k_blocks_in_chunks_of_rows_gives_the_scalar_fma_chains():
+    """engine.block_product with more than one k-block runs the rows in chunks
+    (engine.chunk_rows_c: CHUNK_C_BYTES of C each), every chunk through every k-block: two whole
+    chunks and a partial one, or one chunk that the family's few last rows join (micro.X), over
+    two k-blocks, a partial panel and two column blocks, from 0 and onto C; bitwise the plain
+    fma chain of each output."""
+    rc = engine.chunk_rows_c(engine.COLS * 4)
+    assert rc % engine.ROWS == 0 and rc * engine.COLS * 4 <= max(engine.CHUNK_C_BYTES, engine.ROWS * engine.COLS * 4)
+    K, M = engine.KC + 9, engine.COLS + engine.PANEL + 5
+    rng = np.random.default_rng(5)
+    Bm = rng.standard_normal((K, M)).astype(np.float32)
+    P = engine.packed_all(Bm)
+    for N in (2 * rc + engine.ROWS + 7, rc + engine.micro.X):
+        A, C0 = rng.standard_normal((N, K)).astype(np.float32), rng.standard_normal((N, M)).astype(np.float32)
+        for fresh in (0, 1):
+            C, R = C0.copy(), (np.zeros_like(C0) if fresh else C0.copy())
+            if fresh:
+                C[:] = np.nan   # never read
+            block_product(C, A, P, fresh)
+            scalar_product(R, A, Bm)
+            assert np.array_equal(C, R), (N, fresh)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -221,7 +246,6 @@ def test_the_large_products_copy_aliased_rows_apart_with_the_same_bits(dtype):
 def test_acc_narrow_gives_the_bits_of_the_scalar_fma_chain(dtype, R, K, W, r0):
     """The transposed narrow-column product (weight gradients' last columns) is the same fma
     chains: C[r, c0 + c] += Σ_k AT[k, r] · Bw[k, c], bitwise the element-by-element loop."""
-    from bptt.jit import kernel
 
     @kernel(parallel=False)
     def narrow(C, AT, Bw, c0, r0, r1):

@@ -1075,7 +1075,7 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
         ce = min(c1, cb + COLS)
         r0 = n0
         while r0 < n1:
-            r1 = n1 if n1 - r0 <= rc + micro.X else r0 + rc   # a few rows left join the chunk
+            r1 = chunk_end(r0, n1, rc)
             for q in range(nkb):
                 kb, ke = k_block(q, nkb, k0, k1)
                 acc_tiles(C, A, P, r0, r1, cb, ce, kb, ke, fresh if q == 0 else 0)
@@ -1090,6 +1090,13 @@ def chunk_rows_c(row_bytes):
     """Rows of a :func:`block_product` chunk with rows of ``row_bytes`` of C: whole tiles of
     ``ROWS`` rows (at least one) whose block fits in ``CHUNK_C_BYTES``."""
     return max(1, CHUNK_C_BYTES // (row_bytes * ROWS)) * ROWS
+
+
+@inline
+def chunk_end(r0, n1, rc):
+    """The end of the chunk of ``rc`` rows that starts at r0, in a range that ends at n1: n1
+    where at most ``micro.X`` rows would be left after it (they join it, as in :func:`tile_end`)."""
+    return n1 if n1 - r0 <= rc + micro.X else r0 + rc
 
 
 # The family's block that packs its panel of B as it reads it (microcall.copy_caller): its main

@@ -46,7 +46,7 @@ from .dense import (dense_backward_input, dense_backward_params, dense_forward, 
                     dense_weight_grads, fill_rows)
 from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_tile, acc_tiles,
                      apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
-                     k_block, k_blocks, micro,
+                     chunk_end, chunk_rows_c, k_block, k_blocks,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into, TB,
@@ -179,7 +179,6 @@ def batch_half(B, nh, h):
 # 0.95-0.96 (docs/performance.md, thirty-fifth session).
 
 
-STEP_C_BYTES = L2_BYTES // 2   # a step_products job's block of C per chunk of rows: half a core's L2
 ROW_PARTS = 2                  # step_products' parts of the rows (the jobs: ROW_PARTS × column blocks)
 
 
@@ -195,7 +194,8 @@ def step_products(j, njobs, C, A, P, M, K, b, start):
     Jobs of one of ``ROW_PARTS`` parts of the rows (whole tiles of ``ROWS``) × one column block
     (ceil(M / COLS) blocks of whole panels, spread evenly: :func:`bptt.kernels.engine.even_columns`),
     part 0's first: a parallel run hands a thread a contiguous range of jobs, so on two cores each
-    thread gets one part. Inside, chunks of rows whose block of C fits in ``STEP_C_BYTES``, then
+    thread gets one part. Inside, chunks of rows whose block of C fits in half a core's L2
+    (:func:`bptt.kernels.engine.chunk_rows_c`, ``CHUNK_C_BYTES``), then
     k-blocks: a KC × COLS block of Bm stays in L2 while the chunk's rows pass
     (:func:`bptt.kernels.engine.block_product`'s order), and the chunk's block of C (its bias
     written just before) stays in L2 from one k-block to the next instead of going to memory and
@@ -207,11 +207,11 @@ def step_products(j, njobs, C, A, P, M, K, b, start):
     h = j // ncb
     n0, n1 = even_bound(h, ROW_PARTS, N, ROWS), even_bound(h + 1, ROW_PARTS, N, ROWS)
     c0, c1 = even_columns(j % ncb, ncb, M)
-    rc = max(1, STEP_C_BYTES // ((c1 - c0) * C.itemsize * ROWS)) * ROWS
+    rc = chunk_rows_c((c1 - c0) * C.itemsize)
     nkb = k_blocks(K)
     r0 = n0
     while r0 < n1:
-        r1 = n1 if n1 - r0 <= rc + micro.X else r0 + rc   # a few rows left join the chunk
+        r1 = chunk_end(r0, n1, rc)
         if start == 1:
             fill_rows(C, b, r0, r1, c0, c1)
         for q in range(nkb):   # equal k-blocks, as block_product's
