@@ -108,15 +108,16 @@ def test_host_isa_from_features():
 @pytest.mark.skipif(jit.host_isa() != "avx512", reason="needs an AVX-512 host")
 def test_elementwise_loops_use_512_bit_vectors_on_an_avx512_host():
     """LLVM prefers 256-bit vectors on Intel's server cores; bptt's target turns that off, so an
-    elementwise loop (σ over the rows of an array) compiles to zmm operations. Fresh compiles
-    (BPTT_CACHE=0): Numba shows no assembly for code loaded from its cache."""
+    elementwise loop (σ over the rows of an array) compiles to zmm operations. The host's own
+    ISA (whatever BPTT_ISA this process runs under), and fresh compiles (BPTT_CACHE=0): Numba
+    shows no assembly for code loaded from its cache."""
     code = ("import numpy as np, re, numba; from bptt.kernels import activations as A; "
             "q = np.linspace(-3, 3, 64 * 40, dtype=np.float32).reshape(64, 40); y = np.empty_like(q); "
             "A.activation_forward(y, q, A.SIGMOID); "
             "asm = '\\n'.join(A._activation_rows.body.inspect_asm(s) for s in A._activation_rows.body.signatures); "
             "print(len(re.findall(r'vdivps[^\\n]*%zmm', asm)), len(re.findall(r'vdivps[^\\n]*%ymm', asm)), "
             "'-prefer-256-bit' in (numba.config.CPU_FEATURES or '').split(','))")
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(BPTT_CACHE="0", BPTT_THREADS="1"),
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(BPTT_CACHE="0", BPTT_THREADS="1", BPTT_ISA="native"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     zmm, ymm, off = proc.stdout.split()
