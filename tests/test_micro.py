@@ -100,25 +100,24 @@ def test_tiles_whose_last_block_takes_the_rows_left_give_the_same_bits(dtype, N)
     40 + 9). The step and block products still compute every output as the plain fma chain,
     bitwise, across k-blocks (K > KC) and column tails; with ``fresh``, from 0 in the first
     k-block and from the partial sums in C after it, as the loop from C = 0 (with K = 0: 0)."""
-    block, scalar = block_product, scalar_product
     rng = np.random.default_rng(N)
     for K, M in ((600, 70), (65, 1024)):   # 600: past a k-block of either KC (256 or 512)
         A = rng.standard_normal((N, K)).astype(dtype)
         Bm = rng.standard_normal((K, M)).astype(dtype)
         C0 = rng.standard_normal((N, M)).astype(dtype)
         want = C0.copy()
-        scalar(want, A, Bm)
+        scalar_product(want, A, Bm)
         P = engine.packed(Bm, 0, M)
         got = C0.copy()
-        block(got, A, P, 0)
+        block_product(got, A, P, 0)
         assert np.array_equal(got, want)
         from_zero = np.zeros_like(C0)
-        scalar(from_zero, A, Bm)
+        scalar_product(from_zero, A, Bm)
         got = np.full_like(C0, np.nan)
-        block(got, A, P, 1)
+        block_product(got, A, P, 1)
         assert np.array_equal(got, from_zero)
         got = np.full_like(C0, np.nan)
-        block(got, A[:, :0], P[:, :0], 1)   # no terms: zeros
+        block_product(got, A[:, :0], P[:, :0], 1)   # no terms: zeros
         assert not got.any()
         got = C0.copy()
         engine.step_product(got, A, P, 0, N, M, K)

@@ -44,9 +44,9 @@ from ..jit import (atomic_add, atomic_load, atomic_store, composite, get_threads
 from .activations import STATE_ACTIVATIONS, STATE_CODES, state_act_row, state_dact_row
 from .dense import (dense_backward_input, dense_backward_params, dense_forward, dense_input_grad,
                     dense_weight_grads, fill_rows)
-from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_tile, acc_tiles,
+from .engine import (COLS, KC, L2_BYTES, L3_BYTES, NARROW, PANEL, ROWS, acc_narrow, acc_tile,
                      apart_rows, apart_stride, add_bias_rows, add_column_sums, add_rows, even_bound, even_columns,
-                     chunk_end, chunk_rows_c, k_block, k_blocks,
+                     chunk_end, chunk_rows_c,
                      block_product, chunk_rows, copy_rows, rows_apart, step_product, n_panels,
                      pack_panel, pack_panel_T, pack_T_into, panels, panels_T, scratch, scratch_panels,
                      sweep_chunks, transpose_into, transpose_rows_into, TB,
@@ -194,29 +194,25 @@ def step_products(j, njobs, C, A, P, M, K, b, start):
     Jobs of one of ``ROW_PARTS`` parts of the rows (whole tiles of ``ROWS``) × one column block
     (ceil(M / COLS) blocks of whole panels, spread evenly: :func:`bptt.kernels.engine.even_columns`),
     part 0's first: a parallel run hands a thread a contiguous range of jobs, so on two cores each
-    thread gets one part. Inside, chunks of rows whose block of C fits in half a core's L2
-    (:func:`bptt.kernels.engine.chunk_rows_c`, ``CHUNK_C_BYTES``), then
-    k-blocks: a KC × COLS block of Bm stays in L2 while the chunk's rows pass
-    (:func:`bptt.kernels.engine.block_product`'s order), and the chunk's block of C (its bias
-    written just before) stays in L2 from one k-block to the next instead of going to memory and
-    back once per k-block (at `fastrnns`, 3.2 MB of C per job: the input projection and dx 12 %
-    faster on Zen 4, with a 1 MB L2). Every output's k-blocks still run in increasing order: the
-    same fma chains, whatever the chunks. One compiled kernel serves the projection and dx."""
+    thread gets one part. Inside, the rows pass in :func:`bptt.kernels.engine.block_product`'s
+    own chunks (``chunk_rows_c``: a block of C in half a core's L2), each chunk's bias written
+    just before its product, so that the chunk is still in L2 when the product reads it and stays
+    there from one k-block to the next (at `fastrnns`, 3.2 MB of C per job: the input projection
+    and dx 12 % faster on Zen 4, with a 1 MB L2). Every output's k-blocks still run in increasing
+    order: the same fma chains, whatever the chunks. One compiled kernel serves the projection
+    and dx."""
     N = C.shape[0]
     ncb = njobs // ROW_PARTS
     h = j // ncb
     n0, n1 = even_bound(h, ROW_PARTS, N, ROWS), even_bound(h + 1, ROW_PARTS, N, ROWS)
     c0, c1 = even_columns(j % ncb, ncb, M)
-    rc = chunk_rows_c((c1 - c0) * C.itemsize)
-    nkb = k_blocks(K)
+    rc = chunk_rows_c(COLS * C.itemsize)   # block_product's chunk: each call below runs as one
     r0 = n0
     while r0 < n1:
         r1 = chunk_end(r0, n1, rc)
         if start == 1:
             fill_rows(C, b, r0, r1, c0, c1)
-        for q in range(nkb):   # equal k-blocks, as block_product's
-            kb, ke = k_block(q, nkb, 0, K)
-            acc_tiles(C, A, P, r0, r1, c0, c1, kb, ke, 1 if start == 2 and q == 0 else 0)
+        block_product(C, A, P, r0, r1, c0, c1, 0, K, 1 if start == 2 else 0)
         r0 = r1
 
 
