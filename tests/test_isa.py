@@ -133,3 +133,38 @@ def test_importing_bptt_starts_no_thread_pool():
     proc = subprocess.run([sys.executable, "-c", code], env=_env(BPTT_THREADS="2"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+_HOT_LOOP = r'''
+import re, sys
+import bptt.jit as jit
+from bptt.kernels import microcall
+kept = {}
+def external(fn, sig, symbol, _compile=microcall.external):
+    kept[symbol] = _compile(fn, sig, symbol)
+    return kept[symbol]
+microcall.external = external
+microcall.ensure(jit.ISA, "float32")
+asm = kept[microcall.tile_symbol(jit.ISA, "float32")]._library.get_asm_str()
+blocks = re.split(r"\n\.LBB\w+:", asm)
+hot = max(blocks, key=lambda b: b.count("vfmadd"))
+R, W = microcall.panel_block(jit.ISA)
+print(hot.count("vfmadd"), R * W // jit.vector_floats(jit.ISA), len(re.findall(r"\(%rsp\)", hot)),
+      len(re.findall(r"vmovap[sd]\s+%[xyz]mm\d+, %[xyz]mm\d+", hot)))
+'''
+
+
+@pytest.mark.parametrize("isa", [isa for isa in ("avx512", "avx2") if isa in jit.ISAS
+                                 and jit.ISAS.index(isa) >= jit.ISAS.index(jit.host_isa())])
+def test_the_tiles_main_block_keeps_its_sums_and_pointers_in_registers(isa):
+    """The family's main block, written into the tile, compiles to a k-loop as tight as the body
+    compiled alone: no stack access and no register-to-register moves among its fmas. (LLVM once
+    carried the block's 12 row pointers across the tile's loop over row blocks, and the avx512
+    loop then reloaded pointers from the stack, spilled sums and rotated them through moves:
+    microcall.opaque.) A fresh compile (BPTT_CACHE=0): Numba shows no assembly for cached code."""
+    proc = subprocess.run([sys.executable, "-c", _HOT_LOOP], env=_env(BPTT_CACHE="0", BPTT_ISA=isa),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fmas, per_k, stack, moves = (int(v) for v in proc.stdout.split())
+    assert fmas >= per_k and fmas % per_k == 0, proc.stdout   # the block's whole k-step(s)
+    assert stack == 0 and moves == 0, proc.stdout

@@ -470,6 +470,20 @@ def inlined_block(isa, R, W, pair=False) -> bool:
     return FORM == "vector" and not pair and (R, W) == panel_block(isa)
 
 
+def opaque(builder, value):
+    """``value`` through an empty inline-assembly statement: the same value, which LLVM can no
+    longer trace back to its parts. The tile passes its main block's pointers through it, so
+    that each block computes its rows' addresses afresh, as the body compiled alone does.
+
+    Without it LLVM hoisted the 12 rows' pointers of A (and of C) out of the k-loop and carried
+    each one across the tile's loop over row blocks. With 12 pointers live, the avx512 block's
+    k-loop ran out of general registers: it reloaded a pointer from the stack before each
+    broadcast, spilled three accumulators, and rotated nine more through register moves at
+    every step. On a Zen 4 that cost 9-12 % of an LSTM step (docs/performance.md, thirty-sixth
+    session). The sums are untouched: the same IR, with opaque addresses."""
+    return builder.asm(ir.FunctionType(value.type, [value.type]), "", "=r,0", [value], False)
+
+
 def caller(isa, R, W, pair=False, stream=False):
     """call(pC, oC, ldc, pA, oA, sa0, sa1, pB, oB, ldb, k0, k1, fresh[, d]): family ``isa``'s
     compiled ``body_RxW`` (``body_RxWx2`` for a pair) on the block whose first elements are
@@ -499,6 +513,7 @@ def caller(isa, R, W, pair=False, stream=False):
             pb = builder.gep(a[7], [a[8]])
             if inlined:   # the body's code here, not a call (the family's main block, in the tile)
                 it = types.int64
+                pc, pa, pb = (opaque(builder, p) for p in (pc, pa, pb))
                 bsig, bgen = inlined(typingctx, pC, it, pC, it, it, pC, it, it, it, it)
                 bgen(context, builder, bsig, [pc, a[2], pa, a[5], a[6], pb, a[9], a[10], a[11], a[12]])
                 return context.get_dummy_value()
