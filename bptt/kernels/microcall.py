@@ -15,7 +15,8 @@ Kernels reach all of it through one call, :func:`tile_caller` (``engine.acc_tile
 The family's main block (avx512 12 × 32, avx2 4 × 24: :func:`panel_block`) is the exception: in the
 vector form its code is written into the tile itself rather than called, since a call cost about
 85 cycles against a 1536-cycle body at k = 128 (a weight gradient over a mini-batch of 128: 5-11 %
-of the product on one core, docs/performance.md, thirty-second session).
+of the product on one core, docs/performance.md, thirty-second session). Its pointers pass through
+:func:`opaque` first, so that its k-loop compiles as tightly there as in the body alone.
 
 Two more entries for whole products: :func:`copy_caller`, the family's main block packing its
 panel of B as it reads it (``engine.packing_product``), and :func:`panels_caller`, a single row
