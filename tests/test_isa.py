@@ -136,7 +136,7 @@ def test_importing_bptt_starts_no_thread_pool():
 
 
 _HOT_LOOP = r'''
-import re, sys
+import re
 import bptt.jit as jit
 from bptt.kernels import microcall
 kept = {}

@@ -480,7 +480,7 @@ def opaque(builder, value):
     each one across the tile's loop over row blocks. With 12 pointers live, the avx512 block's
     k-loop ran out of general registers: it reloaded a pointer from the stack before each
     broadcast, spilled three accumulators, and rotated nine more through register moves at
-    every step. On a Zen 4 that cost 9-12 % of an LSTM step (docs/performance.md, thirty-sixth
+    every step. On a Zen 4 that cost 7-12 % of an LSTM step (docs/performance.md, thirty-sixth
     session). The sums are untouched: the same IR, with opaque addresses."""
     return builder.asm(ir.FunctionType(value.type, [value.type]), "", "=r,0", [value], False)
 
