@@ -522,6 +522,59 @@ def _lock_numba_cache() -> None:
 
 _lock_numba_cache()
 
+# Numba's IR inliner (``inline="always"``, every :func:`inline` helper) copies a callee's IR
+# before it splices it in: in InlineWorker.inline_ir, ``copy_ir`` deep-copies the blocks one at a
+# time, each with a fresh memo. Every block refers to the function's one scope, which holds every
+# variable, so each block's copy copies the whole scope again: b blocks and v variables cost
+# b·v copies, twice per call site. With helpers inlined into helpers (a dense layer's weight-gradient
+# job: the packing product, its block products, their tiles) a single site copied 3.6 million
+# variables, and the copies took half of a cold compile. _INLINER_COPY is that loop as Numba
+# 0.59-0.68 write it; _fast_inline_copy puts in its place one deep copy of the dict of blocks
+# (one memo: the scope copied once, shared by the copied blocks as the original blocks share
+# theirs). Compared over the 90 functions the ISA probe (tests/isa_probe.py) compiles: the same
+# LLVM IR, apart from the order of a few reference-count increments in 10 job bodies, so the
+# same arithmetic and the same bits; the probe's first run took 60 s instead of 98 (Zen 4,
+# one thread, docs/performance.md, thirty-seventh session).
+_INLINER_COPY = ("        kernel_copy.blocks = {}\n"
+                 "        for block_label, block in the_ir.blocks.items():\n"
+                 "            new_block = copy.deepcopy(the_ir.blocks[block_label])\n"
+                 "            kernel_copy.blocks[block_label] = new_block\n")
+
+
+def _fast_inline_copy() -> bool:
+    """Replace Numba's ``InlineWorker.inline_ir`` by the same source with its block-by-block copy
+    (``_INLINER_COPY``) as one deep copy (see above); True if it is in place. A Numba whose
+    source differs (or cannot be read) keeps its own inliner: slower to compile, the same code.
+    ``BPTT_NUMBA_INLINER=numba`` keeps Numba's own (to compare the two)."""
+    import inspect
+    import textwrap
+    try:
+        from numba.core import inline_closurecall as icc
+    except ImportError:
+        return False
+    worker = icc.InlineWorker
+    if getattr(worker, "_bptt_fast_copy", False):
+        return True
+    if os.environ.get("BPTT_NUMBA_INLINER", "").strip().lower() == "numba":
+        return False
+    try:
+        source = textwrap.dedent(inspect.getsource(worker.inline_ir))
+    except (OSError, TypeError):
+        return False
+    if source.count(_INLINER_COPY) != 1 or not source.startswith("def inline_ir("):
+        return False
+    new = source.replace(_INLINER_COPY, "        kernel_copy.blocks = copy.deepcopy(the_ir.blocks)\n")
+    space = {}
+    exec(compile(new, icc.__file__, "exec"), vars(icc), space)   # the module's globals, as before
+    space["inline_ir"].__qualname__ = worker.inline_ir.__qualname__
+    worker._numba_inline_ir = worker.inline_ir   # Numba's own, kept (tests compare the two)
+    worker.inline_ir = space["inline_ir"]
+    worker._bptt_fast_copy = True
+    return True
+
+
+FAST_INLINE_COPY = _fast_inline_copy()
+
 
 def renamed(fn, suffix: str, **new_globals):
     """A copy of ``fn`` under another qualname (``fn``'s + ``suffix``), so its on-disk cache file

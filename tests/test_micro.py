@@ -383,13 +383,18 @@ def test_the_copying_body_packs_its_panel_and_gives_the_bits_of_the_plain_one(dt
     A = rng.standard_normal((R, K)).astype(dtype)
     B = rng.standard_normal((K, ldb)).astype(dtype)   # the block reads its first W columns
     C0 = rng.standard_normal((R, ldc)).astype(dtype)
+    bodies = {}   # each compiled once (a scalar body takes seconds), run from C and from 0
+    for form in ("scalar", "vector"):
+        for copy in (False, True):
+            fn = microcall.body_function(fam, R, W, form=form, copy=copy)
+            extra = (p,) if copy else ()
+            bodies[form, copy] = numba.cfunc(types.void(p, i, p, i, i, p, i, i, i, i, *extra), cache=False,
+                                             error_model="numpy")(fn)
     for fresh in (0, 1):
         outs = []
         for form in ("scalar", "vector"):
             for copy in (False, True):
-                fn = microcall.body_function(fam, R, W, form=form, copy=copy)
-                extra = (p,) if copy else ()
-                c = numba.cfunc(types.void(p, i, p, i, i, p, i, i, i, i, *extra), cache=False, error_model="numpy")(fn)
+                c = bodies[form, copy]
                 C = C0.copy()
                 S = np.full((K, W), np.nan, dtype)
                 args = [C.ctypes.data_as(ct), ldc, A.ctypes.data_as(ct), K, 1, B.ctypes.data_as(ct), ldb, k0, k1, fresh]
