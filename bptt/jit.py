@@ -527,7 +527,7 @@ _lock_numba_cache()
 # time, each with a fresh memo. Every block refers to the function's one scope, which holds every
 # variable, so each block's copy copies the whole scope again: b blocks and v variables cost
 # b·v copies, twice per call site. With helpers inlined into helpers (a dense layer's weight-gradient
-# job: the packing product, its block products, their tiles) a single site copied 3.6 million
+# job: the packing product, its block products, their tiles) one kernel's compile copied 3.6 million
 # variables, and the copies took half of a cold compile. _INLINER_COPY is that loop as Numba
 # 0.59-0.68 write it; _fast_inline_copy puts in its place one deep copy of the dict of blocks
 # (one memo: the scope copied once, shared by the copied blocks as the original blocks share
