@@ -1082,6 +1082,17 @@ def block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
             r0 = r1
 
 
+@jit.typed_helper(_panels_signature)
+def called_block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
+    """:func:`block_product`, compiled once per dtype and called instead of inlined: the form
+    :func:`packing_product` takes at its three places, so that a dense job with two packing
+    products (``dense._backward_blocks``) holds no six copies of it. Numba inlines a helper by
+    typing and lowering its code again at every place, and the dense backward job took 10.4 s
+    of a char-LM's cold first step, 5.7 s with this (docs/performance.md, thirty-seventh
+    session). The same sums: the same bits."""
+    block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh)
+
+
 CHUNK_C_BYTES = L2_BYTES // 2   # a block_product's chunk of C when it runs more than one k-block
 
 
@@ -1110,7 +1121,7 @@ def _packing_first(Pp, flags, call, slot, C, A, Bm, boff, M, n0, n1, c0, c1, k0,
     """:func:`packing_product` where the family has no copying block: :func:`own_panels`, then
     :func:`block_product`."""
     P = own_panels(Pp, flags, call, slot, Bm, boff, M, c0 // PANEL, n_panels(c1))
-    block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh)
+    called_block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh)
 
 
 @inline
@@ -1153,9 +1164,9 @@ def _packing_product(Pp, flags, call, slot, C, A, Bm, boff, M, n0, n1, c0, c1, k
             f[p] = call
         else:   # packed already, or packed here first
             own_panels(Pp, flags, call, slot, Bm, boff, M, p, p + 1)
-            block_product(C, A, P, n0, n0 + R, pc0, pc1, k0, k1, fresh)
+            called_block_product(C, A, P, n0, n0 + R, pc0, pc1, k0, k1, fresh)
     if rest > 0:
-        block_product(C, A, P, n0 + R, n1, c0, c1, k0, k1, fresh)
+        called_block_product(C, A, P, n0 + R, n1, c0, c1, k0, k1, fresh)
 
 
 packing_product = _packing_product if COPY else _packing_first
