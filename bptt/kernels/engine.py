@@ -1087,9 +1087,9 @@ def called_block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh):
     """:func:`block_product`, compiled once per dtype and called instead of inlined: the form
     :func:`packing_product` takes at its three places, so that a dense job with two packing
     products (``dense._backward_blocks``) holds no six copies of it. Numba inlines a helper by
-    typing and lowering its code again at every place, and the dense backward job took 10.4 s
-    of a char-LM's cold first step, 5.7 s with this (docs/performance.md, thirty-seventh
-    session). The same sums: the same bits."""
+    typing and lowering its code again at every place: that job's own compile took 10.4 s, 5.6 s
+    with this, and a char-LM's cold first step 37.0-38.1 s, 35.6-36.1 s with this (Zen 4,
+    docs/performance.md, thirty-seventh session). The same sums: the same bits."""
     block_product(C, A, P, n0, n1, c0, c1, k0, k1, fresh)
 
 
