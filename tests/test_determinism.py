@@ -144,7 +144,7 @@ INLINED = textwrap.dedent("""
 def test_the_faster_inliner_compiles_the_llvm_ir_of_numbas_own():
     """bptt.jit replaces the block-by-block deep copy in Numba's IR inliner by one copy
     (_fast_inline_copy: the copies took half of a cold compile). A dense forward job, whose body
-    inlines the panel packing, the block product and its tiles, compiled fresh in two processes,
+    inlines the panel packing, the block product and its loops over tiles, compiled fresh in two processes,
     with that inliner and with Numba's own (BPTT_NUMBA_INLINER=numba): the same LLVM IR, line
     for line, apart from the order of reference-count operations."""
     got = {}
@@ -156,6 +156,6 @@ def test_the_faster_inliner_compiles_the_llvm_ir_of_numbas_own():
         assert fast == str(inliner == "bptt"), (inliner, fast)   # the switch took effect
         got[inliner] = llvm.splitlines()
     mine, numbas = got["bptt"], got["numba"]
-    assert len(mine) > 1000 and any("fma" in line for line in mine)   # the body, tiles inlined
+    assert len(mine) > 1000 and any("fma" in line for line in mine)   # the body, its helpers inlined
     assert sorted(mine) == sorted(numbas)
     assert [s for s in mine if "NRT_" not in s] == [s for s in numbas if "NRT_" not in s]
