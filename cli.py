@@ -233,6 +233,7 @@ def train(ctx, text_files, cell, hidden, layers, embed_dim, dropout, tokenizer, 
                    f"tokens, vocabulary {trainer.tokenizer.vocab_size}")
         click.echo(f"unigram baseline: {trainer.unigram:.4f} nats/token")
         progress = _Progress(trainer.total_steps, trainer.step, c.minutes)
+        progress.start()
 
         def on_event(kind, info):
             if kind == "step":

@@ -132,3 +132,21 @@ def test_every_command_has_a_whole_line_in_the_group_help():
     for name, text in SHORT_HELP.items():
         assert f"{name} " in out and text in out and len(text) <= 60, name
     assert "..." not in out.split("Commands:")[1]
+
+
+def test_progress_says_what_the_wait_before_the_first_step_is_on_a_terminal_only(capsys):
+    """The first step compiles the kernels on a first run (half a minute for a language model):
+    on a terminal a line says so, and the first step's line replaces it; in a log, nothing."""
+    from bptt.commands.common import Progress
+    p = Progress(10, 0, None)
+    p.tty = True
+    p.start()
+    err = capsys.readouterr().err
+    assert err.startswith("\r") and "compiling them on a first run" in err and "\n" not in err
+    p.step({"step": 1, "loss": 4.6, "elapsed": 30.0, "tokens_per_sec": 100.0})
+    err = capsys.readouterr().err
+    assert err.startswith("\rstep 1/10")   # written over the notice (click drops the erase code off a terminal)
+    quiet = Progress(10, 0, None)
+    quiet.tty = False
+    quiet.start()
+    assert capsys.readouterr().err == ""

@@ -54,6 +54,14 @@ class Progress:
         s = int(min(left))
         return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
+    def start(self):
+        """On a terminal, a line for the wait before the first step, which the first step's line
+        replaces: that step compiles the kernels on a first run (about half a minute for a
+        language model on a 2-core machine) or loads them from the cache."""
+        if self.tty:
+            click.echo(f"\rstep {self.start_step}  loading the kernels from the cache, or compiling them "
+                       f"on a first run (about half a minute)...\x1b[K", nl=False, err=True)
+
     def step(self, info):
         import time
         now = time.perf_counter()

@@ -164,6 +164,7 @@ def contrastive(text_files, init_from, cell, hidden, layers, embed_dim, bidirect
                    f"{f' ({c.oov_buckets} of them buckets for rarer words)' if c.oov_buckets else ''}"
                    f"{f', {c.subwords} character n-gram buckets' if c.subwords else ''}")
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
+        progress.start()
 
         def on_event(kind, info):
             if kind == "step":

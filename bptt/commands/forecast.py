@@ -218,6 +218,7 @@ def forecast(series_csv, demo, demo_csv, columns, covariates, header, horizon, w
         for note in trainer.notes:
             click.echo(note)
         progress = Progress(trainer.total_steps, trainer.step, c.minutes)
+        progress.start()
         window = d.window
 
         def on_event(kind, info):
