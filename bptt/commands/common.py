@@ -60,7 +60,7 @@ class Progress:
         language model on a 2-core machine) or loads them from the cache."""
         if self.tty:
             click.echo(f"\rstep {self.start_step}  loading the kernels from the cache, or compiling them "
-                       f"on a first run (about half a minute)...\x1b[K", nl=False, err=True)
+                       f"on a first run...\x1b[K", nl=False, err=True)
 
     def step(self, info):
         import time
